@@ -1,0 +1,768 @@
+/* SPDX-License-Identifier: MIT */
+/* The config-key engine: parses and validates one YAML section against a key table. */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cfg_internal.h"
+#include "dhaf/alloc.h"
+#include "dhaf/valid.h"
+
+#define SECRET_FILE_MAX (64 * 1024)
+
+/* ------------------------------------------------------------------ report */
+
+void dhaf_cfg_report_init(struct dhaf_cfg_report *rep, const char *file)
+{
+    memset(rep, 0, sizeof(*rep));
+    rep->file = dhaf_xstrdup(file ? file : "<config>");
+}
+
+static void free_list(struct dhaf_cfg_error *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].path);
+        free(v[i].msg);
+    }
+    free(v);
+}
+
+void dhaf_cfg_report_release(struct dhaf_cfg_report *rep)
+{
+    free_list(rep->errs, rep->n_errs);
+    free_list(rep->warns, rep->n_warns);
+    DHAF_FREE(rep->file);
+    memset(rep, 0, sizeof(*rep));
+}
+
+static void add(struct dhaf_cfg_error **v, size_t *n, size_t *cap, int line, int col,
+                const char *path, const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    DHAF_GROW(*v, *n + 1, *cap);
+    struct dhaf_cfg_error *e = &(*v)[(*n)++];
+    e->line = line;
+    e->col = col;
+    e->path = dhaf_xstrdup(path ? path : "");
+    e->msg = dhaf_xstrdup(msg);
+}
+
+void dhaf_cfg_report_error(struct dhaf_cfg_report *rep, int line, int col, const char *path,
+                           const char *fmt, ...)
+{
+    if (rep->n_errs >= DHAF_CFG_MAX_ERRORS) {
+        rep->dropped++;
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    add(&rep->errs, &rep->n_errs, &rep->cap_errs, line, col, path, fmt, ap);
+    va_end(ap);
+}
+
+void dhaf_cfg_report_warn(struct dhaf_cfg_report *rep, int line, int col, const char *path,
+                          const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    add(&rep->warns, &rep->n_warns, &rep->cap_warns, line, col, path, fmt, ap);
+    va_end(ap);
+}
+
+static void print_one(FILE *out, const char *file, const char *kind, const struct dhaf_cfg_error *e)
+{
+    if (e->line > 0)
+        fprintf(out, "%s:%d:%d: %s: ", file, e->line, e->col, kind);
+    else
+        fprintf(out, "%s: %s: ", file, kind);
+    if (e->path[0])
+        fprintf(out, "%s: ", e->path);
+    fprintf(out, "%s\n", e->msg);
+}
+
+void dhaf_cfg_report_print(const struct dhaf_cfg_report *rep, FILE *out)
+{
+    for (size_t i = 0; i < rep->n_warns; i++)
+        print_one(out, rep->file, "warning", &rep->warns[i]);
+    for (size_t i = 0; i < rep->n_errs; i++)
+        print_one(out, rep->file, "error", &rep->errs[i]);
+    if (rep->dropped)
+        fprintf(out, "%s: %zu more errors not shown\n", rep->file, rep->dropped);
+}
+
+/* ------------------------------------------------------------------ helpers */
+
+char *cfg_join(const char *path, const char *key)
+{
+    if (!path || !path[0])
+        return dhaf_xstrdup(key);
+    return dhaf_xasprintf("%s.%s", path, key);
+}
+
+char *cfg_index(const char *path, size_t i)
+{
+    return dhaf_xasprintf("%s[%zu]", path, i);
+}
+
+void cfg_error_at(struct dhaf_cfg_report *rep, const struct ynode *n, const char *path,
+                  const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    dhaf_cfg_report_error(rep, n ? n->line : 0, n ? n->col : 0, path, "%s", msg);
+}
+
+const char *cfg_show(const struct ynode *n, char *buf, size_t len)
+{
+    if (!n || n->kind != YNODE_SCALAR) {
+        snprintf(buf, len, "%s", ynode_kind_name(n));
+        return buf;
+    }
+    size_t o = 0;
+    buf[o++] = '"';
+    for (size_t i = 0; i < n->len && o + 6 < len && i < 60; i++) {
+        unsigned char c = (unsigned char)n->str[i];
+        if (c < 0x20 || c == 0x7f)
+            buf[o++] = '?';
+        else
+            buf[o++] = (char)c;
+    }
+    if (n->len > 60 && o + 5 < len) {
+        memcpy(buf + o, "...", 3);
+        o += 3;
+    }
+    buf[o++] = '"';
+    buf[o] = '\0';
+    return buf;
+}
+
+/* Levenshtein distance, capped: enough for suggestions. */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64)
+        return SIZE_MAX;
+    size_t row[65];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t prev = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cur = row[j];
+            size_t cost =
+                tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 1]) ? 0 : 1;
+            size_t best = prev + cost;
+            if (row[j] + 1 < best)
+                best = row[j] + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            prev = cur;
+        }
+    }
+    return row[lb];
+}
+
+/* Same letters apart from case, '-' and '_' ("receiveTimeout" vs "receive-timeout"). */
+static bool same_squashed(const char *a, const char *b)
+{
+    for (;;) {
+        while (*a == '-' || *a == '_')
+            a++;
+        while (*b == '-' || *b == '_')
+            b++;
+        if (!*a || !*b)
+            return !*a && !*b;
+        if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
+            return false;
+        a++;
+        b++;
+    }
+}
+
+const char *dhaf_cfg_suggest(const char *word, const char *const *cands, size_t n)
+{
+    const char *best = NULL;
+    size_t bestd = SIZE_MAX;
+    for (size_t i = 0; i < n; i++) {
+        if (same_squashed(word, cands[i]))
+            return cands[i];
+        size_t d = distance(word, cands[i]);
+        if (d < bestd) {
+            bestd = d;
+            best = cands[i];
+        }
+    }
+    size_t len = strlen(word);
+    size_t limit = len <= 4 ? 1 : (len <= 8 ? 2 : 3);
+    return bestd <= limit ? best : NULL;
+}
+
+const struct ynode *cfg_lookup(const struct ynode *map, const char *dotted)
+{
+    char seg[128];
+    const char *p = dotted;
+    const struct ynode *cur = map;
+    while (cur) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        if (n >= sizeof(seg))
+            return NULL;
+        memcpy(seg, p, n);
+        seg[n] = '\0';
+        cur = ynode_get(cur, seg, NULL);
+        if (!dot)
+            return cur;
+        if (cur && ynode_is_null(cur))
+            return NULL;
+        p = dot + 1;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ unknown keys */
+
+/* Names accepted directly inside the mapping at `prefix` ("" = the section itself). Fills out
+ * (count returned); strings made here are put in owned (*n_owned of them) for the caller. */
+static size_t level_names(const struct dhaf_cfg_ctx *ctx, const char *prefix, const char **out,
+                          size_t max, char **owned, size_t *n_owned)
+{
+    size_t n = 0;
+    size_t pl = strlen(prefix);
+    *n_owned = 0;
+    for (const struct dhaf_cfgkey *k = ctx->keys; k && k->key && n + 2 < max; k++) {
+        const char *rest = k->key;
+        if (pl) {
+            if (strncmp(k->key, prefix, pl) != 0 || k->key[pl] != '.')
+                continue;
+            rest = k->key + pl + 1;
+        }
+        const char *dot = strchr(rest, '.');
+        char *name = dhaf_xstrndup(rest, dot ? (size_t)(dot - rest) : strlen(rest));
+        bool dup = false;
+        for (size_t i = 0; i < n && !dup; i++)
+            dup = strcmp(out[i], name) == 0;
+        if (dup) {
+            free(name);
+            continue;
+        }
+        owned[(*n_owned)++] = name;
+        out[n++] = name;
+        if (!dot && k->type == DHAF_CFG_SECRET) {
+            char *f = dhaf_xasprintf("%s-file", name);
+            owned[(*n_owned)++] = f;
+            out[n++] = f;
+        }
+    }
+    if (!pl)
+        for (const char *const *e = ctx->extra; e && *e && n < max; e++)
+            out[n++] = *e;
+    return n;
+}
+
+static const struct dhaf_cfgkey accepted_extra = {
+    "", DHAF_CFG_EXTERNAL, 0, false, NULL, 0, 0, NULL, NULL, NULL, NULL};
+
+static const struct dhaf_cfgkey *find_key(const struct dhaf_cfg_ctx *ctx, const char *full,
+                                          bool *nested)
+{
+    size_t fl = strlen(full);
+    *nested = false;
+    for (const struct dhaf_cfgkey *k = ctx->keys; k && k->key; k++) {
+        if (strcmp(k->key, full) == 0 || (k->alias && strcmp(k->alias, full) == 0))
+            return k;
+        size_t kl = strlen(k->key);
+        if (k->type == DHAF_CFG_SECRET && strncmp(k->key, full, kl) == 0 &&
+            strcmp(full + kl, "-file") == 0)
+            return k;
+        if (strncmp(k->key, full, fl) == 0 && k->key[fl] == '.')
+            *nested = true;
+    }
+    if (!strchr(full, '.'))
+        for (const char *const *e = ctx->extra; e && *e; e++)
+            if (strcmp(*e, full) == 0)
+                return &accepted_extra;
+    return NULL;
+}
+
+static size_t check_unknown(struct dhaf_cfg_ctx *ctx, const struct ynode *map, const char *prefix)
+{
+    size_t errs = 0;
+    char show[96];
+    for (size_t i = 0; i + 1 < map->n; i += 2) {
+        const struct ynode *k = map->items[i], *v = map->items[i + 1];
+        if (k->kind != YNODE_SCALAR) {
+            char *p = cfg_join(ctx->path, prefix);
+            cfg_error_at(ctx->rep, k, p, "a key must be a plain word, found %s",
+                         ynode_kind_name(k));
+            free(p);
+            errs++;
+            continue;
+        }
+        char *full = prefix[0] ? cfg_join(prefix, k->str) : dhaf_xstrdup(k->str);
+        char *p = cfg_join(ctx->path, full);
+        for (size_t j = 0; j < i; j += 2) {
+            const struct ynode *o = map->items[j];
+            if (o->kind == YNODE_SCALAR && strcmp(o->str, k->str) == 0) {
+                cfg_error_at(ctx->rep, k, p, "duplicate key (first given at line %d)", o->line);
+                errs++;
+                break;
+            }
+        }
+        bool nested;
+        const struct dhaf_cfgkey *key = find_key(ctx, full, &nested);
+        if (!key && nested) {
+            if (v->kind == YNODE_MAP) {
+                errs += check_unknown(ctx, v, full);
+            } else if (!ynode_is_null(v)) {
+                cfg_error_at(ctx->rep, v, p, "expected a mapping, found %s",
+                             cfg_show(v, show, sizeof(show)));
+                errs++;
+            }
+        } else if (!key) {
+            const char *names[160];
+            char *owned[160];
+            size_t n_owned;
+            size_t n = level_names(ctx, prefix, names, 160, owned, &n_owned);
+            const char *s = dhaf_cfg_suggest(k->str, names, n);
+            if (s)
+                cfg_error_at(ctx->rep, k, p, "unknown key \"%s\"; did you mean \"%s\"?", k->str, s);
+            else
+                cfg_error_at(ctx->rep, k, p, "unknown key \"%s\"", k->str);
+            for (size_t j = 0; j < n_owned; j++)
+                free(owned[j]);
+            errs++;
+        }
+        free(p);
+        free(full);
+    }
+    return errs;
+}
+
+/* ------------------------------------------------------------------ values */
+
+static bool parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"true", "yes", "on"};
+    static const char *const no[] = {"false", "no", "off"};
+    for (size_t i = 0; i < 3; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return true;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool parse_long(const char *s, long *out)
+{
+    if (!*s)
+        return false;
+    errno = 0;
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || (*s != '-' && *s != '+' && !(*s >= '0' && *s <= '9')))
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Reads a secret from a file: at most 64 KiB, trailing white space removed. */
+static char *read_secret_file(struct dhaf_cfg_ctx *ctx, const struct ynode *v, const char *path,
+                              const char *file)
+{
+    int fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        cfg_error_at(ctx->rep, v, path, "cannot read \"%s\": %s", file, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        cfg_error_at(ctx->rep, v, path, "\"%s\" is not a regular file", file);
+        close(fd);
+        return NULL;
+    }
+    if (st.st_size > SECRET_FILE_MAX) {
+        cfg_error_at(ctx->rep, v, path, "\"%s\" is %lld bytes; a secret file may be at most %d",
+                     file, (long long)st.st_size, SECRET_FILE_MAX);
+        close(fd);
+        return NULL;
+    }
+    if (st.st_mode & S_IROTH)
+        dhaf_cfg_report_warn(ctx->rep, v->line, v->col, path,
+                             "\"%s\" is readable by every user; chmod o-r it", file);
+    char *buf = dhaf_xmalloc((size_t)st.st_size + 1);
+    ssize_t r = read(fd, buf, (size_t)st.st_size);
+    close(fd);
+    if (r < 0) {
+        cfg_error_at(ctx->rep, v, path, "cannot read \"%s\": %s", file, strerror(errno));
+        free(buf);
+        return NULL;
+    }
+    size_t n = (size_t)r;
+    while (n > 0 &&
+           (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        n--;
+    buf[n] = '\0';
+    if (n == 0 || strlen(buf) != n) {
+        cfg_error_at(ctx->rep, v, path, "\"%s\" is empty or binary; expected the secret as text",
+                     file);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static char *resolve_path(const struct dhaf_cfg_ctx *ctx, const char *p)
+{
+    if (p[0] == '/' || !ctx->dir || !ctx->dir[0] || strcmp(ctx->dir, ".") == 0)
+        return dhaf_xstrdup(p);
+    return dhaf_xasprintf("%s/%s", ctx->dir, p);
+}
+
+/* Parses one scalar (or mapping for STRMAP) into the slot. Returns 0 or 1 (errors added). */
+static size_t set_value(struct dhaf_cfg_ctx *ctx, const struct dhaf_cfgkey *k, void *slot,
+                        const struct ynode *v, const char *path, bool from_file)
+{
+    char show[96], why[256];
+    if (k->type == DHAF_CFG_STRMAP) {
+        if (v->kind != YNODE_MAP) {
+            cfg_error_at(ctx->rep, v, path, "expected a mapping of names to values, found %s",
+                         cfg_show(v, show, sizeof(show)));
+            return 1;
+        }
+        struct dhaf_strmap *m = slot;
+        size_t errs = 0;
+        for (size_t i = 0; i + 1 < v->n; i += 2) {
+            const struct ynode *mk = v->items[i], *mv = v->items[i + 1];
+            if (mk->kind != YNODE_SCALAR || mv->kind != YNODE_SCALAR || !mk->len) {
+                char *p = cfg_join(path, mk->kind == YNODE_SCALAR ? mk->str : "?");
+                cfg_error_at(ctx->rep, mv->kind != YNODE_SCALAR ? mv : mk, p,
+                             "expected a name and a text value, found %s",
+                             ynode_kind_name(mv->kind != YNODE_SCALAR ? mv : mk));
+                free(p);
+                errs++;
+                continue;
+            }
+            m->keys = dhaf_xreallocarray(m->keys, m->n + 1, sizeof(char *));
+            m->vals = dhaf_xreallocarray(m->vals, m->n + 1, sizeof(char *));
+            m->keys[m->n] = dhaf_xstrdup(mk->str);
+            m->vals[m->n] = dhaf_xstrdup(mv->str);
+            m->n++;
+        }
+        return errs ? 1 : 0;
+    }
+    if (v->kind != YNODE_SCALAR) {
+        cfg_error_at(ctx->rep, v, path, "expected a single value, found %s", ynode_kind_name(v));
+        return 1;
+    }
+    const char *s = v->str;
+    switch (k->type) {
+    case DHAF_CFG_INT: {
+        long n;
+        if (!parse_long(s, &n)) {
+            cfg_error_at(ctx->rep, v, path, "%s is not a whole number; expected %ld to %ld",
+                         cfg_show(v, show, sizeof(show)), k->min, k->max);
+            return 1;
+        }
+        if (n < k->min || n > k->max) {
+            cfg_error_at(ctx->rep, v, path, "%ld is out of range; expected %ld to %ld", n, k->min,
+                         k->max);
+            return 1;
+        }
+        *(int *)slot = (int)n;
+        return 0;
+    }
+    case DHAF_CFG_BOOL:
+        if (!parse_bool(s, (bool *)slot)) {
+            cfg_error_at(ctx->rep, v, path, "%s is not a boolean; expected true or false",
+                         cfg_show(v, show, sizeof(show)));
+            return 1;
+        }
+        return 0;
+    case DHAF_CFG_ENUM: {
+        size_t n = 0;
+        for (; k->choices[n]; n++) {
+            if (strcasecmp(s, k->choices[n]) == 0) {
+                *(int *)slot = (int)n;
+                return 0;
+            }
+        }
+        char list[256] = "";
+        for (size_t i = 0; i < n; i++)
+            snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
+                     i ? (i + 1 == n ? " or " : ", ") : "", k->choices[i]);
+        const char *sug = dhaf_cfg_suggest(s, (const char *const *)k->choices, n);
+        if (sug)
+            cfg_error_at(ctx->rep, v, path, "%s is not allowed; expected %s (did you mean %s?)",
+                         cfg_show(v, show, sizeof(show)), list, sug);
+        else
+            cfg_error_at(ctx->rep, v, path, "%s is not allowed; expected %s",
+                         cfg_show(v, show, sizeof(show)), list);
+        return 1;
+    }
+    default:
+        break;
+    }
+
+    /* String types. */
+    if (!*s) {
+        cfg_error_at(ctx->rep, v, path, "is empty; expected a value");
+        return 1;
+    }
+    char *val = NULL;
+    switch (k->type) {
+    case DHAF_CFG_NAME:
+        if (!dhaf_valid_name(s)) {
+            cfg_error_at(ctx->rep, v, path,
+                         "%s is not a valid name; use 1-64 letters, digits, '-' or '_'",
+                         cfg_show(v, show, sizeof(show)));
+            return 1;
+        }
+        break;
+    case DHAF_CFG_SECRET:
+        if (from_file) {
+            char *file = resolve_path(ctx, s);
+            val = read_secret_file(ctx, v, path, file);
+            free(file);
+            if (!val)
+                return 1;
+        } else if (s[0] == '$' && s[1] == '{' && s[v->len - 1] == '}') {
+            char *name = dhaf_xstrndup(s + 2, v->len - 3);
+            const char *env = getenv(name);
+            if (!env || !*env) {
+                cfg_error_at(ctx->rep, v, path, "environment variable %s is not set or empty",
+                             name);
+                free(name);
+                return 1;
+            }
+            free(name);
+            val = dhaf_xstrdup(env);
+        }
+        break;
+    case DHAF_CFG_PATH:
+        val = resolve_path(ctx, s);
+        break;
+    case DHAF_CFG_HOST:
+        if (!dhaf_valid_ip(s, NULL) && !dhaf_valid_hostname(s)) {
+            cfg_error_at(ctx->rep, v, path, "%s is not a host name or IP address",
+                         cfg_show(v, show, sizeof(show)));
+            return 1;
+        }
+        break;
+    case DHAF_CFG_URL: {
+        size_t skip = strncasecmp(s, "https://", 8) == 0  ? 8
+                      : strncasecmp(s, "http://", 7) == 0 ? 7
+                                                          : 0;
+        if (!skip || !s[skip] || strchr(s, ' ')) {
+            cfg_error_at(ctx->rep, v, path, "%s is not an http:// or https:// URL",
+                         cfg_show(v, show, sizeof(show)));
+            return 1;
+        }
+        size_t n = v->len;
+        while (n > skip + 1 && s[n - 1] == '/')
+            n--; /* "…/v4/" and "…/v4" mean the same base */
+        val = dhaf_xstrndup(s, n);
+        break;
+    }
+    case DHAF_CFG_EMAIL: {
+        const char *at = strchr(s, '@');
+        if (!at || at == s || !at[1] || strchr(at + 1, '@') || strpbrk(s, " <>\r\n,;")) {
+            cfg_error_at(ctx->rep, v, path, "%s is not an e-mail address (name@domain)",
+                         cfg_show(v, show, sizeof(show)));
+            return 1;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    if (k->check) {
+        /* A secret is checked as resolved (file or ${ENV}); its check never echoes it. */
+        const char *cv = (k->type == DHAF_CFG_SECRET && val) ? val : s;
+        why[0] = '\0';
+        if (k->check(cv, why, sizeof(why)) != 0) {
+            cfg_error_at(ctx->rep, v, path, "%s", why);
+            free(val);
+            return 1;
+        }
+    }
+    char **dst = slot;
+    free(*dst);
+    *dst = val ? val : dhaf_xstrdup(s);
+    return 0;
+}
+
+static size_t apply_key(struct dhaf_cfg_ctx *ctx, const struct dhaf_cfgkey *k, void *base)
+{
+    void *slot = (char *)base + k->offset;
+    char *path = cfg_join(ctx->path, k->key);
+    const struct ynode *v = cfg_lookup(ctx->map, k->key);
+    if (!v && k->alias)
+        v = cfg_lookup(ctx->map, k->alias);
+    bool from_file = false;
+    size_t errs = 0;
+    if (k->type == DHAF_CFG_SECRET) {
+        char *fk = dhaf_xasprintf("%s-file", k->key);
+        const struct ynode *fv = cfg_lookup(ctx->map, fk);
+        if (fv && !ynode_is_null(fv)) {
+            if (v && !ynode_is_null(v)) {
+                char *fp = cfg_join(ctx->path, fk);
+                cfg_error_at(ctx->rep, fv, fp, "give either %s or %s, not both", k->key, fk);
+                free(fp);
+                errs++;
+            } else {
+                v = fv;
+                from_file = true;
+            }
+        }
+        if (from_file) {
+            free(path);
+            path = cfg_join(ctx->path, fk);
+        }
+        free(fk);
+    }
+    if (k->type == DHAF_CFG_ENUM)
+        *(int *)slot = -1;
+    if (errs == 0 && (!v || ynode_is_null(v))) {
+        if (k->def) {
+            struct ynode d = {.kind = YNODE_SCALAR,
+                              .str = (char *)k->def,
+                              .len = strlen(k->def),
+                              .plain = true,
+                              .line = ctx->map ? ctx->map->line : ctx->line,
+                              .col = ctx->map ? ctx->map->col : ctx->col};
+            errs += set_value(ctx, k, slot, &d, path, false);
+        } else if (k->required) {
+            const struct ynode *at = ctx->map;
+            /* Point at the deepest mapping that exists on the way to a dotted key. */
+            const char *dot = strrchr(k->key, '.');
+            if (dot) {
+                char *parent = dhaf_xstrndup(k->key, (size_t)(dot - k->key));
+                const struct ynode *pn = cfg_lookup(ctx->map, parent);
+                if (pn && pn->kind == YNODE_MAP)
+                    at = pn;
+                free(parent);
+            }
+            if (at)
+                cfg_error_at(ctx->rep, at, path, "missing; this key is required%s",
+                             k->type == DHAF_CFG_SECRET ? " (or give it as " : "");
+            else
+                dhaf_cfg_report_error(ctx->rep, ctx->line, ctx->col, path,
+                                      "missing; this key is required%s",
+                                      k->type == DHAF_CFG_SECRET ? " (or give it as " : "");
+            if (k->type == DHAF_CFG_SECRET) {
+                /* Complete the hint on the message just added. */
+                struct dhaf_cfg_error *e = &ctx->rep->errs[ctx->rep->n_errs - 1];
+                char *m = dhaf_xasprintf("%s%s-file: PATH or ${ENV})", e->msg, k->key);
+                free(e->msg);
+                e->msg = m;
+            }
+            errs++;
+        }
+    } else if (errs == 0) {
+        errs += set_value(ctx, k, slot, v, path, from_file);
+    }
+    free(path);
+    return errs;
+}
+
+size_t cfg_apply(struct dhaf_cfg_ctx *ctx, void *base)
+{
+    char show[96];
+    if (ctx->map && ynode_is_null(ctx->map))
+        ctx->map = NULL;
+    if (ctx->map && ctx->map->kind != YNODE_MAP) {
+        cfg_error_at(ctx->rep, ctx->map, ctx->path, "expected a mapping of keys, found %s",
+                     cfg_show(ctx->map, show, sizeof(show)));
+        return 1;
+    }
+    size_t errs = 0;
+    if (ctx->map)
+        errs += check_unknown(ctx, ctx->map, "");
+    for (const struct dhaf_cfgkey *k = ctx->keys; k && k->key; k++)
+        if (k->type != DHAF_CFG_EXTERNAL)
+            errs += apply_key(ctx, k, base);
+    return errs;
+}
+
+/* ------------------------------------------------------------------ hooks API */
+
+void dhaf_cfg_fail(struct dhaf_cfg_ctx *ctx, const char *key, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    const struct ynode *v = key ? cfg_lookup(ctx->map, key) : NULL;
+    char *path = key ? cfg_join(ctx->path, key) : dhaf_xstrdup(ctx->path);
+    const struct ynode *at = v ? v : ctx->map;
+    if (at)
+        cfg_error_at(ctx->rep, at, path, "%s", msg);
+    else
+        dhaf_cfg_report_error(ctx->rep, ctx->line, ctx->col, path, "%s", msg);
+    free(path);
+}
+
+bool dhaf_cfg_isset(const struct dhaf_cfg_ctx *ctx, const char *key)
+{
+    const struct ynode *v = cfg_lookup(ctx->map, key);
+    return v && !ynode_is_null(v);
+}
+
+void dhaf_cfgkeys_release(const struct dhaf_cfgkey *keys, void *base)
+{
+    if (!base)
+        return;
+    for (const struct dhaf_cfgkey *k = keys; k && k->key; k++) {
+        void *slot = (char *)base + k->offset;
+        switch (k->type) {
+        case DHAF_CFG_INT:
+        case DHAF_CFG_BOOL:
+        case DHAF_CFG_ENUM:
+        case DHAF_CFG_EXTERNAL:
+            break;
+        case DHAF_CFG_STRMAP: {
+            struct dhaf_strmap *m = slot;
+            for (size_t i = 0; i < m->n; i++) {
+                free(m->keys[i]);
+                free(m->vals[i]);
+            }
+            DHAF_FREE(m->keys);
+            DHAF_FREE(m->vals);
+            m->n = 0;
+            break;
+        }
+        case DHAF_CFG_SECRET: {
+            char **s = slot;
+            if (*s) /* do not leave secrets in freed memory */
+                explicit_bzero(*s, strlen(*s));
+            DHAF_FREE(*s);
+            break;
+        }
+        default: {
+            char **s = slot;
+            DHAF_FREE(*s);
+            break;
+        }
+        }
+    }
+}

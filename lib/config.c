@@ -1,0 +1,682 @@
+/* SPDX-License-Identifier: MIT */
+/* The node configuration: top-level key table, lists (services, entry points, notifiers,
+ * probers), provider sections through the catalog, and the rules that span several keys. */
+#include <arpa/inet.h>
+#include <libgen.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "cfg_internal.h"
+#include "dhaf/alloc.h"
+#include "dhaf/config.h"
+#include "dhaf/err.h"
+#include "dhaf/log.h"
+#include "dhaf/valid.h"
+
+#define OFF(field) offsetof(struct dhaf_config, field)
+
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const log_formats[] = {"text", "json", NULL};
+
+/* clang-format off */
+#define API_KEYS(sect, field, defport)                                                             \
+    {"dhaf." sect ".host", DHAF_CFG_HOST, OFF(field.host), false, "localhost", 0, 0, NULL, NULL,   \
+     NULL, "Address the API binds to (loopback by default)."},                                     \
+    {"dhaf." sect ".port", DHAF_CFG_INT, OFF(field.port), false, defport, 1, 65535, NULL, NULL,    \
+     NULL, "Port of the API."},                                                                    \
+    {"dhaf." sect ".tls.cert-file", DHAF_CFG_PATH, OFF(field.tls.cert_file), false, NULL, 0, 0,    \
+     NULL, NULL, NULL, "PEM certificate chain; TLS is on when set."},                              \
+    {"dhaf." sect ".tls.key-file", DHAF_CFG_PATH, OFF(field.tls.key_file), false, NULL, 0, 0,      \
+     NULL, NULL, NULL, "PEM private key of the certificate."},                                     \
+    {"dhaf." sect ".tls.client-ca-file", DHAF_CFG_PATH, OFF(field.tls.ca_file), false, NULL, 0,    \
+     0, NULL, NULL, NULL, "CA bundle that client certificates must chain to (mTLS)."}
+
+const struct dhaf_cfgkey dhaf_config_keys[] = {
+    {"dhaf.cluster-name", DHAF_CFG_NAME, OFF(cluster_name), true, NULL, 0, 0, NULL, NULL, NULL,
+     "Name of the dhaf cluster (the etcd prefix /dhaf/<cluster>/)."},
+    {"dhaf.node-name", DHAF_CFG_NAME, OFF(node_name), true, NULL, 0, 0, NULL, NULL, NULL,
+     "Name of this node, unique in the cluster."},
+    {"dhaf.healthy-node-status-ttl", DHAF_CFG_INT, OFF(healthy_node_status_ttl), false, "30", 2,
+     3600, NULL, NULL, NULL, "Seconds a node stays healthy after its last heartbeat (TTL of its alive key)."},
+    {"dhaf.heartbeat-interval", DHAF_CFG_INT, OFF(heartbeat_interval), false, "5", 1, 3600, NULL,
+     NULL, NULL, "Seconds between heartbeats (keep-alives of the node's session lease)."},
+    {"dhaf.tact-interval", DHAF_CFG_INT, OFF(tact_interval), false, "10", 1, 3600, NULL, NULL,
+     NULL, "Seconds between health-check rounds."},
+    {"dhaf.tact-post-switch-delay", DHAF_CFG_INT, OFF(tact_post_switch_delay), false, "0", 0,
+     3600, NULL, NULL, NULL, "Seconds to wait after a switch before the next decision."},
+    API_KEYS("web-api", web_api, "8128"),
+    API_KEYS("grpc-api", grpc_api, "8129"),
+    {"dhaf.api-token", DHAF_CFG_SECRET, OFF(api_token), false, NULL, 0, 0, NULL, NULL, NULL,
+     "Bearer token both APIs require (also api-token-file or ${ENV})."},
+    {"dhaf.insecure-api", DHAF_CFG_BOOL, OFF(insecure_api), false, "false", 0, 0, NULL, NULL,
+     NULL, "Allow a non-loopback API without token or TLS."},
+    {"dhaf.probe", DHAF_CFG_BOOL, OFF(probe), false, "true", 0, 0, NULL, NULL, NULL,
+     "Run the built-in prober on this node (it votes as the node)."},
+    {"dhaf.extensions-dir", DHAF_CFG_PATH, OFF(extensions_dir), false, "extensions", 0, 0, NULL,
+     NULL, NULL, "Directory of plugin .so files."},
+    {"etcd.hosts", DHAF_CFG_EXTERNAL, 0, true, NULL, 0, 0, NULL, NULL, NULL,
+     "etcd endpoints: http(s)://host:port or host:port, comma-separated or a list."},
+    {"etcd.username", DHAF_CFG_STR, OFF(etcd.username), false, NULL, 0, 0, NULL, NULL, NULL,
+     "etcd user (with password)."},
+    {"etcd.password", DHAF_CFG_SECRET, OFF(etcd.password), false, NULL, 0, 0, NULL, NULL, NULL,
+     "etcd password (also password-file or ${ENV})."},
+    {"etcd.leader-key-ttl", DHAF_CFG_INT, OFF(etcd.leader_key_ttl), false, "15", 2, 3600, NULL,
+     NULL, NULL, "Seconds the leader key outlives a leader that stopped renewing it."},
+    {"etcd.tls.ca-file", DHAF_CFG_PATH, OFF(etcd.client_tls.ca_file), false, NULL, 0, 0, NULL,
+     NULL, NULL, "CA bundle to verify etcd's certificate (https:// hosts)."},
+    {"etcd.tls.cert-file", DHAF_CFG_PATH, OFF(etcd.client_tls.cert_file), false, NULL, 0, 0, NULL,
+     NULL, NULL, "Client certificate for etcd."},
+    {"etcd.tls.key-file", DHAF_CFG_PATH, OFF(etcd.client_tls.key_file), false, NULL, 0, 0, NULL,
+     NULL, NULL, "Client key for etcd."},
+    {"log.level", DHAF_CFG_ENUM, OFF(log_level), false, "info", 0, 0, log_levels, NULL, NULL,
+     "Lowest level logged: debug, info, warn or error."},
+    {"log.format", DHAF_CFG_ENUM, OFF(log_format), false, "text", 0, 0, log_formats, NULL, NULL,
+     "text (key=value lines) or json."},
+    {"services", DHAF_CFG_EXTERNAL, 0, true, NULL, 0, 0, NULL, NULL, NULL,
+     "The services dhaf keeps available."},
+    {"notifiers", DHAF_CFG_EXTERNAL, 0, false, NULL, 0, 0, NULL, NULL, NULL,
+     "Notifier instances."},
+    {"probers", DHAF_CFG_EXTERNAL, 0, false, NULL, 0, 0, NULL, NULL, NULL,
+     "Remote probers allowed to vote."},
+    {NULL, 0, 0, false, NULL, 0, 0, NULL, NULL, NULL, NULL},
+};
+
+static int check_ip(const char *v, char *why, size_t wl)
+{
+    if (dhaf_valid_ip(v, NULL))
+        return 0;
+    snprintf(why, wl, "\"%.60s\" is not an IPv4 or IPv6 address", v);
+    return -1;
+}
+
+#define SVC(field) offsetof(struct dhaf_service, field)
+static const struct dhaf_cfgkey service_keys[] = {
+    {"name", DHAF_CFG_NAME, SVC(name), true, NULL, 0, 0, NULL, NULL, NULL, "Name of the service."},
+    {"domain", DHAF_CFG_HOST, SVC(domain), true, NULL, 0, 0, NULL, NULL, NULL,
+     "Domain name of the service, e.g. site.com."},
+    {"entry-points", DHAF_CFG_EXTERNAL, 0, true, NULL, 0, 0, NULL, NULL, NULL,
+     "Entry points in order of priority."},
+    {"switcher", DHAF_CFG_EXTERNAL, 0, true, NULL, 0, 0, NULL, NULL, NULL, "The service's switcher."},
+    {"health-checker", DHAF_CFG_EXTERNAL, 0, true, NULL, 0, 0, NULL, NULL, NULL,
+     "The service's health checker."},
+    {NULL, 0, 0, false, NULL, 0, 0, NULL, NULL, NULL, NULL},
+};
+
+#define EPF(field) offsetof(struct dhaf_ep, field)
+static const struct dhaf_cfgkey ep_keys[] = {
+    {"name", DHAF_CFG_NAME, EPF(name), true, NULL, 0, 0, NULL, NULL, NULL, "Name of the entry point."},
+    {"ip", DHAF_CFG_STR, EPF(ip), true, NULL, 0, 0, NULL, check_ip, NULL,
+     "IPv4 or IPv6 address of the entry point."},
+    {NULL, 0, 0, false, NULL, 0, 0, NULL, NULL, NULL, NULL},
+};
+
+#define PRB(field) offsetof(struct dhaf_prober_cfg, field)
+static const struct dhaf_cfgkey prober_keys[] = {
+    {"name", DHAF_CFG_NAME, PRB(name), true, NULL, 0, 0, NULL, NULL, NULL, "Name of the prober."},
+    {"token", DHAF_CFG_SECRET, PRB(token), false, NULL, 0, 0, NULL, NULL, NULL,
+     "Token the prober presents (also token-file or ${ENV})."},
+    {"location", DHAF_CFG_STR, PRB(location), false, NULL, 0, 0, NULL, NULL, NULL,
+     "Free-text label of the vantage point."},
+    {NULL, 0, 0, false, NULL, 0, 0, NULL, NULL, NULL, NULL},
+};
+/* clang-format on */
+
+const char *dhaf_pkind_name(enum dhaf_pkind kind)
+{
+    switch (kind) {
+    case DHAF_PKIND_SWITCHER:
+        return "switcher";
+    case DHAF_PKIND_CHECKER:
+        return "health-checker";
+    case DHAF_PKIND_NOTIFIER:
+        return "notifier";
+    }
+    return "provider";
+}
+
+/* ------------------------------------------------------------------ loading state */
+
+struct loadctx {
+    struct dhaf_cfg_report *rep;
+    const struct dhaf_cfg_catalog *cat;
+    const char *dir;
+    const struct ynode *root;
+    struct dhaf_config *cfg;
+};
+
+static struct dhaf_cfg_ctx section(struct loadctx *lc, const struct ynode *map, const char *path,
+                                   const struct dhaf_cfgkey *keys, const struct ynode *parent)
+{
+    struct dhaf_cfg_ctx c = {
+        .rep = lc->rep,
+        .map = map,
+        .line = parent ? parent->line : 1,
+        .col = parent ? parent->col : 1,
+        .path = path,
+        .dir = lc->dir,
+        .keys = keys,
+        .extra = NULL,
+    };
+    return c;
+}
+
+/* Reports a missing or empty list; returns true when the list has items. */
+static bool want_list(struct loadctx *lc, const struct ynode *v, const struct ynode *parent,
+                      const char *path, const char *what, bool required)
+{
+    char show[96];
+    if (!v || ynode_is_null(v)) {
+        if (required)
+            cfg_error_at(lc->rep, parent, path, "missing; at least one %s is required", what);
+        return false;
+    }
+    if (v->kind != YNODE_SEQ) {
+        cfg_error_at(lc->rep, v, path, "expected a list of %ss, found %s", what,
+                     cfg_show(v, show, sizeof(show)));
+        return false;
+    }
+    if (v->n == 0) {
+        if (required)
+            cfg_error_at(lc->rep, v, path, "the list is empty; at least one %s is required", what);
+        return false;
+    }
+    return true;
+}
+
+/* Reports the second use of a name in a list. */
+static void unique_name(struct loadctx *lc, const struct ynode *list, size_t i,
+                        const char *const *names, const char *path, const char *what)
+{
+    if (!names[i])
+        return;
+    for (size_t j = 0; j < i; j++) {
+        if (names[j] && strcmp(names[i], names[j]) == 0) {
+            const struct ynode *nv = ynode_get(list->items[i], "name", NULL);
+            char *p = cfg_join(path, "name");
+            cfg_error_at(lc->rep, nv ? nv : list->items[i], p,
+                         "%s \"%s\" is already defined at line %d", what, names[i],
+                         list->items[j]->line);
+            free(p);
+            return;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ providers */
+
+static void load_section(struct loadctx *lc, const struct ynode *v, const struct ynode *parent,
+                         const char *path, enum dhaf_pkind kind, struct dhaf_section *out)
+{
+    char show[96];
+    out->line = v ? v->line : parent->line;
+    out->col = v ? v->col : parent->col;
+    if (!v || ynode_is_null(v)) {
+        cfg_error_at(lc->rep, parent, path, "missing; a %s section with a type is required",
+                     dhaf_pkind_name(kind));
+        return;
+    }
+    if (v->kind != YNODE_MAP) {
+        cfg_error_at(lc->rep, v, path, "expected a mapping with a type, found %s",
+                     cfg_show(v, show, sizeof(show)));
+        return;
+    }
+    const struct ynode *tv = ynode_get(v, "type", NULL);
+    char *tpath = cfg_join(path, "type");
+    if (!tv || ynode_is_null(tv)) {
+        cfg_error_at(lc->rep, v, tpath, "missing; the %s type is required", dhaf_pkind_name(kind));
+        free(tpath);
+        return;
+    }
+    if (tv->kind != YNODE_SCALAR) {
+        cfg_error_at(lc->rep, tv, tpath, "expected a type name, found %s", ynode_kind_name(tv));
+        free(tpath);
+        return;
+    }
+    struct dhaf_cfg_schema schema;
+    if (!lc->cat || lc->cat->find(lc->cat, kind, tv->str, &schema) != 0) {
+        const char *names[64];
+        size_t n = 0;
+        char list[512] = "";
+        while (lc->cat && n < 64 && (names[n] = lc->cat->type_at(lc->cat, kind, n)) != NULL) {
+            snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", n ? ", " : "",
+                     names[n]);
+            n++;
+        }
+        const char *s = dhaf_cfg_suggest(tv->str, names, n);
+        cfg_error_at(lc->rep, tv, tpath, "unknown %s type %s%s%s%s; known types: %s",
+                     dhaf_pkind_name(kind), cfg_show(tv, show, sizeof(show)),
+                     s ? " (did you mean \"" : "", s ? s : "", s ? "\"?)" : "", n ? list : "none");
+        free(tpath);
+        return;
+    }
+    free(tpath);
+    out->type = dhaf_xstrdup(tv->str);
+    out->keys = schema.keys;
+    out->conf = dhaf_xcalloc(1, schema.conf_size ? schema.conf_size : 1);
+
+    static const char *const extra_sw[] = {"type", NULL};
+    static const char *const extra_ntf[] = {"type", "name", NULL};
+    struct dhaf_cfg_ctx c = section(lc, v, path, schema.keys, parent);
+    c.extra = kind == DHAF_PKIND_NOTIFIER ? extra_ntf : extra_sw;
+    size_t errs = cfg_apply(&c, out->conf);
+    if (errs == 0 && schema.finish)
+        schema.finish(out->conf, &c);
+}
+
+/* ------------------------------------------------------------------ services */
+
+static void load_eps(struct loadctx *lc, const struct ynode *list, const char *path,
+                     struct dhaf_service *svc)
+{
+    svc->eps = dhaf_xcalloc(list->n, sizeof(*svc->eps));
+    svc->n_eps = list->n;
+    const char **names = dhaf_xcalloc(list->n, sizeof(char *));
+    for (size_t i = 0; i < list->n; i++) {
+        const struct ynode *item = list->items[i];
+        char *ipath = cfg_index(path, i);
+        struct dhaf_ep *ep = &svc->eps[i];
+        ep->line = item->line;
+        struct dhaf_cfg_ctx c = section(lc, item, ipath, ep_keys, list);
+        if (item->kind != YNODE_MAP) {
+            char show[96];
+            cfg_error_at(lc->rep, item, ipath, "expected an entry point (name, ip), found %s",
+                         cfg_show(item, show, sizeof(show)));
+            free(ipath);
+            continue;
+        }
+        cfg_apply(&c, ep);
+        if (ep->ip)
+            dhaf_valid_ip(ep->ip, &ep->family);
+        names[i] = ep->name;
+        unique_name(lc, list, i, names, ipath, "entry point");
+        for (size_t j = 0; j < i && ep->ip; j++) {
+            int a = 0, b = 0;
+            unsigned char x[16], y[16];
+            if (!svc->eps[j].ip)
+                continue;
+            a = inet_pton(ep->family, ep->ip, x);
+            b = inet_pton(ep->family, svc->eps[j].ip, y);
+            if (a == 1 && b == 1 && ep->family == svc->eps[j].family &&
+                memcmp(x, y, ep->family == AF_INET ? 4 : 16) == 0) {
+                char *p = cfg_join(ipath, "ip");
+                cfg_error_at(lc->rep, ynode_get(item, "ip", NULL), p,
+                             "%s is already the address of entry point \"%s\"", ep->ip,
+                             svc->eps[j].name ? svc->eps[j].name : "?");
+                free(p);
+                break;
+            }
+        }
+        free(ipath);
+    }
+    free(names);
+}
+
+static void load_services(struct loadctx *lc)
+{
+    const struct ynode *list = ynode_get(lc->root, "services", NULL);
+    if (!want_list(lc, list, lc->root, "services", "service", true))
+        return;
+    struct dhaf_config *cfg = lc->cfg;
+    cfg->services = dhaf_xcalloc(list->n, sizeof(*cfg->services));
+    cfg->n_services = list->n;
+    const char **names = dhaf_xcalloc(list->n, sizeof(char *));
+    for (size_t i = 0; i < list->n; i++) {
+        const struct ynode *item = list->items[i];
+        struct dhaf_service *svc = &cfg->services[i];
+        char *path = cfg_index("services", i);
+        if (item->kind != YNODE_MAP) {
+            char show[96];
+            cfg_error_at(lc->rep, item, path, "expected a service (a mapping), found %s",
+                         cfg_show(item, show, sizeof(show)));
+            free(path);
+            continue;
+        }
+        struct dhaf_cfg_ctx c = section(lc, item, path, service_keys, list);
+        cfg_apply(&c, svc);
+        names[i] = svc->name;
+        unique_name(lc, list, i, names, path, "service");
+
+        char *epath = cfg_join(path, "entry-points");
+        const struct ynode *eps = ynode_get(item, "entry-points", NULL);
+        if (want_list(lc, eps, item, epath, "entry point", true))
+            load_eps(lc, eps, epath, svc);
+        free(epath);
+
+        char *sp = cfg_join(path, "switcher");
+        load_section(lc, ynode_get(item, "switcher", NULL), item, sp, DHAF_PKIND_SWITCHER,
+                     &svc->switcher);
+        free(sp);
+        char *hp = cfg_join(path, "health-checker");
+        load_section(lc, ynode_get(item, "health-checker", NULL), item, hp, DHAF_PKIND_CHECKER,
+                     &svc->checker);
+        free(hp);
+        free(path);
+    }
+    free(names);
+}
+
+static void load_notifiers(struct loadctx *lc)
+{
+    const struct ynode *list = ynode_get(lc->root, "notifiers", NULL);
+    if (!want_list(lc, list, lc->root, "notifiers", "notifier", false))
+        return;
+    struct dhaf_config *cfg = lc->cfg;
+    cfg->notifiers = dhaf_xcalloc(list->n, sizeof(*cfg->notifiers));
+    cfg->n_notifiers = list->n;
+    const char **names = dhaf_xcalloc(list->n, sizeof(char *));
+    for (size_t i = 0; i < list->n; i++) {
+        const struct ynode *item = list->items[i];
+        struct dhaf_section *ns = &cfg->notifiers[i];
+        char *path = cfg_index("notifiers", i);
+        load_section(lc, item, list, path, DHAF_PKIND_NOTIFIER, ns);
+        if (ns->type) {
+            const struct ynode *nv = ynode_get(item, "name", NULL);
+            char *np = cfg_join(path, "name");
+            char show[96];
+            if (!nv || ynode_is_null(nv)) {
+                ns->name = dhaf_xasprintf("%s-anon", ns->type); /* the seed's default */
+            } else if (nv->kind != YNODE_SCALAR || !dhaf_valid_name(nv->str)) {
+                cfg_error_at(lc->rep, nv, np,
+                             "%s is not a valid name; use 1-64 letters, digits, '-' or '_'",
+                             cfg_show(nv, show, sizeof(show)));
+            } else {
+                ns->name = dhaf_xstrdup(nv->str);
+            }
+            free(np);
+        }
+        names[i] = ns->name;
+        unique_name(lc, list, i, names, path, "notifier");
+        free(path);
+    }
+    free(names);
+}
+
+static void load_probers(struct loadctx *lc)
+{
+    const struct ynode *list = ynode_get(lc->root, "probers", NULL);
+    if (!want_list(lc, list, lc->root, "probers", "prober", false))
+        return;
+    struct dhaf_config *cfg = lc->cfg;
+    cfg->probers = dhaf_xcalloc(list->n, sizeof(*cfg->probers));
+    cfg->n_probers = list->n;
+    const char **names = dhaf_xcalloc(list->n, sizeof(char *));
+    for (size_t i = 0; i < list->n; i++) {
+        const struct ynode *item = list->items[i];
+        char *path = cfg_index("probers", i);
+        struct dhaf_cfg_ctx c = section(lc, item, path, prober_keys, list);
+        if (item->kind != YNODE_MAP) {
+            char show[96];
+            cfg_error_at(lc->rep, item, path, "expected a prober (name, token), found %s",
+                         cfg_show(item, show, sizeof(show)));
+            free(path);
+            continue;
+        }
+        if (cfg_apply(&c, &cfg->probers[i]) == 0 && !cfg->probers[i].token &&
+            !cfg->grpc_api.tls.ca_file)
+            dhaf_cfg_fail(&c, "token",
+                          "missing; a prober needs a token unless dhaf.grpc-api.tls.client-ca-file "
+                          "is set (client certificates)");
+        names[i] = cfg->probers[i].name;
+        unique_name(lc, list, i, names, path, "prober");
+        free(path);
+    }
+    free(names);
+}
+
+static void load_etcd_hosts(struct loadctx *lc)
+{
+    const struct ynode *etcd = ynode_get(lc->root, "etcd", NULL);
+    const struct ynode *v = etcd && etcd->kind == YNODE_MAP ? ynode_get(etcd, "hosts", NULL) : NULL;
+    struct dhaf_etcd_cfg *e = &lc->cfg->etcd;
+    char show[96], why[160];
+    if (!v || ynode_is_null(v)) {
+        cfg_error_at(lc->rep, etcd && etcd->kind == YNODE_MAP ? etcd : lc->root, "etcd.hosts",
+                     "missing; list the etcd endpoints, e.g. http://127.0.0.1:2379");
+        return;
+    }
+    /* Either "a:1,b:2" (the seed's form) or a YAML list. */
+    size_t n = 0;
+    char **items = NULL;
+    const struct ynode **where = NULL;
+    if (v->kind == YNODE_SCALAR) {
+        char *copy = dhaf_xstrdup(v->str), *save = NULL;
+        for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            while (*t == ' ')
+                t++;
+            size_t l = strlen(t);
+            while (l && t[l - 1] == ' ')
+                t[--l] = '\0';
+            items = dhaf_xreallocarray(items, n + 1, sizeof(char *));
+            where = dhaf_xreallocarray(where, n + 1, sizeof(*where));
+            items[n] = dhaf_xstrdup(t);
+            where[n++] = v;
+        }
+        free(copy);
+    } else if (v->kind == YNODE_SEQ) {
+        for (size_t i = 0; i < v->n; i++) {
+            if (v->items[i]->kind != YNODE_SCALAR) {
+                char *p = cfg_index("etcd.hosts", i);
+                cfg_error_at(lc->rep, v->items[i], p, "expected host:port, found %s",
+                             ynode_kind_name(v->items[i]));
+                free(p);
+                continue;
+            }
+            items = dhaf_xreallocarray(items, n + 1, sizeof(char *));
+            where = dhaf_xreallocarray(where, n + 1, sizeof(*where));
+            items[n] = dhaf_xstrdup(v->items[i]->str);
+            where[n++] = v->items[i];
+        }
+    } else {
+        cfg_error_at(lc->rep, v, "etcd.hosts", "expected endpoints, found %s",
+                     cfg_show(v, show, sizeof(show)));
+        return;
+    }
+    if (n == 0)
+        cfg_error_at(lc->rep, v, "etcd.hosts", "no endpoint given; expected e.g. 127.0.0.1:2379");
+    e->hosts = dhaf_xcalloc(n ? n : 1, sizeof(char *));
+    int tls_seen = -1;
+    for (size_t i = 0; i < n; i++) {
+        char *host = NULL;
+        int port = 0;
+        bool tls = false;
+        if (dhaf_parse_endpoint(items[i], &host, &port, &tls, why, sizeof(why)) != 0) {
+            cfg_error_at(lc->rep, where[i], "etcd.hosts", "\"%.80s\": %s", items[i], why);
+        } else if (tls_seen >= 0 && tls_seen != (int)tls) {
+            cfg_error_at(lc->rep, where[i], "etcd.hosts",
+                         "\"%.80s\": mixes http:// and https:// endpoints", items[i]);
+            free(host);
+        } else {
+            tls_seen = tls;
+            e->hosts[e->n_hosts++] = strchr(host, ':') ? dhaf_xasprintf("[%s]:%d", host, port)
+                                                       : dhaf_xasprintf("%s:%d", host, port);
+            free(host);
+        }
+        free(items[i]);
+    }
+    e->tls = tls_seen == 1;
+    free(items);
+    free(where);
+}
+
+/* ------------------------------------------------------------------ cross-key rules */
+
+static const struct ynode *at_key(const struct loadctx *lc, const char *dotted)
+{
+    const struct ynode *v = cfg_lookup(lc->root, dotted);
+    return v ? v : lc->root;
+}
+
+static void check_tls(struct loadctx *lc, const struct dhaf_tls *t, const char *prefix,
+                      const char *ca_name)
+{
+    char *cert = cfg_join(prefix, "cert-file"), *key = cfg_join(prefix, "key-file");
+    char *ca = cfg_join(prefix, ca_name);
+    if (!!t->cert_file != !!t->key_file)
+        cfg_error_at(lc->rep, at_key(lc, t->cert_file ? cert : key), t->cert_file ? key : cert,
+                     "missing; cert-file and key-file go together");
+    free(cert);
+    free(key);
+    free(ca);
+}
+
+static void check_api(struct loadctx *lc, const struct dhaf_api *api, const char *name)
+{
+    char *prefix = dhaf_xasprintf("dhaf.%s.tls", name);
+    check_tls(lc, &api->tls, prefix, "client-ca-file");
+    if (api->tls.ca_file && !api->tls.cert_file) {
+        char *p = cfg_join(prefix, "client-ca-file");
+        cfg_error_at(lc->rep, at_key(lc, p), p, "client certificates need TLS: set cert-file too");
+        free(p);
+    }
+    free(prefix);
+    struct dhaf_config *cfg = lc->cfg;
+    if (api->host && !dhaf_is_loopback_host(api->host) && !cfg->api_token && !api->tls.cert_file &&
+        !cfg->insecure_api) {
+        char *p = dhaf_xasprintf("dhaf.%s.host", name);
+        cfg_error_at(lc->rep, at_key(lc, p), p,
+                     "%s is not a loopback address, and the API has neither api-token nor TLS; "
+                     "set dhaf.api-token (or TLS), or dhaf.insecure-api: true if you mean it",
+                     api->host);
+        free(p);
+    }
+}
+
+static void cross_checks(struct loadctx *lc)
+{
+    struct dhaf_config *cfg = lc->cfg;
+    if (cfg->heartbeat_interval && cfg->healthy_node_status_ttl &&
+        cfg->healthy_node_status_ttl <= cfg->heartbeat_interval)
+        cfg_error_at(lc->rep, at_key(lc, "dhaf.healthy-node-status-ttl"),
+                     "dhaf.healthy-node-status-ttl",
+                     "%d must be greater than dhaf.heartbeat-interval (%d)",
+                     cfg->healthy_node_status_ttl, cfg->heartbeat_interval);
+    if (cfg->heartbeat_interval && cfg->etcd.leader_key_ttl &&
+        cfg->etcd.leader_key_ttl <= cfg->heartbeat_interval)
+        cfg_error_at(lc->rep, at_key(lc, "etcd.leader-key-ttl"), "etcd.leader-key-ttl",
+                     "%d must be greater than dhaf.heartbeat-interval (%d)",
+                     cfg->etcd.leader_key_ttl, cfg->heartbeat_interval);
+    if (!!cfg->etcd.username != !!cfg->etcd.password) {
+        const char *have = cfg->etcd.username ? "etcd.username" : "etcd.password";
+        const char *need = cfg->etcd.username ? "etcd.password" : "etcd.username";
+        const struct ynode *hv = cfg_lookup(lc->root, have);
+        if (!hv && !cfg->etcd.username)
+            hv = cfg_lookup(lc->root, "etcd.password-file");
+        cfg_error_at(lc->rep, hv ? hv : lc->root, need,
+                     "missing; etcd.username and etcd.password go together");
+    }
+    check_tls(lc, &cfg->etcd.client_tls, "etcd.tls", "ca-file");
+    check_api(lc, &cfg->web_api, "web-api");
+    check_api(lc, &cfg->grpc_api, "grpc-api");
+    if (cfg->web_api.port && cfg->web_api.port == cfg->grpc_api.port && cfg->web_api.host &&
+        cfg->grpc_api.host && strcmp(cfg->web_api.host, cfg->grpc_api.host) == 0)
+        cfg_error_at(lc->rep, at_key(lc, "dhaf.grpc-api.port"), "dhaf.grpc-api.port",
+                     "%d is also the web-api port on the same host", cfg->grpc_api.port);
+}
+
+/* ------------------------------------------------------------------ entry points */
+
+static int load_tree(struct ynode *root, const char *dir, const struct dhaf_cfg_catalog *cat,
+                     struct dhaf_config *cfg, struct dhaf_cfg_report *rep)
+{
+    struct loadctx lc = {.rep = rep, .cat = cat, .dir = dir, .root = root, .cfg = cfg};
+    struct dhaf_cfg_ctx c = section(&lc, root, "", dhaf_config_keys, NULL);
+    cfg_apply(&c, cfg);
+    if (root->kind == YNODE_MAP) {
+        load_etcd_hosts(&lc);
+        load_services(&lc);
+        load_notifiers(&lc);
+        load_probers(&lc);
+        cross_checks(&lc);
+    }
+    return rep->n_errs ? DHAF_ECONFIG : 0;
+}
+
+static int finish(int rc, struct ynode *root, struct dhaf_config *cfg)
+{
+    ynode_free(root);
+    if (rc) {
+        dhaf_config_release(cfg);
+        return rc;
+    }
+    return 0;
+}
+
+int dhaf_config_load_mem(const char *text, size_t len, const char *name, const char *dir,
+                         const struct dhaf_cfg_catalog *cat, struct dhaf_config *cfg,
+                         struct dhaf_cfg_report *rep)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    struct ynode *root = NULL;
+    if (ytree_load_mem(text, len, &root, rep) != 0)
+        return DHAF_ECONFIG;
+    cfg->file = dhaf_xstrdup(name ? name : "<config>");
+    cfg->dir = dhaf_xstrdup(dir ? dir : ".");
+    return finish(load_tree(root, cfg->dir, cat, cfg, rep), root, cfg);
+}
+
+int dhaf_config_load(const char *path, const struct dhaf_cfg_catalog *cat, struct dhaf_config *cfg,
+                     struct dhaf_cfg_report *rep)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    struct ynode *root = NULL;
+    if (ytree_load_file(path, &root, rep) != 0)
+        return DHAF_ECONFIG;
+    cfg->file = dhaf_xstrdup(path);
+    char *tmp = dhaf_xstrdup(path);
+    cfg->dir = dhaf_xstrdup(dirname(tmp));
+    free(tmp);
+    return finish(load_tree(root, cfg->dir, cat, cfg, rep), root, cfg);
+}
+
+static void section_release(struct dhaf_section *s)
+{
+    dhaf_cfgkeys_release(s->keys, s->conf);
+    DHAF_FREE(s->conf);
+    DHAF_FREE(s->type);
+    DHAF_FREE(s->name);
+}
+
+void dhaf_config_release(struct dhaf_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        struct dhaf_service *s = &cfg->services[i];
+        for (size_t j = 0; j < s->n_eps; j++)
+            dhaf_cfgkeys_release(ep_keys, &s->eps[j]);
+        free(s->eps);
+        section_release(&s->switcher);
+        section_release(&s->checker);
+        dhaf_cfgkeys_release(service_keys, s);
+    }
+    free(cfg->services);
+    for (size_t i = 0; i < cfg->n_notifiers; i++)
+        section_release(&cfg->notifiers[i]);
+    free(cfg->notifiers);
+    for (size_t i = 0; i < cfg->n_probers; i++)
+        dhaf_cfgkeys_release(prober_keys, &cfg->probers[i]);
+    free(cfg->probers);
+    for (size_t i = 0; i < cfg->etcd.n_hosts; i++)
+        free(cfg->etcd.hosts[i]);
+    free(cfg->etcd.hosts);
+    dhaf_cfgkeys_release(dhaf_config_keys, cfg);
+    free(cfg->file);
+    free(cfg->dir);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+const struct dhaf_service *dhaf_config_service(const struct dhaf_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_services; i++)
+        if (cfg->services[i].name && strcmp(cfg->services[i].name, name) == 0)
+            return &cfg->services[i];
+    return NULL;
+}
+
+int dhaf_service_ep_index(const struct dhaf_service *svc, const char *ep)
+{
+    for (size_t i = 0; i < svc->n_eps; i++)
+        if (svc->eps[i].name && strcmp(svc->eps[i].name, ep) == 0)
+            return (int)i;
+    return -1;
+}

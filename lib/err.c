@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/* Error codes table and struct dhaf_err helpers. */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "dhaf/err.h"
+
+const char *dhaf_strerror_name(int code)
+{
+    switch (code) {
+#define DHAF_ERR_NAME(name, val, msg)                                                              \
+    case val:                                                                                      \
+        return #name;
+        DHAF_ERRNO_MAP(DHAF_ERR_NAME)
+#undef DHAF_ERR_NAME
+    }
+    return "UNKNOWN";
+}
+
+const char *dhaf_strerror(int code)
+{
+    switch (code) {
+#define DHAF_ERR_TEXT(name, val, msg)                                                              \
+    case val:                                                                                      \
+        return msg;
+        DHAF_ERRNO_MAP(DHAF_ERR_TEXT)
+#undef DHAF_ERR_TEXT
+    }
+    return "unknown error";
+}
+
+int dhaf_err_set(struct dhaf_err *err, int code, const char *fmt, ...)
+{
+    if (!err)
+        return code;
+    err->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+void dhaf_err_clear(struct dhaf_err *err)
+{
+    if (!err)
+        return;
+    err->code = DHAF_EOK;
+    err->msg[0] = '\0';
+}

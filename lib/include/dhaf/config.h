@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: MIT */
+/* The node's configuration: the original dhaf YAML format, validated as a whole at load. */
+#ifndef DHAF_CONFIG_H
+#define DHAF_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "dhaf/cfgkeys.h"
+
+enum dhaf_pkind {
+    DHAF_PKIND_SWITCHER = 0,
+    DHAF_PKIND_CHECKER = 1,
+    DHAF_PKIND_NOTIFIER = 2,
+};
+
+/** "switcher", "health-checker", "notifier". */
+const char *dhaf_pkind_name(enum dhaf_pkind kind);
+
+/* Where provider types come from: the built-in table and loaded plugins (providers/registry). */
+struct dhaf_cfg_catalog {
+    /** Fills *out with the schema of type; returns 0, or non-zero when the type is unknown. */
+    int (*find)(const struct dhaf_cfg_catalog *cat, enum dhaf_pkind kind, const char *type,
+                struct dhaf_cfg_schema *out);
+    /** The i-th type name of a kind (for suggestions); NULL past the end. */
+    const char *(*type_at)(const struct dhaf_cfg_catalog *cat, enum dhaf_pkind kind, size_t i);
+    void *data;
+};
+
+/* One switcher, health checker or notifier instance's settings. */
+struct dhaf_section {
+    char *type;
+    char *name;                     /* notifiers only (default "<type>-anon") */
+    void *conf;                     /* the provider's config struct, laid out by keys */
+    const struct dhaf_cfgkey *keys; /* borrowed from the provider */
+    int line, col;                  /* where the section starts */
+};
+
+struct dhaf_tls {
+    char *cert_file; /* TLS is on when set */
+    char *key_file;
+    char *ca_file; /* server: client CA (mTLS); client: CA bundle to verify the server */
+};
+
+struct dhaf_api {
+    char *host;
+    int port;
+    struct dhaf_tls tls;
+};
+
+struct dhaf_ep {
+    char *name;
+    char *ip;
+    int family; /* AF_INET or AF_INET6 */
+    int line;
+};
+
+struct dhaf_service {
+    char *name;
+    char *domain;
+    struct dhaf_ep *eps; /* in priority order (config order) */
+    size_t n_eps;
+    struct dhaf_section switcher;
+    struct dhaf_section checker;
+};
+
+struct dhaf_prober_cfg {
+    char *name;
+    char *token; /* secret */
+    char *location;
+};
+
+struct dhaf_etcd_cfg {
+    char **hosts; /* "host:port" */
+    size_t n_hosts;
+    bool tls; /* https:// endpoints */
+    char *username;
+    char *password; /* secret */
+    int leader_key_ttl;
+    struct dhaf_tls client_tls; /* ca-file, cert-file, key-file */
+};
+
+struct dhaf_config {
+    char *file;
+    char *dir; /* directory of file: relative paths were resolved against it */
+
+    char *cluster_name;
+    char *node_name;
+    int healthy_node_status_ttl;
+    int heartbeat_interval;
+    int tact_interval;
+    int tact_post_switch_delay;
+    struct dhaf_api web_api;
+    struct dhaf_api grpc_api;
+    char *api_token; /* secret */
+    bool insecure_api;
+    bool probe;
+    char *extensions_dir;
+
+    struct dhaf_etcd_cfg etcd;
+
+    int log_level;  /* enum dhaf_log_level */
+    int log_format; /* enum dhaf_log_format */
+
+    struct dhaf_service *services;
+    size_t n_services;
+    struct dhaf_section *notifiers;
+    size_t n_notifiers;
+    struct dhaf_prober_cfg *probers;
+    size_t n_probers;
+};
+
+/**
+ * Loads and validates the config file at path. Every problem goes into rep (caller-initialised,
+ * caller releases). Returns 0 and fills *cfg (release with dhaf_config_release), or
+ * DHAF_ECONFIG with *cfg zeroed. cat gives the provider types (borrowed; may be NULL, then
+ * every provider section is an error).
+ */
+int dhaf_config_load(const char *path, const struct dhaf_cfg_catalog *cat, struct dhaf_config *cfg,
+                     struct dhaf_cfg_report *rep);
+
+/** The same from text in memory; name is used in messages and dir for relative paths. */
+int dhaf_config_load_mem(const char *text, size_t len, const char *name, const char *dir,
+                         const struct dhaf_cfg_catalog *cat, struct dhaf_config *cfg,
+                         struct dhaf_cfg_report *rep);
+
+/** Frees everything cfg owns and zeroes it. */
+void dhaf_config_release(struct dhaf_config *cfg);
+
+/** Finds a service by name; NULL when absent. */
+const struct dhaf_service *dhaf_config_service(const struct dhaf_config *cfg, const char *name);
+
+/** Position of ep in svc's list (0 = highest priority); -1 when absent. */
+int dhaf_service_ep_index(const struct dhaf_service *svc, const char *ep);
+
+/** The key table of the top level, for docs and tests (sections dhaf, etcd, log). */
+extern const struct dhaf_cfgkey dhaf_config_keys[];
+
+#endif

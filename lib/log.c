@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: MIT */
+/* Logging to stderr: key=value text lines or JSON objects, one write(2) per line. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dhaf/err.h"
+#include "dhaf/log.h"
+
+enum dhaf_log_level dhaf_log_threshold = DHAF_LOG_INFO;
+static enum dhaf_log_format log_format = DHAF_LOG_TEXT;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void dhaf_log_setup(enum dhaf_log_level level, enum dhaf_log_format format)
+{
+    dhaf_log_threshold = level;
+    log_format = format;
+}
+
+int dhaf_log_level_parse(const char *s, enum dhaf_log_level *out)
+{
+    for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
+        if (strcasecmp(s, level_names[i]) == 0) {
+            *out = (enum dhaf_log_level)i;
+            return 0;
+        }
+    }
+    return DHAF_EINVAL;
+}
+
+int dhaf_log_format_parse(const char *s, enum dhaf_log_format *out)
+{
+    if (strcasecmp(s, "text") == 0)
+        *out = DHAF_LOG_TEXT;
+    else if (strcasecmp(s, "json") == 0)
+        *out = DHAF_LOG_JSON;
+    else
+        return DHAF_EINVAL;
+    return 0;
+}
+
+/* Appends s to buf as a JSON string body (without quotes), escaping as needed. */
+static size_t json_escape(char *buf, size_t cap, size_t at, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n && at + 7 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            buf[at++] = '\\';
+            buf[at++] = (char)c;
+        } else if (c < 0x20) {
+            at += (size_t)snprintf(buf + at, cap - at, "\\u%04x", c);
+        } else {
+            buf[at++] = (char)c;
+        }
+    }
+    return at;
+}
+
+/* Converts `k=v k2="v 2"` into JSON members appended to buf. Text that is not a pair goes
+ * into "msg". */
+static size_t pairs_to_json(char *buf, size_t cap, size_t at, const char *s)
+{
+    const char *p = s;
+    while (*p && at + 16 < cap) {
+        while (*p == ' ')
+            p++;
+        if (!*p)
+            break;
+        const char *k = p;
+        while (*p && *p != '=' && *p != ' ')
+            p++;
+        if (*p != '=') { /* not a pair: the rest is a message */
+            at += (size_t)snprintf(buf + at, cap - at, ",\"msg\":\"");
+            at = json_escape(buf, cap, at, k, strlen(k));
+            at += (size_t)snprintf(buf + at, cap - at, "\"");
+            break;
+        }
+        size_t klen = (size_t)(p - k);
+        p++;
+        const char *v;
+        size_t vlen;
+        if (*p == '"') {
+            v = ++p;
+            while (*p && !(*p == '"' && p[-1] != '\\'))
+                p++;
+            vlen = (size_t)(p - v);
+            if (*p)
+                p++;
+        } else {
+            v = p;
+            while (*p && *p != ' ')
+                p++;
+            vlen = (size_t)(p - v);
+        }
+        at += (size_t)snprintf(buf + at, cap - at, ",\"");
+        at = json_escape(buf, cap, at, k, klen);
+        at += (size_t)snprintf(buf + at, cap - at, "\":\"");
+        at = json_escape(buf, cap, at, v, vlen);
+        at += (size_t)snprintf(buf + at, cap - at, "\"");
+    }
+    return at;
+}
+
+void dhaf_log_write(enum dhaf_log_level level, const char *fmt, ...)
+{
+    char msg[2048], line[4096], ts[40];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    struct timespec now;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    size_t tl = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + tl, sizeof(ts) - tl, ".%03ldZ", now.tv_nsec / 1000000);
+
+    const char *lv = level_names[level <= DHAF_LOG_ERROR ? level : DHAF_LOG_ERROR];
+    size_t n;
+    if (log_format == DHAF_LOG_JSON) {
+        n = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\"", ts, lv);
+        n = pairs_to_json(line, sizeof(line), n, msg);
+        if (n > sizeof(line) - 3)
+            n = sizeof(line) - 3;
+        line[n++] = '}';
+    } else {
+        n = (size_t)snprintf(line, sizeof(line), "ts=%s level=%s %s", ts, lv, msg);
+        if (n > sizeof(line) - 2)
+            n = sizeof(line) - 2;
+    }
+    line[n++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, n);
+    (void)w;
+}
