@@ -1,4 +1,5 @@
 # dhaf: thin wrappers around scripts/, cmake and ctest. Nothing is built here directly.
+MAKEFLAGS += --no-print-directory
 BUILD     ?= build
 ASAN_DIR  ?= build-asan
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
@@ -6,7 +7,7 @@ CTEST_ARGS ?= --output-on-failure
 
 SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
-.PHONY: all deps build check asan format lint demo clean help
+.PHONY: all deps build check asan format lint docs demo clean help
 
 all: build
 
@@ -17,6 +18,7 @@ help:
 	@echo "make asan    the same tests under AddressSanitizer + UBSan, in $(ASAN_DIR)/"
 	@echo "make format  clang-format every C file in place"
 	@echo "make lint    clang-format check + cppcheck"
+	@echo "make docs    regenerate the generated parts of docs/ (config reference)"
 	@echo "make demo    the local demo cluster (arrives with issue #9)"
 
 deps:
@@ -42,6 +44,9 @@ lint:
 	@cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr --suppress=missingIncludeSystem -I lib/include -I providers/include \
 	  lib providers node prober ctl
+
+docs: build
+	@bash scripts/gen-config-doc.sh $(BUILD)/bin/dhaf-node
 
 demo:
 	@echo "make demo: the local demo cluster arrives with issue #9 (see README.md)." >&2

@@ -37,6 +37,10 @@ void cfg_error_at(struct dhaf_cfg_report *rep, const struct ynode *n, const char
 /** Value node of a possibly dotted key ("smtp.server") inside map; NULL when absent. */
 const struct ynode *cfg_lookup(const struct ynode *map, const char *dotted);
 
+/** The value of a dotted key, or the deepest mapping that exists on the way to it: where to
+ *  report a problem with that key. */
+const struct ynode *cfg_anchor(const struct ynode *map, const char *dotted);
+
 /** A scalar's text as a string for messages: quoted and cut at 60 characters. Static buffer
  *  per call site is avoided: writes into buf. */
 const char *cfg_show(const struct ynode *n, char *buf, size_t len);

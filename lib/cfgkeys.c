@@ -89,12 +89,34 @@ static void print_one(FILE *out, const char *file, const char *kind, const struc
     fprintf(out, "%s\n", e->msg);
 }
 
+static int by_position(const void *a, const void *b)
+{
+    const struct dhaf_cfg_error *x = *(const struct dhaf_cfg_error *const *)a;
+    const struct dhaf_cfg_error *y = *(const struct dhaf_cfg_error *const *)b;
+    if (x->line != y->line)
+        return x->line < y->line ? -1 : 1;
+    if (x->col != y->col)
+        return x->col < y->col ? -1 : 1;
+    return x < y ? -1 : (x > y); /* stable: keep discovery order */
+}
+
+/* Prints a list in file order. */
+static void print_sorted(FILE *out, const char *file, const char *kind,
+                         const struct dhaf_cfg_error *v, size_t n)
+{
+    const struct dhaf_cfg_error **order = dhaf_xcalloc(n ? n : 1, sizeof(*order));
+    for (size_t i = 0; i < n; i++)
+        order[i] = &v[i];
+    qsort(order, n, sizeof(*order), by_position);
+    for (size_t i = 0; i < n; i++)
+        print_one(out, file, kind, order[i]);
+    free(order);
+}
+
 void dhaf_cfg_report_print(const struct dhaf_cfg_report *rep, FILE *out)
 {
-    for (size_t i = 0; i < rep->n_warns; i++)
-        print_one(out, rep->file, "warning", &rep->warns[i]);
-    for (size_t i = 0; i < rep->n_errs; i++)
-        print_one(out, rep->file, "error", &rep->errs[i]);
+    print_sorted(out, rep->file, "warning", rep->warns, rep->n_warns);
+    print_sorted(out, rep->file, "error", rep->errs, rep->n_errs);
     if (rep->dropped)
         fprintf(out, "%s: %zu more errors not shown\n", rep->file, rep->dropped);
 }
@@ -148,32 +170,32 @@ const char *cfg_show(const struct ynode *n, char *buf, size_t len)
     return buf;
 }
 
-/* Levenshtein distance, capped: enough for suggestions. */
+/* Edit distance counting a swap of neighbours as one edit (optimal string alignment). */
 static size_t distance(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);
     if (la > 64 || lb > 64)
         return SIZE_MAX;
-    size_t row[65];
+    size_t d[65][65];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
     for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
+        d[0][j] = j;
     for (size_t i = 1; i <= la; i++) {
-        size_t prev = row[0];
-        row[0] = i;
         for (size_t j = 1; j <= lb; j++) {
-            size_t cur = row[j];
-            size_t cost =
-                tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 1]) ? 0 : 1;
-            size_t best = prev + cost;
-            if (row[j] + 1 < best)
-                best = row[j] + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            row[j] = best;
-            prev = cur;
+            int ca = tolower((unsigned char)a[i - 1]), cb = tolower((unsigned char)b[j - 1]);
+            size_t best = d[i - 1][j - 1] + (ca != cb);
+            if (d[i - 1][j] + 1 < best)
+                best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) &&
+                tolower((unsigned char)a[i - 2]) == cb && d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
         }
     }
-    return row[lb];
+    return d[la][lb];
 }
 
 /* Same letters apart from case, '-' and '_' ("receiveTimeout" vs "receive-timeout"). */
@@ -231,6 +253,24 @@ const struct ynode *cfg_lookup(const struct ynode *map, const char *dotted)
         p = dot + 1;
     }
     return NULL;
+}
+
+const struct ynode *cfg_anchor(const struct ynode *map, const char *dotted)
+{
+    const struct ynode *v = cfg_lookup(map, dotted);
+    if (v && !ynode_is_null(v))
+        return v;
+    /* The deepest mapping that exists on the way to the key. */
+    const struct ynode *at = map;
+    for (const char *dot = strchr(dotted, '.'); dot; dot = strchr(dot + 1, '.')) {
+        char *parent = dhaf_xstrndup(dotted, (size_t)(dot - dotted));
+        const struct ynode *pn = cfg_lookup(map, parent);
+        free(parent);
+        if (!pn || pn->kind != YNODE_MAP)
+            break;
+        at = pn;
+    }
+    return at;
 }
 
 /* ------------------------------------------------------------------ unknown keys */
@@ -610,9 +650,27 @@ static size_t set_value(struct dhaf_cfg_ctx *ctx, const struct dhaf_cfgkey *k, v
     return 0;
 }
 
+/* True when a mapping on the way to a dotted key is written as something else: that was
+ * already reported as "expected a mapping", so the key itself is not reported again. */
+static bool broken_parent(const struct ynode *map, const char *dotted)
+{
+    const char *dot = dotted;
+    while ((dot = strchr(dot, '.')) != NULL) {
+        char *parent = dhaf_xstrndup(dotted, (size_t)(dot - dotted));
+        const struct ynode *pn = cfg_lookup(map, parent);
+        free(parent);
+        if (pn && !ynode_is_null(pn) && pn->kind != YNODE_MAP)
+            return true;
+        dot++;
+    }
+    return false;
+}
+
 static size_t apply_key(struct dhaf_cfg_ctx *ctx, const struct dhaf_cfgkey *k, void *base)
 {
     void *slot = (char *)base + k->offset;
+    if (broken_parent(ctx->map, k->key))
+        return 1;
     char *path = cfg_join(ctx->path, k->key);
     const struct ynode *v = cfg_lookup(ctx->map, k->key);
     if (!v && k->alias)
@@ -651,16 +709,7 @@ static size_t apply_key(struct dhaf_cfg_ctx *ctx, const struct dhaf_cfgkey *k, v
                               .col = ctx->map ? ctx->map->col : ctx->col};
             errs += set_value(ctx, k, slot, &d, path, false);
         } else if (k->required) {
-            const struct ynode *at = ctx->map;
-            /* Point at the deepest mapping that exists on the way to a dotted key. */
-            const char *dot = strrchr(k->key, '.');
-            if (dot) {
-                char *parent = dhaf_xstrndup(k->key, (size_t)(dot - k->key));
-                const struct ynode *pn = cfg_lookup(ctx->map, parent);
-                if (pn && pn->kind == YNODE_MAP)
-                    at = pn;
-                free(parent);
-            }
+            const struct ynode *at = cfg_anchor(ctx->map, k->key);
             if (at)
                 cfg_error_at(ctx->rep, at, path, "missing; this key is required%s",
                              k->type == DHAF_CFG_SECRET ? " (or give it as " : "");
@@ -712,9 +761,8 @@ void dhaf_cfg_fail(struct dhaf_cfg_ctx *ctx, const char *key, const char *fmt, .
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    const struct ynode *v = key ? cfg_lookup(ctx->map, key) : NULL;
+    const struct ynode *at = key ? cfg_anchor(ctx->map, key) : ctx->map;
     char *path = key ? cfg_join(ctx->path, key) : dhaf_xstrdup(ctx->path);
-    const struct ynode *at = v ? v : ctx->map;
     if (at)
         cfg_error_at(ctx->rep, at, path, "%s", msg);
     else
@@ -764,5 +812,57 @@ void dhaf_cfgkeys_release(const struct dhaf_cfgkey *keys, void *base)
             break;
         }
         }
+    }
+}
+
+/* ------------------------------------------------------------------ reference */
+
+static const char *type_name(const struct dhaf_cfgkey *k, char *buf, size_t len)
+{
+    switch (k->type) {
+    case DHAF_CFG_STR:
+        return "string";
+    case DHAF_CFG_NAME:
+        return "name";
+    case DHAF_CFG_SECRET:
+        return "secret";
+    case DHAF_CFG_PATH:
+        return "path";
+    case DHAF_CFG_HOST:
+        return "host";
+    case DHAF_CFG_URL:
+        return "URL";
+    case DHAF_CFG_EMAIL:
+        return "e-mail";
+    case DHAF_CFG_INT:
+        snprintf(buf, len, "int %ld-%ld", k->min, k->max);
+        return buf;
+    case DHAF_CFG_BOOL:
+        return "bool";
+    case DHAF_CFG_ENUM: {
+        size_t o = 0;
+        buf[0] = '\0';
+        for (size_t i = 0; k->choices[i] && o + 2 < len; i++)
+            o += (size_t)snprintf(buf + o, len - o, "%s%s", i ? " \\| " : "", k->choices[i]);
+        return buf;
+    }
+    case DHAF_CFG_STRMAP:
+        return "map";
+    case DHAF_CFG_EXTERNAL:
+        return "list / section";
+    }
+    return "?";
+}
+
+void dhaf_cfgkeys_write_reference(FILE *out, const char *prefix, const struct dhaf_cfgkey *keys)
+{
+    char tb[160];
+    fprintf(out, "| Parameter | Type | Default | Description |\n|---|---|---|---|\n");
+    for (const struct dhaf_cfgkey *k = keys; k && k->key; k++) {
+        fprintf(out, "| `%s%s`", prefix, k->key);
+        if (k->alias)
+            fprintf(out, " (also `%s`)", k->alias);
+        fprintf(out, " | %s | %s | %s |\n", type_name(k, tb, sizeof(tb)),
+                k->required ? "required" : (k->def ? k->def : "—"), k->help ? k->help : "");
     }
 }

@@ -35,7 +35,7 @@ static const char *const log_formats[] = {"text", "json", NULL};
 
 const struct dhaf_cfgkey dhaf_config_keys[] = {
     {"dhaf.cluster-name", DHAF_CFG_NAME, OFF(cluster_name), true, NULL, 0, 0, NULL, NULL, NULL,
-     "Name of the dhaf cluster (the etcd prefix /dhaf/<cluster>/)."},
+     "Name of the dhaf cluster (etcd prefix /dhaf/CLUSTER/)."},
     {"dhaf.node-name", DHAF_CFG_NAME, OFF(node_name), true, NULL, 0, 0, NULL, NULL, NULL,
      "Name of this node, unique in the cluster."},
     {"dhaf.healthy-node-status-ttl", DHAF_CFG_INT, OFF(healthy_node_status_ttl), false, "30", 2,
@@ -679,4 +679,16 @@ int dhaf_service_ep_index(const struct dhaf_service *svc, const char *ep)
         if (svc->eps[i].name && strcmp(svc->eps[i].name, ep) == 0)
             return (int)i;
     return -1;
+}
+
+void dhaf_config_write_reference(FILE *out)
+{
+    fprintf(out, "### Cluster, node, etcd and logging\n\n");
+    dhaf_cfgkeys_write_reference(out, "", dhaf_config_keys);
+    fprintf(out, "\n### Services\n\n");
+    dhaf_cfgkeys_write_reference(out, "services[].", service_keys);
+    fprintf(out, "\n### Entry points\n\n");
+    dhaf_cfgkeys_write_reference(out, "services[].entry-points[].", ep_keys);
+    fprintf(out, "\n### Probers\n\n");
+    dhaf_cfgkeys_write_reference(out, "probers[].", prober_keys);
 }

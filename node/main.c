@@ -19,18 +19,34 @@ static void usage(FILE *out)
                  "                         (exit 0 valid, 2 invalid)\n"
                  "      --log-level LEVEL  debug, info, warn or error (overrides log.level)\n"
                  "      --log-format FMT   text or json (overrides log.format)\n"
+                 "      --config-reference print every config parameter as Markdown and exit\n"
                  "  -h, --help             this help\n"
                  "  -V, --version          print the version\n");
 }
 
+/* The generated part of docs/config.md (a test fails when the two drift apart). */
+static void write_reference(FILE *out)
+{
+    dhaf_config_write_reference(out);
+    static const char *const kinds[] = {"Switcher", "Health checker", "Notifier"};
+    static const char *const prefixes[] = {"services[].switcher.", "services[].health-checker.",
+                                           "notifiers[]."};
+    for (size_t i = 0; dhaf_registry_at(i); i++) {
+        const struct dhaf_provider *p = dhaf_registry_at(i);
+        fprintf(out, "\n### %s `%s`\n\n%s\n\n", kinds[p->kind], p->type, p->summary);
+        dhaf_cfgkeys_write_reference(out, prefixes[p->kind], p->keys);
+    }
+}
+
 int main(int argc, char **argv)
 {
-    enum { OPT_CHECK = 256, OPT_LEVEL, OPT_FORMAT };
+    enum { OPT_CHECK = 256, OPT_LEVEL, OPT_FORMAT, OPT_REFERENCE };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check-config", no_argument, NULL, OPT_CHECK},
         {"log-level", required_argument, NULL, OPT_LEVEL},
         {"log-format", required_argument, NULL, OPT_FORMAT},
+        {"config-reference", no_argument, NULL, OPT_REFERENCE},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -66,6 +82,9 @@ int main(int argc, char **argv)
             }
             format_set = true;
             break;
+        case OPT_REFERENCE:
+            write_reference(stdout);
+            return 0;
         case 'h':
             usage(stdout);
             return 0;

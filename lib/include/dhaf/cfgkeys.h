@@ -105,4 +105,10 @@ void dhaf_cfgkeys_release(const struct dhaf_cfgkey *keys, void *base);
 /** Levenshtein-based suggestion: the candidate closest to word, or NULL if none is close. */
 const char *dhaf_cfg_suggest(const char *word, const char *const *cands, size_t n);
 
+/**
+ * Writes a Markdown table of keys (key, type, default, description) for the config reference;
+ * prefix is prepended to every key ("services[].switcher." ...).
+ */
+void dhaf_cfgkeys_write_reference(FILE *out, const char *prefix, const struct dhaf_cfgkey *keys);
+
 #endif

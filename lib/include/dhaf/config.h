@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "dhaf/cfgkeys.h"
 
@@ -135,5 +136,9 @@ int dhaf_service_ep_index(const struct dhaf_service *svc, const char *ep);
 
 /** The key table of the top level, for docs and tests (sections dhaf, etcd, log). */
 extern const struct dhaf_cfgkey dhaf_config_keys[];
+
+/** Writes the Markdown reference of every non-provider section (top level, services, entry
+ *  points, notifiers, probers). */
+void dhaf_config_write_reference(FILE *out);
 
 #endif
