@@ -34,6 +34,7 @@ int dhaf_err_set(struct dhaf_err *err, int code, const char *fmt, ...)
     if (!err)
         return code;
     err->code = code;
+    err->status = 0;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
@@ -46,5 +47,6 @@ void dhaf_err_clear(struct dhaf_err *err)
     if (!err)
         return;
     err->code = DHAF_EOK;
+    err->status = 0;
     err->msg[0] = '\0';
 }

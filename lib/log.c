@@ -105,6 +105,24 @@ static size_t pairs_to_json(char *buf, size_t cap, size_t at, const char *s)
     return at;
 }
 
+const char *dhaf_log_quote(char *buf, size_t len, const char *s)
+{
+    size_t o = 0;
+    for (; s && *s && o + 5 < len; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            buf[o++] = '\\';
+            buf[o++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            buf[o++] = ' ';
+        } else {
+            buf[o++] = (char)c;
+        }
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
 void dhaf_log_write(enum dhaf_log_level level, const char *fmt, ...)
 {
     char msg[2048], line[4096], ts[40];

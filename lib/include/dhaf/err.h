@@ -21,7 +21,9 @@
     X(UNKNOWN_OUTCOME, -11, "outcome unknown")                                                     \
     X(FENCED, -12, "no longer the leader")                                                         \
     X(TOOBIG, -13, "too large")                                                                    \
-    X(INTERNAL, -14, "internal error")
+    X(INTERNAL, -14, "internal error")                                                             \
+    X(COMPACTED, -15, "revision compacted")                                                        \
+    X(CANCELLED, -16, "cancelled")
 
 enum dhaf_errno {
 #define DHAF_ERR_ENUM(name, val, msg) DHAF_E##name = (val),
@@ -34,6 +36,7 @@ enum dhaf_errno {
 /* Detail of the last failure: a code and a message with context (file:line, URL, status). */
 struct dhaf_err {
     int code;
+    int status; /* the transport's own status when there is one: gRPC code, HTTP status */
     char msg[DHAF_ERR_MSG_MAX];
 };
 

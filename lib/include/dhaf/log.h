@@ -3,6 +3,8 @@
 #ifndef DHAF_LOG_H
 #define DHAF_LOG_H
 
+#include <stddef.h>
+
 enum dhaf_log_level {
     DHAF_LOG_DEBUG = 0,
     DHAF_LOG_INFO = 1,
@@ -28,11 +30,15 @@ int dhaf_log_format_parse(const char *s, enum dhaf_log_format *out);
 
 /**
  * Writes one line. fmt produces `key=value key2="quoted value"` pairs; values with spaces are
- * quoted by the caller with %s inside "" (use dhaf_log_quote for untrusted text). In JSON mode
+ * quoted by the caller with "%s" (pass untrusted text through dhaf_log_quote). In JSON mode
  * the pairs become object members. Thread-safe (one write(2) per line).
  */
 void dhaf_log_write(enum dhaf_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/** Copies s into buf (of len bytes) escaping '"', '\\' and control characters, so it can
+ *  stand inside a quoted log value; cuts long text. Returns buf. */
+const char *dhaf_log_quote(char *buf, size_t len, const char *s);
 
 #define DHAF_LOG(level, ...)                                                                       \
     do {                                                                                           \

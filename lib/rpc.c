@@ -1,0 +1,1159 @@
+/* SPDX-License-Identifier: MIT */
+/* gRPC C core wrapper: protobuf-c messages in and out, a thread-per-call server, unary client
+ * calls with deadlines and bidirectional client streams. See grpc-core-etcd-facts.md for the
+ * traps this code avoids (RECV_INITIAL_METADATA on streams, SO_REUSEPORT, one op of a kind
+ * outstanding per call, draining completion queues before destroying them). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/log.h>
+#include <grpc/support/time.h>
+
+#include "dhaf/alloc.h"
+#include "dhaf/log.h"
+#include "dhaf/rpc.h"
+
+#define PEM_MAX (256 * 1024)
+#define DEFAULT_MAX_MESSAGE (4 * 1024 * 1024)
+#define CLIENT_MAX_MESSAGE (64 * 1024 * 1024)
+#define DEFAULT_MAX_CALLS 256
+#define MAX_METADATA 64
+
+/* ------------------------------------------------------------------ common */
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+static void grpc_log(gpr_log_func_args *args)
+{
+    /* gRPC's own diagnostics (TLS handshake failures, ...) become our log lines. */
+    enum dhaf_log_level lv = args->severity == GPR_LOG_SEVERITY_ERROR ? DHAF_LOG_WARN
+                                                                      : DHAF_LOG_DEBUG;
+    char msg[512];
+    DHAF_LOG(lv, "event=grpc-log msg=\"%s\"", dhaf_log_quote(msg, sizeof(msg), args->message));
+}
+
+static void do_init(void)
+{
+    grpc_init();
+    gpr_set_log_function(grpc_log);
+    gpr_set_log_verbosity(GPR_LOG_SEVERITY_ERROR);
+}
+
+void dhaf_rpc_init(void)
+{
+    pthread_once(&init_once, do_init);
+}
+
+static const char *const status_names[] = {
+    "OK",           "CANCELLED",         "UNKNOWN",   "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND",    "ALREADY_EXISTS",    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION", "ABORTED",    "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
+    "UNAVAILABLE",  "DATA_LOSS",         "UNAUTHENTICATED",
+};
+
+const char *dhaf_rpc_status_name(int s)
+{
+    if (s >= 0 && (size_t)s < sizeof(status_names) / sizeof(status_names[0]))
+        return status_names[s];
+    return "UNKNOWN";
+}
+
+int dhaf_rpc_status_to_err(int s)
+{
+    switch (s) {
+    case GRPC_STATUS_OK:
+        return 0;
+    case GRPC_STATUS_CANCELLED:
+        return DHAF_ECANCELLED;
+    case GRPC_STATUS_INVALID_ARGUMENT:
+    case GRPC_STATUS_OUT_OF_RANGE:
+        return DHAF_EINVAL;
+    case GRPC_STATUS_DEADLINE_EXCEEDED:
+        return DHAF_ETIMEOUT;
+    case GRPC_STATUS_NOT_FOUND:
+        return DHAF_ENOTFOUND;
+    case GRPC_STATUS_ALREADY_EXISTS:
+        return DHAF_EEXISTS;
+    case GRPC_STATUS_PERMISSION_DENIED:
+    case GRPC_STATUS_UNAUTHENTICATED:
+        return DHAF_EAUTH;
+    case GRPC_STATUS_RESOURCE_EXHAUSTED:
+        return DHAF_ETOOBIG;
+    case GRPC_STATUS_FAILED_PRECONDITION:
+    case GRPC_STATUS_ABORTED:
+        return DHAF_ECONFLICT;
+    case GRPC_STATUS_UNAVAILABLE:
+        return DHAF_EUNAVAILABLE;
+    case GRPC_STATUS_UNIMPLEMENTED:
+    case GRPC_STATUS_DATA_LOSS:
+        return DHAF_EPROTO;
+    default:
+        return DHAF_EINTERNAL;
+    }
+}
+
+int dhaf_rpc_err_to_status(int code)
+{
+    switch (code) {
+    case 0:
+        return GRPC_STATUS_OK;
+    case DHAF_EINVAL:
+    case DHAF_ECONFIG:
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    case DHAF_ENOTFOUND:
+        return GRPC_STATUS_NOT_FOUND;
+    case DHAF_EEXISTS:
+        return GRPC_STATUS_ALREADY_EXISTS;
+    case DHAF_ECONFLICT:
+    case DHAF_EFENCED:
+        return GRPC_STATUS_FAILED_PRECONDITION;
+    case DHAF_ETIMEOUT:
+        return GRPC_STATUS_DEADLINE_EXCEEDED;
+    case DHAF_EUNAVAILABLE:
+    case DHAF_EIO:
+        return GRPC_STATUS_UNAVAILABLE;
+    case DHAF_EAUTH:
+        return GRPC_STATUS_UNAUTHENTICATED;
+    case DHAF_ETOOBIG:
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case DHAF_ECANCELLED:
+        return GRPC_STATUS_CANCELLED;
+    case DHAF_EUNKNOWN_OUTCOME:
+        return GRPC_STATUS_UNKNOWN;
+    case DHAF_EPROTO:
+    case DHAF_EINTERNAL:
+    default:
+        return GRPC_STATUS_INTERNAL;
+    }
+}
+
+bool dhaf_rpc_token_equal(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    size_t n = la > lb ? la : lb;
+    unsigned char diff = (unsigned char)(la != lb);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = i < la ? (unsigned char)a[i] : 0;
+        unsigned char y = i < lb ? (unsigned char)b[i] : 0;
+        diff |= (unsigned char)(x ^ y);
+    }
+    return diff == 0;
+}
+
+static gpr_timespec deadline_in(int timeout_ms)
+{
+    if (timeout_ms <= 0)
+        return gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                        gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+}
+
+static grpc_byte_buffer *pack(const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    grpc_slice s = grpc_slice_malloc(n);
+    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(s));
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return bb;
+}
+
+static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb)
+{
+    grpc_byte_buffer_reader r;
+    if (!grpc_byte_buffer_reader_init(&r, bb))
+        return NULL;
+    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    ProtobufCMessage *m =
+        protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+    return m;
+}
+
+/* Reads a PEM file into a NUL-terminated buffer (caller frees). */
+static char *read_pem(const char *path, const char *what, struct dhaf_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        dhaf_err_set(err, DHAF_EIO, "cannot read %s \"%s\": %s", what, path, strerror(errno));
+        return NULL;
+    }
+    char *buf = dhaf_xmalloc(PEM_MAX + 1);
+    size_t n = fread(buf, 1, PEM_MAX + 1, f);
+    fclose(f);
+    if (n == 0 || n > PEM_MAX || !strstr(buf, "-----BEGIN")) {
+        buf[n > PEM_MAX ? PEM_MAX : n] = '\0';
+        dhaf_err_set(err, DHAF_EINVAL, "%s \"%s\" is not a PEM file of at most %d bytes", what,
+                     path, PEM_MAX);
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* ------------------------------------------------------------------ metadata */
+
+struct md_out {
+    grpc_metadata v[MAX_METADATA];
+    size_t n;
+};
+
+static void md_build(struct md_out *out, const struct dhaf_rpc_md *md, size_t n)
+{
+    out->n = 0;
+    for (size_t i = 0; i < n && i < MAX_METADATA; i++) {
+        memset(&out->v[i], 0, sizeof(out->v[i]));
+        out->v[i].key = grpc_slice_from_copied_string(md[i].key);
+        out->v[i].value = grpc_slice_from_copied_string(md[i].value);
+        out->n++;
+    }
+}
+
+static void md_free(struct md_out *out)
+{
+    for (size_t i = 0; i < out->n; i++) {
+        grpc_slice_unref(out->v[i].key);
+        grpc_slice_unref(out->v[i].value);
+    }
+    out->n = 0;
+}
+
+/* ------------------------------------------------------------------ client */
+
+struct dhaf_rpc_channel {
+    grpc_channel *ch;
+    char *target;
+};
+
+struct dhaf_rpc_channel *dhaf_rpc_channel_new(const char *target, const struct dhaf_rpc_tls *tls,
+                                              struct dhaf_err *err)
+{
+    dhaf_rpc_init();
+    grpc_channel_credentials *creds = NULL;
+    char *ca = NULL, *cert = NULL, *key = NULL;
+    if (tls && tls->tls) {
+        if (tls->ca_file && !(ca = read_pem(tls->ca_file, "CA file", err)))
+            goto fail;
+        if (tls->cert_file && !(cert = read_pem(tls->cert_file, "certificate", err)))
+            goto fail;
+        if (tls->key_file && !(key = read_pem(tls->key_file, "private key", err)))
+            goto fail;
+        if (!!cert != !!key) {
+            dhaf_err_set(err, DHAF_EINVAL, "a client certificate needs its key (and back)");
+            goto fail;
+        }
+        grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+        creds = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);
+    } else {
+        creds = grpc_insecure_credentials_create();
+    }
+    if (!creds) {
+        dhaf_err_set(err, DHAF_EINVAL, "cannot create credentials for %s", target);
+        goto fail;
+    }
+    grpc_arg args[8];
+    size_t na = 0;
+    args[na++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                            .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                            .value.integer = CLIENT_MAX_MESSAGE};
+    /* Reconnect fast: a restarted etcd member should be used again within a second. */
+    args[na++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                            .key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+                            .value.integer = 100};
+    args[na++] = (grpc_arg){
+        .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, .value.integer = 100};
+    args[na++] = (grpc_arg){
+        .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, .value.integer = 1000};
+    /* Pings find a dead peer under a long-lived stream; etcd accepts one per 5 s. */
+    args[na++] = (grpc_arg){
+        .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIME_MS, .value.integer = 10000};
+    args[na++] = (grpc_arg){
+        .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS, .value.integer = 5000};
+    if (tls && tls->tls && tls->server_name)
+        args[na++] = (grpc_arg){.type = GRPC_ARG_STRING,
+                                .key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
+                                .value.string = (char *)tls->server_name};
+    grpc_channel_args cargs = {.num_args = na, .args = args};
+    grpc_channel *ch = grpc_channel_create(target, creds, &cargs);
+    grpc_channel_credentials_release(creds);
+    free(ca);
+    free(cert);
+    if (key)
+        explicit_bzero(key, strlen(key));
+    free(key);
+    if (!ch) {
+        dhaf_err_set(err, DHAF_EINVAL, "cannot create a channel to \"%s\"", target);
+        return NULL;
+    }
+    struct dhaf_rpc_channel *c = dhaf_xcalloc(1, sizeof(*c));
+    c->ch = ch;
+    c->target = dhaf_xstrdup(target);
+    return c;
+fail:
+    free(ca);
+    free(cert);
+    if (key)
+        explicit_bzero(key, strlen(key));
+    free(key);
+    return NULL;
+}
+
+void dhaf_rpc_channel_free(struct dhaf_rpc_channel *ch)
+{
+    if (!ch)
+        return;
+    grpc_channel_destroy(ch->ch);
+    free(ch->target);
+    free(ch);
+}
+
+const char *dhaf_rpc_channel_target(const struct dhaf_rpc_channel *ch)
+{
+    return ch->target;
+}
+
+/* Destroys a pluck queue: shut it down and drain it first, as gRPC requires. */
+static void cq_destroy(grpc_completion_queue *cq)
+{
+    grpc_completion_queue_shutdown(cq);
+    for (;;) {
+        grpc_event ev =
+            grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+    }
+    grpc_completion_queue_destroy(cq);
+}
+
+static int status_error(struct dhaf_err *err, const char *target, const char *method,
+                        grpc_status_code status, grpc_slice details)
+{
+    char *d = grpc_slice_to_c_string(details);
+    int code = dhaf_rpc_status_to_err(status);
+    dhaf_err_set(err, code, "%s %s: %s: %s", target, method, dhaf_rpc_status_name(status),
+                 d[0] ? d : dhaf_strerror(code));
+    if (err)
+        err->status = status;
+    gpr_free(d);
+    return code;
+}
+
+/* A request certainly never left when the channel could not connect at all. */
+static enum dhaf_rpc_sent guess_sent(grpc_status_code status, grpc_slice details)
+{
+    if (status != GRPC_STATUS_UNAVAILABLE)
+        return DHAF_RPC_MAYBE_SENT;
+    char *d = grpc_slice_to_c_string(details);
+    enum dhaf_rpc_sent s = (strstr(d, "failed to connect") || strstr(d, "Connection refused"))
+                               ? DHAF_RPC_NOT_SENT
+                               : DHAF_RPC_MAYBE_SENT;
+    gpr_free(d);
+    return s;
+}
+
+int dhaf_rpc_call(struct dhaf_rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                  int timeout_ms, const struct dhaf_rpc_md *md, size_t n_md,
+                  enum dhaf_rpc_sent *sent, struct dhaf_err *err)
+{
+    *resp = NULL;
+    if (sent)
+        *sent = DHAF_RPC_MAYBE_SENT;
+    if (timeout_ms <= 0)
+        return dhaf_err_set(err, DHAF_EINVAL, "%s: every call needs a deadline", method);
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    grpc_slice mslice = grpc_slice_from_copied_string(method);
+    grpc_call *call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, mslice,
+                                               NULL, deadline_in(timeout_ms), NULL);
+    grpc_slice_unref(mslice);
+
+    struct md_out mdo;
+    md_build(&mdo, md, n_md);
+    grpc_byte_buffer *send_bb = pack(req);
+    grpc_byte_buffer *recv_bb = NULL;
+    grpc_metadata_array initial, trailing;
+    grpc_metadata_array_init(&initial);
+    grpc_metadata_array_init(&trailing);
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+
+    grpc_op ops[6];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = mdo.n;
+    ops[0].data.send_initial_metadata.metadata = mdo.v;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &recv_bb;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &trailing;
+    ops[5].data.recv_status_on_client.status = &status;
+    ops[5].data.recv_status_on_client.status_details = &details;
+
+    int rc = 0;
+    grpc_call_error ce = grpc_call_start_batch(call, ops, 6, (void *)1, NULL);
+    if (ce != GRPC_CALL_OK) {
+        rc = dhaf_err_set(err, DHAF_EINTERNAL, "%s %s: cannot start the call (%d)", ch->target,
+                          method, ce);
+    } else {
+        /* The call's deadline bounds this wait. */
+        grpc_completion_queue_pluck(cq, (void *)1, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (status != GRPC_STATUS_OK) {
+            rc = status_error(err, ch->target, method, status, details);
+            if (sent)
+                *sent = guess_sent(status, details);
+        } else if (!recv_bb) {
+            rc = dhaf_err_set(err, DHAF_EPROTO, "%s %s: the server sent no reply", ch->target,
+                              method);
+        } else if (!(*resp = unpack(resp_desc, recv_bb))) {
+            rc = dhaf_err_set(err, DHAF_EPROTO, "%s %s: cannot decode the reply as %s",
+                              ch->target, method, resp_desc->name);
+        }
+    }
+    if (rc == 0)
+        dhaf_err_clear(err);
+    grpc_byte_buffer_destroy(send_bb);
+    if (recv_bb)
+        grpc_byte_buffer_destroy(recv_bb);
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&initial);
+    grpc_metadata_array_destroy(&trailing);
+    md_free(&mdo);
+    grpc_call_unref(call);
+    cq_destroy(cq);
+    return rc;
+}
+
+/* Tags of a stream's operations: each kind has at most one batch outstanding. */
+enum stream_tag { TAG_MD, TAG_INIT, TAG_STATUS, TAG_RECV, TAG_SEND, TAG_HALF, N_TAGS };
+
+struct dhaf_rpc_stream {
+    struct dhaf_rpc_channel *ch;
+    char *method;
+    grpc_call *call;
+    grpc_completion_queue *cq;
+    char tags[N_TAGS];            /* addresses used as tags */
+    atomic_bool pending[N_TAGS];  /* batch started, completion not plucked yet */
+    struct md_out md;
+    grpc_metadata_array initial, trailing;
+    grpc_status_code status;
+    grpc_slice details;
+    grpc_byte_buffer *recv_bb;
+    grpc_byte_buffer *send_bb;
+    bool status_seen;
+    bool recv_ended;
+};
+
+static int stream_start(struct dhaf_rpc_stream *s, enum stream_tag t, grpc_op *ops, size_t n)
+{
+    atomic_store(&s->pending[t], true);
+    grpc_call_error ce = grpc_call_start_batch(s->call, ops, n, &s->tags[t], NULL);
+    if (ce != GRPC_CALL_OK) {
+        atomic_store(&s->pending[t], false);
+        return -1;
+    }
+    return 0;
+}
+
+/* Waits for the completion of tag t up to timeout_ms (<= 0: forever). Returns 1 when it
+ * completed successfully, 0 when it completed with failure, -1 on timeout (still pending). */
+static int stream_wait(struct dhaf_rpc_stream *s, enum stream_tag t, int timeout_ms)
+{
+    gpr_timespec dl = timeout_ms > 0 ? deadline_in(timeout_ms) : gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    grpc_event ev = grpc_completion_queue_pluck(s->cq, &s->tags[t], dl, NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT)
+        return -1;
+    atomic_store(&s->pending[t], false);
+    return ev.success ? 1 : 0;
+}
+
+struct dhaf_rpc_stream *dhaf_rpc_stream_open(struct dhaf_rpc_channel *ch, const char *method,
+                                             const struct dhaf_rpc_md *md, size_t n_md,
+                                             int timeout_ms, struct dhaf_err *err)
+{
+    struct dhaf_rpc_stream *s = dhaf_xcalloc(1, sizeof(*s));
+    s->ch = ch;
+    s->method = dhaf_xstrdup(method);
+    s->cq = grpc_completion_queue_create_for_pluck(NULL);
+    s->details = grpc_empty_slice();
+    s->status = GRPC_STATUS_UNKNOWN;
+    grpc_metadata_array_init(&s->initial);
+    grpc_metadata_array_init(&s->trailing);
+    for (int i = 0; i < N_TAGS; i++)
+        atomic_init(&s->pending[i], false);
+    grpc_slice mslice = grpc_slice_from_copied_string(method);
+    s->call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, s->cq, mslice, NULL,
+                                       deadline_in(timeout_ms), NULL);
+    grpc_slice_unref(mslice);
+    md_build(&s->md, md, n_md);
+
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_SEND_INITIAL_METADATA;
+    op.data.send_initial_metadata.count = s->md.n;
+    op.data.send_initial_metadata.metadata = s->md.v;
+    int bad = stream_start(s, TAG_MD, &op, 1);
+    /* Without RECV_INITIAL_METADATA, RECV_MESSAGE never completes on a client stream. */
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_INITIAL_METADATA;
+    op.data.recv_initial_metadata.recv_initial_metadata = &s->initial;
+    bad |= stream_start(s, TAG_INIT, &op, 1);
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    op.data.recv_status_on_client.trailing_metadata = &s->trailing;
+    op.data.recv_status_on_client.status = &s->status;
+    op.data.recv_status_on_client.status_details = &s->details;
+    bad |= stream_start(s, TAG_STATUS, &op, 1);
+    if (bad) {
+        dhaf_err_set(err, DHAF_EINTERNAL, "%s %s: cannot start the stream", ch->target, method);
+        dhaf_rpc_stream_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* The stream has ended: wait for its status and turn it into an error. */
+static int stream_ended(struct dhaf_rpc_stream *s, struct dhaf_err *err)
+{
+    if (!s->status_seen && atomic_load(&s->pending[TAG_STATUS])) {
+        if (stream_wait(s, TAG_STATUS, 5000) < 0) {
+            grpc_call_cancel(s->call, NULL);
+            stream_wait(s, TAG_STATUS, 0);
+        }
+        s->status_seen = true;
+    }
+    if (s->status == GRPC_STATUS_OK) {
+        dhaf_err_set(err, DHAF_ECANCELLED, "%s %s: the server ended the stream", s->ch->target,
+                     s->method);
+        return DHAF_ECANCELLED;
+    }
+    return status_error(err, s->ch->target, s->method, s->status, s->details);
+}
+
+int dhaf_rpc_stream_send(struct dhaf_rpc_stream *s, const ProtobufCMessage *msg, int timeout_ms,
+                         struct dhaf_err *err)
+{
+    if (atomic_load(&s->pending[TAG_SEND])) {
+        /* The previous send timed out; it must finish before another may start. */
+        int r = stream_wait(s, TAG_SEND, timeout_ms);
+        if (r < 0)
+            return dhaf_err_set(err, DHAF_ETIMEOUT, "%s %s: previous send still pending",
+                                s->ch->target, s->method);
+        grpc_byte_buffer_destroy(s->send_bb);
+        s->send_bb = NULL;
+        if (r == 0)
+            return stream_ended(s, err);
+    }
+    s->send_bb = pack(msg);
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_SEND_MESSAGE;
+    op.data.send_message.send_message = s->send_bb;
+    if (stream_start(s, TAG_SEND, &op, 1) != 0) {
+        grpc_byte_buffer_destroy(s->send_bb);
+        s->send_bb = NULL;
+        return dhaf_err_set(err, DHAF_ECANCELLED, "%s %s: the stream is closed for sending",
+                            s->ch->target, s->method);
+    }
+    int r = stream_wait(s, TAG_SEND, timeout_ms);
+    if (r < 0)
+        return dhaf_err_set(err, DHAF_ETIMEOUT, "%s %s: send did not finish within %d ms",
+                            s->ch->target, s->method, timeout_ms);
+    grpc_byte_buffer_destroy(s->send_bb);
+    s->send_bb = NULL;
+    if (r == 0)
+        return stream_ended(s, err);
+    return 0;
+}
+
+int dhaf_rpc_stream_close_send(struct dhaf_rpc_stream *s, int timeout_ms, struct dhaf_err *err)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    if (atomic_load(&s->pending[TAG_HALF]) || stream_start(s, TAG_HALF, &op, 1) != 0)
+        return dhaf_err_set(err, DHAF_EINVAL, "%s %s: already half-closed", s->ch->target,
+                            s->method);
+    if (stream_wait(s, TAG_HALF, timeout_ms) < 0)
+        return dhaf_err_set(err, DHAF_ETIMEOUT, "%s %s: half-close did not finish",
+                            s->ch->target, s->method);
+    return 0;
+}
+
+int dhaf_rpc_stream_recv(struct dhaf_rpc_stream *s, const ProtobufCMessageDescriptor *desc,
+                         ProtobufCMessage **msg, int timeout_ms, struct dhaf_err *err)
+{
+    *msg = NULL;
+    if (s->recv_ended)
+        return stream_ended(s, err);
+    if (!atomic_load(&s->pending[TAG_RECV])) {
+        grpc_op op;
+        memset(&op, 0, sizeof(op));
+        op.op = GRPC_OP_RECV_MESSAGE;
+        op.data.recv_message.recv_message = &s->recv_bb;
+        if (stream_start(s, TAG_RECV, &op, 1) != 0) {
+            s->recv_ended = true;
+            return stream_ended(s, err);
+        }
+    }
+    int r = stream_wait(s, TAG_RECV, timeout_ms);
+    if (r < 0)
+        return dhaf_err_set(err, DHAF_ETIMEOUT, "%s %s: nothing received within %d ms",
+                            s->ch->target, s->method, timeout_ms);
+    if (r == 0 || !s->recv_bb) {
+        s->recv_ended = true;
+        return stream_ended(s, err);
+    }
+    *msg = unpack(desc, s->recv_bb);
+    grpc_byte_buffer_destroy(s->recv_bb);
+    s->recv_bb = NULL;
+    if (!*msg)
+        return dhaf_err_set(err, DHAF_EPROTO, "%s %s: cannot decode a message as %s",
+                            s->ch->target, s->method, desc->name);
+    return 0;
+}
+
+void dhaf_rpc_stream_close(struct dhaf_rpc_stream *s)
+{
+    if (!s)
+        return;
+    grpc_call_cancel(s->call, NULL);
+    for (int t = 0; t < N_TAGS; t++)
+        if (atomic_load(&s->pending[t]))
+            stream_wait(s, (enum stream_tag)t, 0);
+    if (s->recv_bb)
+        grpc_byte_buffer_destroy(s->recv_bb);
+    if (s->send_bb)
+        grpc_byte_buffer_destroy(s->send_bb);
+    grpc_call_unref(s->call);
+    cq_destroy(s->cq);
+    grpc_slice_unref(s->details);
+    grpc_metadata_array_destroy(&s->initial);
+    grpc_metadata_array_destroy(&s->trailing);
+    md_free(&s->md);
+    free(s->method);
+    free(s);
+}
+
+/* ------------------------------------------------------------------ server */
+
+struct dhaf_rpc_server {
+    grpc_server *srv;
+    grpc_completion_queue *cq;
+    const struct dhaf_rpc_method *methods;
+    size_t n_methods;
+    char *token;
+    int max_calls;
+    int port;
+    pthread_t thread;
+    atomic_bool stopping;
+    pthread_mutex_t lock;
+    pthread_cond_t idle;
+    int active;
+    char shutdown_tag;
+};
+
+struct dhaf_rpc_call {
+    struct dhaf_rpc_server *server;
+    grpc_call *call;
+    grpc_call_details details;
+    grpc_metadata_array md;
+    grpc_completion_queue *cq;
+    const struct dhaf_rpc_method *method;
+    char *path;
+    char *peer;
+    char *keys[MAX_METADATA], *vals[MAX_METADATA];
+    size_t n_md;
+    char *cn;
+    bool cn_done;
+    int cancelled;
+    bool close_pending;
+    grpc_byte_buffer *reply; /* unary: the one response */
+    bool replied;
+};
+
+static struct dhaf_rpc_call *call_new(struct dhaf_rpc_server *srv)
+{
+    struct dhaf_rpc_call *c = dhaf_xcalloc(1, sizeof(*c));
+    c->server = srv;
+    c->cq = grpc_completion_queue_create_for_pluck(NULL);
+    grpc_call_details_init(&c->details);
+    grpc_metadata_array_init(&c->md);
+    return c;
+}
+
+static void call_free(struct dhaf_rpc_call *c)
+{
+    if (c->call)
+        grpc_call_unref(c->call);
+    cq_destroy(c->cq);
+    grpc_call_details_destroy(&c->details);
+    grpc_metadata_array_destroy(&c->md);
+    for (size_t i = 0; i < c->n_md; i++) {
+        gpr_free(c->keys[i]);
+        gpr_free(c->vals[i]);
+    }
+    if (c->path)
+        gpr_free(c->path);
+    if (c->peer)
+        gpr_free(c->peer);
+    free(c->cn);
+    if (c->reply)
+        grpc_byte_buffer_destroy(c->reply);
+    free(c);
+}
+
+static int request_next(struct dhaf_rpc_server *srv)
+{
+    struct dhaf_rpc_call *c = call_new(srv);
+    grpc_call_error ce =
+        grpc_server_request_call(srv->srv, &c->call, &c->details, &c->md, c->cq, srv->cq, c);
+    if (ce != GRPC_CALL_OK) {
+        call_free(c);
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs one batch on the call's own queue and waits for it. Returns 1 on success. */
+static int call_batch(struct dhaf_rpc_call *c, grpc_op *ops, size_t n)
+{
+    char tag;
+    if (grpc_call_start_batch(c->call, ops, n, &tag, NULL) != GRPC_CALL_OK)
+        return 0;
+    grpc_event ev =
+        grpc_completion_queue_pluck(c->cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    return ev.success;
+}
+
+static void call_finish(struct dhaf_rpc_call *c, int grpc_status, const char *msg,
+                        bool send_initial)
+{
+    grpc_op ops[3];
+    memset(ops, 0, sizeof(ops));
+    size_t n = 0;
+    if (send_initial)
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (grpc_status == GRPC_STATUS_OK && c->reply) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = c->reply;
+    }
+    grpc_slice details = grpc_slice_from_copied_string(msg ? msg : "");
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)grpc_status;
+    ops[n].data.send_status_from_server.status_details = &details;
+    ops[n++].data.send_status_from_server.trailing_metadata_count = 0;
+    call_batch(c, ops, n); /* fails harmlessly when the client is gone */
+    grpc_slice_unref(details);
+}
+
+static int default_auth(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c, struct dhaf_err *err)
+{
+    if (!srv->token)
+        return 0;
+    const char *tok = dhaf_rpc_call_bearer(c);
+    if (!tok)
+        return dhaf_err_set(err, DHAF_EAUTH, "missing \"authorization: Bearer <token>\"");
+    if (!dhaf_rpc_token_equal(tok, srv->token))
+        return dhaf_err_set(err, DHAF_EAUTH, "invalid token");
+    return 0;
+}
+
+static void *call_thread(void *arg)
+{
+    struct dhaf_rpc_call *c = arg;
+    struct dhaf_rpc_server *srv = c->server;
+    ProtobufCMessage *req = NULL;
+    struct dhaf_err err;
+    dhaf_err_clear(&err);
+    bool initial_sent = false;
+
+    /* RECV_CLOSE_ON_SERVER completes when the call ends; it tells us about cancellation. */
+    char close_tag;
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->cancelled;
+    c->close_pending = grpc_call_start_batch(c->call, &op, 1, &close_tag, NULL) == GRPC_CALL_OK;
+
+    c->path = grpc_slice_to_c_string(c->details.method);
+    c->peer = grpc_call_get_peer(c->call);
+    for (size_t i = 0; i < c->md.count && c->n_md < MAX_METADATA; i++) {
+        c->keys[c->n_md] = grpc_slice_to_c_string(c->md.metadata[i].key);
+        c->vals[c->n_md] = grpc_slice_to_c_string(c->md.metadata[i].value);
+        c->n_md++;
+    }
+    for (size_t i = 0; i < srv->n_methods; i++)
+        if (strcmp(srv->methods[i].path, c->path) == 0)
+            c->method = &srv->methods[i];
+
+    int status = GRPC_STATUS_OK;
+    if (!c->method) {
+        status = GRPC_STATUS_UNIMPLEMENTED;
+        dhaf_err_set(&err, DHAF_EPROTO, "unknown method %s", c->path);
+        goto finish;
+    }
+    int rc = c->method->auth ? c->method->auth(c->method->ud, c, &err) : default_auth(srv, c, &err);
+    if (rc != 0) {
+        char q[256];
+        DHAF_LOG(DHAF_LOG_WARN, "event=rpc-refused method=%s peer=%s reason=\"%s\"", c->path,
+                 c->peer, dhaf_log_quote(q, sizeof(q), err.msg));
+        status = dhaf_rpc_err_to_status(rc);
+        goto finish;
+    }
+
+    grpc_byte_buffer *bb = NULL;
+    grpc_op ops[2];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_RECV_MESSAGE;
+    ops[1].data.recv_message.recv_message = &bb;
+    int ok = call_batch(c, ops, 2);
+    initial_sent = true;
+    if (!ok || !bb) {
+        if (bb)
+            grpc_byte_buffer_destroy(bb);
+        status = GRPC_STATUS_INVALID_ARGUMENT;
+        dhaf_err_set(&err, DHAF_EINVAL, "no request message");
+        goto finish;
+    }
+    req = unpack(c->method->req_desc, bb);
+    grpc_byte_buffer_destroy(bb);
+    if (!req) {
+        status = GRPC_STATUS_INVALID_ARGUMENT;
+        dhaf_err_set(&err, DHAF_EINVAL, "cannot decode the request as %s",
+                     c->method->req_desc->name);
+        goto finish;
+    }
+    rc = c->method->handler(c->method->ud, c, req, &err);
+    if (rc != 0) {
+        status = dhaf_rpc_err_to_status(rc);
+        if (!err.msg[0])
+            snprintf(err.msg, sizeof(err.msg), "%s", dhaf_strerror(rc));
+    } else if (!c->method->server_streaming && !c->reply) {
+        status = GRPC_STATUS_INTERNAL;
+        dhaf_err_set(&err, DHAF_EINTERNAL, "the handler of %s sent no reply", c->path);
+    }
+
+finish:
+    call_finish(c, status, status == GRPC_STATUS_OK ? "" : err.msg, !initial_sent);
+    if (c->close_pending)
+        grpc_completion_queue_pluck(c->cq, &close_tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (req)
+        protobuf_c_message_free_unpacked(req, NULL);
+    call_free(c);
+    pthread_mutex_lock(&srv->lock);
+    if (--srv->active == 0)
+        pthread_cond_broadcast(&srv->idle);
+    pthread_mutex_unlock(&srv->lock);
+    return NULL;
+}
+
+/* Too many calls at once: answer at once from the accept loop, without a thread. */
+static void refuse_busy(struct dhaf_rpc_call *c)
+{
+    char close_tag;
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->cancelled;
+    bool started = grpc_call_start_batch(c->call, &op, 1, &close_tag, NULL) == GRPC_CALL_OK;
+    call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "too many calls in progress; retry later",
+                true);
+    if (started)
+        grpc_completion_queue_pluck(c->cq, &close_tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    call_free(c);
+}
+
+static void dispatch(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c)
+{
+    pthread_mutex_lock(&srv->lock);
+    bool busy = srv->active >= srv->max_calls;
+    if (!busy)
+        srv->active++;
+    pthread_mutex_unlock(&srv->lock);
+    if (busy) {
+        refuse_busy(c);
+        return;
+    }
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, call_thread, c) != 0) {
+        pthread_mutex_lock(&srv->lock);
+        srv->active--;
+        pthread_mutex_unlock(&srv->lock);
+        refuse_busy(c);
+    }
+    pthread_attr_destroy(&attr);
+}
+
+static void *accept_loop(void *arg)
+{
+    struct dhaf_rpc_server *srv = arg;
+    bool requested = request_next(srv) == 0;
+    bool shutdown_started = false, shutdown_seen = false;
+    for (;;) {
+        if (atomic_load(&srv->stopping) && !shutdown_started) {
+            /* Shutdown is started from this thread, so no request races with it. */
+            grpc_server_shutdown_and_notify(srv->srv, srv->cq, &srv->shutdown_tag);
+            grpc_server_cancel_all_calls(srv->srv);
+            shutdown_started = true;
+        }
+        if (shutdown_seen && !requested)
+            break;
+        grpc_event ev = grpc_completion_queue_next(srv->cq, deadline_in(100), NULL);
+        if (ev.type == GRPC_QUEUE_TIMEOUT)
+            continue;
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.tag == &srv->shutdown_tag) {
+            shutdown_seen = true;
+            continue;
+        }
+        struct dhaf_rpc_call *c = ev.tag;
+        requested = false;
+        if (ev.success && !shutdown_started) {
+            dispatch(srv, c);
+        } else if (ev.success) {
+            refuse_busy(c); /* arrived while stopping */
+        } else {
+            call_free(c);
+        }
+        if (!shutdown_started)
+            requested = request_next(srv) == 0;
+    }
+    /* Handlers of cancelled calls finish on their own; wait for them. */
+    pthread_mutex_lock(&srv->lock);
+    while (srv->active > 0)
+        pthread_cond_wait(&srv->idle, &srv->lock);
+    pthread_mutex_unlock(&srv->lock);
+    return NULL;
+}
+
+struct dhaf_rpc_server *dhaf_rpc_server_start(const struct dhaf_rpc_server_opts *opts,
+                                              const struct dhaf_rpc_method *methods, size_t n,
+                                              struct dhaf_err *err)
+{
+    dhaf_rpc_init();
+    grpc_server_credentials *creds = NULL;
+    if (opts->tls.tls) {
+        if (!opts->tls.cert_file || !opts->tls.key_file) {
+            dhaf_err_set(err, DHAF_EINVAL, "TLS needs a certificate and a key");
+            return NULL;
+        }
+        char *cert = read_pem(opts->tls.cert_file, "certificate", err);
+        char *key = cert ? read_pem(opts->tls.key_file, "private key", err) : NULL;
+        char *ca = NULL;
+        if (key && opts->tls.ca_file)
+            ca = read_pem(opts->tls.ca_file, "client CA file", err);
+        if (!cert || !key || (opts->tls.ca_file && !ca)) {
+            free(cert);
+            if (key)
+                explicit_bzero(key, strlen(key));
+            free(key);
+            return NULL;
+        }
+        grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+        creds = grpc_ssl_server_credentials_create_ex(
+            ca, &pair, 1,
+            ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+               : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+            NULL);
+        free(cert);
+        explicit_bzero(key, strlen(key));
+        free(key);
+        free(ca);
+    } else {
+        creds = grpc_insecure_server_credentials_create();
+    }
+    if (!creds) {
+        dhaf_err_set(err, DHAF_EINVAL, "cannot create server credentials (bad certificate?)");
+        return NULL;
+    }
+
+    struct dhaf_rpc_server *srv = dhaf_xcalloc(1, sizeof(*srv));
+    srv->methods = methods;
+    srv->n_methods = n;
+    srv->token = opts->bearer_token ? dhaf_xstrdup(opts->bearer_token) : NULL;
+    srv->max_calls = opts->max_concurrent_calls > 0 ? opts->max_concurrent_calls : DEFAULT_MAX_CALLS;
+    atomic_init(&srv->stopping, false);
+    pthread_mutex_init(&srv->lock, NULL);
+    pthread_cond_init(&srv->idle, NULL);
+
+    int max_msg = opts->max_message_bytes ? (int)opts->max_message_bytes : DEFAULT_MAX_MESSAGE;
+    grpc_arg args[3] = {
+        /* Without this a second server on the same port "succeeds" and steals connections. */
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+         .value.integer = max_msg},
+        /* Clients of a long stream may ping every 10 s. */
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+         .value.integer = 5000},
+    };
+    grpc_channel_args cargs = {.num_args = 3, .args = args};
+    srv->srv = grpc_server_create(&cargs, NULL);
+    srv->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv->srv, srv->cq, NULL);
+    srv->port = grpc_server_add_http2_port(srv->srv, opts->addr, creds);
+    grpc_server_credentials_release(creds);
+    if (srv->port == 0) {
+        dhaf_err_set(err, DHAF_EUNAVAILABLE,
+                     "cannot listen on %s (address in use, not local, or malformed)", opts->addr);
+        grpc_server_destroy(srv->srv);
+        grpc_completion_queue_shutdown(srv->cq);
+        while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN)
+            ;
+        grpc_completion_queue_destroy(srv->cq);
+        free(srv->token);
+        pthread_mutex_destroy(&srv->lock);
+        pthread_cond_destroy(&srv->idle);
+        free(srv);
+        return NULL;
+    }
+    grpc_server_start(srv->srv);
+    if (pthread_create(&srv->thread, NULL, accept_loop, srv) != 0) {
+        dhaf_err_set(err, DHAF_EINTERNAL, "cannot start the server thread");
+        atomic_store(&srv->stopping, true);
+        grpc_server_shutdown_and_notify(srv->srv, srv->cq, &srv->shutdown_tag);
+        grpc_server_cancel_all_calls(srv->srv);
+        while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).tag !=
+               &srv->shutdown_tag)
+            ;
+        grpc_server_destroy(srv->srv);
+        grpc_completion_queue_shutdown(srv->cq);
+        while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN)
+            ;
+        grpc_completion_queue_destroy(srv->cq);
+        free(srv->token);
+        free(srv);
+        return NULL;
+    }
+    return srv;
+}
+
+int dhaf_rpc_server_port(const struct dhaf_rpc_server *srv)
+{
+    return srv->port;
+}
+
+void dhaf_rpc_server_stop(struct dhaf_rpc_server *srv)
+{
+    if (!srv)
+        return;
+    atomic_store(&srv->stopping, true);
+    pthread_join(srv->thread, NULL);
+    grpc_server_destroy(srv->srv);
+    grpc_completion_queue_shutdown(srv->cq);
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.tag && ev.tag != &srv->shutdown_tag)
+            call_free(ev.tag);
+    }
+    grpc_completion_queue_destroy(srv->cq);
+    pthread_mutex_destroy(&srv->lock);
+    pthread_cond_destroy(&srv->idle);
+    if (srv->token)
+        explicit_bzero(srv->token, strlen(srv->token));
+    free(srv->token);
+    free(srv);
+}
+
+int dhaf_rpc_send(struct dhaf_rpc_call *call, const ProtobufCMessage *msg, struct dhaf_err *err)
+{
+    if (!call->method->server_streaming) {
+        if (call->reply)
+            return dhaf_err_set(err, DHAF_EINTERNAL, "%s: a unary call has one reply",
+                                call->path);
+        call->reply = pack(msg);
+        return 0;
+    }
+    grpc_byte_buffer *bb = pack(msg);
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_SEND_MESSAGE;
+    op.data.send_message.send_message = bb;
+    int ok = call_batch(call, &op, 1);
+    grpc_byte_buffer_destroy(bb);
+    if (!ok)
+        return dhaf_err_set(err, DHAF_ECANCELLED, "%s: the client went away", call->path);
+    return 0;
+}
+
+const char *dhaf_rpc_call_metadata(const struct dhaf_rpc_call *call, const char *key)
+{
+    for (size_t i = 0; i < call->n_md; i++)
+        if (strcasecmp(call->keys[i], key) == 0)
+            return call->vals[i];
+    return NULL;
+}
+
+const char *dhaf_rpc_call_bearer(const struct dhaf_rpc_call *call)
+{
+    const char *v = dhaf_rpc_call_metadata(call, "authorization");
+    if (!v || strncasecmp(v, "Bearer ", 7) != 0)
+        return NULL;
+    v += 7;
+    while (*v == ' ')
+        v++;
+    return *v ? v : NULL;
+}
+
+const char *dhaf_rpc_call_peer(const struct dhaf_rpc_call *call)
+{
+    return call->peer ? call->peer : "unknown";
+}
+
+const char *dhaf_rpc_call_peer_cn(const struct dhaf_rpc_call *call)
+{
+    struct dhaf_rpc_call *c = (struct dhaf_rpc_call *)call;
+    if (c->cn_done)
+        return c->cn;
+    c->cn_done = true;
+    grpc_auth_context *ctx = grpc_call_auth_context(c->call);
+    if (!ctx)
+        return NULL;
+    if (grpc_auth_context_peer_is_authenticated(ctx)) {
+        grpc_auth_property_iterator it =
+            grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_CN_PROPERTY_NAME);
+        const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+        if (p && p->value)
+            c->cn = dhaf_xstrndup(p->value, p->value_length);
+    }
+    grpc_auth_context_release(ctx);
+    return c->cn;
+}
+
+int64_t dhaf_rpc_call_remaining_ms(const struct dhaf_rpc_call *call)
+{
+    gpr_timespec dl = gpr_convert_clock_type(call->details.deadline, GPR_CLOCK_MONOTONIC);
+    if (gpr_time_cmp(dl, gpr_inf_future(GPR_CLOCK_MONOTONIC)) >= 0)
+        return INT32_MAX;
+    int64_t ms = gpr_time_to_millis(gpr_time_sub(dl, gpr_now(GPR_CLOCK_MONOTONIC)));
+    return ms < 0 ? 0 : ms;
+}
+
+bool dhaf_rpc_call_cancelled(const struct dhaf_rpc_call *call)
+{
+    return call->cancelled != 0 || dhaf_rpc_call_remaining_ms(call) == 0;
+}
