@@ -47,7 +47,8 @@ char *dhaf_xstrdup(const char *s)
 char *dhaf_xstrndup(const char *s, size_t n)
 {
     char *p = dhaf_xmalloc(n + 1);
-    memcpy(p, s, n);
+    if (n)
+        memcpy(p, s, n);
     p[n] = '\0';
     return p;
 }

@@ -2,6 +2,7 @@
 /* Error codes table and struct dhaf_err helpers. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "dhaf/err.h"
 
@@ -33,12 +34,15 @@ int dhaf_err_set(struct dhaf_err *err, int code, const char *fmt, ...)
 {
     if (!err)
         return code;
-    err->code = code;
-    err->status = 0;
+    /* Format aside first: callers may pass err->msg itself as an argument. */
+    char buf[DHAF_ERR_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
+    err->code = code;
+    err->status = 0;
+    memcpy(err->msg, buf, sizeof(buf));
     return code;
 }
 

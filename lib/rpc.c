@@ -22,11 +22,11 @@
 #include "dhaf/log.h"
 #include "dhaf/rpc.h"
 
-#define PEM_MAX (256 * 1024)
+#define PEM_MAX             (256 * 1024)
 #define DEFAULT_MAX_MESSAGE (4 * 1024 * 1024)
-#define CLIENT_MAX_MESSAGE (64 * 1024 * 1024)
-#define DEFAULT_MAX_CALLS 256
-#define MAX_METADATA 64
+#define CLIENT_MAX_MESSAGE  (64 * 1024 * 1024)
+#define DEFAULT_MAX_CALLS   256
+#define MAX_METADATA        64
 
 /* ------------------------------------------------------------------ common */
 
@@ -35,8 +35,8 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static void grpc_log(gpr_log_func_args *args)
 {
     /* gRPC's own diagnostics (TLS handshake failures, ...) become our log lines. */
-    enum dhaf_log_level lv = args->severity == GPR_LOG_SEVERITY_ERROR ? DHAF_LOG_WARN
-                                                                      : DHAF_LOG_DEBUG;
+    enum dhaf_log_level lv =
+        args->severity == GPR_LOG_SEVERITY_ERROR ? DHAF_LOG_WARN : DHAF_LOG_DEBUG;
     char msg[512];
     DHAF_LOG(lv, "event=grpc-log msg=\"%s\"", dhaf_log_quote(msg, sizeof(msg), args->message));
 }
@@ -54,10 +54,23 @@ void dhaf_rpc_init(void)
 }
 
 static const char *const status_names[] = {
-    "OK",           "CANCELLED",         "UNKNOWN",   "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
-    "NOT_FOUND",    "ALREADY_EXISTS",    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION", "ABORTED",    "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-    "UNAVAILABLE",  "DATA_LOSS",         "UNAUTHENTICATED",
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
 };
 
 const char *dhaf_rpc_status_name(int s)
@@ -262,8 +275,11 @@ struct dhaf_rpc_channel *dhaf_rpc_channel_new(const char *target, const struct d
         dhaf_err_set(err, DHAF_EINVAL, "cannot create credentials for %s", target);
         goto fail;
     }
-    grpc_arg args[8];
+    grpc_arg args[9];
     size_t na = 0;
+    /* Own subchannels: a channel made to replace a wedged one must not inherit its state. */
+    args[na++] = (grpc_arg){
+        .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, .value.integer = 1};
     args[na++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                             .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
                             .value.integer = CLIENT_MAX_MESSAGE};
@@ -271,8 +287,9 @@ struct dhaf_rpc_channel *dhaf_rpc_channel_new(const char *target, const struct d
     args[na++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                             .key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
                             .value.integer = 100};
+    /* This is also the connect timeout: too small, and attempts are cut off mid-handshake. */
     args[na++] = (grpc_arg){
-        .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, .value.integer = 100};
+        .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, .value.integer = 1000};
     args[na++] = (grpc_arg){
         .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, .value.integer = 1000};
     /* Pings find a dead peer under a long-lived stream; etcd accepts one per 5 s. */
@@ -415,14 +432,17 @@ int dhaf_rpc_call(struct dhaf_rpc_channel *ch, const char *method, const Protobu
         grpc_completion_queue_pluck(cq, (void *)1, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (status != GRPC_STATUS_OK) {
             rc = status_error(err, ch->target, method, status, details);
+            enum dhaf_rpc_sent g = guess_sent(status, details);
             if (sent)
-                *sent = guess_sent(status, details);
+                *sent = g;
+            if (g == DHAF_RPC_NOT_SENT)
+                grpc_channel_reset_connect_backoff(ch->ch);
         } else if (!recv_bb) {
             rc = dhaf_err_set(err, DHAF_EPROTO, "%s %s: the server sent no reply", ch->target,
                               method);
         } else if (!(*resp = unpack(resp_desc, recv_bb))) {
-            rc = dhaf_err_set(err, DHAF_EPROTO, "%s %s: cannot decode the reply as %s",
-                              ch->target, method, resp_desc->name);
+            rc = dhaf_err_set(err, DHAF_EPROTO, "%s %s: cannot decode the reply as %s", ch->target,
+                              method, resp_desc->name);
         }
     }
     if (rc == 0)
@@ -447,8 +467,8 @@ struct dhaf_rpc_stream {
     char *method;
     grpc_call *call;
     grpc_completion_queue *cq;
-    char tags[N_TAGS];            /* addresses used as tags */
-    atomic_bool pending[N_TAGS];  /* batch started, completion not plucked yet */
+    char tags[N_TAGS];           /* addresses used as tags */
+    atomic_bool pending[N_TAGS]; /* batch started, completion not plucked yet */
     struct md_out md;
     grpc_metadata_array initial, trailing;
     grpc_status_code status;
@@ -474,7 +494,8 @@ static int stream_start(struct dhaf_rpc_stream *s, enum stream_tag t, grpc_op *o
  * completed successfully, 0 when it completed with failure, -1 on timeout (still pending). */
 static int stream_wait(struct dhaf_rpc_stream *s, enum stream_tag t, int timeout_ms)
 {
-    gpr_timespec dl = timeout_ms > 0 ? deadline_in(timeout_ms) : gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    gpr_timespec dl =
+        timeout_ms > 0 ? deadline_in(timeout_ms) : gpr_inf_future(GPR_CLOCK_MONOTONIC);
     grpc_event ev = grpc_completion_queue_pluck(s->cq, &s->tags[t], dl, NULL);
     if (ev.type == GRPC_QUEUE_TIMEOUT)
         return -1;
@@ -590,8 +611,8 @@ int dhaf_rpc_stream_close_send(struct dhaf_rpc_stream *s, int timeout_ms, struct
         return dhaf_err_set(err, DHAF_EINVAL, "%s %s: already half-closed", s->ch->target,
                             s->method);
     if (stream_wait(s, TAG_HALF, timeout_ms) < 0)
-        return dhaf_err_set(err, DHAF_ETIMEOUT, "%s %s: half-close did not finish",
-                            s->ch->target, s->method);
+        return dhaf_err_set(err, DHAF_ETIMEOUT, "%s %s: half-close did not finish", s->ch->target,
+                            s->method);
     return 0;
 }
 
@@ -623,8 +644,8 @@ int dhaf_rpc_stream_recv(struct dhaf_rpc_stream *s, const ProtobufCMessageDescri
     grpc_byte_buffer_destroy(s->recv_bb);
     s->recv_bb = NULL;
     if (!*msg)
-        return dhaf_err_set(err, DHAF_EPROTO, "%s %s: cannot decode a message as %s",
-                            s->ch->target, s->method, desc->name);
+        return dhaf_err_set(err, DHAF_EPROTO, "%s %s: cannot decode a message as %s", s->ch->target,
+                            s->method, desc->name);
     return 0;
 }
 
@@ -873,8 +894,7 @@ static void refuse_busy(struct dhaf_rpc_call *c)
     op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     op.data.recv_close_on_server.cancelled = &c->cancelled;
     bool started = grpc_call_start_batch(c->call, &op, 1, &close_tag, NULL) == GRPC_CALL_OK;
-    call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "too many calls in progress; retry later",
-                true);
+    call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "too many calls in progress; retry later", true);
     if (started)
         grpc_completion_queue_pluck(c->cq, &close_tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     call_free(c);
@@ -992,7 +1012,8 @@ struct dhaf_rpc_server *dhaf_rpc_server_start(const struct dhaf_rpc_server_opts 
     srv->methods = methods;
     srv->n_methods = n;
     srv->token = opts->bearer_token ? dhaf_xstrdup(opts->bearer_token) : NULL;
-    srv->max_calls = opts->max_concurrent_calls > 0 ? opts->max_concurrent_calls : DEFAULT_MAX_CALLS;
+    srv->max_calls =
+        opts->max_concurrent_calls > 0 ? opts->max_concurrent_calls : DEFAULT_MAX_CALLS;
     atomic_init(&srv->stopping, false);
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->idle, NULL);
@@ -1001,10 +1022,12 @@ struct dhaf_rpc_server *dhaf_rpc_server_start(const struct dhaf_rpc_server_opts 
     grpc_arg args[3] = {
         /* Without this a second server on the same port "succeeds" and steals connections. */
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
          .value.integer = max_msg},
         /* Clients of a long stream may ping every 10 s. */
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
          .value.integer = 5000},
     };
     grpc_channel_args cargs = {.num_args = 3, .args = args};
@@ -1064,7 +1087,8 @@ void dhaf_rpc_server_stop(struct dhaf_rpc_server *srv)
     grpc_server_destroy(srv->srv);
     grpc_completion_queue_shutdown(srv->cq);
     for (;;) {
-        grpc_event ev = grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        grpc_event ev =
+            grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
         if (ev.tag && ev.tag != &srv->shutdown_tag)
@@ -1083,8 +1107,7 @@ int dhaf_rpc_send(struct dhaf_rpc_call *call, const ProtobufCMessage *msg, struc
 {
     if (!call->method->server_streaming) {
         if (call->reply)
-            return dhaf_err_set(err, DHAF_EINTERNAL, "%s: a unary call has one reply",
-                                call->path);
+            return dhaf_err_set(err, DHAF_EINTERNAL, "%s: a unary call has one reply", call->path);
         call->reply = pack(msg);
         return 0;
     }

@@ -14,7 +14,7 @@
 #include "dhaf/rpc.h"
 #include "dhaf/v1/prober.pb-c.h"
 
-#define PLAN "/dhaf.v1.Prober/GetPlan"
+#define PLAN   "/dhaf.v1.Prober/GetPlan"
 #define REPORT "/dhaf.v1.Prober/Report"
 #define STREAM "/dhaf.test/Stream"
 
@@ -172,8 +172,8 @@ static void test_errors(void **state)
     bad.n_results = 1;
     bad.results = rs;
     struct dhaf_rpc_md md = {"authorization", "Bearer s3cret"};
-    int rc = dhaf_rpc_call(f->ch, PLAN, &bad.base, &dhaf__v1__probe_plan__descriptor, &resp,
-                           2000, &md, 1, NULL, &err);
+    int rc = dhaf_rpc_call(f->ch, PLAN, &bad.base, &dhaf__v1__probe_plan__descriptor, &resp, 2000,
+                           &md, 1, NULL, &err);
     /* field 3 varint vs prober(1) string: protobuf-c accepts unknown fields, so it may decode;
      * either way the server must answer, not crash */
     if (rc == 0)
@@ -201,9 +201,9 @@ static void test_stream(void **state)
     }
     ProtobufCMessage *m = NULL;
     /* end of stream with status OK */
-    assert_int_equal(dhaf_rpc_stream_recv(s, &dhaf__v1__report_response__descriptor, &m, 2000,
-                                          &err),
-                     DHAF_ECANCELLED);
+    assert_int_equal(
+        dhaf_rpc_stream_recv(s, &dhaf__v1__report_response__descriptor, &m, 2000, &err),
+        DHAF_ECANCELLED);
     assert_int_equal(err.status, 0);
     assert_null(m);
     dhaf_rpc_stream_close(s);
@@ -218,11 +218,9 @@ static void test_stream_recv_timeout_keeps_pending(void **state)
     struct dhaf_rpc_stream *s = dhaf_rpc_stream_open(f->ch, STREAM, NULL, 0, 0, &err);
     assert_non_null(s);
     ProtobufCMessage *m = NULL;
-    assert_int_equal(dhaf_rpc_stream_recv(s, &dhaf__v1__report_response__descriptor, &m, 100,
-                                          &err),
+    assert_int_equal(dhaf_rpc_stream_recv(s, &dhaf__v1__report_response__descriptor, &m, 100, &err),
                      DHAF_ETIMEOUT);
-    assert_int_equal(dhaf_rpc_stream_recv(s, &dhaf__v1__report_response__descriptor, &m, 100,
-                                          &err),
+    assert_int_equal(dhaf_rpc_stream_recv(s, &dhaf__v1__report_response__descriptor, &m, 100, &err),
                      DHAF_ETIMEOUT);
     dhaf_rpc_stream_close(s);
 }
@@ -251,8 +249,8 @@ static void test_unreachable(void **state)
                                    1000, NULL, 0, &sent, &err),
                      DHAF_EUNAVAILABLE);
     assert_int_equal(sent, DHAF_RPC_NOT_SENT);
-    assert_int_equal(dhaf_rpc_call(ch, PLAN, &req.base, &dhaf__v1__probe_plan__descriptor, &resp,
-                                   0, NULL, 0, &sent, &err),
+    assert_int_equal(dhaf_rpc_call(ch, PLAN, &req.base, &dhaf__v1__probe_plan__descriptor, &resp, 0,
+                                   NULL, 0, &sent, &err),
                      DHAF_EINVAL); /* no deadline, no call */
     dhaf_rpc_channel_free(ch);
 }
@@ -287,9 +285,8 @@ static void test_stop_with_calls_in_flight(void **state)
     clock_gettime(CLOCK_MONOTONIC, &b);
     long ms = (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
     assert_true(ms < 2000);
-    assert_int_not_equal(dhaf_rpc_stream_recv(s, &dhaf__v1__report_response__descriptor, &m,
-                                              2000, &err),
-                         0);
+    assert_int_not_equal(
+        dhaf_rpc_stream_recv(s, &dhaf__v1__report_response__descriptor, &m, 2000, &err), 0);
     dhaf_rpc_stream_close(s);
     dhaf_rpc_channel_free(ch);
 }

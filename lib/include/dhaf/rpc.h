@@ -127,11 +127,11 @@ struct dhaf_rpc_method {
 };
 
 struct dhaf_rpc_server_opts {
-    const char *addr;          /* "127.0.0.1:8129", "[::]:0", "unix:/path" */
-    struct dhaf_rpc_tls tls;   /* cert_file/key_file; ca_file = require client certs */
-    const char *bearer_token;  /* when set, calls must carry "authorization: Bearer <token>" */
-    int max_concurrent_calls;  /* 0: 256 */
-    size_t max_message_bytes;  /* 0: 4 MiB */
+    const char *addr;         /* "127.0.0.1:8129", "[::]:0", "unix:/path" */
+    struct dhaf_rpc_tls tls;  /* cert_file/key_file; ca_file = require client certs */
+    const char *bearer_token; /* when set, calls must carry "authorization: Bearer <token>" */
+    int max_concurrent_calls; /* 0: 256 */
+    size_t max_message_bytes; /* 0: 4 MiB */
 };
 
 /**

@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: MIT */
+/* etcd v3 client over lib/rpc (gRPC): KV, transactions, leases with keep-alive streams,
+ * watches that resume, authentication, and failover between several endpoints.
+ *
+ * Retry rules when an endpoint fails (UNAVAILABLE or deadline):
+ *  - reads, lease keep-alives and revokes are retried on the next endpoint;
+ *  - a transaction guarded by compares is retried too: it cannot apply twice, because the
+ *    first application would make its compares fail; if an earlier attempt may have been
+ *    applied and the retry's compares fail, the result is DHAF_EUNKNOWN_OUTCOME;
+ *  - an unguarded write (put, delete, unguarded txn, lease grant) is retried only when the
+ *    request certainly never left (the connection failed); otherwise DHAF_EUNKNOWN_OUTCOME.
+ * Every attempt has a deadline (timeout_ms), so a call takes at most endpoints x timeout_ms.
+ * All functions are thread-safe. */
+#ifndef DHAF_ETCD_H
+#define DHAF_ETCD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dhaf/err.h"
+
+struct dhaf_etcd_opts {
+    const char *const *endpoints; /* "host:port", at least one; borrowed during _new */
+    size_t n_endpoints;
+    bool tls;              /* https:// endpoints */
+    const char *ca_file;   /* optional: CA for etcd's certificate */
+    const char *cert_file; /* optional: client certificate */
+    const char *key_file;
+    const char *username; /* optional: etcd authentication */
+    const char *password;
+    int timeout_ms; /* per attempt; 0 = 2000 */
+};
+
+struct dhaf_etcd;
+
+/**
+ * Creates a client; contacts no server yet (the first call connects and, with a username,
+ * authenticates). Returns NULL with err on bad options. Free with dhaf_etcd_free.
+ */
+struct dhaf_etcd *dhaf_etcd_new(const struct dhaf_etcd_opts *opts, struct dhaf_err *err);
+/** Frees the client. Watches and keep-alives made from it must be freed first. NULL is fine. */
+void dhaf_etcd_free(struct dhaf_etcd *e);
+/** The endpoint the client currently prefers (borrowed). */
+const char *dhaf_etcd_endpoint(const struct dhaf_etcd *e);
+
+/* One key-value pair. value is NUL-terminated (value_len excludes the NUL). */
+struct dhaf_kv {
+    char *key;
+    char *value;
+    size_t value_len;
+    int64_t create_rev;
+    int64_t mod_rev;
+    int64_t version;
+    int64_t lease;
+};
+
+struct dhaf_kvs {
+    struct dhaf_kv *kvs;
+    size_t n;
+    int64_t revision; /* store revision of the read */
+    int64_t count;    /* keys in the range (may exceed n with a limit) */
+    bool more;
+};
+
+/** Frees what kvs holds and zeroes it. */
+void dhaf_kvs_release(struct dhaf_kvs *kvs);
+
+/** Reads one key; out->n is 0 when it does not exist. */
+int dhaf_etcd_get(struct dhaf_etcd *e, const char *key, struct dhaf_kvs *out,
+                  struct dhaf_err *err);
+/** Reads every key under prefix in key order (limit 0 = all). */
+int dhaf_etcd_get_prefix(struct dhaf_etcd *e, const char *prefix, int64_t limit,
+                         struct dhaf_kvs *out, struct dhaf_err *err);
+/** Counts the keys under prefix. */
+int dhaf_etcd_count_prefix(struct dhaf_etcd *e, const char *prefix, int64_t *count,
+                           struct dhaf_err *err);
+/** Writes key = value (len bytes; SIZE_MAX = strlen) attached to lease (0 = none). *revision
+ *  (may be NULL) gets the store revision of the write. */
+int dhaf_etcd_put(struct dhaf_etcd *e, const char *key, const char *value, size_t len,
+                  int64_t lease, int64_t *revision, struct dhaf_err *err);
+/** Deletes key, or every key under it when prefix. *deleted (may be NULL) gets the count. */
+int dhaf_etcd_delete(struct dhaf_etcd *e, const char *key, bool prefix, int64_t *deleted,
+                     struct dhaf_err *err);
+
+enum dhaf_etcd_target {
+    DHAF_ETCD_VALUE,
+    DHAF_ETCD_CREATE_REV,
+    DHAF_ETCD_MOD_REV,
+    DHAF_ETCD_VERSION,
+    DHAF_ETCD_LEASE,
+};
+enum dhaf_etcd_result { DHAF_ETCD_EQ, DHAF_ETCD_NE, DHAF_ETCD_GT, DHAF_ETCD_LT };
+
+/* One compare of a transaction: target(key) result (num | value). */
+struct dhaf_etcd_cmp {
+    const char *key;
+    enum dhaf_etcd_target target;
+    enum dhaf_etcd_result result;
+    int64_t num;       /* for revisions, version and lease */
+    const char *value; /* for DHAF_ETCD_VALUE */
+};
+
+enum dhaf_etcd_optype { DHAF_ETCD_OP_GET, DHAF_ETCD_OP_PUT, DHAF_ETCD_OP_DELETE };
+
+struct dhaf_etcd_op {
+    enum dhaf_etcd_optype type;
+    const char *key;
+    const char *value; /* PUT */
+    size_t value_len;  /* PUT: 0 = strlen(value) */
+    int64_t lease;     /* PUT */
+    bool prefix;       /* GET, DELETE */
+};
+
+struct dhaf_etcd_txn_result {
+    bool succeeded;         /* the compares held: the `then` branch ran */
+    int64_t revision;
+    struct dhaf_kvs *gets;  /* one per GET op of the branch that ran, in order */
+    size_t n_gets;
+};
+
+/** Frees what r holds. */
+void dhaf_etcd_txn_result_release(struct dhaf_etcd_txn_result *r);
+
+/**
+ * Transaction: if every compare holds, runs `then`, else `otherwise`. With no compares it is
+ * an unguarded write (see the retry rules above).
+ */
+int dhaf_etcd_txn(struct dhaf_etcd *e, const struct dhaf_etcd_cmp *cmps, size_t n_cmps,
+                  const struct dhaf_etcd_op *then, size_t n_then,
+                  const struct dhaf_etcd_op *otherwise, size_t n_otherwise,
+                  struct dhaf_etcd_txn_result *res, struct dhaf_err *err);
+
+/** Grants a lease of ttl seconds; *id gets its ID (and *granted, may be NULL, the TTL). */
+int dhaf_etcd_lease_grant(struct dhaf_etcd *e, int64_t ttl, int64_t *id, int64_t *granted,
+                          struct dhaf_err *err);
+/** Revokes a lease (its keys are deleted). Revoking an unknown lease is DHAF_ENOTFOUND. */
+int dhaf_etcd_lease_revoke(struct dhaf_etcd *e, int64_t id, struct dhaf_err *err);
+/** Seconds left on a lease; DHAF_ENOTFOUND when it expired or never existed. */
+int dhaf_etcd_lease_ttl(struct dhaf_etcd *e, int64_t id, int64_t *remaining,
+                        struct dhaf_err *err);
+
+struct dhaf_etcd_keepalive;
+
+/** A keep-alive channel for one lease: one long-lived LeaseKeepAlive stream, reopened on
+ *  another endpoint when it breaks. Free with dhaf_etcd_keepalive_free. */
+struct dhaf_etcd_keepalive *dhaf_etcd_keepalive_new(struct dhaf_etcd *e, int64_t lease);
+/**
+ * Renews the lease once and waits at most timeout_ms for the answer. Returns 0 with *ttl (the
+ * lease's TTL again), DHAF_ENOTFOUND when the lease has expired, or an error when no endpoint
+ * answered in time (the caller must then assume the lease may expire).
+ */
+int dhaf_etcd_keepalive_once(struct dhaf_etcd_keepalive *ka, int64_t *ttl, int timeout_ms,
+                             struct dhaf_err *err);
+void dhaf_etcd_keepalive_free(struct dhaf_etcd_keepalive *ka);
+
+enum dhaf_etcd_evtype { DHAF_ETCD_EV_PUT, DHAF_ETCD_EV_DELETE };
+
+struct dhaf_etcd_event {
+    enum dhaf_etcd_evtype type;
+    struct dhaf_kv kv; /* for a delete: the key and mod_rev (the deletion's revision) */
+};
+
+struct dhaf_etcd_events {
+    struct dhaf_etcd_event *v;
+    size_t n;
+    int64_t revision; /* the store revision the response was sent at */
+};
+
+/** Frees what ev holds and zeroes it. */
+void dhaf_etcd_events_release(struct dhaf_etcd_events *ev);
+
+struct dhaf_etcd_watch;
+
+/**
+ * Watches key (or every key under it when prefix) from start_rev (0 = from now). The watch
+ * resumes by itself after a broken stream or an endpoint failure, from the revision after the
+ * last event it delivered, so no event is lost or repeated. Free with dhaf_etcd_watch_free.
+ */
+struct dhaf_etcd_watch *dhaf_etcd_watch_new(struct dhaf_etcd *e, const char *key, bool prefix,
+                                            int64_t start_rev, struct dhaf_err *err);
+/**
+ * Waits at most timeout_ms for events. Returns 0 with out filled (in revision order),
+ * DHAF_ETIMEOUT when none came, or DHAF_ECOMPACTED when the revision to resume from was
+ * compacted away (err says which revision is the oldest left; re-read state and watch anew).
+ */
+int dhaf_etcd_watch_next(struct dhaf_etcd_watch *w, struct dhaf_etcd_events *out,
+                         int timeout_ms, struct dhaf_err *err);
+/** The revision the watch will resume from. */
+int64_t dhaf_etcd_watch_next_revision(const struct dhaf_etcd_watch *w);
+void dhaf_etcd_watch_free(struct dhaf_etcd_watch *w);
+
+#endif
