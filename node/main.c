@@ -1,11 +1,16 @@
 /* SPDX-License-Identifier: MIT */
-/* dhaf-node: the cluster node. This build validates configuration (--check-config). */
+/* dhaf-node: the cluster node (membership, election, and the leader's duties). */
 #include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "dhaf/config.h"
+#include "dhaf/etcd.h"
 #include "dhaf/log.h"
 #include "dhaf/registry.h"
 
@@ -20,8 +25,160 @@ static void usage(FILE *out)
                  "      --log-level LEVEL  debug, info, warn or error (overrides log.level)\n"
                  "      --log-format FMT   text or json (overrides log.format)\n"
                  "      --config-reference print every config parameter as Markdown and exit\n"
+                 "      --decommission NODE  remove NODE (which must be down) from the cluster in\n"
+                 "                         etcd, then exit (0 done, 1 refused or failed)\n"
                  "  -h, --help             this help\n"
                  "  -V, --version          print the version\n");
+}
+
+struct log_override {
+    bool level_set;
+    enum dhaf_log_level level;
+    bool format_set;
+    enum dhaf_log_format format;
+};
+
+static void apply_log(const struct dhaf_config *cfg, const struct log_override *lo)
+{
+    dhaf_log_setup(lo->level_set ? lo->level : (enum dhaf_log_level)cfg->log_level,
+                   lo->format_set ? lo->format : (enum dhaf_log_format)cfg->log_format);
+}
+
+/* Loads and validates path; prints every problem to stderr. Returns 0 or DHAF_ECONFIG. */
+static int load_config(const char *path, struct dhaf_config *cfg, FILE *ok_out)
+{
+    (void)ok_out;
+    struct dhaf_cfg_report rep;
+    dhaf_cfg_report_init(&rep, path);
+    int rc = dhaf_config_load(path, dhaf_registry_catalog(), cfg, &rep);
+    dhaf_cfg_report_print(&rep, stderr);
+    if (rc != 0)
+        fprintf(stderr, "%s: invalid configuration (%zu error%s)\n", path, rep.n_errs + rep.dropped,
+                rep.n_errs + rep.dropped == 1 ? "" : "s");
+    dhaf_cfg_report_release(&rep);
+    return rc;
+}
+
+static struct dhaf_etcd *etcd_from(const struct dhaf_config *cfg, struct dhaf_err *err)
+{
+    struct dhaf_etcd_opts o = {
+        .endpoints = (const char *const *)cfg->etcd.hosts,
+        .n_endpoints = cfg->etcd.n_hosts,
+        .tls = cfg->etcd.tls,
+        .ca_file = cfg->etcd.client_tls.ca_file,
+        .cert_file = cfg->etcd.client_tls.cert_file,
+        .key_file = cfg->etcd.client_tls.key_file,
+        .username = cfg->etcd.username,
+        .password = cfg->etcd.password,
+    };
+    return dhaf_etcd_new(&o, err);
+}
+
+/* What SIGHUP may change without a restart; the rest is kept, with a warning. */
+static bool same_identity(const struct dhaf_config *a, const struct dhaf_config *b)
+{
+    if (strcmp(a->cluster_name, b->cluster_name) || strcmp(a->node_name, b->node_name) ||
+        a->etcd.n_hosts != b->etcd.n_hosts)
+        return false;
+    for (size_t i = 0; i < a->etcd.n_hosts; i++)
+        if (strcmp(a->etcd.hosts[i], b->etcd.hosts[i]))
+            return false;
+    return true;
+}
+
+static void reload(const char *path, struct dhaf_config *cfg, struct cluster *c,
+                   const struct log_override *lo)
+{
+    struct dhaf_config fresh;
+    if (load_config(path, &fresh, NULL) != 0) {
+        DHAF_LOG(DHAF_LOG_ERROR,
+                 "event=reload-rejected file=%s reason=\"invalid configuration; "
+                 "the running one is kept (errors above)\"",
+                 path);
+        return;
+    }
+    if (!same_identity(cfg, &fresh)) {
+        DHAF_LOG(DHAF_LOG_ERROR,
+                 "event=reload-rejected file=%s reason=\"cluster-name, node-name and etcd.hosts "
+                 "change only with a restart; the running configuration is kept\"",
+                 path);
+        dhaf_config_release(&fresh);
+        return;
+    }
+    apply_log(&fresh, lo);
+    cluster_reload(c, &fresh);
+    dhaf_config_release(cfg);
+    *cfg = fresh;
+    DHAF_LOG(DHAF_LOG_INFO, "event=reloaded file=%s", path);
+}
+
+/* --decommission: the library call, run once against the cluster's etcd. */
+static int decommission_node(const struct dhaf_config *cfg, const char *node,
+                             const struct log_override *lo)
+{
+    apply_log(cfg, lo);
+    struct dhaf_err err;
+    struct dhaf_etcd *etcd = etcd_from(cfg, &err);
+    if (!etcd) {
+        fprintf(stderr, "dhaf-node: %s\n", err.msg);
+        return 1;
+    }
+    struct cluster *c = cluster_new(cfg, etcd);
+    int rc = cluster_decommission(c, node, &err);
+    if (rc == 0)
+        printf("OK. The dhaf node %s has been decommissioned.\n", node);
+    else
+        fprintf(stderr, "dhaf-node: decommission refused: %s\n", err.msg);
+    cluster_free(c);
+    dhaf_etcd_free(etcd);
+    return rc == 0 ? 0 : 1;
+}
+
+/* Runs the node until SIGTERM/SIGINT. Returns the exit code. */
+static int run(const char *path, struct dhaf_config *cfg, const struct log_override *lo)
+{
+    apply_log(cfg, lo);
+    /* Signals are taken synchronously by this thread; every other thread blocks them. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct dhaf_err err;
+    struct dhaf_etcd *etcd = etcd_from(cfg, &err);
+    if (!etcd) {
+        char q[400];
+        DHAF_LOG(DHAF_LOG_ERROR, "event=start-failed reason=\"%s\"",
+                 dhaf_log_quote(q, sizeof(q), err.msg));
+        return 1;
+    }
+    DHAF_LOG(DHAF_LOG_INFO, "event=node-start node=%s cluster=%s version=%s etcd=%s pid=%d",
+             cfg->node_name, cfg->cluster_name, DHAF_VERSION, cfg->etcd.hosts[0], (int)getpid());
+    struct cluster *c = cluster_new(cfg, etcd);
+    if (cluster_start(c, &err) != 0) {
+        DHAF_LOG(DHAF_LOG_ERROR, "event=start-failed reason=\"%s\"", err.msg);
+        return 1;
+    }
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            reload(path, cfg, c, lo);
+            continue;
+        }
+        DHAF_LOG(DHAF_LOG_INFO, "event=node-stopping node=%s signal=%s", cfg->node_name,
+                 sig == SIGTERM ? "TERM" : "INT");
+        break;
+    }
+    cluster_stop(c, 1500);
+    cluster_free(c);
+    DHAF_LOG(DHAF_LOG_INFO, "event=node-stopped node=%s", cfg->node_name);
+    /* A thread stuck on an unreachable etcd may still hold the client: leave it to exit. */
+    return 0;
 }
 
 /* The generated part of docs/config.md (a test fails when the two drift apart). */
@@ -40,18 +197,20 @@ static void write_reference(FILE *out)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_CHECK = 256, OPT_LEVEL, OPT_FORMAT, OPT_REFERENCE };
+    enum { OPT_CHECK = 256, OPT_LEVEL, OPT_FORMAT, OPT_REFERENCE, OPT_DECOMMISSION };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check-config", no_argument, NULL, OPT_CHECK},
         {"log-level", required_argument, NULL, OPT_LEVEL},
         {"log-format", required_argument, NULL, OPT_FORMAT},
         {"config-reference", no_argument, NULL, OPT_REFERENCE},
+        {"decommission", required_argument, NULL, OPT_DECOMMISSION},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL;
+    const char *decommission = NULL;
     bool check_only = false;
     enum dhaf_log_level level = DHAF_LOG_INFO;
     enum dhaf_log_format format = DHAF_LOG_TEXT;
@@ -81,6 +240,9 @@ int main(int argc, char **argv)
                 return 2;
             }
             format_set = true;
+            break;
+        case OPT_DECOMMISSION:
+            decommission = optarg;
             break;
         case OPT_REFERENCE:
             write_reference(stdout);
@@ -112,29 +274,17 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    struct dhaf_cfg_report rep;
     struct dhaf_config cfg;
-    dhaf_cfg_report_init(&rep, config);
-    int rc = dhaf_config_load(config, dhaf_registry_catalog(), &cfg, &rep);
-    dhaf_cfg_report_print(&rep, stderr);
-    if (rc != 0) {
-        fprintf(stderr, "%s: invalid configuration (%zu error%s)\n", config,
-                rep.n_errs + rep.dropped, rep.n_errs + rep.dropped == 1 ? "" : "s");
-        dhaf_cfg_report_release(&rep);
+    int rc = load_config(config, &cfg, check_only ? stdout : NULL);
+    if (rc != 0)
         return 2;
-    }
-    dhaf_cfg_report_release(&rep);
     if (check_only) {
         printf("OK\n");
         dhaf_config_release(&cfg);
         return 0;
     }
-    dhaf_log_setup(level_set ? level : (enum dhaf_log_level)cfg.log_level,
-                   format_set ? format : (enum dhaf_log_format)cfg.log_format);
-    DHAF_LOG(DHAF_LOG_ERROR,
-             "event=start-refused node=%s cluster=%s reason=\"this build of dhaf-node only "
-             "validates configs (--check-config); cluster membership is issue #4\"",
-             cfg.node_name, cfg.cluster_name);
+    struct log_override lo = {level_set, level, format_set, format};
+    rc = decommission ? decommission_node(&cfg, decommission, &lo) : run(config, &cfg, &lo);
     dhaf_config_release(&cfg);
-    return 1;
+    return rc;
 }

@@ -1,0 +1,278 @@
+# SPDX-License-Identifier: MIT
+"""System-test harness: real etcd and real dhaf processes on loopback, polled with deadlines.
+
+Used by the tests in tests/system/ and the benchmarks in bench/. Standard library only, so it
+runs under /usr/bin/python3 with nothing else installed.
+"""
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+ETCD = os.environ.get("DHAF_TEST_ETCD", "/usr/bin/etcd")
+ETCDCTL = os.environ.get("DHAF_TEST_ETCDCTL", "/usr/bin/etcdctl")
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what, fn, timeout, interval=0.02):
+    """Polls fn until it returns a true value; returns it, or raises after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except Exception as e:  # a probe may fail while things start
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Etcd:
+    """One etcd member on free loopback ports with its own data dir."""
+
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, "etcd")
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.proc = None
+        self.log = os.path.join(workdir, "etcd.log")
+        self.endpoint = f"127.0.0.1:{self.client_port}"
+
+    def start(self):
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        client = f"http://127.0.0.1:{self.client_port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "ETCDCTL_"))}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [ETCD, "--name", "m0", "--data-dir", self.dir,
+                 "--listen-client-urls", client, "--advertise-client-urls", client,
+                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                 "--initial-cluster", f"m0={peer}",
+                 "--heartbeat-interval", "25", "--election-timeout", "250"],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+        wait_until("etcd to answer", lambda: self.ctl("endpoint", "health").returncode == 0, 15)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def ctl(self, *args, timeout=10):
+        env = dict(os.environ, ETCDCTL_API="3")
+        return subprocess.run([ETCDCTL, f"--endpoints={self.endpoint}", "--command-timeout=3s",
+                               *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+    def get_prefix(self, prefix):
+        """{key: (value, lease, create_revision)} of every key under prefix."""
+        r = self.ctl("get", "--prefix", prefix, "-w", "json")
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr)
+        out = {}
+        for kv in json.loads(r.stdout).get("kvs", []):
+            key = base64.b64decode(kv["key"]).decode()
+            val = base64.b64decode(kv.get("value", "")).decode()
+            out[key] = (val, int(kv.get("lease", 0)), int(kv.get("create_revision", 0)))
+        return out
+
+    def get_json(self, key):
+        r = self.ctl("get", key, "--print-value-only")
+        if r.returncode != 0 or not r.stdout.strip():
+            return None
+        return json.loads(r.stdout.strip().splitlines()[0])
+
+
+class Node:
+    """One dhaf-node process with a generated config and a log file."""
+
+    def __init__(self, cluster, name, bin_dir, workdir, etcd_endpoint, ttl=3, extra=""):
+        self.name = name
+        self.bin = os.path.join(bin_dir, "dhaf-node")
+        self.config = os.path.join(workdir, f"{name}.dhaf")
+        self.log = os.path.join(workdir, f"{name}.log")
+        self.proc = None
+        self.grpc_port = free_port()
+        self.rest_port = free_port()
+        self.write_config(cluster, etcd_endpoint, ttl, extra)
+
+    def write_config(self, cluster, etcd_endpoint, ttl, extra="", log_level="info"):
+        with open(self.config, "w") as f:
+            f.write(f"""dhaf:
+  cluster-name: {cluster}
+  node-name: {self.name}
+  heartbeat-interval: 1
+  healthy-node-status-ttl: {ttl}
+  tact-interval: 1
+  grpc-api: {{host: 127.0.0.1, port: {self.grpc_port}}}
+  web-api: {{host: 127.0.0.1, port: {self.rest_port}}}
+etcd:
+  hosts: {etcd_endpoint}
+  leader-key-ttl: {ttl}
+log:
+  level: {log_level}
+services:
+  - name: main
+    domain: foo.com
+    entry-points:
+      - {{name: ep-1, ip: 127.0.0.11}}
+      - {{name: ep-2, ip: 127.0.0.12}}
+    switcher: {{type: exec, init: /bin/true, switch: /bin/true}}
+    health-checker: {{type: tcp, port: 80}}
+{extra}""")
+
+    def start(self, *args):
+        log = open(self.log, "ab")
+        self.proc = subprocess.Popen([self.bin, "--config", self.config, *args], stdout=log,
+                                     stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def kill(self):
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait()
+
+    def terminate(self, timeout=5):
+        """SIGTERM; returns (exit code, seconds it took)."""
+        t0 = time.monotonic()
+        self.proc.terminate()
+        rc = self.proc.wait(timeout)
+        return rc, time.monotonic() - t0
+
+    def log_lines(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def log_events(self, kind=None):
+        """Parsed key=value fields of the log lines with event=kind (all events if None)."""
+        out = []
+        for line in self.log_lines():
+            fields = parse_kv(line)
+            if "event" in fields and (kind is None or fields["event"] == kind):
+                out.append(fields)
+        return out
+
+
+def parse_kv(line):
+    """Fields of one `key=value key2="quoted value"` log line."""
+    fields, i, n = {}, 0, len(line)
+    while i < n:
+        while i < n and line[i] == " ":
+            i += 1
+        j = i
+        while j < n and line[j] not in "= ":
+            j += 1
+        if j >= n or line[j] != "=":
+            break
+        key = line[i:j]
+        j += 1
+        if j < n and line[j] == '"':
+            k = j + 1
+            val = []
+            while k < n and line[k] != '"':
+                if line[k] == "\\" and k + 1 < n:
+                    k += 1
+                val.append(line[k])
+                k += 1
+            fields[key] = "".join(val)
+            i = k + 1
+        else:
+            k = j
+            while k < n and line[k] != " ":
+                k += 1
+            fields[key] = line[j:k]
+            i = k
+    return fields
+
+
+class Cluster:
+    """An etcd member plus n dhaf nodes, in a temporary directory removed on close()."""
+
+    def __init__(self, bin_dir, n=3, ttl=3, name="c1"):
+        self.workdir = tempfile.mkdtemp(prefix="dhaf-sys-")
+        self.name = name
+        self.etcd = Etcd(self.workdir)
+        self.etcd.start()
+        self.nodes = [Node(name, f"node-{i + 1}", bin_dir, self.workdir, self.etcd.endpoint, ttl)
+                      for i in range(n)]
+        self.prefix = f"/dhaf/{name}/"
+
+    def start_all(self):
+        for n in self.nodes:
+            n.start()
+        return self
+
+    def node(self, name):
+        return next(n for n in self.nodes if n.name == name)
+
+    def leader(self):
+        v = self.etcd.get_json(self.prefix + "leader")
+        return v["node"] if v else None
+
+    def wait_leader(self, timeout, other_than=None):
+        return wait_until("a leader" + (f" other than {other_than}" if other_than else ""),
+                          lambda: (lambda l: l if l and l != other_than else None)(self.leader()),
+                          timeout, 0.01)
+
+    def events(self, kind=None):
+        """Event records in etcd (cluster events), in revision order."""
+        kvs = self.etcd.get_prefix(self.prefix + "events/@cluster/")
+        evs = [json.loads(v) | {"_rev": rev} for (v, _l, rev) in kvs.values()]
+        evs.sort(key=lambda e: e["_rev"])
+        return [e for e in evs if kind is None or e["kind"] == kind]
+
+    def close(self):
+        for n in self.nodes:
+            n.kill()
+        self.etcd.stop()
+        if os.environ.get("DHAF_KEEP_TMP"):
+            print(f"kept {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def run_tests(tests):
+    """Runs (name, fn) pairs; prints one line each and `N passed, M failed`; exit code."""
+    passed = failed = 0
+    for name, fn in tests:
+        t0 = time.monotonic()
+        try:
+            note = fn()
+            passed += 1
+            print(f"ok   {name} ({time.monotonic() - t0:.1f}s){': ' + note if note else ''}",
+                  flush=True)
+        except Exception as e:  # one failing test must not hide the others
+            failed += 1
+            print(f"FAIL {name} ({time.monotonic() - t0:.1f}s): {type(e).__name__}: {e}",
+                  flush=True)
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+__all__ = ["Cluster", "Etcd", "Node", "parse_kv", "run_tests", "wait_until", "free_port",
+           "signal"]
