@@ -688,10 +688,10 @@ int cluster_start(struct cluster *c, struct dhaf_err *err)
     return 0;
 }
 
-void cluster_stop(struct cluster *c, int deadline_ms)
+bool cluster_stop(struct cluster *c, int deadline_ms)
 {
     if (!c->started)
-        return;
+        return true;
     int64_t deadline = mono_ms() + deadline_ms;
     pthread_mutex_lock(&c->lock);
     c->stopping = true;
@@ -731,6 +731,7 @@ void cluster_stop(struct cluster *c, int deadline_ms)
         }
     }
     c->started = atomic_load(&c->running) != 0; /* detached threads still use c */
+    return !c->started;
 }
 
 void cluster_free(struct cluster *c)

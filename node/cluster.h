@@ -27,9 +27,10 @@ int cluster_start(struct cluster *c, struct dhaf_err *err);
 
 /**
  * Graceful stop: stops acting, revokes the leases (leadership passes at once, the node's
- * alive key disappears), and joins the threads, within about deadline_ms.
+ * alive key disappears), and joins the threads, within about deadline_ms. Returns true when
+ * every thread finished (then the cluster and its etcd client may be freed).
  */
-void cluster_stop(struct cluster *c, int deadline_ms);
+bool cluster_stop(struct cluster *c, int deadline_ms);
 
 /** Frees a stopped cluster. NULL is fine. */
 void cluster_free(struct cluster *c);

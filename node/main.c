@@ -44,17 +44,30 @@ static void apply_log(const struct dhaf_config *cfg, const struct log_override *
                    lo->format_set ? lo->format : (enum dhaf_log_format)cfg->log_format);
 }
 
-/* Loads and validates path; prints every problem to stderr. Returns 0 or DHAF_ECONFIG. */
-static int load_config(const char *path, struct dhaf_config *cfg, FILE *ok_out)
+/* Loads and validates path. Problems go to stderr as compiler-style lines, or, once the node
+ * runs (as_log), as log records. Returns 0 or DHAF_ECONFIG. */
+static int load_config(const char *path, struct dhaf_config *cfg, bool as_log)
 {
-    (void)ok_out;
     struct dhaf_cfg_report rep;
     dhaf_cfg_report_init(&rep, path);
     int rc = dhaf_config_load(path, dhaf_registry_catalog(), cfg, &rep);
-    dhaf_cfg_report_print(&rep, stderr);
-    if (rc != 0)
-        fprintf(stderr, "%s: invalid configuration (%zu error%s)\n", path, rep.n_errs + rep.dropped,
-                rep.n_errs + rep.dropped == 1 ? "" : "s");
+    if (!as_log) {
+        dhaf_cfg_report_print(&rep, stderr);
+        if (rc != 0)
+            fprintf(stderr, "%s: invalid configuration (%zu error%s)\n", path,
+                    rep.n_errs + rep.dropped, rep.n_errs + rep.dropped == 1 ? "" : "s");
+    } else {
+        char q[600];
+        for (size_t i = 0; i < rep.n_warns; i++)
+            DHAF_LOG(DHAF_LOG_WARN,
+                     "event=config-warning file=%s line=%d col=%d path=%s msg=\"%s\"", path,
+                     rep.warns[i].line, rep.warns[i].col, rep.warns[i].path,
+                     dhaf_log_quote(q, sizeof(q), rep.warns[i].msg));
+        for (size_t i = 0; i < rep.n_errs; i++)
+            DHAF_LOG(DHAF_LOG_ERROR, "event=config-error file=%s line=%d col=%d path=%s msg=\"%s\"",
+                     path, rep.errs[i].line, rep.errs[i].col, rep.errs[i].path,
+                     dhaf_log_quote(q, sizeof(q), rep.errs[i].msg));
+    }
     dhaf_cfg_report_release(&rep);
     return rc;
 }
@@ -90,7 +103,7 @@ static void reload(const char *path, struct dhaf_config *cfg, struct cluster *c,
                    const struct log_override *lo)
 {
     struct dhaf_config fresh;
-    if (load_config(path, &fresh, NULL) != 0) {
+    if (load_config(path, &fresh, true) != 0) {
         DHAF_LOG(DHAF_LOG_ERROR,
                  "event=reload-rejected file=%s reason=\"invalid configuration; "
                  "the running one is kept (errors above)\"",
@@ -174,10 +187,13 @@ static int run(const char *path, struct dhaf_config *cfg, const struct log_overr
                  sig == SIGTERM ? "TERM" : "INT");
         break;
     }
-    cluster_stop(c, 1500);
-    cluster_free(c);
+    /* A thread stuck on an unreachable etcd may still use the client: then it is left to
+     * the process exit rather than freed under it. */
+    if (cluster_stop(c, 1500)) {
+        cluster_free(c);
+        dhaf_etcd_free(etcd);
+    }
     DHAF_LOG(DHAF_LOG_INFO, "event=node-stopped node=%s", cfg->node_name);
-    /* A thread stuck on an unreachable etcd may still hold the client: leave it to exit. */
     return 0;
 }
 
@@ -275,7 +291,7 @@ int main(int argc, char **argv)
     }
 
     struct dhaf_config cfg;
-    int rc = load_config(config, &cfg, check_only ? stdout : NULL);
+    int rc = load_config(config, &cfg, false);
     if (rc != 0)
         return 2;
     if (check_only) {

@@ -203,7 +203,10 @@ def test_reload_and_json_logs(c):
     n.signal(signal.SIGHUP)
     wait_until("reloaded", lambda: any('"event":"reloaded"' in l for l in n.log_lines()), 3)
     rc, took = n.terminate()
-    assert rc == 0
+    assert rc == 0, f"exit code {rc}"
+    for line in n.log_lines():  # still one JSON object per line, config errors included
+        json.loads(line)
+    assert any('"config-error"' in l and '"path":"dhaf.tact-interval"' in l for l in n.log_lines())
     return f"JSON log lines parse; bad reload kept the old config; exit 0 in {took * 1000:.0f} ms"
 
 
