@@ -7,7 +7,7 @@ CTEST_ARGS ?= --output-on-failure
 
 SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
-.PHONY: all deps build check asan format lint docs demo clean help
+.PHONY: all deps build check asan format lint docs bench demo clean help
 
 all: build
 
@@ -18,6 +18,7 @@ help:
 	@echo "make asan    the same tests under AddressSanitizer + UBSan, in $(ASAN_DIR)/"
 	@echo "make format  clang-format every C file in place"
 	@echo "make lint    clang-format check + cppcheck"
+	@echo "make bench   run the benchmarks (figures only; bench/README.md)"
 	@echo "make docs    regenerate the generated parts of docs/ (config reference)"
 	@echo "make demo    the local demo cluster (arrives with issue #9)"
 
@@ -44,6 +45,10 @@ lint:
 	@cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr --suppress=missingIncludeSystem -I lib/include -I providers/include \
 	  lib providers node prober ctl
+
+bench: build
+	@BUILD=$(BUILD) bash bench/run.sh
+	@/usr/bin/python3 bench/election.py $(BUILD)/bin
 
 docs: build
 	@bash scripts/gen-config-doc.sh $(BUILD)/bin/dhaf-node

@@ -14,16 +14,16 @@
 #include "dhaf/rpc.h"
 #include "etcdserverpb/rpc.pb-c.h"
 
-#define M_RANGE "/etcdserverpb.KV/Range"
-#define M_PUT "/etcdserverpb.KV/Put"
-#define M_DELETE "/etcdserverpb.KV/DeleteRange"
-#define M_TXN "/etcdserverpb.KV/Txn"
-#define M_GRANT "/etcdserverpb.Lease/LeaseGrant"
-#define M_REVOKE "/etcdserverpb.Lease/LeaseRevoke"
-#define M_TTL "/etcdserverpb.Lease/LeaseTimeToLive"
+#define M_RANGE     "/etcdserverpb.KV/Range"
+#define M_PUT       "/etcdserverpb.KV/Put"
+#define M_DELETE    "/etcdserverpb.KV/DeleteRange"
+#define M_TXN       "/etcdserverpb.KV/Txn"
+#define M_GRANT     "/etcdserverpb.Lease/LeaseGrant"
+#define M_REVOKE    "/etcdserverpb.Lease/LeaseRevoke"
+#define M_TTL       "/etcdserverpb.Lease/LeaseTimeToLive"
 #define M_KEEPALIVE "/etcdserverpb.Lease/LeaseKeepAlive"
-#define M_WATCH "/etcdserverpb.Watch/Watch"
-#define M_AUTH "/etcdserverpb.Auth/Authenticate"
+#define M_WATCH     "/etcdserverpb.Watch/Watch"
+#define M_AUTH      "/etcdserverpb.Auth/Authenticate"
 
 #define DEFAULT_TIMEOUT_MS 2000
 
@@ -149,10 +149,8 @@ struct dhaf_etcd *dhaf_etcd_new(const struct dhaf_etcd_opts *o, struct dhaf_err 
     e->ca_file = o->ca_file ? dhaf_xstrdup(o->ca_file) : NULL;
     e->cert_file = o->cert_file ? dhaf_xstrdup(o->cert_file) : NULL;
     e->key_file = o->key_file ? dhaf_xstrdup(o->key_file) : NULL;
-    e->tls = (struct dhaf_rpc_tls){.tls = o->tls,
-                                   .ca_file = e->ca_file,
-                                   .cert_file = e->cert_file,
-                                   .key_file = e->key_file};
+    e->tls = (struct dhaf_rpc_tls){
+        .tls = o->tls, .ca_file = e->ca_file, .cert_file = e->cert_file, .key_file = e->key_file};
     for (size_t i = 0; i < e->n; i++)
         e->endpoints[i] = dhaf_xstrdup(o->endpoints[i]);
     for (size_t i = 0; i < e->n; i++) {
@@ -211,16 +209,17 @@ static int authenticate(struct dhaf_etcd *e, size_t idx, struct dhaf_err *err)
     req.password = e->password;
     ProtobufCMessage *resp = NULL;
     struct chan *c = chan_get(e, idx);
-    int rc = dhaf_rpc_call(c->ch, M_AUTH, &req.base,
-                           &etcdserverpb__authenticate_response__descriptor, &resp, e->timeout_ms,
-                           NULL, 0, NULL, err);
+    int rc =
+        dhaf_rpc_call(c->ch, M_AUTH, &req.base, &etcdserverpb__authenticate_response__descriptor,
+                      &resp, e->timeout_ms, NULL, 0, NULL, err);
     chan_result(e, idx, c, connect_failure(rc, err));
     chan_put(e, c);
     if (rc == DHAF_EINVAL || rc == DHAF_EAUTH) {
         /* etcd answers a wrong password with INVALID_ARGUMENT */
-        return dhaf_err_set(err, DHAF_EAUTH,
-                            "etcd %s: authentication of user \"%s\" failed: %s", e->endpoints[idx],
-                            e->username, strstr(err->msg, "etcdserver:") ? strstr(err->msg, "etcdserver:") : err->msg);
+        return dhaf_err_set(err, DHAF_EAUTH, "etcd %s: authentication of user \"%s\" failed: %s",
+                            e->endpoints[idx], e->username,
+                            strstr(err->msg, "etcdserver:") ? strstr(err->msg, "etcdserver:")
+                                                            : err->msg);
     }
     if (rc)
         return rc;
@@ -309,8 +308,8 @@ static int call(struct dhaf_etcd *e, const char *method, const ProtobufCMessage 
         }
         enum dhaf_rpc_sent sent = DHAF_RPC_MAYBE_SENT;
         struct chan *c = chan_get(e, idx);
-        rc = dhaf_rpc_call(c->ch, method, req, desc, resp, e->timeout_ms, &md, (size_t)n_md,
-                           &sent, err);
+        rc = dhaf_rpc_call(c->ch, method, req, desc, resp, e->timeout_ms, &md, (size_t)n_md, &sent,
+                           err);
         chan_result(e, idx, c, rc != 0 && sent == DHAF_RPC_NOT_SENT);
         chan_put(e, c);
         if (rc == 0) {
@@ -337,8 +336,8 @@ static int call(struct dhaf_etcd *e, const char *method, const ProtobufCMessage 
         if (sent == DHAF_RPC_MAYBE_SENT) {
             if (retry == RETRY_ONCE)
                 return dhaf_err_set(err, DHAF_EUNKNOWN_OUTCOME,
-                                    "%s: %s; the write may or may not have been applied",
-                                    method, err->msg);
+                                    "%s: %s; the write may or may not have been applied", method,
+                                    err->msg);
             if (retry == RETRY_GUARDED && maybe_applied)
                 *maybe_applied = true;
         }
@@ -409,8 +408,8 @@ static size_t prefix_end(const char *prefix, uint8_t *buf, size_t cap)
 
 #define KEY_MAX 4096
 
-static int range(struct dhaf_etcd *e, const char *key, bool prefix, int64_t limit,
-                 bool count_only, struct dhaf_kvs *out, struct dhaf_err *err)
+static int range(struct dhaf_etcd *e, const char *key, bool prefix, int64_t limit, bool count_only,
+                 struct dhaf_kvs *out, struct dhaf_err *err)
 {
     memset(out, 0, sizeof(*out));
     uint8_t end[KEY_MAX];
@@ -433,8 +432,7 @@ static int range(struct dhaf_etcd *e, const char *key, bool prefix, int64_t limi
     return 0;
 }
 
-int dhaf_etcd_get(struct dhaf_etcd *e, const char *key, struct dhaf_kvs *out,
-                  struct dhaf_err *err)
+int dhaf_etcd_get(struct dhaf_etcd *e, const char *key, struct dhaf_kvs *out, struct dhaf_err *err)
 {
     return range(e, key, false, 0, false, out, err);
 }
@@ -714,8 +712,7 @@ int dhaf_etcd_lease_revoke(struct dhaf_etcd *e, int64_t id, struct dhaf_err *err
     return rc;
 }
 
-int dhaf_etcd_lease_ttl(struct dhaf_etcd *e, int64_t id, int64_t *remaining,
-                        struct dhaf_err *err)
+int dhaf_etcd_lease_ttl(struct dhaf_etcd *e, int64_t id, int64_t *remaining, struct dhaf_err *err)
 {
     Etcdserverpb__LeaseTimeToLiveRequest req = ETCDSERVERPB__LEASE_TIME_TO_LIVE_REQUEST__INIT;
     req.id = id;
@@ -975,8 +972,8 @@ void dhaf_etcd_watch_free(struct dhaf_etcd_watch *w)
     free(w);
 }
 
-int dhaf_etcd_watch_next(struct dhaf_etcd_watch *w, struct dhaf_etcd_events *out,
-                         int timeout_ms, struct dhaf_err *err)
+int dhaf_etcd_watch_next(struct dhaf_etcd_watch *w, struct dhaf_etcd_events *out, int timeout_ms,
+                         struct dhaf_err *err)
 {
     memset(out, 0, sizeof(*out));
     struct dhaf_etcd *e = w->e;
@@ -1000,8 +997,8 @@ int dhaf_etcd_watch_next(struct dhaf_etcd_watch *w, struct dhaf_etcd_events *out
             }
         }
         ProtobufCMessage *m = NULL;
-        int rc = dhaf_rpc_stream_recv(w->s, &etcdserverpb__watch_response__descriptor, &m, left,
-                                      err);
+        int rc =
+            dhaf_rpc_stream_recv(w->s, &etcdserverpb__watch_response__descriptor, &m, left, err);
         if (rc == DHAF_ETIMEOUT)
             return rc;
         if (rc) {
@@ -1032,9 +1029,8 @@ int dhaf_etcd_watch_next(struct dhaf_etcd_watch *w, struct dhaf_etcd_events *out
             out->v = dhaf_xcalloc(r->n_events, sizeof(*out->v));
             for (size_t i = 0; i < r->n_events; i++) {
                 const Mvccpb__Event *ev = r->events[i];
-                out->v[i].type =
-                    ev->type == MVCCPB__EVENT__EVENT_TYPE__DELETE ? DHAF_ETCD_EV_DELETE
-                                                                  : DHAF_ETCD_EV_PUT;
+                out->v[i].type = ev->type == MVCCPB__EVENT__EVENT_TYPE__DELETE ? DHAF_ETCD_EV_DELETE
+                                                                               : DHAF_ETCD_EV_PUT;
                 if (ev->kv)
                     kv_copy(&out->v[i].kv, ev->kv);
                 else
@@ -1047,7 +1043,7 @@ int dhaf_etcd_watch_next(struct dhaf_etcd_watch *w, struct dhaf_etcd_events *out
             protobuf_c_message_free_unpacked(m, NULL);
             return 0;
         }
-/* A progress notice (no events): everything up to hdr_rev has been seen. */
+        /* A progress notice (no events): everything up to hdr_rev has been seen. */
         if (!r->created && hdr_rev + 1 > w->next_rev)
             w->next_rev = hdr_rev + 1;
         protobuf_c_message_free_unpacked(m, NULL);

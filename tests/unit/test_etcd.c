@@ -135,8 +135,8 @@ static void test_json_and_etcdctl(void **state)
     assert_int_equal(dhaf_etcd_put(e, "/dhaf/c1/leader", text, SIZE_MAX, 0, NULL, &err), 0);
     /* a third-party client reads what we wrote */
     char out[512];
-    assert_int_equal(etcd_cluster_ctl(&solo, out, sizeof(out), "get /dhaf/c1/leader --print-value-only"),
-                     0);
+    assert_int_equal(
+        etcd_cluster_ctl(&solo, out, sizeof(out), "get /dhaf/c1/leader --print-value-only"), 0);
     assert_non_null(strstr(out, text));
     /* and we read what it wrote */
     assert_int_equal(etcd_cluster_ctl(&solo, out, sizeof(out), "put /dhaf/c1/x {\"a\":1}"), 0);
@@ -171,8 +171,8 @@ static void *race(void *arg)
 {
     struct racer *r = arg;
     struct dhaf_err err;
-    struct dhaf_etcd_cmp cmp = {.key = r->key, .target = DHAF_ETCD_CREATE_REV,
-                                .result = DHAF_ETCD_EQ, .num = 0};
+    struct dhaf_etcd_cmp cmp = {
+        .key = r->key, .target = DHAF_ETCD_CREATE_REV, .result = DHAF_ETCD_EQ, .num = 0};
     struct dhaf_etcd_op put = {.type = DHAF_ETCD_OP_PUT, .key = r->key, .value = r->me};
     struct dhaf_etcd_op get = {.type = DHAF_ETCD_OP_GET, .key = r->key};
     struct dhaf_etcd_txn_result res;
@@ -223,9 +223,13 @@ static void test_txn_race(void **state)
     struct dhaf_kvs kvs;
     assert_int_equal(dhaf_etcd_get(a, "/t/race/0", &kvs, &err), 0);
     struct dhaf_etcd_cmp cmps[2] = {
-        {.key = "/t/race/0", .target = DHAF_ETCD_MOD_REV, .result = DHAF_ETCD_EQ,
+        {.key = "/t/race/0",
+         .target = DHAF_ETCD_MOD_REV,
+         .result = DHAF_ETCD_EQ,
          .num = kvs.kvs[0].mod_rev},
-        {.key = "/t/race/0", .target = DHAF_ETCD_VALUE, .result = DHAF_ETCD_EQ,
+        {.key = "/t/race/0",
+         .target = DHAF_ETCD_VALUE,
+         .result = DHAF_ETCD_EQ,
          .value = kvs.kvs[0].value},
     };
     struct dhaf_etcd_op del = {.type = DHAF_ETCD_OP_DELETE, .key = "/t/race/", .prefix = true};
@@ -464,8 +468,8 @@ static void test_cluster_member_loss(void **state)
     int64_t read_ms = now_ms() - t0;
     dhaf_kvs_release(&kvs);
     assert_int_not_equal(member_of(&c, e), victim);
-    struct dhaf_etcd_cmp cmp = {.key = "/t/cl/y", .target = DHAF_ETCD_CREATE_REV,
-                                .result = DHAF_ETCD_EQ, .num = 0};
+    struct dhaf_etcd_cmp cmp = {
+        .key = "/t/cl/y", .target = DHAF_ETCD_CREATE_REV, .result = DHAF_ETCD_EQ, .num = 0};
     struct dhaf_etcd_op put = {.type = DHAF_ETCD_OP_PUT, .key = "/t/cl/y", .value = "v"};
     struct dhaf_etcd_txn_result res;
     t0 = now_ms();
@@ -487,8 +491,8 @@ static void test_cluster_member_loss(void **state)
     size_t frozen = member_of(&c, e);
     assert_int_equal(kill(c.m[frozen].pid, SIGSTOP), 0);
     /* a guarded write is retried on the last member and applied exactly once */
-    struct dhaf_etcd_cmp cz = {.key = "/t/cl/z", .target = DHAF_ETCD_CREATE_REV,
-                               .result = DHAF_ETCD_EQ, .num = 0};
+    struct dhaf_etcd_cmp cz = {
+        .key = "/t/cl/z", .target = DHAF_ETCD_CREATE_REV, .result = DHAF_ETCD_EQ, .num = 0};
     struct dhaf_etcd_op pz = {.type = DHAF_ETCD_OP_PUT, .key = "/t/cl/z", .value = "once"};
     rc = dhaf_etcd_txn(e, &cz, 1, &pz, 1, NULL, 0, &res, &err);
     /* with one member frozen and one dead there is no quorum: the outcome is honest */
@@ -526,8 +530,8 @@ static void test_guarded_retry_after_timeout(void **state)
     /* freeze the member in use; the two others keep quorum */
     size_t frozen = member_of(&c, e);
     assert_int_equal(kill(c.m[frozen].pid, SIGSTOP), 0);
-    struct dhaf_etcd_cmp cmp = {.key = "/t/g/k", .target = DHAF_ETCD_CREATE_REV,
-                                .result = DHAF_ETCD_EQ, .num = 0};
+    struct dhaf_etcd_cmp cmp = {
+        .key = "/t/g/k", .target = DHAF_ETCD_CREATE_REV, .result = DHAF_ETCD_EQ, .num = 0};
     struct dhaf_etcd_op put = {.type = DHAF_ETCD_OP_PUT, .key = "/t/g/k", .value = "v"};
     struct dhaf_etcd_txn_result res;
     int64_t t0 = now_ms();

@@ -67,8 +67,7 @@ struct dhaf_kvs {
 void dhaf_kvs_release(struct dhaf_kvs *kvs);
 
 /** Reads one key; out->n is 0 when it does not exist. */
-int dhaf_etcd_get(struct dhaf_etcd *e, const char *key, struct dhaf_kvs *out,
-                  struct dhaf_err *err);
+int dhaf_etcd_get(struct dhaf_etcd *e, const char *key, struct dhaf_kvs *out, struct dhaf_err *err);
 /** Reads every key under prefix in key order (limit 0 = all). */
 int dhaf_etcd_get_prefix(struct dhaf_etcd *e, const char *prefix, int64_t limit,
                          struct dhaf_kvs *out, struct dhaf_err *err);
@@ -113,9 +112,9 @@ struct dhaf_etcd_op {
 };
 
 struct dhaf_etcd_txn_result {
-    bool succeeded;         /* the compares held: the `then` branch ran */
+    bool succeeded; /* the compares held: the `then` branch ran */
     int64_t revision;
-    struct dhaf_kvs *gets;  /* one per GET op of the branch that ran, in order */
+    struct dhaf_kvs *gets; /* one per GET op of the branch that ran, in order */
     size_t n_gets;
 };
 
@@ -137,8 +136,7 @@ int dhaf_etcd_lease_grant(struct dhaf_etcd *e, int64_t ttl, int64_t *id, int64_t
 /** Revokes a lease (its keys are deleted). Revoking an unknown lease is DHAF_ENOTFOUND. */
 int dhaf_etcd_lease_revoke(struct dhaf_etcd *e, int64_t id, struct dhaf_err *err);
 /** Seconds left on a lease; DHAF_ENOTFOUND when it expired or never existed. */
-int dhaf_etcd_lease_ttl(struct dhaf_etcd *e, int64_t id, int64_t *remaining,
-                        struct dhaf_err *err);
+int dhaf_etcd_lease_ttl(struct dhaf_etcd *e, int64_t id, int64_t *remaining, struct dhaf_err *err);
 
 struct dhaf_etcd_keepalive;
 
@@ -184,8 +182,8 @@ struct dhaf_etcd_watch *dhaf_etcd_watch_new(struct dhaf_etcd *e, const char *key
  * DHAF_ETIMEOUT when none came, or DHAF_ECOMPACTED when the revision to resume from was
  * compacted away (err says which revision is the oldest left; re-read state and watch anew).
  */
-int dhaf_etcd_watch_next(struct dhaf_etcd_watch *w, struct dhaf_etcd_events *out,
-                         int timeout_ms, struct dhaf_err *err);
+int dhaf_etcd_watch_next(struct dhaf_etcd_watch *w, struct dhaf_etcd_events *out, int timeout_ms,
+                         struct dhaf_err *err);
 /** The revision the watch will resume from. */
 int64_t dhaf_etcd_watch_next_revision(const struct dhaf_etcd_watch *w);
 void dhaf_etcd_watch_free(struct dhaf_etcd_watch *w);
