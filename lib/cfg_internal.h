@@ -14,6 +14,7 @@ struct dhaf_cfg_ctx {
     const char *dir;                /* directory of the config file, for relative paths */
     const struct dhaf_cfgkey *keys; /* the section's table */
     const char *const *extra;       /* more accepted keys, NULL-terminated (may be NULL) */
+    bool skip_unknown;              /* another table of the same mapping reports unknowns */
 };
 
 /**

@@ -14,6 +14,7 @@
 
 #include "cfg_internal.h"
 #include "dhaf/alloc.h"
+#include "dhaf/json.h"
 #include "dhaf/valid.h"
 
 #define SECRET_FILE_MAX (64 * 1024)
@@ -509,6 +510,49 @@ static size_t set_value(struct dhaf_cfg_ctx *ctx, const struct dhaf_cfgkey *k, v
         }
         return errs ? 1 : 0;
     }
+    if (k->type == DHAF_CFG_STRLIST) {
+        struct dhaf_strlist *l = slot;
+        size_t errs = 0;
+        /* items: the list's scalars, or the comma-separated parts of one scalar */
+        size_t n = v->kind == YNODE_SEQ ? v->n : 1;
+        char *copy = v->kind == YNODE_SCALAR ? dhaf_xstrdup(v->str) : NULL, *save = NULL;
+        char *tok = copy ? strtok_r(copy, ",", &save) : NULL;
+        for (size_t i = 0; v->kind == YNODE_SEQ ? i < n : tok != NULL; i++) {
+            const struct ynode *item = v->kind == YNODE_SEQ ? v->items[i] : v;
+            const char *text = v->kind == YNODE_SEQ ? item->str : tok;
+            char *ipath = cfg_index(path, i);
+            if (item->kind != YNODE_SCALAR || !text) {
+                cfg_error_at(ctx->rep, item, ipath, "expected a value, found %s",
+                             ynode_kind_name(item));
+                errs++;
+            } else {
+                while (*text == ' ')
+                    text++;
+                char *t = dhaf_xstrdup(text);
+                size_t tl = strlen(t);
+                while (tl && t[tl - 1] == ' ')
+                    t[--tl] = '\0';
+                why[0] = '\0';
+                if (!tl || (k->check && k->check(t, why, sizeof(why)) != 0)) {
+                    cfg_error_at(ctx->rep, item, ipath, "%s", tl ? why : "is empty");
+                    free(t);
+                    errs++;
+                } else {
+                    l->v = dhaf_xreallocarray(l->v, l->n + 1, sizeof(char *));
+                    l->v[l->n++] = t;
+                }
+            }
+            free(ipath);
+            if (v->kind == YNODE_SCALAR)
+                tok = strtok_r(NULL, ",", &save);
+        }
+        free(copy);
+        if (!errs && l->n == 0) {
+            cfg_error_at(ctx->rep, v, path, "the list is empty");
+            errs++;
+        }
+        return errs ? 1 : 0;
+    }
     if (v->kind != YNODE_SCALAR) {
         cfg_error_at(ctx->rep, v, path, "expected a single value, found %s", ynode_kind_name(v));
         return 1;
@@ -744,7 +788,7 @@ size_t cfg_apply(struct dhaf_cfg_ctx *ctx, void *base)
         return 1;
     }
     size_t errs = 0;
-    if (ctx->map)
+    if (ctx->map && !ctx->skip_unknown)
         errs += check_unknown(ctx, ctx->map, "");
     for (const struct dhaf_cfgkey *k = ctx->keys; k && k->key; k++)
         if (k->type != DHAF_CFG_EXTERNAL)
@@ -788,6 +832,14 @@ void dhaf_cfgkeys_release(const struct dhaf_cfgkey *keys, void *base)
         case DHAF_CFG_ENUM:
         case DHAF_CFG_EXTERNAL:
             break;
+        case DHAF_CFG_STRLIST: {
+            struct dhaf_strlist *l = slot;
+            for (size_t i = 0; i < l->n; i++)
+                free(l->v[i]);
+            DHAF_FREE(l->v);
+            l->n = 0;
+            break;
+        }
         case DHAF_CFG_STRMAP: {
             struct dhaf_strmap *m = slot;
             for (size_t i = 0; i < m->n; i++) {
@@ -848,6 +900,8 @@ static const char *type_name(const struct dhaf_cfgkey *k, char *buf, size_t len)
     }
     case DHAF_CFG_STRMAP:
         return "map";
+    case DHAF_CFG_STRLIST:
+        return "list";
     case DHAF_CFG_EXTERNAL:
         return "list / section";
     }
@@ -864,5 +918,70 @@ void dhaf_cfgkeys_write_reference(FILE *out, const char *prefix, const struct dh
             fprintf(out, " (also `%s`)", k->alias);
         fprintf(out, " | %s | %s | %s |\n", type_name(k, tb, sizeof(tb)),
                 k->required ? "required" : (k->def ? k->def : "—"), k->help ? k->help : "");
+    }
+}
+
+/* Sets obj[dotted key] = v, creating the nested objects of a dotted key. */
+static void json_set_dotted(json_t *obj, const char *key, json_t *v)
+{
+    const char *dot = strchr(key, '.');
+    if (!dot) {
+        json_object_set_new(obj, key, v);
+        return;
+    }
+    char *head = dhaf_xstrndup(key, (size_t)(dot - key));
+    json_t *sub = json_object_get(obj, head);
+    if (!json_is_object(sub)) {
+        sub = json_object();
+        json_object_set_new(obj, head, sub);
+    }
+    free(head);
+    json_set_dotted(sub, dot + 1, v);
+}
+
+void dhaf_cfgkeys_to_json(const struct dhaf_cfgkey *keys, const void *base, void *objp)
+{
+    json_t *obj = objp;
+    for (const struct dhaf_cfgkey *k = keys; k && k->key; k++) {
+        const void *slot = (const char *)base + k->offset;
+        json_t *v = NULL;
+        switch (k->type) {
+        case DHAF_CFG_EXTERNAL:
+            break;
+        case DHAF_CFG_INT:
+            v = json_integer(*(const int *)slot);
+            break;
+        case DHAF_CFG_BOOL:
+            v = json_boolean(*(const bool *)slot);
+            break;
+        case DHAF_CFG_ENUM:
+            if (*(const int *)slot >= 0)
+                v = json_string(k->choices[*(const int *)slot]);
+            break;
+        case DHAF_CFG_STRLIST: {
+            const struct dhaf_strlist *l = slot;
+            if (l->n) {
+                v = json_array();
+                for (size_t i = 0; i < l->n; i++)
+                    json_array_append_new(v, json_string(l->v[i]));
+            }
+            break;
+        }
+        case DHAF_CFG_STRMAP: {
+            const struct dhaf_strmap *m = slot;
+            if (m->n) {
+                v = json_object();
+                for (size_t i = 0; i < m->n; i++)
+                    json_object_set_new(v, m->keys[i], json_string(m->vals[i]));
+            }
+            break;
+        }
+        default:
+            if (*(char *const *)slot)
+                v = json_string(*(char *const *)slot);
+            break;
+        }
+        if (v)
+            json_set_dotted(obj, k->key, v);
     }
 }

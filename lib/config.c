@@ -12,6 +12,7 @@
 #include "dhaf/alloc.h"
 #include "dhaf/config.h"
 #include "dhaf/err.h"
+#include "dhaf/json.h"
 #include "dhaf/log.h"
 #include "dhaf/valid.h"
 
@@ -109,6 +110,15 @@ static const struct dhaf_cfgkey ep_keys[] = {
     {"name", DHAF_CFG_NAME, EPF(name), true, NULL, 0, 0, NULL, NULL, NULL, "Name of the entry point."},
     {"ip", DHAF_CFG_STR, EPF(ip), true, NULL, 0, 0, NULL, check_ip, NULL,
      "IPv4 or IPv6 address of the entry point."},
+    {NULL, 0, 0, false, NULL, 0, 0, NULL, NULL, NULL, NULL},
+};
+
+#define SEC(field) offsetof(struct dhaf_section, field)
+static const struct dhaf_cfgkey checker_keys[] = {
+    {"rise", DHAF_CFG_INT, SEC(rise), false, "1", 1, 100, NULL, NULL, NULL,
+     "Healthy results in a row before an unhealthy entry point counts as healthy again."},
+    {"fall", DHAF_CFG_INT, SEC(fall), false, "1", 1, 100, NULL, NULL, NULL,
+     "Unhealthy results in a row before a healthy entry point counts as unhealthy."},
     {NULL, 0, 0, false, NULL, 0, 0, NULL, NULL, NULL, NULL},
 };
 
@@ -257,10 +267,19 @@ static void load_section(struct loadctx *lc, const struct ynode *v, const struct
     out->conf = dhaf_xcalloc(1, schema.conf_size ? schema.conf_size : 1);
 
     static const char *const extra_sw[] = {"type", NULL};
+    static const char *const extra_hc[] = {"type", "rise", "fall", NULL};
     static const char *const extra_ntf[] = {"type", "name", NULL};
     struct dhaf_cfg_ctx c = section(lc, v, path, schema.keys, parent);
-    c.extra = kind == DHAF_PKIND_NOTIFIER ? extra_ntf : extra_sw;
+    c.extra = kind == DHAF_PKIND_NOTIFIER  ? extra_ntf
+              : kind == DHAF_PKIND_CHECKER ? extra_hc
+                                           : extra_sw;
     size_t errs = cfg_apply(&c, out->conf);
+    if (kind == DHAF_PKIND_CHECKER) {
+        /* rise/fall belong to every checker; the framework keeps them in the section. */
+        struct dhaf_cfg_ctx cc = section(lc, v, path, checker_keys, parent);
+        cc.skip_unknown = true;
+        errs += cfg_apply(&cc, out);
+    }
     if (errs == 0 && schema.finish)
         schema.finish(out->conf, &c);
 }
@@ -630,7 +649,7 @@ int dhaf_config_load(const char *path, const struct dhaf_cfg_catalog *cat, struc
     return finish(load_tree(root, cfg->dir, cat, cfg, rep), root, cfg);
 }
 
-static void section_release(struct dhaf_section *s)
+void dhaf_section_release(struct dhaf_section *s)
 {
     dhaf_cfgkeys_release(s->keys, s->conf);
     DHAF_FREE(s->conf);
@@ -645,13 +664,13 @@ void dhaf_config_release(struct dhaf_config *cfg)
         for (size_t j = 0; j < s->n_eps; j++)
             dhaf_cfgkeys_release(ep_keys, &s->eps[j]);
         free(s->eps);
-        section_release(&s->switcher);
-        section_release(&s->checker);
+        dhaf_section_release(&s->switcher);
+        dhaf_section_release(&s->checker);
         dhaf_cfgkeys_release(service_keys, s);
     }
     free(cfg->services);
     for (size_t i = 0; i < cfg->n_notifiers; i++)
-        section_release(&cfg->notifiers[i]);
+        dhaf_section_release(&cfg->notifiers[i]);
     free(cfg->notifiers);
     for (size_t i = 0; i < cfg->n_probers; i++)
         dhaf_cfgkeys_release(prober_keys, &cfg->probers[i]);
@@ -689,6 +708,63 @@ void dhaf_config_write_reference(FILE *out)
     dhaf_cfgkeys_write_reference(out, "services[].", service_keys);
     fprintf(out, "\n### Entry points\n\n");
     dhaf_cfgkeys_write_reference(out, "services[].entry-points[].", ep_keys);
+    fprintf(out, "\n### Every health checker\n\n");
+    dhaf_cfgkeys_write_reference(out, "services[].health-checker.", checker_keys);
     fprintf(out, "\n### Probers\n\n");
     dhaf_cfgkeys_write_reference(out, "probers[].", prober_keys);
+}
+
+int dhaf_section_load_mem(enum dhaf_pkind kind, const char *text, size_t len, const char *name,
+                          const struct dhaf_cfg_catalog *cat, struct dhaf_section *out,
+                          struct dhaf_cfg_report *rep)
+{
+    memset(out, 0, sizeof(*out));
+    struct ynode *root = NULL;
+    if (ytree_load_mem(text, len, &root, rep) != 0)
+        return DHAF_ECONFIG;
+    struct loadctx lc = {.rep = rep, .cat = cat, .dir = ".", .root = root, .cfg = NULL};
+    load_section(&lc, root, root, name, kind, out);
+    ynode_free(root);
+    if (rep->n_errs) {
+        dhaf_section_release(out);
+        return DHAF_ECONFIG;
+    }
+    return 0;
+}
+
+char *dhaf_section_to_json(const struct dhaf_section *s)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "type", json_string(s->type));
+    if (s->name)
+        json_object_set_new(o, "name", json_string(s->name));
+    dhaf_cfgkeys_to_json(s->keys, s->conf, o);
+    if (s->rise)
+        json_object_set_new(o, "rise", json_integer(s->rise));
+    if (s->fall)
+        json_object_set_new(o, "fall", json_integer(s->fall));
+    char *text = dhaf_json_dump(o);
+    json_decref(o);
+    return text;
+}
+
+int dhaf_config_load_keys(const char *path, const struct dhaf_cfgkey *keys, void *base,
+                          struct dhaf_cfg_report *rep)
+{
+    struct ynode *root = NULL;
+    if (ytree_load_file(path, &root, rep) != 0)
+        return DHAF_ECONFIG;
+    char *tmp = dhaf_xstrdup(path);
+    char *dir = dhaf_xstrdup(dirname(tmp));
+    free(tmp);
+    struct dhaf_cfg_ctx c = {
+        .rep = rep, .map = root, .line = 1, .col = 1, .path = "", .dir = dir, .keys = keys};
+    cfg_apply(&c, base);
+    free(dir);
+    ynode_free(root);
+    if (rep->n_errs) {
+        dhaf_cfgkeys_release(keys, base);
+        return DHAF_ECONFIG;
+    }
+    return 0;
 }

@@ -4,9 +4,9 @@
 #define DHAF_EXEC_HC_H
 
 struct exec_hc_config {
-    char *init;
-    char *check;
-    int timeout;
+    char *init;  /* run once by init(), no arguments */
+    char *check; /* run per entry point: argv [check, ep name, ep ip] */
+    int timeout; /* seconds; then the program's process group is killed */
 };
 
 #endif

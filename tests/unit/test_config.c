@@ -220,6 +220,8 @@ static const struct bad_case bad_cases[] = {
     {"prober without token", HEAD SVC "probers:\n- {name: p1, location: eu}\n", 10, 3, "probers[0].token", "missing; a prober needs a token"},
     /* shapes and syntax */
     {"dhaf not a mapping", "dhaf: 5\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC, 1, 7, "dhaf", "expected a mapping, found \"5\""},
+    {"rise out of range", HEAD SVC_TOP SW_OK "  health-checker: {type: tcp, port: 80, fall: 0}\n",
+     8, 47, "services[0].health-checker.fall", "0 is out of range; expected 1 to 100"},
     {"log level", HEAD SVC "log: {level: verbose}\n", 9, 14, "log.level", "\"verbose\" is not allowed; expected debug, info, warn or error"},
     {"YAML syntax", HEAD "services: [\n", 4, 1, "", "YAML syntax error"},
     {"tab indentation", "dhaf:\n\tcluster-name: c1\n", 2, 1, "", "YAML syntax error"},
@@ -598,6 +600,53 @@ static void test_mutations(void **state)
     rmdir(dir);
 }
 
+/* A checker section survives JSON (how a probe plan carries it) unchanged. */
+static void test_section_json_round_trip(void **state)
+{
+    (void)state;
+    const char *yaml = HEAD SVC_TOP SW_OK
+        "  health-checker: {type: web, schema: https, path: /h, rise: 3, fall: 2,\n"
+        "                   headers: {X-A: b}, expected-codes: \"200,3XX\", retries: 0}\n";
+    struct dhaf_config cfg;
+    struct dhaf_cfg_report rep;
+    int rc = load(yaml, &cfg, &rep);
+    if (rc)
+        dump(&rep);
+    assert_int_equal(rc, 0);
+    dhaf_cfg_report_release(&rep);
+    const struct dhaf_section *hc = &cfg.services[0].checker;
+    assert_int_equal(hc->rise, 3);
+    assert_int_equal(hc->fall, 2);
+    char *json = dhaf_section_to_json(hc);
+    struct dhaf_section back;
+    dhaf_cfg_report_init(&rep, "plan");
+    rc = dhaf_section_load_mem(DHAF_PKIND_CHECKER, json, strlen(json), "plan.checker",
+                               dhaf_registry_catalog(), &back, &rep);
+    if (rc)
+        dump(&rep);
+    assert_int_equal(rc, 0);
+    char *again = dhaf_section_to_json(&back);
+    assert_string_equal(json, again);
+    const struct web_config *w = back.conf;
+    assert_int_equal(w->port, 443);
+    assert_int_equal(w->retries, 0);
+    assert_string_equal(w->headers.vals[0], "b");
+    assert_int_equal(back.rise, 3);
+    free(json);
+    free(again);
+    dhaf_section_release(&back);
+    dhaf_cfg_report_release(&rep);
+    /* a broken plan section is refused with a clear error, not a crash */
+    dhaf_cfg_report_init(&rep, "plan");
+    const char *bad = "{\"type\":\"web\",\"rise\":0}";
+    assert_int_not_equal(dhaf_section_load_mem(DHAF_PKIND_CHECKER, bad, strlen(bad), "plan.checker",
+                                               dhaf_registry_catalog(), &back, &rep),
+                         0);
+    assert_non_null(strstr(rep.errs[0].path, "plan.checker.rise"));
+    dhaf_cfg_report_release(&rep);
+    dhaf_config_release(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -613,6 +662,7 @@ int main(void)
         cmocka_unit_test(test_file_errors),
         cmocka_unit_test(test_every_provider_defaults_parse),
         cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_section_json_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,6 +20,7 @@ enum dhaf_cfg_type {
     DHAF_CFG_BOOL,   /* bool: true/false (also yes/no, on/off) */
     DHAF_CFG_ENUM,   /* int: index into choices (matched case-insensitively); -1 when unset */
     DHAF_CFG_STRMAP, /* struct dhaf_strmap: mapping of string to string */
+    DHAF_CFG_STRLIST,  /* struct dhaf_strlist: a list of strings, or "a,b,c" (check: per item) */
     DHAF_CFG_EXTERNAL, /* known key, parsed by the caller (lists, `type`, ...) */
 };
 
@@ -45,6 +46,12 @@ struct dhaf_strmap {
     size_t n;
     char **keys;
     char **vals;
+};
+
+/* A list of strings, in file order. */
+struct dhaf_strlist {
+    size_t n;
+    char **v;
 };
 
 /* One problem found in a config file. Line and column are 1-based; 0 when not applicable. */
@@ -101,6 +108,9 @@ struct dhaf_cfg_schema {
 
 /** Frees what a parsed section struct owns (strings, maps), per its key table. */
 void dhaf_cfgkeys_release(const struct dhaf_cfgkey *keys, void *base);
+
+/** Adds every key of keys that has a value in base to obj (a jansson json_t * object). */
+void dhaf_cfgkeys_to_json(const struct dhaf_cfgkey *keys, const void *base, void *obj);
 
 /** Levenshtein-based suggestion: the candidate closest to word, or NULL if none is close. */
 const char *dhaf_cfg_suggest(const char *word, const char *const *cands, size_t n);

@@ -34,6 +34,7 @@ struct dhaf_section {
     char *name;                     /* notifiers only (default "<type>-anon") */
     void *conf;                     /* the provider's config struct, laid out by keys */
     const struct dhaf_cfgkey *keys; /* borrowed from the provider */
+    int rise, fall;                 /* health checkers: results in a row to change opinion */
     int line, col;                  /* where the section starts */
 };
 
@@ -133,6 +134,30 @@ const struct dhaf_service *dhaf_config_service(const struct dhaf_config *cfg, co
 
 /** Position of ep in svc's list (0 = highest priority); -1 when absent. */
 int dhaf_service_ep_index(const struct dhaf_service *svc, const char *ep);
+
+/**
+ * Parses one provider section given as YAML or JSON text (a probe plan's checker) into *out,
+ * exactly as a section of a config file. name is used in messages. Returns 0 or
+ * DHAF_ECONFIG with the problems in rep. Release with dhaf_section_release.
+ */
+int dhaf_section_load_mem(enum dhaf_pkind kind, const char *text, size_t len, const char *name,
+                          const struct dhaf_cfg_catalog *cat, struct dhaf_section *out,
+                          struct dhaf_cfg_report *rep);
+
+/**
+ * Loads any YAML file (a prober's config) into base following keys at its top level, with
+ * the same checks and messages as the node's config. Returns 0 or DHAF_ECONFIG (problems in
+ * rep). Release with dhaf_cfgkeys_release(keys, base).
+ */
+int dhaf_config_load_keys(const char *path, const struct dhaf_cfgkey *keys, void *base,
+                          struct dhaf_cfg_report *rep);
+
+/** Frees what a section holds. */
+void dhaf_section_release(struct dhaf_section *s);
+
+/** The section's values as a JSON object (type, rise/fall and every key that has a value),
+ *  as dhaf_section_load_mem reads it back. Caller frees. */
+char *dhaf_section_to_json(const struct dhaf_section *s);
 
 /** The key table of the top level, for docs and tests (sections dhaf, etcd, log). */
 extern const struct dhaf_cfgkey dhaf_config_keys[];

@@ -3,19 +3,57 @@
  *
  * A provider is one constant `struct dhaf_provider`: its ABI version, kind, type name (the YAML
  * `type:`), a declarative table of its config keys and the size of the struct they fill. The
- * framework parses and validates the section before the provider sees it. The operations of
- * each kind are added to this struct by the issues that build them; abi_version changes
- * whenever the layout does, and a plugin built for another version is refused.
+ * framework parses and validates the section before the provider sees it. Then init() makes an
+ * instance, the kind's operation uses it, and destroy() frees it. abi_version changes
+ * whenever this layout does, and a plugin built for another version is refused.
  */
 #ifndef DHAF_PROVIDER_H
 #define DHAF_PROVIDER_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "dhaf/cfgkeys.h"
 #include "dhaf/config.h"
+#include "dhaf/err.h"
 
 #define DHAF_PROVIDER_ABI_VERSION 1
+
+/* One row of a provider's status table: a short stable code and what it means. Health
+ * results name one of these (like haproxy's check statuses). */
+struct dhaf_reason {
+    const char *code;        /* "ok", "timeout", "http-code", ... */
+    const char *description; /* "the HTTP status code was not an expected one" */
+};
+
+/* What a provider instance is given at init. Everything is borrowed for the instance's life. */
+struct dhaf_provider_ctx {
+    const char *service; /* NULL for notifiers */
+    const char *domain;
+    const struct dhaf_ep *eps; /* the service's entry points, in priority order */
+    size_t n_eps;
+};
+
+/* The outcome of one check of one entry point. */
+struct dhaf_check_result {
+    bool healthy;
+    const char *reason; /* a code of the checker's status table (static storage) */
+    char text[256];     /* detail for operators: "unexpected HTTP code 500 (expected 200)" */
+    uint32_t latency_ms;
+};
+
+/* One entry point to check. The checker reads the inputs and fills *result. */
+struct dhaf_check_target {
+    const void *conf; /* the service's checker config: the provider's own struct */
+    void *state;      /* what init returned for that service */
+    const char *service;
+    const char *domain;
+    const char *ep_name;
+    const char *ep_ip;
+    int family; /* AF_INET or AF_INET6 */
+    struct dhaf_check_result *result;
+};
 
 struct dhaf_provider {
     unsigned abi_version; /* DHAF_PROVIDER_ABI_VERSION */
@@ -25,6 +63,25 @@ struct dhaf_provider {
     const struct dhaf_cfgkey *keys; /* config keys, terminated by {NULL} */
     size_t config_size;             /* size of the struct the keys' offsets point into */
     dhaf_cfg_finish_fn finish;      /* cross-key checks and derived defaults; may be NULL */
+
+    /**
+     * Prepares one instance (one service's checker) where checks will run: on every node
+     * and prober. Returns 0 with *state (may stay NULL), or a negative code with err.
+     */
+    int (*init)(const void *conf, const struct dhaf_provider_ctx *ctx, void **state,
+                struct dhaf_err *err);
+    /** Frees what init made. May be NULL. */
+    void (*destroy)(void *state);
+
+    /* --- health checkers --- */
+    /**
+     * Checks every target concurrently (one event loop: libcurl multi, poll, child
+     * processes; never a thread per check) and fills each result. Returns when all are
+     * done; each check keeps to the timeouts of its own conf. Must not block forever.
+     */
+    void (*check)(struct dhaf_check_target *targets, size_t n);
+    /** The status table (terminated by {NULL, NULL}); every result's reason is from it. */
+    const struct dhaf_reason *reasons;
 };
 
 /* Key-table row helpers for provider files. */

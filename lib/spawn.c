@@ -1,0 +1,479 @@
+/* SPDX-License-Identifier: MIT */
+/* Running programs concurrently with posix_spawn: output capture, deadlines, group kill, reap. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dhaf/alloc.h"
+#include "dhaf/err.h"
+#include "dhaf/log.h"
+#include "dhaf/spawn.h"
+
+/* A child's exit usually shows as EOF on its pipe first; this tick also catches an exit
+ * whose pipe stays open (a background grandchild holds it). */
+#define TICK_OPEN_MS 20
+/* Right after EOF or a kill the exit is imminent: sweep often, for a while. */
+#define TICK_SOON_MS 1
+#define SOON_FOR_MS  50
+/* Reads per poll wake-up per child, so one chatty child does not starve the others. */
+#define READS_PER_WAKE 4
+/* Reads of what is left in the pipe once the child is gone. */
+#define READS_AT_EXIT 16
+
+enum run_state {
+    RUN_DONE,    /* ended and reaped (or left behind): outputs final */
+    RUN_RUNNING, /* started, not reaped yet */
+    RUN_GROUP,   /* reaped; waiting for the rest of its group that became our children */
+};
+
+/* Bookkeeping of one child during dhaf_spawn_run_all(). */
+struct run {
+    enum run_state state;
+    int fd;         /* read end of the output pipe, non-blocking; -1 once closed */
+    int64_t eof_ms; /* when the pipe reached EOF; 0 = not yet */
+    bool killed;    /* its deadline passed and the group got SIGKILL */
+    int64_t start_ms, deadline_ms;
+    int64_t kill_ms; /* when its group was last killed: the grace period starts there */
+};
+
+/* Children that did not die within the grace period after SIGKILL: reaped by a later call.
+ * pid > 0 is one child, pid < 0 the group -pid. */
+#define LEFTOVER_MAX 64
+static pthread_mutex_t leftover_mu = PTHREAD_MUTEX_INITIALIZER;
+static pid_t leftovers[LEFTOVER_MAX];
+static size_t n_leftovers;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void leftover_add(pid_t who, const char *path)
+{
+    char q[256];
+    DHAF_LOG(DHAF_LOG_WARN,
+             "event=spawn-leftover %s=%d program=\"%s\" msg=\"still there %d ms after SIGKILL; "
+             "reaped later\"",
+             who > 0 ? "pid" : "pgid", who > 0 ? (int)who : (int)-who,
+             dhaf_log_quote(q, sizeof(q), path), DHAF_SPAWN_KILL_GRACE_MS);
+    pthread_mutex_lock(&leftover_mu);
+    if (n_leftovers < LEFTOVER_MAX)
+        leftovers[n_leftovers++] = who;
+    pthread_mutex_unlock(&leftover_mu);
+}
+
+/* Reaps what earlier calls left behind, where it has ended by now. */
+static void leftover_sweep(void)
+{
+    pthread_mutex_lock(&leftover_mu);
+    for (size_t i = 0; i < n_leftovers;) {
+        pid_t w;
+        do
+            w = waitpid(leftovers[i], NULL, WNOHANG);
+        while (w > 0 || (w < 0 && errno == EINTR));
+        if (w < 0) /* ECHILD: nothing of it is left */
+            leftovers[i] = leftovers[--n_leftovers];
+        else
+            i++;
+    }
+    pthread_mutex_unlock(&leftover_mu);
+}
+
+/* Reads what the pipe has now (at most max_reads reads), keeping the first DHAF_PROC_OUT_MAX
+ * bytes. Closes the pipe at EOF or on an error. */
+static void read_output(struct dhaf_proc *p, struct run *r, int max_reads)
+{
+    char scratch[4096];
+    for (int i = 0; i < max_reads && r->fd >= 0; i++) {
+        bool keep = p->out_len < DHAF_PROC_OUT_MAX;
+        char *dst = keep ? p->out + p->out_len : scratch;
+        size_t room = keep ? DHAF_PROC_OUT_MAX - p->out_len : sizeof(scratch);
+        ssize_t k = read(r->fd, dst, room);
+        if (k > 0) {
+            if (keep) {
+                p->out_len += (size_t)k;
+                p->out[p->out_len] = '\0';
+            } else {
+                p->out_truncated = true;
+            }
+            continue;
+        }
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        r->eof_ms = now_ms();
+        close(r->fd);
+        r->fd = -1;
+    }
+}
+
+/* SIGKILL to a child's process group. Never with pgid <= 1: kill(0) or kill(-1) would hit our
+ * own group or every process we may signal. */
+static void kill_group(pid_t pgid)
+{
+    if (pgid > 1)
+        kill(-pgid, SIGKILL);
+}
+
+static void close_output(struct run *r)
+{
+    if (r->fd >= 0) {
+        close(r->fd);
+        r->fd = -1;
+    }
+}
+
+/* Makes fd >= 3 (close-on-exec) so that dup2 onto 0-2 in the child never hits itself; a
+ * daemon may run with its standard descriptors closed. Returns the fd or -1 with errno. */
+static int above_stdio(int fd)
+{
+    if (fd > 2)
+        return fd;
+    int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return nfd;
+}
+
+static void start_one(struct dhaf_proc *p, struct run *r, const posix_spawnattr_t *attr)
+{
+    int pfd[2] = {-1, -1};
+    posix_spawn_file_actions_t fa;
+    bool fa_ok = false;
+    int rc;
+
+    r->start_ms = now_ms();
+    r->deadline_ms = r->start_ms + (p->timeout_ms ? p->timeout_ms : 1);
+    if (pipe2(pfd, O_CLOEXEC) != 0) {
+        rc = errno;
+        goto out;
+    }
+    if ((pfd[0] = above_stdio(pfd[0])) < 0 || (pfd[1] = above_stdio(pfd[1])) < 0) {
+        rc = errno;
+        goto out;
+    }
+    /* Only our end is non-blocking: the flag lives in the shared file description. */
+    if (fcntl(pfd[0], F_SETFL, O_NONBLOCK) != 0) {
+        rc = errno;
+        goto out;
+    }
+    if ((rc = posix_spawn_file_actions_init(&fa)) != 0)
+        goto out;
+    fa_ok = true;
+    if ((rc = posix_spawn_file_actions_adddup2(&fa, pfd[1], STDOUT_FILENO)) != 0 ||
+        (rc = posix_spawn_file_actions_adddup2(&fa, pfd[1], STDERR_FILENO)) != 0 ||
+        (rc = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0)) != 0)
+        goto out;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    /* Descriptors someone opened without O_CLOEXEC (a library, a racing thread) stay ours. */
+    if ((rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3)) != 0)
+        goto out;
+#endif
+    rc = posix_spawn(&p->pid, p->path, &fa, attr, p->argv, p->envp ? p->envp : environ);
+out:
+    if (fa_ok)
+        posix_spawn_file_actions_destroy(&fa);
+    if (pfd[1] >= 0)
+        close(pfd[1]);
+    if (rc == 0 && p->pid <= 1)
+        rc = ECHILD; /* cannot happen; guards the group kills */
+    if (rc != 0) {
+        if (pfd[0] >= 0)
+            close(pfd[0]);
+        p->pid = 0;
+        p->outcome = DHAF_PROC_NOSTART;
+        p->err = rc;
+        r->state = RUN_DONE;
+        return;
+    }
+    r->fd = pfd[0];
+    r->state = RUN_RUNNING;
+}
+
+/* The child has exited (it is a zombie, so its pid and pgid cannot be reused yet): kill the
+ * rest of its group, reap it, record how it ended and what is left in the pipe. */
+static void finish_child(struct dhaf_proc *p, struct run *r, int64_t now)
+{
+    int st = 0;
+    pid_t w;
+
+    if (!p->keep_group)
+        kill_group(p->pid);
+    do
+        w = waitpid(p->pid, &st, 0);
+    while (w < 0 && errno == EINTR);
+    if (w != p->pid)
+        p->outcome = DHAF_PROC_LOST;
+    else if (r->killed)
+        p->outcome = DHAF_PROC_TIMEOUT;
+    else if (WIFEXITED(st))
+        p->outcome = DHAF_PROC_EXITED, p->exit_code = WEXITSTATUS(st);
+    else
+        p->outcome = DHAF_PROC_SIGNALED, p->signo = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+    p->elapsed_ms = (uint32_t)((r->killed ? r->kill_ms : now) - r->start_ms);
+    if (r->fd >= 0)
+        read_output(p, r, READS_AT_EXIT);
+    close_output(r);
+    r->kill_ms = now;
+    r->state = p->keep_group ? RUN_DONE : RUN_GROUP;
+}
+
+/* Notices an exit, a deadline, or a child that ignores SIGKILL. */
+static void sweep_running(struct dhaf_proc *p, struct run *r, int64_t now)
+{
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    /* WNOWAIT: see the exit without reaping, so the group can still be killed safely. */
+    int rc = waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT);
+    if (rc == 0 && si.si_pid == p->pid) {
+        finish_child(p, r, now);
+        return;
+    }
+    if (rc < 0 && errno == ECHILD) { /* reaped behind our back (SIGCHLD ignored) */
+        p->outcome = DHAF_PROC_LOST;
+        p->elapsed_ms = (uint32_t)(now - r->start_ms);
+        close_output(r);
+        r->state = RUN_DONE;
+        return;
+    }
+    if (!r->killed && now >= r->deadline_ms) {
+        kill_group(p->pid);
+        kill(p->pid, SIGKILL); /* in case it moved itself to another group */
+        r->killed = true;
+        r->kill_ms = now;
+        return;
+    }
+    if (r->killed && now - r->kill_ms >= DHAF_SPAWN_KILL_GRACE_MS) {
+        leftover_add(p->pid, p->path);
+        leftover_add(-p->pid, p->path);
+        p->outcome = DHAF_PROC_TIMEOUT;
+        p->elapsed_ms = (uint32_t)(r->kill_ms - r->start_ms);
+        close_output(r);
+        r->state = RUN_DONE;
+    }
+}
+
+/* Reaps members of the dead child's group that are our children (they were re-parented to
+ * us because this process is a child subreaper). Without that, the first call ends it. */
+static void sweep_group(struct dhaf_proc *p, struct run *r, int64_t now)
+{
+    for (;;) {
+        pid_t w = waitpid(-p->pid, NULL, WNOHANG);
+        if (w > 0)
+            continue;
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w == 0) {
+            if (now - r->kill_ms < DHAF_SPAWN_KILL_GRACE_MS)
+                return;
+            leftover_add(-p->pid, p->path);
+        }
+        r->state = RUN_DONE;
+        return;
+    }
+}
+
+static int spawnattr_setup(posix_spawnattr_t *attr)
+{
+    sigset_t none, all;
+    int rc = posix_spawnattr_init(attr);
+    if (rc != 0)
+        return rc;
+    sigemptyset(&none);
+    sigfillset(&all);
+    /* Our signal mask and ignored signals (SIGPIPE) would otherwise be inherited. */
+    if ((rc = posix_spawnattr_setsigmask(attr, &none)) != 0 ||
+        (rc = posix_spawnattr_setsigdefault(attr, &all)) != 0 ||
+        (rc = posix_spawnattr_setpgroup(attr, 0)) != 0 ||
+        (rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                                 POSIX_SPAWN_SETSIGDEF)) != 0)
+        posix_spawnattr_destroy(attr);
+    return rc;
+}
+
+int dhaf_spawn_run_all(struct dhaf_proc *procs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!procs[i].path || !procs[i].argv || !procs[i].argv[0])
+            return DHAF_EINVAL;
+    leftover_sweep();
+    if (n == 0)
+        return 0;
+
+    struct run *runs = dhaf_xcalloc(n, sizeof(*runs));
+    struct pollfd *pfds = dhaf_xcalloc(n, sizeof(*pfds));
+    size_t *pidx = dhaf_xcalloc(n, sizeof(*pidx));
+    posix_spawnattr_t attr;
+    int attr_rc = spawnattr_setup(&attr);
+    size_t active = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        struct dhaf_proc *p = &procs[i];
+        p->outcome = DHAF_PROC_NOSTART;
+        p->exit_code = p->signo = p->err = 0;
+        p->pid = 0;
+        p->elapsed_ms = 0;
+        p->out[0] = '\0';
+        p->out_len = 0;
+        p->out_truncated = false;
+        runs[i].fd = -1;
+        if (attr_rc != 0) {
+            p->err = attr_rc;
+            continue;
+        }
+        start_one(p, &runs[i], &attr);
+        if (runs[i].state != RUN_DONE)
+            active++;
+    }
+    if (attr_rc == 0)
+        posix_spawnattr_destroy(&attr);
+
+    while (active > 0) {
+        int64_t now = now_ms();
+        int64_t wait = 1000;
+        size_t np = 0;
+        for (size_t i = 0; i < n; i++) {
+            struct run *r = &runs[i];
+            if (r->state == RUN_RUNNING) {
+                if (r->fd >= 0) {
+                    pfds[np] = (struct pollfd){.fd = r->fd, .events = POLLIN};
+                    pidx[np++] = i;
+                }
+                int64_t until = r->killed ? r->kill_ms + DHAF_SPAWN_KILL_GRACE_MS : r->deadline_ms;
+                bool soon = (r->killed && now - r->kill_ms < SOON_FOR_MS) ||
+                            (r->eof_ms && now - r->eof_ms < SOON_FOR_MS);
+                int64_t tick = soon ? TICK_SOON_MS : TICK_OPEN_MS;
+                if (until - now < wait)
+                    wait = until - now;
+                if (tick < wait)
+                    wait = tick;
+            } else if (r->state == RUN_GROUP && TICK_SOON_MS < wait) {
+                wait = TICK_SOON_MS;
+            }
+        }
+        if (wait < 0)
+            wait = 0;
+        int pr = poll(pfds, np, (int)wait);
+        for (size_t k = 0; pr > 0 && k < np; k++)
+            if (pfds[k].revents)
+                read_output(&procs[pidx[k]], &runs[pidx[k]], READS_PER_WAKE);
+
+        now = now_ms();
+        for (size_t i = 0; i < n; i++) {
+            struct run *r = &runs[i];
+            if (r->state == RUN_DONE)
+                continue;
+            if (r->state == RUN_RUNNING)
+                sweep_running(&procs[i], r, now);
+            if (r->state == RUN_GROUP)
+                sweep_group(&procs[i], r, now);
+            if (r->state == RUN_DONE)
+                active--;
+        }
+    }
+    free(runs);
+    free(pfds);
+    free(pidx);
+    return 0;
+}
+
+const char *dhaf_proc_first_line(const struct dhaf_proc *p, char *buf, size_t len)
+{
+    if (len == 0)
+        return NULL;
+    buf[0] = '\0';
+    const unsigned char *s = (const unsigned char *)p->out, *end = s + p->out_len;
+    while (s < end) {
+        const unsigned char *eol = memchr(s, '\n', (size_t)(end - s));
+        if (!eol)
+            eol = end;
+        const unsigned char *a = s, *b = eol;
+        while (a < b && (*a <= ' ' || *a == 0x7f))
+            a++;
+        while (b > a && (b[-1] <= ' ' || b[-1] == 0x7f))
+            b--;
+        if (a < b) {
+            size_t k = (size_t)(b - a) < len - 1 ? (size_t)(b - a) : len - 1;
+            /* Do not cut a UTF-8 sequence in half. */
+            if (k < (size_t)(b - a))
+                while (k > 0 && (a[k] & 0xc0) == 0x80)
+                    k--;
+            for (size_t i = 0; i < k; i++)
+                buf[i] = (a[i] < ' ' || a[i] == 0x7f) ? ' ' : (char)a[i];
+            buf[k] = '\0';
+            return buf;
+        }
+        s = eol + 1;
+    }
+    return NULL;
+}
+
+const char *dhaf_proc_describe(const struct dhaf_proc *p, char *buf, size_t len)
+{
+    switch (p->outcome) {
+    case DHAF_PROC_EXITED:
+        snprintf(buf, len, "exit code %d", p->exit_code);
+        break;
+    case DHAF_PROC_SIGNALED:
+        snprintf(buf, len, "killed by signal %d (%s)", p->signo, strsignal(p->signo));
+        break;
+    case DHAF_PROC_TIMEOUT:
+        if (p->timeout_ms % 1000 == 0)
+            snprintf(buf, len, "killed after %u s", (unsigned)(p->timeout_ms / 1000));
+        else
+            snprintf(buf, len, "killed after %u ms", (unsigned)p->timeout_ms);
+        break;
+    case DHAF_PROC_NOSTART:
+        snprintf(buf, len, "could not start: %s", strerror(p->err));
+        break;
+    case DHAF_PROC_LOST:
+    default:
+        snprintf(buf, len, "exit status lost");
+        break;
+    }
+    return buf;
+}
+
+char **dhaf_env_new(const char *const *names, const char *const *values, size_t n)
+{
+    size_t ne = 0;
+    for (char **e = environ; e && *e; e++)
+        ne++;
+    char **env = dhaf_xcalloc(ne + n + 1, sizeof(*env));
+    size_t k = 0;
+    for (char **e = environ; e && *e; e++) {
+        bool replaced = false;
+        for (size_t i = 0; i < n && !replaced; i++) {
+            size_t nl = strlen(names[i]);
+            replaced = strncmp(*e, names[i], nl) == 0 && (*e)[nl] == '=';
+        }
+        if (!replaced)
+            env[k++] = dhaf_xstrdup(*e);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (values[i])
+            env[k++] = dhaf_xasprintf("%s=%s", names[i], values[i]);
+    env[k] = NULL;
+    return env;
+}
+
+void dhaf_env_free(char **env)
+{
+    if (!env)
+        return;
+    for (char **e = env; *e; e++)
+        free(*e);
+    free(env);
+}
