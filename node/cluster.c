@@ -152,6 +152,24 @@ static void log_err(const char *event, const struct dhaf_err *err)
              dhaf_log_quote(q, sizeof(q), err->msg));
 }
 
+int64_t cluster_session_lease(struct cluster *c)
+{
+    pthread_mutex_lock(&c->lock);
+    int64_t l = c->session_lease;
+    pthread_mutex_unlock(&c->lock);
+    return l;
+}
+
+bool cluster_nap(struct cluster *c, int64_t ms)
+{
+    return nap(c, ms);
+}
+
+bool cluster_stopping(struct cluster *c)
+{
+    return stopping(c);
+}
+
 /* ------------------------------------------------------------------ leadership state */
 
 bool cluster_is_leader(struct cluster *c, int64_t *epoch)

@@ -69,6 +69,15 @@ const char *cluster_key(const struct cluster *c, char *buf, size_t len, const ch
 /** The etcd client (borrowed). */
 struct dhaf_etcd *cluster_etcd(struct cluster *c);
 
+/** The node's session lease (0 while it has none): keys that must vanish with the node. */
+int64_t cluster_session_lease(struct cluster *c);
+
+/** Sleeps up to ms unless the cluster is stopping; returns true when stopping. */
+bool cluster_nap(struct cluster *c, int64_t ms);
+
+/** True once cluster_stop began. */
+bool cluster_stopping(struct cluster *c);
+
 /** This node's name (borrowed). */
 const char *cluster_node(const struct cluster *c);
 

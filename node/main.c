@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "cluster.h"
+#include "probing.h"
 #include "dhaf/config.h"
 #include "dhaf/etcd.h"
 #include "dhaf/log.h"
@@ -99,7 +101,13 @@ static bool same_identity(const struct dhaf_config *a, const struct dhaf_config 
     return true;
 }
 
-static void reload(const char *path, struct dhaf_config *cfg, struct cluster *c,
+struct parts {
+    struct cluster *c;
+    struct probing *probing;
+    struct api *api;
+};
+
+static void reload(const char *path, struct dhaf_config *cfg, struct parts *pt,
                    const struct log_override *lo)
 {
     struct dhaf_config fresh;
@@ -118,8 +126,17 @@ static void reload(const char *path, struct dhaf_config *cfg, struct cluster *c,
         dhaf_config_release(&fresh);
         return;
     }
+    struct dhaf_err err;
+    if (probing_reload(pt->probing, &fresh, &err) != 0) {
+        char q[400];
+        DHAF_LOG(DHAF_LOG_ERROR, "event=reload-rejected file=%s reason=\"%s\"", path,
+                 dhaf_log_quote(q, sizeof(q), err.msg));
+        dhaf_config_release(&fresh);
+        return;
+    }
     apply_log(&fresh, lo);
-    cluster_reload(c, &fresh);
+    cluster_reload(pt->c, &fresh);
+    api_reload(pt->api, &fresh);
     dhaf_config_release(cfg);
     *cfg = fresh;
     DHAF_LOG(DHAF_LOG_INFO, "event=reloaded file=%s", path);
@@ -170,9 +187,20 @@ static int run(const char *path, struct dhaf_config *cfg, const struct log_overr
     }
     DHAF_LOG(DHAF_LOG_INFO, "event=node-start node=%s cluster=%s version=%s etcd=%s pid=%d",
              cfg->node_name, cfg->cluster_name, DHAF_VERSION, cfg->etcd.hosts[0], (int)getpid());
-    struct cluster *c = cluster_new(cfg, etcd);
-    if (cluster_start(c, &err) != 0) {
-        DHAF_LOG(DHAF_LOG_ERROR, "event=start-failed reason=\"%s\"", err.msg);
+    struct parts pt = {cluster_new(cfg, etcd), NULL, NULL};
+    struct cluster *c = pt.c;
+    char q[400];
+    if (!(pt.api = api_start(c, cfg, &err))) {
+        DHAF_LOG(DHAF_LOG_ERROR, "event=start-failed reason=\"gRPC API: %s\"",
+                 dhaf_log_quote(q, sizeof(q), err.msg));
+        cluster_free(c);
+        dhaf_etcd_free(etcd);
+        return 1;
+    }
+    if (cluster_start(c, &err) != 0 || !(pt.probing = probing_start(c, cfg, &err))) {
+        DHAF_LOG(DHAF_LOG_ERROR, "event=start-failed reason=\"%s\"",
+                 dhaf_log_quote(q, sizeof(q), err.msg));
+        cluster_stop(c, 1000);
         return 1;
     }
     for (;;) {
@@ -180,7 +208,7 @@ static int run(const char *path, struct dhaf_config *cfg, const struct log_overr
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            reload(path, cfg, c, lo);
+            reload(path, cfg, &pt, lo);
             continue;
         }
         DHAF_LOG(DHAF_LOG_INFO, "event=node-stopping node=%s signal=%s", cfg->node_name,
@@ -189,7 +217,10 @@ static int run(const char *path, struct dhaf_config *cfg, const struct log_overr
     }
     /* A thread stuck on an unreachable etcd may still use the client: then it is left to
      * the process exit rather than freed under it. */
-    if (cluster_stop(c, 1500)) {
+    bool clean = cluster_stop(c, 1200);
+    api_stop(pt.api);
+    clean = probing_stop(pt.probing, 500) && clean;
+    if (clean) {
         cluster_free(c);
         dhaf_etcd_free(etcd);
     }

@@ -1,33 +1,412 @@
 /* SPDX-License-Identifier: MIT */
-/* dhaf-prober: the remote vantage agent. This build knows its options and version only. */
+/* dhaf-prober: a remote vantage point. It fetches its probe plan from any reachable node
+ * (Prober.GetPlan), runs the same checks as the nodes' built-in prober, and reports every
+ * round to any reachable node (Prober.Report), which writes its vote. */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dhaf/alloc.h"
+#include "dhaf/config.h"
+#include "dhaf/log.h"
+#include "dhaf/probe.h"
+#include "dhaf/registry.h"
+#include "dhaf/rpc.h"
+#include "dhaf/v1/prober.pb-c.h"
+#include "dhaf/valid.h"
+
+struct prober_cfg {
+    char *name;
+    char *location;
+    char *token;
+    struct dhaf_strlist nodes;
+    char *ca_file, *cert_file, *key_file, *server_name;
+    int timeout;
+    int log_level, log_format;
+};
+
+static int check_endpoint(const char *v, char *why, size_t wl)
+{
+    char *host = NULL;
+    int port;
+    bool tls;
+    if (dhaf_parse_endpoint(v, &host, &port, &tls, why, wl) != 0)
+        return -1;
+    free(host);
+    return 0;
+}
+
+static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const formats[] = {"text", "json", NULL};
+
+#define PC(f) offsetof(struct prober_cfg, f)
+/* clang-format off */
+static const struct dhaf_cfgkey prober_keys[] = {
+    {"prober.name", DHAF_CFG_NAME, PC(name), true, NULL, 0, 0, NULL, NULL, NULL,
+     "This prober's name, as listed under probers: in the nodes' config."},
+    {"prober.location", DHAF_CFG_STR, PC(location), false, NULL, 0, 0, NULL, NULL, NULL,
+     "Free-text label of the vantage point."},
+    {"prober.token", DHAF_CFG_SECRET, PC(token), false, NULL, 0, 0, NULL, NULL, NULL,
+     "Token the nodes know this prober by (also token-file or ${ENV})."},
+    {"prober.nodes", DHAF_CFG_STRLIST, PC(nodes), true, NULL, 0, 0, NULL, check_endpoint, NULL,
+     "gRPC endpoints of the nodes (host:port), tried in turn."},
+    {"prober.timeout", DHAF_CFG_INT, PC(timeout), false, "3", 1, 60, NULL, NULL, NULL,
+     "Seconds a call to a node may take before the next node is tried."},
+    {"prober.tls.ca-file", DHAF_CFG_PATH, PC(ca_file), false, NULL, 0, 0, NULL, NULL, NULL,
+     "CA that the nodes' certificate chains to; TLS is on when set."},
+    {"prober.tls.cert-file", DHAF_CFG_PATH, PC(cert_file), false, NULL, 0, 0, NULL, NULL, NULL,
+     "Client certificate (CN = prober name) for mTLS."},
+    {"prober.tls.key-file", DHAF_CFG_PATH, PC(key_file), false, NULL, 0, 0, NULL, NULL, NULL,
+     "Key of the client certificate."},
+    {"prober.tls.server-name", DHAF_CFG_HOST, PC(server_name), false, NULL, 0, 0, NULL, NULL,
+     NULL, "Name expected in the nodes' certificate, when it differs from the address."},
+    {"log.level", DHAF_CFG_ENUM, PC(log_level), false, "info", 0, 0, levels, NULL, NULL,
+     "debug, info, warn or error."},
+    {"log.format", DHAF_CFG_ENUM, PC(log_format), false, "text", 0, 0, formats, NULL, NULL,
+     "text or json."},
+    {NULL, 0, 0, false, NULL, 0, 0, NULL, NULL, NULL, NULL},
+};
+/* clang-format on */
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+/* Sleeps ms in small steps so a signal ends it quickly. */
+static void nap(int64_t ms)
+{
+    while (ms > 0 && !stop_flag) {
+        int64_t step = ms > 50 ? 50 : ms;
+        struct timespec ts = {0, step * 1000000L};
+        nanosleep(&ts, NULL);
+        ms -= step;
+    }
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* What the plan turned into: services and their checkers. */
+struct plan {
+    Dhaf__V1__ProbePlan *msg;
+    struct dhaf_service *svcs;
+    size_t n;
+    struct dhaf_probe *engine;
+};
+
+static void plan_free(struct plan *p)
+{
+    dhaf_probe_free(p->engine);
+    for (size_t i = 0; i < p->n; i++) {
+        struct dhaf_service *s = &p->svcs[i];
+        for (size_t e = 0; e < s->n_eps; e++) {
+            free(s->eps[e].name);
+            free(s->eps[e].ip);
+        }
+        free(s->eps);
+        free(s->name);
+        free(s->domain);
+        dhaf_section_release(&s->checker);
+    }
+    free(p->svcs);
+    if (p->msg)
+        dhaf__v1__probe_plan__free_unpacked(p->msg, NULL);
+    memset(p, 0, sizeof(*p));
+}
+
+/* Turns a plan message into services with ready checkers; every value is validated again. */
+static int plan_build(struct plan *p, struct dhaf_err *err)
+{
+    const Dhaf__V1__ProbePlan *m = p->msg;
+    p->svcs = dhaf_xcalloc(m->n_services + 1, sizeof(*p->svcs));
+    for (size_t i = 0; i < m->n_services; i++) {
+        const Dhaf__V1__PlanService *ps = m->services[i];
+        struct dhaf_service *s = &p->svcs[p->n++];
+        if (!dhaf_valid_name(ps->name) || !ps->n_entry_points)
+            return dhaf_err_set(err, DHAF_EINVAL, "plan: service %zu is malformed", i);
+        s->name = dhaf_xstrdup(ps->name);
+        s->domain = dhaf_xstrdup(ps->domain);
+        s->eps = dhaf_xcalloc(ps->n_entry_points, sizeof(*s->eps));
+        for (size_t e = 0; e < ps->n_entry_points; e++) {
+            const Dhaf__V1__PlanEntryPoint *pe = ps->entry_points[e];
+            if (!dhaf_valid_name(pe->name) || !dhaf_valid_ip(pe->ip, &s->eps[e].family))
+                return dhaf_err_set(err, DHAF_EINVAL,
+                                    "plan: service %s: entry point %zu is malformed", ps->name, e);
+            s->eps[e].name = dhaf_xstrdup(pe->name);
+            s->eps[e].ip = dhaf_xstrdup(pe->ip);
+            s->n_eps++;
+        }
+        struct dhaf_cfg_report rep;
+        char what[128];
+        snprintf(what, sizeof(what), "plan.%s.health-checker", ps->name);
+        dhaf_cfg_report_init(&rep, "plan");
+        int rc =
+            dhaf_section_load_mem(DHAF_PKIND_CHECKER, ps->checker_json, strlen(ps->checker_json),
+                                  what, dhaf_registry_catalog(), &s->checker, &rep);
+        if (rc) {
+            dhaf_err_set(err, DHAF_EINVAL, "%s: %s", rep.n_errs ? rep.errs[0].path : what,
+                         rep.n_errs ? rep.errs[0].msg : "invalid");
+            dhaf_cfg_report_release(&rep);
+            return rc;
+        }
+        dhaf_cfg_report_release(&rep);
+    }
+    p->engine = dhaf_probe_new(p->svcs, p->n, err);
+    return p->engine ? 0 : err->code;
+}
+
+struct client {
+    const struct prober_cfg *cfg;
+    struct dhaf_rpc_channel **ch;
+    size_t cur;
+    struct dhaf_rpc_md md[2];
+    size_t n_md;
+    char auth[600];
+};
+
+/* A call to the current node, then to the next ones, until one answers. Returns 0 or the
+ * last error; a definite refusal (auth, old generation, bad input) is not retried. */
+static int call_any(struct client *cl, const char *method, const ProtobufCMessage *req,
+                    const ProtobufCMessageDescriptor *desc, ProtobufCMessage **resp,
+                    struct dhaf_err *err)
+{
+    int rc = DHAF_EUNAVAILABLE;
+    for (size_t k = 0; k < cl->cfg->nodes.n; k++) {
+        size_t i = (cl->cur + k) % cl->cfg->nodes.n;
+        rc = dhaf_rpc_call(cl->ch[i], method, req, desc, resp, cl->cfg->timeout * 1000, cl->md,
+                           cl->n_md, NULL, err);
+        if (rc == 0) {
+            if (i != cl->cur)
+                DHAF_LOG(DHAF_LOG_INFO, "event=node-switch from=%s to=%s",
+                         cl->cfg->nodes.v[cl->cur], cl->cfg->nodes.v[i]);
+            cl->cur = i;
+            return 0;
+        }
+        if (rc != DHAF_EUNAVAILABLE && rc != DHAF_ETIMEOUT && rc != DHAF_EINTERNAL)
+            return rc;
+        char q[300];
+        DHAF_LOG(DHAF_LOG_WARN, "event=node-unreachable node=%s reason=\"%s\"", cl->cfg->nodes.v[i],
+                 dhaf_log_quote(q, sizeof(q), err->msg));
+    }
+    return rc;
+}
+
+static int run(const struct prober_cfg *cfg)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct dhaf_err err;
+    struct client cl = {.cfg = cfg};
+    cl.ch = dhaf_xcalloc(cfg->nodes.n, sizeof(*cl.ch));
+    struct dhaf_rpc_tls tls = {.tls = cfg->ca_file != NULL || cfg->cert_file != NULL,
+                               .ca_file = cfg->ca_file,
+                               .cert_file = cfg->cert_file,
+                               .key_file = cfg->key_file,
+                               .server_name = cfg->server_name};
+    int exit_code = 0;
+    for (size_t i = 0; i < cfg->nodes.n; i++) {
+        cl.ch[i] = dhaf_rpc_channel_new(cfg->nodes.v[i], &tls, &err);
+        if (!cl.ch[i]) {
+            fprintf(stderr, "dhaf-prober: %s\n", err.msg);
+            exit_code = 1;
+            goto out;
+        }
+    }
+    if (cfg->token) {
+        snprintf(cl.auth, sizeof(cl.auth), "Bearer %s", cfg->token);
+        cl.md[cl.n_md++] = (struct dhaf_rpc_md){"authorization", cl.auth};
+    }
+    cl.md[cl.n_md++] = (struct dhaf_rpc_md){"x-dhaf-version", DHAF_VERSION};
+    DHAF_LOG(DHAF_LOG_INFO, "event=prober-start prober=%s location=\"%s\" nodes=%zu version=%s",
+             cfg->name, cfg->location ? cfg->location : "", cfg->nodes.n, DHAF_VERSION);
+
+    struct plan plan = {0};
+    uint64_t seq = 0;
+    int64_t backoff = 500;
+    while (!stop_flag) {
+        if (!plan.msg) {
+            Dhaf__V1__GetPlanRequest req = DHAF__V1__GET_PLAN_REQUEST__INIT;
+            req.prober = cfg->name;
+            req.location = cfg->location ? cfg->location : "";
+            req.version = DHAF_VERSION;
+            ProtobufCMessage *resp = NULL;
+            int rc = call_any(&cl, "/dhaf.v1.Prober/GetPlan", &req.base,
+                              &dhaf__v1__probe_plan__descriptor, &resp, &err);
+            if (rc == 0) {
+                plan.msg = (Dhaf__V1__ProbePlan *)resp;
+                rc = plan_build(&plan, &err);
+            }
+            if (rc) {
+                char q[400];
+                DHAF_LOG(DHAF_LOG_ERROR, "event=plan-failed reason=\"%s\"",
+                         dhaf_log_quote(q, sizeof(q), err.msg));
+                plan_free(&plan);
+                nap(backoff);
+                backoff = backoff * 2 > 10000 ? 10000 : backoff * 2;
+                continue;
+            }
+            backoff = 500;
+            DHAF_LOG(DHAF_LOG_INFO,
+                     "event=plan-received node=%s generation=%llx services=%zu interval=%us",
+                     cfg->nodes.v[cl.cur], (unsigned long long)plan.msg->generation, plan.n,
+                     plan.msg->interval_s);
+        }
+        int64_t t0 = mono_ms();
+        const struct dhaf_probe_result *r;
+        size_t n;
+        dhaf_probe_round(plan.engine, &r, &n);
+        Dhaf__V1__ReportRequest rep = DHAF__V1__REPORT_REQUEST__INIT;
+        rep.prober = cfg->name;
+        rep.generation = plan.msg->generation;
+        rep.seq = ++seq;
+        rep.n_results = n;
+        rep.results = dhaf_xcalloc(n + 1, sizeof(*rep.results));
+        Dhaf__V1__CheckResult *cr = dhaf_xcalloc(n + 1, sizeof(*cr));
+        for (size_t i = 0; i < n; i++) {
+            dhaf__v1__check_result__init(&cr[i]);
+            cr[i].service = (char *)r[i].service;
+            cr[i].entry_point = (char *)r[i].ep;
+            cr[i].healthy = r[i].healthy;
+            cr[i].reason = (char *)r[i].reason;
+            cr[i].reason_text = (char *)r[i].text;
+            cr[i].latency_ms = r[i].latency_ms;
+            rep.results[i] = &cr[i];
+        }
+        ProtobufCMessage *resp = NULL;
+        int rc = call_any(&cl, "/dhaf.v1.Prober/Report", &rep.base,
+                          &dhaf__v1__report_response__descriptor, &resp, &err);
+        free(cr);
+        free(rep.results);
+        if (resp)
+            protobuf_c_message_free_unpacked(resp, NULL);
+        if (rc == DHAF_ECONFLICT) {
+            DHAF_LOG(DHAF_LOG_INFO, "event=plan-outdated node=%s", cfg->nodes.v[cl.cur]);
+            plan_free(&plan);
+            continue;
+        }
+        if (rc) {
+            char q[400];
+            DHAF_LOG(rc == DHAF_EAUTH ? DHAF_LOG_ERROR : DHAF_LOG_WARN,
+                     "event=report-failed seq=%llu reason=\"%s\"", (unsigned long long)seq,
+                     dhaf_log_quote(q, sizeof(q), err.msg));
+        } else {
+            DHAF_LOG(DHAF_LOG_DEBUG, "event=report-sent seq=%llu node=%s results=%zu",
+                     (unsigned long long)seq, cfg->nodes.v[cl.cur], n);
+        }
+        int64_t interval = (int64_t)(plan.msg->interval_s ? plan.msg->interval_s : 10) * 1000;
+        (void)t0;
+        nap(interval);
+    }
+    plan_free(&plan);
+    DHAF_LOG(DHAF_LOG_INFO, "event=prober-stopped prober=%s", cfg->name);
+out:
+    for (size_t i = 0; i < cfg->nodes.n; i++)
+        dhaf_rpc_channel_free(cl.ch[i]);
+    free(cl.ch);
+    explicit_bzero(cl.auth, sizeof(cl.auth));
+    return exit_code;
+}
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: dhaf-prober --config FILE\n"
+    fprintf(out, "usage: dhaf-prober --config FILE [--check-config]\n"
                  "\n"
-                 "  -c, --config FILE  the prober's config (name, location, nodes, token)\n"
+                 "A remote vantage point: fetches its probe plan from any dhaf node, checks every\n"
+                 "entry point each tact, and reports to any reachable node.\n"
+                 "\n"
+                 "  -c, --config FILE  the prober's config:\n"
+                 "                       prober: {name, location, token | token-file,\n"
+                 "                                nodes: [host:port, ...], tls: {ca-file, ...}}\n"
+                 "      --check-config validate FILE, print OK or every error (exit 0 / 2)\n"
                  "  -h, --help         this help\n"
                  "  -V, --version      print the version\n");
 }
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check-config", no_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config = NULL;
+    bool check = false;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":c:hV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config = optarg;
+            break;
+        case 'k':
+            check = true;
+            break;
+        case 'h':
             usage(stdout);
             return 0;
-        }
-        if (strcmp(argv[i], "-V") == 0 || strcmp(argv[i], "--version") == 0) {
+        case 'V':
             printf("dhaf-prober %s (%s)\n", DHAF_VERSION, DHAF_GIT_COMMIT);
             return 0;
+        case ':':
+            fprintf(stderr, "dhaf-prober: %s needs a value\n", argv[optind - 1]);
+            return 2;
+        default:
+            fprintf(stderr, "dhaf-prober: unknown option %s\n", argv[optind - 1]);
+            usage(stderr);
+            return 2;
         }
     }
-    if (argc < 2) {
+    if (!config || optind < argc) {
+        fprintf(stderr, "dhaf-prober: --config FILE is required\n");
         usage(stderr);
         return 2;
     }
-    fprintf(stderr, "dhaf-prober: remote probing is not in this build yet (issue #5)\n");
-    return 1;
+    struct prober_cfg cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    struct dhaf_cfg_report rep;
+    dhaf_cfg_report_init(&rep, config);
+    int rc = dhaf_config_load_keys(config, prober_keys, &cfg, &rep);
+    if (rc == 0 && !cfg.token && !cfg.cert_file) {
+        dhaf_cfg_report_error(&rep, 0, 0, "prober.token",
+                              "missing; a prober needs a token or a client certificate");
+        dhaf_cfgkeys_release(prober_keys, &cfg);
+        rc = DHAF_ECONFIG;
+    }
+    dhaf_cfg_report_print(&rep, stderr);
+    dhaf_cfg_report_release(&rep);
+    if (rc) {
+        fprintf(stderr, "%s: invalid configuration\n", config);
+        return 2;
+    }
+    if (check) {
+        printf("OK\n");
+        dhaf_cfgkeys_release(prober_keys, &cfg);
+        return 0;
+    }
+    dhaf_log_setup((enum dhaf_log_level)cfg.log_level, (enum dhaf_log_format)cfg.log_format);
+    rc = run(&cfg);
+    dhaf_cfgkeys_release(prober_keys, &cfg);
+    return rc;
 }

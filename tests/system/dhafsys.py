@@ -101,7 +101,18 @@ class Etcd:
 class Node:
     """One dhaf-node process with a generated config and a log file."""
 
-    def __init__(self, cluster, name, bin_dir, workdir, etcd_endpoint, ttl=3, extra=""):
+    DEFAULT_SERVICES = """services:
+  - name: main
+    domain: foo.com
+    entry-points:
+      - {name: ep-1, ip: 127.0.0.11}
+      - {name: ep-2, ip: 127.0.0.12}
+    switcher: {type: exec, init: /bin/true, switch: /bin/true}
+    health-checker: {type: tcp, port: 80}
+"""
+
+    def __init__(self, cluster, name, bin_dir, workdir, etcd_endpoint, ttl=3, extra="",
+                 services=None):
         self.name = name
         self.bin = os.path.join(bin_dir, "dhaf-node")
         self.config = os.path.join(workdir, f"{name}.dhaf")
@@ -109,6 +120,7 @@ class Node:
         self.proc = None
         self.grpc_port = free_port()
         self.rest_port = free_port()
+        self.services = services or self.DEFAULT_SERVICES
         self.write_config(cluster, etcd_endpoint, ttl, extra)
 
     def write_config(self, cluster, etcd_endpoint, ttl, extra="", log_level="info"):
@@ -126,15 +138,7 @@ etcd:
   leader-key-ttl: {ttl}
 log:
   level: {log_level}
-services:
-  - name: main
-    domain: foo.com
-    entry-points:
-      - {{name: ep-1, ip: 127.0.0.11}}
-      - {{name: ep-2, ip: 127.0.0.12}}
-    switcher: {{type: exec, init: /bin/true, switch: /bin/true}}
-    health-checker: {{type: tcp, port: 80}}
-{extra}""")
+{self.services}{extra}""")
 
     def start(self, *args):
         log = open(self.log, "ab")
@@ -210,17 +214,84 @@ def parse_kv(line):
     return fields
 
 
+class Backend:
+    """tests/fakes/backend.py serving one entry point (http, or https with a cert)."""
+
+    SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fakes",
+                          "backend.py")
+
+    def __init__(self, host, port=0, tls=None):
+        self.host, self.port, self.tls, self.proc = host, port, tls, None
+
+    def start(self):
+        args = ["/usr/bin/python3", self.SCRIPT, "--host", self.host, "--port", str(self.port),
+                "--watch-stdin"]
+        if self.tls:
+            args += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()  # blocks until it listens (or dies)
+        if not line.startswith("LISTENING"):
+            raise RuntimeError(f"backend on {self.host} did not start: {line!r}")
+        self.port = int(line.split()[1])
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+        self.proc = None
+
+
+class Prober:
+    """One dhaf-prober process with a generated config."""
+
+    def __init__(self, name, bin_dir, workdir, nodes, token, location="test"):
+        self.name = name
+        self.bin = os.path.join(bin_dir, "dhaf-prober")
+        self.config = os.path.join(workdir, f"{name}.prober")
+        self.log = os.path.join(workdir, f"{name}.log")
+        self.proc = None
+        with open(self.config, "w") as f:
+            f.write(f"""prober:
+  name: {name}
+  location: {location}
+  token: "{token}"
+  nodes: [{", ".join(f"127.0.0.1:{n.grpc_port}" for n in nodes)}]
+  timeout: 2
+""")
+
+    start = Node.start
+    alive = Node.alive
+    kill = Node.kill
+    log_lines = Node.log_lines
+    log_events = Node.log_events
+
+
 class Cluster:
     """An etcd member plus n dhaf nodes, in a temporary directory removed on close()."""
 
-    def __init__(self, bin_dir, n=3, ttl=3, name="c1"):
+    def __init__(self, bin_dir, n=3, ttl=3, name="c1", services=None, extra=""):
         self.workdir = tempfile.mkdtemp(prefix="dhaf-sys-")
         self.name = name
+        self.bin_dir = bin_dir
         self.etcd = Etcd(self.workdir)
         self.etcd.start()
-        self.nodes = [Node(name, f"node-{i + 1}", bin_dir, self.workdir, self.etcd.endpoint, ttl)
-                      for i in range(n)]
+        self.nodes = [Node(name, f"node-{i + 1}", bin_dir, self.workdir, self.etcd.endpoint, ttl,
+                           extra, services) for i in range(n)]
+        self.probers = []
+        self.backends = []
         self.prefix = f"/dhaf/{name}/"
+
+    def add_prober(self, name, token):
+        p = Prober(name, self.bin_dir, self.workdir, self.nodes, token)
+        self.probers.append(p)
+        return p
+
+    def add_backend(self, host, port=0, tls=None):
+        b = Backend(host, port, tls).start()
+        self.backends.append(b)
+        return b
 
     def start_all(self):
         for n in self.nodes:
@@ -247,6 +318,10 @@ class Cluster:
         return [e for e in evs if kind is None or e["kind"] == kind]
 
     def close(self):
+        for p in self.probers:
+            p.kill()
+        for b in self.backends:
+            b.stop()
         for n in self.nodes:
             n.kill()
         self.etcd.stop()
@@ -274,5 +349,5 @@ def run_tests(tests):
     return 0 if failed == 0 else 1
 
 
-__all__ = ["Cluster", "Etcd", "Node", "parse_kv", "run_tests", "wait_until", "free_port",
+__all__ = ["Backend", "Cluster", "Etcd", "Node", "Prober", "parse_kv", "run_tests", "wait_until", "free_port",
            "signal"]

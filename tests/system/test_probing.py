@@ -1,0 +1,174 @@
+# SPDX-License-Identifier: MIT
+"""Health checks from every vantage point: three nodes and two remote dhaf-probers vote on
+real backends (tests/fakes/backend.py on 127.0.0.x); votes expire with their voter; a prober
+with a wrong token never votes. usage: /usr/bin/python3 test_probing.py BUILD_BIN_DIR"""
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dhafsys import Cluster, run_tests, wait_until  # noqa: E402
+
+BIN = sys.argv[1] if len(sys.argv) > 1 else "build/bin"
+TOKENS = {"probe-1": "t0ken-one", "probe-2": "t0ken-two"}
+
+
+def services(port):
+    return f"""services:
+  - name: web
+    domain: site.test
+    entry-points:
+      - {{name: ep-1, ip: 127.0.0.41}}
+      - {{name: ep-2, ip: 127.0.0.42}}
+    switcher: {{type: exec, init: /bin/true, switch: /bin/true}}
+    health-checker: {{type: web, port: {port}, path: /ok, timeout: 1, retries: 0}}
+probers:
+  - {{name: probe-1, token: "{TOKENS['probe-1']}", location: eu}}
+  - {{name: probe-2, token: "{TOKENS['probe-2']}", location: us}}
+"""
+
+
+def cluster():
+    # one port for both backends (different addresses), so one checker config fits both
+    from dhafsys import free_port
+    port = free_port()
+    c = Cluster(BIN, n=3, ttl=3, services=services(port))
+    c.add_backend("127.0.0.41", port)
+    c.add_backend("127.0.0.42", port)
+    return c
+
+
+def votes(c):
+    out = {}
+    for key, (val, lease, _rev) in c.etcd.get_prefix(c.prefix + "votes/").items():
+        v = json.loads(val)
+        out[key.rsplit("/", 1)[1]] = (v, lease)
+    return out
+
+
+def leader_node(c):
+    name = c.wait_leader(3)
+    return c.node(name)
+
+
+def last_ep_votes(node, ep):
+    evs = [e for e in node.log_events("ep-votes") if e.get("ep") == ep]
+    return evs[-1] if evs else None
+
+
+def test_five_voters(c):
+    c.start_all()
+    for p in ("probe-1", "probe-2"):
+        c.add_prober(p, TOKENS[p]).start()
+    allv = wait_until("votes of 3 nodes and 2 probers",
+                      lambda: (lambda v: v if len(v) == 5 else None)(votes(c)), 10)
+    assert set(allv) == {"node-1", "node-2", "node-3", "probe-1", "probe-2"}, set(allv)
+    for name, (v, lease) in allv.items():
+        assert lease != 0, f"vote of {name} is not on a lease"
+        assert v["voter"] == name and v["kind"] == ("prober" if name.startswith("probe") else "node")
+        got = {(r["service"], r["ep"]): r for r in v["results"]}
+        assert set(got) == {("web", "ep-1"), ("web", "ep-2")}, got
+        assert all(r["healthy"] and r["reason"] == "ok" for r in got.values()), got
+    info = json.loads(c.etcd.get_prefix(c.prefix + "probers/")[c.prefix + "probers/probe-1"][0])
+    assert info["location"] == "eu" and info["relayed_by"].startswith("node-"), info
+    lead = leader_node(c)
+    ev = wait_until("the leader to count 5 voters on ep-1",
+                    lambda: (lambda e: e if e and e["voters"] == "5" else None)(
+                        last_ep_votes(lead, "ep-1")), 5)
+    assert ev["state"] == "healthy" and ev["healthy"] == "5"
+    return "5 votes in etcd, each on a lease; the leader counts 5 healthy voters per entry point"
+
+
+def test_backend_down_seen_by_all(c):
+    c.start_all()
+    for p in ("probe-1", "probe-2"):
+        c.add_prober(p, TOKENS[p]).start()
+    lead = leader_node(c)
+    wait_until("5 voters", lambda: (lambda e: e and e["voters"] == "5")(last_ep_votes(lead, "ep-1")),
+               10)
+    c.backends[0].stop()  # ep-1 goes down
+    t0 = time.monotonic()
+    ev = wait_until("the leader to see ep-1 unhealthy by 5 of 5",
+                    lambda: (lambda e: e if e and e["unhealthy"] == "5" else None)(
+                        last_ep_votes(lead, "ep-1")), 10)
+    took = time.monotonic() - t0
+    assert ev["state"] == "unhealthy", ev
+    assert "connect" in ev.get("reasons", ""), ev
+    e2 = last_ep_votes(lead, "ep-2")
+    assert e2["state"] == "healthy", e2
+    return f"all 5 voters saw ep-1 down {took:.1f}s after its backend stopped: {ev['reasons'][:80]}"
+
+
+def test_prober_vote_expires(c):
+    c.start_all()
+    p1 = c.add_prober("probe-1", TOKENS["probe-1"]).start()
+    c.add_prober("probe-2", TOKENS["probe-2"]).start()
+    lead = leader_node(c)
+    wait_until("5 votes", lambda: len(votes(c)) == 5, 10)
+    t0 = time.monotonic()
+    p1.kill()
+    wait_until("probe-1's vote to expire", lambda: "probe-1" not in votes(c), 6, 0.05)
+    gone = time.monotonic() - t0
+    wait_until("the leader to count 4 voters",
+               lambda: (lambda e: e and e["voters"] == "4")(last_ep_votes(lead, "ep-1")), 5)
+    assert c.prefix + "probers/probe-1" not in c.etcd.get_prefix(c.prefix + "probers/")
+    return f"probe-1's vote expired {gone:.1f}s after kill -9 (3 x tact = 3 s); the leader counts 4"
+
+
+def test_bad_token_refused(c):
+    c.start_all()
+    bad = c.add_prober("probe-1", "not-the-token").start()
+    intruder = c.add_prober("probe-9", "whatever").start()
+    c.add_prober("probe-2", TOKENS["probe-2"]).start()
+    wait_until("the good prober's vote", lambda: "probe-2" in votes(c), 10)
+    wait_until("the refusals logged by a node",
+               lambda: sum(1 for n in c.nodes for e in n.log_events("prober-refused")) >= 2, 10)
+    refused = [e for n in c.nodes for e in n.log_events("prober-refused")]
+    reasons = {e["prober"]: e["reason"] for e in refused}
+    assert "invalid token" in reasons.get("probe-1", ""), reasons
+    assert "unknown prober" in reasons.get("probe-9", ""), reasons
+    assert bad.log_events("plan-failed") and intruder.log_events("plan-failed")
+    v = votes(c)
+    assert "probe-1" not in v and "probe-9" not in v, set(v)
+    return "wrong token and unknown prober refused and logged; neither became a vote"
+
+
+def test_prober_survives_node_loss(c):
+    c.start_all()
+    p = c.add_prober("probe-1", TOKENS["probe-1"]).start()
+    wait_until("probe-1's vote", lambda: "probe-1" in votes(c), 10)
+    first = votes(c)["probe-1"][0]["seq"]
+    # kill the node it reports to (the first in its list): it moves to the next one
+    c.nodes[0].kill()
+    wait_until("probe-1 to report through another node",
+               lambda: votes(c).get("probe-1", ({"seq": 0},))[0]["seq"] > first + 2, 10)
+    relay = json.loads(c.etcd.get_json(c.prefix + "probers/probe-1") and
+                       json.dumps(c.etcd.get_json(c.prefix + "probers/probe-1")))
+    assert relay["relayed_by"] != "node-1", relay
+    assert p.log_events("node-unreachable")
+    return f"probe-1 now reports through {relay['relayed_by']}"
+
+
+def with_cluster(fn):
+    def run():
+        c = cluster()
+        try:
+            return fn(c)
+        finally:
+            c.close()
+    return run
+
+
+if __name__ == "__main__":
+    sys.exit(run_tests([
+        ("3 nodes + 2 probers: five votes on leases, counted by the leader",
+         with_cluster(test_five_voters)),
+        ("a backend stops: every voter sees it, the leader tallies 5 unhealthy",
+         with_cluster(test_backend_down_seen_by_all)),
+        ("kill -9 a prober: its vote expires and no longer counts",
+         with_cluster(test_prober_vote_expires)),
+        ("wrong token / unknown prober: refused, never a vote", with_cluster(test_bad_token_refused)),
+        ("a prober whose node dies reports through another node",
+         with_cluster(test_prober_survives_node_loss)),
+    ]))
