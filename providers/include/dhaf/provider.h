@@ -82,6 +82,22 @@ struct dhaf_provider {
     void (*check)(struct dhaf_check_target *targets, size_t n);
     /** The status table (terminated by {NULL, NULL}); every result's reason is from it. */
     const struct dhaf_reason *reasons;
+
+    /* --- switchers: only the leader makes an instance (init) and calls these --- */
+    /**
+     * Points traffic at ctx->eps[ep] (ctx as given to init). Idempotent - "make it point to
+     * X" - so an interrupted switch can simply be done again. Every remote call has a
+     * deadline. Returns 0, or a negative code with the provider's own error in err (the
+     * leader retries on its next decision).
+     */
+    int (*switch_to)(void *state, size_t ep, struct dhaf_err *err);
+    /**
+     * Reads from the provider itself where traffic goes now (the DNS record, the metadata
+     * value), so a manual change is seen: *ep = index into ctx->eps, or -1 when it points at
+     * no configured entry point. Returns 0, DHAF_ENOTFOUND when nothing is set yet, or an
+     * error. NULL when the provider cannot tell (the leader then trusts etcd's state).
+     */
+    int (*current)(void *state, int *ep, struct dhaf_err *err);
 };
 
 /* Key-table row helpers for provider files. */
