@@ -11,6 +11,7 @@
 #include "api.h"
 #include "cluster.h"
 #include "probing.h"
+#include "dhaf/alloc.h"
 #include "dhaf/config.h"
 #include "dhaf/etcd.h"
 #include "dhaf/log.h"
@@ -107,38 +108,39 @@ struct parts {
     struct api *api;
 };
 
-static void reload(const char *path, struct dhaf_config *cfg, struct parts *pt,
+/* SIGHUP: validate the file, then switch every part to it. The parts keep pointers into the
+ * config, so the new one lives on the heap and the old one is freed only after the switch. */
+static void reload(const char *path, struct dhaf_config **cur, struct parts *pt,
                    const struct log_override *lo)
 {
-    struct dhaf_config fresh;
-    if (load_config(path, &fresh, true) != 0) {
-        DHAF_LOG(DHAF_LOG_ERROR,
-                 "event=reload-rejected file=%s reason=\"invalid configuration; "
-                 "the running one is kept (errors above)\"",
+    struct dhaf_config *fresh = dhaf_xcalloc(1, sizeof(*fresh));
+    if (load_config(path, fresh, true) != 0) {
+        DHAF_LOG(DHAF_LOG_ERROR, "event=reload-rejected file=%s reason=\"invalid configuration; "
+                                 "the running one is kept (config-error lines above)\"",
                  path);
+        free(fresh);
         return;
     }
-    if (!same_identity(cfg, &fresh)) {
-        DHAF_LOG(DHAF_LOG_ERROR,
-                 "event=reload-rejected file=%s reason=\"cluster-name, node-name and etcd.hosts "
-                 "change only with a restart; the running configuration is kept\"",
-                 path);
-        dhaf_config_release(&fresh);
-        return;
-    }
+    const char *why = NULL;
     struct dhaf_err err;
-    if (probing_reload(pt->probing, &fresh, &err) != 0) {
-        char q[400];
-        DHAF_LOG(DHAF_LOG_ERROR, "event=reload-rejected file=%s reason=\"%s\"", path,
-                 dhaf_log_quote(q, sizeof(q), err.msg));
-        dhaf_config_release(&fresh);
+    char q[400];
+    if (!same_identity(*cur, fresh))
+        why = "cluster-name, node-name and etcd.hosts change only with a restart; the running "
+              "configuration is kept";
+    else if (probing_reload(pt->probing, fresh, &err) != 0)
+        why = dhaf_log_quote(q, sizeof(q), err.msg);
+    if (why) {
+        DHAF_LOG(DHAF_LOG_ERROR, "event=reload-rejected file=%s reason=\"%s\"", path, why);
+        dhaf_config_release(fresh);
+        free(fresh);
         return;
     }
-    apply_log(&fresh, lo);
-    cluster_reload(pt->c, &fresh);
-    api_reload(pt->api, &fresh);
-    dhaf_config_release(cfg);
-    *cfg = fresh;
+    apply_log(fresh, lo);
+    cluster_reload(pt->c, fresh);
+    api_reload(pt->api, fresh);
+    dhaf_config_release(*cur);
+    free(*cur);
+    *cur = fresh;
     DHAF_LOG(DHAF_LOG_INFO, "event=reloaded file=%s", path);
 }
 
@@ -165,8 +167,13 @@ static int decommission_node(const struct dhaf_config *cfg, const char *node,
 }
 
 /* Runs the node until SIGTERM/SIGINT. Returns the exit code. */
-static int run(const char *path, struct dhaf_config *cfg, const struct log_override *lo)
+static int run(const char *path, struct dhaf_config *initial, const struct log_override *lo)
 {
+    /* The running config lives on the heap: reload() replaces it. The caller's struct is
+     * emptied (its release is then a no-op). */
+    struct dhaf_config *cfg = dhaf_xcalloc(1, sizeof(*cfg));
+    *cfg = *initial;
+    memset(initial, 0, sizeof(*initial));
     apply_log(cfg, lo);
     /* Signals are taken synchronously by this thread; every other thread blocks them. */
     sigset_t set;
@@ -183,6 +190,8 @@ static int run(const char *path, struct dhaf_config *cfg, const struct log_overr
         char q[400];
         DHAF_LOG(DHAF_LOG_ERROR, "event=start-failed reason=\"%s\"",
                  dhaf_log_quote(q, sizeof(q), err.msg));
+        dhaf_config_release(cfg);
+        free(cfg);
         return 1;
     }
     DHAF_LOG(DHAF_LOG_INFO, "event=node-start node=%s cluster=%s version=%s etcd=%s pid=%d",
@@ -195,6 +204,8 @@ static int run(const char *path, struct dhaf_config *cfg, const struct log_overr
                  dhaf_log_quote(q, sizeof(q), err.msg));
         cluster_free(c);
         dhaf_etcd_free(etcd);
+        dhaf_config_release(cfg);
+        free(cfg);
         return 1;
     }
     if (cluster_start(c, &err) != 0 || !(pt.probing = probing_start(c, cfg, &err))) {
@@ -208,7 +219,7 @@ static int run(const char *path, struct dhaf_config *cfg, const struct log_overr
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            reload(path, cfg, &pt, lo);
+            reload(path, &cfg, &pt, lo);
             continue;
         }
         DHAF_LOG(DHAF_LOG_INFO, "event=node-stopping node=%s signal=%s", cfg->node_name,
@@ -225,6 +236,10 @@ static int run(const char *path, struct dhaf_config *cfg, const struct log_overr
         dhaf_etcd_free(etcd);
     }
     DHAF_LOG(DHAF_LOG_INFO, "event=node-stopped node=%s", cfg->node_name);
+    if (clean) {
+        dhaf_config_release(cfg);
+        free(cfg);
+    }
     return 0;
 }
 
