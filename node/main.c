@@ -10,6 +10,7 @@
 
 #include "api.h"
 #include "cluster.h"
+#include "leader.h"
 #include "probing.h"
 #include "dhaf/alloc.h"
 #include "dhaf/config.h"
@@ -106,6 +107,7 @@ struct parts {
     struct cluster *c;
     struct probing *probing;
     struct api *api;
+    struct leader *leader;
 };
 
 /* SIGHUP: validate the file, then switch every part to it. The parts keep pointers into the
@@ -115,8 +117,9 @@ static void reload(const char *path, struct dhaf_config **cur, struct parts *pt,
 {
     struct dhaf_config *fresh = dhaf_xcalloc(1, sizeof(*fresh));
     if (load_config(path, fresh, true) != 0) {
-        DHAF_LOG(DHAF_LOG_ERROR, "event=reload-rejected file=%s reason=\"invalid configuration; "
-                                 "the running one is kept (config-error lines above)\"",
+        DHAF_LOG(DHAF_LOG_ERROR,
+                 "event=reload-rejected file=%s reason=\"invalid configuration; "
+                 "the running one is kept (config-error lines above)\"",
                  path);
         free(fresh);
         return;
@@ -138,15 +141,17 @@ static void reload(const char *path, struct dhaf_config **cur, struct parts *pt,
     apply_log(fresh, lo);
     cluster_reload(pt->c, fresh);
     api_reload(pt->api, fresh);
+    leader_reload(pt->leader, fresh);
     dhaf_config_release(*cur);
     free(*cur);
     *cur = fresh;
     DHAF_LOG(DHAF_LOG_INFO, "event=reloaded file=%s", path);
 }
 
-/* --decommission: the library call, run once against the cluster's etcd. */
-static int decommission_node(const struct dhaf_config *cfg, const char *node,
-                             const struct log_override *lo)
+/* --decommission, --switchover, --purge-switchover: one library call against the cluster's
+ * etcd (what dhafctl will do through the API). Exit 0 done, 1 refused or failed. */
+static int one_shot(const struct dhaf_config *cfg, const char *decommission, const char *switchover,
+                    const char *purge, const struct log_override *lo)
 {
     apply_log(cfg, lo);
     struct dhaf_err err;
@@ -156,11 +161,32 @@ static int decommission_node(const struct dhaf_config *cfg, const char *node,
         return 1;
     }
     struct cluster *c = cluster_new(cfg, etcd);
-    int rc = cluster_decommission(c, node, &err);
-    if (rc == 0)
-        printf("OK. The dhaf node %s has been decommissioned.\n", node);
-    else
-        fprintf(stderr, "dhaf-node: decommission refused: %s\n", err.msg);
+    int rc;
+    if (decommission) {
+        rc = cluster_decommission(c, decommission, &err);
+        if (rc == 0)
+            printf("OK. The dhaf node %s has been decommissioned.\n", decommission);
+    } else if (switchover) {
+        char svc[128];
+        const char *colon = strchr(switchover, ':');
+        snprintf(svc, sizeof(svc), "%.*s", colon ? (int)(colon - switchover) : 0, switchover);
+        if (!colon)
+            rc = dhaf_err_set(&err, DHAF_EINVAL, "--switchover takes SERVICE:ENTRY-POINT");
+        else
+            rc = leader_request_switchover(c, cfg, svc, colon + 1, cfg->node_name, &err);
+        if (rc == 0)
+            printf("OK. A switchover of %s to %s has been requested.\n", svc, colon + 1);
+    } else {
+        char was[80];
+        rc = leader_purge_switchover(c, cfg, purge, was, sizeof(was), &err);
+        if (rc == 0)
+            printf("OK. The switchover requirement of %s has been purged%s%s.\n", purge,
+                   was[0] ? " (it was " : "", was[0] ? was : "");
+        if (rc == 0 && was[0])
+            printf(")\n");
+    }
+    if (rc != 0)
+        fprintf(stderr, "dhaf-node: refused: %s\n", err.msg);
     cluster_free(c);
     dhaf_etcd_free(etcd);
     return rc == 0 ? 0 : 1;
@@ -196,7 +222,7 @@ static int run(const char *path, struct dhaf_config *initial, const struct log_o
     }
     DHAF_LOG(DHAF_LOG_INFO, "event=node-start node=%s cluster=%s version=%s etcd=%s pid=%d",
              cfg->node_name, cfg->cluster_name, DHAF_VERSION, cfg->etcd.hosts[0], (int)getpid());
-    struct parts pt = {cluster_new(cfg, etcd), NULL, NULL};
+    struct parts pt = {cluster_new(cfg, etcd), NULL, NULL, NULL};
     struct cluster *c = pt.c;
     char q[400];
     if (!(pt.api = api_start(c, cfg, &err))) {
@@ -208,7 +234,8 @@ static int run(const char *path, struct dhaf_config *initial, const struct log_o
         free(cfg);
         return 1;
     }
-    if (cluster_start(c, &err) != 0 || !(pt.probing = probing_start(c, cfg, &err))) {
+    if (cluster_start(c, &err) != 0 || !(pt.probing = probing_start(c, cfg, &err)) ||
+        !(pt.leader = leader_start(c, pt.probing, cfg, &err))) {
         DHAF_LOG(DHAF_LOG_ERROR, "event=start-failed reason=\"%s\"",
                  dhaf_log_quote(q, sizeof(q), err.msg));
         cluster_stop(c, 1000);
@@ -230,7 +257,8 @@ static int run(const char *path, struct dhaf_config *initial, const struct log_o
      * the process exit rather than freed under it. */
     bool clean = cluster_stop(c, 1200);
     api_stop(pt.api);
-    clean = probing_stop(pt.probing, 500) && clean;
+    clean = leader_stop(pt.leader, 300) && clean;
+    clean = probing_stop(pt.probing, 300) && clean;
     if (clean) {
         cluster_free(c);
         dhaf_etcd_free(etcd);
@@ -259,7 +287,15 @@ static void write_reference(FILE *out)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_CHECK = 256, OPT_LEVEL, OPT_FORMAT, OPT_REFERENCE, OPT_DECOMMISSION };
+    enum {
+        OPT_CHECK = 256,
+        OPT_LEVEL,
+        OPT_FORMAT,
+        OPT_REFERENCE,
+        OPT_DECOMMISSION,
+        OPT_SWITCHOVER,
+        OPT_PURGE
+    };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check-config", no_argument, NULL, OPT_CHECK},
@@ -267,12 +303,14 @@ int main(int argc, char **argv)
         {"log-format", required_argument, NULL, OPT_FORMAT},
         {"config-reference", no_argument, NULL, OPT_REFERENCE},
         {"decommission", required_argument, NULL, OPT_DECOMMISSION},
+        {"switchover", required_argument, NULL, OPT_SWITCHOVER},
+        {"purge-switchover", required_argument, NULL, OPT_PURGE},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL;
-    const char *decommission = NULL;
+    const char *decommission = NULL, *switchover = NULL, *purge = NULL;
     bool check_only = false;
     enum dhaf_log_level level = DHAF_LOG_INFO;
     enum dhaf_log_format format = DHAF_LOG_TEXT;
@@ -305,6 +343,12 @@ int main(int argc, char **argv)
             break;
         case OPT_DECOMMISSION:
             decommission = optarg;
+            break;
+        case OPT_SWITCHOVER:
+            switchover = optarg;
+            break;
+        case OPT_PURGE:
+            purge = optarg;
             break;
         case OPT_REFERENCE:
             write_reference(stdout);
@@ -346,7 +390,10 @@ int main(int argc, char **argv)
         return 0;
     }
     struct log_override lo = {level_set, level, format_set, format};
-    rc = decommission ? decommission_node(&cfg, decommission, &lo) : run(config, &cfg, &lo);
+    if (decommission || switchover || purge)
+        rc = one_shot(&cfg, decommission, switchover, purge, &lo);
+    else
+        rc = run(config, &cfg, &lo);
     dhaf_config_release(&cfg);
     return rc;
 }

@@ -33,6 +33,8 @@ struct probing {
     size_t n_voters;
     struct ep_tally **tallies; /* per service, per entry point; last logged */
     bool tally_valid;
+    uint64_t generation;    /* bumped whenever a tally changes */
+    pthread_cond_t changed; /* with lock */
 
     pthread_t t_probe, t_tally;
     bool probe_running;
@@ -171,6 +173,7 @@ static void retally(struct probing *p)
 {
     int64_t now = mono_ms();
     int64_t fresh = (int64_t)FRESH_TACTS * p->cfg->tact_interval * 1000;
+    bool bumped = false;
     struct seen_vote *sv = dhaf_xcalloc(p->n_voters + 1, sizeof(*sv));
     for (size_t i = 0; i < p->n_voters; i++)
         sv[i] = (struct seen_vote){&p->voters[i].vote, p->voters[i].seen_ms};
@@ -193,10 +196,16 @@ static void retally(struct probing *p)
                      b->unhealthy ? dhaf_log_quote(q, sizeof(q), b->reasons) : "",
                      b->unhealthy ? "\"" : "");
         }
+        if (!p->tally_valid || memcmp(p->tallies[s], now_t, svc->n_eps * sizeof(*now_t)) != 0)
+            bumped = true;
         memcpy(p->tallies[s], now_t, svc->n_eps * sizeof(*now_t));
         free(now_t);
     }
     p->tally_valid = true;
+    if (bumped) {
+        p->generation++;
+        pthread_cond_broadcast(&p->changed);
+    }
     free(sv);
 }
 
@@ -265,6 +274,11 @@ struct probing *probing_start(struct cluster *c, const struct dhaf_config *cfg,
     p->cfg = cfg;
     pthread_mutex_init(&p->lock, NULL);
     pthread_mutex_init(&p->probe_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->changed, &ca);
+    pthread_condattr_destroy(&ca);
     if (cfg->probe) {
         p->engine = dhaf_probe_new(cfg->services, cfg->n_services, err);
         if (!p->engine) {
@@ -341,6 +355,7 @@ bool probing_stop(struct probing *p, int deadline_ms)
     tallies_free(p, p->cfg->n_services);
     pthread_mutex_destroy(&p->lock);
     pthread_mutex_destroy(&p->probe_lock);
+    pthread_cond_destroy(&p->changed);
     free(p);
     return true;
 }
@@ -358,4 +373,22 @@ bool probing_tally(struct probing *p, const char *service, struct ep_tally *out,
     }
     pthread_mutex_unlock(&p->lock);
     return ok;
+}
+
+uint64_t probing_wait(struct probing *p, uint64_t seen, int timeout_ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&p->lock);
+    while (p->generation == seen && pthread_cond_timedwait(&p->changed, &p->lock, &ts) == 0)
+        ;
+    uint64_t g = p->generation;
+    pthread_mutex_unlock(&p->lock);
+    return g;
 }

@@ -29,4 +29,10 @@ bool probing_stop(struct probing *p, int deadline_ms);
  */
 bool probing_tally(struct probing *p, const char *service, struct ep_tally *out, size_t n);
 
+/**
+ * Waits up to timeout_ms for the leader's tally to change after generation `seen`; returns the
+ * current generation (equal to seen on timeout).
+ */
+uint64_t probing_wait(struct probing *p, uint64_t seen, int timeout_ms);
+
 #endif

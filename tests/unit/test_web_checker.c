@@ -346,7 +346,8 @@ static void services_load(struct services *s, const char *ip, const char *const 
     assert_true(s->cfg.n_services <= 4);
     for (size_t i = 0; i < s->cfg.n_services; i++) {
         const struct dhaf_service *svc = &s->cfg.services[i];
-        struct dhaf_provider_ctx ctx = {svc->name, svc->domain, svc->eps, svc->n_eps};
+        struct dhaf_provider_ctx ctx = {
+            .service = svc->name, .domain = svc->domain, .eps = svc->eps, .n_eps = svc->n_eps};
         struct dhaf_err err = {0};
         assert_int_equal(dhaf_checker_web.init(svc->checker.conf, &ctx, &s->state[i], &err), 0);
     }

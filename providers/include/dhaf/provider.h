@@ -33,6 +33,8 @@ struct dhaf_provider_ctx {
     const char *domain;
     const struct dhaf_ep *eps; /* the service's entry points, in priority order */
     size_t n_eps;
+    const char *node; /* the node running the instance (switchers: the leader) */
+    int64_t epoch;    /* switchers: the leader's fencing epoch (sent along, for audits) */
 };
 
 /* The outcome of one check of one entry point. */

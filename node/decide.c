@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: MIT */
+/* The decision engine (pure): failover, switchover, switching, panic and quorum. */
+#include <string.h>
+
+#include "decide.h"
+
+const char *action_name(enum action_kind a)
+{
+    switch (a) {
+    case ACT_FAILOVER:
+        return "failover";
+    case ACT_SWITCHOVER:
+        return "switchover";
+    case ACT_SWITCHING:
+        return "switching";
+    case ACT_NONE:
+        break;
+    }
+    return "none";
+}
+
+static void emit(struct decide_output *out, const char *kind, int ep, const char *why)
+{
+    if (out->n_events < DECIDE_MAX_EVENTS)
+        out->events[out->n_events++] = (struct decide_event){kind, ep, why};
+}
+
+static enum ep_health health_of(const struct ep_tally *t)
+{
+    if (!t->known)
+        return EP_UNKNOWN;
+    return t->is_healthy ? EP_UP : EP_DOWN;
+}
+
+void decide(const struct dhaf_service *svc, const struct ep_tally *tally,
+            const struct decide_state *state, const struct decide_request *req,
+            struct decide_output *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->next = *state;
+    out->target = -1;
+    size_t n = svc->n_eps < DECIDE_MAX_EPS ? svc->n_eps : DECIDE_MAX_EPS;
+
+    /* No fresh voter at all: no decision, everything stays as it is. */
+    bool quorum = false;
+    for (size_t e = 0; e < n; e++)
+        quorum |= tally[e].known;
+    if (!quorum) {
+        if (state->quorum)
+            emit(out, "no-quorum", -1, NULL);
+        out->next.quorum = false;
+        return;
+    }
+    if (!state->quorum)
+        emit(out, "quorum", -1, NULL);
+    out->next.quorum = true;
+
+    /* Health transitions of each entry point, announced once (the state remembers). */
+    int best = -1; /* highest-priority healthy EP */
+    for (size_t e = 0; e < n; e++) {
+        enum ep_health h = health_of(&tally[e]);
+        if (h == EP_UP && best < 0)
+            best = (int)e;
+        if (h != EP_UNKNOWN && h != state->eps[e])
+            emit(out, h == EP_UP ? "ep-up" : "ep-down", (int)e, NULL);
+        if (h != EP_UNKNOWN)
+            out->next.eps[e] = h;
+    }
+
+    /* Panic: no entry point is healthy. Nothing is switched; the service is down. */
+    bool panic = best < 0;
+    if (panic != state->panic)
+        emit(out, panic ? "service-down" : "service-up", -1, NULL);
+    out->next.panic = panic;
+
+    int cur = state->current >= 0 && (size_t)state->current < n ? state->current : -1;
+    enum ep_health cur_h = cur >= 0 ? health_of(&tally[cur]) : EP_UNKNOWN;
+
+    /* A request that cannot be honoured is purged (and said so), whatever else happens. */
+    bool pinned = false;
+    if (req->kind == REQ_UNKNOWN_EP ||
+        (req->kind == REQ_EP && (req->ep < 0 || (size_t)req->ep >= n))) {
+        out->purge_request = true;
+        emit(out, "switchover-purged", -1, "the requested entry point is not configured");
+    } else if (req->kind == REQ_EP) {
+        enum ep_health rh = health_of(&tally[req->ep]);
+        if (rh != EP_UP) {
+            out->purge_request = true;
+            emit(out, "switchover-purged", req->ep,
+                 rh == EP_DOWN ? "the requested entry point is unhealthy"
+                               : "no voter has checked the requested entry point");
+        } else {
+            pinned = true;
+        }
+    }
+    if (panic)
+        return;
+
+    /* No current entry point yet (a new service, or the provider points nowhere we know):
+     * send traffic where the operator asked, else to the highest priority. */
+    if (cur < 0) {
+        out->action = pinned ? ACT_SWITCHOVER : ACT_SWITCHING;
+        out->target = pinned ? req->ep : best;
+        return;
+    }
+
+    /* Failover: the current entry point is down. Goes to the highest-priority healthy one and
+     * purges a switchover request, as the original did. */
+    if (cur_h == EP_DOWN) {
+        out->action = ACT_FAILOVER;
+        out->target = best;
+        if (req->kind == REQ_EP && !out->purge_request) {
+            out->purge_request = true;
+            emit(out, "switchover-purged", req->ep, "a failover took precedence");
+        }
+        return;
+    }
+
+    /* Switchover: a healthy requested EP other than the current one. A fulfilled request
+     * stays as a pin: no automatic switching while it exists. */
+    if (pinned) {
+        if (req->ep != cur) {
+            out->action = ACT_SWITCHOVER;
+            out->target = req->ep;
+        }
+        return;
+    }
+
+    /* Switching: back to a healthier higher-priority entry point. */
+    if (cur_h == EP_UP && best >= 0 && best < cur) {
+        out->action = ACT_SWITCHING;
+        out->target = best;
+    }
+}

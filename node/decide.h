@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/* The decision engine: a pure function from (the service's config, the tally of fresh votes,
+ * the service state, the switchover request) to one action and the notifications to send.
+ * No I/O, no clock: DESIGN "Decision" is its specification, tests/unit/test_decide.c its
+ * table. */
+#ifndef DHAF_NODE_DECIDE_H
+#define DHAF_NODE_DECIDE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "dhaf/config.h"
+#include "votes.h"
+
+#define DECIDE_MAX_EPS    64
+#define DECIDE_MAX_EVENTS (DECIDE_MAX_EPS + 8)
+
+enum ep_health { EP_UNKNOWN = 0, EP_UP = 1, EP_DOWN = 2 };
+
+/* What etcd's services/<svc>/state says (the parts decide reads). */
+struct decide_state {
+    int current;                        /* index of the current EP; -1 = none known */
+    bool panic;                         /* all EPs were down */
+    bool quorum;                        /* there were fresh voters */
+    enum ep_health eps[DECIDE_MAX_EPS]; /* last announced health of each EP */
+};
+
+/* The switchover request at services/<svc>/switchover. */
+enum request_kind { REQ_NONE = 0, REQ_EP, REQ_UNKNOWN_EP };
+
+struct decide_request {
+    enum request_kind kind;
+    int ep; /* REQ_EP: its index */
+};
+
+enum action_kind { ACT_NONE = 0, ACT_FAILOVER, ACT_SWITCHOVER, ACT_SWITCHING };
+
+struct decide_event {
+    const char *kind; /* "ep-down", "ep-up", "service-down", "service-up", "no-quorum",
+                         "quorum", "switchover-purged" */
+    int ep;           /* the EP it is about, -1 if none */
+    const char *why;  /* switchover-purged: why; static text */
+};
+
+struct decide_output {
+    enum action_kind action;
+    int target;               /* ACT_*: the EP to switch to */
+    bool purge_request;       /* delete services/<svc>/switchover */
+    struct decide_state next; /* the state to store (current is changed by the switch only) */
+    struct decide_event events[DECIDE_MAX_EVENTS];
+    size_t n_events;
+};
+
+/**
+ * Decides for one service. tally has svc->n_eps entries (priority = config order). Pure.
+ */
+void decide(const struct dhaf_service *svc, const struct ep_tally *tally,
+            const struct decide_state *state, const struct decide_request *req,
+            struct decide_output *out);
+
+/** "failover", "switchover", "switching", "none". */
+const char *action_name(enum action_kind a);
+
+#endif

@@ -1,0 +1,241 @@
+# SPDX-License-Identifier: MIT
+"""Failover, switching back, switchover with its pin, purge, and a leader killed mid-switch:
+three real nodes, real backends (tests/fakes/backend.py) and a switcher whose every call is
+recorded - the exec switcher writing a file, and the Cloudflare switcher against the local
+Cloudflare fake (tests/fakes/cloudflare.py) when it is built.
+usage: /usr/bin/python3 test_failover.py BUILD_BIN_DIR"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dhafsys import Cluster, free_port, run_tests, wait_until  # noqa: E402
+
+BIN = sys.argv[1] if len(sys.argv) > 1 else "build/bin"
+HERE = os.path.dirname(os.path.abspath(__file__))
+EP_IPS = {"ep-1": "127.0.0.51", "ep-2": "127.0.0.52"}
+
+
+class ExecSwitcher:
+    """The exec switcher: init prints the current EP; switch records (node, epoch, ep)."""
+
+    name = "exec"
+
+    def __init__(self, workdir, slow_file=None):
+        self.dir = workdir
+        self.current = os.path.join(workdir, "current")
+        self.log = os.path.join(workdir, "switch.log")
+        self.slow = os.path.join(workdir, "slow")
+        with open(os.path.join(workdir, "sw-init.sh"), "w") as f:
+            f.write(f"#!/bin/sh\ncat {self.current} 2>/dev/null || true\n")
+        with open(os.path.join(workdir, "sw-switch.sh"), "w") as f:
+            f.write(f"""#!/bin/sh
+echo "$DHAF_NODE $DHAF_EPOCH start $1" >> {self.log}
+[ -f {self.slow} ] && sleep "$(cat {self.slow})"
+echo "$1" > {self.current}.tmp && mv {self.current}.tmp {self.current}
+echo "$DHAF_NODE $DHAF_EPOCH done $1" >> {self.log}
+""")
+        for s in ("sw-init.sh", "sw-switch.sh"):
+            os.chmod(os.path.join(workdir, s), 0o755)
+
+    def yaml(self):
+        return (f"{{type: exec, init: {self.dir}/sw-init.sh, switch: {self.dir}/sw-switch.sh, "
+                f"timeout: 10}}")
+
+    def points_to(self):
+        try:
+            return open(self.current).read().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def calls(self):
+        try:
+            return [l.split() for l in open(self.log).read().splitlines()]
+        except FileNotFoundError:
+            return []
+
+    def set_slow(self, seconds):
+        if seconds:
+            with open(self.slow, "w") as f:
+                f.write(str(seconds))
+        elif os.path.exists(self.slow):
+            os.unlink(self.slow)
+
+
+def make_cluster(port):
+    import tempfile
+    sw_dir = tempfile.mkdtemp(prefix="dhaf-sw-")
+    sw = ExecSwitcher(sw_dir)
+    services = f"""services:
+  - name: web
+    domain: site.test
+    entry-points:
+      - {{name: ep-1, ip: {EP_IPS['ep-1']}}}
+      - {{name: ep-2, ip: {EP_IPS['ep-2']}}}
+    switcher: {sw.yaml()}
+    health-checker: {{type: web, port: {port}, path: /ok, timeout: 1, retries: 0}}
+"""
+    c = Cluster(BIN, n=3, ttl=3, services=services)
+    c.sw = sw
+    c.sw_dir = sw_dir
+    c.b1 = c.add_backend(EP_IPS["ep-1"], port)
+    c.b2 = c.add_backend(EP_IPS["ep-2"], port)
+    return c
+
+
+def state(c):
+    return c.etcd.get_json(c.prefix + "services/web/state") or {}
+
+
+def svc_events(c, kind=None):
+    kvs = c.etcd.get_prefix(c.prefix + "events/web/")
+    evs = sorted((json.loads(v) | {"_rev": rev} for (v, _l, rev) in kvs.values()),
+                 key=lambda e: e["_rev"])
+    return [e for e in evs if kind is None or e["kind"] == kind]
+
+
+def cli(c, *args):
+    n = c.nodes[0]
+    return subprocess.run([n.bin, "--config", n.config, *args], capture_output=True, text=True,
+                          timeout=20)
+
+
+def wait_points_to(c, ep, timeout):
+    return wait_until(f"traffic on {ep}",
+                      lambda: c.sw.points_to() == ep and state(c).get("current") == ep, timeout,
+                      0.01)
+
+
+def one_switcher_per_epoch(c):
+    """No two nodes ever called the switcher in the same epoch."""
+    by_epoch = {}
+    for node, epoch, _what, _ep in c.sw.calls():
+        by_epoch.setdefault(epoch, set()).add(node)
+    bad = {e: n for e, n in by_epoch.items() if len(n) > 1}
+    assert not bad, f"several nodes switched in one epoch: {bad}"
+    return by_epoch
+
+
+def test_story(c):
+    c.start_all()
+    wait_points_to(c, "ep-1", 10)  # nothing set yet: highest priority
+    first = svc_events(c, "switching")
+    assert first and first[-1]["to"] == "ep-1", svc_events(c)
+
+    t0 = time.monotonic()
+    c.b1.stop()
+    wait_points_to(c, "ep-2", 10)
+    t_fail = time.monotonic() - t0
+    ev = svc_events(c, "failover")[-1]
+    assert ev["from"] == "ep-1" and ev["to"] == "ep-2" and ev["level"] == "warning", ev
+    downs = svc_events(c, "ep-down")
+    assert downs and "connect" in json.dumps(downs[-1]), downs
+    st = state(c)
+    assert st["last_switch"]["kind"] == "failover" and st["eps"]["ep-1"] == "down", st
+
+    c.b1.start()
+    t0 = time.monotonic()
+    wait_points_to(c, "ep-1", 10)
+    t_back = time.monotonic() - t0
+    assert svc_events(c, "switching")[-1]["to"] == "ep-1"
+
+    r = cli(c, "--switchover", "web:ep-2")
+    assert r.returncode == 0, r.stderr
+    wait_points_to(c, "ep-2", 5)
+    assert svc_events(c, "switchover")[-1]["to"] == "ep-2"
+    # pinned: ep-1 is healthy and first, yet traffic stays on ep-2 for several tacts
+    pinned_at = len(c.sw.calls())
+    time_pin = time.monotonic()
+    wait_until("the pin to hold for 3 s", lambda: time.monotonic() - time_pin >= 3, 4, 0.2)
+    assert c.sw.points_to() == "ep-2" and len(c.sw.calls()) == pinned_at
+    assert c.etcd.get_json(c.prefix + "services/web/switchover")["ep"] == "ep-2"
+
+    r = cli(c, "--purge-switchover", "web")
+    assert r.returncode == 0 and "it was ep-2" in r.stdout, (r.stdout, r.stderr)
+    wait_points_to(c, "ep-1", 5)
+
+    bad = cli(c, "--switchover", "web:ep-9")
+    assert bad.returncode == 1 and 'no entry point "ep-9"' in bad.stderr, bad.stderr
+    one_switcher_per_epoch(c)
+    return (f"failover in {t_fail:.1f}s, back in {t_back:.1f}s (tact 1 s, timeout 1 s); "
+            f"switchover pinned for 3 s; purge went back to ep-1")
+
+
+def test_unhealthy_switchover_purged(c):
+    c.start_all()
+    wait_points_to(c, "ep-1", 10)
+    c.b2.stop()
+    wait_until("ep-2 down", lambda: state(c).get("eps", {}).get("ep-2") == "down", 10)
+    r = cli(c, "--switchover", "web:ep-2")
+    assert r.returncode == 0
+    wait_until("the request purged",
+               lambda: c.etcd.get_json(c.prefix + "services/web/switchover") is None, 5)
+    ev = svc_events(c, "switchover-purged")[-1]
+    assert "unhealthy" in ev["message"], ev
+    assert c.sw.points_to() == "ep-1"
+    return "a switchover to an unhealthy entry point was purged and announced"
+
+
+def test_panic(c):
+    c.start_all()
+    wait_points_to(c, "ep-1", 10)
+    c.b1.stop()
+    c.b2.stop()
+    wait_until("service-down", lambda: svc_events(c, "service-down"), 10)
+    st = state(c)
+    assert st["panic"] is True
+    calls = len(c.sw.calls())
+    c.b2.start()
+    wait_until("service-up", lambda: svc_events(c, "service-up"), 10)
+    wait_points_to(c, "ep-2", 5)
+    assert len(c.sw.calls()) == calls + 2  # one switch (start + done), nothing during panic
+    return "all down: no switch, service-down; ep-2 back: service-up and failover to it"
+
+
+def test_leader_killed_mid_failover(c):
+    c.start_all()
+    wait_points_to(c, "ep-1", 10)
+    old = c.wait_leader(2)
+    c.sw.set_slow(2)
+    c.b1.stop()
+    wait_until("the leader to start switching",
+               lambda: any(x[2] == "start" and x[3] == "ep-2" for x in c.sw.calls()), 10)
+    st = state(c)
+    assert st.get("switching", {}).get("to") == "ep-2", st
+    c.node(old).kill()
+    c.sw.set_slow(0)
+    new = c.wait_leader(6, other_than=old)
+    wait_points_to(c, "ep-2", 10)
+    wait_until("the switching mark cleared", lambda: "switching" not in state(c), 5)
+    epochs = one_switcher_per_epoch(c)
+    # traffic never went back to the unhealthy entry point afterwards
+    after = [x for x in c.sw.calls() if x[2] == "done"]
+    assert after[-1][3] == "ep-2", after
+    return f"{old} killed mid-switch; {new} finished on ep-2; switch calls by epoch: " + \
+        ", ".join(f"{e}:{sorted(n)[0]}" for e, n in epochs.items())
+
+
+def with_cluster(fn):
+    def run():
+        c = make_cluster(free_port())
+        try:
+            return fn(c)
+        finally:
+            c.close()
+            import shutil
+            shutil.rmtree(c.sw_dir, ignore_errors=True)
+    return run
+
+
+if __name__ == "__main__":
+    sys.exit(run_tests([
+        ("exec switcher: failover, switching back, switchover pin, purge",
+         with_cluster(test_story)),
+        ("switchover to an unhealthy entry point is purged", with_cluster(test_unhealthy_switchover_purged)),
+        ("all down: panic, no switch; recovery", with_cluster(test_panic)),
+        ("leader kill -9 in the middle of a failover: the new leader finishes it",
+         with_cluster(test_leader_killed_mid_failover)),
+    ]))

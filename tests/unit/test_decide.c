@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: MIT */
+/* decide(): every rule of DESIGN "Decision" and its edges, as a table. Entry points are named
+ * so that alphabetical order differs from config (priority) order. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../../node/decide.h"
+
+/* Priority order: zeta (0), alpha (1), mid (2). */
+static struct dhaf_ep eps[3] = {{.name = "zeta"}, {.name = "alpha"}, {.name = "mid"}};
+static struct dhaf_service svc = {.name = "web", .eps = eps, .n_eps = 3};
+
+struct dcase {
+    const char *name;
+    const char *votes;  /* per EP: 'U' healthy, 'D' unhealthy, '?' no voters, 't' a 1:1 tie */
+    int current;        /* state.current */
+    const char *known;  /* state.eps as 'U'/'D'/'?' */
+    bool panic, quorum; /* state */
+    int req;            /* -1 none, -2 unknown name, else EP index */
+    enum action_kind action;
+    int target;
+    bool purge;
+    const char *events; /* expected kinds, space-separated, in order ("" = none) */
+};
+
+/* clang-format off */
+static const struct dcase cases[] = {
+    /* steady states */
+    {"all healthy, on top priority", "UUU", 0, "UUU", false, true, -1, ACT_NONE, -1, false, ""},
+    {"current healthy, lower priority healthy too", "UUU", 0, "UUU", false, true, -1, ACT_NONE, -1, false, ""},
+    /* failover */
+    {"current down: failover to next priority", "DUU", 0, "UUU", false, true, -1, ACT_FAILOVER, 1, false, "ep-down"},
+    {"failover skips an unhealthy one", "DDU", 0, "UUU", false, true, -1, ACT_FAILOVER, 2, false, "ep-down ep-down"},
+    {"failover prefers priority over names", "DUU", 0, "DUU", false, true, -1, ACT_FAILOVER, 1, false, ""},
+    {"failover purges a switchover request", "DUU", 0, "UUU", false, true, 2, ACT_FAILOVER, 1, true, "ep-down switchover-purged"},
+    {"tie is healthy: no failover", "tUU", 0, "UUU", false, true, -1, ACT_NONE, -1, false, ""},
+    {"current unknown, others known: no failover", "?UU", 0, "UUU", false, true, -1, ACT_NONE, -1, false, ""},
+    /* panic */
+    {"all down: panic, no switch", "DDD", 0, "UUU", false, true, -1, ACT_NONE, -1, false, "ep-down ep-down ep-down service-down"},
+    {"still all down: nothing new", "DDD", 0, "DDD", true, true, -1, ACT_NONE, -1, false, ""},
+    {"one recovers: service-up and failover", "DUD", 0, "DDD", true, true, -1, ACT_FAILOVER, 1, false, "ep-up service-up"},
+    {"panic with a request: purged, no switch", "DDD", 0, "DDD", true, true, 1, ACT_NONE, -1, true, "switchover-purged"},
+    /* quorum */
+    {"no voters at all: no decision", "???", 0, "UUU", false, true, -1, ACT_NONE, -1, false, "no-quorum"},
+    {"still no voters: silent", "???", 0, "UUU", false, false, -1, ACT_NONE, -1, false, ""},
+    {"voters back", "UUU", 0, "UUU", false, false, -1, ACT_NONE, -1, false, "quorum"},
+    {"no voters keeps a request", "???", 0, "UUU", false, false, 1, ACT_NONE, -1, false, ""},
+    /* switchover and pins */
+    {"switchover to a healthy EP", "UUU", 0, "UUU", false, true, 2, ACT_SWITCHOVER, 2, false, ""},
+    {"fulfilled request pins: no switching back", "UUU", 2, "UUU", false, true, 2, ACT_NONE, -1, false, ""},
+    {"request for an unhealthy EP: purged", "UUD", 0, "UUD", false, true, 2, ACT_NONE, -1, true, "switchover-purged"},
+    {"request for an unchecked EP: purged", "UU?", 0, "UU?", false, true, 2, ACT_NONE, -1, true, "switchover-purged"},
+    {"request for an unknown EP name: purged", "UUU", 0, "UUU", false, true, -2, ACT_NONE, -1, true, "switchover-purged"},
+    {"purged request lets switching resume", "UUU", 2, "UUU", false, true, -2, ACT_SWITCHING, 0, true, "switchover-purged"},
+    {"pinned EP goes down: failover, purge", "UUD", 2, "UUU", false, true, 2, ACT_FAILOVER, 0, true, "ep-down switchover-purged"},
+    /* switching */
+    {"top priority back: switching", "UUU", 1, "DUU", false, true, -1, ACT_SWITCHING, 0, false, "ep-up"},
+    {"switching goes to the highest healthy", "DUU", 2, "DDU", false, true, -1, ACT_SWITCHING, 1, false, "ep-up"},
+    {"no switching to an equal or lower priority", "DUU", 1, "DUU", false, true, -1, ACT_NONE, -1, false, ""},
+    /* no current entry point yet */
+    {"nothing set yet: highest healthy", "DUU", -1, "???", false, false, -1, ACT_SWITCHING, 1, false, "quorum ep-down ep-up ep-up"},
+    {"nothing set yet, a request: honoured", "UUU", -1, "UUU", false, true, 2, ACT_SWITCHOVER, 2, false, ""},
+    {"nothing set, all down: panic", "DDD", -1, "DDD", false, true, -1, ACT_NONE, -1, false, "service-down"},
+    {"current index out of range", "UUU", 7, "UUU", false, true, -1, ACT_SWITCHING, 0, false, ""},
+};
+/* clang-format on */
+
+static void build_tally(const char *votes, struct ep_tally *t)
+{
+    for (size_t e = 0; e < 3; e++) {
+        memset(&t[e], 0, sizeof(t[e]));
+        switch (votes[e]) {
+        case 'U':
+            t[e] = (struct ep_tally){.healthy = 3, .voters = 3, .known = true, .is_healthy = true};
+            break;
+        case 'D':
+            t[e] = (struct ep_tally){.unhealthy = 2, .healthy = 1, .voters = 3, .known = true};
+            break;
+        case 't': /* a tie counts as healthy (the tally already decided it) */
+            t[e] = (struct ep_tally){
+                .unhealthy = 1, .healthy = 1, .voters = 2, .known = true, .is_healthy = true};
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static void test_table(void **state)
+{
+    (void)state;
+    size_t failures = 0;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct dcase *c = &cases[i];
+        struct ep_tally t[3];
+        build_tally(c->votes, t);
+        struct decide_state st = {.current = c->current, .panic = c->panic, .quorum = c->quorum};
+        for (size_t e = 0; e < 3; e++)
+            st.eps[e] = c->known[e] == 'U' ? EP_UP : c->known[e] == 'D' ? EP_DOWN : EP_UNKNOWN;
+        struct decide_request req = {REQ_NONE, -1};
+        if (c->req == -2)
+            req.kind = REQ_UNKNOWN_EP;
+        else if (c->req >= 0)
+            req = (struct decide_request){REQ_EP, c->req};
+        struct decide_output out;
+        decide(&svc, t, &st, &req, &out);
+        char got[256] = "";
+        for (size_t k = 0; k < out.n_events; k++)
+            snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s", k ? " " : "",
+                     out.events[k].kind);
+        if (out.action != c->action || out.target != c->target || out.purge_request != c->purge ||
+            strcmp(got, c->events) != 0) {
+            failures++;
+            fprintf(stderr,
+                    "case \"%s\": got action=%s target=%d purge=%d events=\"%s\"; want %s %d %d "
+                    "\"%s\"\n",
+                    c->name, action_name(out.action), out.target, out.purge_request, got,
+                    action_name(c->action), c->target, c->purge, c->events);
+        }
+    }
+    assert_int_equal(failures, 0);
+}
+
+static void test_state_is_carried(void **state)
+{
+    (void)state;
+    struct ep_tally t[3];
+    build_tally("DUU", t);
+    struct decide_state st = {.current = 0, .quorum = true};
+    st.eps[0] = st.eps[1] = st.eps[2] = EP_UP;
+    struct decide_request req = {REQ_NONE, -1};
+    struct decide_output out;
+    decide(&svc, t, &st, &req, &out);
+    /* the next state records what was announced, so a new leader does not repeat it */
+    assert_int_equal(out.next.eps[0], EP_DOWN);
+    assert_int_equal(out.next.current, 0); /* only a completed switch changes current */
+    struct decide_output again;
+    out.next.current = 1;
+    decide(&svc, t, &out.next, &req, &again);
+    assert_int_equal(again.action, ACT_NONE);
+    assert_int_equal(again.n_events, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_table),
+        cmocka_unit_test(test_state_is_carried),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
