@@ -65,10 +65,86 @@ echo "$DHAF_NODE $DHAF_EPOCH done $1" >> {self.log}
             os.unlink(self.slow)
 
 
-def make_cluster(port):
+    def arm_slow(self):
+        self.set_slow(2)
+
+    def disarm(self):
+        self.set_slow(0)
+
+    def stop(self):
+        pass
+
+
+class CloudflareSwitcher:
+    """The cloudflare switcher against tests/fakes/cloudflare.py; every write it receives is in
+    the fake's log with the X-Dhaf-Leader header (node and epoch)."""
+
+    name = "cloudflare"
+    TOKEN = "cf-test-token-1234"
+
+    def __init__(self, workdir):
+        self.log = os.path.join(workdir, "cf.log")
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", os.path.join(HERE, "..", "fakes", "cloudflare.py"), "--port", "0",
+             "--token", self.TOKEN, "--zone", "site.test", "--log", self.log, "--watch-stdin"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("LISTENING"), line
+        self.port = int(line.split()[1])
+
+    def yaml(self):
+        return (f"{{type: cloudflare, api-token: {self.TOKEN}, zone: site.test, "
+                f"api-url: http://127.0.0.1:{self.port}/client/v4}}")
+
+    def _get(self, path, body=None):
+        import urllib.request
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}",
+                                     data=json.dumps(body).encode() if body else None,
+                                     method="POST" if body else "GET",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read() or b"null")
+
+    def points_to(self):
+        recs = self._get("/_fake/records")["records"]
+        for r in recs.values() if isinstance(recs, dict) else recs:
+            if r.get("name") == "site.test" and r.get("type") == "A":
+                return next((ep for ep, ip in EP_IPS.items() if ip == r.get("content")), "?")
+        return None
+
+    def calls(self):
+        """[node, epoch, "done"|"start", ep] per write the fake received."""
+        out = []
+        try:
+            lines = open(self.log).read().splitlines()
+        except FileNotFoundError:
+            return out
+        for line in lines:
+            e = json.loads(line)
+            who = (e.get("headers") or {}).get("X-Dhaf-Leader") or "- epoch -"
+            node, _, epoch = who.split(" ")
+            ep = next((n for n, ip in EP_IPS.items() if ip == e.get("content")), "?")
+            ok = 200 <= int(e.get("status") or 0) < 300
+            out.append([node, epoch, "done" if ok else "start", ep])
+        return out
+
+    def arm_slow(self):
+        # the next three PATCHes fail with 503: the switch retries with back-off
+        self._get("/_fake/fail", {"status": 503, "count": 3, "method": "PATCH"})
+
+    def disarm(self):
+        pass
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+
+def make_cluster(port, kind="exec"):
     import tempfile
     sw_dir = tempfile.mkdtemp(prefix="dhaf-sw-")
-    sw = ExecSwitcher(sw_dir)
+    sw = ExecSwitcher(sw_dir) if kind == "exec" else CloudflareSwitcher(sw_dir)
     services = f"""services:
   - name: web
     domain: site.test
@@ -110,10 +186,19 @@ def wait_points_to(c, ep, timeout):
 
 
 def one_switcher_per_epoch(c):
-    """No two nodes ever called the switcher in the same epoch."""
+    """No two nodes ever called the switcher in the same epoch, and each epoch's calls came
+    from the node that held the leader key with that epoch (etcd's event history)."""
     by_epoch = {}
     for node, epoch, _what, _ep in c.sw.calls():
         by_epoch.setdefault(epoch, set()).add(node)
+    leaders = {}
+    for e in c.events("new-leader"):
+        m = e.get("message", "")
+        if "(epoch " in m:
+            leaders[m.split("(epoch ")[1].rstrip(")")] = e["node"]
+    for epoch, nodes in by_epoch.items():
+        if epoch in leaders:
+            assert nodes == {leaders[epoch]}, f"epoch {epoch}: calls by {nodes}, leader {leaders[epoch]}"
     bad = {e: n for e, n in by_epoch.items() if len(n) > 1}
     assert not bad, f"several nodes switched in one epoch: {bad}"
     return by_epoch
@@ -199,14 +284,13 @@ def test_leader_killed_mid_failover(c):
     c.start_all()
     wait_points_to(c, "ep-1", 10)
     old = c.wait_leader(2)
-    c.sw.set_slow(2)
+    c.sw.arm_slow()
     c.b1.stop()
+    # the leader marked the switch in etcd and is now in the (slowed) switcher call
     wait_until("the leader to start switching",
-               lambda: any(x[2] == "start" and x[3] == "ep-2" for x in c.sw.calls()), 10)
-    st = state(c)
-    assert st.get("switching", {}).get("to") == "ep-2", st
+               lambda: state(c).get("switching", {}).get("to") == "ep-2", 10, 0.005)
     c.node(old).kill()
-    c.sw.set_slow(0)
+    c.sw.disarm()
     new = c.wait_leader(6, other_than=old)
     wait_points_to(c, "ep-2", 10)
     wait_until("the switching mark cleared", lambda: "switching" not in state(c), 5)
@@ -214,17 +298,19 @@ def test_leader_killed_mid_failover(c):
     # traffic never went back to the unhealthy entry point afterwards
     after = [x for x in c.sw.calls() if x[2] == "done"]
     assert after[-1][3] == "ep-2", after
+    assert c.sw.points_to() == "ep-2"
     return f"{old} killed mid-switch; {new} finished on ep-2; switch calls by epoch: " + \
         ", ".join(f"{e}:{sorted(n)[0]}" for e, n in epochs.items())
 
 
-def with_cluster(fn):
+def with_cluster(fn, kind="exec"):
     def run():
-        c = make_cluster(free_port())
+        c = make_cluster(free_port(), kind)
         try:
             return fn(c)
         finally:
             c.close()
+            c.sw.stop()
             import shutil
             shutil.rmtree(c.sw_dir, ignore_errors=True)
     return run
@@ -232,6 +318,10 @@ def with_cluster(fn):
 
 if __name__ == "__main__":
     sys.exit(run_tests([
+        ("cloudflare (fake API): failover, switching back, switchover pin, purge",
+         with_cluster(test_story, "cloudflare")),
+        ("cloudflare: leader kill -9 in the middle of a failover: the new leader finishes it",
+         with_cluster(test_leader_killed_mid_failover, "cloudflare")),
         ("exec switcher: failover, switching back, switchover pin, purge",
          with_cluster(test_story)),
         ("switchover to an unhealthy entry point is purged", with_cluster(test_unhealthy_switchover_purged)),
