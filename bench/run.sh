@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Runs the lib/rpc + lib/etcd benchmark (build/bin/dhaf-bench-rpc) and prints its figures beside
-# the Python grpcio and etcdctl peers; builds nothing (run `make build` first).
+# Runs the benchmarks that print tables: the lib/rpc + lib/etcd benchmark
+# (build/bin/dhaf-bench-rpc) beside the Python grpcio and etcdctl peers, then bench/probe.sh
+# (the web checker beside blackbox_exporter on 1,000 local HTTP targets), then
+# bench/failover.py (backend stop to switcher call over 20 rounds, beside HAProxy's DOWN).
+# Builds nothing (run `make build` first).
 # usage: bench/run.sh [dhaf-bench-rpc options, e.g. --seconds 5]
 # Environment: BUILD (build dir, default build), TMPDIR (where etcd keeps its data: puts/s
-# depend on that disk's fsync; TMPDIR=/dev/shm takes the disk out of the figures).
-# Progress goes to stderr, the table to stdout. Takes about 45 s with the defaults.
+# depend on that disk's fsync; TMPDIR=/dev/shm takes the disk out of the figures),
+# PROBE_ARGS (options of bench/probe.sh, e.g. "--seconds 5"; PROBE_ARGS=skip leaves it out),
+# FAILOVER_ARGS (options of bench/failover.py, e.g. "--rounds 5"; FAILOVER_ARGS=skip leaves it
+# out). Progress goes to stderr, the tables to stdout. Takes about 2 min with the defaults.
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD:-build}
@@ -18,5 +23,44 @@ if [ ! -x "$bin" ]; then
     echo "bench/run.sh: $bin not found; run \`make build\` first" >&2
     exit 1
 fi
-# exec: Ctrl-C and SIGTERM reach the benchmark itself, which stops its peer, etcd and server.
-exec "$bin" --source-dir "$src" "$@"
+
+# Each step runs in the background and is waited for, so that Ctrl-C or SIGTERM here is
+# passed on at once: the step stops its own servers and peers before it exits.
+child=
+on_signal() {
+    if [ -n "$child" ]; then
+        kill -TERM "$child" 2>/dev/null || true
+        wait "$child" 2>/dev/null || true
+    fi
+    exit "$1"
+}
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+step() {
+    local rc=0
+    "$@" &
+    child=$!
+    wait "$child" || rc=$?
+    child=
+    return $rc
+}
+
+rc=0
+step "$bin" --source-dir "$src" "$@" || rc=$?
+if [ "${PROBE_ARGS:-}" != skip ]; then
+    echo
+    # shellcheck disable=SC2086 # PROBE_ARGS is a list of options
+    step env BUILD="$build" bash "$src/bench/probe.sh" ${PROBE_ARGS:-} || {
+        prc=$?
+        [ $rc -ne 0 ] || rc=$prc
+    }
+fi
+if [ "${FAILOVER_ARGS:-}" != skip ]; then
+    echo
+    # shellcheck disable=SC2086 # FAILOVER_ARGS is a list of options
+    step /usr/bin/python3 "$src/bench/failover.py" "$build/bin" ${FAILOVER_ARGS:-} || {
+        frc=$?
+        [ $rc -ne 0 ] || rc=$frc
+    }
+fi
+exit $rc

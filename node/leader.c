@@ -498,7 +498,8 @@ static void wait_for_change(struct leader *l, uint64_t *gen, int tact_ms)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     int64_t deadline = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + tact_ms;
     for (;;) {
-        uint64_t g = probing_wait(l->p, *gen, 50);
+        /* Mostly asleep on the tally (woken at once); a short look at the request watch. */
+        uint64_t g = probing_wait(l->p, *gen, 45);
         if (g != *gen) {
             *gen = g;
             return;
@@ -506,7 +507,7 @@ static void wait_for_change(struct leader *l, uint64_t *gen, int tact_ms)
         if (l->requests) {
             struct dhaf_etcd_events ev;
             struct dhaf_err err;
-            int rc = dhaf_etcd_watch_next(l->requests, &ev, 50, &err);
+            int rc = dhaf_etcd_watch_next(l->requests, &ev, 5, &err);
             bool hit = false;
             for (size_t i = 0; rc == 0 && i < ev.n; i++)
                 hit |= absorb_request(l, &ev.v[i]);
