@@ -748,8 +748,8 @@ char *dhaf_section_to_json(const struct dhaf_section *s)
     return text;
 }
 
-int dhaf_config_load_keys(const char *path, const struct dhaf_cfgkey *keys, void *base,
-                          struct dhaf_cfg_report *rep)
+static int load_keys(const char *path, const struct dhaf_cfgkey *keys, void *base,
+                     struct dhaf_cfg_report *rep, bool skip_unknown)
 {
     struct ynode *root = NULL;
     if (ytree_load_file(path, &root, rep) != 0)
@@ -757,8 +757,14 @@ int dhaf_config_load_keys(const char *path, const struct dhaf_cfgkey *keys, void
     char *tmp = dhaf_xstrdup(path);
     char *dir = dhaf_xstrdup(dirname(tmp));
     free(tmp);
-    struct dhaf_cfg_ctx c = {
-        .rep = rep, .map = root, .line = 1, .col = 1, .path = "", .dir = dir, .keys = keys};
+    struct dhaf_cfg_ctx c = {.rep = rep,
+                             .map = root,
+                             .line = 1,
+                             .col = 1,
+                             .path = "",
+                             .dir = dir,
+                             .keys = keys,
+                             .skip_unknown = skip_unknown};
     cfg_apply(&c, base);
     free(dir);
     ynode_free(root);
@@ -767,4 +773,16 @@ int dhaf_config_load_keys(const char *path, const struct dhaf_cfgkey *keys, void
         return DHAF_ECONFIG;
     }
     return 0;
+}
+
+int dhaf_config_load_keys(const char *path, const struct dhaf_cfgkey *keys, void *base,
+                          struct dhaf_cfg_report *rep)
+{
+    return load_keys(path, keys, base, rep, false);
+}
+
+int dhaf_config_peek_keys(const char *path, const struct dhaf_cfgkey *keys, void *base,
+                          struct dhaf_cfg_report *rep)
+{
+    return load_keys(path, keys, base, rep, true);
 }

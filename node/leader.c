@@ -30,6 +30,8 @@ struct svc_run {
     bool ready;  /* the switcher is initialised */
     bool warned; /* "cannot switch" said once */
     struct decide_state st;
+    struct ep_tally shown[DECIDE_MAX_EPS]; /* the vote counts last written to the state */
+    bool shown_valid;
     long long since; /* current since (wall ms) */
     json_t *last_switch;
     struct decide_request req;
@@ -149,6 +151,18 @@ static int write_state(struct leader *l, struct svc_run *r, const struct decide_
     for (size_t e = 0; e < svc->n_eps && e < DECIDE_MAX_EPS; e++)
         json_object_set_new(eps, svc->eps[e].name, json_string(health_word(st->eps[e])));
     json_object_set_new(j, "eps", eps);
+    if (r->shown_valid) {
+        /* the leader's tally, so that every node's status API gives the same answer */
+        json_t *votes = json_object();
+        for (size_t e = 0; e < svc->n_eps && e < DECIDE_MAX_EPS; e++) {
+            const struct ep_tally *t = &r->shown[e];
+            json_object_set_new(votes, svc->eps[e].name,
+                                json_pack("{s:i, s:i, s:i, s:s}", "healthy", (int)t->healthy,
+                                          "unhealthy", (int)t->unhealthy, "voters",
+                                          (int)t->voters, "reasons", t->reasons));
+        }
+        json_object_set_new(j, "votes", votes);
+    }
     if (r->last_switch)
         json_object_set(j, "last_switch", r->last_switch);
     if (switching_to >= 0)
@@ -473,6 +487,17 @@ static bool decide_all(struct leader *l)
         struct ep_tally t[DECIDE_MAX_EPS];
         if (svc->n_eps > DECIDE_MAX_EPS || !probing_tally(l->p, svc->name, t, DECIDE_MAX_EPS))
             continue; /* no tally yet (the office just opened) */
+        /* Vote counts are published with the state when they change (status API). */
+        bool counts_changed = !r->shown_valid;
+        for (size_t e = 0; e < svc->n_eps && !counts_changed; e++)
+            counts_changed = r->shown[e].healthy != t[e].healthy ||
+                             r->shown[e].unhealthy != t[e].unhealthy ||
+                             r->shown[e].voters != t[e].voters ||
+                             strcmp(r->shown[e].reasons, t[e].reasons) != 0;
+        if (counts_changed) {
+            memcpy(r->shown, t, svc->n_eps * sizeof(*t));
+            r->shown_valid = true;
+        }
         struct decide_output out;
         decide(svc, t, &r->st, &r->req, &out);
         for (size_t k = 0; k < out.n_events; k++)
@@ -480,7 +505,8 @@ static bool decide_all(struct leader *l)
         if (out.action != ACT_NONE && out.target >= 0) {
             do_switch(l, r, &out, t);
             switched = true;
-        } else if (out.purge_request || memcmp(&out.next, &r->st, sizeof(r->st)) != 0) {
+        } else if (out.purge_request || counts_changed ||
+                   memcmp(&out.next, &r->st, sizeof(r->st)) != 0) {
             struct dhaf_err err;
             if (write_state(l, r, &out.next, "", -1, -1, out.purge_request, &err) == 0)
                 r->st = out.next;

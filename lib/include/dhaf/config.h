@@ -152,6 +152,11 @@ int dhaf_section_load_mem(enum dhaf_pkind kind, const char *text, size_t len, co
 int dhaf_config_load_keys(const char *path, const struct dhaf_cfgkey *keys, void *base,
                           struct dhaf_cfg_report *rep);
 
+/** Like dhaf_config_load_keys, but keys of the file that are not in the table are ignored:
+ *  for reading a few settings out of a node's config (dhafctl). */
+int dhaf_config_peek_keys(const char *path, const struct dhaf_cfgkey *keys, void *base,
+                          struct dhaf_cfg_report *rep);
+
 /** Frees what a section holds. */
 void dhaf_section_release(struct dhaf_section *s);
 
