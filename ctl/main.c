@@ -1,48 +1,397 @@
 /* SPDX-License-Identifier: MIT */
-/* dhafctl: the operators' command-line client. A commands[] table maps verbs to functions. */
+/* dhafctl: the operators' command-line client (gRPC to any node). A commands[] table maps
+ * verbs to functions, as git does; every verb has --help. Exit codes: 0 ok, 1 the operation
+ * failed (the server's message is printed), 2 usage. */
+#include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "dhaf/pbjson.h"
+#include "dhaf/v1/dhaf.pb-c.h"
+#include "table.h"
 
 struct command {
     const char *name;
-    const char *summary;
-    int (*run)(int argc, char **argv);
+    const char *args;    /* shown in usage */
+    const char *summary; /* one line */
+    bool needs_service;  /* -s SERVICE */
+    int n_pos;           /* positional arguments required */
+    int (*run)(struct ctl *c, const char *service, char **pos, int limit);
 };
 
-static int cmd_help(int argc, char **argv);
-static int cmd_version(int argc, char **argv);
+static int cmd_status_dhaf(struct ctl *, const char *, char **, int);
+static int cmd_status_services(struct ctl *, const char *, char **, int);
+static int cmd_status_service(struct ctl *, const char *, char **, int);
+static int cmd_candidates(struct ctl *, const char *, char **, int);
+static int cmd_switchover(struct ctl *, const char *, char **, int);
+static int cmd_purge(struct ctl *, const char *, char **, int);
+static int cmd_decommission(struct ctl *, const char *, char **, int);
+static int cmd_events(struct ctl *, const char *, char **, int);
+static int cmd_probers(struct ctl *, const char *, char **, int);
+static int cmd_version(struct ctl *, const char *, char **, int);
 
 static const struct command commands[] = {
-    {"help", "show this help", cmd_help},
-    {"version", "print the client version", cmd_version},
+    {"status-dhaf", "", "show the cluster: leader, epoch, nodes", false, 0, cmd_status_dhaf},
+    {"status-services", "", "show every service and its entry points", false, 0,
+     cmd_status_services},
+    {"status-service", "-s SERVICE", "show one service and its entry points", true, 0,
+     cmd_status_service},
+    {"switchover-candidates", "-s SERVICE", "show the healthy entry points a switchover may use",
+     true, 0, cmd_candidates},
+    {"switchover-to", "EP -s SERVICE", "switch SERVICE to entry point EP and pin it there", true, 1,
+     cmd_switchover},
+    {"switchover-purge", "-s SERVICE", "remove the switchover requirement (pin) of SERVICE", true,
+     0, cmd_purge},
+    {"node-decommission", "NODE", "forget a dhaf node that is gone for good (refused while alive)",
+     false, 1, cmd_decommission},
+    {"events", "[-s SERVICE] [-n N]", "show the event history, newest first", false, 0, cmd_events},
+    {"probers", "", "show the remote probers and their last reports", false, 0, cmd_probers},
+    {"version", "", "print the client's and the node's versions", false, 0, cmd_version},
+    {"help", "[COMMAND]", "show help for dhafctl or one command", false, 0, NULL},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: dhafctl COMMAND [--config FILE | --endpoint HOST:PORT] [-o table|json]\n"
-                 "\ncommands:\n");
+    fprintf(out, "usage: dhafctl COMMAND [ARGS] [--config FILE | --endpoint HOST:PORT] "
+                 "[--token T] [-o table|json]\n\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
-        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\nThe cluster commands (status-dhaf, status-services, switchover-to, ...) "
-                 "come with the control-plane API.\n");
+        fprintf(out, "  %-22s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\noptions (every command):\n"
+                 "  -c, --config FILE      a node's config: its gRPC API address and token\n"
+                 "  -e, --endpoint H:P     the node's gRPC API (also DHAF_ENDPOINT)\n"
+                 "  -t, --token T          the API token (also DHAF_TOKEN)\n"
+                 "      --ca FILE          CA of the node's TLS certificate (also DHAF_CA)\n"
+                 "  -o, --output FORMAT    table (default) or json\n"
+                 "      --timeout S        seconds to wait for the node (default 5)\n"
+                 "  -h, --help             help\n"
+                 "\nexit codes: 0 ok, 1 the operation failed, 2 usage\n");
 }
 
-static int cmd_help(int argc, char **argv)
+static void command_usage(const struct command *cmd, FILE *out)
 {
-    (void)argc;
-    (void)argv;
-    usage(stdout);
+    fprintf(out,
+            "usage: dhafctl %s %s [--config FILE | --endpoint HOST:PORT] [-o table|json]\n\n"
+            "%s.\n",
+            cmd->name, cmd->args, cmd->summary);
+}
+
+/* ------------------------------------------------------------------ output */
+
+static void print_json(const ProtobufCMessage *m)
+{
+    json_t *j = dhaf_pb_to_json(m);
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    printf("%s\n", s);
+    free(s);
+    json_decref(j);
+}
+
+static void fmt_time(char *buf, size_t len, int64_t ms)
+{
+    if (ms <= 0) {
+        snprintf(buf, len, "-");
+        return;
+    }
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
+static const char *ep_state(Dhaf__V1__EntryPointState s)
+{
+    switch (s) {
+    case DHAF__V1__ENTRY_POINT_STATE__ENTRY_POINT_STATE_CURRENT:
+        return "CURRENT";
+    case DHAF__V1__ENTRY_POINT_STATE__ENTRY_POINT_STATE_READY:
+        return "READY";
+    case DHAF__V1__ENTRY_POINT_STATE__ENTRY_POINT_STATE_DISABLED:
+        return "DISABLED";
+    default:
+        return "UNKNOWN";
+    }
+}
+
+/* The two tables of the original CLI for one service. */
+static void print_service(const struct ctl *c, const Dhaf__V1__ServiceStatus *s)
+{
+    char title[200], pin[100], votes[64], prio[16];
+    struct table t;
+    snprintf(title, sizeof(title), "Service \"%s\" -> Summary", s->name);
+    table_init(&t, title, "Key", "Value", NULL);
+    table_row(&t, PAINT_NONE, "Service status", s->up ? PAINT_GREEN : PAINT_RED,
+              s->panic ? "DOWN (panic: no healthy entry point)"
+              : s->up  ? "UP"
+                       : "DOWN");
+    table_row(&t, PAINT_NONE, "Domain", PAINT_NONE, s->domain);
+    table_row(&t, PAINT_NONE, "Current entry point", PAINT_BOLD,
+              s->current_entry_point[0] ? s->current_entry_point : "(none yet)");
+    snprintf(pin, sizeof(pin), "YES (to %s)", s->switchover_requirement);
+    table_row(&t, PAINT_NONE, "Switchover is required", PAINT_NONE,
+              s->switchover_requirement[0] ? pin : "NO");
+    if (!s->quorum)
+        table_row(&t, PAINT_NONE, "Voters", PAINT_YELLOW, "no fresh votes: decisions suspended");
+    if (s->switching_to[0])
+        table_row(&t, PAINT_NONE, "Switching to", PAINT_YELLOW, s->switching_to);
+    if (s->last_switch && s->last_switch->kind[0]) {
+        char ls[200], at[40];
+        fmt_time(at, sizeof(at), s->last_switch->at_ms);
+        snprintf(ls, sizeof(ls), "%s %s -> %s at %s", s->last_switch->kind,
+                 s->last_switch->from[0] ? s->last_switch->from : "(none)", s->last_switch->to, at);
+        table_row(&t, PAINT_NONE, "Last switch", PAINT_NONE, ls);
+    }
+    table_print(&t, stdout, c->color);
+    printf("\n");
+    snprintf(title, sizeof(title), "Service \"%s\" -> Entry points", s->name);
+    table_init(&t, title, "Priority", "Name", "IP", "Healthy", "Votes (ok/bad/voters)", "Status",
+               NULL);
+    for (size_t e = 0; e < s->n_entry_points; e++) {
+        const Dhaf__V1__EntryPointStatus *ep = s->entry_points[e];
+        snprintf(prio, sizeof(prio), "%u", ep->priority);
+        snprintf(votes, sizeof(votes), "%u/%u/%u", ep->votes_healthy, ep->votes_unhealthy,
+                 ep->voters);
+        const char *st = ep_state(ep->state);
+        table_row(&t, PAINT_NONE, prio, PAINT_NONE, ep->name, PAINT_NONE, ep->ip,
+                  ep->healthy ? PAINT_GREEN : PAINT_RED, ep->healthy ? "Yes" : "No", PAINT_NONE,
+                  votes, !strcmp(st, "CURRENT") ? PAINT_BOLD : PAINT_NONE, st);
+    }
+    table_print(&t, stdout, c->color);
+    for (size_t e = 0; e < s->n_entry_points; e++)
+        for (size_t r = 0; r < s->entry_points[e]->n_reasons; r++)
+            printf("  %s: %s\n", s->entry_points[e]->name, s->entry_points[e]->reasons[r]);
+}
+
+/* ------------------------------------------------------------------ commands */
+
+#define CALL(c, method, req, Type, var)                                                            \
+    ProtobufCMessage *var##_m = NULL;                                                              \
+    if (ctl_call((c), method, &(req).base, &Type##__descriptor, &var##_m) != 0)                    \
+        return 1;
+
+static int cmd_status_dhaf(struct ctl *c, const char *svc, char **pos, int limit)
+{
+    (void)svc, (void)pos, (void)limit;
+    Dhaf__V1__GetClusterStatusRequest req = DHAF__V1__GET_CLUSTER_STATUS_REQUEST__INIT;
+    CALL(c, "GetClusterStatus", req, dhaf__v1__cluster_status, r);
+    Dhaf__V1__ClusterStatus *s = (Dhaf__V1__ClusterStatus *)r_m;
+    if (c->out == OUT_JSON) {
+        print_json(r_m);
+    } else {
+        char title[200];
+        snprintf(title, sizeof(title), "Dhaf cluster \"%s\" (leader %s, epoch %lld)", s->cluster,
+                 s->leader[0] ? s->leader : "none", (long long)s->epoch);
+        struct table t;
+        table_init(&t, title, "Node name", "Healthy", "Role", "Version", "gRPC API", NULL);
+        for (size_t i = 0; i < s->n_nodes; i++) {
+            const Dhaf__V1__NodeStatus *n = s->nodes[i];
+            bool lead = n->role == DHAF__V1__NODE_ROLE__NODE_ROLE_LEADER;
+            table_row(&t, PAINT_NONE, n->name, n->healthy ? PAINT_GREEN : PAINT_RED,
+                      n->healthy ? "Yes" : "No", lead ? PAINT_BOLD : PAINT_NONE,
+                      lead ? "Leader" : "Follower", PAINT_NONE, n->version, PAINT_NONE,
+                      n->grpc_endpoint);
+        }
+        table_print(&t, stdout, c->color);
+    }
+    protobuf_c_message_free_unpacked(r_m, NULL);
     return 0;
 }
 
-static int cmd_version(int argc, char **argv)
+static int cmd_status_services(struct ctl *c, const char *svc, char **pos, int limit)
 {
-    (void)argc;
-    (void)argv;
+    (void)svc, (void)pos, (void)limit;
+    Dhaf__V1__ListServicesRequest req = DHAF__V1__LIST_SERVICES_REQUEST__INIT;
+    CALL(c, "ListServices", req, dhaf__v1__list_services_response, r);
+    Dhaf__V1__ListServicesResponse *s = (Dhaf__V1__ListServicesResponse *)r_m;
+    if (c->out == OUT_JSON) {
+        print_json(r_m);
+    } else {
+        for (size_t i = 0; i < s->n_services; i++) {
+            print_service(c, s->services[i]);
+            printf("%s\n\n", "=============================================================="
+                             "==================");
+        }
+    }
+    protobuf_c_message_free_unpacked(r_m, NULL);
+    return 0;
+}
+
+static int cmd_status_service(struct ctl *c, const char *svc, char **pos, int limit)
+{
+    (void)pos, (void)limit;
+    Dhaf__V1__GetServiceRequest req = DHAF__V1__GET_SERVICE_REQUEST__INIT;
+    req.service = (char *)svc;
+    CALL(c, "GetService", req, dhaf__v1__service_status, r);
+    if (c->out == OUT_JSON)
+        print_json(r_m);
+    else
+        print_service(c, (Dhaf__V1__ServiceStatus *)r_m);
+    protobuf_c_message_free_unpacked(r_m, NULL);
+    return 0;
+}
+
+static int cmd_candidates(struct ctl *c, const char *svc, char **pos, int limit)
+{
+    (void)pos, (void)limit;
+    Dhaf__V1__GetSwitchoverCandidatesRequest req =
+        DHAF__V1__GET_SWITCHOVER_CANDIDATES_REQUEST__INIT;
+    req.service = (char *)svc;
+    CALL(c, "GetSwitchoverCandidates", req, dhaf__v1__switchover_candidates, r);
+    Dhaf__V1__SwitchoverCandidates *s = (Dhaf__V1__SwitchoverCandidates *)r_m;
+    if (c->out == OUT_JSON) {
+        print_json(r_m);
+    } else {
+        struct table t;
+        table_init(&t, "Switchover candidates", "Priority", "Name", NULL);
+        for (size_t i = 0; i < s->n_candidates; i++) {
+            char prio[16];
+            snprintf(prio, sizeof(prio), "%u", s->candidates[i]->priority);
+            table_row(&t, PAINT_NONE, prio, PAINT_NONE, s->candidates[i]->name);
+        }
+        table_print(&t, stdout, c->color);
+    }
+    protobuf_c_message_free_unpacked(r_m, NULL);
+    return 0;
+}
+
+static int cmd_switchover(struct ctl *c, const char *svc, char **pos, int limit)
+{
+    (void)limit;
+    char by[128], host[64] = "?";
+    gethostname(host, sizeof(host) - 1);
+    const char *user = getenv("USER");
+    snprintf(by, sizeof(by), "dhafctl %s@%s", user ? user : "?", host);
+    Dhaf__V1__SwitchoverRequest req = DHAF__V1__SWITCHOVER_REQUEST__INIT;
+    req.service = (char *)svc;
+    req.entry_point = pos[0];
+    req.requested_by = by;
+    CALL(c, "Switchover", req, dhaf__v1__switchover_response, r);
+    if (c->out == OUT_JSON)
+        print_json(r_m);
+    else
+        printf("OK. A request for a switchover to %s has been sent.\n", pos[0]);
+    protobuf_c_message_free_unpacked(r_m, NULL);
+    return 0;
+}
+
+static int cmd_purge(struct ctl *c, const char *svc, char **pos, int limit)
+{
+    (void)pos, (void)limit;
+    Dhaf__V1__PurgeSwitchoverRequest req = DHAF__V1__PURGE_SWITCHOVER_REQUEST__INIT;
+    req.service = (char *)svc;
+    CALL(c, "PurgeSwitchover", req, dhaf__v1__purge_switchover_response, r);
+    if (c->out == OUT_JSON)
+        print_json(r_m);
+    else
+        printf("OK. The switchover requirement has been purged.\n");
+    protobuf_c_message_free_unpacked(r_m, NULL);
+    return 0;
+}
+
+static int cmd_decommission(struct ctl *c, const char *svc, char **pos, int limit)
+{
+    (void)svc, (void)limit;
+    Dhaf__V1__DecommissionNodeRequest req = DHAF__V1__DECOMMISSION_NODE_REQUEST__INIT;
+    req.name = pos[0];
+    CALL(c, "DecommissionNode", req, dhaf__v1__decommission_node_response, r);
+    if (c->out == OUT_JSON)
+        print_json(r_m);
+    else
+        printf("OK. The dhaf node has been successfully decommissioned.\n");
+    protobuf_c_message_free_unpacked(r_m, NULL);
+    return 0;
+}
+
+static int cmd_events(struct ctl *c, const char *svc, char **pos, int limit)
+{
+    (void)pos;
+    Dhaf__V1__ListEventsRequest req = DHAF__V1__LIST_EVENTS_REQUEST__INIT;
+    req.service = (char *)(svc ? svc : "");
+    req.limit = (uint32_t)(limit > 0 ? limit : 20);
+    CALL(c, "ListEvents", req, dhaf__v1__list_events_response, r);
+    Dhaf__V1__ListEventsResponse *s = (Dhaf__V1__ListEventsResponse *)r_m;
+    if (c->out == OUT_JSON) {
+        print_json(r_m);
+    } else {
+        struct table t;
+        table_init(&t, svc ? "Events (newest first)" : "Cluster events (newest first)", "Time",
+                   "Event", "Level", "Message", NULL);
+        for (size_t i = 0; i < s->n_events; i++) {
+            const Dhaf__V1__Event *e = s->events[i];
+            char at[40];
+            fmt_time(at, sizeof(at), e->at_ms);
+            enum paint p = e->level == DHAF__V1__EVENT_LEVEL__EVENT_LEVEL_CRITICAL  ? PAINT_RED
+                           : e->level == DHAF__V1__EVENT_LEVEL__EVENT_LEVEL_WARNING ? PAINT_YELLOW
+                                                                                    : PAINT_NONE;
+            const char *lv = p == PAINT_RED ? "critical" : p == PAINT_YELLOW ? "warning" : "info";
+            table_row(&t, PAINT_NONE, at, PAINT_BOLD, e->kind, p, lv, PAINT_NONE, e->message);
+        }
+        table_print(&t, stdout, c->color);
+    }
+    protobuf_c_message_free_unpacked(r_m, NULL);
+    return 0;
+}
+
+static int cmd_probers(struct ctl *c, const char *svc, char **pos, int limit)
+{
+    (void)svc, (void)pos, (void)limit;
+    Dhaf__V1__GetClusterStatusRequest req = DHAF__V1__GET_CLUSTER_STATUS_REQUEST__INIT;
+    CALL(c, "GetClusterStatus", req, dhaf__v1__cluster_status, r);
+    Dhaf__V1__ClusterStatus *s = (Dhaf__V1__ClusterStatus *)r_m;
+    if (c->out == OUT_JSON) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < s->n_probers; i++)
+            json_array_append_new(a, dhaf_pb_to_json(&s->probers[i]->base));
+        char *txt = json_dumps(a, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        printf("%s\n", txt);
+        free(txt);
+        json_decref(a);
+    } else {
+        struct table t;
+        table_init(&t, "Remote probers", "Name", "Location", "Reporting", "Last report",
+                   "Relayed by", "Version", NULL);
+        for (size_t i = 0; i < s->n_probers; i++) {
+            const Dhaf__V1__ProberStatus *p = s->probers[i];
+            char at[40];
+            fmt_time(at, sizeof(at), p->last_report_ms);
+            table_row(&t, PAINT_NONE, p->name, PAINT_NONE, p->location,
+                      p->healthy ? PAINT_GREEN : PAINT_RED, p->healthy ? "Yes" : "No", PAINT_NONE,
+                      at, PAINT_NONE, p->relayed_by, PAINT_NONE, p->version);
+        }
+        table_print(&t, stdout, c->color);
+    }
+    protobuf_c_message_free_unpacked(r_m, NULL);
+    return 0;
+}
+
+static int cmd_version(struct ctl *c, const char *svc, char **pos, int limit)
+{
+    (void)svc, (void)pos, (void)limit;
     printf("dhafctl %s (%s)\n", DHAF_VERSION, DHAF_GIT_COMMIT);
+    Dhaf__V1__GetVersionRequest req = DHAF__V1__GET_VERSION_REQUEST__INIT;
+    CALL(c, "GetVersion", req, dhaf__v1__version_info, r);
+    Dhaf__V1__VersionInfo *v = (Dhaf__V1__VersionInfo *)r_m;
+    printf("dhaf-node %s (%s) on node %s of cluster %s\n", v->version, v->git_commit, v->node,
+           v->cluster);
+    protobuf_c_message_free_unpacked(r_m, NULL);
     return 0;
+}
+
+/* ------------------------------------------------------------------ main */
+
+static const struct command *find(const char *name)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    /* the seed's README wrote "status-service --config" for all services */
+    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -51,14 +400,118 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
-        return cmd_help(argc - 1, argv + 1);
-    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)
-        return cmd_version(argc - 1, argv + 1);
-    for (size_t i = 0; i < N_COMMANDS; i++)
-        if (strcmp(argv[1], commands[i].name) == 0)
-            return commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "dhafctl: unknown command \"%s\"\n", argv[1]);
-    usage(stderr);
-    return 2;
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        printf("dhafctl %s (%s)\n", DHAF_VERSION, DHAF_GIT_COMMIT);
+        return 0;
+    }
+    const struct command *cmd = find(argv[1]);
+    if (!cmd) {
+        fprintf(stderr, "dhafctl: unknown command \"%s\"\n\n", argv[1]);
+        usage(stderr);
+        return 2;
+    }
+    if (!cmd->run) { /* help [COMMAND] */
+        const struct command *about = argc > 2 ? find(argv[2]) : NULL;
+        if (argc > 2 && !about) {
+            fprintf(stderr, "dhafctl: unknown command \"%s\"\n", argv[2]);
+            return 2;
+        }
+        if (about)
+            command_usage(about, stdout);
+        else
+            usage(stdout);
+        return 0;
+    }
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},  {"endpoint", required_argument, NULL, 'e'},
+        {"token", required_argument, NULL, 't'},   {"ca", required_argument, NULL, 'A'},
+        {"output", required_argument, NULL, 'o'},  {"timeout", required_argument, NULL, 'T'},
+        {"service", required_argument, NULL, 's'}, {"limit", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+    };
+    struct ctl c = {.timeout_ms = 5000, .out = OUT_TABLE};
+    c.color = isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+    const char *service = NULL;
+    int limit = 0, opt;
+    optind = 2;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":c:e:t:o:s:n:h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            c.config = optarg;
+            break;
+        case 'e':
+            c.endpoint = optarg;
+            break;
+        case 't':
+            c.token = optarg;
+            break;
+        case 'A':
+            c.ca_file = optarg;
+            break;
+        case 'o':
+            if (!strcmp(optarg, "json"))
+                c.out = OUT_JSON;
+            else if (strcmp(optarg, "table") != 0) {
+                fprintf(stderr, "dhafctl: -o takes table or json, not \"%s\"\n", optarg);
+                return 2;
+            }
+            break;
+        case 'T': {
+            char *end = NULL;
+            long s = strtol(optarg, &end, 10);
+            if (!*optarg || *end || s < 1 || s > 600) {
+                fprintf(stderr, "dhafctl: --timeout takes seconds from 1 to 600\n");
+                return 2;
+            }
+            c.timeout_ms = (int)s * 1000;
+            break;
+        }
+        case 's':
+            service = optarg;
+            break;
+        case 'n': {
+            char *end = NULL;
+            long n = strtol(optarg, &end, 10);
+            if (!*optarg || *end || n < 1 || n > 1000) {
+                fprintf(stderr, "dhafctl: -n takes a number from 1 to 1000\n");
+                return 2;
+            }
+            limit = (int)n;
+            break;
+        }
+        case 'h':
+            command_usage(cmd, stdout);
+            return 0;
+        case ':':
+            fprintf(stderr, "dhafctl: %s needs a value\n", argv[optind - 1]);
+            return 2;
+        default:
+            fprintf(stderr, "dhafctl: unknown option %s\n\n", argv[optind - 1]);
+            command_usage(cmd, stderr);
+            return 2;
+        }
+    }
+    char **pos = argv + optind;
+    int n_pos = argc - optind;
+    if (n_pos != cmd->n_pos) {
+        fprintf(stderr, "dhafctl %s: %s\n\n", cmd->name,
+                n_pos < cmd->n_pos ? "missing argument" : "too many arguments");
+        command_usage(cmd, stderr);
+        return 2;
+    }
+    if (cmd->needs_service && !service) {
+        fprintf(stderr, "dhafctl %s: -s SERVICE is required\n\n", cmd->name);
+        command_usage(cmd, stderr);
+        return 2;
+    }
+    int rc = ctl_connect(&c);
+    if (rc == 0)
+        rc = cmd->run(&c, service, pos, limit);
+    ctl_close(&c);
+    return rc;
 }
