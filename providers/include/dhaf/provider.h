@@ -27,6 +27,36 @@ struct dhaf_reason {
     const char *description; /* "the HTTP status code was not an expected one" */
 };
 
+/* A small key-value store in etcd that belongs to one provider instance (under
+ * ext/<kind>/<type>/<instance>/). Values are text. Writes from the leader are fenced. */
+struct dhaf_kv_store {
+    void *ud;
+    /** *value (caller frees) or NULL when absent. Returns 0 or a negative code. */
+    int (*get)(void *ud, const char *key, char **value, struct dhaf_err *err);
+    int (*put)(void *ud, const char *key, const char *value, struct dhaf_err *err);
+    int (*del)(void *ud, const char *key, struct dhaf_err *err);
+    /** Every key under prefix ("" = all): *keys and *values (n each, caller frees each and
+     *  the arrays); keys are relative to the instance's folder. */
+    int (*list)(void *ud, const char *prefix, char ***keys, char ***values, size_t *n,
+                struct dhaf_err *err);
+};
+
+/* One event as a notifier receives it. Everything is borrowed for the notify() call. */
+struct dhaf_event_view {
+    uint64_t seq;        /* unique, increasing (etcd revision of the record) */
+    const char *kind;    /* "failover", "ep-down", "node-up", "new-leader", ... */
+    const char *level;   /* "info", "warning", "critical" */
+    const char *cluster;
+    const char *service; /* NULL for cluster events */
+    const char *node;
+    const char *from;
+    const char *to;
+    const char *const *reasons;
+    size_t n_reasons;
+    const char *message; /* one human sentence */
+    int64_t at_ms;       /* when it happened (Unix ms) */
+};
+
 /* What a provider instance is given at init. Everything is borrowed for the instance's life. */
 struct dhaf_provider_ctx {
     const char *service; /* NULL for notifiers */
@@ -35,6 +65,9 @@ struct dhaf_provider_ctx {
     size_t n_eps;
     const char *node; /* the node running the instance (switchers: the leader) */
     int64_t epoch;    /* switchers: the leader's fencing epoch (sent along, for audits) */
+    const char *cluster;               /* the cluster's name */
+    const char *instance;              /* notifiers: the instance name ("tg-anon") */
+    const struct dhaf_kv_store *store; /* notifiers and switchers: the instance's own store */
 };
 
 /* The outcome of one check of one entry point. */
@@ -100,6 +133,16 @@ struct dhaf_provider {
      * error. NULL when the provider cannot tell (the leader then trusts etcd's state).
      */
     int (*current)(void *state, int *ep, struct dhaf_err *err);
+
+    /* --- notifiers: instances exist on the leader only (init when it takes office, destroy
+     * when it leaves it), so only the leader polls (Telegram) or sends --- */
+    /**
+     * Delivers one event. Called from the leader's delivery thread, never from the decision
+     * path; every remote call has a deadline. Returns 0; DHAF_EUNAVAILABLE or DHAF_ETIMEOUT
+     * to be retried later with back-off; any other code gives the event up for this
+     * notifier (logged).
+     */
+    int (*notify)(void *state, const struct dhaf_event_view *ev, struct dhaf_err *err);
 };
 
 /* Key-table row helpers for provider files. */
