@@ -194,6 +194,13 @@ void dhaf_etcd_free(struct dhaf_etcd *e)
     free(e);
 }
 
+static atomic_uint_fast64_t n_errors; /* calls no endpoint answered */
+
+uint64_t dhaf_etcd_error_count(void)
+{
+    return atomic_load(&n_errors);
+}
+
 const char *dhaf_etcd_endpoint(const struct dhaf_etcd *e)
 {
     return e->endpoints[atomic_load(&e->cur) % e->n];
@@ -342,6 +349,7 @@ static int call(struct dhaf_etcd *e, const char *method, const ProtobufCMessage 
                 *maybe_applied = true;
         }
     }
+    atomic_fetch_add(&n_errors, 1);
     char last[256];
     snprintf(last, sizeof(last), "%.200s", err->msg);
     dhaf_err_set(err, rc, "no etcd endpoint answered (%zu tried): %s%s%s", e->n, first,

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* protobuf-c message -> JSON through the message descriptor. */
+#include <stdlib.h>
 #include <string.h>
 
+#include "dhaf/alloc.h"
 #include "dhaf/pbjson.h"
 
 static json_t *scalar(const ProtobufCFieldDescriptor *f, const void *p)
@@ -34,7 +36,16 @@ static json_t *scalar(const ProtobufCFieldDescriptor *f, const void *p)
     }
     case PROTOBUF_C_TYPE_STRING: {
         const char *s = *(char *const *)p;
-        return json_string(s ? s : "");
+        json_t *j = json_string(s ? s : "");
+        if (!j) { /* not UTF-8: keep the field, with the bad bytes replaced */
+            char *copy = dhaf_xstrdup(s);
+            for (char *c = copy; *c; c++)
+                if ((unsigned char)*c >= 0x80)
+                    *c = '?';
+            j = json_string(copy);
+            free(copy);
+        }
+        return j ? j : json_string("");
     }
     case PROTOBUF_C_TYPE_BYTES: {
         const ProtobufCBinaryData *b = p;

@@ -21,6 +21,7 @@
 #include "dhaf/registry.h"
 #include "events.h"
 #include "leader.h"
+#include "metrics.h"
 
 struct svc_run {
     const struct dhaf_service *svc;
@@ -45,6 +46,7 @@ struct leader {
     const struct dhaf_config *cfg;
     bool reload;
     bool in_office;
+    unsigned long closed; /* offices closed so far: a reload waits for the next one */
     pthread_t t;
     struct svc_run *runs;
     size_t n;
@@ -158,8 +160,8 @@ static int write_state(struct leader *l, struct svc_run *r, const struct decide_
             const struct ep_tally *t = &r->shown[e];
             json_object_set_new(votes, svc->eps[e].name,
                                 json_pack("{s:i, s:i, s:i, s:s}", "healthy", (int)t->healthy,
-                                          "unhealthy", (int)t->unhealthy, "voters",
-                                          (int)t->voters, "reasons", t->reasons));
+                                          "unhealthy", (int)t->unhealthy, "voters", (int)t->voters,
+                                          "reasons", t->reasons));
         }
         json_object_set_new(j, "votes", votes);
     }
@@ -259,6 +261,7 @@ static void leave_office(struct leader *l)
     l->epoch = 0;
     pthread_mutex_lock(&l->lock);
     l->in_office = false;
+    l->closed++;
     pthread_cond_broadcast(&l->left);
     pthread_mutex_unlock(&l->lock);
 }
@@ -456,6 +459,7 @@ static void do_switch(struct leader *l, struct svc_run *r, const struct decide_o
         return;
     }
     r->st.current = out->target;
+    metrics_switch(svc->name, kind);
     r->since = wall_ms();
     if (r->last_switch)
         json_decref(r->last_switch);
@@ -490,10 +494,9 @@ static bool decide_all(struct leader *l)
         /* Vote counts are published with the state when they change (status API). */
         bool counts_changed = !r->shown_valid;
         for (size_t e = 0; e < svc->n_eps && !counts_changed; e++)
-            counts_changed = r->shown[e].healthy != t[e].healthy ||
-                             r->shown[e].unhealthy != t[e].unhealthy ||
-                             r->shown[e].voters != t[e].voters ||
-                             strcmp(r->shown[e].reasons, t[e].reasons) != 0;
+            counts_changed =
+                r->shown[e].healthy != t[e].healthy || r->shown[e].unhealthy != t[e].unhealthy ||
+                r->shown[e].voters != t[e].voters || strcmp(r->shown[e].reasons, t[e].reasons) != 0;
         if (counts_changed) {
             memcpy(r->shown, t, svc->n_eps * sizeof(*t));
             r->shown_valid = true;
@@ -615,7 +618,10 @@ void leader_reload(struct leader *l, const struct dhaf_config *cfg)
     pthread_mutex_lock(&l->lock);
     l->cfg = cfg;
     l->reload = true;
-    while (l->in_office && !cluster_stopping(l->c))
+    /* Wait for the office that uses the old config to close; the thread may reopen one at
+     * once (with the new config), so count closings rather than look at in_office. */
+    unsigned long closed = l->closed;
+    while (l->in_office && l->closed == closed && !cluster_stopping(l->c))
         pthread_cond_wait(&l->left, &l->lock);
     pthread_mutex_unlock(&l->lock);
 }

@@ -11,11 +11,14 @@
 #include "api.h"
 #include "cluster.h"
 #include "leader.h"
+#include "notify.h"
 #include "probing.h"
+#include "rest.h"
 #include "dhaf/alloc.h"
 #include "dhaf/config.h"
 #include "dhaf/etcd.h"
 #include "dhaf/log.h"
+#include "dhaf/plugins.h"
 #include "dhaf/registry.h"
 
 static void usage(FILE *out)
@@ -76,6 +79,37 @@ static int load_config(const char *path, struct dhaf_config *cfg, bool as_log)
     return rc;
 }
 
+/* Loads the plugins of path's dhaf.extensions-dir (default: extensions/ next to the file)
+ * before the config itself, so that the config may use their types. A file that cannot be
+ * read loads nothing here: load_config then reports why. Returns 0, or the exit code 2 (the
+ * setup is invalid, like a bad config) after printing the refusal to stderr. */
+static int load_plugins(const char *path)
+{
+    /* The very row of the config's key table, so default and path resolution are the same. */
+    struct dhaf_cfgkey keys[2] = {DHAF_KEY_END, DHAF_KEY_END};
+    for (const struct dhaf_cfgkey *k = dhaf_config_keys; k->key; k++)
+        if (strcmp(k->key, "dhaf.extensions-dir") == 0)
+            keys[0] = *k;
+    struct dhaf_config peek;
+    memset(&peek, 0, sizeof(peek));
+    struct dhaf_cfg_report rep;
+    dhaf_cfg_report_init(&rep, path);
+    int rc = dhaf_config_peek_keys(path, keys, &peek, &rep);
+    dhaf_cfg_report_release(&rep);
+    if (rc != 0 || !peek.extensions_dir)
+        return 0;
+    struct dhaf_err err;
+    rc = dhaf_plugins_load(peek.extensions_dir, &err);
+    if (rc != 0)
+        fprintf(stderr,
+                "dhaf-node: %s\n"
+                "dhaf-node: %s: a plugin of dhaf.extensions-dir %s was refused; fix or remove "
+                "it (exit code 2)\n",
+                err.msg, path, peek.extensions_dir);
+    dhaf_cfgkeys_release(keys, &peek);
+    return rc != 0 ? 2 : 0;
+}
+
 static struct dhaf_etcd *etcd_from(const struct dhaf_config *cfg, struct dhaf_err *err)
 {
     struct dhaf_etcd_opts o = {
@@ -108,6 +142,8 @@ struct parts {
     struct probing *probing;
     struct api *api;
     struct leader *leader;
+    struct rest *rest;
+    struct notify *notify;
 };
 
 /* SIGHUP: validate the file, then switch every part to it. The parts keep pointers into the
@@ -141,7 +177,9 @@ static void reload(const char *path, struct dhaf_config **cur, struct parts *pt,
     apply_log(fresh, lo);
     cluster_reload(pt->c, fresh);
     api_reload(pt->api, fresh);
+    rest_reload(pt->rest, fresh);
     leader_reload(pt->leader, fresh);
+    notify_reload(pt->notify, fresh);
     dhaf_config_release(*cur);
     free(*cur);
     *cur = fresh;
@@ -222,7 +260,7 @@ static int run(const char *path, struct dhaf_config *initial, const struct log_o
     }
     DHAF_LOG(DHAF_LOG_INFO, "event=node-start node=%s cluster=%s version=%s etcd=%s pid=%d",
              cfg->node_name, cfg->cluster_name, DHAF_VERSION, cfg->etcd.hosts[0], (int)getpid());
-    struct parts pt = {cluster_new(cfg, etcd), NULL, NULL, NULL};
+    struct parts pt = {cluster_new(cfg, etcd), NULL, NULL, NULL, NULL, NULL};
     struct cluster *c = pt.c;
     char q[400];
     if (!(pt.api = api_start(c, cfg, &err))) {
@@ -234,8 +272,19 @@ static int run(const char *path, struct dhaf_config *initial, const struct log_o
         free(cfg);
         return 1;
     }
+    if (!(pt.rest = rest_start(c, cfg, &err))) {
+        DHAF_LOG(DHAF_LOG_ERROR, "event=start-failed reason=\"REST API: %s\"",
+                 dhaf_log_quote(q, sizeof(q), err.msg));
+        api_stop(pt.api);
+        cluster_free(c);
+        dhaf_etcd_free(etcd);
+        dhaf_config_release(cfg);
+        free(cfg);
+        return 1;
+    }
     if (cluster_start(c, &err) != 0 || !(pt.probing = probing_start(c, cfg, &err)) ||
-        !(pt.leader = leader_start(c, pt.probing, cfg, &err))) {
+        !(pt.leader = leader_start(c, pt.probing, cfg, &err)) ||
+        !(pt.notify = notify_start(c, cfg, &err))) {
         DHAF_LOG(DHAF_LOG_ERROR, "event=start-failed reason=\"%s\"",
                  dhaf_log_quote(q, sizeof(q), err.msg));
         cluster_stop(c, 1000);
@@ -257,7 +306,9 @@ static int run(const char *path, struct dhaf_config *initial, const struct log_o
      * the process exit rather than freed under it. */
     bool clean = cluster_stop(c, 1200);
     api_stop(pt.api);
+    rest_stop(pt.rest);
     clean = leader_stop(pt.leader, 300) && clean;
+    clean = notify_stop(pt.notify, 300) && clean;
     clean = probing_stop(pt.probing, 300) && clean;
     if (clean) {
         cluster_free(c);
@@ -380,13 +431,20 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    /* Plugins first: the config may name their types (--check-config too). They stay
+     * loaded until exit once the node runs: a thread stuck in a call may still use them. */
+    if (load_plugins(config) != 0)
+        return 2;
     struct dhaf_config cfg;
     int rc = load_config(config, &cfg, false);
-    if (rc != 0)
+    if (rc != 0) {
+        dhaf_plugins_unload();
         return 2;
+    }
     if (check_only) {
         printf("OK\n");
         dhaf_config_release(&cfg);
+        dhaf_plugins_unload();
         return 0;
     }
     struct log_override lo = {level_set, level, format_set, format};

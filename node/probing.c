@@ -10,6 +10,7 @@
 #include "dhaf/alloc.h"
 #include "dhaf/log.h"
 #include "dhaf/probe.h"
+#include "metrics.h"
 #include "probing.h"
 
 #define FRESH_TACTS 3 /* a vote counts while rewritten within 3 x tact-interval */
@@ -66,6 +67,8 @@ static void *probe_thread(void *arg)
             const struct dhaf_probe_result *r;
             size_t n;
             dhaf_probe_round(p->engine, &r, &n);
+            for (size_t i = 0; i < n; i++)
+                metrics_check_latency(r[i].latency_ms);
             text = vote_encode(cluster_node(c), "node", ++p->seq, r, n);
         }
         pthread_mutex_unlock(&p->probe_lock);

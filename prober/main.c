@@ -16,6 +16,7 @@
 #include "dhaf/alloc.h"
 #include "dhaf/config.h"
 #include "dhaf/log.h"
+#include "dhaf/plugins.h"
 #include "dhaf/probe.h"
 #include "dhaf/registry.h"
 #include "dhaf/rpc.h"
@@ -29,6 +30,7 @@ struct prober_cfg {
     struct dhaf_strlist nodes;
     char *ca_file, *cert_file, *key_file, *server_name;
     int timeout;
+    char *extensions_dir;
     int log_level, log_format;
 };
 
@@ -67,6 +69,8 @@ static const struct dhaf_cfgkey prober_keys[] = {
      "Key of the client certificate."},
     {"prober.tls.server-name", DHAF_CFG_HOST, PC(server_name), false, NULL, 0, 0, NULL, NULL,
      NULL, "Name expected in the nodes' certificate, when it differs from the address."},
+    {"prober.extensions-dir", DHAF_CFG_PATH, PC(extensions_dir), false, "extensions", 0, 0, NULL,
+     NULL, NULL, "Directory of plugin .so files (plugin health checkers the plan may name)."},
     {"log.level", DHAF_CFG_ENUM, PC(log_level), false, "info", 0, 0, levels, NULL, NULL,
      "debug, info, warn or error."},
     {"log.format", DHAF_CFG_ENUM, PC(log_format), false, "text", 0, 0, formats, NULL, NULL,
@@ -336,7 +340,8 @@ static void usage(FILE *out)
                  "\n"
                  "  -c, --config FILE  the prober's config:\n"
                  "                       prober: {name, location, token | token-file,\n"
-                 "                                nodes: [host:port, ...], tls: {ca-file, ...}}\n"
+                 "                                nodes: [host:port, ...], tls: {ca-file, ...},\n"
+                 "                                extensions-dir (plugins; default extensions)}\n"
                  "      --check-config validate FILE, print OK or every error (exit 0 / 2)\n"
                  "  -h, --help         this help\n"
                  "  -V, --version      print the version\n");
@@ -398,6 +403,17 @@ int main(int argc, char **argv)
     dhaf_cfg_report_release(&rep);
     if (rc) {
         fprintf(stderr, "%s: invalid configuration\n", config);
+        return 2;
+    }
+    /* The plan may name a plugin's checker: load them now, and refuse a broken one at once. */
+    struct dhaf_err err;
+    if (dhaf_plugins_load(cfg.extensions_dir, &err) != 0) {
+        fprintf(stderr,
+                "dhaf-prober: %s\n"
+                "dhaf-prober: %s: a plugin of prober.extensions-dir %s was refused; fix or "
+                "remove it (exit code 2)\n",
+                err.msg, config, cfg.extensions_dir);
+        dhaf_cfgkeys_release(prober_keys, &cfg);
         return 2;
     }
     if (check) {

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Built-in provider table and the config catalog view of it. */
+/* Built-in provider table, then the loaded plugins (providers/plugins.c), and the config
+ * catalog view of both. */
 #include <string.h>
 
+#include "dhaf/plugins.h"
 #include "dhaf/registry.h"
 
 extern const struct dhaf_provider dhaf_switcher_cloudflare;
@@ -22,14 +24,15 @@ static const struct dhaf_provider *const builtins[] = {
 
 const struct dhaf_provider *dhaf_registry_at(size_t i)
 {
-    return i < N_BUILTINS ? builtins[i] : NULL;
+    return i < N_BUILTINS ? builtins[i] : dhaf_plugins_at(i - N_BUILTINS);
 }
 
 const struct dhaf_provider *dhaf_registry_find(enum dhaf_pkind kind, const char *type)
 {
-    for (size_t i = 0; i < N_BUILTINS; i++)
-        if (builtins[i]->kind == kind && strcmp(builtins[i]->type, type) == 0)
-            return builtins[i];
+    const struct dhaf_provider *p;
+    for (size_t i = 0; (p = dhaf_registry_at(i)) != NULL; i++)
+        if (p->kind == kind && strcmp(p->type, type) == 0)
+            return p;
     return NULL;
 }
 
@@ -50,9 +53,10 @@ static int cat_find(const struct dhaf_cfg_catalog *cat, enum dhaf_pkind kind, co
 static const char *cat_type_at(const struct dhaf_cfg_catalog *cat, enum dhaf_pkind kind, size_t i)
 {
     (void)cat;
-    for (size_t j = 0; j < N_BUILTINS; j++)
-        if (builtins[j]->kind == kind && i-- == 0)
-            return builtins[j]->type;
+    const struct dhaf_provider *p;
+    for (size_t j = 0; (p = dhaf_registry_at(j)) != NULL; j++)
+        if (p->kind == kind && i-- == 0)
+            return p->type;
     return NULL;
 }
 

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* E-mail notifier: one mail per event through an SMTP server. */
+/* E-mail notifier: one mail per event (multipart text + HTML) through an SMTP server, over
+ * STARTTLS or implicit TLS, with optional AUTH. */
 #ifndef DHAF_EMAIL_H
 #define DHAF_EMAIL_H
 
@@ -13,6 +14,8 @@ struct email_config {
     int security;
     char *username;
     char *password; /* secret */
+    char *ca_file;  /* PEM bundle to verify the server with; NULL = the system's CAs */
+    int timeout;    /* seconds one mail may take (connecting: at most 10 of them) */
 };
 
 #endif

@@ -43,6 +43,8 @@ struct dhaf_etcd *dhaf_etcd_new(const struct dhaf_etcd_opts *opts, struct dhaf_e
 void dhaf_etcd_free(struct dhaf_etcd *e);
 /** The endpoint the client currently prefers (borrowed). */
 const char *dhaf_etcd_endpoint(const struct dhaf_etcd *e);
+/** Calls that no endpoint answered, since the process started (all clients; for /metrics). */
+uint64_t dhaf_etcd_error_count(void);
 
 /* One key-value pair. value is NUL-terminated (value_len excludes the NUL). */
 struct dhaf_kv {

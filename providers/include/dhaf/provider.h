@@ -5,7 +5,9 @@
  * `type:`), a declarative table of its config keys and the size of the struct they fill. The
  * framework parses and validates the section before the provider sees it. Then init() makes an
  * instance, the kind's operation uses it, and destroy() frees it. abi_version changes
- * whenever this layout does, and a plugin built for another version is refused.
+ * whenever this layout does, and a plugin built for another version is refused. Built-ins
+ * are listed in providers/registry.c; plugins export the same struct from a .so (see
+ * "plugins" below and docs/extensions.md).
  */
 #ifndef DHAF_PROVIDER_H
 #define DHAF_PROVIDER_H
@@ -43,9 +45,9 @@ struct dhaf_kv_store {
 
 /* One event as a notifier receives it. Everything is borrowed for the notify() call. */
 struct dhaf_event_view {
-    uint64_t seq;        /* unique, increasing (etcd revision of the record) */
-    const char *kind;    /* "failover", "ep-down", "node-up", "new-leader", ... */
-    const char *level;   /* "info", "warning", "critical" */
+    uint64_t seq;      /* unique, increasing (etcd revision of the record) */
+    const char *kind;  /* "failover", "ep-down", "node-up", "new-leader", ... */
+    const char *level; /* "info", "warning", "critical" */
     const char *cluster;
     const char *service; /* NULL for cluster events */
     const char *node;
@@ -63,10 +65,10 @@ struct dhaf_provider_ctx {
     const char *domain;
     const struct dhaf_ep *eps; /* the service's entry points, in priority order */
     size_t n_eps;
-    const char *node; /* the node running the instance (switchers: the leader) */
-    int64_t epoch;    /* switchers: the leader's fencing epoch (sent along, for audits) */
-    const char *cluster;               /* the cluster's name */
-    const char *instance;              /* notifiers: the instance name ("tg-anon") */
+    const char *node;     /* the node running the instance (switchers: the leader) */
+    int64_t epoch;        /* switchers: the leader's fencing epoch (sent along, for audits) */
+    const char *cluster;  /* the cluster's name */
+    const char *instance; /* notifiers: the instance name ("tg-anon") */
     const struct dhaf_kv_store *store; /* notifiers and switchers: the instance's own store */
 };
 
@@ -144,6 +146,43 @@ struct dhaf_provider {
      */
     int (*notify)(void *state, const struct dhaf_event_view *ev, struct dhaf_err *err);
 };
+
+/* --- plugins ---------------------------------------------------------------------------------
+ *
+ * A plugin is a shared object (`*.so`) in the node's `dhaf.extensions-dir` (the prober's
+ * `prober.extensions-dir`) that defines ONE well-known symbol, a NULL-terminated array of the
+ * providers it brings (one or several, of any kinds):
+ *
+ *     const struct dhaf_provider *const dhaf_provider_entry[] = {&my_checker, NULL};
+ *
+ * dhaf dlopen()s every such file at start, before it reads its config (RTLD_NOW | RTLD_LOCAL,
+ * in name order), looks the array up with dlsym() and checks each provider: abi_version equals
+ * this header's DHAF_PROVIDER_ABI_VERSION, kind is one of enum dhaf_pkind, type is a valid
+ * name that no built-in and no other plugin of that kind uses, keys is a terminated table
+ * whose every slot lies inside config_size (> 0), and the kind's operation is set (checkers:
+ * check and reasons; switchers: switch_to; notifiers: notify). Any refusal stops the process
+ * at start with a message naming the file (exit code 2).
+ *
+ * What a plugin may rely on and must do (docs/extensions.md says more):
+ * - abi_version is the first member of struct dhaf_provider in every ABI version, so dhaf can
+ *   read it from a plugin built for another one. DHAF_PROVIDER_ABI_VERSION changes whenever a
+ *   type reachable from this header changes (including dhaf/cfgkeys.h and struct dhaf_ep);
+ *   dhaf loads only plugins built for exactly its own version.
+ * - A plugin calls no dhaf function: the executables do not export them (dlopen then fails
+ *   with "undefined symbol"). Everything dhaf offers comes through these structs (ctx, store,
+ *   err: fill err->code and err->msg yourself). So a finish hook may derive defaults but
+ *   cannot report; validate values with a key's check function instead.
+ * - Everything the provider points to (type, summary, keys, reasons) is static storage of the
+ *   .so: the framework keeps pointers to it while the process runs. Plugins are not unloaded
+ *   while the node runs; a new or changed .so takes effect at the next start.
+ * - Build with -fvisibility=hidden: only dhaf_provider_entry needs to be visible (the
+ *   declaration below exports it).
+ */
+#define DHAF_PLUGIN_ENTRY_SYMBOL "dhaf_provider_entry"
+#define DHAF_PLUGIN_EXPORT       __attribute__((visibility("default")))
+
+/** Defined by a plugin (taken by nobody: static storage of the .so); dhaf only reads it. */
+extern DHAF_PLUGIN_EXPORT const struct dhaf_provider *const dhaf_provider_entry[];
 
 /* Key-table row helpers for provider files. */
 #define DHAF_KEY_END                                                                               \

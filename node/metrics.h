@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+/* Process-wide counters for /metrics (switches by service and kind, the built-in prober's
+ * check latency histogram) and the Prometheus text rendering of them with the cluster's view.
+ * Recording is lock-free (atomics) except the first switch of a (service, kind) pair. */
+#ifndef DHAF_NODE_METRICS_H
+#define DHAF_NODE_METRICS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dhaf/v1/dhaf.pb-c.h"
+
+/** Counts one completed switch of service (kind: failover, switchover, switching). Both
+ *  strings are borrowed for the call. Thread-safe. */
+void metrics_switch(const char *service, const char *kind);
+
+/** Records one health check's latency in the check latency histogram. Thread-safe. */
+void metrics_check_latency(uint32_t latency_ms);
+
+/* What the node knows when /metrics is asked; every pointer borrowed for the call. */
+struct metrics_view {
+    bool leader;                              /* this node is the leader now */
+    const Dhaf__V1__ClusterStatus *cluster;   /* NULL when etcd did not answer */
+    const Dhaf__V1__ListServicesResponse *ls; /* NULL when etcd did not answer */
+    uint64_t etcd_errors;                     /* dhaf_etcd_error_count() */
+};
+
+/** The Prometheus text exposition (format 0.0.4) of the process counters and v. Caller
+ *  frees. Never NULL. */
+char *metrics_render(const struct metrics_view *v);
+
+#endif
