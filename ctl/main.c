@@ -125,7 +125,7 @@ static void print_service(const struct ctl *c, const Dhaf__V1__ServiceStatus *s)
     char title[200], pin[100], votes[64], prio[16];
     struct table t;
     snprintf(title, sizeof(title), "Service \"%s\" -> Summary", s->name);
-    table_init(&t, title, "Key", "Value", NULL);
+    table_init(&t, title, "Key", "Value", (const char *)NULL);
     table_row(&t, PAINT_NONE, "Service status", s->up ? PAINT_GREEN : PAINT_RED,
               s->panic ? "DOWN (panic: no healthy entry point)"
               : s->up  ? "UP"
@@ -151,7 +151,7 @@ static void print_service(const struct ctl *c, const Dhaf__V1__ServiceStatus *s)
     printf("\n");
     snprintf(title, sizeof(title), "Service \"%s\" -> Entry points", s->name);
     table_init(&t, title, "Priority", "Name", "IP", "Healthy", "Votes (ok/bad/voters)", "Status",
-               NULL);
+               (const char *)NULL);
     for (size_t e = 0; e < s->n_entry_points; e++) {
         const Dhaf__V1__EntryPointStatus *ep = s->entry_points[e];
         snprintf(prio, sizeof(prio), "%u", ep->priority);
@@ -188,7 +188,8 @@ static int cmd_status_dhaf(struct ctl *c, const char *svc, char **pos, int limit
         snprintf(title, sizeof(title), "Dhaf cluster \"%s\" (leader %s, epoch %lld)", s->cluster,
                  s->leader[0] ? s->leader : "none", (long long)s->epoch);
         struct table t;
-        table_init(&t, title, "Node name", "Healthy", "Role", "Version", "gRPC API", NULL);
+        table_init(&t, title, "Node name", "Healthy", "Role", "Version", "gRPC API",
+                   (const char *)NULL);
         for (size_t i = 0; i < s->n_nodes; i++) {
             const Dhaf__V1__NodeStatus *n = s->nodes[i];
             bool lead = n->role == DHAF__V1__NODE_ROLE__NODE_ROLE_LEADER;
@@ -248,7 +249,7 @@ static int cmd_candidates(struct ctl *c, const char *svc, char **pos, int limit)
         print_json(r_m);
     } else {
         struct table t;
-        table_init(&t, "Switchover candidates", "Priority", "Name", NULL);
+        table_init(&t, "Switchover candidates", "Priority", "Name", (const char *)NULL);
         for (size_t i = 0; i < s->n_candidates; i++) {
             char prio[16];
             snprintf(prio, sizeof(prio), "%u", s->candidates[i]->priority);
@@ -321,7 +322,7 @@ static int cmd_events(struct ctl *c, const char *svc, char **pos, int limit)
     } else {
         struct table t;
         table_init(&t, svc ? "Events (newest first)" : "Cluster events (newest first)", "Time",
-                   "Event", "Level", "Message", NULL);
+                   "Event", "Level", "Message", (const char *)NULL);
         for (size_t i = 0; i < s->n_events; i++) {
             const Dhaf__V1__Event *e = s->events[i];
             char at[40];
@@ -355,7 +356,7 @@ static int cmd_probers(struct ctl *c, const char *svc, char **pos, int limit)
     } else {
         struct table t;
         table_init(&t, "Remote probers", "Name", "Location", "Reporting", "Last report",
-                   "Relayed by", "Version", NULL);
+                   "Relayed by", "Version", (const char *)NULL);
         for (size_t i = 0; i < s->n_probers; i++) {
             const Dhaf__V1__ProberStatus *p = s->probers[i];
             char at[40];

@@ -73,8 +73,7 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int dhaf_http_do(const struct dhaf_http_req *req, struct dhaf_http_resp *resp,
-                 struct dhaf_err *err)
+int dhaf_http_do(const struct dhaf_http_req *req, struct dhaf_http_resp *resp, struct dhaf_err *err)
 {
     memset(resp, 0, sizeof(*resp));
     resp->retry_after = -1;
@@ -83,8 +82,7 @@ int dhaf_http_do(const struct dhaf_http_req *req, struct dhaf_http_resp *resp,
         return dhaf_err_set(err, DHAF_EINVAL, "HTTP request without URL, method or deadline");
     pthread_once(&once, global_init);
 
-    struct sink s = {.max = req->max_response ? req->max_response : DEFAULT_MAX,
-                     .retry_after = -1};
+    struct sink s = {.max = req->max_response ? req->max_response : DEFAULT_MAX, .retry_after = -1};
     CURL *e = curl_easy_init();
     CURLM *m = curl_multi_init();
     struct curl_slist *hl = NULL;

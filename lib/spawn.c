@@ -96,6 +96,8 @@ static void read_output(struct dhaf_proc *p, struct run *r, int max_reads)
     char scratch[4096];
     for (int i = 0; i < max_reads && r->fd >= 0; i++) {
         bool keep = p->out_len < DHAF_PROC_OUT_MAX;
+        /* scratch is only written into (the excess output is dropped) */
+        // cppcheck-suppress legacyUninitvar
         char *dst = keep ? p->out + p->out_len : scratch;
         size_t room = keep ? DHAF_PROC_OUT_MAX - p->out_len : sizeof(scratch);
         ssize_t k = read(r->fd, dst, room);

@@ -137,8 +137,7 @@ int svc_cluster_status(const struct svc_env *env, Dhaf__V1__ClusterStatus **out,
                 continue;
             ns->healthy = 1;
             json_t *al = NULL;
-            if (dhaf_json_parse_object(kvs.kvs[j].value, kvs.kvs[j].value_len, ak, &al, err) ==
-                0) {
+            if (dhaf_json_parse_object(kvs.kvs[j].value, kvs.kvs[j].value_len, ak, &al, err) == 0) {
                 ns->grpc_endpoint = a_str(&a, dhaf_json_str(al, "grpc"));
                 ns->rest_endpoint = a_str(&a, dhaf_json_str(al, "rest"));
                 ns->started_at_ms = jint(al, "started_at");
@@ -168,8 +167,7 @@ int svc_cluster_status(const struct svc_env *env, Dhaf__V1__ClusterStatus **out,
             if (strcmp(kvs.kvs[j].key + pl, pk) != 0)
                 continue;
             json_t *pj = NULL;
-            if (dhaf_json_parse_object(kvs.kvs[j].value, kvs.kvs[j].value_len, pk, &pj, err) ==
-                0) {
+            if (dhaf_json_parse_object(kvs.kvs[j].value, kvs.kvs[j].value_len, pk, &pj, err) == 0) {
                 ps->healthy = 1;
                 ps->version = a_str(&a, dhaf_json_str(pj, "version"));
                 ps->relayed_by = a_str(&a, dhaf_json_str(pj, "relayed_by"));
@@ -277,8 +275,7 @@ static const struct dhaf_service *find_service(const struct svc_env *env, const 
 {
     const struct dhaf_service *s = name ? dhaf_config_service(env->cfg, name) : NULL;
     if (!s)
-        dhaf_err_set(err, DHAF_ENOTFOUND, "there is no service named \"%.64s\"",
-                     name ? name : "");
+        dhaf_err_set(err, DHAF_ENOTFOUND, "there is no service named \"%.64s\"", name ? name : "");
     return s;
 }
 
@@ -342,8 +339,8 @@ int svc_candidates(const struct svc_env *env, const char *service,
     return 0;
 }
 
-int svc_switchover(const struct svc_env *env, const char *service, const char *ep,
-                   const char *by, Dhaf__V1__SwitchoverResponse **out, struct dhaf_err *err)
+int svc_switchover(const struct svc_env *env, const char *service, const char *ep, const char *by,
+                   Dhaf__V1__SwitchoverResponse **out, struct dhaf_err *err)
 {
     Dhaf__V1__ServiceStatus *ss = NULL;
     int rc = svc_get_service(env, service, &ss, err);
@@ -354,8 +351,8 @@ int svc_switchover(const struct svc_env *env, const char *service, const char *e
         if (ep && strcmp(ss->entry_points[e]->name, ep) == 0)
             target = ss->entry_points[e];
     if (!target)
-        rc = dhaf_err_set(err, DHAF_ENOTFOUND, "service %s has no entry point \"%.64s\"",
-                          service, ep ? ep : "");
+        rc = dhaf_err_set(err, DHAF_ENOTFOUND, "service %s has no entry point \"%.64s\"", service,
+                          ep ? ep : "");
     else if (!target->healthy)
         rc = dhaf_err_set(err, DHAF_ECONFLICT,
                           "entry point %s of %s is not healthy; a switchover needs a healthy one",
@@ -366,8 +363,8 @@ int svc_switchover(const struct svc_env *env, const char *service, const char *e
     rc = leader_request_switchover(env->c, env->cfg, service, ep, by, err);
     if (rc)
         return rc;
-    DHAF_LOG(DHAF_LOG_INFO, "event=switchover-requested service=%s to=%s by=\"%.64s\"", service,
-             ep, by ? by : "");
+    DHAF_LOG(DHAF_LOG_INFO, "event=switchover-requested service=%s to=%s by=\"%.64s\"", service, ep,
+             by ? by : "");
     struct arena a = {0};
     Dhaf__V1__SwitchoverResponse r = DHAF__V1__SWITCHOVER_RESPONSE__INIT;
     char msg[300];
@@ -446,9 +443,9 @@ int svc_events(const struct svc_env *env, const char *service, uint32_t limit,
         ev->seq = (uint64_t)kvs.kvs[i].create_rev;
         ev->kind = a_str(&a, dhaf_json_str(j, "kind"));
         const char *lv = dhaf_json_str(j, "level");
-        ev->level = lv && !strcmp(lv, "critical") ? DHAF__V1__EVENT_LEVEL__EVENT_LEVEL_CRITICAL
+        ev->level = lv && !strcmp(lv, "critical")  ? DHAF__V1__EVENT_LEVEL__EVENT_LEVEL_CRITICAL
                     : lv && !strcmp(lv, "warning") ? DHAF__V1__EVENT_LEVEL__EVENT_LEVEL_WARNING
-                                                    : DHAF__V1__EVENT_LEVEL__EVENT_LEVEL_INFO;
+                                                   : DHAF__V1__EVENT_LEVEL__EVENT_LEVEL_INFO;
         ev->service = a_str(&a, dhaf_json_str(j, "service"));
         ev->from = a_str(&a, dhaf_json_str(j, "from"));
         ev->to = a_str(&a, dhaf_json_str(j, "to"));

@@ -25,8 +25,8 @@ int svc_get_service(const struct svc_env *env, const char *service, Dhaf__V1__Se
                     struct dhaf_err *err);
 int svc_candidates(const struct svc_env *env, const char *service,
                    Dhaf__V1__SwitchoverCandidates **out, struct dhaf_err *err);
-int svc_switchover(const struct svc_env *env, const char *service, const char *ep,
-                   const char *by, Dhaf__V1__SwitchoverResponse **out, struct dhaf_err *err);
+int svc_switchover(const struct svc_env *env, const char *service, const char *ep, const char *by,
+                   Dhaf__V1__SwitchoverResponse **out, struct dhaf_err *err);
 int svc_purge(const struct svc_env *env, const char *service,
               Dhaf__V1__PurgeSwitchoverResponse **out, struct dhaf_err *err);
 int svc_decommission(const struct svc_env *env, const char *node,

@@ -10,22 +10,22 @@
 #include "dhaf/err.h"
 
 struct dhaf_http_req {
-    const char *method;          /* "GET", "POST", "PATCH", "PUT", "DELETE" */
-    const char *url;             /* may carry a secret (Telegram): never printed */
-    const char *shown_url;       /* what errors show instead of url; NULL = url */
-    const char *const *headers;  /* "Name: value", NULL-terminated; may be NULL */
-    const char *body;            /* may be NULL */
+    const char *method;         /* "GET", "POST", "PATCH", "PUT", "DELETE" */
+    const char *url;            /* may carry a secret (Telegram): never printed */
+    const char *shown_url;      /* what errors show instead of url; NULL = url */
+    const char *const *headers; /* "Name: value", NULL-terminated; may be NULL */
+    const char *body;           /* may be NULL */
     size_t body_len;
-    int timeout_ms;              /* the whole request, connect included (required, > 0) */
-    const char *ca_file;         /* extra CA bundle (a test fake's certificate); NULL = system */
-    size_t max_response;         /* bytes; 0 = 1 MiB */
+    int timeout_ms;      /* the whole request, connect included (required, > 0) */
+    const char *ca_file; /* extra CA bundle (a test fake's certificate); NULL = system */
+    size_t max_response; /* bytes; 0 = 1 MiB */
 };
 
 struct dhaf_http_resp {
-    long status;       /* HTTP status */
-    char *body;        /* NUL-terminated; caller frees with dhaf_http_resp_release */
+    long status; /* HTTP status */
+    char *body;  /* NUL-terminated; caller frees with dhaf_http_resp_release */
     size_t body_len;
-    long retry_after;  /* seconds from a Retry-After header; -1 when absent */
+    long retry_after; /* seconds from a Retry-After header; -1 when absent */
 };
 
 /**
