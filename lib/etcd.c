@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dhaf/clock.h"
 #include "dhaf/alloc.h"
 #include "dhaf/etcd.h"
 #include "dhaf/log.h"
@@ -62,13 +63,6 @@ struct dhaf_etcd {
     char *token;
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct chan *chan_new(struct dhaf_etcd *e, size_t idx, struct dhaf_err *err)
 {
     struct dhaf_rpc_channel *ch = dhaf_rpc_channel_new(e->endpoints[idx], &e->tls, err);
@@ -108,7 +102,7 @@ static void chan_result(struct dhaf_etcd *e, size_t idx, struct chan *c, bool co
         pthread_mutex_unlock(&e->chan_lock);
         return;
     }
-    int64_t now = now_ms();
+    int64_t now = dhaf_mono_ms();
     if (!connect_failed) {
         e->failing_since[idx] = 0;
     } else if (!e->failing_since[idx]) {
@@ -807,11 +801,11 @@ int dhaf_etcd_keepalive_once(struct dhaf_etcd_keepalive *ka, int64_t *ttl, int t
                              struct dhaf_err *err)
 {
     struct dhaf_etcd *e = ka->e;
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = dhaf_mono_ms() + timeout_ms;
     int rc = DHAF_ETIMEOUT;
     dhaf_err_set(err, rc, "etcd keep-alive: no time left");
     for (size_t attempt = 0; attempt < e->n + 1; attempt++) {
-        int left = (int)(deadline - now_ms());
+        int left = (int)(deadline - dhaf_mono_ms());
         if (left <= 0)
             break;
         if (!ka->s) {
@@ -826,7 +820,7 @@ int dhaf_etcd_keepalive_once(struct dhaf_etcd_keepalive *ka, int64_t *ttl, int t
         rc = dhaf_rpc_stream_send(ka->s, &req.base, left, err);
         ProtobufCMessage *m = NULL;
         if (rc == 0) {
-            left = (int)(deadline - now_ms());
+            left = (int)(deadline - dhaf_mono_ms());
             rc = dhaf_rpc_stream_recv(ka->s, &etcdserverpb__lease_keep_alive_response__descriptor,
                                       &m, left > 0 ? left : 1, err);
         }
@@ -903,7 +897,7 @@ static int watch_refused(struct dhaf_etcd_watch *w, const Etcdserverpb__WatchRes
 static int watch_open(struct dhaf_etcd_watch *w, int timeout_ms, struct dhaf_err *err)
 {
     struct dhaf_etcd *e = w->e;
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = dhaf_mono_ms() + timeout_ms;
     w->s = open_stream(e, M_WATCH, &w->idx, &w->c, err);
     if (!w->s)
         return err->code ? err->code : DHAF_EUNAVAILABLE;
@@ -923,7 +917,7 @@ static int watch_open(struct dhaf_etcd_watch *w, int timeout_ms, struct dhaf_err
     int rc = dhaf_rpc_stream_send(w->s, &req.base, timeout_ms > 0 ? timeout_ms : 1, err);
     ProtobufCMessage *m = NULL;
     if (rc == 0) {
-        int left = (int)(deadline - now_ms());
+        int left = (int)(deadline - dhaf_mono_ms());
         rc = dhaf_rpc_stream_recv(w->s, &etcdserverpb__watch_response__descriptor, &m,
                                   left > 0 ? left : 1, err);
     }
@@ -985,9 +979,9 @@ int dhaf_etcd_watch_next(struct dhaf_etcd_watch *w, struct dhaf_etcd_events *out
 {
     memset(out, 0, sizeof(*out));
     struct dhaf_etcd *e = w->e;
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = dhaf_mono_ms() + timeout_ms;
     for (;;) {
-        int left = (int)(deadline - now_ms());
+        int left = (int)(deadline - dhaf_mono_ms());
         if (left <= 0)
             return dhaf_err_set(err, DHAF_ETIMEOUT, "etcd watch: no event within %d ms",
                                 timeout_ms);
@@ -997,7 +991,7 @@ int dhaf_etcd_watch_next(struct dhaf_etcd_watch *w, struct dhaf_etcd_events *out
                 if (rc == DHAF_ECOMPACTED || rc == DHAF_EAUTH)
                     return rc;
                 /* no endpoint answered yet: pause briefly (bounded by the deadline), retry */
-                if (now_ms() + 50 < deadline) {
+                if (dhaf_mono_ms() + 50 < deadline) {
                     struct timespec ts = {0, 50 * 1000000L};
                     nanosleep(&ts, NULL);
                 }

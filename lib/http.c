@@ -10,6 +10,7 @@
 #include <curl/curl.h>
 
 #include "dhaf/alloc.h"
+#include "dhaf/clock.h"
 #include "dhaf/http.h"
 
 #define DEFAULT_MAX (1024 * 1024)
@@ -66,13 +67,6 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud)
     return len;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int dhaf_http_do(const struct dhaf_http_req *req, struct dhaf_http_resp *resp, struct dhaf_err *err)
 {
     memset(resp, 0, sizeof(*resp));
@@ -113,7 +107,7 @@ int dhaf_http_do(const struct dhaf_http_req *req, struct dhaf_http_resp *resp, s
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, curl_err);
     curl_multi_add_handle(m, e);
 
-    int64_t deadline = mono_ms() + req->timeout_ms + 100;
+    int64_t deadline = dhaf_mono_ms() + req->timeout_ms + 100;
     int running = 1;
     CURLcode result = CURLE_OK;
     bool done = false;
@@ -129,7 +123,7 @@ int dhaf_http_do(const struct dhaf_http_req *req, struct dhaf_http_resp *resp, s
         }
         if (done)
             break;
-        int64_t wait = deadline - mono_ms();
+        int64_t wait = deadline - dhaf_mono_ms();
         if (wait <= 0) {
             result = CURLE_OPERATION_TIMEDOUT; /* curl's own timeout should come first */
             break;

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dhaf/clock.h"
 #include "dhaf/alloc.h"
 #include "dhaf/err.h"
 #include "dhaf/log.h"
@@ -50,13 +51,6 @@ struct run {
 static pthread_mutex_t leftover_mu = PTHREAD_MUTEX_INITIALIZER;
 static pid_t leftovers[LEFTOVER_MAX];
 static size_t n_leftovers;
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void leftover_add(pid_t who, const char *path)
 {
@@ -114,7 +108,7 @@ static void read_output(struct dhaf_proc *p, struct run *r, int max_reads)
             continue;
         if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
-        r->eof_ms = now_ms();
+        r->eof_ms = dhaf_mono_ms();
         close(r->fd);
         r->fd = -1;
     }
@@ -156,7 +150,7 @@ static void start_one(struct dhaf_proc *p, struct run *r, const posix_spawnattr_
     bool fa_ok = false;
     int rc;
 
-    r->start_ms = now_ms();
+    r->start_ms = dhaf_mono_ms();
     r->deadline_ms = r->start_ms + (p->timeout_ms ? p->timeout_ms : 1);
     if (pipe2(pfd, O_CLOEXEC) != 0) {
         rc = errno;
@@ -343,7 +337,7 @@ int dhaf_spawn_run_all(struct dhaf_proc *procs, size_t n)
         posix_spawnattr_destroy(&attr);
 
     while (active > 0) {
-        int64_t now = now_ms();
+        int64_t now = dhaf_mono_ms();
         int64_t wait = 1000;
         size_t np = 0;
         for (size_t i = 0; i < n; i++) {
@@ -372,7 +366,7 @@ int dhaf_spawn_run_all(struct dhaf_proc *procs, size_t n)
             if (pfds[k].revents)
                 read_output(&procs[pidx[k]], &runs[pidx[k]], READS_PER_WAKE);
 
-        now = now_ms();
+        now = dhaf_mono_ms();
         for (size_t i = 0; i < n; i++) {
             struct run *r = &runs[i];
             if (r->state == RUN_DONE)

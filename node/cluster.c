@@ -19,6 +19,7 @@
 
 #include "cluster.h"
 #include "dhaf/alloc.h"
+#include "dhaf/clock.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
 #include "events.h"
@@ -51,20 +52,6 @@ struct cluster {
     bool started;
     atomic_int running; /* threads still running */
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static long long wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 const char *cluster_key(const struct cluster *c, char *buf, size_t len, const char *path)
 {
@@ -175,7 +162,7 @@ bool cluster_stopping(struct cluster *c)
 bool cluster_is_leader(struct cluster *c, int64_t *epoch)
 {
     pthread_mutex_lock(&c->lock);
-    bool yes = c->role == ROLE_LEADER && mono_ms() < c->valid_until;
+    bool yes = c->role == ROLE_LEADER && dhaf_mono_ms() < c->valid_until;
     if (epoch)
         *epoch = yes ? c->epoch : 0;
     pthread_mutex_unlock(&c->lock);
@@ -186,7 +173,7 @@ enum cluster_role cluster_role(struct cluster *c)
 {
     pthread_mutex_lock(&c->lock);
     enum cluster_role r = c->role;
-    if (r == ROLE_LEADER && mono_ms() >= c->valid_until)
+    if (r == ROLE_LEADER && dhaf_mono_ms() >= c->valid_until)
         r = ROLE_FOLLOWER;
     pthread_mutex_unlock(&c->lock);
     return r;
@@ -301,7 +288,7 @@ static int register_member(struct cluster *c, struct dhaf_err *err)
         dhaf_kvs_release(&kvs);
         if (!j) {
             j = json_object();
-            json_object_set_new(j, "first_seen", json_integer(wall_ms()));
+            json_object_set_new(j, "first_seen", json_integer(dhaf_wall_ms()));
         }
         json_object_set_new(j, "version", json_string(DHAF_VERSION));
         char *text = dhaf_json_dump(j);
@@ -339,7 +326,7 @@ static int open_session(struct cluster *c, struct dhaf_err *err)
         return rc;
     }
     json_t *j = json_pack("{s:s, s:s, s:s, s:I}", "version", DHAF_VERSION, "grpc", c->grpc_ep,
-                          "rest", c->rest_ep, "started_at", (json_int_t)wall_ms());
+                          "rest", c->rest_ep, "started_at", (json_int_t)dhaf_wall_ms());
     char *text = dhaf_json_dump(j);
     json_decref(j);
     char key[256];
@@ -416,13 +403,13 @@ static int campaign(struct cluster *c, int64_t *rev, struct dhaf_err *err)
     pthread_mutex_unlock(&c->lock);
 
     int64_t lease = 0;
-    int64_t t_grant = mono_ms();
+    int64_t t_grant = dhaf_mono_ms();
     int rc = dhaf_etcd_lease_grant(c->etcd, ttl, &lease, NULL, err);
     if (rc)
         return rc;
     char key[256];
     cluster_key(c, key, sizeof(key), "leader");
-    json_t *j = json_pack("{s:s, s:I}", "node", c->node, "since", (json_int_t)wall_ms());
+    json_t *j = json_pack("{s:s, s:I}", "node", c->node, "since", (json_int_t)dhaf_wall_ms());
     char *text = dhaf_json_dump(j);
     json_decref(j);
     struct dhaf_etcd_cmp cmp = {
@@ -528,16 +515,16 @@ static void lead(struct cluster *c)
     struct dhaf_err err;
     char key[256];
     cluster_key(c, key, sizeof(key), "leader");
-    int64_t next = mono_ms() + ka_ms;
+    int64_t next = dhaf_mono_ms() + ka_ms;
     while (cluster_is_leader(c, NULL)) {
-        int64_t wait = next - mono_ms();
+        int64_t wait = next - dhaf_mono_ms();
         if (wait > 0 && nap(c, wait))
             break;
         if (!cluster_is_leader(c, NULL)) {
             step_down(c, "the lease may have expired (no renewal in time)");
             break;
         }
-        int64_t t_send = mono_ms();
+        int64_t t_send = dhaf_mono_ms();
         int64_t got = 0;
         int rc = dhaf_etcd_keepalive_once(ka, &got, ka_ms, &err);
         if (rc != 0) {
@@ -630,7 +617,7 @@ static void reconcile_nodes(struct cluster *c)
             continue;
         }
         json_object_set_new(j, "state", json_string(now));
-        json_object_set_new(j, "state_since", json_integer(wall_ms()));
+        json_object_set_new(j, "state_since", json_integer(dhaf_wall_ms()));
         char *text = dhaf_json_dump(j);
         json_decref(j);
         struct dhaf_etcd_cmp cmp = {
@@ -670,19 +657,19 @@ static void *duties_thread(void *arg)
         /* Reconcile, then react to every change of alive/ (and of members/, via polling). */
         struct dhaf_etcd_watch *w = dhaf_etcd_watch_new(c->etcd, apfx, true, 0, &err);
         reconcile_nodes(c);
-        int64_t last = mono_ms();
+        int64_t last = dhaf_mono_ms();
         while (w && cluster_is_leader(c, NULL) && !stopping(c)) {
             struct dhaf_etcd_events ev;
             int rc = dhaf_etcd_watch_next(w, &ev, 500, &err);
             if (rc == 0) {
                 dhaf_etcd_events_release(&ev);
                 reconcile_nodes(c);
-                last = mono_ms();
+                last = dhaf_mono_ms();
             } else if (rc != DHAF_ETIMEOUT) {
                 break;
-            } else if (mono_ms() - last > 5000) {
+            } else if (dhaf_mono_ms() - last > 5000) {
                 reconcile_nodes(c); /* new members appear without an alive/ change */
-                last = mono_ms();
+                last = dhaf_mono_ms();
             }
         }
         dhaf_etcd_watch_free(w);
@@ -710,7 +697,7 @@ bool cluster_stop(struct cluster *c, int deadline_ms)
 {
     if (!c->started)
         return true;
-    int64_t deadline = mono_ms() + deadline_ms;
+    int64_t deadline = dhaf_mono_ms() + deadline_ms;
     pthread_mutex_lock(&c->lock);
     c->stopping = true;
     bool was_leader = c->role == ROLE_LEADER;
@@ -730,17 +717,7 @@ bool cluster_stop(struct cluster *c, int deadline_ms)
 
     pthread_t *ts[3] = {&c->t_session, &c->t_election, &c->t_duties};
     for (int i = 0; i < 3; i++) {
-        int64_t left = deadline - mono_ms();
-        struct timespec ts_abs;
-        clock_gettime(CLOCK_REALTIME, &ts_abs);
-        int64_t ms = left > 0 ? left : 1;
-        ts_abs.tv_sec += ms / 1000;
-        ts_abs.tv_nsec += (ms % 1000) * 1000000L;
-        if (ts_abs.tv_nsec >= 1000000000L) {
-            ts_abs.tv_sec++;
-            ts_abs.tv_nsec -= 1000000000L;
-        }
-        if (pthread_timedjoin_np(*ts[i], NULL, &ts_abs) != 0) {
+        if (!dhaf_join_within(*ts[i], deadline - dhaf_mono_ms())) {
             DHAF_LOG(DHAF_LOG_WARN,
                      "event=stop-slow node=%s note=\"a thread did not finish in "
                      "time; exiting anyway\"",

@@ -9,6 +9,7 @@
 
 #include "cluster.h"
 #include "dhaf/alloc.h"
+#include "dhaf/clock.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
 #include "events.h"
@@ -27,13 +28,6 @@ const char *event_level_name(enum event_level l)
         return "critical";
     }
     return "info";
-}
-
-static long long wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Appends " key=value" (value quoted when it may hold spaces) when value is set. */
@@ -85,7 +79,7 @@ void event_emit(struct cluster *c, const struct event *ev)
 {
     log_event(ev);
 
-    long long at = wall_ms();
+    long long at = dhaf_wall_ms();
     pthread_mutex_lock(&seq_lock);
     unsigned long long n = ++seq_counter;
     pthread_mutex_unlock(&seq_lock);

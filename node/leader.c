@@ -15,6 +15,7 @@
 
 #include "decide.h"
 #include "dhaf/alloc.h"
+#include "dhaf/clock.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
 #include "dhaf/provider.h"
@@ -54,13 +55,6 @@ struct leader {
     struct dhaf_etcd_watch *requests;
     const struct dhaf_config *office_cfg; /* the config the office was taken with */
 };
-
-static long long wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void svc_key(struct cluster *c, const char *svc, const char *leaf, char *buf, size_t len)
 {
@@ -172,7 +166,7 @@ static int write_state(struct leader *l, struct svc_run *r, const struct decide_
                             json_pack("{s:s, s:s, s:s, s:I}", "kind", kind, "from",
                                       switching_from >= 0 ? svc->eps[switching_from].name : "",
                                       "to", svc->eps[switching_to].name, "at",
-                                      (json_int_t)wall_ms()));
+                                      (json_int_t)dhaf_wall_ms()));
     char *text = dhaf_json_dump(j);
     json_decref(j);
     char skey[300], rkey[300];
@@ -289,7 +283,7 @@ static void reconcile(struct leader *l, struct svc_run *r)
                          r->svc->name, stored >= 0 ? r->svc->eps[stored].name : "none",
                          real >= 0 ? r->svc->eps[real].name : "none");
                 r->st.current = real;
-                r->since = wall_ms();
+                r->since = dhaf_wall_ms();
             }
         } else {
             log_err("switcher-current-failed", r->svc->name, &err);
@@ -298,7 +292,7 @@ static void reconcile(struct leader *l, struct svc_run *r)
         /* Cannot ask the provider: redo the interrupted switch (switchers are idempotent). */
         if (r->sw->switch_to(r->sw_state, (size_t)switching_to, &err) == 0) {
             r->st.current = switching_to;
-            r->since = wall_ms();
+            r->since = dhaf_wall_ms();
         }
     }
     if (switching_to >= 0)
@@ -444,7 +438,7 @@ static void do_switch(struct leader *l, struct svc_run *r, const struct decide_o
         return;
     }
     r->st = out->next;
-    long long t0 = wall_ms();
+    long long t0 = dhaf_wall_ms();
     int rc = r->sw->switch_to(r->sw_state, (size_t)out->target, &err);
     char msg[600];
     if (rc != 0) {
@@ -460,7 +454,7 @@ static void do_switch(struct leader *l, struct svc_run *r, const struct decide_o
     }
     r->st.current = out->target;
     metrics_switch(svc->name, kind);
-    r->since = wall_ms();
+    r->since = dhaf_wall_ms();
     if (r->last_switch)
         json_decref(r->last_switch);
     r->last_switch = json_pack("{s:s, s:s, s:s, s:I}", "kind", kind, "from",
@@ -630,15 +624,7 @@ bool leader_stop(struct leader *l, int deadline_ms)
 {
     if (!l)
         return true;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += deadline_ms / 1000;
-    ts.tv_nsec += (long)(deadline_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    if (pthread_timedjoin_np(l->t, NULL, &ts) != 0) {
+    if (!dhaf_join_within(l->t, deadline_ms)) {
         DHAF_LOG(DHAF_LOG_WARN, "event=stop-slow note=\"a switch is still running; exiting "
                                 "anyway\"");
         return false;
@@ -659,7 +645,7 @@ int leader_request_switchover(struct cluster *c, const struct dhaf_config *cfg, 
         return dhaf_err_set(err, DHAF_ENOTFOUND, "service %s has no entry point \"%.64s\"", service,
                             ep);
     json_t *j = json_pack("{s:s, s:s, s:I}", "ep", ep, "requested_by", by ? by : "", "at",
-                          (json_int_t)wall_ms());
+                          (json_int_t)dhaf_wall_ms());
     char *text = dhaf_json_dump(j);
     json_decref(j);
     char key[300];

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "dhaf/alloc.h"
+#include "dhaf/clock.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
 #include "dhaf/provider.h"
@@ -45,13 +46,6 @@ struct notify {
     size_t n_w;
     int64_t epoch;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void log_err(const char *event, const struct worker *w, const struct dhaf_err *err)
 {
@@ -142,9 +136,9 @@ static bool worker_alive(struct worker *w)
 /* Sleeps ms while the worker should go on; false when it should stop. */
 static bool worker_nap(struct worker *w, int64_t ms)
 {
-    int64_t end = mono_ms() + ms;
+    int64_t end = dhaf_mono_ms() + ms;
     while (worker_alive(w)) {
-        int64_t left = end - mono_ms();
+        int64_t left = end - dhaf_mono_ms();
         if (left <= 0)
             return true;
         cluster_nap(w->n->c, left > 100 ? 100 : left);
@@ -189,9 +183,9 @@ static int deliver(struct worker *w, const struct dhaf_kv *kv)
         .message = dhaf_json_str(j, "message") ? dhaf_json_str(j, "message") : "",
         .at_ms = at,
     };
-    int64_t t0 = mono_ms();
+    int64_t t0 = dhaf_mono_ms();
     int rc = w->prov->notify(w->state, &ev, &err);
-    int64_t took = mono_ms() - t0;
+    int64_t took = dhaf_mono_ms() - t0;
     int retry = 0;
     if (rc == 0) {
         DHAF_LOG(DHAF_LOG_INFO, "event=notified notifier=%s kind=%s seq=%lld took_ms=%lld",
@@ -409,15 +403,7 @@ bool notify_stop(struct notify *n, int deadline_ms)
 {
     if (!n)
         return true;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += deadline_ms / 1000;
-    ts.tv_nsec += (long)(deadline_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    if (pthread_timedjoin_np(n->t, NULL, &ts) != 0) {
+    if (!dhaf_join_within(n->t, deadline_ms)) {
         DHAF_LOG(DHAF_LOG_WARN, "event=stop-slow note=\"a notification is still being sent; "
                                 "exiting anyway\"");
         return false;

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "dhaf/alloc.h"
+#include "dhaf/clock.h"
 #include "dhaf/log.h"
 #include "dhaf/probe.h"
 #include "metrics.h"
@@ -40,13 +41,6 @@ struct probing {
     pthread_t t_probe, t_tally;
     bool probe_running;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ------------------------------------------------------------------ built-in prober */
 
@@ -125,13 +119,13 @@ static void voter_put(struct probing *p, struct vote *v)
         if (strcmp(p->voters[i].vote.voter, v->voter) == 0) {
             vote_release(&p->voters[i].vote);
             p->voters[i].vote = *v;
-            p->voters[i].seen_ms = mono_ms();
+            p->voters[i].seen_ms = dhaf_mono_ms();
             return;
         }
     }
     p->voters = dhaf_xreallocarray(p->voters, p->n_voters + 1, sizeof(*p->voters));
     p->voters[p->n_voters].vote = *v;
-    p->voters[p->n_voters].seen_ms = mono_ms();
+    p->voters[p->n_voters].seen_ms = dhaf_mono_ms();
     p->n_voters++;
 }
 
@@ -174,7 +168,7 @@ static void absorb(struct probing *p, const char *key, const char *value, size_t
 /* Recomputes every service's tally and logs the entry points whose counts changed. */
 static void retally(struct probing *p)
 {
-    int64_t now = mono_ms();
+    int64_t now = dhaf_mono_ms();
     int64_t fresh = (int64_t)FRESH_TACTS * p->cfg->tact_interval * 1000;
     bool bumped = false;
     struct seen_vote *sv = dhaf_xcalloc(p->n_voters + 1, sizeof(*sv));
@@ -321,23 +315,6 @@ int probing_reload(struct probing *p, const struct dhaf_config *cfg, struct dhaf
     return 0;
 }
 
-/* Joins t until deadline_ms (monotonic); false when it is still running. */
-static bool join_until(pthread_t t, int64_t deadline_ms)
-{
-    int64_t left = deadline_ms - mono_ms();
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (left < 1)
-        left = 1;
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return pthread_timedjoin_np(t, NULL, &ts) == 0;
-}
-
 bool probing_stop(struct probing *p, int deadline_ms)
 {
     if (!p)
@@ -345,9 +322,9 @@ bool probing_stop(struct probing *p, int deadline_ms)
     /* The threads end when the cluster is stopping (cluster_stop was called first); a probe
      * round in progress may take its checks' timeouts, and is not waited for past the
      * deadline: the process exits around it. */
-    int64_t deadline = mono_ms() + deadline_ms;
-    bool done =
-        (!p->probe_running || join_until(p->t_probe, deadline)) && join_until(p->t_tally, deadline);
+    int64_t deadline = dhaf_mono_ms() + deadline_ms;
+    bool done = (!p->probe_running || dhaf_join_within(p->t_probe, deadline_ms)) &&
+                dhaf_join_within(p->t_tally, deadline - dhaf_mono_ms());
     if (!done) {
         DHAF_LOG(DHAF_LOG_WARN, "event=stop-slow note=\"a probe round is still running; exiting "
                                 "anyway\"");

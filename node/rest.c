@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "dhaf/alloc.h"
+#include "dhaf/clock.h"
 #include "dhaf/etcd.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
@@ -88,13 +89,6 @@ struct ctx {
 };
 
 typedef void route_fn(struct ctx *x, struct out *o);
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ------------------------------------------------------------------ reply helpers */
 
@@ -1058,7 +1052,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct req *rq = *con_cls;
     if (!rq) {
         rq = dhaf_xcalloc(1, sizeof(*rq));
-        rq->t0_ms = mono_ms();
+        rq->t0_ms = dhaf_mono_ms();
         *con_cls = rq;
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -1105,7 +1099,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     char q[200];
     DHAF_LOG(DHAF_LOG_DEBUG,
              "event=rest-request peer=%s method=%.16s path=\"%s\" status=%u ms=%lld", peer, method,
-             dhaf_log_quote(q, sizeof(q), url), status, (long long)(mono_ms() - rq->t0_ms));
+             dhaf_log_quote(q, sizeof(q), url), status, (long long)(dhaf_mono_ms() - rq->t0_ms));
     return ret;
 }
 

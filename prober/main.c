@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "dhaf/alloc.h"
+#include "dhaf/clock.h"
 #include "dhaf/config.h"
 #include "dhaf/log.h"
 #include "dhaf/plugins.h"
@@ -96,13 +97,6 @@ static void nap(int64_t ms)
         nanosleep(&ts, NULL);
         ms -= step;
     }
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* What the plan turned into: services and their checkers. */
@@ -275,7 +269,7 @@ static int run(const struct prober_cfg *cfg)
                      cfg->nodes.v[cl.cur], (unsigned long long)plan.msg->generation, plan.n,
                      plan.msg->interval_s);
         }
-        int64_t t0 = mono_ms();
+        int64_t t0 = dhaf_mono_ms();
         const struct dhaf_probe_result *r;
         size_t n;
         dhaf_probe_round(plan.engine, &r, &n);

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dhaf/clock.h"
 #include "dhaf/alloc.h"
 #include "dhaf/provider.h"
 #include "tcp.h"
@@ -105,13 +106,6 @@ struct probe {
     size_t got;
     char addr[INET6_ADDRSTRLEN + 8]; /* "ip:port" or "[ip]:port", for texts */
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void finish(struct probe *pr, enum tcp_status s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -213,7 +207,7 @@ static void probe_start(struct probe *pr, struct dhaf_check_target *t, int64_t n
     pr->phase = PH_CONNECT;
     pr->deadline_ms = now + (int64_t)c->timeout * 1000;
     if (connect(pr->fd, (struct sockaddr *)&ss, sl) == 0)
-        connected(pr, now_ms());
+        connected(pr, dhaf_mono_ms());
     else if (errno != EINPROGRESS)
         finish_errno(pr, "connect", errno);
 }
@@ -362,7 +356,7 @@ static void tcp_check(struct dhaf_check_target *targets, size_t n)
     size_t *pidx = dhaf_xcalloc(n, sizeof(*pidx));
     size_t active = 0;
 
-    int64_t now = now_ms();
+    int64_t now = dhaf_mono_ms();
     for (size_t i = 0; i < n; i++) {
         prs[i].phase = PH_DONE;
         prs[i].fd = -1;
@@ -374,7 +368,7 @@ static void tcp_check(struct dhaf_check_target *targets, size_t n)
     }
 
     while (active > 0) {
-        now = now_ms();
+        now = dhaf_mono_ms();
         int64_t wait = 1000;
         size_t np = 0;
         for (size_t i = 0; i < n; i++) {
@@ -388,7 +382,7 @@ static void tcp_check(struct dhaf_check_target *targets, size_t n)
         if (wait < 0)
             wait = 0;
         int pr = poll(pfds, np, (int)wait);
-        now = now_ms();
+        now = dhaf_mono_ms();
         for (size_t k = 0; pr > 0 && k < np; k++)
             if (pfds[k].revents)
                 probe_io(&prs[pidx[k]], pfds[k].revents, now);

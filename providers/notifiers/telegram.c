@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "dhaf/alloc.h"
+#include "dhaf/clock.h"
 #include "dhaf/http.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
@@ -129,13 +130,6 @@ struct tg_reply {
     json_t *root;        /* the reply when ok (release with tg_reply_release) */
     const json_t *result;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void sleep_ms(int64_t ms)
 {
@@ -378,7 +372,7 @@ static int post_cancellable(struct tg_state *tg, const char *url, const char *sh
         tg->inflight = m;
     pthread_mutex_unlock(&tg->ctl_lock);
 
-    int64_t deadline = mono_ms() + timeout_ms + 100;
+    int64_t deadline = dhaf_mono_ms() + timeout_ms + 100;
     while (!cancelled) {
         int running = 0, left;
         CURLMsg *msg;
@@ -395,7 +389,7 @@ static int post_cancellable(struct tg_state *tg, const char *url, const char *sh
             cancelled = true;
             break;
         }
-        int64_t wait = deadline - mono_ms();
+        int64_t wait = deadline - dhaf_mono_ms();
         if (wait <= 0) {
             result = CURLE_OPERATION_TIMEDOUT;
             break;
@@ -1031,7 +1025,7 @@ static enum tg_outcome send_one(struct tg_state *tg, int64_t *chat, const char *
                                 int64_t deadline, struct dhaf_err *err)
 {
     for (int attempt = 1;; attempt++) {
-        int64_t left = deadline - mono_ms();
+        int64_t left = deadline - dhaf_mono_ms();
         if (left <= 0) {
             dhaf_err_set(err, DHAF_ETIMEOUT,
                          "sendMessage to chat %lld: no time left in this "
@@ -1051,7 +1045,7 @@ static enum tg_outcome send_one(struct tg_state *tg, int64_t *chat, const char *
         if (rep.status == 429) {
             int64_t wait = rep.retry_after > 0 ? rep.retry_after * 1000 : 1000;
             if (attempt >= TG_SEND_ATTEMPTS || wait > TG_RETRY_AFTER_CAP_MS ||
-                mono_ms() + wait >= deadline)
+                dhaf_mono_ms() + wait >= deadline)
                 return TG_RETRY;
             DHAF_LOG(DHAF_LOG_INFO, "event=tg-rate-limited notifier=%s chat=%lld retry_ms=%lld",
                      tg->instance, (long long)*chat, (long long)wait);
@@ -1091,7 +1085,7 @@ static int tg_notify(void *state, const struct dhaf_event_view *ev, struct dhaf_
         chats[n++] = tg->subs[i].chat;
     pthread_mutex_unlock(&tg->subs_lock);
 
-    int64_t deadline = mono_ms() + TG_NOTIFY_BUDGET_MS;
+    int64_t deadline = dhaf_mono_ms() + TG_NOTIFY_BUDGET_MS;
     for (size_t i = 0; i < n; i++) {
         int64_t chat = chats[i];
         if (reached_has(r, chat))

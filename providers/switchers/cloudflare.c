@@ -20,6 +20,7 @@
 
 #include "cloudflare.h"
 #include "dhaf/alloc.h"
+#include "dhaf/clock.h"
 #include "dhaf/http.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
@@ -84,17 +85,10 @@ enum cf_shape {
     CF_OBJECT, /* result: {...} (create, edit) */
 };
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_ms(int64_t ms)
 {
-    int64_t end = mono_ms() + ms;
-    for (int64_t left = ms; left > 0; left = end - mono_ms())
+    int64_t end = dhaf_mono_ms() + ms;
+    for (int64_t left = ms; left > 0; left = end - dhaf_mono_ms())
         poll(NULL, 0, left > 1000 ? 1000 : (int)left);
 }
 
@@ -273,7 +267,7 @@ static int cf_call(struct cf_state *st, const char *method, const char *path, co
 
     memset(rep, 0, sizeof(*rep));
     for (int attempt = 1;; attempt++) {
-        int64_t left = st->deadline - mono_ms();
+        int64_t left = st->deadline - dhaf_mono_ms();
         if (left <= 0) {
             rc = dhaf_err_set(err, DHAF_ETIMEOUT,
                               "cloudflare: %s %s: no time left (%d s per operation)", method, url,
@@ -309,7 +303,7 @@ static int cf_call(struct cf_state *st, const char *method, const char *path, co
                 rc = err->code = DHAF_EUNAVAILABLE;
                 wait = resp.retry_after > 0 ? resp.retry_after * 1000 : backoff;
                 why = "rate-limited";
-                if (mono_ms() + wait >= st->deadline) {
+                if (dhaf_mono_ms() + wait >= st->deadline) {
                     err_append(err,
                                " (rate limited: Retry-After %ld s is past this call's deadline)",
                                resp.retry_after);
@@ -327,7 +321,7 @@ static int cf_call(struct cf_state *st, const char *method, const char *path, co
         }
         if (rc == 0 || wait < 0)
             break;
-        if (mono_ms() + wait >= st->deadline) {
+        if (dhaf_mono_ms() + wait >= st->deadline) {
             err_append(err, " (gave up after %d attempts: %d s per operation)", attempt,
                        CF_OP_DEADLINE_MS / 1000);
             break;
@@ -659,7 +653,7 @@ static int cf_init(const void *conf_, const struct dhaf_provider_ctx *ctx, void 
 
     /* Reads only: the zone, and the record (proves the token may read DNS). No change here:
      * only the leader's switch_to writes. */
-    st->deadline = mono_ms() + CF_OP_DEADLINE_MS;
+    st->deadline = dhaf_mono_ms() + CF_OP_DEADLINE_MS;
     rc = find_zone(st, err);
     if (rc != 0)
         goto out;
@@ -695,7 +689,7 @@ static int cf_current(void *state, int *ep, struct dhaf_err *err)
     if (!err)
         err = &tmp;
     *ep = -1;
-    st->deadline = mono_ms() + CF_OP_DEADLINE_MS;
+    st->deadline = dhaf_mono_ms() + CF_OP_DEADLINE_MS;
     int rc = list_records(st, &rec, &n, err);
     if (rc != 0)
         return rc;
@@ -753,7 +747,7 @@ static int cf_switch_to(void *state, size_t ep, struct dhaf_err *err)
         return dhaf_err_set(err, DHAF_EINVAL, "cloudflare: no entry point #%zu (%zu configured)",
                             ep, st->ctx.n_eps);
     const struct dhaf_ep *to = &st->ctx.eps[ep];
-    st->deadline = mono_ms() + CF_OP_DEADLINE_MS;
+    st->deadline = dhaf_mono_ms() + CF_OP_DEADLINE_MS;
     for (int round = 1;; round++) {
         struct cf_record rec;
         struct cf_reply r;
@@ -826,7 +820,7 @@ static int cf_switch_to(void *state, size_t ep, struct dhaf_err *err)
         DHAF_FREE(st->record_id);
         if (r.unsure) {
             int64_t wait = CF_BACKOFF_FIRST_MS * round;
-            if (mono_ms() + wait >= st->deadline)
+            if (dhaf_mono_ms() + wait >= st->deadline)
                 return rc;
             sleep_ms(wait);
         }

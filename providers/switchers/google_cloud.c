@@ -27,6 +27,7 @@
 #include <openssl/rand.h>
 
 #include "dhaf/alloc.h"
+#include "dhaf/clock.h"
 #include "dhaf/http.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
@@ -102,13 +103,6 @@ struct gcp {
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void sleep_ms(int64_t ms)
 {
@@ -466,7 +460,7 @@ static int token_fetch(struct gcp *g, int64_t deadline, struct dhaf_err *err)
     int rc = jwt_make(g, &jwt, err);
     if (rc != 0)
         return rc;
-    int64_t left = deadline - mono_ms();
+    int64_t left = deadline - dhaf_mono_ms();
     if (left <= 0) {
         free(jwt);
         return dhaf_err_set(err, DHAF_ETIMEOUT, "POST %s: no time left for a token request",
@@ -486,7 +480,7 @@ static int token_fetch(struct gcp *g, int64_t deadline, struct dhaf_err *err)
         .max_response = 64 * 1024,
     };
     struct dhaf_http_resp resp;
-    int64_t t0 = mono_ms();
+    int64_t t0 = dhaf_mono_ms();
     rc = dhaf_http_do(&req, &resp, err);
     free(body);
     if (rc != 0)
@@ -572,7 +566,7 @@ static int api_error(const char *method, const char *url, const struct dhaf_http
 /* Makes sure a token is cached, fetching one when needed. */
 static int token_get(struct gcp *g, int64_t deadline, struct dhaf_err *err)
 {
-    if (g->token && mono_ms() < g->token_until_ms)
+    if (g->token && dhaf_mono_ms() < g->token_until_ms)
         return 0;
     return token_fetch(g, deadline, err);
 }
@@ -585,7 +579,7 @@ static int call_once(struct gcp *g, const char *method, const char *url, const c
     int rc = token_get(g, deadline, err);
     if (rc != 0)
         return rc;
-    int64_t left = deadline - mono_ms();
+    int64_t left = deadline - dhaf_mono_ms();
     if (left <= 0)
         return dhaf_err_set(err, DHAF_ETIMEOUT, "%s %s: no time left", method, url);
     char *auth = dhaf_xasprintf("Authorization: Bearer %s", g->token);
@@ -659,7 +653,7 @@ static int gcp_call(struct gcp *g, const char *method, const char *url, const ch
         if (wait > GCP_RETRY_AFTER_MS)
             wait = GCP_RETRY_AFTER_MS;
         backoff *= 2;
-        if (mono_ms() + wait >= deadline)
+        if (dhaf_mono_ms() + wait >= deadline)
             return rc;
         char why[256];
         DHAF_LOG(DHAF_LOG_WARN, "event=gcp-retry service=%s attempt=%d wait_ms=%lld reason=\"%s\"",
@@ -790,7 +784,8 @@ static int op_result(const json_t *op, const char *name, struct dhaf_err *err)
  * the reply of the call that started it (taken). */
 static int op_wait(struct gcp *g, json_t *op, int64_t deadline, struct dhaf_err *err)
 {
-    int64_t t0 = mono_ms(), until = t0 + GCP_OP_WAIT_MS < deadline ? t0 + GCP_OP_WAIT_MS : deadline;
+    int64_t t0 = dhaf_mono_ms(),
+            until = t0 + GCP_OP_WAIT_MS < deadline ? t0 + GCP_OP_WAIT_MS : deadline;
     const char *name, *status;
     char *url = NULL, *where = dhaf_xasprintf("POST %s/setCommonInstanceMetadata", g->project_url);
     int rc, polls = 0;
@@ -802,7 +797,7 @@ static int op_wait(struct gcp *g, json_t *op, int64_t deadline, struct dhaf_err 
             DHAF_LOG(DHAF_LOG_DEBUG,
                      "event=gcp-operation-done service=%s operation=%s polls=%d "
                      "ms=%lld ok=%d",
-                     g->service, name, polls, (long long)(mono_ms() - t0), rc == 0);
+                     g->service, name, polls, (long long)(dhaf_mono_ms() - t0), rc == 0);
             break;
         }
         if (!url) {
@@ -812,11 +807,11 @@ static int op_wait(struct gcp *g, json_t *op, int64_t deadline, struct dhaf_err 
             free(where);
             where = dhaf_xasprintf("GET %s", url);
         }
-        if (mono_ms() + GCP_OP_POLL_MS >= until) {
+        if (dhaf_mono_ms() + GCP_OP_POLL_MS >= until) {
             rc = dhaf_err_set(err, DHAF_EUNKNOWN_OUTCOME,
                               "operation %s still %s after %lld ms (%d polls); the metadata "
                               "change may yet happen",
-                              name, status, (long long)(mono_ms() - t0), polls);
+                              name, status, (long long)(dhaf_mono_ms() - t0), polls);
             break;
         }
         sleep_ms(GCP_OP_POLL_MS);
@@ -907,7 +902,7 @@ static int gcp_init(const void *conf, const struct dhaf_provider_ctx *ctx, void 
         goto out;
     /* Fail fast on a key Google refuses; an unreachable endpoint only delays the first token
      * (no remote change is made here either way). */
-    rc = token_fetch(g, mono_ms() + GCP_INIT_TOKEN_MS, &e);
+    rc = token_fetch(g, dhaf_mono_ms() + GCP_INIT_TOKEN_MS, &e);
     if (rc != 0 && transient(rc)) {
         char why[256];
         DHAF_LOG(DHAF_LOG_WARN, "event=gcp-token-deferred service=%s reason=\"%s\"", g->service,
@@ -939,7 +934,7 @@ static int gcp_current(void *state, int *ep, struct dhaf_err *err)
     struct gcp_meta m;
     *ep = -1;
     pthread_mutex_lock(&g->lock);
-    int rc = meta_get(g, mono_ms() + GCP_READ_MS, &m, &e);
+    int rc = meta_get(g, dhaf_mono_ms() + GCP_READ_MS, &m, &e);
     if (rc == 0) {
         if (!m.value) {
             rc = dhaf_err_set(&e, DHAF_ENOTFOUND, "project %s has no metadata key %s",
@@ -970,7 +965,7 @@ static int gcp_switch_to(void *state, size_t ep, struct dhaf_err *err)
         return DHAF_EINVAL;
     }
     const struct dhaf_ep *to = &g->eps[ep];
-    int64_t t0 = mono_ms(), deadline = t0 + GCP_SWITCH_MS;
+    int64_t t0 = dhaf_mono_ms(), deadline = t0 + GCP_SWITCH_MS;
     int rc;
     pthread_mutex_lock(&g->lock);
     for (int round = 1;; round++) {
@@ -1015,7 +1010,7 @@ static int gcp_switch_to(void *state, size_t ep, struct dhaf_err *err)
     if (rc == 0) {
         DHAF_LOG(DHAF_LOG_INFO, "event=gcp-switch service=%s project=%s key=%s ep=%s ip=%s ms=%lld",
                  g->service, g->conf->project, g->conf->metadata_key, to->name, to->ip,
-                 (long long)(mono_ms() - t0));
+                 (long long)(dhaf_mono_ms() - t0));
         return 0;
     }
     if (rc == DHAF_ECONFLICT) {
