@@ -36,51 +36,35 @@ Any request may carry tag=T (any path) to be counted by /seen?tag=T; /seen itsel
 counted.
 """
 
-import argparse
 import json
 import os
-import signal
-import socket
 import ssl
+import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fakelib  # noqa: E402
 
 SEEN_LOCK = threading.Lock()
 SEEN = {}  # tag -> {"count", "method", "host", "sni", "path"}
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(fakelib.Handler):
     server_version = "dhaf-test-backend"
-
-    def log_message(self, fmt, *args):  # quiet
-        pass
 
     def sni(self):
         return getattr(self.connection, "dhaf_sni", None)
 
     def reply(self, code, body=b"", headers=()):
-        if isinstance(body, str):
-            body = body.encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        self.send_body(code, body, headers=headers)
 
     def handle_any(self):
         url = urlsplit(self.path)
         path = url.path
         q = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        # Drain a request body so that the connection stays in sync.
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > 0:
-            self.rfile.read(min(length, 1 << 20))
+        self.read_body()  # drain a request body so that the connection stays in sync
         if "tag" in q and path != "/seen":
             with SEEN_LOCK:
                 rec = SEEN.setdefault(q["tag"], {"count": 0})
@@ -135,8 +119,7 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_OPTIONS = do_PATCH = handle_any
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
+class Server(fakelib.Server):
     request_queue_size = 256  # many checks connect at once
     tls = None  # an ssl.SSLContext for HTTPS
 
@@ -147,22 +130,14 @@ class Server(ThreadingHTTPServer):
             request = self.tls.wrap_socket(request, server_side=True)
         self.RequestHandlerClass(request, client_address, self)
 
-    def handle_error(self, request, client_address):  # quiet: clients hang up, reject certs
-        pass
-
 
 def main():
-    ap = argparse.ArgumentParser(description="Fake HTTP(S) backend for dhaf tests.")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0)
+    ap = fakelib.arg_parser("Fake HTTP(S) backend for dhaf tests.", host=True)
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
-    ap.add_argument("--watch-stdin", action="store_true",
-                    help="exit when stdin reaches EOF (the parent died)")
-    args = ap.parse_args()
+    args = fakelib.parse_args(ap)
 
-    Server.address_family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    httpd = Server((args.host, args.port), Handler)
+    httpd = fakelib.http_server(args, Handler, Server)
     if args.tls_cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.tls_cert, args.tls_key)
@@ -172,26 +147,7 @@ def main():
 
         ctx.sni_callback = on_sni
         httpd.tls = ctx
-
-    def stop(_sig, _frame):
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    if args.watch_stdin:
-        def watch():
-            # os.read on the raw fd: a buffered stdin would hold its lock at shutdown
-            while os.read(0, 4096):
-                pass
-            os._exit(0)
-
-        threading.Thread(target=watch, daemon=True).start()
-
-    print("LISTENING %d" % httpd.server_address[1], flush=True)
-    try:
-        httpd.serve_forever(poll_interval=0.2)
-    finally:
-        httpd.server_close()
+    fakelib.serve(httpd, args)
 
 
 if __name__ == "__main__":

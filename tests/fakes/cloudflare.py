@@ -72,20 +72,20 @@ Test controls (no token needed; never logged as changes):
     POST /_fake/reset                               clears fail rules and the change list
 """
 
-import argparse
 import datetime
 import hashlib
 import ipaddress
 import json
 import os
-import signal
 import socket
+import sys
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-MAX_BODY = 1 << 20
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fakelib  # noqa: E402
+
 LOCK = threading.Lock()
 
 STATE = {
@@ -235,39 +235,15 @@ def qualify(zone, name):
     return n + "." + z
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(fakelib.Handler):
     server_version = "dhaf-test-cloudflare"
 
-    def log_message(self, fmt, *args):  # quiet
-        pass
-
     # ---- replies ---------------------------------------------------------------------------
-
-    def send_raw(self, status, body, ctype="application/json", headers=()):
-        if isinstance(body, str):
-            body = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def send_json(self, status, obj, headers=()):
-        self.send_raw(status, json.dumps(obj), headers=headers)
 
     def send_error_env(self, status, error, headers=()):
         self.send_json(status, envelope(errors=[error], success=False), headers)
 
     # ---- request plumbing ------------------------------------------------------------------
-
-    def read_body(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            raise ApiError(413, 9207, "Request body too large")
-        return self.rfile.read(length) if length > 0 else b""
 
     def json_body(self, raw):
         try:
@@ -320,7 +296,7 @@ class Handler(BaseHTTPRequestHandler):
             headers.append(("Retry-After", str(rule["retry_after"])))
         if "body" in rule:
             body = str(rule["body"]) * max(1, int(rule.get("repeat", 1)))
-            self.send_raw(int(rule.get("status", 200)), body, "text/html", headers)
+            self.send_body(int(rule.get("status", 200)), body, "text/html", headers)
             return
         status = int(rule.get("status", 500))
         dcode, dmsg = DEFAULT_CODES.get(status, (10001 if status >= 500 else 1000,
@@ -378,7 +354,7 @@ class Handler(BaseHTTPRequestHandler):
             path = path[len("/client/v4"):]
         q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         try:
-            raw = self.read_body()
+            raw = self.read_body(ApiError(413, 9207, "Request body too large"))
         except ApiError as e:
             self.close_connection = True
             self.send_error_env(e.status, e.error)
@@ -614,14 +590,6 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64
-
-    def handle_error(self, request, client_address):  # quiet: clients hang up
-        pass
-
-
 def parse_record(spec, zone):
     parts = spec.split(":", 2)
     if len(parts) != 3:
@@ -637,8 +605,7 @@ def parse_record(spec, zone):
 
 
 def main():
-    ap = argparse.ArgumentParser(description="Fake Cloudflare API v4 for dhaf tests.")
-    ap.add_argument("--port", type=int, default=0)
+    ap = fakelib.arg_parser("Fake Cloudflare API v4 for dhaf tests.")
     ap.add_argument("--token", required=True)
     ap.add_argument("--zone", required=True)
     ap.add_argument("--zone-status", default="active")
@@ -646,9 +613,7 @@ def main():
     ap.add_argument("--record", action="append", default=[])
     ap.add_argument("--max-per-page", type=int, default=5000)
     ap.add_argument("--log")
-    ap.add_argument("--watch-stdin", action="store_true",
-                    help="exit when stdin reaches EOF (the parent died)")
-    args = ap.parse_args()
+    args = fakelib.parse_args(ap)
 
     zname = norm_name(args.zone)
     STATE["token"] = args.token
@@ -668,27 +633,7 @@ def main():
     STATE["max_per_page"] = max(1, args.max_per_page)
     STATE["log"] = args.log
 
-    httpd = Server(("127.0.0.1", args.port), Handler)
-
-    def stop(_sig, _frame):
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    if args.watch_stdin:
-        def watch():
-            # os.read on the raw fd: a buffered stdin would hold its lock at shutdown
-            while os.read(0, 4096):
-                pass
-            os._exit(0)
-
-        threading.Thread(target=watch, daemon=True).start()
-
-    print("LISTENING %d" % httpd.server_address[1], flush=True)
-    try:
-        httpd.serve_forever(poll_interval=0.2)
-    finally:
-        httpd.server_close()
+    fakelib.serve(fakelib.http_server(args, Handler), args)
 
 
 if __name__ == "__main__":

@@ -48,23 +48,23 @@ Test controls (JSON bodies; never need a token):
 Every change (tokens, metadata, operations, controls) is one JSON line in --log.
 """
 
-import argparse
 import base64
 import json
 import os
 import secrets
-import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fakelib  # noqa: E402
 
 GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 SCOPES = ("https://www.googleapis.com/auth/compute",
           "https://www.googleapis.com/auth/cloud-platform")
-MAX_BODY = 1 << 20
 
 LOCK = threading.Lock()
 ARGS = None
@@ -201,28 +201,9 @@ def op_advance(op):
     return op_view(op)
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(fakelib.Handler):
     server_version = "dhaf-test-google"
-
-    def log_message(self, fmt, *args):  # quiet
-        pass
-
-    def reply(self, code, obj, headers=()):
-        body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def read_body(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            raise ValueError("body too large")
-        return self.rfile.read(length) if length > 0 else b""
+    json_type = "application/json; charset=UTF-8"
 
     def injected_failure(self, kind):
         """Answers an injected failure for a request of kind ("api" or "token"); True if so."""
@@ -239,9 +220,9 @@ class Handler(BaseHTTPRequestHandler):
         log("failure-injected", status=status, path=self.path)
         headers = [("Retry-After", str(retry_after))] if retry_after is not None else []
         if body is not None:
-            self.reply(status, body.encode(), headers)
+            self.send_json(status, body.encode(), headers)
         else:
-            self.reply(status, google_error(status, "backendError",
+            self.send_json(status, google_error(status, "backendError",
                                             "The service is currently unavailable.",
                                             "UNAVAILABLE"), headers)
         return True
@@ -265,16 +246,16 @@ class Handler(BaseHTTPRequestHandler):
         path = url.path
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
-            body = self.read_body()
+            body = self.read_body(ValueError("body too large"))
         except ValueError:
-            self.reply(413, google_error(413, "invalid", "request too large"))
+            self.send_json(413, google_error(413, "invalid", "request too large"))
             return
         if path.startswith("/_fake/"):
             self.control(method, path[len("/_fake/"):], body)
             return
         if path == "/token":
             if method != "POST":
-                self.reply(405, {"error": "invalid_request", "error_description": "POST only"})
+                self.send_json(405, {"error": "invalid_request", "error_description": "POST only"})
                 return
             self.token(body)
             return
@@ -304,14 +285,14 @@ class Handler(BaseHTTPRequestHandler):
             S["tokens"][token] = time.time() + ARGS.token_ttl
             S["counters"]["tokens_issued"] += 1
         log("token-issued", iss=claims["iss"], kid=header.get("kid"))
-        self.reply(200, {"access_token": token, "expires_in": ARGS.token_ttl,
+        self.send_json(200, {"access_token": token, "expires_in": ARGS.token_ttl,
                          "token_type": "Bearer"})
 
     def refuse_token(self, error, description):
         with LOCK:
             S["counters"]["tokens_refused"] += 1
         log("token-refused", error=error, description=description)
-        self.reply(400, {"error": error, "error_description": description})
+        self.send_json(400, {"error": error, "error_description": description})
 
     # ---- compute -------------------------------------------------------------------------
 
@@ -324,7 +305,7 @@ class Handler(BaseHTTPRequestHandler):
                 return True
         with LOCK:
             S["counters"]["unauthorized"] += 1
-        self.reply(401, google_error(
+        self.send_json(401, google_error(
             401, "authError",
             "Request had invalid authentication credentials. Expected OAuth 2 access token.",
             "UNAUTHENTICATED"))
@@ -339,10 +320,10 @@ class Handler(BaseHTTPRequestHandler):
         if not self.authorized():
             return
         if len(parts) < 2 or parts[0] != "projects":
-            self.reply(404, google_error(404, "notFound", "no such API path %s" % path))
+            self.send_json(404, google_error(404, "notFound", "no such API path %s" % path))
             return
         if parts[1] != ARGS.project:
-            self.reply(404, google_error(404, "notFound", "The resource 'projects/%s' was "
+            self.send_json(404, google_error(404, "notFound", "The resource 'projects/%s' was "
                                          "not found" % parts[1], "NOT_FOUND"))
             return
         rest = parts[2:]
@@ -355,7 +336,7 @@ class Handler(BaseHTTPRequestHandler):
                  (method == "POST" and len(rest) == 4 and rest[3] == "wait")):
             self.operation(rest[2])
         else:
-            self.reply(404, google_error(404, "notFound", "no such API path %s" % path))
+            self.send_json(404, google_error(404, "notFound", "no such API path %s" % path))
 
     def project_get(self):
         with LOCK:
@@ -363,7 +344,7 @@ class Handler(BaseHTTPRequestHandler):
             meta = {"kind": "compute#metadata", "fingerprint": S["fingerprint"]}
             if S["items"]:
                 meta["items"] = [dict(i) for i in S["items"]]
-        self.reply(200, {"kind": "compute#project", "id": "4242424242", "name": ARGS.project,
+        self.send_json(200, {"kind": "compute#project", "id": "4242424242", "name": ARGS.project,
                          "commonInstanceMetadata": meta,
                          "selfLink": "https://www.googleapis.com/compute/v1/projects/" +
                                      ARGS.project})
@@ -385,7 +366,7 @@ class Handler(BaseHTTPRequestHandler):
                     raise ValueError("duplicate key %s" % it["key"])
                 seen.add(it["key"])
         except ValueError as e:
-            self.reply(400, google_error(400, "invalid", "Invalid value for field "
+            self.send_json(400, google_error(400, "invalid", "Invalid value for field "
                                          "'resource': %s" % e, "INVALID_ARGUMENT"))
             return
         rid = query.get("requestId")
@@ -409,12 +390,12 @@ class Handler(BaseHTTPRequestHandler):
                     view = self.apply(meta, rid)
         if conflict:
             log("conflict", kind=conflict, fingerprint=meta.get("fingerprint"))
-            self.reply(412, google_error(
+            self.send_json(412, google_error(
                 412, "conditionNotMet",
                 "Supplied fingerprint does not match current metadata fingerprint.",
                 "FAILED_PRECONDITION"))
             return
-        self.reply(200, view)
+        self.send_json(200, view)
 
     def apply(self, meta, rid):
         """Applies a set (LOCK held) and returns the new operation's view."""
@@ -457,11 +438,11 @@ class Handler(BaseHTTPRequestHandler):
             op = S["ops"].get(name)
             view = op_advance(op) if op else None
         if view is None:
-            self.reply(404, google_error(404, "notFound", "The resource 'projects/%s/global/"
+            self.send_json(404, google_error(404, "notFound", "The resource 'projects/%s/global/"
                                          "operations/%s' was not found" % (ARGS.project, name),
                                          "NOT_FOUND"))
             return
-        self.reply(200, view)
+        self.send_json(200, view)
 
     # ---- test controls -------------------------------------------------------------------
 
@@ -471,7 +452,7 @@ class Handler(BaseHTTPRequestHandler):
             if not isinstance(req, dict):
                 raise ValueError("not an object")
         except ValueError as e:
-            self.reply(400, {"error": "bad control body: %s" % e})
+            self.send_json(400, {"error": "bad control body: %s" % e})
             return
         with LOCK:
             if method == "GET" and what == "state":
@@ -483,10 +464,10 @@ class Handler(BaseHTTPRequestHandler):
                                 "done_served": o["_done_served"]} for n, o in S["ops"].items()},
                     "race": S["race"], "fail": S["fail"],
                 }
-                self.reply(200, out)
+                self.send_json(200, out)
                 return
             if method != "POST":
-                self.reply(405, {"error": "POST only"})
+                self.send_json(405, {"error": "POST only"})
                 return
             if what == "set":
                 key, value = req.get("key"), req.get("value")
@@ -509,17 +490,10 @@ class Handler(BaseHTTPRequestHandler):
             elif what == "reset":
                 reset_state(INITIAL_ITEMS)
             else:
-                self.reply(404, {"error": "unknown control %s" % what})
+                self.send_json(404, {"error": "unknown control %s" % what})
                 return
         log("control-" + what, **{k: v for k, v in req.items() if isinstance(k, str)})
-        self.reply(200, {"ok": True})
-
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):  # quiet: clients hang up
-        pass
+        self.send_json(200, {"ok": True})
 
 
 INITIAL_ITEMS = []
@@ -527,17 +501,14 @@ INITIAL_ITEMS = []
 
 def main():
     global ARGS, TOKEN_URL, LOG
-    ap = argparse.ArgumentParser(description="Fake Google Cloud (OAuth2 + Compute metadata).")
-    ap.add_argument("--port", type=int, default=0)
+    ap = fakelib.arg_parser("Fake Google Cloud (OAuth2 + Compute metadata).")
     ap.add_argument("--project", required=True)
     ap.add_argument("--pubkey", required=True, help="PEM public key of the service account")
     ap.add_argument("--client-email", required=True)
     ap.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--token-ttl", type=int, default=3599)
     ap.add_argument("--log")
-    ap.add_argument("--watch-stdin", action="store_true",
-                    help="exit when stdin reaches EOF (the parent died)")
-    ARGS = ap.parse_args()
+    ARGS = fakelib.parse_args(ap)
     for kv in ARGS.metadata:
         key, sep, value = kv.partition("=")
         if not sep:
@@ -547,29 +518,10 @@ def main():
         LOG = open(ARGS.log, "a", encoding="utf-8")
     reset_state(INITIAL_ITEMS)
 
-    httpd = Server(("127.0.0.1", ARGS.port), Handler)
+    httpd = fakelib.http_server(ARGS, Handler)
     TOKEN_URL = "http://127.0.0.1:%d/token" % httpd.server_address[1]
-
-    def stop(_sig, _frame):
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    if ARGS.watch_stdin:
-        def watch():
-            # os.read on the raw fd: a buffered stdin would hold its lock at shutdown
-            while os.read(0, 4096):
-                pass
-            os._exit(0)
-
-        threading.Thread(target=watch, daemon=True).start()
-
     log("start", port=httpd.server_address[1], project=ARGS.project, items=INITIAL_ITEMS)
-    print("LISTENING %d" % httpd.server_address[1], flush=True)
-    try:
-        httpd.serve_forever(poll_interval=0.2)
-    finally:
-        httpd.server_close()
+    fakelib.serve(httpd, ARGS)
 
 
 if __name__ == "__main__":

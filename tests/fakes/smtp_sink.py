@@ -33,7 +33,6 @@ with headers and parts decoded by Python's email package (policy.default). The l
 written before the server answers the end of DATA, so a client that saw 250 finds it.
 """
 
-import argparse
 import asyncio
 import email
 import email.policy
@@ -44,10 +43,14 @@ import os
 import signal
 import socket
 import ssl
+import sys
 import threading
 import warnings
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fakelib  # noqa: E402
 
 
 class Sink:
@@ -181,9 +184,7 @@ async def serve(args, sock, stop):
 
 
 def main():
-    ap = argparse.ArgumentParser(description="Fake SMTP server for dhaf tests.")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0)
+    ap = fakelib.arg_parser("Fake SMTP server for dhaf tests.", host=True)
     ap.add_argument("--dir", required=True, help="where messages are written")
     ap.add_argument("--starttls", nargs=2, metavar=("CERT", "KEY"))
     ap.add_argument("--require-starttls", action="store_true")
@@ -192,9 +193,7 @@ def main():
     ap.add_argument("--down-for", type=float, default=0, metavar="SECONDS")
     ap.add_argument("--greylist", type=int, default=0, metavar="N")
     ap.add_argument("--reject-rcpt", metavar="ADDR")
-    ap.add_argument("--watch-stdin", action="store_true",
-                    help="exit when stdin reaches EOF (the parent died)")
-    args = ap.parse_args()
+    args = fakelib.parse_args(ap)
     if args.require_starttls and not args.starttls:
         ap.error("--require-starttls needs --starttls")
     if args.starttls and args.implicit_tls:
@@ -217,15 +216,8 @@ def main():
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if args.watch_stdin:
-        def watch():
-            # os.read on the raw fd: a buffered stdin would hold its lock at shutdown
-            while os.read(0, 4096):
-                pass
-            os._exit(0)
-
-        threading.Thread(target=watch, daemon=True).start()
-
-    print("LISTENING %d" % sock.getsockname()[1], flush=True)
+        fakelib.watch_stdin()
+    fakelib.listening(sock.getsockname()[1])
     try:
         loop.run_until_complete(serve(args, sock, stop))
     finally:

@@ -72,15 +72,16 @@ Test controls (no token; JSON bodies):
     GET  /_fake/pending  {"updates": [...]}: updates not yet confirmed
 """
 
-import argparse
 import json
 import os
-import signal
 import socket
+import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fakelib  # noqa: E402
 
 LOCK = threading.Condition()
 STATE = {
@@ -442,24 +443,8 @@ API = {"getme": api_getme, "getupdates": api_getupdates, "sendmessage": api_send
        "deletewebhook": api_deletewebhook}
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(fakelib.Handler):
     server_version = "dhaf-test-telegram"
-
-    def log_message(self, fmt, *args):  # quiet
-        pass
-
-    def reply_json(self, code, obj):
-        body = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def read_body(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(min(length, 1 << 20)) if length > 0 else b""
 
     def params(self, url, raw):
         params = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -485,17 +470,17 @@ class Handler(BaseHTTPRequestHandler):
         self.drop = False
         parts = url.path.split("/")
         if len(parts) != 3 or not parts[1].startswith("bot"):
-            self.reply_json(404, {"ok": False, "error_code": 404, "description": "Not Found"})
+            self.send_json(404, {"ok": False, "error_code": 404, "description": "Not Found"})
             return
         if parts[1][3:] != STATE["token"]:
-            self.reply_json(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
+            self.send_json(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
             return
         fn = API.get(parts[2].lower())
         try:
             if fn is None:
                 raise ApiError(404, "Not Found")
             result = fn(self, self.params(url, raw))
-            self.reply_json(200, {"ok": True, "result": result})
+            self.send_json(200, {"ok": True, "result": result})
         except ApiError as e:
             if self.drop:
                 self.close_connection = True
@@ -504,26 +489,26 @@ class Handler(BaseHTTPRequestHandler):
             err = {"ok": False, "error_code": e.code, "description": e.description}
             if e.parameters:
                 err["parameters"] = e.parameters
-            self.reply_json(e.code, err)
+            self.send_json(e.code, err)
 
     def control(self, name, raw):
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
-            self.reply_json(400, {"ok": False, "description": "body is not JSON"})
+            self.send_json(400, {"ok": False, "description": "body is not JSON"})
             return
         with LOCK:
             if self.command == "GET" and name == "sent":
-                self.reply_json(200, {"messages": STATE["messages"],
+                self.send_json(200, {"messages": STATE["messages"],
                                       "attempts": STATE["attempts"]})
             elif self.command == "GET" and name == "polls":
                 held = sum(1 for p in STATE["polls"] if p["status"] is None)
-                self.reply_json(200, {"count": len(STATE["polls"]), "in_flight": held,
+                self.send_json(200, {"count": len(STATE["polls"]), "in_flight": held,
                                       "polls": STATE["polls"]})
             elif self.command == "GET" and name == "pending":
-                self.reply_json(200, {"updates": STATE["updates"]})
+                self.send_json(200, {"updates": STATE["updates"]})
             elif self.command != "POST" or not isinstance(body, dict):
-                self.reply_json(400, {"ok": False, "description": "unknown control"})
+                self.send_json(400, {"ok": False, "description": "unknown control"})
             elif name == "update":
                 u = {"update_id": body.get("update_id", STATE["next_update_id"])}
                 u.update(body)
@@ -531,61 +516,50 @@ class Handler(BaseHTTPRequestHandler):
                 learn_chats(u)
                 STATE["updates"].append(u)
                 LOCK.notify_all()
-                self.reply_json(200, {"ok": True, "update_id": u["update_id"]})
+                self.send_json(200, {"ok": True, "update_id": u["update_id"]})
             elif name == "chat":
                 STATE["chats"][int(body["id"])] = body.get("type", "private")
-                self.reply_json(200, {"ok": True})
+                self.send_json(200, {"ok": True})
             elif name == "block":
                 cid = int(body["chat_id"])
                 if body.get("unblock"):
                     STATE["blocked"].discard(cid)
                 else:
                     STATE["blocked"].add(cid)
-                self.reply_json(200, {"ok": True})
+                self.send_json(200, {"ok": True})
             elif name == "ratelimit":
                 rl = {"retry_after": int(body.get("retry_after", 1)),
                       "count": int(body.get("count", 1))}
                 if "chat_id" in body:
                     rl["chat_id"] = int(body["chat_id"])
                 STATE["ratelimits"].append(rl)
-                self.reply_json(200, {"ok": True})
+                self.send_json(200, {"ok": True})
             elif name == "migrate":
                 STATE["migrated"][int(body["chat_id"])] = int(body["to"])
                 STATE["chats"][int(body["to"])] = "supergroup"
-                self.reply_json(200, {"ok": True})
+                self.send_json(200, {"ok": True})
             elif name == "fail":
                 rule = dict(body)
                 rule.setdefault("method", "sendMessage")
                 rule.setdefault("count", 1)
                 STATE["fails"].append(rule)
-                self.reply_json(200, {"ok": True})
+                self.send_json(200, {"ok": True})
             elif name == "webhook":
                 STATE["webhook"] = body.get("url", "")
                 LOCK.notify_all()
-                self.reply_json(200, {"ok": True})
+                self.send_json(200, {"ok": True})
             else:
-                self.reply_json(404, {"ok": False, "description": "unknown control"})
+                self.send_json(404, {"ok": False, "description": "unknown control"})
 
     do_GET = do_POST = handle_any
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64
-
-    def handle_error(self, request, client_address):  # quiet: clients hang up mid-poll
-        pass
-
-
 def main():
-    ap = argparse.ArgumentParser(description="Fake Telegram Bot API for dhaf tests.")
-    ap.add_argument("--port", type=int, default=0)
+    ap = fakelib.arg_parser("Fake Telegram Bot API for dhaf tests.")
     ap.add_argument("--token", required=True)
     ap.add_argument("--bot-username", default="dhafbot")
     ap.add_argument("--first-update-id", type=int, default=100000)
-    ap.add_argument("--watch-stdin", action="store_true",
-                    help="exit when stdin reaches EOF (the parent died)")
-    args = ap.parse_args()
+    args = fakelib.parse_args(ap)
 
     STATE["token"] = args.token
     digits = args.token.split(":", 1)[0]
@@ -593,27 +567,7 @@ def main():
     STATE["username"] = args.bot_username
     STATE["next_update_id"] = args.first_update_id
 
-    httpd = Server(("127.0.0.1", args.port), Handler)
-
-    def stop(_sig, _frame):
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    if args.watch_stdin:
-        def watch():
-            # os.read on the raw fd: a buffered stdin would hold its lock at shutdown
-            while os.read(0, 4096):
-                pass
-            os._exit(0)
-
-        threading.Thread(target=watch, daemon=True).start()
-
-    print("LISTENING %d" % httpd.server_address[1], flush=True)
-    try:
-        httpd.serve_forever(poll_interval=0.2)
-    finally:
-        httpd.server_close()
+    fakelib.serve(fakelib.http_server(args, Handler), args)
 
 
 if __name__ == "__main__":

@@ -3,24 +3,14 @@
  * one fake per test: init checks, current() with 0/1/2 records, switch_to creating, editing or
  * leaving the record, manual changes, rate limits, 5xx and transport retries, refusals, the
  * operation deadline, malformed replies, AAAA records, and the token kept out of every text. */
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
-#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -32,53 +22,24 @@
 #include "dhaf/log.h"
 #include "dhaf/provider.h"
 #include "dhaf/registry.h"
+#include "fake_proc.h"
 
-extern char **environ;
 extern const struct dhaf_provider dhaf_switcher_cloudflare;
 
-#define PYTHON "/usr/bin/python3"
 #define TOKEN  "cf-TEST-token-7f3a9c1e55d2"
 #define ZONE   "foo.com"
 #define DOMAIN "www.foo.com"
 #define EPS4                                                                                       \
     "[{name: ep-1, ip: 192.0.2.1}, {name: ep-2, ip: 192.0.2.2}, "                                  \
     "{name: ep-3, ip: 192.0.2.3}]"
-#define START_DEADLINE_MS 20000
 
 static char script[4096];
 static char tmpdir[64];
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void find_script(void)
-{
-    const char *env = getenv("DHAF_TEST_CF_FAKE");
-    if (env) {
-        snprintf(script, sizeof(script), "%s", env);
-        return;
-    }
-    /* __FILE__ is absolute in a CMake build; else ctest's working directory (tests/). */
-    snprintf(script, sizeof(script), "%s", __FILE__);
-    char *slash = strrchr(script, '/');
-    if (slash) {
-        snprintf(slash, sizeof(script) - (size_t)(slash - script), "/../fakes/cloudflare.py");
-        if (access(script, R_OK) == 0)
-            return;
-    }
-    snprintf(script, sizeof(script), "fakes/cloudflare.py");
-}
-
 /* ---- the fake ------------------------------------------------------------------------------ */
 
 struct fake {
-    pid_t pid;
-    int port;
-    int stdin_fd; /* closing it (or our death) ends the fake */
+    struct fake_proc proc;
     char log[128];
 };
 
@@ -87,63 +48,12 @@ struct fake {
 static void fake_start_v(struct fake *f, const char *token, const char *const *extra)
 {
     static int seq;
-    int out[2], in[2];
-    char line[128];
-    size_t got = 0;
-    const char *argv[64];
-    size_t n = 0;
-
-    memset(f, 0, sizeof(*f));
     snprintf(f->log, sizeof(f->log), "%s/changes-%d.jsonl", tmpdir, ++seq);
     unlink(f->log);
-    argv[n++] = PYTHON;
-    argv[n++] = script;
-    argv[n++] = "--port";
-    argv[n++] = "0";
-    argv[n++] = "--token";
-    argv[n++] = token;
-    argv[n++] = "--zone";
-    argv[n++] = ZONE;
-    argv[n++] = "--log";
-    argv[n++] = f->log;
-    argv[n++] = "--watch-stdin";
-    for (; extra && *extra && n < 63; extra++)
-        argv[n++] = *extra;
-    argv[n] = NULL;
-
-    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-    assert_int_equal(pipe2(in, O_CLOEXEC), 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    int rc = posix_spawn(&f->pid, PYTHON, &fa, NULL, (char *const *)argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(out[1]);
-    close(in[0]);
-    assert_int_equal(rc, 0);
-    f->stdin_fd = in[1];
-
-    int64_t deadline = now_ms() + START_DEADLINE_MS;
-    while (!memchr(line, '\n', got) && got < sizeof(line) - 1) {
-        int64_t now = now_ms();
-        struct pollfd p = {.fd = out[0], .events = POLLIN};
-        if (now >= deadline || poll(&p, 1, (int)(deadline - now)) <= 0)
-            break;
-        ssize_t r = read(out[0], line + got, sizeof(line) - 1 - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(out[0]);
-    line[got] = '\0';
-    if (sscanf(line, "LISTENING %d", &f->port) != 1 || f->port <= 0) {
-        kill(f->pid, SIGKILL);
-        waitpid(f->pid, NULL, 0);
-        close(f->stdin_fd);
-        f->pid = 0;
-        fail_msg("the Cloudflare fake did not start: \"%s\"", line);
-    }
+    const char *const argv[] = {FAKE_PYTHON, script, "--port", "0",    "--token",       token,
+                                "--zone",    ZONE,   "--log",  f->log, "--watch-stdin", NULL};
+    if (fake_proc_start(&f->proc, argv, extra, FAKE_START_TIMEOUT_MS) != 0)
+        fail_msg("the Cloudflare fake did not start");
 }
 
 #define fake_start(f, ...)                                                                         \
@@ -154,21 +64,10 @@ static void fake_start_v(struct fake *f, const char *token, const char *const *e
 
 static void fake_stop(struct fake *f)
 {
-    if (f->pid <= 0)
+    if (f->proc.pid <= 0)
         return;
-    kill(f->pid, SIGTERM);
-    int64_t deadline = now_ms() + 5000;
-    while (waitpid(f->pid, NULL, WNOHANG) == 0) {
-        if (now_ms() > deadline) {
-            kill(f->pid, SIGKILL);
-            waitpid(f->pid, NULL, 0);
-            break;
-        }
-        poll(NULL, 0, 20);
-    }
-    close(f->stdin_fd);
+    fake_proc_stop(&f->proc);
     unlink(f->log);
-    f->pid = 0;
 }
 
 /* One HTTP/1.0 request to the fake, independent of the code under test. Returns the body
@@ -176,29 +75,8 @@ static void fake_stop(struct fake *f)
 static char *fake_http(const struct fake *f, const char *method, const char *path, const char *body,
                        int *status)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->port)};
-    size_t cap = 1 << 20, got = 0;
-    char *buf = dhaf_xcalloc(1, cap + 1);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    assert_true(fd >= 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    char *req = dhaf_xasprintf("%s %s HTTP/1.0\r\nHost: fake\r\nContent-Type: application/json\r\n"
-                               "Content-Length: %zu\r\n\r\n%s",
-                               method, path, body ? strlen(body) : 0, body ? body : "");
-    assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-    free(req);
-    struct timeval tv = {.tv_sec = 10};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    ssize_t r;
-    while (got < cap && (r = read(fd, buf + got, cap - got)) > 0)
-        got += (size_t)r;
-    close(fd);
-    if (status)
-        *status = atoi(buf + 9);
-    char *b = strstr(buf, "\r\n\r\n");
-    char *out = dhaf_xstrdup(b ? b + 4 : "");
-    free(buf);
+    char *out = test_http("127.0.0.1", f->proc.port, method, path, body, status);
+    assert_non_null(out);
     return out;
 }
 
@@ -303,7 +181,7 @@ static void svc_open_full(struct svc *s, const struct fake *f, const char *zone,
              "    zone: \"%s\"\n"
              "    api-url: \"http://127.0.0.1:%d/\"\n"
              "  health-checker: {type: tcp, port: 80}\n",
-             domain, eps, token, zone, f->port);
+             domain, eps, token, zone, f->proc.port);
     memset(s, 0, sizeof(*s));
     dhaf_cfg_report_init(&rep, "cf.dhaf");
     int rc = dhaf_config_load_mem(yaml, strlen(yaml), "cf.dhaf", ".", dhaf_registry_catalog(),
@@ -695,9 +573,9 @@ static void test_rate_limited(void **state)
     fake_start(&f, "--record", DOMAIN ":A:192.0.2.1");
     svc_open(&s, &f);
     fake_ctl(&f, "/_fake/fail", "{\"status\": 429, \"retry_after\": 1, \"count\": 2}");
-    int64_t t0 = now_ms();
+    int64_t t0 = test_now_ms();
     switch_ok(&s, 1);
-    int64_t took = now_ms() - t0;
+    int64_t took = test_now_ms() - t0;
     assert_true(took >= 2000);
     assert_true(took < 8000);
     assert_int_equal(current_ok(&s), 1);
@@ -706,9 +584,9 @@ static void test_rate_limited(void **state)
     fake_ctl(&f, "/_fake/fail", "{\"status\": 429, \"retry_after\": 300}");
     struct dhaf_err err = {0};
     int ep;
-    t0 = now_ms();
+    t0 = test_now_ms();
     assert_int_equal(dhaf_switcher_cloudflare.current(s.st, &ep, &err), DHAF_EUNAVAILABLE);
-    assert_true(now_ms() - t0 < 3000);
+    assert_true(test_now_ms() - t0 < 3000);
     assert_int_equal(err.status, 429);
     assert_contains(err.msg, "HTTP 429");
     assert_contains(err.msg, "Retry-After 300 s");
@@ -726,9 +604,9 @@ static void test_server_errors_retried(void **state)
 
     /* 500 twice, then an answer: backoff 0.5 s + 1 s. */
     fake_ctl(&f, "/_fake/fail", "{\"status\": 500, \"count\": 2}");
-    int64_t t0 = now_ms();
+    int64_t t0 = test_now_ms();
     assert_int_equal(current_ok(&s), 0);
-    assert_true(now_ms() - t0 >= 1500);
+    assert_true(test_now_ms() - t0 >= 1500);
 
     /* A 502 with an HTML body, and connections closed without a reply. */
     fake_ctl(&f, "/_fake/fail", "{\"status\": 502, \"body\": \"<html>bad gateway</html>\"}");
@@ -747,9 +625,9 @@ static void test_server_errors_retried(void **state)
     fake_ctl(&f, "/_fake/fail", "{\"status\": 500, \"count\": 1000}");
     struct dhaf_err err = {0};
     int ep;
-    t0 = now_ms();
+    t0 = test_now_ms();
     assert_int_equal(dhaf_switcher_cloudflare.current(s.st, &ep, &err), DHAF_EUNAVAILABLE);
-    int64_t took = now_ms() - t0;
+    int64_t took = test_now_ms() - t0;
     assert_true(took < 16000);
     assert_true(took >= 3500);
     assert_contains(err.msg, "HTTP 500");
@@ -918,12 +796,9 @@ static void test_token_never_shown(void **state)
 {
     (void)state;
     char path[128];
+    struct test_stderr cap;
     snprintf(path, sizeof(path), "%s/stderr.txt", tmpdir);
-    int cap = open(path, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
-    assert_true(cap >= 0);
-    fflush(stderr);
-    int saved = dup(2);
-    assert_int_equal(dup2(cap, 2), 2);
+    assert_int_equal(test_stderr_begin(&cap, path), 0);
     dhaf_log_setup(DHAF_LOG_DEBUG, DHAF_LOG_TEXT);
 
     struct fake f;
@@ -946,15 +821,7 @@ static void test_token_never_shown(void **state)
     fake_stop(&f);
 
     dhaf_log_setup(DHAF_LOG_WARN, DHAF_LOG_TEXT);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    struct stat sb;
-    assert_int_equal(fstat(cap, &sb), 0);
-    char *text = dhaf_xcalloc(1, (size_t)sb.st_size + 1);
-    assert_int_equal(pread(cap, text, (size_t)sb.st_size, 0), sb.st_size);
-    close(cap);
-    unlink(path);
+    char *text = test_stderr_end(&cap);
     assert_contains(text, "event=cf-init");
     assert_contains(text, "event=cf-switch service=web domain=www.foo.com type=A from=ep-1");
     assert_contains(text, "to=ep-2 to_ip=192.0.2.2 action=update");
@@ -969,9 +836,8 @@ static void test_token_never_shown(void **state)
 static int group_setup(void **st)
 {
     (void)st;
-    find_script();
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/dhaf-cf-test-XXXXXX");
-    if (!mkdtemp(tmpdir))
+    fake_script(script, sizeof(script), "DHAF_TEST_CF_FAKE", "cloudflare.py");
+    if (test_tmpdir(tmpdir, sizeof(tmpdir), "cf-test") != 0)
         return -1;
     dhaf_log_setup(DHAF_LOG_WARN, DHAF_LOG_TEXT);
     return 0;
@@ -980,7 +846,7 @@ static int group_setup(void **st)
 static int group_teardown(void **st)
 {
     (void)st;
-    rmdir(tmpdir);
+    test_rmrf(tmpdir);
     return 0;
 }
 

@@ -4,23 +4,14 @@
  * offered/required/missing, implicit TLS with a private CA, AUTH, refusals and retries, a
  * server down then back, a silent server, header injection, every kind's subject, and the
  * password kept out of every text. */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,30 +24,20 @@
 #include "dhaf/log.h"
 #include "dhaf/provider.h"
 #include "dhaf/registry.h"
+#include "fake_proc.h"
 
-extern char **environ;
 extern const struct dhaf_provider dhaf_notifier_email;
 
-#define PYTHON            "/usr/bin/python3"
-#define OPENSSL           "openssl"
-#define USER              "mailer"
-#define PASSWORD          "pw-TEST-9d41b7e3c2"
-#define FROM              "dhaf@foo.com"
-#define TO                "ops@foo.com"
-#define AT_MS             1714564800123LL /* 2024-05-01 12:00:00.123 UTC */
-#define START_DEADLINE_MS 20000
-#define ARROW             "\xe2\x86\x92" /* → */
+#define USER     "mailer"
+#define PASSWORD "pw-TEST-9d41b7e3c2"
+#define FROM     "dhaf@foo.com"
+#define TO       "ops@foo.com"
+#define AT_MS    1714564800123LL /* 2024-05-01 12:00:00.123 UTC */
+#define ARROW    "\xe2\x86\x92"  /* → */
 
 static char script[4096];
 static char tmpdir[64];
 static char cert[128], key[128];
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 #define assert_contains(hay, needle)                                                               \
     do {                                                                                           \
@@ -71,48 +52,10 @@ static int64_t now_ms(void)
             fail_msg("\"%s\" contains \"%s\"", (hay), (needle));                                   \
     } while (0)
 
-static void find_script(void)
-{
-    const char *env = getenv("DHAF_TEST_SMTP_SINK");
-    if (env) {
-        snprintf(script, sizeof(script), "%s", env);
-        return;
-    }
-    /* __FILE__ is absolute in a CMake build; else ctest's working directory (tests/). */
-    snprintf(script, sizeof(script), "%s", __FILE__);
-    char *slash = strrchr(script, '/');
-    if (slash) {
-        snprintf(slash, sizeof(script) - (size_t)(slash - script), "/../fakes/smtp_sink.py");
-        if (access(script, R_OK) == 0)
-            return;
-    }
-    snprintf(script, sizeof(script), "fakes/smtp_sink.py");
-}
-
-/* Runs argv to its end with stdout and stderr to /dev/null; returns its exit status. */
-static int run(const char *const *argv)
-{
-    pid_t pid;
-    int status = -1;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
-        return -1;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 /* ---- the sink ------------------------------------------------------------------------------ */
 
 struct sink {
-    pid_t pid;
-    int port;
-    int stdin_fd; /* closing it (or our death) ends the sink */
+    struct fake_proc proc;
     char dir[128];
 };
 
@@ -121,58 +64,11 @@ struct sink {
 static void sink_start_v(struct sink *s, const char *const *extra)
 {
     static int seq;
-    int out[2], in[2];
-    char line[128];
-    size_t got = 0;
-    const char *argv[64];
-    size_t n = 0;
-
-    memset(s, 0, sizeof(*s));
     snprintf(s->dir, sizeof(s->dir), "%s/sink-%d", tmpdir, ++seq);
-    argv[n++] = PYTHON;
-    argv[n++] = script;
-    argv[n++] = "--port";
-    argv[n++] = "0";
-    argv[n++] = "--dir";
-    argv[n++] = s->dir;
-    argv[n++] = "--watch-stdin";
-    for (; extra && *extra && n < 63; extra++)
-        argv[n++] = *extra;
-    argv[n] = NULL;
-
-    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-    assert_int_equal(pipe2(in, O_CLOEXEC), 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    int rc = posix_spawn(&s->pid, PYTHON, &fa, NULL, (char *const *)argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(out[1]);
-    close(in[0]);
-    assert_int_equal(rc, 0);
-    s->stdin_fd = in[1];
-
-    int64_t deadline = now_ms() + START_DEADLINE_MS;
-    while (!memchr(line, '\n', got) && got < sizeof(line) - 1) {
-        int64_t now = now_ms();
-        struct pollfd p = {.fd = out[0], .events = POLLIN};
-        if (now >= deadline || poll(&p, 1, (int)(deadline - now)) <= 0)
-            break;
-        ssize_t r = read(out[0], line + got, sizeof(line) - 1 - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(out[0]);
-    line[got] = '\0';
-    if (sscanf(line, "LISTENING %d", &s->port) != 1 || s->port <= 0) {
-        kill(s->pid, SIGKILL);
-        waitpid(s->pid, NULL, 0);
-        close(s->stdin_fd);
-        s->pid = 0;
-        fail_msg("the SMTP sink did not start: \"%s\"", line);
-    }
+    const char *const argv[] = {FAKE_PYTHON, script, "--port",        "0",
+                                "--dir",     s->dir, "--watch-stdin", NULL};
+    if (fake_proc_start(&s->proc, argv, extra, FAKE_START_TIMEOUT_MS) != 0)
+        fail_msg("the SMTP sink did not start");
 }
 
 #define sink_start(s, ...)                                                                         \
@@ -181,29 +77,12 @@ static void sink_start_v(struct sink *s, const char *const *extra)
         sink_start_v((s), sink_extra_);                                                            \
     } while (0)
 
-static void rm_dir(const char *dir)
-{
-    const char *const argv[] = {"rm", "-rf", dir, NULL};
-    run(argv);
-}
-
 static void sink_stop(struct sink *s)
 {
-    if (s->pid <= 0)
+    if (s->proc.pid <= 0)
         return;
-    kill(s->pid, SIGTERM);
-    int64_t deadline = now_ms() + 5000;
-    while (waitpid(s->pid, NULL, WNOHANG) == 0) {
-        if (now_ms() > deadline) {
-            kill(s->pid, SIGKILL);
-            waitpid(s->pid, NULL, 0);
-            break;
-        }
-        poll(NULL, 0, 20);
-    }
-    close(s->stdin_fd);
-    rm_dir(s->dir);
-    s->pid = 0;
+    fake_proc_stop(&s->proc);
+    test_rmrf(s->dir);
 }
 
 /* The sink's messages.jsonl as a JSON array (caller decrefs); empty when no mail came. */
@@ -383,7 +262,7 @@ static void test_plain_failover(void **state)
     struct sink s;
     struct mailer m;
     sink_start(&s, "--host", "127.0.0.1");
-    mailer_open(&m, s.port, NULL);
+    mailer_open(&m, s.proc.port, NULL);
     int64_t t0 = (int64_t)time(NULL);
     struct dhaf_event_view ev = failover_event(7);
     notify_ok(&m, &ev);
@@ -471,7 +350,7 @@ static void test_long_utf8_subject(void **state)
     struct sink s;
     struct mailer m;
     sink_start(&s, "--host", "127.0.0.1");
-    mailer_open(&m, s.port, NULL);
+    mailer_open(&m, s.proc.port, NULL);
     static const char *const why[] = {"n1: délai dépassé → réponse reçue trop tard über "
                                       "alles ünïcödé ✓✓✓ 日本語のテキスト"};
     struct dhaf_event_view ev = {.seq = 1,
@@ -506,7 +385,7 @@ static void test_header_injection(void **state)
     struct sink s;
     struct mailer m;
     sink_start(&s, "--host", "127.0.0.1");
-    mailer_open(&m, s.port, NULL);
+    mailer_open(&m, s.proc.port, NULL);
     struct dhaf_event_view ev = {.seq = 1,
                                  .kind = "service-down",
                                  .level = "critical",
@@ -573,7 +452,7 @@ static void test_subjects(void **state)
     struct mailer m;
     size_t n = sizeof(subject_cases) / sizeof(subject_cases[0]);
     sink_start(&s, "--host", "127.0.0.1");
-    mailer_open(&m, s.port, NULL);
+    mailer_open(&m, s.proc.port, NULL);
     for (size_t i = 0; i < n; i++) {
         const struct subject_case *c = &subject_cases[i];
         struct dhaf_event_view ev = {.seq = 100 + i,
@@ -617,7 +496,7 @@ static void test_starttls_offered(void **state)
     struct sink s;
     struct mailer m;
     sink_start(&s, "--starttls", cert, key);
-    mailer_open(&m, s.port, ca_extra);
+    mailer_open(&m, s.proc.port, ca_extra);
     json_t *msg = send_one(&m, &s);
     assert_true(json_is_true(json_object_get(msg, "tls")));
     assert_string_equal(str_of(msg, "tls_mode"), "starttls");
@@ -637,7 +516,7 @@ static void test_starttls_required(void **state)
     snprintf(extra, sizeof(extra), ", security: starttls%s", ca_extra);
 
     sink_start(&s, "--starttls", cert, key, "--require-starttls");
-    mailer_open(&m, s.port, extra);
+    mailer_open(&m, s.proc.port, extra);
     json_t *msg = send_one(&m, &s);
     assert_string_equal(str_of(msg, "tls_mode"), "starttls");
     json_decref(msg);
@@ -646,7 +525,7 @@ static void test_starttls_required(void **state)
 
     /* no STARTTLS: nothing is sent in clear text */
     sink_start(&s, "--host", "127.0.0.1");
-    mailer_open(&m, s.port, extra);
+    mailer_open(&m, s.proc.port, extra);
     struct dhaf_event_view ev = failover_event(1);
     assert_int_equal(notify(&m, &ev, &err), DHAF_EUNAVAILABLE);
     assert_contains(err.msg, "STARTTLS");
@@ -668,14 +547,14 @@ static void test_implicit_tls(void **state)
     snprintf(extra, sizeof(extra), ", security: ssl%s", ca_extra);
 
     sink_start(&s, "--implicit-tls", cert, key);
-    mailer_open(&m, s.port, extra);
+    mailer_open(&m, s.proc.port, extra);
     json_t *msg = send_one(&m, &s);
     assert_true(json_is_true(json_object_get(msg, "tls")));
     assert_string_equal(str_of(msg, "tls_mode"), "implicit");
     json_decref(msg);
     mailer_close(&m);
 
-    mailer_open(&m, s.port, ", security: ssl");
+    mailer_open(&m, s.proc.port, ", security: ssl");
     struct dhaf_event_view ev = failover_event(1);
     assert_int_equal(notify(&m, &ev, &err), DHAF_EUNAVAILABLE);
     assert_contains(err.msg, "smtps://127.0.0.1:");
@@ -697,7 +576,7 @@ static void test_auth(void **state)
 
     /* the right password: delivered as that user, over TLS */
     snprintf(extra, sizeof(extra), ", username: " USER ", password: \"" PASSWORD "\"%s", ca_extra);
-    mailer_open(&m, s.port, extra);
+    mailer_open(&m, s.proc.port, extra);
     json_t *msg = send_one(&m, &s);
     assert_string_equal(str_of(msg, "auth_user"), USER);
     assert_string_equal(str_of(msg, "tls_mode"), "starttls");
@@ -707,7 +586,7 @@ static void test_auth(void **state)
     /* a wrong one: given up (not retried), with the server's reply, no mail */
     snprintf(extra, sizeof(extra), ", username: " USER ", password: \"wrong-" PASSWORD "\"%s",
              ca_extra);
-    mailer_open(&m, s.port, extra);
+    mailer_open(&m, s.proc.port, extra);
     struct dhaf_event_view ev = failover_event(2);
     assert_int_equal(notify(&m, &ev, &err), DHAF_EAUTH);
     assert_contains(err.msg, "535");
@@ -717,7 +596,7 @@ static void test_auth(void **state)
     mailer_close(&m);
 
     /* no login at all where the server requires one: refused before MAIL, not retried */
-    mailer_open(&m, s.port, ca_extra);
+    mailer_open(&m, s.proc.port, ca_extra);
     assert_int_equal(notify(&m, &ev, &err), DHAF_EAUTH);
     assert_contains(err.msg, "530");
     assert_contains(err.msg, "set smtp.username");
@@ -729,7 +608,7 @@ static void test_auth(void **state)
      * a password is set */
     sink_start(&s, "--auth", USER ":" PASSWORD);
     snprintf(extra, sizeof(extra), ", username: " USER ", password: \"" PASSWORD "\"");
-    mailer_open(&m, s.port, extra);
+    mailer_open(&m, s.proc.port, extra);
     assert_int_equal(notify(&m, &ev, &err), DHAF_EUNAVAILABLE);
     assert_contains(err.msg, "STARTTLS");
     assert_int_equal(sink_count(&s), 0);
@@ -747,20 +626,20 @@ static void test_down_then_back(void **state)
     struct mailer m;
     struct dhaf_err err;
     sink_start(&s, "--down-for", "1.5");
-    mailer_open(&m, s.port, NULL);
+    mailer_open(&m, s.proc.port, NULL);
     struct dhaf_event_view ev = failover_event(3);
-    int64_t t0 = now_ms();
+    int64_t t0 = test_now_ms();
     assert_int_equal(notify(&m, &ev, &err), DHAF_EUNAVAILABLE);
-    assert_true(now_ms() - t0 < 1000);
+    assert_true(test_now_ms() - t0 < 1400); /* did not wait out the 1.5 s outage */
     assert_contains(err.msg, "smtp://127.0.0.1:");
     assert_int_equal(sink_count(&s), 0);
 
     /* what the leader's delivery thread does, with a short back-off */
-    int64_t deadline = now_ms() + 15000;
+    int64_t deadline = test_now_ms() + 15000;
     int rc;
-    while ((rc = notify(&m, &ev, &err)) != 0 && now_ms() < deadline) {
+    while ((rc = notify(&m, &ev, &err)) != 0 && test_now_ms() < deadline) {
         assert_int_equal(rc, DHAF_EUNAVAILABLE);
-        poll(NULL, 0, 100);
+        test_sleep_ms(100);
     }
     if (rc != 0)
         fail_msg("the sink did not come back: %d %s", rc, err.msg);
@@ -780,7 +659,7 @@ static void test_refusals(void **state)
     struct dhaf_event_view ev = failover_event(4);
 
     sink_start(&s, "--greylist", "1");
-    mailer_open(&m, s.port, NULL);
+    mailer_open(&m, s.proc.port, NULL);
     assert_int_equal(notify(&m, &ev, &err), DHAF_EUNAVAILABLE);
     assert_contains(err.msg, "RCPT");
     assert_contains(err.msg, "451 4.7.1 Greylisted");
@@ -791,7 +670,7 @@ static void test_refusals(void **state)
     sink_stop(&s);
 
     sink_start(&s, "--reject-rcpt", TO);
-    mailer_open(&m, s.port, NULL);
+    mailer_open(&m, s.proc.port, NULL);
     assert_int_equal(notify(&m, &ev, &err), DHAF_EINVAL);
     assert_contains(err.msg, "RCPT");
     assert_contains(err.msg, "550 5.1.1");
@@ -808,18 +687,14 @@ static void test_silent_server(void **state)
     (void)state;
     struct mailer m;
     struct dhaf_err err;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t sl = sizeof(sa);
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(listen(fd, 8), 0); /* the kernel completes handshakes; nobody answers */
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
-    mailer_open(&m, ntohs(sa.sin_port), ", timeout: 1");
+    int port;
+    int fd = test_bind("127.0.0.1", 8, &port); /* the kernel completes handshakes; nobody answers */
+    assert_true(fd >= 0);
+    mailer_open(&m, port, ", timeout: 1");
     struct dhaf_event_view ev = failover_event(5);
-    int64_t t0 = now_ms();
+    int64_t t0 = test_now_ms();
     assert_int_equal(notify(&m, &ev, &err), DHAF_ETIMEOUT);
-    int64_t took = now_ms() - t0;
+    int64_t took = test_now_ms() - t0;
     assert_true(took >= 900 && took < 5000);
     mailer_close(&m);
     close(fd);
@@ -835,26 +710,23 @@ static void test_password_never_shown(void **state)
     struct sink s;
     struct mailer m;
     struct dhaf_err err;
+    struct test_stderr cap;
     snprintf(path, sizeof(path), "%s/stderr.txt", tmpdir);
-    int cap = open(path, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
-    assert_true(cap >= 0);
-    fflush(stderr);
-    int saved = dup(2);
-    assert_int_equal(dup2(cap, 2), 2);
+    assert_int_equal(test_stderr_begin(&cap, path), 0);
     dhaf_log_setup(DHAF_LOG_DEBUG, DHAF_LOG_TEXT);
 
     sink_start(&s, "--starttls", cert, key, "--auth", USER ":" PASSWORD);
     snprintf(extra, sizeof(extra), ", username: " USER ", password: \"" PASSWORD "\"%s", ca_extra);
-    mailer_open(&m, s.port, extra);
+    mailer_open(&m, s.proc.port, extra);
     struct dhaf_event_view ev = failover_event(6);
     notify_ok(&m, &ev);
     mailer_close(&m);
     snprintf(extra, sizeof(extra), ", username: " USER ", password: \"" PASSWORD "x\"%s", ca_extra);
-    mailer_open(&m, s.port, extra);
+    mailer_open(&m, s.proc.port, extra);
     assert_int_equal(notify(&m, &ev, &err), DHAF_EAUTH);
     assert_null(strstr(err.msg, PASSWORD));
     mailer_close(&m);
-    int port = s.port;
+    int port = s.proc.port;
     sink_stop(&s);
     snprintf(extra, sizeof(extra), ", username: " USER ", password: \"" PASSWORD "\"%s", ca_extra);
     mailer_open(&m, port, extra); /* nobody listens there any more */
@@ -862,15 +734,7 @@ static void test_password_never_shown(void **state)
     mailer_close(&m);
 
     dhaf_log_setup(DHAF_LOG_WARN, DHAF_LOG_TEXT);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    struct stat sb;
-    assert_int_equal(fstat(cap, &sb), 0);
-    char *text = dhaf_xcalloc(1, (size_t)sb.st_size + 1);
-    assert_int_equal(pread(cap, text, (size_t)sb.st_size, 0), sb.st_size);
-    close(cap);
-    unlink(path);
+    char *text = test_stderr_end(&cap);
     assert_contains(text, "event=email-sent notifier=ops-mail seq=6 kind=failover");
     if (strstr(text, PASSWORD))
         fail_msg("the password is in the log:\n%s", text);
@@ -899,26 +763,14 @@ static void test_config_keys(void **state)
 static int group_setup(void **st)
 {
     (void)st;
-    find_script();
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/dhaf-email-test-XXXXXX");
-    if (!mkdtemp(tmpdir))
+    fake_script(script, sizeof(script), "DHAF_TEST_SMTP_SINK", "smtp_sink.py");
+    if (test_tmpdir(tmpdir, sizeof(tmpdir), "email-test") != 0)
         return -1;
     snprintf(cert, sizeof(cert), "%s/cert.pem", tmpdir);
     snprintf(key, sizeof(key), "%s/key.pem", tmpdir);
     /* a self-signed certificate for 127.0.0.1: the sink's, and the notifier's private CA */
-    const char *const argv[] = {OPENSSL,    "req",
-                                "-x509",    "-newkey",
-                                "rsa:2048", "-nodes",
-                                "-keyout",  key,
-                                "-out",     cert,
-                                "-days",    "2",
-                                "-subj",    "/CN=dhaf-test-sink",
-                                "-addext",  "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                                NULL};
-    if (run(argv) != 0) {
-        fprintf(stderr, "openssl could not make a test certificate\n");
+    if (test_make_cert(cert, key, "dhaf-test-sink", "IP:127.0.0.1,DNS:localhost") != 0)
         return -1;
-    }
     snprintf(ca_extra, sizeof(ca_extra), ", ca-file: \"%s\"", cert);
     dhaf_log_setup(DHAF_LOG_WARN, DHAF_LOG_TEXT);
     return 0;
@@ -927,7 +779,7 @@ static int group_setup(void **st)
 static int group_teardown(void **st)
 {
     (void)st;
-    rm_dir(tmpdir);
+    test_rmrf(tmpdir);
     return 0;
 }
 

@@ -178,8 +178,8 @@ static void test_timeout_kills_group(void **state)
     assert_false(r.healthy);
     assert_string_equal(r.reason, "timeout");
     assert_string_equal(r.text, "killed after 1 s: waiting for db");
-    assert_true(took >= 950 && took < 1600);
-    assert_true(r.latency_ms >= 950 && r.latency_ms < 1200);
+    assert_true(took >= 950 && took < 2900);
+    assert_true(r.latency_ms >= 950 && r.latency_ms < 2900);
 
     pid_t pgid = (pid_t)atoi(read_text("pgid.txt"));
     pid_t bg = (pid_t)atoi(read_text("bg.txt"));
@@ -300,7 +300,7 @@ static void test_init(void **state)
     c.timeout = 1;
     int64_t t0 = mono_ms();
     assert_int_equal(dhaf_checker_exec.init(&c, &ctx, &st, &err), DHAF_ETIMEOUT);
-    assert_true(mono_ms() - t0 < 1600);
+    assert_true(mono_ms() - t0 < 2900);
     assert_non_null(strstr(err.msg, "killed after 1 s"));
 
     c.init = missing;

@@ -3,21 +3,14 @@
  * the RS256 JWT with the key's public half, Compute project metadata with enforced
  * fingerprints, operations): key files, current(), switch_to() with its operation wait,
  * fingerprint races, token caching and refresh, retries, failed operations, bad replies. */
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <setjmp.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -27,16 +20,14 @@
 #include "dhaf/http.h"
 #include "dhaf/provider.h"
 #include "dhaf/registry.h"
+#include "fake_proc.h"
 
-extern char **environ;
 extern const struct dhaf_provider dhaf_switcher_google_cloud;
 
-#define PYTHON            "/usr/bin/python3"
-#define PROJECT           "proj-1"
-#define EMAIL             "dhaf-switcher@proj-1.iam.gserviceaccount.com"
-#define KEY_ID            "0123456789abcdef0123456789abcdef01234567"
-#define MKEY              "dhaf-web"
-#define START_DEADLINE_MS 20000
+#define PROJECT "proj-1"
+#define EMAIL   "dhaf-switcher@proj-1.iam.gserviceaccount.com"
+#define KEY_ID  "0123456789abcdef0123456789abcdef01234567"
+#define MKEY    "dhaf-web"
 
 static const struct dhaf_provider *const P = &dhaf_switcher_google_cloud;
 
@@ -48,132 +39,23 @@ static struct {
     char pem[128], pub[128], other_pem[128], log[128];
     /* service-account key files */
     char good[128], unknown[128], notjson[128], nopk[128], wrongtype[128], badpem[128], closed[128];
-    pid_t pid;
-    int port;
-    int stdin_fd;
+    struct fake_proc fake;
 } G;
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void find_script(void)
-{
-    const char *env = getenv("DHAF_TEST_GOOGLE");
-    if (env) {
-        snprintf(G.script, sizeof(G.script), "%s", env);
-        return;
-    }
-    /* __FILE__ is absolute in a CMake build; fall back to ctest's working directory. */
-    snprintf(G.script, sizeof(G.script), "%s", __FILE__);
-    char *slash = strrchr(G.script, '/');
-    if (slash) {
-        snprintf(slash, sizeof(G.script) - (size_t)(slash - G.script), "/../fakes/google.py");
-        if (access(G.script, R_OK) == 0)
-            return;
-    }
-    snprintf(G.script, sizeof(G.script), "fakes/google.py");
-}
-
-/* Runs argv with stdout and stderr on /dev/null; returns its exit status or -1. */
-static int run_quiet(char *const argv[])
-{
-    posix_spawn_file_actions_t fa;
-    pid_t pid;
-    int st = 0;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
-        return -1;
-    if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st))
-        return -1;
-    return WEXITSTATUS(st);
-}
 
 /* Starts google.py and waits (with a deadline) for its LISTENING line. */
 static int fake_start(void)
 {
-    int out[2], in[2];
-    char line[128];
-    size_t got = 0;
-    if (pipe2(out, O_CLOEXEC) != 0)
-        return -1;
-    if (pipe2(in, O_CLOEXEC) != 0) {
-        close(out[0]);
-        close(out[1]);
-        return -1;
-    }
-    char *argv[] = {PYTHON,           G.script,
-                    "--port",         "0",
-                    "--project",      PROJECT,
-                    "--pubkey",       G.pub,
-                    "--client-email", EMAIL,
-                    "--metadata",     "startup-script=#!/bin/sh\necho hi",
-                    "--metadata",     MKEY "=10.0.0.1",
-                    "--metadata",     "zz-last=keep me",
-                    "--log",          G.log,
-                    "--watch-stdin",  NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    int rc = posix_spawn(&G.pid, PYTHON, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(out[1]);
-    close(in[0]);
-    if (rc != 0) {
-        close(out[0]);
-        close(in[1]);
-        G.pid = 0;
-        return -1;
-    }
-    G.stdin_fd = in[1];
-    uint64_t deadline = now_ms() + START_DEADLINE_MS;
-    while (!memchr(line, '\n', got) && got < sizeof(line) - 1) {
-        uint64_t now = now_ms();
-        struct pollfd p = {.fd = out[0], .events = POLLIN};
-        if (now >= deadline || poll(&p, 1, (int)(deadline - now)) <= 0)
-            break;
-        ssize_t n = read(out[0], line + got, sizeof(line) - 1 - got);
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
-    close(out[0]);
-    line[got] = '\0';
-    if (sscanf(line, "LISTENING %d", &G.port) != 1 || G.port <= 0) {
-        fprintf(stderr, "google.py did not start: \"%s\"\n", line);
-        kill(G.pid, SIGKILL);
-        waitpid(G.pid, NULL, 0);
-        close(G.stdin_fd);
-        G.pid = 0;
-        return -1;
-    }
-    return 0;
-}
-
-static void fake_stop(void)
-{
-    if (G.pid <= 0)
-        return;
-    kill(G.pid, SIGTERM);
-    uint64_t deadline = now_ms() + 5000;
-    while (waitpid(G.pid, NULL, WNOHANG) == 0) {
-        if (now_ms() > deadline) {
-            kill(G.pid, SIGKILL);
-            waitpid(G.pid, NULL, 0);
-            break;
-        }
-        poll(NULL, 0, 20);
-    }
-    close(G.stdin_fd);
-    G.pid = 0;
+    const char *const argv[] = {FAKE_PYTHON,      G.script,
+                                "--port",         "0",
+                                "--project",      PROJECT,
+                                "--pubkey",       G.pub,
+                                "--client-email", EMAIL,
+                                "--metadata",     "startup-script=#!/bin/sh\necho hi",
+                                "--metadata",     MKEY "=10.0.0.1",
+                                "--metadata",     "zz-last=keep me",
+                                "--log",          G.log,
+                                "--watch-stdin",  NULL};
+    return fake_proc_start(&G.fake, argv, NULL, FAKE_START_TIMEOUT_MS);
 }
 
 /* One request to the fake's test controls (not the code under test's path). Returns the
@@ -181,7 +63,7 @@ static void fake_stop(void)
 static char *fake_call(const char *method, const char *what, const char *body)
 {
     char url[256];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/_fake/%s", G.port, what);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/_fake/%s", G.fake.port, what);
     const char *hdrs[] = {"Content-Type: application/json", NULL};
     struct dhaf_http_req req = {.method = method,
                                 .url = url,
@@ -242,22 +124,13 @@ static char *fake_value(const char *key)
 
 /* ---- key files ----------------------------------------------------------------------------- */
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    char *buf = dhaf_xcalloc(1, 65536);
-    size_t n = fread(buf, 1, 65535, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
 /* A service-account key file: type, with the PEM of pem_path (or pem_text), token_uri. */
 static int write_key(const char *path, const char *type, const char *pem_path, const char *pem_text,
                      const char *token_uri)
 {
-    char *pem = pem_path ? slurp(pem_path) : NULL;
+    char *pem = pem_path ? test_read_file(pem_path) : NULL;
+    if (pem_path && !pem)
+        return -1;
     json_t *k = json_object();
     json_object_set_new(k, "type", json_string(type));
     json_object_set_new(k, "project_id", json_string(PROJECT));
@@ -277,17 +150,17 @@ static int write_key(const char *path, const char *type, const char *pem_path, c
 
 static int genkey(const char *out)
 {
-    char *argv[] = {"openssl", "genpkey",   "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
-                    "-out",    (char *)out, NULL};
-    return run_quiet(argv);
+    const char *const argv[] = {"openssl", "genpkey",  "-algorithm",
+                                "RSA",     "-pkeyopt", "rsa_keygen_bits:2048",
+                                "-out",    out,        NULL};
+    return test_run(argv, NULL, 0);
 }
 
 static int group_setup(void **st)
 {
     (void)st;
-    find_script();
-    snprintf(G.dir, sizeof(G.dir), "/tmp/dhaf-gcp-test-XXXXXX");
-    if (!mkdtemp(G.dir))
+    fake_script(G.script, sizeof(G.script), "DHAF_TEST_GOOGLE", "google.py");
+    if (test_tmpdir(G.dir, sizeof(G.dir), "gcp-test") != 0)
         return -1;
 #define PATHOF(field, name) snprintf(G.field, sizeof(G.field), "%s/" name, G.dir)
     PATHOF(pem, "sa.pem");
@@ -302,8 +175,8 @@ static int group_setup(void **st)
     PATHOF(badpem, "badpem.json");
     PATHOF(closed, "closed.json");
 #undef PATHOF
-    char *pubout[] = {"openssl", "pkey", "-in", G.pem, "-pubout", "-out", G.pub, NULL};
-    if (genkey(G.pem) != 0 || genkey(G.other_pem) != 0 || run_quiet(pubout) != 0) {
+    const char *const pubout[] = {"openssl", "pkey", "-in", G.pem, "-pubout", "-out", G.pub, NULL};
+    if (genkey(G.pem) != 0 || genkey(G.other_pem) != 0 || test_run(pubout, NULL, 0) != 0) {
         fprintf(stderr, "openssl could not make the RSA keys\n");
         return -1;
     }
@@ -311,7 +184,7 @@ static int group_setup(void **st)
         return -1;
 
     char token_uri[128];
-    snprintf(token_uri, sizeof(token_uri), "http://127.0.0.1:%d/token", G.port);
+    snprintf(token_uri, sizeof(token_uri), "http://127.0.0.1:%d/token", G.fake.port);
     /* a port where nothing listens: the fake's, once the test is done with it, is not
      * usable; port 1 on loopback is refused */
     if (write_key(G.good, "service_account", G.pem, NULL, token_uri) != 0 ||
@@ -334,12 +207,8 @@ static int group_setup(void **st)
 static int group_teardown(void **st)
 {
     (void)st;
-    fake_stop();
-    const char *files[] = {G.pem,     G.pub,  G.other_pem, G.log,    G.good,  G.unknown,
-                           G.notjson, G.nopk, G.wrongtype, G.badpem, G.closed};
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
-        unlink(files[i]);
-    rmdir(G.dir);
+    fake_proc_stop(&G.fake);
+    test_rmrf(G.dir);
     return 0;
 }
 
@@ -382,7 +251,7 @@ static int inst_init(struct inst *in, const char *key_path, const char *project,
              "    credentials-path: %s\n"
              "    api-url: http://127.0.0.1:%d/\n"
              "  health-checker: {type: tcp, port: 80}\n",
-             project, key_path, G.port);
+             project, key_path, G.fake.port);
     memset(in, 0, sizeof(*in));
     dhaf_cfg_report_init(&rep, "gcp.dhaf");
     int rc = dhaf_config_load_mem(yaml, strlen(yaml), "gcp.dhaf", G.dir, dhaf_registry_catalog(),
@@ -510,7 +379,7 @@ static void test_init_jwt(void **st)
     assert_string_equal(json_string_value(json_object_get(cl, "scope")),
                         "https://www.googleapis.com/auth/compute");
     char aud[128];
-    snprintf(aud, sizeof(aud), "http://127.0.0.1:%d/token", G.port);
+    snprintf(aud, sizeof(aud), "http://127.0.0.1:%d/token", G.fake.port);
     assert_string_equal(json_string_value(json_object_get(cl, "aud")), aud);
     json_int_t iat = json_integer_value(json_object_get(cl, "iat"));
     assert_int_equal(json_integer_value(json_object_get(cl, "exp")) - iat, 3600);
@@ -591,9 +460,9 @@ static void test_switch(void **st)
     json_t *before = fake_state();
     /* the next operation stays RUNNING for 3 polls and has no time-based end */
     fake_post("op", "{\"running_polls\":3}");
-    uint64_t t0 = now_ms();
+    uint64_t t0 = test_now_ms();
     int rc = P->switch_to(in.state, 1, &err);
-    uint64_t took = now_ms() - t0;
+    uint64_t took = test_now_ms() - t0;
     if (rc != 0)
         fail_msg("switch_to: %s", err.msg);
     json_t *after = fake_state();
@@ -638,7 +507,8 @@ static void test_switch(void **st)
     free(v);
 
     /* the fake logged the changes */
-    char *log = slurp(G.log);
+    char *log = test_read_file(G.log);
+    assert_non_null(log);
     assert_non_null(strstr(log, "\"event\": \"metadata-set\""));
     assert_non_null(strstr(log, "\"event\": \"op-done\""));
     free(log);

@@ -15,6 +15,7 @@
 #include "dhaf/config.h"
 #include "dhaf/plugins.h"
 #include "dhaf/registry.h"
+#include "fake_proc.h"
 
 #ifndef FIXTURES_DIR
 #error FIXTURES_DIR (the built fx_*.so) must be defined by the build
@@ -23,15 +24,11 @@
 /* A temporary extensions directory of symlinks to built plugins. */
 struct tdir {
     char path[64];
-    char names[8][64];
-    size_t n;
 };
 
 static void tdir_new(struct tdir *d)
 {
-    memset(d, 0, sizeof(*d));
-    snprintf(d->path, sizeof(d->path), "/tmp/dhaf-plugins-XXXXXX");
-    assert_non_null(mkdtemp(d->path));
+    assert_int_equal(test_tmpdir(d->path, sizeof(d->path), "plugins"), 0);
 }
 
 /* name -> target (an absolute path). */
@@ -40,7 +37,6 @@ static void tdir_link(struct tdir *d, const char *name, const char *target)
     char path[256];
     snprintf(path, sizeof(path), "%s/%s", d->path, name);
     assert_int_equal(symlink(target, path), 0);
-    snprintf(d->names[d->n++], sizeof(d->names[0]), "%s", name);
 }
 
 static void tdir_fixture(struct tdir *d, const char *name, const char *fx)
@@ -52,13 +48,7 @@ static void tdir_fixture(struct tdir *d, const char *name, const char *fx)
 
 static void tdir_free(struct tdir *d)
 {
-    char path[256];
-    for (size_t i = 0; i < d->n; i++) {
-        snprintf(path, sizeof(path), "%s/%s", d->path, d->names[i]);
-        if (unlink(path) != 0)
-            rmdir(path);
-    }
-    rmdir(d->path);
+    test_rmrf(d->path);
 }
 
 static int unload(void **state)
@@ -136,7 +126,6 @@ static void test_skips_what_is_not_a_plugin(void **state)
     char sub[128];
     snprintf(sub, sizeof(sub), "%s/dir.so", d.path);
     assert_int_equal(mkdir(sub, 0700), 0);
-    snprintf(d.names[d.n++], sizeof(d.names[0]), "dir.so");
     struct dhaf_err err;
     assert_int_equal(dhaf_plugins_load(d.path, &err), 0);
     assert_int_equal(dhaf_plugins_count(), 3);
@@ -264,27 +253,14 @@ static void section(enum dhaf_pkind kind, const char *text, struct dhaf_section 
     dhaf_cfg_report_release(&rep);
 }
 
-static char *slurp(const char *path)
-{
-    static char buf[4096];
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NULL;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return buf;
-}
-
 /* The examples do their jobs when called the way the node calls them. */
 static void test_examples_work(void **state)
 {
     (void)state;
     struct dhaf_err err;
     assert_int_equal(dhaf_plugins_load(EXAMPLES_DIR, &err), 0);
-    char dir[] = "/tmp/dhaf-examples-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char text[512], path[256];
+    char dir[64], text[512], path[256], *got;
+    assert_int_equal(test_tmpdir(dir, sizeof(dir), "examples"), 0);
     struct dhaf_ep eps[] = {{.name = "ep-1", .ip = "127.0.0.1"}, {.name = "ep-2", .ip = "::1"}};
     struct dhaf_provider_ctx ctx = {.service = "web",
                                     .eps = eps,
@@ -326,7 +302,9 @@ static void test_examples_work(void **state)
     assert_int_equal(sw->current(st, &cur, &err), 0);
     assert_int_equal(cur, 1);
     snprintf(path, sizeof(path), "%s/current", dir);
-    assert_string_equal(slurp(path), "ep-2\n");
+    got = test_read_file(path);
+    assert_string_equal(got, "ep-2\n");
+    free(got);
     FILE *f = fopen(path, "w"); /* changed by hand to something unknown */
     fputs("elsewhere\n", f);
     fclose(f);
@@ -364,15 +342,16 @@ static void test_examples_work(void **state)
     assert_int_equal(nt->notify(st, &ev, &err), 0);
     nt->destroy(st);
     snprintf(path, sizeof(path), "%s/events.log", dir);
-    assert_string_equal(slurp(path),
-                        "seq=42 at_ms=1000 notifier=audit kind=failover level=warning "
-                        "service=web node=n1 from=ep-1 to=ep-2 message=\"web:  ep-1  is down, "
-                        "now ep-2\"\n"
-                        "seq=43 at_ms=1000 notifier=audit kind=new-leader level=warning "
-                        "service=- node=n1 from=- to=- message=\"n1 leads\"\n");
+    got = test_read_file(path);
+    assert_string_equal(got, "seq=42 at_ms=1000 notifier=audit kind=failover level=warning "
+                             "service=web node=n1 from=ep-1 to=ep-2 message=\"web:  ep-1  is down, "
+                             "now ep-2\"\n"
+                             "seq=43 at_ms=1000 notifier=audit kind=new-leader level=warning "
+                             "service=- node=n1 from=- to=- message=\"n1 leads\"\n");
+    free(got);
     unlink(path);
     dhaf_section_release(&sec);
-    rmdir(dir);
+    test_rmrf(dir);
 }
 
 int main(void)

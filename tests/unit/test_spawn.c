@@ -92,13 +92,13 @@ static void test_outcomes_and_deadlines(void **state)
     assert_true(p[1].out_truncated);
 
     assert_int_equal(p[2].outcome, DHAF_PROC_TIMEOUT);
-    assert_true(p[2].elapsed_ms >= 290 && p[2].elapsed_ms < 450);
+    assert_true(p[2].elapsed_ms >= 290 && p[2].elapsed_ms < 1500);
     assert_int_equal(p[3].outcome, DHAF_PROC_TIMEOUT);
-    assert_true(p[3].elapsed_ms >= 790 && p[3].elapsed_ms < 950);
+    assert_true(p[3].elapsed_ms >= 790 && p[3].elapsed_ms < 1900);
     assert_string_equal(p[3].out, "started\n");
 
     assert_int_equal(p[4].outcome, DHAF_PROC_EXITED);
-    assert_true(p[4].elapsed_ms >= 290 && p[4].elapsed_ms < 450);
+    assert_true(p[4].elapsed_ms >= 290 && p[4].elapsed_ms < 1900);
 
     assert_true(took >= 790 && took < 1200);
     for (int i = 0; i < N; i++)

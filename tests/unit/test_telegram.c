@@ -5,23 +5,14 @@
  * group, group migrations, every event kind rendered as MarkdownV2 the fake accepts, blocked
  * and unknown chats removed, 429 retry_after, retries without duplicates, the update offset
  * kept across instances, 409 back-off, a prompt destroy, and the token in no text or log. */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,50 +23,18 @@
 #include "dhaf/err.h"
 #include "dhaf/log.h"
 #include "dhaf/provider.h"
+#include "fake_proc.h"
 #include "notifiers/telegram.h"
 
-extern char **environ;
 extern const struct dhaf_provider dhaf_notifier_tg;
 
-#define PYTHON            "/usr/bin/python3"
-#define BOT_ID            123456789
-#define TOKEN             "123456789:AAEdhafTEST-token_x9Qz"
-#define WRONG_TOKEN       "123456789:AAEwrongTOKEN-zz77"
-#define JOIN              "s3cret-Join.code"
-#define START_DEADLINE_MS 20000
-#define WAIT_MS           15000
+#define BOT_ID      123456789
+#define TOKEN       "123456789:AAEdhafTEST-token_x9Qz"
+#define WRONG_TOKEN "123456789:AAEwrongTOKEN-zz77"
+#define JOIN        "s3cret-Join.code"
+#define WAIT_MS     15000
 
 static char script[4096];
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap_ms(int ms)
-{
-    poll(NULL, 0, ms);
-}
-
-static void find_script(void)
-{
-    const char *env = getenv("DHAF_TEST_TG_FAKE");
-    if (env) {
-        snprintf(script, sizeof(script), "%s", env);
-        return;
-    }
-    /* __FILE__ is absolute in a CMake build; else ctest's working directory (tests/). */
-    snprintf(script, sizeof(script), "%s", __FILE__);
-    char *slash = strrchr(script, '/');
-    if (slash) {
-        snprintf(slash, sizeof(script) - (size_t)(slash - script), "/../fakes/telegram.py");
-        if (access(script, R_OK) == 0)
-            return;
-    }
-    snprintf(script, sizeof(script), "fakes/telegram.py");
-}
 
 #define assert_contains(hay, needle)                                                               \
     do {                                                                                           \
@@ -93,107 +52,26 @@ static void find_script(void)
 
 /* ---- the fake ------------------------------------------------------------------------------ */
 
-struct fake {
-    pid_t pid;
-    int port;
-    int stdin_fd; /* closing it (or our death) ends the fake */
-};
-
-static void fake_start(struct fake *f)
+static void fake_start(struct fake_proc *f)
 {
-    int out[2], in[2];
-    char line[128];
-    size_t got = 0;
-    const char *argv[] = {PYTHON,           script,    "--port",        "0", "--token", TOKEN,
-                          "--bot-username", "dhafbot", "--watch-stdin", NULL};
-
-    memset(f, 0, sizeof(*f));
-    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-    assert_int_equal(pipe2(in, O_CLOEXEC), 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    int rc = posix_spawn(&f->pid, PYTHON, &fa, NULL, (char *const *)argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(out[1]);
-    close(in[0]);
-    assert_int_equal(rc, 0);
-    f->stdin_fd = in[1];
-
-    int64_t deadline = now_ms() + START_DEADLINE_MS;
-    while (!memchr(line, '\n', got) && got < sizeof(line) - 1) {
-        int64_t now = now_ms();
-        struct pollfd p = {.fd = out[0], .events = POLLIN};
-        if (now >= deadline || poll(&p, 1, (int)(deadline - now)) <= 0)
-            break;
-        ssize_t r = read(out[0], line + got, sizeof(line) - 1 - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(out[0]);
-    line[got] = '\0';
-    if (sscanf(line, "LISTENING %d", &f->port) != 1 || f->port <= 0) {
-        kill(f->pid, SIGKILL);
-        waitpid(f->pid, NULL, 0);
-        close(f->stdin_fd);
-        f->pid = 0;
-        fail_msg("the Telegram fake did not start: \"%s\"", line);
-    }
-}
-
-static void fake_stop(struct fake *f)
-{
-    if (f->pid <= 0)
-        return;
-    kill(f->pid, SIGTERM);
-    int64_t deadline = now_ms() + 5000;
-    while (waitpid(f->pid, NULL, WNOHANG) == 0) {
-        if (now_ms() > deadline) {
-            kill(f->pid, SIGKILL);
-            waitpid(f->pid, NULL, 0);
-            break;
-        }
-        nap_ms(20);
-    }
-    close(f->stdin_fd);
-    f->pid = 0;
+    const char *const argv[] = {FAKE_PYTHON,      script,    "--port",        "0", "--token", TOKEN,
+                                "--bot-username", "dhafbot", "--watch-stdin", NULL};
+    if (fake_proc_start(f, argv, NULL, FAKE_START_TIMEOUT_MS) != 0)
+        fail_msg("the Telegram fake did not start");
 }
 
 /* One HTTP/1.0 request to the fake, independent of the code under test. Returns the body
  * (caller frees); *status (may be NULL) gets the HTTP status. */
-static char *fake_http(const struct fake *f, const char *method, const char *path, const char *body,
-                       int *status)
+static char *fake_http(const struct fake_proc *f, const char *method, const char *path,
+                       const char *body, int *status)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->port)};
-    size_t cap = 4 << 20, got = 0;
-    char *buf = dhaf_xcalloc(1, cap + 1);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    assert_true(fd >= 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    char *req = dhaf_xasprintf("%s %s HTTP/1.0\r\nHost: fake\r\nContent-Type: application/json\r\n"
-                               "Content-Length: %zu\r\n\r\n%s",
-                               method, path, body ? strlen(body) : 0, body ? body : "");
-    assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-    free(req);
-    struct timeval tv = {.tv_sec = 10};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    ssize_t r;
-    while (got < cap && (r = read(fd, buf + got, cap - got)) > 0)
-        got += (size_t)r;
-    close(fd);
-    if (status)
-        *status = atoi(buf + 9);
-    char *b = strstr(buf, "\r\n\r\n");
-    char *out = dhaf_xstrdup(b ? b + 4 : "");
-    free(buf);
+    char *out = test_http("127.0.0.1", f->port, method, path, body, status);
+    assert_non_null(out);
     return out;
 }
 
 /* POSTs a test control (body: a JSON object, taken) and returns the reply (caller decrefs). */
-static json_t *fake_ctl(const struct fake *f, const char *path, json_t *body)
+static json_t *fake_ctl(const struct fake_proc *f, const char *path, json_t *body)
 {
     char *text = json_dumps(body, JSON_COMPACT);
     int status = 0;
@@ -207,7 +85,7 @@ static json_t *fake_ctl(const struct fake *f, const char *path, json_t *body)
     return j;
 }
 
-static json_t *fake_get(const struct fake *f, const char *path)
+static json_t *fake_get(const struct fake_proc *f, const char *path)
 {
     char *text = fake_http(f, "GET", path, NULL, NULL);
     json_t *j = json_loads(text, 0, NULL);
@@ -233,7 +111,8 @@ static json_t *chat_json(int64_t chat, const char *type)
 
 /* Queues an update with one message (extra members added from `fields`, taken); returns its
  * update_id. */
-static int64_t queue_message(const struct fake *f, int64_t chat, const char *type, json_t *fields)
+static int64_t queue_message(const struct fake_proc *f, int64_t chat, const char *type,
+                             json_t *fields)
 {
     static int message_id;
     json_t *msg = json_pack("{s:i, s:I, s:o, s:o}", "message_id", ++message_id, "date",
@@ -247,13 +126,14 @@ static int64_t queue_message(const struct fake *f, int64_t chat, const char *typ
     return id;
 }
 
-static int64_t queue_text(const struct fake *f, int64_t chat, const char *type, const char *text)
+static int64_t queue_text(const struct fake_proc *f, int64_t chat, const char *type,
+                          const char *text)
 {
     return queue_message(f, chat, type, json_pack("{s:s}", "text", text));
 }
 
 /* Messages the fake accepted for chat whose plain text contains needle (NULL = any). */
-static size_t count_sent(const struct fake *f, int64_t chat, const char *needle)
+static size_t count_sent(const struct fake_proc *f, int64_t chat, const char *needle)
 {
     json_t *all = fake_get(f, "/_fake/sent"), *m;
     size_t n = 0, i;
@@ -268,20 +148,20 @@ static size_t count_sent(const struct fake *f, int64_t chat, const char *needle)
     return n;
 }
 
-static void wait_sent(const struct fake *f, int64_t chat, const char *needle, size_t n)
+static void wait_sent(const struct fake_proc *f, int64_t chat, const char *needle, size_t n)
 {
-    int64_t deadline = now_ms() + WAIT_MS;
+    int64_t deadline = test_now_ms() + WAIT_MS;
     size_t got;
     while ((got = count_sent(f, chat, needle)) < n) {
-        if (now_ms() > deadline)
+        if (test_now_ms() > deadline)
             fail_msg("chat %lld got %zu messages with \"%s\" (expected %zu)", (long long)chat, got,
                      needle ? needle : "", n);
-        nap_ms(20);
+        test_sleep_ms(20);
     }
 }
 
 /* The last accepted message to chat (caller frees), or NULL. */
-static char *last_sent(const struct fake *f, int64_t chat, const char *member)
+static char *last_sent(const struct fake_proc *f, int64_t chat, const char *member)
 {
     json_t *all = fake_get(f, "/_fake/sent"), *m;
     char *out = NULL;
@@ -408,46 +288,24 @@ static void ms_release(struct mem_store *m)
 /* ---- one test's world: the fake, the store, the notifier, the captured log ----------------- */
 
 struct world {
-    struct fake f;
+    struct fake_proc f;
     struct mem_store ms;
     struct dhaf_kv_store store;
     struct tg_config conf;
     struct dhaf_provider_ctx ctx;
     char url[64];
     void *st;
-    int saved_stderr;
-    char log[64];
+    struct test_stderr log; /* what the notifier logs */
 };
-
-static char *read_file(const char *path)
-{
-    FILE *fp = fopen(path, "r");
-    size_t cap = 1 << 16, len = 0, r;
-    char *buf = dhaf_xmalloc(cap + 1);
-    if (fp) {
-        while ((r = fread(buf + len, 1, cap - len, fp)) > 0) {
-            len += r;
-            if (len == cap)
-                buf = dhaf_xreallocarray(buf, (cap *= 2) + 1, 1);
-        }
-        fclose(fp);
-    }
-    buf[len] = '\0';
-    return buf;
-}
 
 static int setup(void **state)
 {
     static int seq;
     struct world *w = dhaf_xcalloc(1, sizeof(*w));
     /* Everything the notifier logs goes to a file that teardown searches for secrets. */
-    snprintf(w->log, sizeof(w->log), "/tmp/dhaf-test-tg-%d-%d.log", (int)getpid(), ++seq);
-    fflush(stderr);
-    w->saved_stderr = dup(STDERR_FILENO);
-    int fd = open(w->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
-    dup2(fd, STDERR_FILENO);
-    close(fd);
+    char path[64];
+    snprintf(path, sizeof(path), "/tmp/dhaf-test-tg-%d-%d.log", (int)getpid(), ++seq);
+    assert_int_equal(test_stderr_begin(&w->log, path), 0);
     dhaf_log_setup(DHAF_LOG_DEBUG, DHAF_LOG_TEXT);
 
     pthread_mutex_init(&w->ms.lock, NULL);
@@ -466,13 +324,9 @@ static int teardown(void **state)
     struct world *w = *state;
     if (w->st)
         dhaf_notifier_tg.destroy(w->st);
-    fake_stop(&w->f);
+    fake_proc_stop(&w->f);
     ms_release(&w->ms);
-    fflush(stderr);
-    dup2(w->saved_stderr, STDERR_FILENO);
-    close(w->saved_stderr);
-    char *log = read_file(w->log);
-    unlink(w->log);
+    char *log = test_stderr_end(&w->log);
     fputs(log, stderr); /* for the ctest log */
     bool leaked = strstr(log, TOKEN) || strstr(log, "AAEdhafTEST") || strstr(log, JOIN);
     free(log);
@@ -516,11 +370,11 @@ static int64_t subscribe(struct world *w, int64_t chat, const char *type)
 
 static void wait_store(struct world *w, const char *key, bool present)
 {
-    int64_t deadline = now_ms() + WAIT_MS;
+    int64_t deadline = test_now_ms() + WAIT_MS;
     while (ms_has(&w->ms, key) != present) {
-        if (now_ms() > deadline)
+        if (test_now_ms() > deadline)
             fail_msg("store key %s is still %s", key, present ? "absent" : "present");
-        nap_ms(20);
+        test_sleep_ms(20);
     }
 }
 
@@ -533,7 +387,7 @@ static int notify(struct world *w, const struct dhaf_event_view *ev, struct dhaf
 }
 
 /* The getUpdates calls the fake saw (caller decrefs the array it returns). */
-static json_t *polls(const struct fake *f, json_int_t *in_flight)
+static json_t *polls(const struct fake_proc *f, json_int_t *in_flight)
 {
     json_t *all = fake_get(f, "/_fake/polls");
     json_t *p = json_incref(json_object_get(all, "polls"));
@@ -544,9 +398,9 @@ static json_t *polls(const struct fake *f, json_int_t *in_flight)
 }
 
 /* Waits until the fake holds a long poll with index >= from; returns that poll's index. */
-static size_t wait_held_poll(const struct fake *f, size_t from)
+static size_t wait_held_poll(const struct fake_proc *f, size_t from)
 {
-    int64_t deadline = now_ms() + WAIT_MS;
+    int64_t deadline = test_now_ms() + WAIT_MS;
     for (;;) {
         json_t *p = polls(f, NULL);
         for (size_t i = from; i < json_array_size(p); i++) {
@@ -556,9 +410,9 @@ static size_t wait_held_poll(const struct fake *f, size_t from)
             }
         }
         json_decref(p);
-        if (now_ms() > deadline)
+        if (test_now_ms() > deadline)
             fail_msg("no long poll held by the fake");
-        nap_ms(20);
+        test_sleep_ms(20);
     }
 }
 
@@ -596,20 +450,15 @@ static void test_init_unreachable(void **state)
 {
     struct world *w = *state;
     struct dhaf_err err = {0};
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t sl = sizeof(sa);
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    assert_int_equal(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    getsockname(s, (struct sockaddr *)&sa, &sl);
-    close(s); /* nothing listens there now */
-    snprintf(w->url, sizeof(w->url), "http://127.0.0.1:%d", ntohs(sa.sin_port));
+    int port = test_free_port("127.0.0.1"); /* nothing listens there */
+    assert_true(port > 0);
+    snprintf(w->url, sizeof(w->url), "http://127.0.0.1:%d", port);
     int rc = dhaf_notifier_tg.init(&w->conf, &w->ctx, &w->st, &err);
     assert_int_equal(rc, 0);
     assert_no_secret(err.msg);
-    int64_t t0 = now_ms();
+    int64_t t0 = test_now_ms();
     tg_close(w);
-    assert_true(now_ms() - t0 < 1000);
+    assert_true(test_now_ms() - t0 < 3000);
 }
 
 /* ---- chats joining and leaving -------------------------------------------------------------- */
@@ -878,9 +727,9 @@ static void test_notify_rate_limited(void **state)
                                  .service = "web",
                                  .from = "ep-2",
                                  .message = "up"};
-    int64_t t0 = now_ms();
+    int64_t t0 = test_now_ms();
     assert_int_equal(notify(w, &ev, &err), 0);
-    assert_true(now_ms() - t0 >= 1000);
+    assert_true(test_now_ms() - t0 >= 1000);
     assert_int_equal(count_sent(&w->f, 111, "Entry point ep-2"), 1);
 
     /* The fake's clock: the second attempt came at least retry_after after the 429. */
@@ -907,9 +756,9 @@ static void test_notify_rate_limited(void **state)
         fake_ctl(&w->f, "/_fake/ratelimit",
                  json_pack("{s:i, s:i, s:i}", "chat_id", 111, "retry_after", 120, "count", 1)));
     ev.seq = 10;
-    t0 = now_ms();
+    t0 = test_now_ms();
     assert_int_equal(notify(w, &ev, &err), DHAF_EUNAVAILABLE);
-    assert_true(now_ms() - t0 < 5000);
+    assert_true(test_now_ms() - t0 < 5000);
     assert_contains(err.msg, "HTTP 429");
     assert_int_equal(notify(w, &ev, &err), 0);
 }
@@ -970,16 +819,16 @@ static void test_offset_persisted(void **state)
     tg_open(w);
     int64_t id = subscribe(w, 111, "private");
     snprintf(want, sizeof(want), "%lld", (long long)id + 1);
-    int64_t deadline = now_ms() + WAIT_MS;
+    int64_t deadline = test_now_ms() + WAIT_MS;
     for (;;) {
         char *off = ms_value(&w->ms, "offset");
         bool ok = off && !strcmp(off, want);
         free(off);
         if (ok)
             break;
-        if (now_ms() > deadline)
+        if (test_now_ms() > deadline)
             fail_msg("the offset %s was not stored", want);
-        nap_ms(20);
+        test_sleep_ms(20);
     }
     /* Its next long poll is held (so it is counted below). */
     json_t *p = polls(&w->f, NULL);
@@ -1011,9 +860,9 @@ static void test_destroy_prompt(void **state)
     struct world *w = *state;
     tg_open(w);
     wait_held_poll(&w->f, 0);
-    int64_t t0 = now_ms();
+    int64_t t0 = test_now_ms();
     tg_close(w);
-    int64_t took = now_ms() - t0;
+    int64_t took = test_now_ms() - t0;
     if (took > 1000)
         fail_msg("destroy took %lld ms with a long poll in flight", (long long)took);
 
@@ -1023,7 +872,7 @@ static void test_destroy_prompt(void **state)
         json_pack("{s:s, s:i, s:i}", "method", "sendMessage", "delay", 30, "chat_id", 4444)));
     tg_open(w);
     queue_text(&w->f, 4444, "private", "hi");
-    int64_t deadline = now_ms() + WAIT_MS;
+    int64_t deadline = test_now_ms() + WAIT_MS;
     for (bool held = false; !held;) {
         json_t *sent = fake_get(&w->f, "/_fake/sent"), *a;
         size_t i;
@@ -1033,13 +882,13 @@ static void test_destroy_prompt(void **state)
                     json_is_true(json_object_get(a, "held"));
         }
         json_decref(sent);
-        if (!held && now_ms() > deadline)
+        if (!held && test_now_ms() > deadline)
             fail_msg("the reply to chat 4444 never reached the fake");
-        nap_ms(20);
+        test_sleep_ms(20);
     }
-    t0 = now_ms();
+    t0 = test_now_ms();
     tg_close(w);
-    took = now_ms() - t0;
+    took = test_now_ms() - t0;
     if (took > 1000)
         fail_msg("destroy took %lld ms with a reply in flight", (long long)took);
 }
@@ -1051,16 +900,16 @@ static void test_conflict_backs_off(void **state)
     size_t held = wait_held_poll(&w->f, 0);
     /* A webhook takes the bot over: the held poll and the next ones get 409. */
     json_decref(fake_ctl(&w->f, "/_fake/webhook", json_pack("{s:s}", "url", "https://x.test/")));
-    int64_t deadline = now_ms() + WAIT_MS;
+    int64_t deadline = test_now_ms() + WAIT_MS;
     double conflict_t = -1;
     while (conflict_t < 0) {
         json_t *p = polls(&w->f, NULL), *c = json_array_get(p, held);
         if (json_integer_value(json_object_get(c, "status")) == 409)
             conflict_t = json_real_value(json_object_get(c, "done_t"));
         json_decref(p);
-        if (conflict_t < 0 && now_ms() > deadline)
+        if (conflict_t < 0 && test_now_ms() > deadline)
             fail_msg("the held poll did not end in 409");
-        nap_ms(20);
+        test_sleep_ms(20);
     }
     json_decref(fake_ctl(&w->f, "/_fake/webhook", json_pack("{s:s}", "url", "")));
     /* The next poll comes after the back-off, not at once. */
@@ -1075,7 +924,7 @@ static void test_conflict_backs_off(void **state)
 
 int main(void)
 {
-    find_script();
+    fake_script(script, sizeof(script), "DHAF_TEST_TG_FAKE", "telegram.py");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_init_wrong_token, setup, teardown),
         cmocka_unit_test_setup_teardown(test_init_unreachable, setup, teardown),
