@@ -468,6 +468,9 @@ class Demo:
                 "--heartbeat-interval", "25", "--election-timeout", "250"],
                 self.path("etcd.log"), self.workdir))
             p.start()
+            # healthy() reports an exit at start itself (with a retry on a taken port), so the
+            # generic "exited unexpectedly" check must not race it.
+            p.expected = False
 
             def healthy():
                 if not p.running():
@@ -476,6 +479,7 @@ class Demo:
                     return json.loads(r.read()).get("health") == "true"
             state = self.wait(f"etcd to answer on 127.0.0.1:{cport}", healthy, 20, [p.log])
             if state is True:
+                p.expected = True
                 self.etcd, self.etcd_port = p, cport
                 return
             p.expected = False
