@@ -63,4 +63,15 @@ if [ "${FAILOVER_ARGS:-}" != skip ]; then
         [ $rc -ne 0 ] || rc=$frc
     }
 fi
+
+# bench/api.py: REST (wrk) and gRPC (dhaf-bench-api-grpc) status requests per second on one
+# node. API_ARGS: its options, e.g. "--seconds 5"; API_ARGS=skip leaves it out. About 70 s.
+if [ "${API_ARGS:-}" != skip ]; then
+    echo
+    # shellcheck disable=SC2086 # API_ARGS is a list of options
+    step /usr/bin/python3 "$src/bench/api.py" "$build/bin" ${API_ARGS:-} || {
+        arc=$?
+        [ $rc -ne 0 ] || rc=$arc
+    }
+fi
 exit $rc
