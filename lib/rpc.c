@@ -785,14 +785,29 @@ static void call_finish(struct dhaf_rpc_call *c, int grpc_status, const char *ms
 
 static int default_auth(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c, struct dhaf_err *err)
 {
-    if (!srv->token)
-        return 0;
     const char *tok = dhaf_rpc_call_bearer(c);
-    if (!tok)
-        return dhaf_err_set(err, DHAF_EAUTH, "missing \"authorization: Bearer <token>\"");
-    if (!dhaf_rpc_token_equal(tok, srv->token))
-        return dhaf_err_set(err, DHAF_EAUTH, "invalid token");
-    return 0;
+    pthread_mutex_lock(&srv->lock); /* the token may be replaced by a reload */
+    int rc = 0;
+    if (!srv->token)
+        rc = 0;
+    else if (!tok)
+        rc = dhaf_err_set(err, DHAF_EAUTH, "missing \"authorization: Bearer <token>\"");
+    else if (!dhaf_rpc_token_equal(tok, srv->token))
+        rc = dhaf_err_set(err, DHAF_EAUTH, "invalid token");
+    pthread_mutex_unlock(&srv->lock);
+    return rc;
+}
+
+void dhaf_rpc_server_set_token(struct dhaf_rpc_server *srv, const char *token)
+{
+    char *fresh = token ? dhaf_xstrdup(token) : NULL;
+    pthread_mutex_lock(&srv->lock);
+    char *old = srv->token;
+    srv->token = fresh;
+    pthread_mutex_unlock(&srv->lock);
+    if (old)
+        explicit_bzero(old, strlen(old));
+    free(old);
 }
 
 static void *call_thread(void *arg)

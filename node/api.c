@@ -134,10 +134,10 @@ static int authorize(struct api *a, struct dhaf_rpc_call *call, const char *name
                               tok ? "invalid" : "missing", p->name);
     }
     if (rc) {
-        char q[200];
+        char q[200], r[400];
         DHAF_LOG(DHAF_LOG_WARN, "event=prober-refused prober=\"%s\" peer=%s reason=\"%s\"",
                  dhaf_log_quote(q, sizeof(q), name ? name : ""), dhaf_rpc_call_peer(call),
-                 err->msg);
+                 dhaf_log_quote(r, sizeof(r), err->msg));
     }
     return rc;
 }
@@ -417,6 +417,7 @@ void api_reload(struct api *a, const struct dhaf_config *cfg)
 {
     pthread_mutex_lock(&a->lock);
     a->cfg = cfg;
+    dhaf_rpc_server_set_token(a->srv, cfg->api_token);
     uint64_t old = a->generation;
     plan_build(a);
     if (old != a->generation)

@@ -34,6 +34,9 @@ static void usage(FILE *out)
                  "      --config-reference print every config parameter as Markdown and exit\n"
                  "      --decommission NODE  remove NODE (which must be down) from the cluster in\n"
                  "                         etcd, then exit (0 done, 1 refused or failed)\n"
+                 "      --switchover SERVICE:ENTRY-POINT  pin SERVICE to ENTRY-POINT (as\n"
+                 "                         `dhafctl switchover`), then exit\n"
+                 "      --purge-switchover SERVICE  remove SERVICE's pin, then exit\n"
                  "  -h, --help             this help\n"
                  "  -V, --version          print the version\n");
 }

@@ -860,10 +860,13 @@ def make_install():
                  "lib/systemd/system/dhaf-node.service", "lib/systemd/system/dhaf-prober.service",
                  "lib/sysusers.d/dhaf.conf", "share/bash-completion/completions/dhafctl",
                  "share/doc/dhaf/README.md"]
-                + [f"share/doc/dhaf/{d}" for d in docs]
+                + [f"share/doc/dhaf/{'index.md' if d == 'README.md' else d}" for d in docs]
                 + [f"share/doc/dhaf/examples/{e}" for e in examples])
         for w in want:
             assert os.path.isfile(os.path.join(root, w)), f"make install did not install {w}"
+        with open(os.path.join(SRC, "README.md"), "rb") as a, \
+                open(os.path.join(root, "share/doc/dhaf/README.md"), "rb") as b:
+            assert a.read() == b.read(), "the installed README.md is not the project's README"
         assert "deploy.md" in docs, "docs/deploy.md is missing"
         for exe in ("dhaf-node", "dhaf-prober", "dhafctl"):
             p = os.path.join(root, "bin", exe)

@@ -560,11 +560,23 @@ def test_reload_token(c):
     wait_until("the reload", lambda: len(n.log_events("reloaded")) > seen, 10)
     v1_err(http(n, "/api/v1/services"), 401, "UNAUTHENTICATED")
     ok_json(http(n, "/api/v1/services", token="reloaded-tok-1"))
+
+    # the gRPC API takes the new token too (dhafctl)
+    def ctl(token):
+        return subprocess.run([os.path.join(c.bin_dir, "dhafctl"), "status-dhaf", "--endpoint",
+                               f"127.0.0.1:{n.grpc_port}", "--token", token],
+                              capture_output=True, text=True, timeout=20)
+    r = ctl(TOKEN)
+    assert r.returncode != 0 and "token" in (r.stdout + r.stderr), \
+        f"gRPC still takes the old token: {r.returncode} {r.stdout}{r.stderr}"
+    r = ctl("reloaded-tok-1")
+    assert r.returncode == 0, f"gRPC refuses the new token: {r.stdout}{r.stderr}"
     open(n.config, "w").write(saved)
     n.signal(signal.SIGHUP)
     wait_until("the token back", lambda: http(n, "/api/v1/version").status == 200, 10)
     wait_until("the second reload", lambda: len(n.log_events("reloaded")) > seen + 1, 10)
-    return f"SIGHUP on {n.name} with a new api-token: the old one is refused, the new one works"
+    return f"SIGHUP on {n.name} with a new api-token: the old one is refused, the new one " \
+        "works, on REST and gRPC"
 
 
 def test_decommission(c):

@@ -144,6 +144,9 @@ struct dhaf_rpc_server *dhaf_rpc_server_start(const struct dhaf_rpc_server_opts 
 /** The port actually bound (useful with port 0). */
 int dhaf_rpc_server_port(const struct dhaf_rpc_server *srv);
 /** Stops accepting, cancels calls in flight, waits for their handlers, frees. NULL is fine. */
+/* Replaces the bearer token that calls must carry (NULL: none); calls already authenticated
+ * keep running. Thread-safe, for a config reload. */
+void dhaf_rpc_server_set_token(struct dhaf_rpc_server *srv, const char *token);
 void dhaf_rpc_server_stop(struct dhaf_rpc_server *srv);
 
 /** Sends a response message (see dhaf_rpc_handler_fn). Returns 0 or a negative code
