@@ -66,7 +66,16 @@ static void *probe_thread(void *arg)
             text = vote_encode(cluster_node(c), "node", ++p->seq, r, n);
         }
         pthread_mutex_unlock(&p->probe_lock);
+        /* At start (or while the session is re-created) the round may end before the lease
+         * exists: wait for it up to one tact rather than drop the vote. */
         int64_t lease = cluster_session_lease(c);
+        for (int waited = 0; text && !lease && waited < tact_ms; waited += 50) {
+            if (cluster_nap(c, 50))
+                break;
+            lease = cluster_session_lease(c);
+        }
+        if (text && !lease)
+            DHAF_LOG(DHAF_LOG_DEBUG, "event=vote-not-written reason=\"no session lease yet\"");
         if (text && lease) {
             struct dhaf_err err;
             if (dhaf_etcd_put(cluster_etcd(c), key, text, SIZE_MAX, lease, NULL, &err) != 0) {

@@ -150,6 +150,18 @@ def test_prober_survives_node_loss(c):
     return f"probe-1 now reports through {relay['relayed_by']}"
 
 
+def test_first_vote_at_start(c):
+    # A long tact: a first round that ended before the session lease existed would leave the
+    # node without a vote for 10 s.
+    for n in c.nodes:
+        text = open(n.config).read()
+        open(n.config, "w").write(text.replace("tact-interval: 1", "tact-interval: 10"))
+    t0 = time.monotonic()
+    c.start_all()
+    wait_until("a vote from each of the 3 nodes", lambda: len(votes(c)) == 3, 8, 0.02)
+    return f"3 votes {time.monotonic() - t0:.2f} s after start (tact-interval 10 s)"
+
+
 def with_cluster(fn):
     def run():
         c = cluster()
@@ -171,4 +183,6 @@ if __name__ == "__main__":
         ("wrong token / unknown prober: refused, never a vote", with_cluster(test_bad_token_refused)),
         ("a prober whose node dies reports through another node",
          with_cluster(test_prober_survives_node_loss)),
+        ("the first round's vote is written as soon as the session lease exists",
+         with_cluster(test_first_vote_at_start)),
     ]))
