@@ -110,7 +110,11 @@ int ctl_call(struct ctl *c, const char *method, const ProtobufCMessage *req,
     const char *after = colon ? strstr(colon + 2, status) : NULL;
     if (after && after[strlen(status)] == ':')
         msg = after + strlen(status) + 2;
-    if (rc == DHAF_EUNAVAILABLE || rc == DHAF_ETIMEOUT)
+    /* The node's own answer when its etcd is down names etcd; a transport failure does not. */
+    if ((rc == DHAF_EUNAVAILABLE || rc == DHAF_ETIMEOUT) && strstr(msg, "etcd"))
+        fprintf(stderr, "dhafctl: the node at %s answered, but it cannot reach etcd: %s\n",
+                c->target, msg);
+    else if (rc == DHAF_EUNAVAILABLE || rc == DHAF_ETIMEOUT)
         fprintf(stderr, "dhafctl: cannot reach the node at %s: %s\n", c->target, msg);
     else if (rc == DHAF_EAUTH)
         fprintf(stderr,

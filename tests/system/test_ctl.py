@@ -181,6 +181,14 @@ sys.exit(0 if all(ok) else 1)
         "FAILED_PRECONDITION, UNAUTHENTICATED as documented"
 
 
+def test_etcd_down(c):
+    """Last: the node answers, its etcd does not; the message must say which one failed."""
+    c.etcd.stop()
+    r = ctl(c, "status-services", auth="endpoint")
+    assert r.returncode == 1 and "answered, but it cannot reach etcd" in r.stderr, r.stderr
+    return "etcd stopped: exit 1, 'the node at ... answered, but it cannot reach etcd'"
+
+
 def suite():
     c = make()
     try:
@@ -189,6 +197,7 @@ def suite():
             ("a Python grpcio client calls every method", lambda: test_python_grpc_client(c)),
             ("the same answer from any of the three nodes", lambda: test_same_answer_everywhere(c)),
             ("dhafctl: documented errors and exit codes", lambda: test_errors(c)),
+            ("dhafctl: etcd down is told apart from the node down", lambda: test_etcd_down(c)),
         ])
     finally:
         c.close()
