@@ -486,8 +486,13 @@ static void follow(struct cluster *c, int64_t rev)
     while (!stopping(c)) {
         struct dhaf_etcd_events ev;
         int rc = dhaf_etcd_watch_next(w, &ev, 500, &err);
-        if (rc == DHAF_ETIMEOUT)
+        if (rc == DHAF_ETIMEOUT) {
+            /* The key we watch may be our own, from a step-down while etcd had no quorum
+             * (a watch on a surviving member does not fail then): revoke it as soon as etcd
+             * takes writes again, or nobody leads until its lease runs out. */
+            revoke_stale(c);
             continue;
+        }
         if (rc) {
             log_err("leader-watch-failed", &err);
             nap(c, 200);
