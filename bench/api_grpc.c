@@ -5,6 +5,7 @@
  * thread has its own channel (lib/rpc channels use a local subchannel pool, so that is its own
  * HTTP/2 connection, as each of wrk's connections is its own TCP connection) and makes one
  * call at a time. bench/api.py starts the node and prints the table. */
+#include "bench_util.h"
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -26,21 +27,6 @@
 #define CALL_TIMEOUT_MS 5000
 #define WARMUP_MS       500
 #define MAX_ERRORS      1000 /* a thread stops after this many failed calls */
-
-static volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    interrupted = 1;
-}
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* The methods this benchmark can call: all take an empty request. */
 struct method {
@@ -87,13 +73,13 @@ static void *work(void *arg)
     /* Every method here takes an empty request: its encoding (zero bytes) is the same. */
     Dhaf__V1__ListServicesRequest req = DHAF__V1__LIST_SERVICES_REQUEST__INIT;
     for (;;) {
-        int64_t t0 = now_ns();
-        if (t0 >= r->end_ns || interrupted)
+        int64_t t0 = bench_now_ns();
+        if (t0 >= r->end_ns || bench_interrupted)
             break;
         ProtobufCMessage *resp = NULL;
         int rc = dhaf_rpc_call(ch, r->path, &req.base, r->m->resp, &resp, CALL_TIMEOUT_MS, r->md,
                                r->n_md, NULL, &err);
-        int64_t t1 = now_ns();
+        int64_t t1 = bench_now_ns();
         if (resp)
             protobuf_c_message_free_unpacked(resp, NULL);
         if (t0 < r->start_ns || t1 > r->end_ns)
@@ -201,11 +187,7 @@ int main(int argc, char **argv)
     }
     dhaf_log_setup(DHAF_LOG_WARN, DHAF_LOG_TEXT);
     dhaf_rpc_init();
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    bench_catch_signals();
 
     struct run run;
     memset(&run, 0, sizeof(run));
@@ -219,7 +201,7 @@ int main(int argc, char **argv)
         run.n_md = 1;
     }
     atomic_init(&run.failed_start, 0);
-    run.start_ns = now_ns() + (int64_t)WARMUP_MS * 1000000;
+    run.start_ns = bench_now_ns() + (int64_t)WARMUP_MS * 1000000;
     run.end_ns = run.start_ns + (int64_t)(seconds * 1e9);
 
     struct worker *ws = dhaf_xcalloc((size_t)threads, sizeof(*ws));
@@ -233,8 +215,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < started; i++)
         pthread_join(ws[i].t, NULL);
     double window = (double)(run.end_ns - run.start_ns) / 1e9;
-    if (interrupted) {
-        int64_t stop = now_ns();
+    if (bench_interrupted) {
+        int64_t stop = bench_now_ns();
         if (stop < run.end_ns)
             window = (double)(stop - run.start_ns) / 1e9;
     }

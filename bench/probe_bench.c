@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* dhaf-bench-probe: HTTP checks/s and CPU-seconds per 10,000 checks of the web checker against
  * many local targets, or of a blackbox_exporter driven by a libcurl client (bench/probe.sh). */
+#include "bench_util.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
@@ -33,22 +34,6 @@
 #define WARMUP_MS       30000       /* the untimed first pass over the targets, at most */
 #define DRAIN_MS        15000       /* checks in flight at the deadline, at most */
 #define FAILURE_TEXT    300
-
-/* Set by SIGINT/SIGTERM: the measurement stops early and the figures so far are printed. */
-static volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    interrupted = 1;
-}
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* CPU-seconds of a process, every thread included. */
 struct cpu {
@@ -452,12 +437,12 @@ static int run_dhaf(const struct probe_opts *o)
     long rounds = 0;
     struct cpu c0, c1;
     self_cpu(&c0);
-    int64_t t0 = now_ns(), deadline = t0 + (int64_t)(o->seconds * 1e9);
-    while (!interrupted && now_ns() < deadline) {
+    int64_t t0 = bench_now_ns(), deadline = t0 + (int64_t)(o->seconds * 1e9);
+    while (!bench_interrupted && bench_now_ns() < deadline) {
         dhaf_round(&d, &f);
         rounds++;
     }
-    f.seconds = (double)(now_ns() - t0) / 1e9;
+    f.seconds = (double)(bench_now_ns() - t0) / 1e9;
     self_cpu(&c1);
     cpu_delta(&c0, &c1, &f.cpu_user_s, &f.cpu_sys_s);
     f.cpu_s = f.cpu_user_s + f.cpu_sys_s;
@@ -591,14 +576,14 @@ static int bb_run(struct bb_client *c, long limit, int64_t deadline, struct figu
                 note_failure(f, "%s: probe_success is not 1", c->urls[s->target]);
             else
                 f->checks++;
-            if (!interrupted && started < limit && now_ns() < deadline) {
+            if (!bench_interrupted && started < limit && bench_now_ns() < deadline) {
                 if (bb_start(c, s) != 0)
                     return -1;
                 started++;
                 inflight++;
             }
         }
-        if (inflight > 0 && now_ns() > hard) {
+        if (inflight > 0 && bench_now_ns() > hard) {
             fprintf(stderr, "dhaf-bench-probe: blackbox: %d requests still open; left\n", inflight);
             return -1;
         }
@@ -614,7 +599,7 @@ static int bb_wait_ready(const struct probe_opts *o)
     char *url = dhaf_xasprintf("http://%s/-/healthy", o->blackbox);
     CURL *e = curl_easy_init();
     int rc = -1;
-    int64_t deadline = now_ns() + (int64_t)BB_READY_MS * 1000000;
+    int64_t deadline = bench_now_ns() + (int64_t)BB_READY_MS * 1000000;
     if (!e)
         goto out;
     curl_easy_setopt(e, CURLOPT_URL, url);
@@ -622,7 +607,7 @@ static int bb_wait_ready(const struct probe_opts *o)
     curl_easy_setopt(e, CURLOPT_PROXY, "");
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 1000L);
-    while (!interrupted && now_ns() < deadline) {
+    while (!bench_interrupted && bench_now_ns() < deadline) {
         long code = 0;
         if (kill(o->blackbox_pid, 0) != 0) {
             fprintf(stderr, "dhaf-bench-probe: the exporter (pid %d) is not running\n",
@@ -656,7 +641,7 @@ static int run_blackbox(const struct probe_opts *o)
         goto out;
     }
     struct figures warm = {.side = "blackbox-warmup"};
-    if (bb_run(&c, o->targets, now_ns() + (int64_t)WARMUP_MS * 1000000, &warm) != 0) {
+    if (bb_run(&c, o->targets, bench_now_ns() + (int64_t)WARMUP_MS * 1000000, &warm) != 0) {
         fprintf(stderr, "dhaf-bench-probe: blackbox: the warm-up pass broke\n");
         goto out;
     }
@@ -672,9 +657,9 @@ static int run_blackbox(const struct probe_opts *o)
         goto out;
     }
     self_cpu(&c0);
-    int64_t t0 = now_ns();
+    int64_t t0 = bench_now_ns();
     int rc = bb_run(&c, LONG_MAX, t0 + (int64_t)(o->seconds * 1e9), &f);
-    f.seconds = (double)(now_ns() - t0) / 1e9;
+    f.seconds = (double)(bench_now_ns() - t0) / 1e9;
     self_cpu(&c1);
     cpu_delta(&c0, &c1, &cu, &cs);
     f.client_cpu_s = cu + cs;
@@ -705,12 +690,7 @@ int main(int argc, char **argv)
     if (prc != 0)
         return prc == 1 ? 0 : 2;
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    bench_catch_signals();
     signal(SIGPIPE, SIG_IGN);
     dhaf_log_setup(DHAF_LOG_WARN, DHAF_LOG_TEXT);
     /* One fd per check in flight: 1,000 targets need more than the usual soft limit. */

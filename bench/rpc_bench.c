@@ -2,6 +2,7 @@
 /* dhaf-bench-rpc: prints unary round trips/s through lib/rpc and etcd puts/gets/s through
  * lib/etcd beside a Python grpcio client and etcdctl driving the same servers in the same run. */
 #define _GNU_SOURCE /* pipe2 */
+#include "bench_util.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -45,22 +46,6 @@
 #define PEER_GRACE_MS   2000
 
 extern char **environ;
-
-/* Set by SIGINT/SIGTERM: measurements stop early and everything is cleaned up. */
-static volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    interrupted = 1;
-}
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------------ options */
 
@@ -237,12 +222,12 @@ static void *measure_worker(void *arg)
 {
     struct measure *m = arg;
     struct dhaf_err err;
-    while (!interrupted && now_ns() < m->deadline) {
+    while (!bench_interrupted && bench_now_ns() < m->deadline) {
         long i = atomic_fetch_add(&m->issued, 1);
         if (i >= m->max_calls)
             break;
         dhaf_err_clear(&err);
-        int64_t t0 = now_ns();
+        int64_t t0 = bench_now_ns();
         if (m->op(m->ud, i, &err) != 0) {
             pthread_mutex_lock(&m->lock);
             if (!m->first_error[0])
@@ -254,7 +239,7 @@ static void *measure_worker(void *arg)
         }
         long k = atomic_fetch_add(&m->done, 1);
         if (m->lat)
-            m->lat[k] = now_ns() - t0;
+            m->lat[k] = bench_now_ns() - t0;
     }
     return NULL;
 }
@@ -279,11 +264,11 @@ static void measure(const char *name, bench_op_fn op, void *ud, int threads,
                     const struct bench_opts *o, struct figures *out)
 {
     memset(out, 0, sizeof(*out));
-    if (interrupted)
+    if (bench_interrupted)
         return;
     fprintf(stderr, "dhaf-bench-rpc: %s, %d thread%s ...\n", name, threads, threads > 1 ? "s" : "");
     struct dhaf_err err;
-    for (long i = 0; i < WARMUP_CALLS && !interrupted; i++)
+    for (long i = 0; i < WARMUP_CALLS && !bench_interrupted; i++)
         if (op(ud, i, &err) != 0) {
             fprintf(stderr, "dhaf-bench-rpc: %s: warm-up call failed: %s\n", name, err.msg);
             break;
@@ -296,7 +281,7 @@ static void measure(const char *name, bench_op_fn op, void *ud, int threads,
     pthread_mutex_init(&m.lock, NULL);
     if (threads == 1)
         m.lat = dhaf_xcalloc((size_t)o->calls, sizeof(*m.lat));
-    int64_t t0 = now_ns();
+    int64_t t0 = bench_now_ns();
     m.deadline = t0 + (int64_t)(o->seconds * 1e9);
     pthread_t tid[MAX_THREADS];
     int started = 0;
@@ -312,7 +297,7 @@ static void measure(const char *name, bench_op_fn op, void *ud, int threads,
         for (int t = 0; t < started; t++)
             pthread_join(tid[t], NULL);
     }
-    double elapsed = (double)(now_ns() - t0) / 1e9;
+    double elapsed = (double)(bench_now_ns() - t0) / 1e9;
 
     out->done = atomic_load(&m.done);
     out->errors = atomic_load(&m.errors);
@@ -421,19 +406,19 @@ static void peer_line(struct peer *p, const char *line)
 /* Waits up to ms for pid; returns true when it was reaped (status in *st). */
 static bool reap_within(pid_t pid, int ms, int *st)
 {
-    int64_t end = now_ns() + (int64_t)ms * 1000000;
+    int64_t end = bench_now_ns() + (int64_t)ms * 1000000;
     for (;;) {
         pid_t r = waitpid(pid, st, WNOHANG);
         if (r == pid || (r < 0 && errno != EINTR))
             return true;
-        if (now_ns() >= end)
+        if (bench_now_ns() >= end)
             return false;
         struct timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000000L};
         nanosleep(&ts, NULL);
     }
 }
 
-/* Ends a peer that overran or was interrupted: SIGTERM (it kills its own etcdctl child and
+/* Ends a peer that overran or was bench_interrupted: SIGTERM (it kills its own etcdctl child and
  * cleans up), then SIGKILL. Always reaps. */
 static void peer_kill(pid_t pid)
 {
@@ -509,11 +494,11 @@ static void peer_run(const struct bench_opts *o, int echo_port, const char *etcd
 
     /* Its own measurements are bounded; this bound only catches a wedged peer. */
     int64_t budget_ms = (int64_t)(o->seconds * 1000) * 8 + (int64_t)o->etcdctl_puts * 100 + 60000;
-    int64_t end = now_ns() + budget_ms * 1000000;
+    int64_t end = bench_now_ns() + budget_ms * 1000000;
     char buf[PEER_LINE_MAX];
     size_t len = 0;
     bool eof = false;
-    while (!eof && !interrupted && now_ns() < end) {
+    while (!eof && !bench_interrupted && bench_now_ns() < end) {
         struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
         int pr = poll(&pfd, 1, 200);
         if (pr < 0 && errno != EINTR)
@@ -542,7 +527,7 @@ static void peer_run(const struct bench_opts *o, int echo_port, const char *etcd
     close(fds[0]);
     if (!eof) {
         fprintf(stderr, "dhaf-bench-rpc: %s; stopping the peer\n",
-                interrupted ? "interrupted" : "the peer overran its time budget");
+                bench_interrupted ? "bench_interrupted" : "the peer overran its time budget");
         peer_kill(pid);
         return;
     }
@@ -605,12 +590,7 @@ int main(int argc, char **argv)
     if (prc != 0)
         return prc == 1 ? 0 : 2;
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    bench_catch_signals();
     signal(SIGPIPE, SIG_IGN);
     dhaf_log_setup(DHAF_LOG_WARN, DHAF_LOG_TEXT);
     memset(put_value, 'v', PUT_VALUE_LEN);
@@ -662,7 +642,7 @@ int main(int argc, char **argv)
     /* The peer runs after the C figures so the two never compete for the CPUs. */
     struct peer peer;
     bool have_peer = false;
-    if (o.peer && !interrupted) {
+    if (o.peer && !bench_interrupted) {
         fprintf(stderr, "dhaf-bench-rpc: running the peer (%s bench/py_peer.py) ...\n", o.python);
         peer_run(&o, port, cluster.endpoints, &peer);
         have_peer = true;
@@ -687,7 +667,7 @@ int main(int argc, char **argv)
     printf("\n# dhaf-bench-rpc: %g s or %ld calls per measurement, loopback, %ld CPUs, "
            "etcd data in %s%s%s%s\n",
            o.seconds, o.calls, sysconf(_SC_NPROCESSORS_ONLN), cluster.dir, gv ? ", grpcio " : "",
-           gv ? gv : "", interrupted ? " (INTERRUPTED)" : "");
+           gv ? gv : "", bench_interrupted ? " (INTERRUPTED)" : "");
     printf("%-36s %-14s %-16s %s\n", "benchmark", "dhaf (C)", "peer", "peer value");
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         print_row(&rows[i], have_peer ? &peer : NULL);

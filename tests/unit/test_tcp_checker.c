@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "checkers/tcp.h"
+#include "fake_proc.h"
 #include "dhaf/provider.h"
 
 extern const struct dhaf_provider dhaf_checker_tcp;
@@ -29,39 +30,6 @@ static int64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* A socket bound to ip:0 (listening with backlog unless backlog < 0); *port gets the port.
- * Returns -1 when the address cannot be used (no IPv6 on this host). */
-static int bound_socket(const char *ip, int backlog, int *port)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl;
-    memset(&ss, 0, sizeof(ss));
-    int family = strchr(ip, ':') ? AF_INET6 : AF_INET;
-    if (family == AF_INET6) {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-        s6->sin6_family = AF_INET6;
-        assert_int_equal(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
-        sl = sizeof(*s6);
-    } else {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-        s4->sin_family = AF_INET;
-        assert_int_equal(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
-        sl = sizeof(*s4);
-    }
-    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || (backlog >= 0 && listen(fd, backlog) != 0)) {
-        close(fd);
-        return -1;
-    }
-    sl = sizeof(ss);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&ss, &sl), 0);
-    *port = ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                     : ((struct sockaddr_in *)&ss)->sin_port);
-    return fd;
 }
 
 /* Starts a non-blocking connect to ip:port and returns the socket (left pending). */
@@ -85,7 +53,7 @@ struct blackhole {
 
 static void blackhole_open(struct blackhole *b, const char *ip)
 {
-    b->lfd = bound_socket(ip, 0, &b->port);
+    b->lfd = test_bind(ip, 0, &b->port);
     assert_true(b->lfd >= 0);
     for (int i = 0; i < 2; i++)
         b->fill[i] = pending_connect(ip, b->port);
@@ -176,8 +144,8 @@ static void *server_main(void *arg)
 static int group_setup(void **state)
 {
     (void)state;
-    srv.banner_fd = bound_socket("127.0.0.31", 16, &srv.banner_port);
-    srv.echo_fd = bound_socket("127.0.0.31", 16, &srv.echo_port);
+    srv.banner_fd = test_bind("127.0.0.31", 16, &srv.banner_port);
+    srv.echo_fd = test_bind("127.0.0.31", 16, &srv.echo_port);
     if (srv.banner_fd < 0 || srv.echo_fd < 0 || pipe(srv.stop) != 0)
         return -1;
     return pthread_create(&srv.th, NULL, server_main, &srv) == 0 ? 0 : -1;
@@ -202,7 +170,7 @@ static void test_open_port(void **state)
 {
     (void)state;
     int port;
-    int lfd = bound_socket("127.0.0.32", 16, &port);
+    int lfd = test_bind("127.0.0.32", 16, &port);
     assert_true(lfd >= 0);
     struct tcp_config c = {.port = port, .receive_timeout = 1, .timeout = 2};
     struct dhaf_check_result r;
@@ -218,10 +186,10 @@ static void test_ipv6(void **state)
 {
     (void)state;
     int port, cport;
-    int lfd = bound_socket("::1", 16, &port);
+    int lfd = test_bind("::1", 16, &port);
     if (lfd < 0)
         skip(); /* no IPv6 loopback here */
-    int closed = bound_socket("::1", -1, &cport);
+    int closed = test_bind("::1", -1, &cport);
     assert_true(closed >= 0);
     struct tcp_config c = {.port = port, .receive_timeout = 1, .timeout = 2};
     struct tcp_config cc = {.port = cport, .receive_timeout = 1, .timeout = 2};
@@ -244,7 +212,7 @@ static void test_refused(void **state)
     (void)state;
     int port;
     /* Bound but not listening: the port stays ours and answers every SYN with a RST. */
-    int fd = bound_socket("127.0.0.33", -1, &port);
+    int fd = test_bind("127.0.0.33", -1, &port);
     assert_true(fd >= 0);
     struct tcp_config c = {.port = port, .receive_timeout = 1, .timeout = 2};
     struct dhaf_check_result r;
@@ -292,7 +260,7 @@ static void test_send_expect(void **state)
         {"silent, expect only", 2, NULL, "SSH-", "expect", "nothing received within 1 s"},
     };
     int sport;
-    int silent = bound_socket("127.0.0.35", 64, &sport);
+    int silent = test_bind("127.0.0.35", 64, &sport);
     assert_true(silent >= 0);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int port = cases[i].which == 0   ? srv.banner_port
@@ -371,8 +339,8 @@ static void test_many_concurrent(void **state)
     struct blackhole b;
     blackhole_open(&b, "127.0.0.36");
     int oport, cport;
-    int open_fd = bound_socket("127.0.0.37", 128, &oport);
-    int closed_fd = bound_socket("127.0.0.38", -1, &cport);
+    int open_fd = test_bind("127.0.0.37", 128, &oport);
+    int closed_fd = test_bind("127.0.0.38", -1, &cport);
     assert_true(open_fd >= 0 && closed_fd >= 0);
     struct tcp_config slow = {.port = b.port, .receive_timeout = 1, .timeout = 1};
     struct tcp_config open = {.port = oport, .receive_timeout = 1, .timeout = 1};
