@@ -879,6 +879,10 @@ static void *call_thread(void *arg)
     rc = c->method->handler(c->method->ud, c, req, &err);
     if (rc != 0) {
         status = dhaf_rpc_err_to_status(rc);
+        /* A handler that gave up because the call's deadline passed answers as the client's
+         * own timer would, whichever of the two reaches the client first. */
+        if (rc == DHAF_ECANCELLED && dhaf_rpc_call_remaining_ms(c) == 0)
+            status = GRPC_STATUS_DEADLINE_EXCEEDED;
         if (!err.msg[0])
             snprintf(err.msg, sizeof(err.msg), "%s", dhaf_strerror(rc));
     } else if (!c->method->server_streaming && !c->reply) {
