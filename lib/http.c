@@ -107,11 +107,19 @@ int dhaf_http_do(const struct dhaf_http_req *req, struct dhaf_http_resp *resp, s
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, curl_err);
     curl_multi_add_handle(m, e);
 
+    bool cancelled = false;
+    if (req->cancel) {
+        pthread_mutex_lock(&req->cancel->lock);
+        cancelled = req->cancel->fired;
+        if (!cancelled)
+            req->cancel->inflight = m;
+        pthread_mutex_unlock(&req->cancel->lock);
+    }
     int64_t deadline = dhaf_mono_ms() + req->timeout_ms + 100;
     int running = 1;
     CURLcode result = CURLE_OK;
     bool done = false;
-    while (!done) {
+    while (!done && !cancelled) {
         curl_multi_perform(m, &running);
         int left;
         CURLMsg *msg;
@@ -123,6 +131,13 @@ int dhaf_http_do(const struct dhaf_http_req *req, struct dhaf_http_resp *resp, s
         }
         if (done)
             break;
+        if (req->cancel) {
+            pthread_mutex_lock(&req->cancel->lock);
+            cancelled = req->cancel->fired;
+            pthread_mutex_unlock(&req->cancel->lock);
+            if (cancelled)
+                break;
+        }
         int64_t wait = deadline - dhaf_mono_ms();
         if (wait <= 0) {
             result = CURLE_OPERATION_TIMEDOUT; /* curl's own timeout should come first */
@@ -131,8 +146,16 @@ int dhaf_http_do(const struct dhaf_http_req *req, struct dhaf_http_resp *resp, s
         curl_multi_poll(m, NULL, 0, wait > 200 ? 200 : (int)wait, NULL);
     }
 
+    if (req->cancel) {
+        pthread_mutex_lock(&req->cancel->lock);
+        req->cancel->inflight = NULL;
+        pthread_mutex_unlock(&req->cancel->lock);
+    }
+
     int rc = 0;
-    if (result == CURLE_OK) {
+    if (cancelled) {
+        rc = dhaf_err_set(err, DHAF_ECANCELLED, "%s %s: cancelled", req->method, shown);
+    } else if (result == CURLE_OK) {
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &resp->status);
         resp->body = s.buf ? s.buf : dhaf_xstrdup("");
         resp->body_len = s.len;
@@ -160,4 +183,38 @@ void dhaf_http_resp_release(struct dhaf_http_resp *resp)
 {
     DHAF_FREE(resp->body);
     resp->body_len = 0;
+}
+
+void dhaf_http_cancel_init(struct dhaf_http_cancel *c)
+{
+    pthread_mutex_init(&c->lock, NULL);
+    c->fired = false;
+    c->inflight = NULL;
+}
+
+void dhaf_http_cancel_fire(struct dhaf_http_cancel *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->fired = true;
+    if (c->inflight)
+        curl_multi_wakeup(c->inflight); /* its poll returns at once */
+    pthread_mutex_unlock(&c->lock);
+}
+
+void dhaf_http_cancel_destroy(struct dhaf_http_cancel *c)
+{
+    pthread_mutex_destroy(&c->lock);
+}
+
+const char *dhaf_http_safe_text(char *buf, size_t len, const char *s)
+{
+    size_t o = 0;
+    for (; s && *s && o + 4 < len; s++)
+        buf[o++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? ' ' : *s;
+    if (s && *s) {
+        memcpy(buf + o, "...", 3);
+        o += 3;
+    }
+    buf[o] = '\0';
+    return buf;
 }

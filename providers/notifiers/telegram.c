@@ -17,7 +17,6 @@
 #include <strings.h>
 #include <time.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 
 #include "dhaf/alloc.h"
@@ -109,10 +108,10 @@ struct tg_state {
 
     int64_t offset; /* next update id; the poller's after init */
 
-    pthread_mutex_t ctl_lock; /* stop, inflight, wake */
+    pthread_mutex_t ctl_lock; /* stop, wake */
     pthread_cond_t wake;
     atomic_bool stop;
-    CURLM *inflight; /* the poller's request in progress, for curl_multi_wakeup */
+    struct dhaf_http_cancel http_cancel; /* cuts the poller's long poll short */
     pthread_t poller;
     bool poller_started;
 
@@ -136,20 +135,6 @@ static void sleep_ms(int64_t ms)
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
-}
-
-/* Copies untrusted API text for an error or log line: no control characters, cut long. */
-static const char *api_text(char *buf, size_t len, const char *s)
-{
-    size_t o = 0;
-    for (; s && *s && o + 4 < len; s++)
-        buf[o++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? ' ' : *s;
-    if (s && *s) {
-        memcpy(buf + o, "...", 3);
-        o += 3;
-    }
-    buf[o] = '\0';
-    return buf;
 }
 
 /* Compares secrets without an early exit, so timing tells nothing about the join code. */
@@ -304,131 +289,6 @@ static char *render(const struct tg_state *tg, const struct dhaf_event_view *ev)
 
 /* ---- one Bot API call ------------------------------------------------------------------------ */
 
-struct tg_sink {
-    char *buf;
-    size_t len, cap;
-    bool overflow;
-};
-
-static size_t sink_write(char *data, size_t size, size_t n, void *ud)
-{
-    struct tg_sink *s = ud;
-    size_t add = size * n;
-    if (s->len + add > TG_MAX_RESPONSE) {
-        s->overflow = true;
-        return 0;
-    }
-    DHAF_GROW(s->buf, s->len + add + 1, s->cap);
-    memcpy(s->buf + s->len, data, add);
-    s->len += add;
-    s->buf[s->len] = '\0';
-    return add;
-}
-
-/*
- * POSTs body (JSON) to url like dhaf_http_do, but destroy() can cut it short: the multi handle
- * is published in tg->inflight, and destroy wakes it with curl_multi_wakeup. Used by the
- * poller only (a long poll is in flight most of the time). Returns what dhaf_http_do returns,
- * or DHAF_ECANCELLED when the instance is being destroyed.
- */
-static int post_cancellable(struct tg_state *tg, const char *url, const char *shown,
-                            const char *body, int timeout_ms, struct dhaf_http_resp *resp,
-                            struct dhaf_err *err)
-{
-    struct tg_sink s = {0};
-    char curl_err[CURL_ERROR_SIZE] = "";
-    CURLcode result = CURLE_OK;
-    bool done = false, cancelled = false;
-    int rc = 0;
-
-    memset(resp, 0, sizeof(*resp));
-    resp->retry_after = -1;
-    /* curl_global_init has run: init's getMe went through dhaf_http_do first. */
-    CURL *e = curl_easy_init();
-    CURLM *m = curl_multi_init();
-    struct curl_slist *hl = curl_slist_append(NULL, "Content-Type: application/json");
-    if (!e || !m || !hl) {
-        rc = dhaf_err_set(err, DHAF_EINTERNAL, "POST %s: cannot set up a libcurl handle", shown);
-        goto out;
-    }
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, hl);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, sink_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &s);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "dhaf/" DHAF_VERSION);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, curl_err);
-    curl_multi_add_handle(m, e);
-
-    pthread_mutex_lock(&tg->ctl_lock);
-    cancelled = atomic_load(&tg->stop);
-    if (!cancelled)
-        tg->inflight = m;
-    pthread_mutex_unlock(&tg->ctl_lock);
-
-    int64_t deadline = dhaf_mono_ms() + timeout_ms + 100;
-    while (!cancelled) {
-        int running = 0, left;
-        CURLMsg *msg;
-        curl_multi_perform(m, &running);
-        while ((msg = curl_multi_info_read(m, &left)) != NULL) {
-            if (msg->msg == CURLMSG_DONE) {
-                result = msg->data.result;
-                done = true;
-            }
-        }
-        if (done)
-            break;
-        if (atomic_load(&tg->stop)) {
-            cancelled = true;
-            break;
-        }
-        int64_t wait = deadline - dhaf_mono_ms();
-        if (wait <= 0) {
-            result = CURLE_OPERATION_TIMEDOUT;
-            break;
-        }
-        curl_multi_poll(m, NULL, 0, wait > 1000 ? 1000 : (int)wait, NULL);
-    }
-
-    pthread_mutex_lock(&tg->ctl_lock);
-    tg->inflight = NULL;
-    pthread_mutex_unlock(&tg->ctl_lock);
-
-    if (cancelled) {
-        rc = dhaf_err_set(err, DHAF_ECANCELLED, "POST %s: cancelled (the notifier stops)", shown);
-    } else if (result == CURLE_OK) {
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &resp->status);
-        resp->body = s.buf ? s.buf : dhaf_xstrdup("");
-        resp->body_len = s.len;
-        s.buf = NULL;
-    } else if (s.overflow) {
-        rc = dhaf_err_set(err, DHAF_ETOOBIG, "POST %s: the response is larger than %d bytes", shown,
-                          TG_MAX_RESPONSE);
-    } else if (result == CURLE_OPERATION_TIMEDOUT) {
-        rc = dhaf_err_set(err, DHAF_ETIMEOUT, "POST %s: no answer within %d ms", shown, timeout_ms);
-    } else {
-        rc = dhaf_err_set(err, DHAF_EUNAVAILABLE, "POST %s: %s", shown,
-                          curl_err[0] ? curl_err : curl_easy_strerror(result));
-    }
-out:
-    free(s.buf);
-    if (m && e)
-        curl_multi_remove_handle(m, e);
-    if (e)
-        curl_easy_cleanup(e);
-    if (m)
-        curl_multi_cleanup(m);
-    curl_slist_free_all(hl);
-    return rc;
-}
-
 static void tg_reply_release(struct tg_reply *rep)
 {
     json_decref(rep->root);
@@ -437,10 +297,10 @@ static void tg_reply_release(struct tg_reply *rep)
 }
 
 /*
- * Calls method with params (a JSON object, borrowed) within timeout_ms; cancellable selects
- * post_cancellable (the poller) over dhaf_http_do. Returns 0 with rep->result (release rep),
- * or an error in err (never NULL) with rep->status, code, desc, retry_after and migrate_to
- * set: DHAF_EAUTH for 401/404 (a wrong or revoked token), DHAF_ECONFLICT for 409,
+ * Calls method with params (a JSON object, borrowed) within timeout_ms; cancellable (the
+ * poller's calls) lets destroy cut it short with DHAF_ECANCELLED. Returns 0 with rep->result
+ * (release rep), or an error in err (never NULL) with rep->status, code, desc, retry_after and
+ * migrate_to set: DHAF_EAUTH for 401/404 (a wrong or revoked token), DHAF_ECONFLICT for 409,
  * DHAF_EUNAVAILABLE for 429 and 5xx, DHAF_EPROTO for other refusals, or the transport's code.
  * Errors name the method's URL with the token replaced by <redacted>.
  */
@@ -458,19 +318,16 @@ static int tg_call(struct tg_state *tg, const char *method, const json_t *params
 
     memset(rep, 0, sizeof(*rep));
     rep->retry_after = -1;
-    if (cancellable) {
-        rc = post_cancellable(tg, url, shown, body, timeout_ms, &resp, err);
-    } else {
-        struct dhaf_http_req req = {.method = "POST",
-                                    .url = url,
-                                    .shown_url = shown,
-                                    .headers = headers,
-                                    .body = body,
-                                    .body_len = strlen(body),
-                                    .timeout_ms = timeout_ms,
-                                    .max_response = TG_MAX_RESPONSE};
-        rc = dhaf_http_do(&req, &resp, err);
-    }
+    struct dhaf_http_req req = {.method = "POST",
+                                .url = url,
+                                .shown_url = shown,
+                                .headers = headers,
+                                .body = body,
+                                .body_len = strlen(body),
+                                .timeout_ms = timeout_ms,
+                                .max_response = TG_MAX_RESPONSE,
+                                .cancel = cancellable ? &tg->http_cancel : NULL};
+    rc = dhaf_http_do(&req, &resp, err);
     if (rc != 0)
         goto out;
     rep->status = resp.status;
@@ -488,7 +345,7 @@ static int tg_call(struct tg_state *tg, const char *method, const json_t *params
     }
     if (dhaf_json_int(root, "error_code", &rep->code) != 0)
         rep->code = resp.status;
-    api_text(rep->desc, sizeof(rep->desc), dhaf_json_str(root, "description"));
+    dhaf_http_safe_text(rep->desc, sizeof(rep->desc), dhaf_json_str(root, "description"));
     const json_t *par = json_object_get(root, "parameters");
     dhaf_json_int(par, "retry_after", &rep->retry_after);
     dhaf_json_int(par, "migrate_to_chat_id", &rep->migrate_to);
@@ -1135,16 +992,16 @@ static void tg_destroy(void *state)
         return;
     pthread_mutex_lock(&tg->ctl_lock);
     atomic_store(&tg->stop, true);
-    if (tg->inflight)
-        curl_multi_wakeup(tg->inflight); /* cuts the long poll short */
     pthread_cond_broadcast(&tg->wake);
     pthread_mutex_unlock(&tg->ctl_lock);
+    dhaf_http_cancel_fire(&tg->http_cancel);
     if (tg->poller_started)
         pthread_join(tg->poller, NULL);
     for (size_t i = 0; i < TG_REMEMBERED_EVENTS; i++)
         free(tg->reached[i].chats);
     pthread_mutex_destroy(&tg->subs_lock);
     pthread_mutex_destroy(&tg->ctl_lock);
+    dhaf_http_cancel_destroy(&tg->http_cancel);
     pthread_cond_destroy(&tg->wake);
     free(tg->subs);
     free(tg->bot_username);
@@ -1182,6 +1039,7 @@ static int tg_init(const void *conf, const struct dhaf_provider_ctx *ctx, void *
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&tg->subs_lock, NULL);
     pthread_mutex_init(&tg->ctl_lock, NULL);
+    dhaf_http_cancel_init(&tg->http_cancel);
     atomic_init(&tg->stop, false);
     tg->store = ctx->store;
     tg->instance = dhaf_xstrdup(ctx->instance ? ctx->instance : "tg");

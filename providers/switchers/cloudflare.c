@@ -122,20 +122,6 @@ static void url_escape(char *out, size_t outlen, const char *s)
     out[o] = '\0';
 }
 
-/* Copies untrusted API text for an error or log line: no control characters, cut long. */
-static const char *api_text(char *buf, size_t len, const char *s)
-{
-    size_t o = 0;
-    for (; s && *s && o + 4 < len; s++)
-        buf[o++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? ' ' : *s;
-    if (s && *s) {
-        memcpy(buf + o, "...", 3);
-        o += 3;
-    }
-    buf[o] = '\0';
-    return buf;
-}
-
 /* A Cloudflare id: letters and digits only, so it is safe inside a URL path. */
 static bool id_ok(const char *id)
 {
@@ -176,7 +162,7 @@ static void describe_errors(const json_t *root, char *out, size_t len, int64_t *
     }
     dhaf_json_int(e0, "code", code);
     size_t o = (size_t)snprintf(out, len, "Cloudflare error %lld \"%s\"", (long long)*code,
-                                api_text(t, sizeof(t), dhaf_json_str(e0, "message")));
+                                dhaf_http_safe_text(t, sizeof(t), dhaf_json_str(e0, "message")));
     const json_t *chain = json_object_get(e0, "error_chain");
     size_t n = json_is_array(chain) ? json_array_size(chain) : 0;
     for (size_t i = 0; i < n && i < 3 && o < len; i++) {
@@ -186,7 +172,8 @@ static void describe_errors(const json_t *root, char *out, size_t len, int64_t *
             dhaf_json_int(c, "code", &cc);
         o += (size_t)snprintf(
             out + o, len - o, "%s%lld \"%s\"", i ? ", " : " (error_chain: ", (long long)cc,
-            api_text(t, sizeof(t), json_is_object(c) ? dhaf_json_str(c, "message") : NULL));
+            dhaf_http_safe_text(t, sizeof(t),
+                                json_is_object(c) ? dhaf_json_str(c, "message") : NULL));
     }
     if (n > 0 && o < len)
         snprintf(out + o, len - o, ")");
@@ -427,7 +414,7 @@ static int find_zone(struct cf_state *st, struct dhaf_err *err)
         rc = dhaf_err_set(err, DHAF_EUNAVAILABLE,
                           "cloudflare: zone \"%s\" is %s, not active: its DNS records are not "
                           "served by Cloudflare",
-                          st->zone, api_text(t, sizeof(t), status));
+                          st->zone, dhaf_http_safe_text(t, sizeof(t), status));
         goto out;
     }
     if (json_is_true(paused)) {

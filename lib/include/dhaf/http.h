@@ -4,10 +4,24 @@
 #ifndef DHAF_HTTP_H
 #define DHAF_HTTP_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "dhaf/err.h"
+
+/* Lets another thread cut requests short (a notifier that stops during a long poll):
+ * dhaf_http_cancel_fire() wakes the request in progress at once, and every request that uses
+ * it from then on ends with DHAF_ECANCELLED. */
+struct dhaf_http_cancel {
+    pthread_mutex_t lock;
+    bool fired;
+    void *inflight; /* the libcurl multi handle of the request in progress */
+};
+
+void dhaf_http_cancel_init(struct dhaf_http_cancel *c);
+void dhaf_http_cancel_fire(struct dhaf_http_cancel *c);
+void dhaf_http_cancel_destroy(struct dhaf_http_cancel *c);
 
 struct dhaf_http_req {
     const char *method;         /* "GET", "POST", "PATCH", "PUT", "DELETE" */
@@ -19,6 +33,7 @@ struct dhaf_http_req {
     int timeout_ms;      /* the whole request, connect included (required, > 0) */
     const char *ca_file; /* extra CA bundle (a test fake's certificate); NULL = system */
     size_t max_response; /* bytes; 0 = 1 MiB */
+    struct dhaf_http_cancel *cancel; /* NULL = runs to its answer or deadline */
 };
 
 struct dhaf_http_resp {
@@ -31,12 +46,17 @@ struct dhaf_http_resp {
 /**
  * Performs req. Returns 0 when an HTTP response arrived (any status: the caller judges it),
  * DHAF_ETIMEOUT past the deadline, DHAF_EUNAVAILABLE when no connection could be made,
- * DHAF_ETOOBIG when the response exceeds max_response, DHAF_EINVAL for a bad request; err says
+ * DHAF_ETOOBIG when the response exceeds max_response, DHAF_ECANCELLED when req->cancel fired,
+ * DHAF_EINVAL for a bad request; err says
  * what happened and where (shown_url).
  */
 int dhaf_http_do(const struct dhaf_http_req *req, struct dhaf_http_resp *resp,
                  struct dhaf_err *err);
 
 void dhaf_http_resp_release(struct dhaf_http_resp *resp);
+
+/* Copies untrusted API text (an error message in a reply) for an error or log line: control
+ * characters become spaces, and text longer than len is cut with "...". Returns buf. */
+const char *dhaf_http_safe_text(char *buf, size_t len, const char *s);
 
 #endif
