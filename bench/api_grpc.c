@@ -5,6 +5,7 @@
  * thread has its own channel (lib/rpc channels use a local subchannel pool, so that is its own
  * HTTP/2 connection, as each of wrk's connections is its own TCP connection) and makes one
  * call at a time. bench/api.py starts the node and prints the table. */
+#include "dhaf/valid.h"
 #include "bench_util.h"
 #include <getopt.h>
 #include <pthread.h>
@@ -160,9 +161,15 @@ int main(int argc, char **argv)
         case 't':
             token = optarg;
             break;
-        case 'n':
-            threads = atoi(optarg);
+        case 'n': {
+            long n;
+            if (!dhaf_parse_long(optarg, 1, MAX_THREADS, &n)) {
+                fprintf(stderr, "dhaf-bench-api-grpc: --threads takes 1..%d\n", MAX_THREADS);
+                return 2;
+            }
+            threads = (int)n;
             break;
+        }
         case 's':
             seconds = atof(optarg);
             break;

@@ -19,6 +19,8 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "dhaf/valid.h"
+
 #define HTTPD_MAX_ADDRS  60000
 #define HTTPD_REQ_MAX    4096 /* a request head longer than this gets 431 */
 #define HTTPD_EVENTS     256
@@ -81,17 +83,6 @@ static void usage(FILE *out)
             "Exit 0: stopped by a signal or the lifetime; 1: could not bind; 2: usage.\n");
 }
 
-static bool parse_long(const char *s, long min, long max, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* Returns 0, 1 after --help, or 2 on a usage error. */
 static int parse_opts(int argc, char **argv, struct httpd_opts *o)
 {
@@ -105,7 +96,8 @@ static int parse_opts(int argc, char **argv, struct httpd_opts *o)
     int c;
     *o = (struct httpd_opts){.first = 0x7f000101u, .count = 1000, .port = 0, .lifetime = 0};
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    int idx = 0;
+    while ((c = getopt_long(argc, argv, ":h", opts, &idx)) != -1) {
         switch (c) {
         case 'f':
             if (inet_pton(AF_INET, optarg, &a) != 1 || (ntohl(a.s_addr) >> 24) != 127) {
@@ -116,17 +108,17 @@ static int parse_opts(int argc, char **argv, struct httpd_opts *o)
             o->first = ntohl(a.s_addr);
             break;
         case 'c':
-            if (!parse_long(optarg, 1, HTTPD_MAX_ADDRS, &v))
+            if (!dhaf_parse_long(optarg, 1, HTTPD_MAX_ADDRS, &v))
                 goto bad_value;
             o->count = v;
             break;
         case 'p':
-            if (!parse_long(optarg, 0, 65535, &v))
+            if (!dhaf_parse_long(optarg, 0, 65535, &v))
                 goto bad_value;
             o->port = (int)v;
             break;
         case 'l':
-            if (!parse_long(optarg, 0, 86400, &v))
+            if (!dhaf_parse_long(optarg, 0, 86400, &v))
                 goto bad_value;
             o->lifetime = v;
             break;
@@ -154,7 +146,7 @@ static int parse_opts(int argc, char **argv, struct httpd_opts *o)
     }
     return 0;
 bad_value:
-    fprintf(stderr, "dhaf-bench-httpd: bad value for %s: %s\n", argv[optind - 1], optarg);
+    fprintf(stderr, "dhaf-bench-httpd: bad value \"%s\" for --%s\n", optarg, opts[idx].name);
     usage(stderr);
     return 2;
 }

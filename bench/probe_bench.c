@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* dhaf-bench-probe: HTTP checks/s and CPU-seconds per 10,000 checks of the web checker against
  * many local targets, or of a blackbox_exporter driven by a libcurl client (bench/probe.sh). */
+#include "dhaf/valid.h"
 #include "bench_util.h"
 #include <arpa/inet.h>
 #include <errno.h>
@@ -133,17 +134,6 @@ static void usage(FILE *out)
             "Exit 0: figures printed; 1: the measurement could not run; 2: usage.\n");
 }
 
-static bool parse_long(const char *s, long min, long max, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* Returns 0, 1 after --help, or 2 on a usage error. */
 static int parse_opts(int argc, char **argv, struct probe_opts *o)
 {
@@ -185,7 +175,7 @@ static int parse_opts(int argc, char **argv, struct probe_opts *o)
     while ((c = getopt_long(argc, argv, ":h", opts, &idx)) != -1) {
         switch (c) {
         case OPT_PORT:
-            if (!parse_long(optarg, 1, 65535, &v))
+            if (!dhaf_parse_long(optarg, 1, 65535, &v))
                 goto bad_value;
             o->port = (int)v;
             break;
@@ -195,12 +185,12 @@ static int parse_opts(int argc, char **argv, struct probe_opts *o)
             o->first = ntohl(a.s_addr);
             break;
         case OPT_TARGETS:
-            if (!parse_long(optarg, 1, MAX_TARGETS, &v))
+            if (!dhaf_parse_long(optarg, 1, MAX_TARGETS, &v))
                 goto bad_value;
             o->targets = v;
             break;
         case OPT_SECONDS:
-            if (!parse_long(optarg, 1, 3600, &v))
+            if (!dhaf_parse_long(optarg, 1, 3600, &v))
                 goto bad_value;
             o->seconds = (double)v;
             break;
@@ -208,7 +198,7 @@ static int parse_opts(int argc, char **argv, struct probe_opts *o)
             o->forwarding = true;
             break;
         case OPT_BATCH:
-            if (!parse_long(optarg, 1, MAX_TARGETS, &v))
+            if (!dhaf_parse_long(optarg, 1, MAX_TARGETS, &v))
                 goto bad_value;
             o->batch = v;
             break;
@@ -216,7 +206,7 @@ static int parse_opts(int argc, char **argv, struct probe_opts *o)
             o->blackbox = optarg;
             break;
         case OPT_BB_PID:
-            if (!parse_long(optarg, 1, INT_MAX, &v))
+            if (!dhaf_parse_long(optarg, 1, INT_MAX, &v))
                 goto bad_value;
             o->blackbox_pid = (pid_t)v;
             break;
@@ -224,7 +214,7 @@ static int parse_opts(int argc, char **argv, struct probe_opts *o)
             o->module = optarg;
             break;
         case OPT_CONCURRENCY:
-            if (!parse_long(optarg, 1, MAX_CONCURRENCY, &v))
+            if (!dhaf_parse_long(optarg, 1, MAX_CONCURRENCY, &v))
                 goto bad_value;
             o->concurrency = (int)v;
             break;

@@ -2,6 +2,7 @@
 /* dhaf-bench-rpc: prints unary round trips/s through lib/rpc and etcd puts/gets/s through
  * lib/etcd beside a Python grpcio client and etcdctl driving the same servers in the same run. */
 #define _GNU_SOURCE /* pipe2 */
+#include "dhaf/valid.h"
 #include "bench_util.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -88,17 +89,6 @@ static void usage(FILE *out)
             DHAF_SOURCE_DIR);
 }
 
-static bool parse_long(const char *s, long min, long max, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* Returns 0, 1 after --help, or 2 on a usage error. */
 static int parse_opts(int argc, char **argv, struct bench_opts *o)
 {
@@ -138,17 +128,17 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
     while ((c = getopt_long(argc, argv, ":h", opts, &idx)) != -1) {
         switch (c) {
         case OPT_SECONDS:
-            if (!parse_long(optarg, 1, 3600, &v))
+            if (!dhaf_parse_long(optarg, 1, 3600, &v))
                 goto bad_value;
             o->seconds = (double)v;
             break;
         case OPT_CALLS:
-            if (!parse_long(optarg, 1, 100000000, &v))
+            if (!dhaf_parse_long(optarg, 1, 100000000, &v))
                 goto bad_value;
             o->calls = v;
             break;
         case OPT_THREADS:
-            if (!parse_long(optarg, 1, MAX_THREADS, &v))
+            if (!dhaf_parse_long(optarg, 1, MAX_THREADS, &v))
                 goto bad_value;
             o->threads = (int)v;
             break;
@@ -156,7 +146,7 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
             o->peer = false;
             break;
         case OPT_CTL_PUTS:
-            if (!parse_long(optarg, 0, 100000, &v))
+            if (!dhaf_parse_long(optarg, 0, 100000, &v))
                 goto bad_value;
             o->etcdctl_puts = (int)v;
             break;

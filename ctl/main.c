@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dhaf/valid.h"
 #include "client.h"
 #include "dhaf/pbjson.h"
 #include "dhaf/v1/dhaf.pb-c.h"
@@ -463,9 +464,8 @@ int main(int argc, char **argv)
             }
             break;
         case 'T': {
-            char *end = NULL;
-            long s = strtol(optarg, &end, 10);
-            if (!*optarg || *end || s < 1 || s > 600) {
+            long s;
+            if (!dhaf_parse_long(optarg, 1, 600, &s)) {
                 fprintf(stderr, "dhafctl: --timeout takes seconds from 1 to 600\n");
                 return 2;
             }
@@ -476,9 +476,8 @@ int main(int argc, char **argv)
             service = optarg;
             break;
         case 'n': {
-            char *end = NULL;
-            long n = strtol(optarg, &end, 10);
-            if (!*optarg || *end || n < 1 || n > 1000) {
+            long n;
+            if (!dhaf_parse_long(optarg, 1, 1000, &n)) {
                 fprintf(stderr, "dhafctl: -n takes a number from 1 to 1000\n");
                 return 2;
             }

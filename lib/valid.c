@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Validators for names, addresses, endpoints and HTTP code patterns. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,4 +195,17 @@ void dhaf_codes_release(struct dhaf_codes *c)
 {
     DHAF_FREE(c->pat);
     c->n = 0;
+}
+
+bool dhaf_parse_long(const char *s, long min, long max, long *out)
+{
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
 }

@@ -27,6 +27,10 @@ bool dhaf_is_loopback_host(const char *s);
  */
 int dhaf_parse_endpoint(const char *s, char **host, int *port, bool *tls, char *why, size_t wl);
 
+/** True when s is a whole decimal integer in min..max (stored in *out); for command-line options.
+ */
+bool dhaf_parse_long(const char *s, long min, long max, long *out);
+
 /* HTTP status code patterns such as "200,3XX": X is a wildcard digit. */
 struct dhaf_codes {
     size_t n;
