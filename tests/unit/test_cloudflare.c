@@ -22,6 +22,7 @@
 #include "dhaf/log.h"
 #include "dhaf/provider.h"
 #include "dhaf/registry.h"
+#include "config_load.h"
 #include "fake_proc.h"
 
 extern const struct dhaf_provider dhaf_switcher_cloudflare;
@@ -167,7 +168,6 @@ static void svc_open_full(struct svc *s, const struct fake *f, const char *zone,
                           const char *eps, const char *token)
 {
     char yaml[4096];
-    struct dhaf_cfg_report rep;
     snprintf(yaml, sizeof(yaml),
              "dhaf: {cluster-name: c1, node-name: n1}\n"
              "etcd: {hosts: \"127.0.0.1:2379\"}\n"
@@ -183,14 +183,7 @@ static void svc_open_full(struct svc *s, const struct fake *f, const char *zone,
              "  health-checker: {type: tcp, port: 80}\n",
              domain, eps, token, zone, f->proc.port);
     memset(s, 0, sizeof(*s));
-    dhaf_cfg_report_init(&rep, "cf.dhaf");
-    int rc = dhaf_config_load_mem(yaml, strlen(yaml), "cf.dhaf", ".", dhaf_registry_catalog(),
-                                  &s->cfg, &rep);
-    if (rc != 0) {
-        fprintf(stderr, "%s", yaml);
-        dhaf_cfg_report_print(&rep, stderr);
-    }
-    dhaf_cfg_report_release(&rep);
+    int rc = test_config_load(yaml, "cf.dhaf", ".", &s->cfg);
     assert_int_equal(rc, 0);
     const struct dhaf_service *v = &s->cfg.services[0];
     s->ctx = (struct dhaf_provider_ctx){.service = v->name,

@@ -24,6 +24,7 @@
 #include "dhaf/log.h"
 #include "dhaf/provider.h"
 #include "dhaf/registry.h"
+#include "config_load.h"
 #include "fake_proc.h"
 
 extern const struct dhaf_provider dhaf_notifier_email;
@@ -160,7 +161,6 @@ struct mailer {
 static void mailer_open(struct mailer *m, int port, const char *smtp_extra)
 {
     char yaml[4096];
-    struct dhaf_cfg_report rep;
     struct dhaf_err err = {0};
     snprintf(yaml, sizeof(yaml),
              "dhaf: {cluster-name: c1, node-name: n1}\n"
@@ -179,14 +179,7 @@ static void mailer_open(struct mailer *m, int port, const char *smtp_extra)
              "  smtp: {server: 127.0.0.1, port: %d%s}\n",
              port, smtp_extra ? smtp_extra : "");
     memset(m, 0, sizeof(*m));
-    dhaf_cfg_report_init(&rep, "email.dhaf");
-    int rc = dhaf_config_load_mem(yaml, strlen(yaml), "email.dhaf", ".", dhaf_registry_catalog(),
-                                  &m->cfg, &rep);
-    if (rc != 0) {
-        fprintf(stderr, "%s", yaml);
-        dhaf_cfg_report_print(&rep, stderr);
-    }
-    dhaf_cfg_report_release(&rep);
+    int rc = test_config_load(yaml, "email.dhaf", ".", &m->cfg);
     assert_int_equal(rc, 0);
     assert_int_equal(m->cfg.n_notifiers, 1);
     m->ctx = (struct dhaf_provider_ctx){

@@ -20,6 +20,7 @@
 #include "dhaf/http.h"
 #include "dhaf/provider.h"
 #include "dhaf/registry.h"
+#include "config_load.h"
 #include "fake_proc.h"
 
 extern const struct dhaf_provider dhaf_switcher_google_cloud;
@@ -233,7 +234,6 @@ static int inst_init(struct inst *in, const char *key_path, const char *project,
                      struct dhaf_err *err)
 {
     char yaml[4096];
-    struct dhaf_cfg_report rep;
     snprintf(yaml, sizeof(yaml),
              "dhaf: {cluster-name: c1, node-name: n1}\n"
              "etcd: {hosts: \"127.0.0.1:2379\"}\n"
@@ -253,14 +253,7 @@ static int inst_init(struct inst *in, const char *key_path, const char *project,
              "  health-checker: {type: tcp, port: 80}\n",
              project, key_path, G.fake.port);
     memset(in, 0, sizeof(*in));
-    dhaf_cfg_report_init(&rep, "gcp.dhaf");
-    int rc = dhaf_config_load_mem(yaml, strlen(yaml), "gcp.dhaf", G.dir, dhaf_registry_catalog(),
-                                  &in->cfg, &rep);
-    if (rc != 0) {
-        fprintf(stderr, "%s", yaml);
-        dhaf_cfg_report_print(&rep, stderr);
-    }
-    dhaf_cfg_report_release(&rep);
+    int rc = test_config_load(yaml, "gcp.dhaf", G.dir, &in->cfg);
     assert_int_equal(rc, 0);
     const struct dhaf_service *svc = &in->cfg.services[0];
     struct dhaf_provider_ctx ctx = {

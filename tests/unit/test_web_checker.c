@@ -18,6 +18,7 @@
 #include "dhaf/log.h"
 #include "dhaf/provider.h"
 #include "dhaf/registry.h"
+#include "config_load.h"
 #include "fake_proc.h"
 
 extern const struct dhaf_provider dhaf_checker_web;
@@ -124,7 +125,6 @@ struct services {
 static void services_load(struct services *s, const char *ip, const char *const *hcs)
 {
     char yaml[8192];
-    struct dhaf_cfg_report rep;
     size_t o = (size_t)snprintf(yaml, sizeof(yaml),
                                 "dhaf: {cluster-name: c1, node-name: n1}\n"
                                 "etcd: {hosts: \"127.0.0.1:2379\"}\nservices:\n");
@@ -139,14 +139,7 @@ static void services_load(struct services *s, const char *ip, const char *const 
         assert_true(o < sizeof(yaml));
     }
     memset(s, 0, sizeof(*s));
-    dhaf_cfg_report_init(&rep, "web.dhaf");
-    int rc = dhaf_config_load_mem(yaml, strlen(yaml), "web.dhaf", ".", dhaf_registry_catalog(),
-                                  &s->cfg, &rep);
-    if (rc != 0) {
-        fprintf(stderr, "%s", yaml);
-        dhaf_cfg_report_print(&rep, stderr);
-    }
-    dhaf_cfg_report_release(&rep);
+    int rc = test_config_load(yaml, "web.dhaf", ".", &s->cfg);
     assert_int_equal(rc, 0);
     assert_true(s->cfg.n_services <= 4);
     for (size_t i = 0; i < s->cfg.n_services; i++) {
