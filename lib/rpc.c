@@ -193,8 +193,7 @@ static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *desc, grpc_byt
     return m;
 }
 
-/* Reads a PEM file into a NUL-terminated buffer (caller frees). */
-static char *read_pem(const char *path, const char *what, struct dhaf_err *err)
+char *dhaf_read_pem(const char *path, const char *what, struct dhaf_err *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -256,11 +255,11 @@ struct dhaf_rpc_channel *dhaf_rpc_channel_new(const char *target, const struct d
     grpc_channel_credentials *creds = NULL;
     char *ca = NULL, *cert = NULL, *key = NULL;
     if (tls && tls->tls) {
-        if (tls->ca_file && !(ca = read_pem(tls->ca_file, "CA file", err)))
+        if (tls->ca_file && !(ca = dhaf_read_pem(tls->ca_file, "CA file", err)))
             goto fail;
-        if (tls->cert_file && !(cert = read_pem(tls->cert_file, "certificate", err)))
+        if (tls->cert_file && !(cert = dhaf_read_pem(tls->cert_file, "certificate", err)))
             goto fail;
-        if (tls->key_file && !(key = read_pem(tls->key_file, "private key", err)))
+        if (tls->key_file && !(key = dhaf_read_pem(tls->key_file, "private key", err)))
             goto fail;
         if (!!cert != !!key) {
             dhaf_err_set(err, DHAF_EINVAL, "a client certificate needs its key (and back)");
@@ -997,11 +996,11 @@ struct dhaf_rpc_server *dhaf_rpc_server_start(const struct dhaf_rpc_server_opts 
             dhaf_err_set(err, DHAF_EINVAL, "TLS needs a certificate and a key");
             return NULL;
         }
-        char *cert = read_pem(opts->tls.cert_file, "certificate", err);
-        char *key = cert ? read_pem(opts->tls.key_file, "private key", err) : NULL;
+        char *cert = dhaf_read_pem(opts->tls.cert_file, "certificate", err);
+        char *key = cert ? dhaf_read_pem(opts->tls.key_file, "private key", err) : NULL;
         char *ca = NULL;
         if (key && opts->tls.ca_file)
-            ca = read_pem(opts->tls.ca_file, "client CA file", err);
+            ca = dhaf_read_pem(opts->tls.ca_file, "client CA file", err);
         if (!cert || !key || (opts->tls.ca_file && !ca)) {
             free(cert);
             if (key)

@@ -42,7 +42,6 @@
 #define CONN_LIMIT     64
 #define CONN_TIMEOUT_S 30
 #define CONN_MEMORY    (32 * 1024) /* request line + headers must fit */
-#define PEM_MAX        (1024 * 1024)
 #define TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 
 struct rest {
@@ -1131,28 +1130,6 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ------------------------------------------------------------------ lifecycle */
 
-/* Reads a PEM file of at most PEM_MAX bytes; caller frees. */
-static char *read_pem(const char *path, const char *what, struct dhaf_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        dhaf_err_set(err, DHAF_EIO, "web-api %s %s: %s", what, path, strerror(errno));
-        return NULL;
-    }
-    char *buf = dhaf_xmalloc(PEM_MAX + 1);
-    size_t n = fread(buf, 1, PEM_MAX + 1, f);
-    bool bad = ferror(f) || n > PEM_MAX || n == 0;
-    fclose(f);
-    if (bad) {
-        dhaf_err_set(err, DHAF_EIO, "web-api %s %s: %s", what, path,
-                     n > PEM_MAX ? "larger than 1 MiB" : "empty or unreadable");
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
 static void free_secret(char *s)
 {
     if (s) {
@@ -1239,9 +1216,9 @@ struct rest *rest_start(struct cluster *c, const struct dhaf_config *cfg, struct
             dhaf_err_set(err, DHAF_ECONFIG, "web-api: tls.cert-file needs tls.key-file");
             goto fail;
         }
-        if (!(r->cert = read_pem(w->tls.cert_file, "certificate", err)) ||
-            !(r->key = read_pem(w->tls.key_file, "key", err)) ||
-            (w->tls.ca_file && !(r->ca = read_pem(w->tls.ca_file, "client CA", err))))
+        if (!(r->cert = dhaf_read_pem(w->tls.cert_file, "web-api certificate", err)) ||
+            !(r->key = dhaf_read_pem(w->tls.key_file, "web-api key", err)) ||
+            (w->tls.ca_file && !(r->ca = dhaf_read_pem(w->tls.ca_file, "web-api client CA", err))))
             goto fail;
     }
     int fd = listen_on(r->host, r->port, r->addr, sizeof(r->addr), err);

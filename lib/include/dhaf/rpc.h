@@ -144,6 +144,10 @@ struct dhaf_rpc_server *dhaf_rpc_server_start(const struct dhaf_rpc_server_opts 
 /** The port actually bound (useful with port 0). */
 int dhaf_rpc_server_port(const struct dhaf_rpc_server *srv);
 /** Stops accepting, cancels calls in flight, waits for their handlers, frees. NULL is fine. */
+/* Reads a PEM file (certificate, key or CA bundle; at most 256 KiB, must hold a "-----BEGIN"
+ * line) into a NUL-terminated buffer the caller frees; NULL with err naming what and path. */
+char *dhaf_read_pem(const char *path, const char *what, struct dhaf_err *err);
+
 /* Replaces the bearer token that calls must carry (NULL: none); calls already authenticated
  * keep running. Thread-safe, for a config reload. */
 void dhaf_rpc_server_set_token(struct dhaf_rpc_server *srv, const char *token);
