@@ -37,13 +37,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
         s->overflow = true;
         return 0; /* makes curl stop with CURLE_WRITE_ERROR */
     }
-    if (s->len + add + 1 > s->cap) {
-        size_t cap = s->cap ? s->cap : 4096;
-        while (cap < s->len + add + 1)
-            cap *= 2;
-        s->buf = dhaf_xreallocarray(s->buf, cap, 1);
-        s->cap = cap;
-    }
+    DHAF_GROW(s->buf, s->len + add + 1, s->cap);
     memcpy(s->buf + s->len, data, add);
     s->len += add;
     s->buf[s->len] = '\0';

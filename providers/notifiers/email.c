@@ -90,13 +90,7 @@ struct sbuf {
 
 static void sb_addn(struct sbuf *b, const char *s, size_t n)
 {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        b->p = dhaf_xreallocarray(b->p, cap, 1);
-        b->cap = cap;
-    }
+    DHAF_GROW(b->p, b->len + n + 1, b->cap);
     memcpy(b->p + b->len, s, n);
     b->len += n;
     b->p[b->len] = '\0';
