@@ -10,7 +10,8 @@
 # Prints one "RESULT <name> <value>" line per figure on stdout (dhaf-bench-rpc parses them) and
 # progress on stderr. Every measurement stops after --seconds or --calls, whichever comes first,
 # and every call has a deadline. Exit 0 when it ran (failed calls are counted in the figures as
-# "RESULT <name>_errors N"), 1 when it could not start (no stubs), 2 on usage.
+# "RESULT <name>_errors N"), 1 when it could not start (protoc could not generate the gRPC
+# Python modules, the "stubs" of the grpcio API), 2 on usage.
 # Use /usr/bin/python3: it is the interpreter that has grpcio (a pyenv python3 may not).
 
 import argparse
