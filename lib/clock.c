@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Clocks and a deadline-bounded thread join. */
+/* Clocks, monotonic condition waits, wakers and a deadline-bounded thread join. */
 #include <time.h>
 
 #include "dhaf/clock.h"
@@ -18,18 +18,82 @@ int64_t dhaf_wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int64_t sys_mono(const struct dhaf_clock *c)
+{
+    (void)c;
+    return dhaf_mono_ms();
+}
+
+static int64_t sys_wall(const struct dhaf_clock *c)
+{
+    (void)c;
+    return dhaf_wall_ms();
+}
+
+const struct dhaf_clock dhaf_clock_system = {sys_mono, sys_wall};
+
+void dhaf_cond_init_mono(pthread_cond_t *cond)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cond, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+static struct timespec ts_of(int64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    return ts;
+}
+
+bool dhaf_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex, int64_t deadline_ms)
+{
+    if (deadline_ms <= 0) {
+        pthread_cond_wait(cond, mutex);
+        return true;
+    }
+    struct timespec ts = ts_of(deadline_ms);
+    return pthread_cond_timedwait(cond, mutex, &ts) == 0;
+}
+
+void dhaf_waker_init(struct dhaf_waker *w)
+{
+    pthread_mutex_init(&w->lock, NULL);
+    dhaf_cond_init_mono(&w->cond);
+    w->bits = 0;
+}
+
+void dhaf_waker_release(struct dhaf_waker *w)
+{
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->cond);
+}
+
+void dhaf_waker_kick(struct dhaf_waker *w, unsigned bits)
+{
+    pthread_mutex_lock(&w->lock);
+    w->bits |= bits ? bits : 1u << 31;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+unsigned dhaf_waker_wait(struct dhaf_waker *w, int64_t deadline_ms)
+{
+    pthread_mutex_lock(&w->lock);
+    while (!w->bits && (deadline_ms <= 0 || dhaf_mono_ms() < deadline_ms))
+        dhaf_cond_wait_until(&w->cond, &w->lock, deadline_ms);
+    unsigned b = w->bits;
+    w->bits = 0;
+    pthread_mutex_unlock(&w->lock);
+    return b;
+}
+
 bool dhaf_join_within(pthread_t t, int64_t ms)
 {
     /* pthread_timedjoin_np takes an absolute CLOCK_REALTIME time */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
     if (ms < 1)
         ms = 1;
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = ts_of(dhaf_wall_ms() + ms);
     return pthread_timedjoin_np(t, NULL, &ts) == 0;
 }

@@ -281,9 +281,10 @@ static bool endpoint_failed(int rc)
  * Runs a unary call, moving to the next endpoint when one fails, following `retry`.
  * *maybe_applied (may be NULL) is set when an earlier attempt may have been applied.
  */
-static int call(struct dhaf_etcd *e, const char *method, const ProtobufCMessage *req,
-                const ProtobufCMessageDescriptor *desc, ProtobufCMessage **resp, enum retry retry,
-                bool *maybe_applied, struct dhaf_err *err)
+static int call_within(struct dhaf_etcd *e, const char *method, const ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *desc, ProtobufCMessage **resp,
+                       enum retry retry, bool *maybe_applied, int64_t deadline,
+                       struct dhaf_err *err)
 {
     struct dhaf_err tmp;
     if (!err)
@@ -307,10 +308,19 @@ static int call(struct dhaf_etcd *e, const char *method, const ProtobufCMessage 
                 snprintf(first, sizeof(first), "%.200s", err->msg);
             continue;
         }
+        int timeout = e->timeout_ms;
+        if (deadline > 0) {
+            int64_t left = deadline - dhaf_mono_ms();
+            if (left <= 0) {
+                rc = dhaf_err_set(err, DHAF_ETIMEOUT, "%s: no time left", method);
+                break;
+            }
+            if (left < timeout)
+                timeout = (int)left;
+        }
         enum dhaf_rpc_sent sent = DHAF_RPC_MAYBE_SENT;
         struct chan *c = chan_get(e, idx);
-        rc = dhaf_rpc_call(c->ch, method, req, desc, resp, e->timeout_ms, &md, (size_t)n_md, &sent,
-                           err);
+        rc = dhaf_rpc_call(c->ch, method, req, desc, resp, timeout, &md, (size_t)n_md, &sent, err);
         chan_result(e, idx, c, rc != 0 && sent == DHAF_RPC_NOT_SENT);
         chan_put(e, c);
         if (rc == 0) {
@@ -349,6 +359,13 @@ static int call(struct dhaf_etcd *e, const char *method, const ProtobufCMessage 
     dhaf_err_set(err, rc, "no etcd endpoint answered (%zu tried): %s%s%s", e->n, first,
                  strcmp(first, last) ? "; last: " : "", strcmp(first, last) ? last : "");
     return rc;
+}
+
+static int call(struct dhaf_etcd *e, const char *method, const ProtobufCMessage *req,
+                const ProtobufCMessageDescriptor *desc, ProtobufCMessage **resp, enum retry retry,
+                bool *maybe_applied, struct dhaf_err *err)
+{
+    return call_within(e, method, req, desc, resp, retry, maybe_applied, 0, err);
 }
 
 /* ------------------------------------------------------------------ KV */
@@ -410,17 +427,18 @@ static size_t prefix_end(const char *prefix, uint8_t *buf, size_t cap)
 
 #define KEY_MAX 4096
 
-static int range(struct dhaf_etcd *e, const char *key, bool prefix, int64_t limit, bool count_only,
-                 struct dhaf_kvs *out, struct dhaf_err *err)
+/* Reads key, or with end_prefix every key from key to the end of end_prefix. */
+static int range(struct dhaf_etcd *e, const char *key, const char *end_prefix, int64_t limit,
+                 bool count_only, struct dhaf_kvs *out, struct dhaf_err *err)
 {
     memset(out, 0, sizeof(*out));
     uint8_t end[KEY_MAX];
     Etcdserverpb__RangeRequest req = ETCDSERVERPB__RANGE_REQUEST__INIT;
     req.key.data = (uint8_t *)key;
     req.key.len = strlen(key);
-    if (prefix) {
+    if (end_prefix) {
         req.range_end.data = end;
-        req.range_end.len = prefix_end(key, end, sizeof(end));
+        req.range_end.len = prefix_end(end_prefix, end, sizeof(end));
     }
     req.limit = limit;
     req.count_only = count_only;
@@ -436,20 +454,28 @@ static int range(struct dhaf_etcd *e, const char *key, bool prefix, int64_t limi
 
 int dhaf_etcd_get(struct dhaf_etcd *e, const char *key, struct dhaf_kvs *out, struct dhaf_err *err)
 {
-    return range(e, key, false, 0, false, out, err);
+    return range(e, key, NULL, 0, false, out, err);
 }
 
 int dhaf_etcd_get_prefix(struct dhaf_etcd *e, const char *prefix, int64_t limit,
                          struct dhaf_kvs *out, struct dhaf_err *err)
 {
-    return range(e, prefix, true, limit, false, out, err);
+    return range(e, prefix, prefix, limit, false, out, err);
+}
+
+int dhaf_etcd_get_from(struct dhaf_etcd *e, const char *from, const char *prefix, int64_t limit,
+                       struct dhaf_kvs *out, struct dhaf_err *err)
+{
+    if (strncmp(from, prefix, strlen(prefix)) != 0)
+        return dhaf_err_set(err, DHAF_EINVAL, "etcd range: %s is not under %s", from, prefix);
+    return range(e, from, prefix, limit, false, out, err);
 }
 
 int dhaf_etcd_count_prefix(struct dhaf_etcd *e, const char *prefix, int64_t *count,
                            struct dhaf_err *err)
 {
     struct dhaf_kvs kvs;
-    int rc = range(e, prefix, true, 0, true, &kvs, err);
+    int rc = range(e, prefix, prefix, 0, true, &kvs, err);
     if (rc == 0)
         *count = kvs.count;
     dhaf_kvs_release(&kvs);
@@ -702,16 +728,23 @@ int dhaf_etcd_lease_grant(struct dhaf_etcd *e, int64_t ttl, int64_t *id, int64_t
     return rc;
 }
 
-int dhaf_etcd_lease_revoke(struct dhaf_etcd *e, int64_t id, struct dhaf_err *err)
+int dhaf_etcd_lease_revoke_within(struct dhaf_etcd *e, int64_t id, int timeout_ms,
+                                  struct dhaf_err *err)
 {
     Etcdserverpb__LeaseRevokeRequest req = ETCDSERVERPB__LEASE_REVOKE_REQUEST__INIT;
     req.id = id;
     ProtobufCMessage *resp = NULL;
-    int rc = call(e, M_REVOKE, &req.base, &etcdserverpb__lease_revoke_response__descriptor, &resp,
-                  RETRY_SAFE, NULL, err);
+    int rc =
+        call_within(e, M_REVOKE, &req.base, &etcdserverpb__lease_revoke_response__descriptor, &resp,
+                    RETRY_SAFE, NULL, timeout_ms > 0 ? dhaf_mono_ms() + timeout_ms : 0, err);
     if (rc == 0)
         protobuf_c_message_free_unpacked(resp, NULL);
     return rc;
+}
+
+int dhaf_etcd_lease_revoke(struct dhaf_etcd *e, int64_t id, struct dhaf_err *err)
+{
+    return dhaf_etcd_lease_revoke_within(e, id, 0, err);
 }
 
 int dhaf_etcd_lease_ttl(struct dhaf_etcd *e, int64_t id, int64_t *remaining, struct dhaf_err *err)
@@ -857,6 +890,7 @@ struct dhaf_etcd_watch {
     char *key;
     bool prefix;
     int64_t next_rev; /* 0 until the first creation tells the current revision */
+    int64_t heard_ms; /* monotonic time of the last message from etcd on the stream */
     struct dhaf_rpc_stream *s;
     struct chan *c; /* the channel s runs on */
     size_t idx;
@@ -931,6 +965,8 @@ static int watch_open(struct dhaf_etcd_watch *w, int timeout_ms, struct dhaf_err
         rc = dhaf_err_set(err, DHAF_EPROTO, "etcd watch %s: no confirmation of the watch", w->key);
     if (rc == 0 && w->next_rev == 0)
         w->next_rev = (r->header ? r->header->revision : 0) + 1;
+    if (rc == 0)
+        w->heard_ms = dhaf_mono_ms();
     protobuf_c_message_free_unpacked(m, NULL);
     if (rc)
         watch_drop(w, false);
@@ -962,6 +998,23 @@ struct dhaf_etcd_watch *dhaf_etcd_watch_new(struct dhaf_etcd *e, const char *key
 int64_t dhaf_etcd_watch_next_revision(const struct dhaf_etcd_watch *w)
 {
     return w->next_rev;
+}
+
+int64_t dhaf_etcd_watch_heard(const struct dhaf_etcd_watch *w)
+{
+    return w->heard_ms;
+}
+
+int dhaf_etcd_watch_request_progress(struct dhaf_etcd_watch *w, int timeout_ms,
+                                     struct dhaf_err *err)
+{
+    if (!w->s)
+        return dhaf_err_set(err, DHAF_EUNAVAILABLE, "etcd watch %s: not connected", w->key);
+    Etcdserverpb__WatchProgressRequest pr = ETCDSERVERPB__WATCH_PROGRESS_REQUEST__INIT;
+    Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
+    req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_PROGRESS_REQUEST;
+    req.progress_request = &pr;
+    return dhaf_rpc_stream_send(w->s, &req.base, timeout_ms > 0 ? timeout_ms : 1, err);
 }
 
 void dhaf_etcd_watch_free(struct dhaf_etcd_watch *w)
@@ -1019,6 +1072,7 @@ int dhaf_etcd_watch_next(struct dhaf_etcd_watch *w, struct dhaf_etcd_events *out
         }
         Etcdserverpb__WatchResponse *r = (Etcdserverpb__WatchResponse *)m;
         int64_t hdr_rev = r->header ? r->header->revision : 0;
+        w->heard_ms = dhaf_mono_ms();
         rc = watch_refused(w, r, err);
         if (rc) {
             protobuf_c_message_free_unpacked(m, NULL);

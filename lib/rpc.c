@@ -19,6 +19,7 @@
 #include <grpc/support/time.h>
 
 #include "dhaf/alloc.h"
+#include "dhaf/clock.h"
 #include "dhaf/log.h"
 #include "dhaf/rpc.h"
 
@@ -1098,10 +1099,21 @@ int dhaf_rpc_server_port(const struct dhaf_rpc_server *srv)
 
 void dhaf_rpc_server_stop(struct dhaf_rpc_server *srv)
 {
+    dhaf_rpc_server_stop_within(srv, -1);
+}
+
+bool dhaf_rpc_server_stop_within(struct dhaf_rpc_server *srv, int deadline_ms)
+{
     if (!srv)
-        return;
+        return true;
     atomic_store(&srv->stopping, true);
-    pthread_join(srv->thread, NULL);
+    if (deadline_ms < 0) {
+        pthread_join(srv->thread, NULL);
+    } else if (!dhaf_join_within(srv->thread, deadline_ms)) {
+        /* a handler is still in a call: the server is left to the process exit */
+        pthread_detach(srv->thread);
+        return false;
+    }
     grpc_server_destroy(srv->srv);
     grpc_completion_queue_shutdown(srv->cq);
     for (;;) {
@@ -1119,6 +1131,7 @@ void dhaf_rpc_server_stop(struct dhaf_rpc_server *srv)
         explicit_bzero(srv->token, strlen(srv->token));
     free(srv->token);
     free(srv);
+    return true;
 }
 
 int dhaf_rpc_send(struct dhaf_rpc_call *call, const ProtobufCMessage *msg, struct dhaf_err *err)

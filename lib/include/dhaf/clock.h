@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Time and thread helpers every part uses: the monotonic clock (for deadlines and freshness:
- * never compared between machines), the wall clock (for records shown to people), and a
- * thread join with a deadline. */
+/* Time from one place: the monotonic clock (deadlines and freshness, never compared between
+ * machines), the wall clock (records shown to people), an injectable clock so that logic with
+ * timeouts runs in virtual time in unit tests, condition variables on the monotonic clock, a
+ * waker (a thread's inbox of "something changed" bits, kicked by others: push, not poll), and
+ * a thread join with a deadline. Only this module reads the system clocks. */
 #ifndef DHAF_CLOCK_H
 #define DHAF_CLOCK_H
 
@@ -14,6 +16,57 @@ int64_t dhaf_mono_ms(void);
 
 /** Unix time in milliseconds (CLOCK_REALTIME). */
 int64_t dhaf_wall_ms(void);
+
+/* A clock that a module is given instead of reading the system's: dhaf_clock_system in the
+ * daemons, a virtual one in tests (tests/common/vclock.h). Both functions are thread-safe. */
+struct dhaf_clock {
+    int64_t (*mono_ms)(const struct dhaf_clock *c);
+    int64_t (*wall_ms)(const struct dhaf_clock *c);
+};
+
+/** The system clocks (dhaf_mono_ms, dhaf_wall_ms). */
+extern const struct dhaf_clock dhaf_clock_system;
+
+static inline int64_t dhaf_clock_mono(const struct dhaf_clock *c)
+{
+    return c->mono_ms(c);
+}
+
+static inline int64_t dhaf_clock_wall(const struct dhaf_clock *c)
+{
+    return c->wall_ms(c);
+}
+
+/** Initialises cond to time its waits on CLOCK_MONOTONIC. */
+void dhaf_cond_init_mono(pthread_cond_t *cond);
+
+/**
+ * Waits on cond (mutex held) until it is signalled or the monotonic time deadline_ms has
+ * passed (deadline_ms <= 0: no deadline). Returns false when the deadline passed. Spurious
+ * wake-ups return true: callers re-check their condition in a loop.
+ */
+bool dhaf_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex, int64_t deadline_ms);
+
+/* A waker: the bits that other threads set for one waiting thread ("a vote changed", "the
+ * term closed", "reload"). Kicks are never lost: a kick that comes before the wait is seen by
+ * it. */
+struct dhaf_waker {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    unsigned bits;
+};
+
+void dhaf_waker_init(struct dhaf_waker *w);
+void dhaf_waker_release(struct dhaf_waker *w);
+
+/** Sets bits and wakes the waiting thread. Thread-safe; bits 0 is a plain wake-up. */
+void dhaf_waker_kick(struct dhaf_waker *w, unsigned bits);
+
+/**
+ * Waits until some bit is set or the monotonic time deadline_ms passes (<= 0: no deadline),
+ * then returns the bits set (clearing them); 0 on the deadline.
+ */
+unsigned dhaf_waker_wait(struct dhaf_waker *w, int64_t deadline_ms);
 
 /** Joins t, waiting at most ms; true when it ended (false: it is still running). */
 bool dhaf_join_within(pthread_t t, int64_t ms);

@@ -73,6 +73,10 @@ int dhaf_etcd_get(struct dhaf_etcd *e, const char *key, struct dhaf_kvs *out, st
 /** Reads every key under prefix in key order (limit 0 = all). */
 int dhaf_etcd_get_prefix(struct dhaf_etcd *e, const char *prefix, int64_t limit,
                          struct dhaf_kvs *out, struct dhaf_err *err);
+/** Reads the keys from `from` (inclusive) to the end of prefix, in key order (limit 0 = all);
+ *  from must start with prefix (DHAF_EINVAL otherwise). */
+int dhaf_etcd_get_from(struct dhaf_etcd *e, const char *from, const char *prefix, int64_t limit,
+                       struct dhaf_kvs *out, struct dhaf_err *err);
 /** Counts the keys under prefix. */
 int dhaf_etcd_count_prefix(struct dhaf_etcd *e, const char *prefix, int64_t *count,
                            struct dhaf_err *err);
@@ -137,6 +141,9 @@ int dhaf_etcd_lease_grant(struct dhaf_etcd *e, int64_t ttl, int64_t *id, int64_t
                           struct dhaf_err *err);
 /** Revokes a lease (its keys are deleted). Revoking an unknown lease is DHAF_ENOTFOUND. */
 int dhaf_etcd_lease_revoke(struct dhaf_etcd *e, int64_t id, struct dhaf_err *err);
+/** The same within timeout_ms in all (every endpoint tried included): for a bounded stop. */
+int dhaf_etcd_lease_revoke_within(struct dhaf_etcd *e, int64_t id, int timeout_ms,
+                                  struct dhaf_err *err);
 /** Seconds left on a lease; DHAF_ENOTFOUND when it expired or never existed. */
 int dhaf_etcd_lease_ttl(struct dhaf_etcd *e, int64_t id, int64_t *remaining, struct dhaf_err *err);
 
@@ -188,6 +195,17 @@ int dhaf_etcd_watch_next(struct dhaf_etcd_watch *w, struct dhaf_etcd_events *out
                          struct dhaf_err *err);
 /** The revision the watch will resume from. */
 int64_t dhaf_etcd_watch_next_revision(const struct dhaf_etcd_watch *w);
+/** Monotonic ms of the last message etcd sent on the watch's stream (creation, events or a
+ *  progress notice); 0 before the first. Not thread-safe with watch_next: ask its thread. */
+int64_t dhaf_etcd_watch_heard(const struct dhaf_etcd_watch *w);
+/**
+ * Asks etcd for a progress notice on the watch's stream (WatchProgressRequest): its answer,
+ * read by the next watch_next, moves dhaf_etcd_watch_heard, so a quiet watch can tell "no
+ * change" from "no etcd". Returns DHAF_EUNAVAILABLE when the stream is down. Call it from the
+ * thread that calls watch_next.
+ */
+int dhaf_etcd_watch_request_progress(struct dhaf_etcd_watch *w, int timeout_ms,
+                                     struct dhaf_err *err);
 void dhaf_etcd_watch_free(struct dhaf_etcd_watch *w);
 
 #endif

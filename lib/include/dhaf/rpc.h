@@ -152,6 +152,9 @@ char *dhaf_read_pem(const char *path, const char *what, struct dhaf_err *err);
  * keep running. Thread-safe, for a config reload. */
 void dhaf_rpc_server_set_token(struct dhaf_rpc_server *srv, const char *token);
 void dhaf_rpc_server_stop(struct dhaf_rpc_server *srv);
+/** The same, waiting at most deadline_ms for handlers still running; false when one is still
+ *  in a call (then the server is left to the process exit, not freed). */
+bool dhaf_rpc_server_stop_within(struct dhaf_rpc_server *srv, int deadline_ms);
 
 /** Sends a response message (see dhaf_rpc_handler_fn). Returns 0 or a negative code
  *  (DHAF_ECANCELLED when the client went away). */
