@@ -169,6 +169,16 @@ static void print_service(const struct ctl *c, const Dhaf__V1__ServiceStatus *s)
             printf("  %s: %s\n", s->entry_points[e]->name, s->entry_points[e]->reasons[r]);
 }
 
+/* Status answers come from the node's in-memory view of etcd: say so when it is stale. */
+static void warn_stale(const Dhaf__V1__ViewState *v)
+{
+    if (v && v->stale)
+        fprintf(stderr,
+                "dhafctl: warning: the node cannot reach etcd; this answer is from its memory, "
+                "%.1f s old\n",
+                (double)v->age_ms / 1000.0);
+}
+
 /* ------------------------------------------------------------------ commands */
 
 #define CALL(c, method, req, Type, var)                                                            \
@@ -182,6 +192,7 @@ static int cmd_status_dhaf(struct ctl *c, const char *svc, char **pos, int limit
     Dhaf__V1__GetClusterStatusRequest req = DHAF__V1__GET_CLUSTER_STATUS_REQUEST__INIT;
     CALL(c, "GetClusterStatus", req, dhaf__v1__cluster_status, r);
     Dhaf__V1__ClusterStatus *s = (Dhaf__V1__ClusterStatus *)r_m;
+    warn_stale(s->view);
     if (c->out == OUT_JSON) {
         print_json(r_m);
     } else {
@@ -211,6 +222,7 @@ static int cmd_status_services(struct ctl *c, const char *svc, char **pos, int l
     Dhaf__V1__ListServicesRequest req = DHAF__V1__LIST_SERVICES_REQUEST__INIT;
     CALL(c, "ListServices", req, dhaf__v1__list_services_response, r);
     Dhaf__V1__ListServicesResponse *s = (Dhaf__V1__ListServicesResponse *)r_m;
+    warn_stale(s->view);
     if (c->out == OUT_JSON) {
         print_json(r_m);
     } else {
@@ -230,6 +242,7 @@ static int cmd_status_service(struct ctl *c, const char *svc, char **pos, int li
     Dhaf__V1__GetServiceRequest req = DHAF__V1__GET_SERVICE_REQUEST__INIT;
     req.service = (char *)svc;
     CALL(c, "GetService", req, dhaf__v1__service_status, r);
+    warn_stale(((Dhaf__V1__ServiceStatus *)r_m)->view);
     if (c->out == OUT_JSON)
         print_json(r_m);
     else
@@ -318,6 +331,7 @@ static int cmd_events(struct ctl *c, const char *svc, char **pos, int limit)
     req.limit = (uint32_t)(limit > 0 ? limit : 20);
     CALL(c, "ListEvents", req, dhaf__v1__list_events_response, r);
     Dhaf__V1__ListEventsResponse *s = (Dhaf__V1__ListEventsResponse *)r_m;
+    warn_stale(s->view);
     if (c->out == OUT_JSON) {
         print_json(r_m);
     } else {
@@ -346,6 +360,7 @@ static int cmd_probers(struct ctl *c, const char *svc, char **pos, int limit)
     Dhaf__V1__GetClusterStatusRequest req = DHAF__V1__GET_CLUSTER_STATUS_REQUEST__INIT;
     CALL(c, "GetClusterStatus", req, dhaf__v1__cluster_status, r);
     Dhaf__V1__ClusterStatus *s = (Dhaf__V1__ClusterStatus *)r_m;
+    warn_stale(s->view);
     if (c->out == OUT_JSON) {
         json_t *a = json_array();
         for (size_t i = 0; i < s->n_probers; i++)

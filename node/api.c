@@ -1,18 +1,20 @@
 /* SPDX-License-Identifier: MIT */
-/* gRPC API of the node: the Prober service. A remote prober authenticates with its token (or
- * a client certificate whose CN is its name), fetches the plan, and reports each round; the
- * node validates the report against the plan and writes votes/<prober> and probers/<prober>
- * on a lease of its own for that prober (3 x tact-interval), so a prober that goes quiet
- * loses its vote by itself. */
+/* gRPC API of the node: dhaf.v1.Dhaf (the operations of service.c) and dhaf.v1.Prober. A
+ * remote prober authenticates with its token (or a client certificate whose CN is its name),
+ * fetches the plan, and reports each round; the node validates the report against the plan
+ * and writes votes/<prober> and probers/<prober> on a lease of its own for that prober
+ * (3 x tact-interval), so a prober that goes quiet loses its vote by itself. Every call runs
+ * with the config snapshot current when it started; the API's lock guards only the plan and
+ * the relay table in memory, never a call to etcd. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "api.h"
 #include "service.h"
 #include "dhaf/alloc.h"
+#include "dhaf/clock.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
 #include "dhaf/rpc.h"
@@ -25,15 +27,16 @@
 struct relay {
     char name[DHAF_NAME_MAX + 1];
     int64_t lease;
-    struct dhaf_etcd_keepalive *ka;
+    struct store_keepalive *ka;
+    int64_t renewed_ms; /* monotonic time of the last successful grant or renewal */
+    bool busy;          /* a call is renewing or granting it (outside the lock) */
 };
 
 struct api {
     struct cluster *c;
     struct dhaf_rpc_server *srv;
-    pthread_mutex_t lock; /* guards cfg, plan, relays */
-    const struct dhaf_config *cfg;
-    uint8_t *plan; /* packed ProbePlan */
+    pthread_mutex_t lock; /* guards plan and relays: memory only, never held across a call */
+    uint8_t *plan;        /* packed ProbePlan */
     size_t plan_len;
     uint64_t generation;
     struct relay relays[MAX_RELAYS];
@@ -52,10 +55,10 @@ static uint64_t fnv1a(const uint8_t *p, size_t n)
     return h ? h : 1;
 }
 
-/* Builds and packs the plan of cfg; the generation is a hash of its content. */
-static void plan_build(struct api *a)
+/* Builds and packs the plan of cfg; the generation is a hash of its content. Called with the
+ * lock held (memory work only). */
+static void plan_build(struct api *a, const struct dhaf_config *cfg)
 {
-    const struct dhaf_config *cfg = a->cfg;
     Dhaf__V1__ProbePlan plan = DHAF__V1__PROBE_PLAN__INIT;
     plan.interval_s = (uint32_t)cfg->tact_interval;
     plan.n_services = cfg->n_services;
@@ -102,25 +105,16 @@ static void plan_build(struct api *a)
     a->generation = gen;
 }
 
-uint64_t api_plan_generation(struct api *a)
-{
-    pthread_mutex_lock(&a->lock);
-    uint64_t g = a->generation;
-    pthread_mutex_unlock(&a->lock);
-    return g;
-}
-
 /* ------------------------------------------------------------------ prober auth */
 
-/* Checks that the caller is prober `name`: its token, or a client certificate with CN = name.
- * Called with the lock held. */
-static int authorize(struct api *a, struct dhaf_rpc_call *call, const char *name,
+/* Checks that the caller is prober `name`: its token, or a client certificate with CN = name. */
+static int authorize(const struct dhaf_config *cfg, struct dhaf_rpc_call *call, const char *name,
                      struct dhaf_err *err)
 {
     const struct dhaf_prober_cfg *p = NULL;
-    for (size_t i = 0; name && i < a->cfg->n_probers; i++)
-        if (strcmp(a->cfg->probers[i].name, name) == 0)
-            p = &a->cfg->probers[i];
+    for (size_t i = 0; name && i < cfg->n_probers; i++)
+        if (strcmp(cfg->probers[i].name, name) == 0)
+            p = &cfg->probers[i];
     int rc = 0;
     if (!p) {
         rc = dhaf_err_set(err, DHAF_EAUTH, "unknown prober \"%.64s\"", name ? name : "");
@@ -158,12 +152,15 @@ static int h_get_plan(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessa
 {
     struct api *a = ud;
     const Dhaf__V1__GetPlanRequest *req = (const Dhaf__V1__GetPlanRequest *)msg;
-    pthread_mutex_lock(&a->lock);
-    int rc = authorize(a, call, req->prober, err);
+    struct snap *s = snap_get(cluster_snaps(a->c));
+    int rc = authorize(&s->cfg, call, req->prober, err);
+    snap_put(s);
     Dhaf__V1__ProbePlan *plan = NULL;
-    if (rc == 0)
+    if (rc == 0) {
+        pthread_mutex_lock(&a->lock);
         plan = dhaf__v1__probe_plan__unpack(NULL, a->plan_len, a->plan);
-    pthread_mutex_unlock(&a->lock);
+        pthread_mutex_unlock(&a->lock);
+    }
     if (rc)
         return rc;
     if (!plan)
@@ -175,40 +172,70 @@ static int h_get_plan(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessa
     return rc;
 }
 
-/* The relay lease of prober name, renewed or granted. Called with the lock held. */
-static int relay_lease(struct api *a, const char *name, int64_t *lease, struct dhaf_err *err)
+/* The relay lease of prober name: kept while renewed within a third of its TTL, renewed or
+ * granted otherwise - outside the lock; a report that finds another one renewing it uses the
+ * lease as it is. */
+static int relay_lease(struct api *a, const struct dhaf_config *cfg, const char *name,
+                       int64_t *lease, struct dhaf_err *err)
 {
-    struct dhaf_etcd *etcd = cluster_etcd(a->c);
-    int ttl = a->cfg->tact_interval * 3;
+    const struct store *st = cluster_store(a->c);
+    int ttl = cfg->tact_interval * 3;
     if (ttl < 3)
         ttl = 3;
+    int64_t now = dhaf_mono_ms();
+    pthread_mutex_lock(&a->lock);
     struct relay *r = NULL;
     for (size_t i = 0; i < a->n_relays; i++)
         if (strcmp(a->relays[i].name, name) == 0)
             r = &a->relays[i];
-    if (r && r->lease) {
-        int64_t left = 0;
-        if (dhaf_etcd_keepalive_once(r->ka, &left, 1000, err) == 0) {
-            *lease = r->lease;
-            return 0;
-        }
-        dhaf_etcd_keepalive_free(r->ka);
-        r->ka = NULL;
-        r->lease = 0;
-    }
     if (!r) {
-        if (a->n_relays == MAX_RELAYS)
+        if (a->n_relays == MAX_RELAYS) {
+            pthread_mutex_unlock(&a->lock);
             return dhaf_err_set(err, DHAF_ETOOBIG, "too many probers relayed by this node");
+        }
         r = &a->relays[a->n_relays++];
         memset(r, 0, sizeof(*r));
         snprintf(r->name, sizeof(r->name), "%s", name);
     }
-    int rc = dhaf_etcd_lease_grant(etcd, ttl, &r->lease, NULL, err);
-    if (rc)
-        return rc;
-    r->ka = dhaf_etcd_keepalive_new(etcd, r->lease);
-    *lease = r->lease;
-    return 0;
+    if (r->lease && (r->busy || now - r->renewed_ms < ttl * 1000 / 3)) {
+        *lease = r->lease;
+        pthread_mutex_unlock(&a->lock);
+        return 0;
+    }
+    if (r->busy) {
+        pthread_mutex_unlock(&a->lock);
+        return dhaf_err_set(err, DHAF_EUNAVAILABLE, "the relay lease of %s is being granted", name);
+    }
+    r->busy = true;
+    int64_t old = r->lease;
+    struct store_keepalive *ka = r->ka;
+    pthread_mutex_unlock(&a->lock);
+
+    int64_t got = 0, fresh = 0;
+    int rc = DHAF_ENOTFOUND;
+    if (old)
+        rc = st->ops->keepalive_once(ka, &got, 1000, err);
+    if (rc != 0) {
+        if (ka)
+            st->ops->keepalive_free(ka);
+        ka = NULL;
+        rc = st->ops->lease_grant(st->ud, ttl, &fresh, err);
+        if (rc == 0)
+            ka = st->ops->keepalive_new(st->ud, fresh);
+    }
+    pthread_mutex_lock(&a->lock);
+    r->busy = false;
+    r->ka = ka;
+    if (rc == 0) {
+        if (fresh)
+            r->lease = fresh;
+        r->renewed_ms = dhaf_mono_ms();
+        *lease = r->lease;
+    } else {
+        r->lease = 0;
+    }
+    pthread_mutex_unlock(&a->lock);
+    return rc;
 }
 
 static int h_report(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessage *msg,
@@ -216,14 +243,19 @@ static int h_report(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessage
 {
     struct api *a = ud;
     const Dhaf__V1__ReportRequest *req = (const Dhaf__V1__ReportRequest *)msg;
+    struct snap *s = snap_get(cluster_snaps(a->c));
+    const struct dhaf_config *cfg = &s->cfg;
+    struct dhaf_probe_result *res = NULL;
     pthread_mutex_lock(&a->lock);
-    int rc = authorize(a, call, req->prober, err);
+    uint64_t gen = a->generation;
+    pthread_mutex_unlock(&a->lock);
+    int rc = authorize(cfg, call, req->prober, err);
     if (rc)
         goto out;
-    if (req->generation != a->generation) {
+    if (req->generation != gen) {
         rc = dhaf_err_set(err, DHAF_ECONFLICT,
                           "plan generation %llx is old (current %llx): fetch the plan again",
-                          (unsigned long long)req->generation, (unsigned long long)a->generation);
+                          (unsigned long long)req->generation, (unsigned long long)gen);
         goto out;
     }
     if (req->n_results > VOTE_MAX_RESULTS) {
@@ -232,11 +264,11 @@ static int h_report(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessage
         goto out;
     }
     /* Every result must name an entry point of the plan; otherwise nothing is written. */
-    struct dhaf_probe_result *res = dhaf_xcalloc(req->n_results + 1, sizeof(*res));
+    res = dhaf_xcalloc(req->n_results + 1, sizeof(*res));
     for (size_t i = 0; i < req->n_results && rc == 0; i++) {
         const Dhaf__V1__CheckResult *r = req->results[i];
-        const struct dhaf_service *s = dhaf_config_service(a->cfg, r->service);
-        if (!s || dhaf_service_ep_index(s, r->entry_point) < 0) {
+        const struct dhaf_service *svc = dhaf_config_service(cfg, r->service);
+        if (!svc || dhaf_service_ep_index(svc, r->entry_point) < 0) {
             rc =
                 dhaf_err_set(err, DHAF_EINVAL, "result %zu: no entry point %.64s/%.64s in the plan",
                              i, r->service, r->entry_point);
@@ -255,20 +287,16 @@ static int h_report(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessage
     }
     int64_t lease = 0;
     if (rc == 0)
-        rc = relay_lease(a, req->prober, &lease, err);
+        rc = relay_lease(a, cfg, req->prober, &lease, err);
     if (rc == 0) {
         char *vote = vote_encode(req->prober, "prober", req->seq, res, req->n_results);
         const char *location = "";
-        for (size_t i = 0; i < a->cfg->n_probers; i++)
-            if (strcmp(a->cfg->probers[i].name, req->prober) == 0 && a->cfg->probers[i].location)
-                location = a->cfg->probers[i].location;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
+        for (size_t i = 0; i < cfg->n_probers; i++)
+            if (strcmp(cfg->probers[i].name, req->prober) == 0 && cfg->probers[i].location)
+                location = cfg->probers[i].location;
+        const char *version = dhaf_rpc_call_metadata(call, "x-dhaf-version");
         json_t *pj = json_pack("{s:s, s:s, s:I, s:s, s:I}", "location", location, "version",
-                               dhaf_rpc_call_metadata(call, "x-dhaf-version")
-                                   ? dhaf_rpc_call_metadata(call, "x-dhaf-version")
-                                   : "",
-                               "last_report", (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
+                               version ? version : "", "last_report", (json_int_t)dhaf_wall_ms(),
                                "relayed_by", cluster_node(a->c), "seq", (json_int_t)req->seq);
         char *pinfo = dhaf_json_dump(pj);
         json_decref(pj);
@@ -282,16 +310,15 @@ static int h_report(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessage
             {.type = DHAF_ETCD_OP_PUT, .key = pkey, .value = pinfo, .lease = lease},
         };
         struct dhaf_etcd_txn_result tr;
-        rc = dhaf_etcd_txn(cluster_etcd(a->c), NULL, 0, ops, 2, NULL, 0, &tr, err);
+        rc = store_txn(cluster_store(a->c), NULL, 0, ops, 2, NULL, 0, &tr, err);
         if (rc == 0)
             dhaf_etcd_txn_result_release(&tr);
         free(vote);
         free(pinfo);
     }
+out:
     free(res);
-out:;
-    uint64_t gen = a->generation;
-    pthread_mutex_unlock(&a->lock);
+    snap_put(s);
     if (rc)
         return rc;
     Dhaf__V1__ReportResponse resp = DHAF__V1__REPORT_RESPONSE__INIT;
@@ -302,8 +329,9 @@ out:;
 
 /* ------------------------------------------------------------------ dhaf.v1.Dhaf */
 
-/* The Dhaf methods: decode, call the shared operation (service.c) with the current config,
- * send the reply. Generated by one macro so every method is the same plumbing. */
+/* The Dhaf methods: decode, call the shared operation (service.c) with the current config
+ * snapshot, send the reply. Generated by one macro so every method is the same plumbing (the
+ * macro hides no control flow: it defines a function). */
 #define DHAF_METHOD(fn, Req, call_expr)                                                            \
     static int fn(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessage *msg,               \
                   struct dhaf_err *err)                                                            \
@@ -312,10 +340,10 @@ out:;
         const Req *req = (const Req *)msg;                                                         \
         (void)req;                                                                                 \
         ProtobufCMessage *resp = NULL;                                                             \
-        pthread_mutex_lock(&a->lock);                                                              \
-        struct svc_env env = {a->c, a->cfg};                                                       \
+        struct snap *snap = snap_get(cluster_snaps(a->c));                                         \
+        struct svc_env env = {a->c, &snap->cfg};                                                   \
         int rc = (call_expr);                                                                      \
-        pthread_mutex_unlock(&a->lock);                                                            \
+        snap_put(snap);                                                                            \
         if (rc)                                                                                    \
             return rc;                                                                             \
         rc = dhaf_rpc_send(call, resp, err);                                                       \
@@ -379,13 +407,14 @@ static struct dhaf_rpc_method methods[N_METHODS];
 
 /* ------------------------------------------------------------------ lifecycle */
 
-struct api *api_start(struct cluster *c, const struct dhaf_config *cfg, struct dhaf_err *err)
+struct api *api_start(struct cluster *c, struct dhaf_err *err)
 {
     struct api *a = dhaf_xcalloc(1, sizeof(*a));
     a->c = c;
-    a->cfg = cfg;
     pthread_mutex_init(&a->lock, NULL);
-    plan_build(a);
+    struct snap *s = snap_get(cluster_snaps(c));
+    const struct dhaf_config *cfg = &s->cfg;
+    plan_build(a, cfg);
     for (size_t i = 0; i < N_METHODS; i++) {
         methods[i] = methods_tpl[i];
         methods[i].ud = a;
@@ -402,6 +431,7 @@ struct api *api_start(struct cluster *c, const struct dhaf_config *cfg, struct d
         .bearer_token = cfg->api_token,
     };
     a->srv = dhaf_rpc_server_start(&o, methods, N_METHODS, err);
+    snap_put(s);
     if (!a->srv) {
         free(a->plan);
         pthread_mutex_destroy(&a->lock);
@@ -413,31 +443,65 @@ struct api *api_start(struct cluster *c, const struct dhaf_config *cfg, struct d
     return a;
 }
 
-void api_reload(struct api *a, const struct dhaf_config *cfg)
+void api_reload(struct api *a)
 {
+    struct snap *s = snap_get(cluster_snaps(a->c));
+    dhaf_rpc_server_set_token(a->srv, s->cfg.api_token);
     pthread_mutex_lock(&a->lock);
-    a->cfg = cfg;
-    dhaf_rpc_server_set_token(a->srv, cfg->api_token);
     uint64_t old = a->generation;
-    plan_build(a);
-    if (old != a->generation)
-        DHAF_LOG(DHAF_LOG_INFO, "event=plan-changed generation=%llx",
-                 (unsigned long long)a->generation);
+    plan_build(a, &s->cfg);
+    uint64_t gen = a->generation;
     pthread_mutex_unlock(&a->lock);
+    snap_put(s);
+    if (old != gen)
+        DHAF_LOG(DHAF_LOG_INFO, "event=plan-changed generation=%llx", (unsigned long long)gen);
 }
 
-void api_stop(struct api *a)
+/* Revokes one relay lease (a thread each, so that they run side by side). */
+struct revoke_job {
+    const struct store *st;
+    int64_t lease;
+    int timeout_ms;
+};
+
+static void *revoke_one(void *arg)
+{
+    struct revoke_job *j = arg;
+    struct dhaf_err err;
+    j->st->ops->lease_revoke(j->st->ud, j->lease, j->timeout_ms, &err);
+    return NULL;
+}
+
+bool api_stop(struct api *a, int deadline_ms)
 {
     if (!a)
-        return;
-    dhaf_rpc_server_stop(a->srv);
-    struct dhaf_err err;
+        return true;
+    int64_t deadline = dhaf_mono_ms() + deadline_ms;
+    bool clean = dhaf_rpc_server_stop_within(a->srv, deadline_ms / 2);
+    /* The probers' votes go with their relay leases; all at once, each bounded. */
+    const struct store *st = cluster_store(a->c);
+    int left = (int)(deadline - dhaf_mono_ms());
+    struct revoke_job jobs[MAX_RELAYS];
+    pthread_t ts[MAX_RELAYS];
+    bool started[MAX_RELAYS] = {false};
     for (size_t i = 0; i < a->n_relays; i++) {
-        dhaf_etcd_keepalive_free(a->relays[i].ka);
+        jobs[i] = (struct revoke_job){st, a->relays[i].lease, left > 100 ? left - 50 : 50};
         if (a->relays[i].lease)
-            dhaf_etcd_lease_revoke(cluster_etcd(a->c), a->relays[i].lease, &err);
+            started[i] = pthread_create(&ts[i], NULL, revoke_one, &jobs[i]) == 0;
     }
+    for (size_t i = 0; i < a->n_relays; i++) {
+        if (started[i] && !dhaf_join_within(ts[i], deadline - dhaf_mono_ms())) {
+            pthread_detach(ts[i]);
+            clean = false;
+        }
+    }
+    if (!clean)
+        return false; /* a thread may still use a: left to the process exit */
+    for (size_t i = 0; i < a->n_relays; i++)
+        if (a->relays[i].ka)
+            st->ops->keepalive_free(a->relays[i].ka);
     free(a->plan);
     pthread_mutex_destroy(&a->lock);
     free(a);
+    return true;
 }

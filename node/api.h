@@ -1,27 +1,25 @@
 /* SPDX-License-Identifier: MIT */
-/* The node's gRPC API on dhaf.grpc-api: dhaf.v1.Prober (plans and reports of remote probers);
- * dhaf.v1.Dhaf joins it with the control-plane issue. */
+/* The node's gRPC API on dhaf.grpc-api: dhaf.v1.Dhaf (status from the view, changes to etcd)
+ * and dhaf.v1.Prober (plans and reports of remote probers). */
 #ifndef DHAF_NODE_API_H
 #define DHAF_NODE_API_H
 
-#include <stdint.h>
+#include <stdbool.h>
 
 #include "cluster.h"
-#include "dhaf/config.h"
 
 struct api;
 
-/** Binds and starts the server. cfg is borrowed until api_reload. NULL with err on failure
+/** Binds and starts the server with the current config snapshot. NULL with err on failure
  *  (address in use, bad certificate). */
-struct api *api_start(struct cluster *c, const struct dhaf_config *cfg, struct dhaf_err *err);
+struct api *api_start(struct cluster *c, struct dhaf_err *err);
 
-/** Switches to a reloaded config: a new probe plan (and generation), new prober tokens. */
-void api_reload(struct api *a, const struct dhaf_config *cfg);
+/** A reload was published: a new probe plan (and generation), new tokens. */
+void api_reload(struct api *a);
 
-/** Stops the server, revokes the relay leases of probers, frees. NULL is fine. */
-void api_stop(struct api *a);
-
-/** The current probe plan's generation (changes when the plan does). */
-uint64_t api_plan_generation(struct api *a);
+/** Stops the server and revokes the relay leases of probers, within about deadline_ms; false
+ *  when a call was still running (then nothing is freed: the process is exiting). NULL is
+ *  fine. */
+bool api_stop(struct api *a, int deadline_ms);
 
 #endif

@@ -1,67 +1,123 @@
 /* SPDX-License-Identifier: MIT */
-/* Membership, election with fencing, step-down and node-up/down tracking.
+/* Membership, election, terms and their duties.
  *
- * Three threads:
+ * Two threads, each a loop over a step function (the steps are what unit tests drive in
+ * virtual time):
  *  - session: keeps the node's session lease alive (alive/<node> lives on it);
- *  - election: campaigns when there is no leader (watching the leader key, so a deleted key
- *    starts a campaign at once), and as leader renews the leader lease at TTL/3, stepping
- *    down at once when a renewal fails or too little of the lease is surely left;
- *  - duties: as leader, turns changes of alive/ into node-up / node-down events, once per
- *    transition (the last announced state is kept in members/<node>).
- * Leadership is judged on this node's monotonic clock, so a node frozen (SIGSTOP) past its
- * TTL knows on waking that it is no longer the leader before it does anything. */
+ *  - election: campaigns when the view shows no leader key (a deleted key wakes it at once);
+ *    as leader renews the leader lease at TTL/3 and closes the term when a renewal fails, when
+ *    too little of the lease is surely left, or when the view shows the key gone or replaced.
+ *    Closing stops the duties, then hands the lease back so that another node leads at once.
+ * Leadership is judged on this node's monotonic clock: the lease is trusted for its TTL from
+ * before the renewal was sent, less one renewal interval. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cluster.h"
 #include "dhaf/alloc.h"
-#include "dhaf/clock.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
-#include "events.h"
+#include "outbox.h"
+
+#define MAX_TERM_WATCHERS 32
+#define REVOKE_MS         800  /* a stop or hand-over waits at most this for etcd */
+#define DUTY_STOP_MS      1000 /* per duty, when a term closes */
+
+struct term {
+    atomic_int refs;
+    struct cluster *c;
+    int64_t epoch, lease;
+    _Atomic int64_t valid_until; /* monotonic ms */
+    atomic_bool closed;
+    pthread_mutex_t lock; /* guards the fields below */
+    char reason[200];
+    int64_t closed_at;
+    struct {
+        struct dhaf_waker *w;
+        unsigned bits;
+    } watchers[MAX_TERM_WATCHERS];
+    size_t n_watchers;
+    uint64_t ctr_seq;
+    int64_t ctr_rev;
+    uint64_t first_seq; /* the seq of the term's new-leader event (0: not recorded) */
+    /* the election thread's own */
+    struct store_keepalive *ka;
+    int64_t next_ka;
+    void *handles[CLUSTER_MAX_DUTIES];
+};
 
 struct cluster {
-    struct dhaf_etcd *etcd;
-    char *cluster_name;
-    char *node;
-    char prefix[128];
-    char *grpc_ep, *rest_ep;
+    struct store store;
+    const struct dhaf_clock *clock;
+    struct view *view;
+    struct snap_holder *snaps;
+    char *name, *node, *grpc_ep, *rest_ep;
+    bool probe;
+    char prefix[160];
+    struct duty duties[CLUSTER_MAX_DUTIES];
+    size_t n_duties;
 
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
+    struct dhaf_waker session_wake, election_wake;
+    pthread_mutex_t lock; /* guards the fields below */
     bool stopping;
-    /* timings (ms), reloadable */
-    int heartbeat_ms;
-    int session_ttl_s;
-    int leader_ttl_s;
-
-    int64_t session_lease;
-
     enum cluster_role role;
-    int64_t epoch;
-    int64_t leader_lease;
-    int64_t stale_lease; /* a leader lease we gave up but could not revoke yet */
-    int64_t valid_until; /* monotonic ms: leadership is trusted until then */
+    struct term *term;
+    int64_t session_lease;
+    int64_t stale_lease; /* a leader lease given up but not revoked yet (etcd was away) */
     char leader_seen[80];
+    struct {
+        struct dhaf_waker *w;
+        unsigned bits;
+    } reload_watch[CLUSTER_MAX_DUTIES * 4];
+    size_t n_reload_watch;
 
-    pthread_t t_session, t_election, t_duties;
+    /* the session thread's own */
+    struct store_keepalive *session_ka;
+    int64_t next_hb, session_backoff;
+    /* the election thread's own */
+    int64_t campaign_backoff;
+
+    pthread_t t_session, t_election;
     bool started;
-    atomic_int running; /* threads still running */
+    atomic_int running;
 };
+
+/* ------------------------------------------------------------------ small helpers */
 
 const char *cluster_key(const struct cluster *c, char *buf, size_t len, const char *path)
 {
-    snprintf(buf, len, "%s%s", c->prefix, path);
+    size_t a = strlen(c->prefix), b = strlen(path);
+    if (a + b + 1 > len) {
+        if (len)
+            buf[0] = '\0';
+        return NULL;
+    }
+    memcpy(buf, c->prefix, a);
+    memcpy(buf + a, path, b + 1);
     return buf;
 }
 
-struct dhaf_etcd *cluster_etcd(struct cluster *c)
+const struct store *cluster_store(const struct cluster *c)
 {
-    return c->etcd;
+    return &c->store;
+}
+
+const struct dhaf_clock *cluster_clock(const struct cluster *c)
+{
+    return c->clock;
+}
+
+struct view *cluster_view(const struct cluster *c)
+{
+    return c->view;
+}
+
+struct snap_holder *cluster_snaps(const struct cluster *c)
+{
+    return c->snaps;
 }
 
 const char *cluster_node(const struct cluster *c)
@@ -69,62 +125,17 @@ const char *cluster_node(const struct cluster *c)
     return c->node;
 }
 
-static char *endpoint_of(const struct dhaf_api *api)
+const char *cluster_name(const struct cluster *c)
 {
-    return strchr(api->host, ':') ? dhaf_xasprintf("[%s]:%d", api->host, api->port)
-                                  : dhaf_xasprintf("%s:%d", api->host, api->port);
+    return c->name;
 }
 
-struct cluster *cluster_new(const struct dhaf_config *cfg, struct dhaf_etcd *etcd)
+static int64_t now_ms(const struct cluster *c)
 {
-    struct cluster *c = dhaf_xcalloc(1, sizeof(*c));
-    c->etcd = etcd;
-    c->cluster_name = dhaf_xstrdup(cfg->cluster_name);
-    c->node = dhaf_xstrdup(cfg->node_name);
-    snprintf(c->prefix, sizeof(c->prefix), "/dhaf/%s/", cfg->cluster_name);
-    c->grpc_ep = endpoint_of(&cfg->grpc_api);
-    c->rest_ep = endpoint_of(&cfg->web_api);
-    pthread_mutex_init(&c->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->wake, &ca);
-    pthread_condattr_destroy(&ca);
-    atomic_init(&c->running, 0);
-    cluster_reload(c, cfg);
-    return c;
+    return dhaf_clock_mono(c->clock);
 }
 
-void cluster_reload(struct cluster *c, const struct dhaf_config *cfg)
-{
-    pthread_mutex_lock(&c->lock);
-    c->heartbeat_ms = cfg->heartbeat_interval * 1000;
-    c->session_ttl_s = cfg->healthy_node_status_ttl;
-    c->leader_ttl_s = cfg->etcd.leader_key_ttl;
-    pthread_cond_broadcast(&c->wake);
-    pthread_mutex_unlock(&c->lock);
-}
-
-/* Sleeps up to ms unless the cluster is stopping; returns true when stopping. */
-static bool nap(struct cluster *c, int64_t ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&c->lock);
-    while (!c->stopping && pthread_cond_timedwait(&c->wake, &c->lock, &ts) == 0)
-        ;
-    bool s = c->stopping;
-    pthread_mutex_unlock(&c->lock);
-    return s;
-}
-
-static bool stopping(struct cluster *c)
+static bool is_stopping(struct cluster *c)
 {
     pthread_mutex_lock(&c->lock);
     bool s = c->stopping;
@@ -139,6 +150,26 @@ static void log_err(const char *event, const struct dhaf_err *err)
              dhaf_log_quote(q, sizeof(q), err->msg));
 }
 
+/* The timings of the current snapshot. */
+struct timings {
+    int hb_ms, session_ttl_s, leader_ttl_s;
+};
+
+static struct timings timings_of(struct cluster *c)
+{
+    struct snap *s = snap_get(c->snaps);
+    struct timings t = {s->cfg.heartbeat_interval * 1000, s->cfg.healthy_node_status_ttl,
+                        s->cfg.etcd.leader_key_ttl};
+    snap_put(s);
+    return t;
+}
+
+static char *endpoint_of(const struct dhaf_api *api)
+{
+    return strchr(api->host, ':') ? dhaf_xasprintf("[%s]:%d", api->host, api->port)
+                                  : dhaf_xasprintf("%s:%d", api->host, api->port);
+}
+
 int64_t cluster_session_lease(struct cluster *c)
 {
     pthread_mutex_lock(&c->lock);
@@ -147,70 +178,294 @@ int64_t cluster_session_lease(struct cluster *c)
     return l;
 }
 
-bool cluster_nap(struct cluster *c, int64_t ms)
-{
-    return nap(c, ms);
-}
-
-bool cluster_stopping(struct cluster *c)
-{
-    return stopping(c);
-}
-
-/* ------------------------------------------------------------------ leadership state */
-
-bool cluster_is_leader(struct cluster *c, int64_t *epoch)
-{
-    pthread_mutex_lock(&c->lock);
-    bool yes = c->role == ROLE_LEADER && dhaf_mono_ms() < c->valid_until;
-    if (epoch)
-        *epoch = yes ? c->epoch : 0;
-    pthread_mutex_unlock(&c->lock);
-    return yes;
-}
-
 enum cluster_role cluster_role(struct cluster *c)
 {
     pthread_mutex_lock(&c->lock);
     enum cluster_role r = c->role;
-    if (r == ROLE_LEADER && dhaf_mono_ms() >= c->valid_until)
+    if (r == ROLE_LEADER && (!c->term || !term_valid(c->term)))
         r = ROLE_FOLLOWER;
     pthread_mutex_unlock(&c->lock);
     return r;
 }
 
-/* Stops acting as leader at once; then hands the key over by revoking the lease. */
-static void step_down(struct cluster *c, const char *reason)
+struct term *cluster_term(struct cluster *c)
 {
     pthread_mutex_lock(&c->lock);
-    if (c->role != ROLE_LEADER) {
-        pthread_mutex_unlock(&c->lock);
-        return;
-    }
-    c->role = ROLE_FOLLOWER;
-    int64_t epoch = c->epoch, lease = c->leader_lease;
-    c->epoch = 0;
-    c->leader_lease = 0;
-    c->valid_until = 0;
-    pthread_cond_broadcast(&c->wake);
+    struct term *t = c->term;
+    if (t)
+        term_hold(t);
     pthread_mutex_unlock(&c->lock);
-
-    char msg[300];
-    snprintf(msg, sizeof(msg), "%s stopped acting as leader (epoch %lld): %s", c->node,
-             (long long)epoch, reason);
-    struct event ev = {.kind = "leader-lost", .level = EV_WARNING, .node = c->node, .message = msg};
-    event_emit(c, &ev);
-    /* If etcd still has our lease, revoking it lets another node lead now; when etcd is out
-     * of reach, the election thread retries as soon as it answers again. */
-    struct dhaf_err err;
-    if (lease && dhaf_etcd_lease_revoke(c->etcd, lease, &err) != 0 && err.code != DHAF_ENOTFOUND) {
-        pthread_mutex_lock(&c->lock);
-        c->stale_lease = lease;
-        pthread_mutex_unlock(&c->lock);
-    }
+    return t;
 }
 
-/* Revokes a leader lease left over from a step-down while etcd was unreachable. */
+/* ------------------------------------------------------------------ terms */
+
+int64_t term_epoch(const struct term *t)
+{
+    return t->epoch;
+}
+
+struct cluster *term_cluster(const struct term *t)
+{
+    return t->c;
+}
+
+bool term_closed(const struct term *t)
+{
+    return atomic_load(&t->closed);
+}
+
+bool term_valid(const struct term *t)
+{
+    return !atomic_load(&t->closed) && now_ms(t->c) < atomic_load(&t->valid_until);
+}
+
+void term_close(struct term *t, const char *reason)
+{
+    pthread_mutex_lock(&t->lock);
+    bool first = !atomic_load(&t->closed);
+    if (first) {
+        atomic_store(&t->closed, true);
+        snprintf(t->reason, sizeof(t->reason), "%s", reason);
+        t->closed_at = now_ms(t->c);
+        for (size_t i = 0; i < t->n_watchers; i++)
+            dhaf_waker_kick(t->watchers[i].w, t->watchers[i].bits);
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (first)
+        dhaf_waker_kick(&t->c->election_wake, 1);
+}
+
+void term_watch(struct term *t, struct dhaf_waker *w, unsigned bits)
+{
+    pthread_mutex_lock(&t->lock);
+    if (t->n_watchers < MAX_TERM_WATCHERS)
+        t->watchers[t->n_watchers++] = (typeof(t->watchers[0])){w, bits};
+    bool closed = atomic_load(&t->closed);
+    pthread_mutex_unlock(&t->lock);
+    if (closed)
+        dhaf_waker_kick(w, bits);
+}
+
+void term_unwatch(struct term *t, struct dhaf_waker *w)
+{
+    pthread_mutex_lock(&t->lock);
+    for (size_t i = 0; i < t->n_watchers;)
+        if (t->watchers[i].w == w)
+            t->watchers[i] = t->watchers[--t->n_watchers];
+        else
+            i++;
+    pthread_mutex_unlock(&t->lock);
+}
+
+void term_hold(struct term *t)
+{
+    atomic_fetch_add(&t->refs, 1);
+}
+
+void term_put(struct term *t)
+{
+    if (!t || atomic_fetch_sub(&t->refs, 1) != 1)
+        return;
+    if (t->ka)
+        t->c->store.ops->keepalive_free(t->ka);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+}
+
+void term_counter(struct term *t, uint64_t *seq, int64_t *rev)
+{
+    pthread_mutex_lock(&t->lock);
+    *seq = t->ctr_seq;
+    *rev = t->ctr_rev;
+    pthread_mutex_unlock(&t->lock);
+}
+
+uint64_t term_first_seq(struct term *t)
+{
+    pthread_mutex_lock(&t->lock);
+    uint64_t s = t->first_seq;
+    pthread_mutex_unlock(&t->lock);
+    return s;
+}
+
+void term_set_counter(struct term *t, uint64_t seq, int64_t rev)
+{
+    pthread_mutex_lock(&t->lock);
+    if (rev >= t->ctr_rev) {
+        t->ctr_seq = seq;
+        t->ctr_rev = rev;
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+#define TERM_MAX_CMPS 16
+#define TERM_MAX_ELSE 8
+
+int term_txn(struct term *t, const struct dhaf_etcd_cmp *cmps, size_t n_cmps,
+             const struct dhaf_etcd_op *then, size_t n_then, const struct dhaf_etcd_op *otherwise,
+             size_t n_otherwise, struct dhaf_etcd_txn_result *res, struct dhaf_err *err)
+{
+    struct cluster *c = t->c;
+    memset(res, 0, sizeof(*res));
+    if (!term_valid(t)) {
+        if (!term_closed(t))
+            term_close(t, "the lease may have expired (no renewal in time)");
+        return dhaf_err_set(err, DHAF_EFENCED, "%s no longer leads (epoch %lld is over)", c->node,
+                            (long long)t->epoch);
+    }
+    if (n_cmps >= TERM_MAX_CMPS || n_otherwise >= TERM_MAX_ELSE)
+        return dhaf_err_set(err, DHAF_EINVAL, "too many compares or reads in a fenced txn");
+    char key[256];
+    cluster_key(c, key, sizeof(key), "leader");
+    struct dhaf_etcd_cmp all[TERM_MAX_CMPS];
+    all[0] = (struct dhaf_etcd_cmp){
+        .key = key, .target = DHAF_ETCD_CREATE_REV, .result = DHAF_ETCD_EQ, .num = t->epoch};
+    for (size_t i = 0; i < n_cmps; i++)
+        all[i + 1] = cmps[i];
+    struct dhaf_etcd_op reads[TERM_MAX_ELSE];
+    reads[0] = (struct dhaf_etcd_op){.type = DHAF_ETCD_OP_GET, .key = key};
+    for (size_t i = 0; i < n_otherwise; i++)
+        reads[i + 1] = otherwise[i];
+    int rc = store_txn(&c->store, all, n_cmps + 1, then, n_then, reads, n_otherwise + 1, res, err);
+    if (rc != 0)
+        return rc;
+    if (res->succeeded)
+        return 0;
+    bool ours =
+        res->n_gets >= 1 && res->gets[0].n == 1 && res->gets[0].kvs[0].create_rev == t->epoch;
+    if (!ours) {
+        dhaf_etcd_txn_result_release(res);
+        term_close(t, "the leader key is no longer ours (a fenced write was refused)");
+        return dhaf_err_set(err, DHAF_EFENCED, "fenced: epoch %lld is over", (long long)t->epoch);
+    }
+    return dhaf_err_set(err, DHAF_ECONFLICT, "a compare of the transaction failed");
+}
+
+/* ------------------------------------------------------------------ session */
+
+/* One transaction: members/<node> (created if absent, its version refreshed; persistent) and
+ * alive/<node> on the session lease, so that no reader sees a member that is not alive
+ * merely because it is half registered. */
+static int register_alive(struct cluster *c, int64_t lease, struct dhaf_err *err)
+{
+    char mkey[256], akey[256], path[128];
+    snprintf(path, sizeof(path), "members/%s", c->node);
+    cluster_key(c, mkey, sizeof(mkey), path);
+    snprintf(path, sizeof(path), "alive/%s", c->node);
+    cluster_key(c, akey, sizeof(akey), path);
+    json_t *a = json_pack("{s:s, s:s, s:s, s:I, s:b}", "version", DHAF_VERSION, "grpc", c->grpc_ep,
+                          "rest", c->rest_ep, "started_at", (json_int_t)dhaf_clock_wall(c->clock),
+                          "probe", c->probe);
+    char *alive = dhaf_json_dump(a);
+    json_decref(a);
+    int rc = DHAF_ECONFLICT;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        struct dhaf_kvs kvs;
+        rc = store_get(&c->store, mkey, &kvs, err);
+        if (rc)
+            break;
+        json_t *j = NULL;
+        int64_t mod = 0;
+        if (kvs.n) {
+            mod = kvs.kvs[0].mod_rev;
+            struct dhaf_err perr;
+            if (dhaf_json_parse_object(kvs.kvs[0].value, kvs.kvs[0].value_len, mkey, &j, &perr))
+                j = NULL; /* a broken record is replaced */
+        }
+        dhaf_kvs_release(&kvs);
+        if (!j) {
+            j = json_object();
+            json_object_set_new(j, "first_seen", json_integer(dhaf_clock_wall(c->clock)));
+        }
+        json_object_set_new(j, "version", json_string(DHAF_VERSION));
+        char *member = dhaf_json_dump(j);
+        json_decref(j);
+        struct dhaf_etcd_cmp cmp = {.key = mkey,
+                                    .target = mod ? DHAF_ETCD_MOD_REV : DHAF_ETCD_CREATE_REV,
+                                    .result = DHAF_ETCD_EQ,
+                                    .num = mod};
+        struct dhaf_etcd_op puts[2] = {
+            {.type = DHAF_ETCD_OP_PUT, .key = mkey, .value = member},
+            {.type = DHAF_ETCD_OP_PUT, .key = akey, .value = alive, .lease = lease}};
+        struct dhaf_etcd_txn_result res;
+        rc = store_txn(&c->store, &cmp, 1, puts, 2, NULL, 0, &res, err);
+        free(member);
+        bool ok = rc == 0 && res.succeeded;
+        if (rc == 0)
+            dhaf_etcd_txn_result_release(&res);
+        if (ok)
+            break;
+        if (rc && rc != DHAF_EUNKNOWN_OUTCOME)
+            break;
+        /* someone (the leader) changed it meanwhile, or we may have: read again */
+        rc = dhaf_err_set(err, DHAF_ECONFLICT, "%s changes too often", mkey);
+    }
+    free(alive);
+    return rc;
+}
+
+/* Grants the session lease and registers the node on it. */
+static int open_session(struct cluster *c, int ttl_s, struct dhaf_err *err)
+{
+    int64_t lease = 0;
+    int rc = c->store.ops->lease_grant(c->store.ud, ttl_s, &lease, err);
+    if (rc)
+        return rc;
+    if ((rc = register_alive(c, lease, err)) != 0) {
+        struct dhaf_err e2;
+        c->store.ops->lease_revoke(c->store.ud, lease, REVOKE_MS, &e2);
+        return rc;
+    }
+    pthread_mutex_lock(&c->lock);
+    c->session_lease = lease;
+    pthread_mutex_unlock(&c->lock);
+    DHAF_LOG(DHAF_LOG_INFO, "event=session-open node=%s lease=%llx ttl=%d grpc=%s rest=%s", c->node,
+             (unsigned long long)lease, ttl_s, c->grpc_ep, c->rest_ep);
+    return 0;
+}
+
+int64_t cluster_session_step(struct cluster *c)
+{
+    struct timings tm = timings_of(c);
+    int64_t now = now_ms(c);
+    struct dhaf_err err;
+    if (!cluster_session_lease(c)) {
+        if (open_session(c, tm.session_ttl_s, &err) != 0) {
+            log_err("session-failed", &err);
+            c->session_backoff = c->session_backoff ? c->session_backoff * 2 : 200;
+            if (c->session_backoff > tm.hb_ms)
+                c->session_backoff = tm.hb_ms;
+            return now + c->session_backoff;
+        }
+        c->session_backoff = 0;
+        if (c->session_ka)
+            c->store.ops->keepalive_free(c->session_ka);
+        c->session_ka = c->store.ops->keepalive_new(c->store.ud, cluster_session_lease(c));
+        c->next_hb = now + tm.hb_ms;
+        return c->next_hb;
+    }
+    if (now < c->next_hb)
+        return c->next_hb;
+    int64_t ttl = 0;
+    int rc = c->store.ops->keepalive_once(c->session_ka, &ttl, tm.hb_ms, &err);
+    c->next_hb = now + tm.hb_ms;
+    if (rc == DHAF_ENOTFOUND) {
+        /* The lease ran out (etcd unreachable, or this process frozen): start anew. */
+        DHAF_LOG(DHAF_LOG_WARN, "event=session-expired node=%s", c->node);
+        pthread_mutex_lock(&c->lock);
+        c->session_lease = 0;
+        pthread_mutex_unlock(&c->lock);
+        return now;
+    }
+    if (rc != 0)
+        log_err("heartbeat-failed", &err);
+    return c->next_hb;
+}
+
+/* ------------------------------------------------------------------ election */
+
+/* Revokes a leader lease left over from a term closed while etcd was unreachable. */
 static void revoke_stale(struct cluster *c)
 {
     pthread_mutex_lock(&c->lock);
@@ -219,7 +474,7 @@ static void revoke_stale(struct cluster *c)
     if (!lease)
         return;
     struct dhaf_err err;
-    int rc = dhaf_etcd_lease_revoke(c->etcd, lease, &err);
+    int rc = c->store.ops->lease_revoke(c->store.ud, lease, REVOKE_MS, &err);
     if (rc == 0 || rc == DHAF_ENOTFOUND) {
         pthread_mutex_lock(&c->lock);
         if (c->stale_lease == lease)
@@ -230,186 +485,137 @@ static void revoke_stale(struct cluster *c)
     }
 }
 
-int cluster_txn_as_leader(struct cluster *c, const struct dhaf_etcd_cmp *cmps, size_t n_cmps,
-                          const struct dhaf_etcd_op *ops, size_t n_ops,
-                          struct dhaf_etcd_txn_result *res, struct dhaf_err *err)
+static void note_leader(struct cluster *c, const char *who)
 {
-    memset(res, 0, sizeof(*res));
-    int64_t epoch;
-    if (!cluster_is_leader(c, &epoch))
-        return dhaf_err_set(err, DHAF_EFENCED, "%s is not the leader", c->node);
-    char key[256];
-    cluster_key(c, key, sizeof(key), "leader");
-    struct dhaf_etcd_cmp all[17];
-    if (n_cmps > 16)
-        return dhaf_err_set(err, DHAF_EINVAL, "too many compares");
-    all[0] = (struct dhaf_etcd_cmp){
-        .key = key, .target = DHAF_ETCD_CREATE_REV, .result = DHAF_ETCD_EQ, .num = epoch};
-    for (size_t i = 0; i < n_cmps; i++)
-        all[i + 1] = cmps[i];
-    /* On failure, read the leader key to tell "fenced" from "the caller's compare failed". */
-    struct dhaf_etcd_op get = {.type = DHAF_ETCD_OP_GET, .key = key};
-    int rc = dhaf_etcd_txn(c->etcd, all, n_cmps + 1, ops, n_ops, &get, 1, res, err);
-    if (rc != 0)
-        return rc;
-    if (res->succeeded)
-        return 0;
-    bool still_ours =
-        res->n_gets == 1 && res->gets[0].n == 1 && res->gets[0].kvs[0].create_rev == epoch;
-    dhaf_etcd_txn_result_release(res);
-    if (!still_ours) {
-        step_down(c, "the leader key is no longer ours (fenced write refused)");
-        return dhaf_err_set(err, DHAF_EFENCED, "fenced: epoch %lld is over", (long long)epoch);
-    }
-    return dhaf_err_set(err, DHAF_ECONFLICT, "a compare of the transaction failed");
-}
-
-/* ------------------------------------------------------------------ session */
-
-/* members/<node>: created if absent; its version refreshed. */
-static int register_member(struct cluster *c, struct dhaf_err *err)
-{
-    char key[256];
-    cluster_key(c, key, sizeof(key), "members/");
-    strncat(key, c->node, sizeof(key) - strlen(key) - 1);
-    for (int attempt = 0; attempt < 5; attempt++) {
-        struct dhaf_kvs kvs;
-        int rc = dhaf_etcd_get(c->etcd, key, &kvs, err);
-        if (rc)
-            return rc;
-        json_t *j = NULL;
-        int64_t mod = 0;
-        if (kvs.n) {
-            mod = kvs.kvs[0].mod_rev;
-            struct dhaf_err perr;
-            if (dhaf_json_parse_object(kvs.kvs[0].value, kvs.kvs[0].value_len, key, &j, &perr))
-                j = NULL; /* a broken record is replaced */
-        }
-        dhaf_kvs_release(&kvs);
-        if (!j) {
-            j = json_object();
-            json_object_set_new(j, "first_seen", json_integer(dhaf_wall_ms()));
-        }
-        json_object_set_new(j, "version", json_string(DHAF_VERSION));
-        char *text = dhaf_json_dump(j);
-        json_decref(j);
-        struct dhaf_etcd_cmp cmp = {.key = key,
-                                    .target = mod ? DHAF_ETCD_MOD_REV : DHAF_ETCD_CREATE_REV,
-                                    .result = DHAF_ETCD_EQ,
-                                    .num = mod};
-        struct dhaf_etcd_op put = {.type = DHAF_ETCD_OP_PUT, .key = key, .value = text};
-        struct dhaf_etcd_txn_result res;
-        rc = dhaf_etcd_txn(c->etcd, &cmp, 1, &put, 1, NULL, 0, &res, err);
-        free(text);
-        bool ok = rc == 0 && res.succeeded;
-        if (rc == 0)
-            dhaf_etcd_txn_result_release(&res);
-        if (ok)
-            return 0;
-        if (rc && rc != DHAF_EUNKNOWN_OUTCOME)
-            return rc;
-        /* someone (the leader) changed it meanwhile: read again */
-    }
-    return dhaf_err_set(err, DHAF_ECONFLICT, "%s changes too often", key);
-}
-
-/* Grants the session lease and puts alive/<node> on it. */
-static int open_session(struct cluster *c, struct dhaf_err *err)
-{
-    int64_t lease = 0;
-    int rc = dhaf_etcd_lease_grant(c->etcd, c->session_ttl_s, &lease, NULL, err);
-    if (rc)
-        return rc;
-    if ((rc = register_member(c, err)) != 0) {
-        struct dhaf_err e2;
-        dhaf_etcd_lease_revoke(c->etcd, lease, &e2);
-        return rc;
-    }
-    json_t *j = json_pack("{s:s, s:s, s:s, s:I}", "version", DHAF_VERSION, "grpc", c->grpc_ep,
-                          "rest", c->rest_ep, "started_at", (json_int_t)dhaf_wall_ms());
-    char *text = dhaf_json_dump(j);
-    json_decref(j);
-    char key[256];
-    cluster_key(c, key, sizeof(key), "alive/");
-    strncat(key, c->node, sizeof(key) - strlen(key) - 1);
-    rc = dhaf_etcd_put(c->etcd, key, text, SIZE_MAX, lease, NULL, err);
-    free(text);
-    if (rc) {
-        struct dhaf_err e2;
-        dhaf_etcd_lease_revoke(c->etcd, lease, &e2);
-        return rc;
-    }
     pthread_mutex_lock(&c->lock);
-    c->session_lease = lease;
+    bool changed = strcmp(c->leader_seen, who) != 0;
+    snprintf(c->leader_seen, sizeof(c->leader_seen), "%s", who);
     pthread_mutex_unlock(&c->lock);
-    DHAF_LOG(DHAF_LOG_INFO, "event=session-open node=%s lease=%llx ttl=%d grpc=%s rest=%s", c->node,
-             (unsigned long long)lease, c->session_ttl_s, c->grpc_ep, c->rest_ep);
-    return 0;
+    if (changed)
+        DHAF_LOG(DHAF_LOG_INFO, "event=leader-seen node=%s leader=%s%s", c->node, who,
+                 strcmp(who, c->node) == 0
+                     ? " note=\"a key of an earlier run of this node; waiting for it to expire\""
+                     : "");
 }
 
-static void *session_thread(void *arg)
+static void leader_name(const json_t *j, char *buf, size_t len)
 {
-    struct cluster *c = arg;
-    struct dhaf_err err;
-    struct dhaf_etcd_keepalive *ka = NULL;
-    int64_t backoff = 200;
-    while (!stopping(c)) {
-        pthread_mutex_lock(&c->lock);
-        int64_t lease = c->session_lease;
-        int hb = c->heartbeat_ms;
-        pthread_mutex_unlock(&c->lock);
-        if (!lease) {
-            if (open_session(c, &err) != 0) {
-                log_err("session-failed", &err);
-                if (nap(c, backoff))
-                    break;
-                backoff = backoff * 2 > hb ? hb : backoff * 2;
-                continue;
-            }
-            backoff = 200;
-            dhaf_etcd_keepalive_free(ka);
-            pthread_mutex_lock(&c->lock);
-            ka = dhaf_etcd_keepalive_new(c->etcd, c->session_lease);
-            pthread_mutex_unlock(&c->lock);
-        }
-        if (nap(c, hb))
-            break;
-        int64_t ttl = 0;
-        int rc = dhaf_etcd_keepalive_once(ka, &ttl, hb, &err);
-        if (rc == DHAF_ENOTFOUND) {
-            /* The lease ran out (etcd unreachable, or this process frozen): start anew. */
-            DHAF_LOG(DHAF_LOG_WARN, "event=session-expired node=%s", c->node);
-            pthread_mutex_lock(&c->lock);
-            c->session_lease = 0;
-            pthread_mutex_unlock(&c->lock);
-        } else if (rc != 0) {
-            log_err("heartbeat-failed", &err);
-        }
-    }
-    dhaf_etcd_keepalive_free(ka);
-    atomic_fetch_sub(&c->running, 1);
-    return NULL;
+    const char *n = j ? dhaf_json_str(j, "node") : NULL;
+    snprintf(buf, len, "%s", n ? n : "?");
 }
 
-/* ------------------------------------------------------------------ election */
-
-/* One campaign: 1 when won, 0 when someone else leads (*rev = revision to watch from),
- * negative on an etcd error. */
-static int campaign(struct cluster *c, int64_t *rev, struct dhaf_err *err)
+/* Stops the duties of a closed term, hands the lease back, and says so. */
+static void finish_term(struct cluster *c, bool stopping)
 {
     pthread_mutex_lock(&c->lock);
-    int ttl = c->leader_ttl_s;
+    struct term *t = c->term;
+    c->term = NULL;
+    c->role = ROLE_FOLLOWER;
+    pthread_mutex_unlock(&c->lock);
+    if (!t)
+        return;
+    term_close(t, stopping ? "the node is stopping" : "closed");
+    struct dhaf_err err;
+    int rc = 0;
+    if (stopping) {
+        /* hand over first: the next leader starts while our duties wind down */
+        rc = c->store.ops->lease_revoke(c->store.ud, t->lease, REVOKE_MS, &err);
+        if (rc == 0)
+            DHAF_LOG(DHAF_LOG_INFO, "event=leadership-released node=%s epoch=%lld", c->node,
+                     (long long)t->epoch);
+    }
+    size_t stopped = 0;
+    for (size_t i = c->n_duties; i-- > 0;)
+        if (t->handles[i])
+            stopped += c->duties[i].stop(t->handles[i], DUTY_STOP_MS) ? 1 : 0;
+    int64_t took = now_ms(c) - t->closed_at;
+    pthread_mutex_lock(&t->lock);
+    char reason[200];
+    snprintf(reason, sizeof(reason), "%s", t->reason);
+    pthread_mutex_unlock(&t->lock);
+    DHAF_LOG(DHAF_LOG_INFO,
+             "event=term-closed node=%s epoch=%lld reason=\"%s\" workers_stopped=%zu "
+             "doubt_to_stopped_ms=%lld",
+             c->node, (long long)t->epoch, reason, stopped, (long long)took);
+    if (!stopping) {
+        rc = c->store.ops->lease_revoke(c->store.ud, t->lease, REVOKE_MS, &err);
+        if (rc != 0 && rc != DHAF_ENOTFOUND) {
+            /* etcd is away: revoke it as soon as it answers, or nobody leads until it ends */
+            pthread_mutex_lock(&c->lock);
+            c->stale_lease = t->lease;
+            pthread_mutex_unlock(&c->lock);
+        }
+        char detail[260];
+        snprintf(detail, sizeof(detail), ": %s (epoch %lld)", reason, (long long)t->epoch);
+        struct event ev = {.kind = EVK_LEADER_LOST, .node = c->node, .detail = detail};
+        if (outbox_record(c, &ev, 1, &err) != 0)
+            DHAF_LOG(DHAF_LOG_DEBUG, "event=event-not-recorded kind=leader-lost reason=\"%s\"",
+                     err.msg);
+    }
+    term_put(t);
+}
+
+static struct term *term_new(struct cluster *c, int64_t epoch, int64_t lease, int64_t valid_until,
+                             int64_t next_ka)
+{
+    struct term *t = dhaf_xcalloc(1, sizeof(*t));
+    atomic_init(&t->refs, 1);
+    t->c = c;
+    t->epoch = epoch;
+    t->lease = lease;
+    atomic_init(&t->valid_until, valid_until);
+    atomic_init(&t->closed, false);
+    pthread_mutex_init(&t->lock, NULL);
+    t->ka = c->store.ops->keepalive_new(c->store.ud, lease);
+    t->next_ka = next_ka;
+    return t;
+}
+
+/* A won election: the term opens, is announced, and its duties start. */
+static void open_term(struct cluster *c, int64_t epoch, int64_t lease, int64_t t_grant, int ttl_s)
+{
+    int ka_ms = ttl_s * 1000 / 3;
+    /* Trust the lease for its TTL from before we asked for it, less one renewal interval. */
+    struct term *t = term_new(c, epoch, lease, t_grant + ttl_s * 1000 - ka_ms, t_grant + ka_ms);
+    pthread_mutex_lock(&c->lock);
+    char before[80];
+    snprintf(before, sizeof(before), "%s", c->leader_seen);
+    c->term = t;
+    c->role = ROLE_LEADER;
+    snprintf(c->leader_seen, sizeof(c->leader_seen), "%s", c->node);
+    pthread_mutex_unlock(&c->lock);
+    char detail[200];
+    if (before[0] && strcmp(before, c->node) != 0)
+        snprintf(detail, sizeof(detail), " (epoch %lld; before: %s)", (long long)epoch, before);
+    else
+        snprintf(detail, sizeof(detail), " (epoch %lld)", (long long)epoch);
+    struct event ev = {.kind = EVK_NEW_LEADER, .node = c->node, .detail = detail};
+    struct dhaf_err err;
+    int rc = outbox_commit(t, NULL, 0, NULL, 0, &ev, 1, &err);
+    if (rc == 0) {
+        pthread_mutex_lock(&t->lock);
+        t->first_seq = t->ctr_seq;
+        pthread_mutex_unlock(&t->lock);
+    }
+    for (size_t i = 0; i < c->n_duties && !term_closed(t); i++)
+        t->handles[i] = c->duties[i].start(t, c->duties[i].ud);
+}
+
+/* One campaign: 1 won (the term is open), 0 someone else leads, negative on an etcd error. */
+static int campaign(struct cluster *c, int ttl_s, struct dhaf_err *err)
+{
+    pthread_mutex_lock(&c->lock);
     c->role = ROLE_CANDIDATE;
     pthread_mutex_unlock(&c->lock);
-
     int64_t lease = 0;
-    int64_t t_grant = dhaf_mono_ms();
-    int rc = dhaf_etcd_lease_grant(c->etcd, ttl, &lease, NULL, err);
+    int64_t t_grant = now_ms(c);
+    int rc = c->store.ops->lease_grant(c->store.ud, ttl_s, &lease, err);
     if (rc)
         return rc;
     char key[256];
     cluster_key(c, key, sizeof(key), "leader");
-    json_t *j = json_pack("{s:s, s:I}", "node", c->node, "since", (json_int_t)dhaf_wall_ms());
+    json_t *j =
+        json_pack("{s:s, s:I}", "node", c->node, "since", (json_int_t)dhaf_clock_wall(c->clock));
     char *text = dhaf_json_dump(j);
     json_decref(j);
     struct dhaf_etcd_cmp cmp = {
@@ -417,317 +623,265 @@ static int campaign(struct cluster *c, int64_t *rev, struct dhaf_err *err)
     struct dhaf_etcd_op put = {.type = DHAF_ETCD_OP_PUT, .key = key, .value = text, .lease = lease};
     struct dhaf_etcd_op get = {.type = DHAF_ETCD_OP_GET, .key = key};
     struct dhaf_etcd_txn_result res;
-    rc = dhaf_etcd_txn(c->etcd, &cmp, 1, &put, 1, &get, 1, &res, err);
+    rc = store_txn(&c->store, &cmp, 1, &put, 1, &get, 1, &res, err);
     free(text);
     struct dhaf_err e2;
     if (rc) {
-        dhaf_etcd_lease_revoke(c->etcd, lease, &e2);
+        c->store.ops->lease_revoke(c->store.ud, lease, REVOKE_MS, &e2);
         return rc;
     }
     if (!res.succeeded) {
-        *rev = res.revision;
         char who[80] = "?";
         if (res.n_gets == 1 && res.gets[0].n == 1) {
             json_t *v = NULL;
             if (dhaf_json_parse_object(res.gets[0].kvs[0].value, res.gets[0].kvs[0].value_len, key,
                                        &v, &e2) == 0) {
-                const char *n = dhaf_json_str(v, "node");
-                snprintf(who, sizeof(who), "%s", n ? n : "?");
+                leader_name(v, who, sizeof(who));
                 json_decref(v);
             }
         }
         dhaf_etcd_txn_result_release(&res);
-        dhaf_etcd_lease_revoke(c->etcd, lease, &e2);
+        c->store.ops->lease_revoke(c->store.ud, lease, REVOKE_MS, &e2);
         pthread_mutex_lock(&c->lock);
         c->role = ROLE_FOLLOWER;
-        bool changed = strcmp(c->leader_seen, who) != 0;
-        snprintf(c->leader_seen, sizeof(c->leader_seen), "%s", who);
         pthread_mutex_unlock(&c->lock);
-        if (changed)
-            DHAF_LOG(
-                DHAF_LOG_INFO, "event=leader-seen node=%s leader=%s%s", c->node, who,
-                strcmp(who, c->node) == 0
-                    ? " note=\"a key of an earlier run of this node; waiting for it to expire\""
-                    : "");
+        note_leader(c, who);
         return 0;
     }
     /* The txn created the key: its revision is the key's create_revision, our epoch. */
     int64_t epoch = res.revision;
     dhaf_etcd_txn_result_release(&res);
-    int ka_ms = ttl * 1000 / 3;
-    pthread_mutex_lock(&c->lock);
-    c->role = ROLE_LEADER;
-    c->epoch = epoch;
-    c->leader_lease = lease;
-    /* Trust the lease for its TTL from before we asked for it, less one renewal interval. */
-    c->valid_until = t_grant + ttl * 1000 - ka_ms;
-    snprintf(c->leader_seen, sizeof(c->leader_seen), "%s", c->node);
-    pthread_cond_broadcast(&c->wake);
-    pthread_mutex_unlock(&c->lock);
-    char msg[200];
-    snprintf(msg, sizeof(msg), "%s is the leader of cluster %s (epoch %lld)", c->node,
-             c->cluster_name, (long long)epoch);
-    struct event ev = {.kind = "new-leader", .level = EV_INFO, .node = c->node, .message = msg};
-    event_emit(c, &ev);
+    open_term(c, epoch, lease, t_grant, ttl_s);
     return 1;
 }
 
-/* Follower: wait for the leader key to go away (or stop / timeout). */
-static void follow(struct cluster *c, int64_t rev)
+/* Leader: renew when due; close the term when leadership is in doubt. */
+static int64_t lead_step(struct cluster *c, struct term *t, int ttl_s)
 {
-    char key[256];
-    cluster_key(c, key, sizeof(key), "leader");
-    struct dhaf_err err;
-    struct dhaf_etcd_watch *w = dhaf_etcd_watch_new(c->etcd, key, false, rev + 1, &err);
-    if (!w) {
-        nap(c, 500);
-        return;
+    int64_t now = now_ms(c);
+    if (term_closed(t)) {
+        finish_term(c, false);
+        return now;
     }
-    while (!stopping(c)) {
-        struct dhaf_etcd_events ev;
-        int rc = dhaf_etcd_watch_next(w, &ev, 500, &err);
-        if (rc == DHAF_ETIMEOUT) {
-            /* The key we watch may be our own, from a step-down while etcd had no quorum
-             * (a watch on a surviving member does not fail then): revoke it as soon as etcd
-             * takes writes again, or nobody leads until its lease runs out. */
-            revoke_stale(c);
-            continue;
-        }
-        if (rc) {
-            log_err("leader-watch-failed", &err);
-            nap(c, 200);
-            break;
-        }
-        bool gone = false;
-        for (size_t i = 0; i < ev.n; i++)
-            gone |= ev.v[i].type == DHAF_ETCD_EV_DELETE;
-        dhaf_etcd_events_release(&ev);
-        if (gone)
-            break; /* campaign at once */
+    if (now >= atomic_load(&t->valid_until)) {
+        term_close(t, "the lease may have expired (no renewal in time)");
+        finish_term(c, false);
+        return now;
     }
-    dhaf_etcd_watch_free(w);
-}
-
-/* Leader: renew at TTL/3; step down when a renewal fails or too little lease is sure. */
-static void lead(struct cluster *c)
-{
-    pthread_mutex_lock(&c->lock);
-    int64_t lease = c->leader_lease, epoch = c->epoch;
-    int ttl = c->leader_ttl_s;
-    pthread_mutex_unlock(&c->lock);
-    int ka_ms = ttl * 1000 / 3;
-    struct dhaf_etcd_keepalive *ka = dhaf_etcd_keepalive_new(c->etcd, lease);
-    struct dhaf_err err;
-    char key[256];
-    cluster_key(c, key, sizeof(key), "leader");
-    int64_t next = dhaf_mono_ms() + ka_ms;
-    while (cluster_is_leader(c, NULL)) {
-        int64_t wait = next - dhaf_mono_ms();
-        if (wait > 0 && nap(c, wait))
-            break;
-        if (!cluster_is_leader(c, NULL)) {
-            step_down(c, "the lease may have expired (no renewal in time)");
-            break;
-        }
-        int64_t t_send = dhaf_mono_ms();
-        int64_t got = 0;
-        int rc = dhaf_etcd_keepalive_once(ka, &got, ka_ms, &err);
+    view_rdlock(c->view);
+    const struct view_rec *lk = view_leader(c->view);
+    struct view_sync vs = view_sync(c->view);
+    bool lost = vs.synced && vs.revision >= t->epoch && (!lk || lk->create_rev != t->epoch);
+    view_unlock(c->view);
+    if (lost) {
+        term_close(t, "the leader key was removed or replaced");
+        finish_term(c, false);
+        return now;
+    }
+    if (now >= t->next_ka) {
+        int ka_ms = ttl_s * 1000 / 3;
+        struct dhaf_err err;
+        int64_t t_send = now_ms(c), got = 0;
+        int rc = c->store.ops->keepalive_once(t->ka, &got, ka_ms, &err);
         if (rc != 0) {
-            step_down(c, rc == DHAF_ENOTFOUND ? "the leader lease has expired"
-                                              : "a keep-alive of the leader lease failed");
             if (rc != DHAF_ENOTFOUND)
                 log_err("leader-keepalive-failed", &err);
-            break;
+            term_close(t, rc == DHAF_ENOTFOUND ? "the leader lease has expired"
+                                               : "a keep-alive of the leader lease failed");
+            finish_term(c, false);
+            return now_ms(c);
         }
-        /* The key itself must still be ours (someone may have deleted it). */
-        struct dhaf_kvs kvs;
-        rc = dhaf_etcd_get(c->etcd, key, &kvs, &err);
-        bool ours = rc == 0 && kvs.n == 1 && kvs.kvs[0].create_rev == epoch;
-        if (rc == 0)
-            dhaf_kvs_release(&kvs);
-        if (rc == 0 && !ours) {
-            step_down(c, "the leader key was removed or replaced");
-            break;
-        }
-        pthread_mutex_lock(&c->lock);
-        if (c->role == ROLE_LEADER && c->epoch == epoch)
-            c->valid_until = t_send + got * 1000 - ka_ms;
-        pthread_mutex_unlock(&c->lock);
-        next = t_send + ka_ms;
+        int64_t until = t_send + got * 1000 - ka_ms;
+        if (until > atomic_load(&t->valid_until))
+            atomic_store(&t->valid_until, until);
+        t->next_ka = t_send + ka_ms;
     }
-    dhaf_etcd_keepalive_free(ka);
+    int64_t until = atomic_load(&t->valid_until);
+    return t->next_ka < until ? t->next_ka : until;
+}
+
+/* Follower: campaign when nobody leads (as far as the view knows, or when it cannot know). */
+static int64_t follow_step(struct cluster *c, const struct timings *tm)
+{
+    int64_t now = now_ms(c);
+    revoke_stale(c);
+    view_rdlock(c->view);
+    const struct view_rec *lk = view_leader(c->view);
+    struct view_sync vs = view_sync(c->view);
+    char who[80] = "";
+    if (vs.synced && lk)
+        leader_name(lk->j, who, sizeof(who));
+    view_unlock(c->view);
+    if (who[0]) {
+        note_leader(c, who);
+        return now + tm->hb_ms; /* the view wakes us when the key goes */
+    }
+    struct dhaf_err err;
+    int rc = campaign(c, tm->leader_ttl_s, &err);
+    if (rc < 0) {
+        pthread_mutex_lock(&c->lock);
+        c->role = ROLE_FOLLOWER;
+        pthread_mutex_unlock(&c->lock);
+        log_err("campaign-failed", &err);
+        c->campaign_backoff = c->campaign_backoff ? c->campaign_backoff * 2 : 100;
+        if (c->campaign_backoff > 1000)
+            c->campaign_backoff = 1000;
+        return now_ms(c) + c->campaign_backoff;
+    }
+    c->campaign_backoff = 0;
+    return rc == 1 ? now_ms(c) : now_ms(c) + tm->hb_ms;
+}
+
+int64_t cluster_election_step(struct cluster *c)
+{
+    struct timings tm = timings_of(c);
+    pthread_mutex_lock(&c->lock);
+    struct term *t = c->term;
+    bool stopping = c->stopping;
+    pthread_mutex_unlock(&c->lock);
+    if (stopping) {
+        finish_term(c, true);
+        return now_ms(c) + 1000;
+    }
+    return t ? lead_step(c, t, tm.leader_ttl_s) : follow_step(c, &tm);
+}
+
+/* ------------------------------------------------------------------ threads and lifecycle */
+
+static void *session_thread(void *arg)
+{
+    struct cluster *c = arg;
+    while (!is_stopping(c)) {
+        int64_t next = cluster_session_step(c);
+        dhaf_waker_wait(&c->session_wake, next);
+    }
+    int64_t lease = cluster_session_lease(c);
+    struct dhaf_err err;
+    if (lease)
+        c->store.ops->lease_revoke(c->store.ud, lease, REVOKE_MS, &err);
+    atomic_fetch_sub(&c->running, 1);
+    return NULL;
 }
 
 static void *election_thread(void *arg)
 {
     struct cluster *c = arg;
-    struct dhaf_err err;
-    int64_t backoff = 100;
-    while (!stopping(c)) {
-        int64_t rev = 0;
-        revoke_stale(c);
-        int rc = campaign(c, &rev, &err);
-        if (rc < 0) {
-            pthread_mutex_lock(&c->lock);
-            c->role = ROLE_FOLLOWER;
-            pthread_mutex_unlock(&c->lock);
-            log_err("campaign-failed", &err);
-            if (nap(c, backoff))
-                break;
-            backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
-            continue;
-        }
-        backoff = 100;
-        if (rc == 1)
-            lead(c);
+    while (!is_stopping(c)) {
+        int64_t next = cluster_election_step(c);
+        dhaf_waker_wait(&c->election_wake, next);
+    }
+    finish_term(c, true);
+    atomic_fetch_sub(&c->running, 1);
+    return NULL;
+}
+
+struct cluster *cluster_new(const struct cluster_opts *o)
+{
+    struct cluster *c = dhaf_xcalloc(1, sizeof(*c));
+    c->store = o->store;
+    c->clock = o->clock;
+    c->view = o->view;
+    c->snaps = o->snaps;
+    struct snap *s = snap_get(c->snaps);
+    c->name = dhaf_xstrdup(s->cfg.cluster_name);
+    c->node = dhaf_xstrdup(s->cfg.node_name);
+    c->grpc_ep = endpoint_of(&s->cfg.grpc_api);
+    c->rest_ep = endpoint_of(&s->cfg.web_api);
+    c->probe = s->cfg.probe;
+    snprintf(c->prefix, sizeof(c->prefix), "/dhaf/%s/", s->cfg.cluster_name);
+    snap_put(s);
+    dhaf_waker_init(&c->session_wake);
+    dhaf_waker_init(&c->election_wake);
+    pthread_mutex_init(&c->lock, NULL);
+    atomic_init(&c->running, 0);
+    if (c->view)
+        view_subscribe(c->view, &c->election_wake, VIEW_LEADER | VIEW_SYNC, 1);
+    return c;
+}
+
+void cluster_add_duty(struct cluster *c, const struct duty *d)
+{
+    if (c->n_duties < CLUSTER_MAX_DUTIES)
+        c->duties[c->n_duties++] = *d;
+}
+
+void cluster_reload(struct cluster *c)
+{
+    dhaf_waker_kick(&c->session_wake, 1);
+    dhaf_waker_kick(&c->election_wake, 1);
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < c->n_reload_watch; i++)
+        dhaf_waker_kick(c->reload_watch[i].w, c->reload_watch[i].bits);
+    pthread_mutex_unlock(&c->lock);
+}
+
+void cluster_watch_reload(struct cluster *c, struct dhaf_waker *w, unsigned bits)
+{
+    pthread_mutex_lock(&c->lock);
+    size_t max = sizeof(c->reload_watch) / sizeof(c->reload_watch[0]);
+    if (c->n_reload_watch < max)
+        c->reload_watch[c->n_reload_watch++] = (typeof(c->reload_watch[0])){w, bits};
+    pthread_mutex_unlock(&c->lock);
+}
+
+void cluster_unwatch_reload(struct cluster *c, struct dhaf_waker *w)
+{
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < c->n_reload_watch;)
+        if (c->reload_watch[i].w == w)
+            c->reload_watch[i] = c->reload_watch[--c->n_reload_watch];
         else
-            follow(c, rev);
-    }
-    atomic_fetch_sub(&c->running, 1);
-    return NULL;
+            i++;
+    pthread_mutex_unlock(&c->lock);
 }
-
-/* ------------------------------------------------------------------ leader duties */
-
-/* Compares alive/ with the state announced in members/ and announces the differences. */
-static void reconcile_nodes(struct cluster *c)
-{
-    char apfx[256], mpfx[256];
-    cluster_key(c, apfx, sizeof(apfx), "alive/");
-    cluster_key(c, mpfx, sizeof(mpfx), "members/");
-    struct dhaf_err err;
-    struct dhaf_kvs alive, members;
-    if (dhaf_etcd_get_prefix(c->etcd, apfx, 0, &alive, &err) != 0) {
-        log_err("reconcile-failed", &err);
-        return;
-    }
-    if (dhaf_etcd_get_prefix(c->etcd, mpfx, 0, &members, &err) != 0) {
-        dhaf_kvs_release(&alive);
-        log_err("reconcile-failed", &err);
-        return;
-    }
-    for (size_t i = 0; i < members.n && cluster_is_leader(c, NULL); i++) {
-        const struct dhaf_kv *m = &members.kvs[i];
-        const char *name = m->key + strlen(mpfx);
-        bool up = false;
-        for (size_t k = 0; k < alive.n && !up; k++)
-            up = strcmp(alive.kvs[k].key + strlen(apfx), name) == 0;
-        json_t *j = NULL;
-        if (dhaf_json_parse_object(m->value, m->value_len, m->key, &j, &err) != 0)
-            j = json_object();
-        const char *state = dhaf_json_str(j, "state");
-        const char *now = up ? "up" : "down";
-        if (state && strcmp(state, now) == 0) {
-            json_decref(j);
-            continue;
-        }
-        json_object_set_new(j, "state", json_string(now));
-        json_object_set_new(j, "state_since", json_integer(dhaf_wall_ms()));
-        char *text = dhaf_json_dump(j);
-        json_decref(j);
-        struct dhaf_etcd_cmp cmp = {
-            .key = m->key, .target = DHAF_ETCD_MOD_REV, .result = DHAF_ETCD_EQ, .num = m->mod_rev};
-        struct dhaf_etcd_op put = {.type = DHAF_ETCD_OP_PUT, .key = m->key, .value = text};
-        struct dhaf_etcd_txn_result res;
-        int rc = cluster_txn_as_leader(c, &cmp, 1, &put, 1, &res, &err);
-        free(text);
-        if (rc == 0) {
-            dhaf_etcd_txn_result_release(&res);
-            char msg[200];
-            snprintf(msg, sizeof(msg), "dhaf node %s is %s", name, up ? "UP" : "DOWN");
-            struct event ev = {.kind = up ? "node-up" : "node-down",
-                               .level = up ? EV_INFO : EV_WARNING,
-                               .node = name,
-                               .message = msg};
-            event_emit(c, &ev);
-        } else if (rc != DHAF_ECONFLICT) {
-            log_err("node-state-not-written", &err);
-        }
-    }
-    dhaf_kvs_release(&alive);
-    dhaf_kvs_release(&members);
-}
-
-static void *duties_thread(void *arg)
-{
-    struct cluster *c = arg;
-    struct dhaf_err err;
-    char apfx[256];
-    cluster_key(c, apfx, sizeof(apfx), "alive/");
-    while (!stopping(c)) {
-        if (!cluster_is_leader(c, NULL)) {
-            nap(c, 500);
-            continue;
-        }
-        /* Reconcile, then react to every change of alive/ (and of members/, via polling). */
-        struct dhaf_etcd_watch *w = dhaf_etcd_watch_new(c->etcd, apfx, true, 0, &err);
-        reconcile_nodes(c);
-        int64_t last = dhaf_mono_ms();
-        while (w && cluster_is_leader(c, NULL) && !stopping(c)) {
-            struct dhaf_etcd_events ev;
-            int rc = dhaf_etcd_watch_next(w, &ev, 500, &err);
-            if (rc == 0) {
-                dhaf_etcd_events_release(&ev);
-                reconcile_nodes(c);
-                last = dhaf_mono_ms();
-            } else if (rc != DHAF_ETIMEOUT) {
-                break;
-            } else if (dhaf_mono_ms() - last > 5000) {
-                reconcile_nodes(c); /* new members appear without an alive/ change */
-                last = dhaf_mono_ms();
-            }
-        }
-        dhaf_etcd_watch_free(w);
-        if (!w)
-            nap(c, 500);
-    }
-    atomic_fetch_sub(&c->running, 1);
-    return NULL;
-}
-
-/* ------------------------------------------------------------------ lifecycle */
 
 int cluster_start(struct cluster *c, struct dhaf_err *err)
 {
-    atomic_store(&c->running, 3);
-    if (pthread_create(&c->t_session, NULL, session_thread, c) != 0 ||
-        pthread_create(&c->t_election, NULL, election_thread, c) != 0 ||
-        pthread_create(&c->t_duties, NULL, duties_thread, c) != 0)
-        return dhaf_err_set(err, DHAF_EINTERNAL, "cannot start the cluster threads");
+    atomic_store(&c->running, 2);
+    if (pthread_create(&c->t_session, NULL, session_thread, c) != 0) {
+        atomic_store(&c->running, 0);
+        return dhaf_err_set(err, DHAF_EINTERNAL, "cannot start the session thread");
+    }
+    if (pthread_create(&c->t_election, NULL, election_thread, c) != 0) {
+        atomic_store(&c->running, 1);
+        pthread_mutex_lock(&c->lock);
+        c->stopping = true;
+        pthread_mutex_unlock(&c->lock);
+        dhaf_waker_kick(&c->session_wake, 1);
+        pthread_join(c->t_session, NULL);
+        return dhaf_err_set(err, DHAF_EINTERNAL, "cannot start the election thread");
+    }
     c->started = true;
     return 0;
 }
 
 bool cluster_stop(struct cluster *c, int deadline_ms)
 {
-    if (!c->started)
-        return true;
-    int64_t deadline = dhaf_mono_ms() + deadline_ms;
     pthread_mutex_lock(&c->lock);
     c->stopping = true;
-    bool was_leader = c->role == ROLE_LEADER;
-    int64_t leader_lease = c->leader_lease, session = c->session_lease;
-    c->role = ROLE_FOLLOWER;
-    c->valid_until = 0;
-    pthread_cond_broadcast(&c->wake);
+    struct term *t = c->term;
+    if (t)
+        term_hold(t);
     pthread_mutex_unlock(&c->lock);
-
-    /* Revoke first: the next leader can take over while our threads wind down. */
-    struct dhaf_err err;
-    if (leader_lease && dhaf_etcd_lease_revoke(c->etcd, leader_lease, &err) == 0)
-        DHAF_LOG(DHAF_LOG_INFO, "event=leadership-released node=%s", c->node);
-    if (session)
-        dhaf_etcd_lease_revoke(c->etcd, session, &err);
-    (void)was_leader;
-
-    pthread_t *ts[3] = {&c->t_session, &c->t_election, &c->t_duties};
-    for (int i = 0; i < 3; i++) {
-        if (!dhaf_join_within(*ts[i], deadline - dhaf_mono_ms())) {
+    if (t) {
+        term_close(t, "the node is stopping");
+        term_put(t);
+    }
+    if (!c->started) {
+        finish_term(c, true);
+        return true;
+    }
+    dhaf_waker_kick(&c->session_wake, 1);
+    dhaf_waker_kick(&c->election_wake, 1);
+    int64_t deadline = dhaf_mono_ms() + deadline_ms;
+    pthread_t ts[2] = {c->t_election, c->t_session};
+    for (int i = 0; i < 2; i++) {
+        if (!dhaf_join_within(ts[i], deadline - dhaf_mono_ms())) {
             DHAF_LOG(DHAF_LOG_WARN,
-                     "event=stop-slow node=%s note=\"a thread did not finish in "
-                     "time; exiting anyway\"",
+                     "event=stop-slow node=%s note=\"a cluster thread did not finish in time; "
+                     "exiting anyway\"",
                      c->node);
-            pthread_detach(*ts[i]);
+            pthread_detach(ts[i]);
         }
     }
     c->started = atomic_load(&c->running) != 0; /* detached threads still use c */
@@ -738,12 +892,17 @@ void cluster_free(struct cluster *c)
 {
     if (!c || c->started)
         return; /* threads still running: the process is about to exit anyway */
-    free(c->cluster_name);
+    if (c->view)
+        view_unsubscribe(c->view, &c->election_wake);
+    if (c->session_ka)
+        c->store.ops->keepalive_free(c->session_ka);
+    free(c->name);
     free(c->node);
     free(c->grpc_ep);
     free(c->rest_ep);
+    dhaf_waker_release(&c->session_wake);
+    dhaf_waker_release(&c->election_wake);
     pthread_mutex_destroy(&c->lock);
-    pthread_cond_destroy(&c->wake);
     free(c);
 }
 
@@ -766,7 +925,7 @@ int cluster_decommission(struct cluster *c, const char *node, struct dhaf_err *e
     struct dhaf_etcd_op check[2] = {{.type = DHAF_ETCD_OP_GET, .key = mkey},
                                     {.type = DHAF_ETCD_OP_GET, .key = akey}};
     struct dhaf_etcd_txn_result res;
-    int rc = dhaf_etcd_txn(c->etcd, cmps, 2, del, 2, check, 2, &res, err);
+    int rc = store_txn(&c->store, cmps, 2, del, 2, check, 2, &res, err);
     if (rc)
         return rc;
     bool ok = res.succeeded;

@@ -19,7 +19,7 @@ const char *action_name(enum action_kind a)
     return "none";
 }
 
-static void emit(struct decide_output *out, const char *kind, int ep, const char *why)
+static void emit(struct decide_output *out, enum event_kind kind, int ep, const char *why)
 {
     if (out->n_events < DECIDE_MAX_EVENTS)
         out->events[out->n_events++] = (struct decide_event){kind, ep, why};
@@ -47,12 +47,12 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally,
         quorum |= tally[e].known;
     if (!quorum) {
         if (state->quorum)
-            emit(out, "no-quorum", -1, NULL);
+            emit(out, EVK_NO_QUORUM, -1, NULL);
         out->next.quorum = false;
         return;
     }
     if (!state->quorum)
-        emit(out, "quorum", -1, NULL);
+        emit(out, EVK_QUORUM, -1, NULL);
     out->next.quorum = true;
 
     /* Health transitions of each entry point, announced once (the state remembers). */
@@ -62,7 +62,7 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally,
         if (h == EP_UP && best < 0)
             best = (int)e;
         if (h != EP_UNKNOWN && h != state->eps[e])
-            emit(out, h == EP_UP ? "ep-up" : "ep-down", (int)e, NULL);
+            emit(out, h == EP_UP ? EVK_EP_UP : EVK_EP_DOWN, (int)e, NULL);
         if (h != EP_UNKNOWN)
             out->next.eps[e] = h;
     }
@@ -70,7 +70,7 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally,
     /* Panic: no entry point is healthy. Nothing is switched; the service is down. */
     bool panic = best < 0;
     if (panic != state->panic)
-        emit(out, panic ? "service-down" : "service-up", -1, NULL);
+        emit(out, panic ? EVK_SERVICE_DOWN : EVK_SERVICE_UP, -1, NULL);
     out->next.panic = panic;
 
     int cur = state->current >= 0 && (size_t)state->current < n ? state->current : -1;
@@ -81,12 +81,12 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally,
     if (req->kind == REQ_UNKNOWN_EP ||
         (req->kind == REQ_EP && (req->ep < 0 || (size_t)req->ep >= n))) {
         out->purge_request = true;
-        emit(out, "switchover-purged", -1, "the requested entry point is not configured");
+        emit(out, EVK_SWITCHOVER_PURGED, -1, "the requested entry point is not configured");
     } else if (req->kind == REQ_EP) {
         enum ep_health rh = health_of(&tally[req->ep]);
         if (rh != EP_UP) {
             out->purge_request = true;
-            emit(out, "switchover-purged", req->ep,
+            emit(out, EVK_SWITCHOVER_PURGED, req->ep,
                  rh == EP_DOWN ? "the requested entry point is unhealthy"
                                : "no voter has checked the requested entry point");
         } else {
@@ -111,7 +111,7 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally,
         out->target = best;
         if (req->kind == REQ_EP && !out->purge_request) {
             out->purge_request = true;
-            emit(out, "switchover-purged", req->ep, "a failover took precedence");
+            emit(out, EVK_SWITCHOVER_PURGED, req->ep, "a failover took precedence");
         }
         return;
     }

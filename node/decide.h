@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "dhaf/config.h"
+#include "events.h"
 #include "votes.h"
 
 #define DECIDE_MAX_EPS    64
@@ -36,10 +37,10 @@ struct decide_request {
 enum action_kind { ACT_NONE = 0, ACT_FAILOVER, ACT_SWITCHOVER, ACT_SWITCHING };
 
 struct decide_event {
-    const char *kind; /* "ep-down", "ep-up", "service-down", "service-up", "no-quorum",
-                         "quorum", "switchover-purged" */
-    int ep;           /* the EP it is about, -1 if none */
-    const char *why;  /* switchover-purged: why; static text */
+    enum event_kind kind; /* EVK_EP_DOWN, EVK_EP_UP, EVK_SERVICE_DOWN, EVK_SERVICE_UP,
+                             EVK_NO_QUORUM, EVK_QUORUM, EVK_SWITCHOVER_PURGED */
+    int ep;               /* the EP it is about, -1 if none */
+    const char *why;      /* switchover-purged: why; static text */
 };
 
 struct decide_output {

@@ -1,136 +1,163 @@
 /* SPDX-License-Identifier: MIT */
-/* The event path: log line + etcd history record for every transition. */
-#include <pthread.h>
-#include <stdbool.h>
+/* The event kinds table, message templates, records and their log line. */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "cluster.h"
-#include "dhaf/alloc.h"
-#include "dhaf/clock.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
 #include "events.h"
 
-static pthread_mutex_t seq_lock = PTHREAD_MUTEX_INITIALIZER;
-static unsigned long long seq_counter;
+static const struct event_kind_info kinds[EVK_N + 1] = {
+#define EVENT_ROW(id, name, level, tmpl) [EVK_##id] = {name, level, tmpl},
+    EVENT_KINDS(EVENT_ROW)
+#undef EVENT_ROW
+        [EVK_UNKNOWN] = {"event", EV_INFO, "{detail}"},
+};
+
+const struct event_kind_info *event_kind_info(enum event_kind kind)
+{
+    return &kinds[kind <= EVK_UNKNOWN ? kind : EVK_UNKNOWN];
+}
+
+enum event_kind event_kind_named(const char *name)
+{
+    for (int k = 0; name && k < EVK_N; k++)
+        if (strcmp(kinds[k].name, name) == 0)
+            return (enum event_kind)k;
+    return EVK_UNKNOWN;
+}
 
 const char *event_level_name(enum event_level l)
 {
     switch (l) {
-    case EV_INFO:
-        return "info";
     case EV_WARNING:
         return "warning";
     case EV_CRITICAL:
         return "critical";
+    case EV_INFO:
+        break;
     }
     return "info";
 }
 
-/* Appends " key=value" (value quoted when it may hold spaces) when value is set. */
-static void add_field(char *buf, size_t len, const char *key, const char *value, bool quote)
+/* The value of template field name (len bytes), NULL for an unknown field. */
+static const char *field(const struct event *ev, const char *cluster, const char *name, size_t len)
 {
+#define IS(s) (len == sizeof(s) - 1 && memcmp(name, s, len) == 0)
+    if (IS("service"))
+        return ev->service ? ev->service : "";
+    if (IS("node"))
+        return ev->node ? ev->node : "";
+    if (IS("from"))
+        return ev->from && *ev->from ? ev->from : "(none)";
+    if (IS("to"))
+        return ev->to && *ev->to ? ev->to : "(none)";
+    if (IS("detail"))
+        return ev->detail ? ev->detail : "";
+    if (IS("cluster"))
+        return cluster ? cluster : "";
+#undef IS
+    return NULL;
+}
+
+void event_render(const struct event *ev, const char *cluster, char *buf, size_t len)
+{
+    const char *t = event_kind_info(ev->kind)->tmpl;
+    size_t n = 0;
+    buf[0] = '\0';
+    while (*t && n + 1 < len) {
+        const char *close = *t == '{' ? strchr(t, '}') : NULL;
+        const char *v = close ? field(ev, cluster, t + 1, (size_t)(close - t - 1)) : NULL;
+        if (v) {
+            int w = snprintf(buf + n, len - n, "%s", v);
+            n += w > 0 ? (size_t)w : 0;
+            if (n >= len)
+                n = len - 1;
+            t = close + 1;
+        } else {
+            buf[n++] = *t++;
+            buf[n] = '\0';
+        }
+    }
+}
+
+static void set_str(json_t *j, const char *key, const char *v)
+{
+    if (v && *v)
+        json_object_set_new(j, key, json_string(v));
+}
+
+json_t *event_record(const struct event *ev, uint64_t seq, const char *cluster, const char *by,
+                     int64_t epoch, int64_t at_ms)
+{
+    const struct event_kind_info *k = event_kind_info(ev->kind);
+    char msg[1024];
+    event_render(ev, cluster, msg, sizeof(msg));
+    json_t *j = json_object();
+    json_object_set_new(j, "seq", json_integer((json_int_t)seq));
+    json_object_set_new(j, "kind", json_string(k->name));
+    json_object_set_new(j, "level", json_string(event_level_name(k->level)));
+    set_str(j, "service", ev->service);
+    set_str(j, "node", ev->node);
+    set_str(j, "from", ev->from);
+    set_str(j, "to", ev->to);
+    if (ev->n_reasons) {
+        json_t *r = json_array();
+        for (size_t i = 0; i < ev->n_reasons && i < EVENT_MAX_REASONS; i++)
+            json_array_append_new(r, json_string(ev->reasons[i] ? ev->reasons[i] : ""));
+        json_object_set_new(j, "reasons", r);
+    }
+    json_object_set_new(j, "message", json_string(msg));
+    json_object_set_new(j, "at", json_integer(at_ms));
+    set_str(j, "by", by);
+    if (epoch)
+        json_object_set_new(j, "epoch", json_integer(epoch));
+    return j;
+}
+
+/* Appends " key=value" when the record has key (names: no spaces to quote). */
+static void add_field(char *buf, size_t len, const json_t *rec, const char *key)
+{
+    const char *value = dhaf_json_str(rec, key);
     if (!value)
         return;
     size_t at = strlen(buf);
     char q[512];
-    if (quote)
-        snprintf(buf + at, len - at, " %s=\"%s\"", key, dhaf_log_quote(q, sizeof(q), value));
-    else
-        snprintf(buf + at, len - at, " %s=%s", key, value);
+    snprintf(buf + at, len - at, " %s=%s", key, dhaf_log_quote(q, sizeof(q), value));
 }
 
-static void log_event(const struct event *ev)
+void event_log_record(const json_t *rec)
 {
     char line[1536] = "", reasons[512] = "";
-    for (size_t i = 0; i < ev->n_reasons; i++)
+    const json_t *ra = json_object_get(rec, "reasons");
+    for (size_t i = 0; json_is_array(ra) && i < json_array_size(ra); i++) {
+        const char *r = json_string_value(json_array_get(ra, i));
         snprintf(reasons + strlen(reasons), sizeof(reasons) - strlen(reasons), "%s%s",
-                 i ? "; " : "", ev->reasons[i]);
-    add_field(line, sizeof(line), "service", ev->service, false);
-    add_field(line, sizeof(line), "node", ev->node, false);
-    add_field(line, sizeof(line), "from", ev->from, false);
-    add_field(line, sizeof(line), "to", ev->to, false);
-    add_field(line, sizeof(line), "reasons", ev->n_reasons ? reasons : NULL, true);
-    add_field(line, sizeof(line), "msg", ev->message, true);
-    DHAF_LOG(ev->level == EV_INFO ? DHAF_LOG_INFO : DHAF_LOG_WARN, "event=%s severity=%s%s",
-             ev->kind, event_level_name(ev->level), line);
-}
-
-/* Drops the oldest records beyond the cap. */
-static void trim(struct cluster *c, const char *dir)
-{
-    struct dhaf_err err;
-    int64_t count = 0;
-    if (dhaf_etcd_count_prefix(cluster_etcd(c), dir, &count, &err) != 0 ||
-        count <= EVENT_HISTORY_MAX)
-        return;
-    struct dhaf_kvs old;
-    if (dhaf_etcd_get_prefix(cluster_etcd(c), dir, count - EVENT_HISTORY_MAX, &old, &err) != 0)
-        return;
-    for (size_t i = 0; i < old.n; i++)
-        dhaf_etcd_delete(cluster_etcd(c), old.kvs[i].key, false, NULL, &err);
-    dhaf_kvs_release(&old);
-}
-
-void event_emit(struct cluster *c, const struct event *ev)
-{
-    log_event(ev);
-
-    long long at = dhaf_wall_ms();
-    pthread_mutex_lock(&seq_lock);
-    unsigned long long n = ++seq_counter;
-    pthread_mutex_unlock(&seq_lock);
-
-    json_t *j = json_object();
-    json_object_set_new(j, "kind", json_string(ev->kind));
-    json_object_set_new(j, "level", json_string(event_level_name(ev->level)));
-    if (ev->service)
-        json_object_set_new(j, "service", json_string(ev->service));
-    if (ev->node)
-        json_object_set_new(j, "node", json_string(ev->node));
-    if (ev->from)
-        json_object_set_new(j, "from", json_string(ev->from));
-    if (ev->to)
-        json_object_set_new(j, "to", json_string(ev->to));
-    if (ev->n_reasons) {
-        json_t *r = json_array();
-        for (size_t i = 0; i < ev->n_reasons; i++)
-            json_array_append_new(r, json_string(ev->reasons[i]));
-        json_object_set_new(j, "reasons", r);
+                 i ? "; " : "", r ? r : "");
     }
-    json_object_set_new(j, "at", json_integer(at));
-    json_object_set_new(j, "by", json_string(cluster_node(c)));
-    if (ev->message)
-        json_object_set_new(j, "message", json_string(ev->message));
-    char *text = dhaf_json_dump(j);
-    json_decref(j);
-
-    char path[256], dir[300], key[400];
-    snprintf(path, sizeof(path), "events/%s/", ev->service ? ev->service : EVENT_CLUSTER);
-    cluster_key(c, dir, sizeof(dir), path);
-    /* Time first so keys sort by time; node and counter keep them unique. */
-    snprintf(key, sizeof(key), "%s%013lld-%s-%06llu", dir, at, cluster_node(c), n % 1000000);
-
-    struct dhaf_err err;
-    struct dhaf_etcd_op put = {.type = DHAF_ETCD_OP_PUT, .key = key, .value = text};
-    int rc;
-    if (cluster_is_leader(c, NULL)) {
-        struct dhaf_etcd_txn_result res;
-        rc = cluster_txn_as_leader(c, NULL, 0, &put, 1, &res, &err);
-        if (rc == 0)
-            dhaf_etcd_txn_result_release(&res);
-    } else {
-        rc = dhaf_etcd_put(cluster_etcd(c), key, text, SIZE_MAX, 0, NULL, &err);
+    add_field(line, sizeof(line), rec, "service");
+    add_field(line, sizeof(line), rec, "node");
+    add_field(line, sizeof(line), rec, "from");
+    add_field(line, sizeof(line), rec, "to");
+    if (reasons[0]) {
+        char q[600];
+        size_t at = strlen(line);
+        snprintf(line + at, sizeof(line) - at, " reasons=\"%s\"",
+                 dhaf_log_quote(q, sizeof(q), reasons));
     }
-    if (rc != 0) {
-        char q[300];
-        DHAF_LOG(DHAF_LOG_WARN, "event=event-not-recorded kind=%s reason=\"%s\"", ev->kind,
-                 dhaf_log_quote(q, sizeof(q), err.msg));
-    } else if (n % 32 == 0) {
-        trim(c, dir);
+    int64_t seq = 0;
+    dhaf_json_int(rec, "seq", &seq);
+    if (seq > 0)
+        snprintf(line + strlen(line), sizeof(line) - strlen(line), " seq=%lld", (long long)seq);
+    const char *msg = dhaf_json_str(rec, "message");
+    if (msg) {
+        char q[600];
+        size_t at = strlen(line);
+        snprintf(line + at, sizeof(line) - at, " msg=\"%s\"", dhaf_log_quote(q, sizeof(q), msg));
     }
-    free(text);
+    const char *kind = dhaf_json_str(rec, "kind");
+    const char *level = dhaf_json_str(rec, "level");
+    bool info = !level || strcmp(level, "info") == 0;
+    DHAF_LOG(info ? DHAF_LOG_INFO : DHAF_LOG_WARN, "event=%s severity=%s%s", kind ? kind : "event",
+             level ? level : "info", line);
 }

@@ -1,41 +1,95 @@
 /* SPDX-License-Identifier: MIT */
-/* The event path: every notable transition becomes one log line and one record in etcd's
- * events/ history (notifiers join in a later issue). Stable event names: new-leader,
- * leader-lost, node-up, node-down, failover, ... */
+/* Typed events: one enum and one table of {name, severity, message template}; an event is
+ * built from a kind and its fields, rendered once into a message, stored in etcd by the outbox
+ * (outbox.h) as JSON, logged as one key=value line, and read back into an event view for
+ * notifiers. Stable names: new-leader, leader-lost, node-up, node-down, failover, ... */
 #ifndef DHAF_NODE_EVENTS_H
 #define DHAF_NODE_EVENTS_H
 
+#include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
-
-struct cluster;
+#include <stdint.h>
 
 enum event_level { EV_INFO = 1, EV_WARNING = 2, EV_CRITICAL = 3 };
 
-#define EVENT_MAX_REASONS 8
-#define EVENT_CLUSTER     "@cluster" /* the "service" of cluster-wide events ('@' is no name) */
+/* X(id, name, level, template). Template fields: {service} {node} {from} {to} {detail}
+ * {cluster}; an empty from/to reads "(none)". */
+#define EVENT_KINDS(X)                                                                             \
+    X(NEW_LEADER, "new-leader", EV_INFO, "{node} is the leader of cluster {cluster}{detail}")      \
+    X(LEADER_LOST, "leader-lost", EV_WARNING, "{node} stopped acting as leader{detail}")           \
+    X(NODE_UP, "node-up", EV_INFO, "dhaf node {node} is UP")                                       \
+    X(NODE_DOWN, "node-down", EV_WARNING, "dhaf node {node} is DOWN")                              \
+    X(EP_DOWN, "ep-down", EV_WARNING, "entry point {from} of {service} is DOWN{detail}")           \
+    X(EP_UP, "ep-up", EV_INFO, "entry point {from} of {service} is UP{detail}")                    \
+    X(SERVICE_DOWN, "service-down", EV_CRITICAL,                                                   \
+      "service {service} is DOWN: no entry point is healthy; nothing is switched until one "       \
+      "recovers")                                                                                  \
+    X(SERVICE_UP, "service-up", EV_INFO, "service {service} is UP again")                          \
+    X(NO_QUORUM, "no-quorum", EV_WARNING, "no fresh vote for {service}: decisions are suspended")  \
+    X(QUORUM, "quorum", EV_INFO, "fresh votes for {service} again: decisions resume")              \
+    X(SWITCHOVER_PURGED, "switchover-purged", EV_INFO,                                             \
+      "the switchover request of {service} was purged{detail}")                                    \
+    X(FAILOVER, "failover", EV_WARNING, "failover of {service} from {from} to {to}{detail}")       \
+    X(SWITCHOVER, "switchover", EV_INFO, "switchover of {service} from {from} to {to}{detail}")    \
+    X(SWITCHING, "switching", EV_INFO, "switching of {service} from {from} to {to}{detail}")       \
+    X(SWITCH_FAILED, "switch-failed", EV_WARNING,                                                  \
+      "switch of {service} to {to} failed (will retry){detail}")                                   \
+    X(SWITCH_INTERRUPTED, "switch-interrupted", EV_WARNING,                                        \
+      "a previous leader stopped in the middle of a switch of {service} to {to}; traffic goes "    \
+      "to {from}{detail}")                                                                         \
+    X(CURRENT_CORRECTED, "current-corrected", EV_WARNING,                                          \
+      "the switcher of {service} reports traffic on {to}, not on {from}; its answer wins")         \
+    X(EVENTS_DROPPED, "events-dropped", EV_WARNING, "{detail}")
 
-struct event {
-    const char *kind; /* "new-leader", "node-down", ... */
+enum event_kind {
+#define EVENT_ENUM(id, name, level, tmpl) EVK_##id,
+    EVENT_KINDS(EVENT_ENUM)
+#undef EVENT_ENUM
+        EVK_N,
+    EVK_UNKNOWN = EVK_N /* a record written by a newer version */
+};
+
+struct event_kind_info {
+    const char *name;
     enum event_level level;
+    const char *tmpl;
+};
+
+/** The table row of kind (EVK_UNKNOWN: name "event", level info). */
+const struct event_kind_info *event_kind_info(enum event_kind kind);
+
+/** The kind named name (a lookup in the table); EVK_UNKNOWN when none has that name. */
+enum event_kind event_kind_named(const char *name);
+
+/** "info", "warning", "critical". */
+const char *event_level_name(enum event_level l);
+
+#define EVENT_MAX_REASONS 8
+
+/* An event as its emitter builds it; every string is borrowed for the call. */
+struct event {
+    enum event_kind kind;
     const char *service; /* NULL: a cluster event */
-    const char *node;    /* the node it is about, if any */
+    const char *node;    /* the node it is about */
     const char *from;
     const char *to;
     const char *reasons[EVENT_MAX_REASONS];
     size_t n_reasons;
-    const char *message; /* one human sentence */
+    const char *detail; /* fills {detail}: counts, durations, an error */
 };
 
+/** The message of ev (its kind's template filled in) into buf (cut to len). */
+void event_render(const struct event *ev, const char *cluster, char *buf, size_t len);
+
 /**
- * Logs ev and records it under events/<service>/ (fenced when this node is the leader;
- * leader-lost is recorded by the node that lost leadership). Recording failures are logged,
- * never fatal. History is capped at EVENT_HISTORY_MAX per service.
+ * The record stored at events/<seq>: {seq, kind, level, service?, node?, from?, to?, reasons?,
+ * message, at, by, epoch}. New reference; never NULL.
  */
-void event_emit(struct cluster *c, const struct event *ev);
+json_t *event_record(const struct event *ev, uint64_t seq, const char *cluster, const char *by,
+                     int64_t epoch, int64_t at_ms);
 
-#define EVENT_HISTORY_MAX 1000
-
-/** "info", "warning", "critical". */
-const char *event_level_name(enum event_level l);
+/** Logs one record (as made by event_record) as an `event=<kind> severity=...` line. */
+void event_log_record(const json_t *rec);
 
 #endif

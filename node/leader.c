@@ -1,60 +1,59 @@
 /* SPDX-License-Identifier: MIT */
-/* The leader's decision loop and fenced switching.
+/* The leader's decision duty and fenced switching.
  *
- * Taking office (a new epoch): make each service's switcher, read services/<svc>/state from
- * etcd (never from memory), ask the switcher where traffic really goes (so an interrupted
- * switch or a manual change is seen), and read the switchover requests. Then decide for every
- * service on each tact and at once when the tally or a request changes. A switch is:
- * txn(epoch) state.switching -> switcher -> txn(epoch) state.current; a deposed leader's
- * txn is refused by etcd, and it stops. */
-#include <pthread.h>
+ * At the start of a term, and whenever a write's outcome is unknown, each service's state is
+ * read from etcd (never from memory) and the switcher is asked where traffic really goes, so
+ * an interrupted switch or a manual change is seen. Then every round decides for every
+ * service from the view's tally and switchover requests - only once the view is complete, so
+ * a fresh term never decides on the first voter to speak. State changes and the events that
+ * report them are one fenced transaction (outbox.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "decide.h"
 #include "dhaf/alloc.h"
-#include "dhaf/clock.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
 #include "dhaf/provider.h"
 #include "dhaf/registry.h"
-#include "events.h"
 #include "leader.h"
 #include "metrics.h"
+#include "outbox.h"
+#include "worker.h"
 
 struct svc_run {
-    const struct dhaf_service *svc;
+    char *name;
+    char *fingerprint;                 /* switcher config, domain and EPs, to notice changes */
+    struct snap *sw_snap;              /* the snapshot the switcher instance points into */
+    const struct dhaf_service *sw_svc; /* the service in sw_snap */
     const struct dhaf_provider *sw;
     void *sw_state;
     struct dhaf_provider_ctx ctx;
     bool ready;  /* the switcher is initialised */
     bool warned; /* "cannot switch" said once */
+    bool known;  /* the state was read from etcd in this term */
     struct decide_state st;
-    struct ep_tally shown[DECIDE_MAX_EPS]; /* the vote counts last written to the state */
-    bool shown_valid;
     long long since; /* current since (wall ms) */
     json_t *last_switch;
-    struct decide_request req;
+    struct ep_tally shown[DECIDE_MAX_EPS]; /* the counts last logged */
+    bool shown_valid;
 };
 
-struct leader {
+struct decider {
     struct cluster *c;
-    struct probing *p;
-    pthread_mutex_t lock; /* guards cfg, reload and in_office */
-    pthread_cond_t left;  /* signalled when the office (and its pointers into cfg) is gone */
-    const struct dhaf_config *cfg;
-    bool reload;
-    bool in_office;
-    unsigned long closed; /* offices closed so far: a reload waits for the next one */
-    pthread_t t;
+    struct term *t;
+    struct worker *w;
     struct svc_run *runs;
     size_t n;
-    int64_t epoch; /* of the office held; 0 = none */
-    struct dhaf_etcd_watch *requests;
-    const struct dhaf_config *office_cfg; /* the config the office was taken with */
+    uint64_t gen; /* snapshot generation the runs were made for */
+    bool waiting; /* "the view is not complete yet" said */
 };
+
+int64_t leader_fresh_ms(const struct dhaf_config *cfg)
+{
+    return (int64_t)FRESH_TACTS * cfg->tact_interval * 1000;
+}
 
 static void svc_key(struct cluster *c, const char *svc, const char *leaf, char *buf, size_t len)
 {
@@ -70,6 +69,113 @@ static void log_err(const char *event, const char *svc, const struct dhaf_err *e
              dhaf_log_quote(q, sizeof(q), err->msg));
 }
 
+static const char *ep_name(const struct dhaf_service *svc, int e)
+{
+    return e >= 0 && (size_t)e < svc->n_eps ? svc->eps[e].name : "";
+}
+
+/* ------------------------------------------------------------------ switchers */
+
+static char *fingerprint(const struct dhaf_service *svc)
+{
+    char *sw = dhaf_section_to_json(&svc->switcher);
+    json_t *eps = json_array();
+    for (size_t e = 0; e < svc->n_eps; e++)
+        json_array_append_new(eps, json_pack("[s,s]", svc->eps[e].name, svc->eps[e].ip));
+    json_t *j = json_pack("{s:s, s:s, s:o}", "switcher", sw ? sw : "", "domain",
+                          svc->domain ? svc->domain : "", "eps", eps);
+    free(sw);
+    char *text = dhaf_json_dump(j);
+    json_decref(j);
+    return text;
+}
+
+static void switcher_destroy(struct svc_run *r)
+{
+    if (r->ready && r->sw && r->sw->destroy)
+        r->sw->destroy(r->sw_state);
+    r->ready = false;
+    r->sw_state = NULL;
+    snap_put(r->sw_snap);
+    r->sw_snap = NULL;
+}
+
+static void run_release(struct svc_run *r)
+{
+    switcher_destroy(r);
+    if (r->last_switch)
+        json_decref(r->last_switch);
+    free(r->name);
+    free(r->fingerprint);
+    memset(r, 0, sizeof(*r));
+}
+
+/* Makes the service's switcher instance (only the leader has them). Returns r->ready. */
+static bool switcher_init(struct decider *d, struct svc_run *r, struct dhaf_err *err)
+{
+    if (r->ready)
+        return true;
+    const struct dhaf_service *svc = r->sw_svc;
+    if (!r->sw || !r->sw->switch_to) {
+        dhaf_err_set(err, DHAF_EINVAL, "switcher \"%s\" cannot switch", svc->switcher.type);
+    } else {
+        r->ctx = (struct dhaf_provider_ctx){.service = svc->name,
+                                            .domain = svc->domain,
+                                            .eps = svc->eps,
+                                            .n_eps = svc->n_eps,
+                                            .node = cluster_node(d->c),
+                                            .epoch = term_epoch(d->t),
+                                            .cluster = cluster_name(d->c)};
+        if (!r->sw->init || r->sw->init(svc->switcher.conf, &r->ctx, &r->sw_state, err) == 0) {
+            r->ready = true;
+            return true;
+        }
+    }
+    if (!r->warned)
+        log_err("switcher-init-failed", svc->name, err);
+    return false;
+}
+
+/* Makes the runs match snapshot s: services kept as they were keep their switcher and state;
+ * changed or new ones start anew (their state is read again). */
+static void sync_runs(struct decider *d, struct snap *s)
+{
+    if (d->runs && d->gen == s->generation)
+        return;
+    const struct dhaf_config *cfg = &s->cfg;
+    struct svc_run *fresh = dhaf_xcalloc(cfg->n_services + 1, sizeof(*fresh));
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        const struct dhaf_service *svc = &cfg->services[i];
+        char *fp = fingerprint(svc);
+        struct svc_run *old = NULL;
+        for (size_t k = 0; k < d->n && !old; k++)
+            if (d->runs[k].name && strcmp(d->runs[k].name, svc->name) == 0)
+                old = &d->runs[k];
+        if (old && strcmp(old->fingerprint, fp) == 0) {
+            fresh[i] = *old;
+            memset(old, 0, sizeof(*old));
+            free(fp);
+            continue;
+        }
+        if (old)
+            run_release(old);
+        struct svc_run *r = &fresh[i];
+        r->name = dhaf_xstrdup(svc->name);
+        r->fingerprint = fp;
+        r->sw_snap = snap_hold(s);
+        r->sw_svc = svc;
+        r->sw = dhaf_registry_find(DHAF_PKIND_SWITCHER, svc->switcher.type);
+        r->st.current = -1;
+    }
+    for (size_t k = 0; k < d->n; k++)
+        if (d->runs[k].name)
+            run_release(&d->runs[k]);
+    free(d->runs);
+    d->runs = fresh;
+    d->n = cfg->n_services;
+    d->gen = s->generation;
+}
+
 /* ------------------------------------------------------------------ state in etcd */
 
 static const char *health_word(enum ep_health h)
@@ -77,9 +183,10 @@ static const char *health_word(enum ep_health h)
     return h == EP_UP ? "up" : h == EP_DOWN ? "down" : "unknown";
 }
 
-/* Reads services/<svc>/state into r (missing or broken: a fresh state). *switching_to gets
- * the target of an interrupted switch (-1 none). */
-static int load_state(struct leader *l, struct svc_run *r, int *switching_to, struct dhaf_err *err)
+/* Parses a services/<svc>/state value into r (NULL or broken: a fresh state). *switching_to
+ * gets the target of an interrupted switch (-1 none). */
+static void parse_state(struct svc_run *r, const struct dhaf_service *svc, const struct dhaf_kv *kv,
+                        int *switching_to)
 {
     memset(&r->st, 0, sizeof(r->st));
     r->st.current = -1;
@@ -88,30 +195,24 @@ static int load_state(struct leader *l, struct svc_run *r, int *switching_to, st
     if (r->last_switch)
         json_decref(r->last_switch);
     r->last_switch = NULL;
-    char key[300];
-    svc_key(l->c, r->svc->name, "state", key, sizeof(key));
-    struct dhaf_kvs kvs;
-    int rc = dhaf_etcd_get(cluster_etcd(l->c), key, &kvs, err);
-    if (rc)
-        return rc;
     json_t *j = NULL;
-    if (kvs.n && dhaf_json_parse_object(kvs.kvs[0].value, kvs.kvs[0].value_len, key, &j, err)) {
-        log_err("state-unreadable", r->svc->name, err);
+    struct dhaf_err err;
+    if (kv && dhaf_json_parse_object(kv->value, kv->value_len, kv->key, &j, &err)) {
+        log_err("state-unreadable", svc->name, &err);
         j = NULL;
     }
-    dhaf_kvs_release(&kvs);
     if (!j)
-        return 0;
+        return;
     const char *cur = dhaf_json_str(j, "current");
-    r->st.current = cur ? dhaf_service_ep_index(r->svc, cur) : -1;
+    r->st.current = cur ? dhaf_service_ep_index(svc, cur) : -1;
     r->st.panic = json_is_true(json_object_get(j, "panic"));
     r->st.quorum = json_is_true(json_object_get(j, "quorum"));
     int64_t since = 0;
     if (dhaf_json_int(j, "since", &since) == 0)
         r->since = since;
     const json_t *eps = json_object_get(j, "eps");
-    for (size_t e = 0; e < r->svc->n_eps && e < DECIDE_MAX_EPS; e++) {
-        const char *h = dhaf_json_str(eps, r->svc->eps[e].name);
+    for (size_t e = 0; e < svc->n_eps && e < DECIDE_MAX_EPS; e++) {
+        const char *h = dhaf_json_str(eps, svc->eps[e].name);
         r->st.eps[e] = h && !strcmp(h, "up")     ? EP_UP
                        : h && !strcmp(h, "down") ? EP_DOWN
                                                  : EP_UNKNOWN;
@@ -122,518 +223,447 @@ static int load_state(struct leader *l, struct svc_run *r, int *switching_to, st
     const json_t *sw = json_object_get(j, "switching");
     const char *to = json_is_object(sw) ? dhaf_json_str(sw, "to") : NULL;
     if (to)
-        *switching_to = dhaf_service_ep_index(r->svc, to);
+        *switching_to = dhaf_service_ep_index(svc, to);
     json_decref(j);
-    return 0;
 }
 
-/* Writes state (fenced), with a switch in progress when switching_to >= 0, deleting the
- * switchover request when purge. */
-static int write_state(struct leader *l, struct svc_run *r, const struct decide_state *st,
-                       const char *kind, int switching_from, int switching_to, bool purge,
-                       struct dhaf_err *err)
+/* The state record of r with st; a switch in progress when kind is set. Caller frees. */
+static char *state_text(struct decider *d, struct svc_run *r, const struct dhaf_service *svc,
+                        const struct decide_state *st, const char *kind, int from, int to)
 {
-    const struct dhaf_service *svc = r->svc;
-    int64_t epoch = 0;
-    cluster_is_leader(l->c, &epoch);
     json_t *j = json_object();
     json_object_set_new(j, "current",
-                        st->current >= 0 ? json_string(svc->eps[st->current].name) : json_null());
+                        st->current >= 0 ? json_string(ep_name(svc, st->current)) : json_null());
     json_object_set_new(j, "since", json_integer(r->since));
-    json_object_set_new(j, "epoch", json_integer(epoch));
+    json_object_set_new(j, "epoch", json_integer(term_epoch(d->t)));
     json_object_set_new(j, "panic", json_boolean(st->panic));
     json_object_set_new(j, "quorum", json_boolean(st->quorum));
     json_t *eps = json_object();
     for (size_t e = 0; e < svc->n_eps && e < DECIDE_MAX_EPS; e++)
         json_object_set_new(eps, svc->eps[e].name, json_string(health_word(st->eps[e])));
     json_object_set_new(j, "eps", eps);
-    if (r->shown_valid) {
-        /* the leader's tally, so that every node's status API gives the same answer */
-        json_t *votes = json_object();
-        for (size_t e = 0; e < svc->n_eps && e < DECIDE_MAX_EPS; e++) {
-            const struct ep_tally *t = &r->shown[e];
-            json_object_set_new(votes, svc->eps[e].name,
-                                json_pack("{s:i, s:i, s:i, s:s}", "healthy", (int)t->healthy,
-                                          "unhealthy", (int)t->unhealthy, "voters", (int)t->voters,
-                                          "reasons", t->reasons));
-        }
-        json_object_set_new(j, "votes", votes);
-    }
     if (r->last_switch)
         json_object_set(j, "last_switch", r->last_switch);
-    if (switching_to >= 0)
+    if (kind)
         json_object_set_new(j, "switching",
                             json_pack("{s:s, s:s, s:s, s:I}", "kind", kind, "from",
-                                      switching_from >= 0 ? svc->eps[switching_from].name : "",
-                                      "to", svc->eps[switching_to].name, "at",
-                                      (json_int_t)dhaf_wall_ms()));
+                                      ep_name(svc, from), "to", ep_name(svc, to), "at",
+                                      (json_int_t)dhaf_clock_wall(cluster_clock(d->c))));
     char *text = dhaf_json_dump(j);
     json_decref(j);
+    return text;
+}
+
+/* What a commit of the state is about. */
+struct state_change {
+    const struct decide_state *st;
+    const char *kind; /* a switch in progress (state.switching), or NULL */
+    int from, to;
+    bool purge;          /* delete the switchover request ... */
+    int64_t request_rev; /* ... if it is still the one decided on (its mod revision) */
+    const struct event *evs;
+    size_t n_evs;
+};
+
+/* Writes the state and its events in one fenced transaction. A failure whose outcome is not
+ * known makes the next round read the state again. */
+static int commit_state(struct decider *d, struct svc_run *r, const struct dhaf_service *svc,
+                        const struct state_change *ch, struct dhaf_err *err)
+{
+    char *text = state_text(d, r, svc, ch->st, ch->kind, ch->from, ch->to);
     char skey[300], rkey[300];
-    svc_key(l->c, svc->name, "state", skey, sizeof(skey));
-    svc_key(l->c, svc->name, "switchover", rkey, sizeof(rkey));
+    svc_key(d->c, svc->name, "state", skey, sizeof(skey));
+    svc_key(d->c, svc->name, "switchover", rkey, sizeof(rkey));
     struct dhaf_etcd_op ops[2] = {{.type = DHAF_ETCD_OP_PUT, .key = skey, .value = text},
                                   {.type = DHAF_ETCD_OP_DELETE, .key = rkey}};
-    struct dhaf_etcd_txn_result res;
-    int rc = cluster_txn_as_leader(l->c, NULL, 0, ops, purge ? 2 : 1, &res, err);
+    struct dhaf_etcd_cmp cmp = {
+        .key = rkey, .target = DHAF_ETCD_MOD_REV, .result = DHAF_ETCD_EQ, .num = ch->request_rev};
+    int rc = outbox_commit(d->t, &cmp, ch->purge ? 1 : 0, ops, ch->purge ? 2 : 1, ch->evs,
+                           ch->n_evs, err);
     free(text);
-    if (rc == 0) {
-        dhaf_etcd_txn_result_release(&res);
-        if (purge)
-            r->req = (struct decide_request){REQ_NONE, -1};
-    }
+    if (rc != 0 && rc != DHAF_ECONFLICT && rc != DHAF_EFENCED)
+        r->known = false; /* maybe applied, maybe not: read it again before deciding */
     return rc;
 }
 
-/* ------------------------------------------------------------------ requests */
-
-static void parse_request(const struct dhaf_service *svc, const char *value, size_t len,
-                          struct decide_request *req)
+/* Reads the state of every service whose state is not known in this term, and asks each
+ * switcher where traffic really goes (an interrupted switch, a change by hand). */
+static void load_states(struct decider *d, struct snap *s)
 {
-    struct dhaf_err err;
-    json_t *j = NULL;
-    *req = (struct decide_request){REQ_UNKNOWN_EP, -1};
-    if (dhaf_json_parse_object(value, len, "switchover", &j, &err) != 0)
+    bool need = false;
+    for (size_t i = 0; i < d->n; i++)
+        need |= !d->runs[i].known;
+    if (!need)
         return;
-    const char *ep = dhaf_json_str(j, "ep");
-    int idx = ep ? dhaf_service_ep_index(svc, ep) : -1;
-    if (idx >= 0)
-        *req = (struct decide_request){REQ_EP, idx};
-    json_decref(j);
-}
-
-static struct svc_run *run_of(struct leader *l, const char *svc)
-{
-    for (size_t i = 0; i < l->n; i++)
-        if (strcmp(l->runs[i].svc->name, svc) == 0)
-            return &l->runs[i];
-    return NULL;
-}
-
-/* Applies a change of services/<svc>/switchover seen by the watch. Returns true if it was. */
-static bool absorb_request(struct leader *l, const struct dhaf_etcd_event *ev)
-{
     char prefix[256];
-    cluster_key(l->c, prefix, sizeof(prefix), "services/");
-    const char *k = ev->kv.key;
-    size_t pl = strlen(prefix);
-    if (strncmp(k, prefix, pl) != 0)
-        return false;
-    const char *slash = strchr(k + pl, '/');
-    if (!slash || strcmp(slash, "/switchover") != 0)
-        return false;
-    char svc[80];
-    snprintf(svc, sizeof(svc), "%.*s", (int)(slash - (k + pl)), k + pl);
-    struct svc_run *r = run_of(l, svc);
-    if (!r)
-        return false;
-    if (ev->type == DHAF_ETCD_EV_DELETE)
-        r->req = (struct decide_request){REQ_NONE, -1};
-    else
-        parse_request(r->svc, ev->kv.value, ev->kv.value_len, &r->req);
-    return true;
-}
-
-/* ------------------------------------------------------------------ office */
-
-static void leave_office(struct leader *l)
-{
-    for (size_t i = 0; i < l->n; i++) {
-        struct svc_run *r = &l->runs[i];
-        if (r->ready && r->sw->destroy)
-            r->sw->destroy(r->sw_state);
-        if (r->last_switch)
-            json_decref(r->last_switch);
-    }
-    free(l->runs);
-    l->runs = NULL;
-    l->n = 0;
-    dhaf_etcd_watch_free(l->requests);
-    l->requests = NULL;
-    if (l->epoch)
-        DHAF_LOG(DHAF_LOG_INFO, "event=leader-office-closed epoch=%lld", (long long)l->epoch);
-    l->epoch = 0;
-    pthread_mutex_lock(&l->lock);
-    l->in_office = false;
-    l->closed++;
-    pthread_cond_broadcast(&l->left);
-    pthread_mutex_unlock(&l->lock);
-}
-
-/* Completes the picture of one service at the start of an office. */
-static void reconcile(struct leader *l, struct svc_run *r)
-{
-    struct dhaf_err err;
-    int switching_to = -1;
-    if (load_state(l, r, &switching_to, &err) != 0) {
-        log_err("state-not-read", r->svc->name, &err);
-        return;
-    }
-    int stored = r->st.current;
-    if (r->ready && r->sw->current) {
-        int real = -1;
-        int rc = r->sw->current(r->sw_state, &real, &err);
-        if (rc == 0 || rc == DHAF_ENOTFOUND) {
-            if (rc == DHAF_ENOTFOUND)
-                real = -1;
-            if (real != stored) {
-                DHAF_LOG(DHAF_LOG_WARN,
-                         "event=current-corrected service=%s stored=%s actual=%s "
-                         "note=\"the switcher reports where traffic goes; it wins\"",
-                         r->svc->name, stored >= 0 ? r->svc->eps[stored].name : "none",
-                         real >= 0 ? r->svc->eps[real].name : "none");
-                r->st.current = real;
-                r->since = dhaf_wall_ms();
-            }
-        } else {
-            log_err("switcher-current-failed", r->svc->name, &err);
-        }
-    } else if (switching_to >= 0 && r->ready) {
-        /* Cannot ask the provider: redo the interrupted switch (switchers are idempotent). */
-        if (r->sw->switch_to(r->sw_state, (size_t)switching_to, &err) == 0) {
-            r->st.current = switching_to;
-            r->since = dhaf_wall_ms();
-        }
-    }
-    if (switching_to >= 0)
-        DHAF_LOG(DHAF_LOG_WARN,
-                 "event=switch-interrupted service=%s to=%s now=%s note=\"a previous leader "
-                 "stopped mid-switch; deciding again from where traffic really goes\"",
-                 r->svc->name, r->svc->eps[switching_to].name,
-                 r->st.current >= 0 ? r->svc->eps[r->st.current].name : "none");
-    if (switching_to >= 0 || r->st.current != stored)
-        if (write_state(l, r, &r->st, "", -1, -1, false, &err) != 0)
-            log_err("state-not-written", r->svc->name, &err);
-}
-
-/* Makes the service's switcher instance (only the leader has them). Returns r->ready. */
-static bool switcher_init(struct leader *l, struct svc_run *r, struct dhaf_err *err)
-{
-    (void)l;
-    if (r->ready)
-        return true;
-    if (!r->sw || !r->sw->switch_to) {
-        dhaf_err_set(err, DHAF_EINVAL, "switcher \"%s\" cannot switch", r->svc->switcher.type);
-    } else if (!r->sw->init ||
-               r->sw->init(r->svc->switcher.conf, &r->ctx, &r->sw_state, err) == 0) {
-        r->ready = true;
-        return true;
-    }
-    if (!r->warned)
-        log_err("switcher-init-failed", r->svc->name, err);
-    return false;
-}
-
-static int take_office(struct leader *l, int64_t epoch)
-{
-    pthread_mutex_lock(&l->lock);
-    const struct dhaf_config *cfg = l->cfg;
-    l->reload = false;
-    l->in_office = true;
-    pthread_mutex_unlock(&l->lock);
-    struct dhaf_err err;
-    l->n = cfg->n_services;
-    l->runs = dhaf_xcalloc(l->n + 1, sizeof(*l->runs));
-    l->epoch = epoch;
-    l->office_cfg = cfg;
-    for (size_t i = 0; i < l->n; i++) {
-        struct svc_run *r = &l->runs[i];
-        r->svc = &cfg->services[i];
-        r->req = (struct decide_request){REQ_NONE, -1};
-        r->sw = dhaf_registry_find(DHAF_PKIND_SWITCHER, r->svc->switcher.type);
-        r->ctx = (struct dhaf_provider_ctx){.service = r->svc->name,
-                                            .domain = r->svc->domain,
-                                            .eps = r->svc->eps,
-                                            .n_eps = r->svc->n_eps,
-                                            .node = cluster_node(l->c),
-                                            .epoch = epoch};
-        switcher_init(l, r, &err);
-        reconcile(l, r);
-    }
-    /* Requests: read them all, then follow every change of services/. */
-    char prefix[256];
-    cluster_key(l->c, prefix, sizeof(prefix), "services/");
+    cluster_key(d->c, prefix, sizeof(prefix), "services/");
     struct dhaf_kvs kvs;
-    if (dhaf_etcd_get_prefix(cluster_etcd(l->c), prefix, 0, &kvs, &err) != 0) {
-        log_err("requests-not-read", "*", &err);
-        return err.code ? err.code : DHAF_EUNAVAILABLE;
+    struct dhaf_err err;
+    if (store_get_prefix(cluster_store(d->c), prefix, 0, &kvs, &err) != 0) {
+        log_err("state-not-read", "*", &err);
+        return;
     }
-    for (size_t i = 0; i < kvs.n; i++) {
-        struct dhaf_etcd_event ev = {.type = DHAF_ETCD_EV_PUT, .kv = kvs.kvs[i]};
-        absorb_request(l, &ev);
+    for (size_t i = 0; i < d->n; i++) {
+        struct svc_run *r = &d->runs[i];
+        const struct dhaf_service *svc = &s->cfg.services[i];
+        if (r->known)
+            continue;
+        char key[300];
+        svc_key(d->c, svc->name, "state", key, sizeof(key));
+        const struct dhaf_kv *kv = NULL;
+        for (size_t k = 0; k < kvs.n && !kv; k++)
+            if (strcmp(kvs.kvs[k].key, key) == 0)
+                kv = &kvs.kvs[k];
+        int switching_to = -1;
+        parse_state(r, svc, kv, &switching_to);
+        int stored = r->st.current;
+        switcher_init(d, r, &err);
+        if (r->ready && r->sw->current) {
+            int real = -1;
+            int rc = r->sw->current(r->sw_state, &real, &err);
+            if (rc == 0 || rc == DHAF_ENOTFOUND) {
+                if (rc == DHAF_ENOTFOUND)
+                    real = -1;
+                r->st.current = real;
+            } else {
+                log_err("switcher-current-failed", svc->name, &err);
+            }
+        } else if (switching_to >= 0 && r->ready) {
+            /* Cannot ask the provider: redo the interrupted switch (switchers are idempotent). */
+            if (r->sw->switch_to(r->sw_state, (size_t)switching_to, &err) == 0)
+                r->st.current = switching_to;
+        }
+        struct event evs[2];
+        size_t n_evs = 0;
+        if (switching_to >= 0)
+            evs[n_evs++] = (struct event){.kind = EVK_SWITCH_INTERRUPTED,
+                                          .service = svc->name,
+                                          .from = ep_name(svc, r->st.current),
+                                          .to = ep_name(svc, switching_to)};
+        if (r->st.current != stored) {
+            r->since = dhaf_clock_wall(cluster_clock(d->c));
+            evs[n_evs++] = (struct event){.kind = EVK_CURRENT_CORRECTED,
+                                          .service = svc->name,
+                                          .from = ep_name(svc, stored),
+                                          .to = ep_name(svc, r->st.current)};
+        }
+        r->known = true;
+        if (n_evs) {
+            struct state_change ch = {
+                .st = &r->st, .from = -1, .to = -1, .evs = evs, .n_evs = n_evs};
+            if (commit_state(d, r, svc, &ch, &err) != 0)
+                log_err("state-not-written", svc->name, &err);
+        }
     }
-    l->requests = dhaf_etcd_watch_new(cluster_etcd(l->c), prefix, true, kvs.revision + 1, &err);
     dhaf_kvs_release(&kvs);
-    DHAF_LOG(DHAF_LOG_INFO, "event=leader-office-open epoch=%lld services=%zu", (long long)epoch,
-             l->n);
-    return 0;
 }
 
 /* ------------------------------------------------------------------ deciding */
 
-static void announce(struct leader *l, struct svc_run *r, const struct decide_event *de,
-                     const struct ep_tally *t)
+/* The switchover request of svc as the view has it. */
+static void request_of(struct view *v, const struct dhaf_service *svc, struct decide_request *req,
+                       int64_t *mod_rev)
 {
-    const struct dhaf_service *svc = r->svc;
-    const char *ep = de->ep >= 0 ? svc->eps[de->ep].name : NULL;
-    char msg[600];
-    struct event ev = {.kind = de->kind, .level = EV_INFO, .service = svc->name};
-    if (!strcmp(de->kind, "ep-down")) {
-        ev.level = EV_WARNING;
-        ev.node = NULL;
-        ev.from = ep;
-        snprintf(msg, sizeof(msg), "entry point %s of %s is DOWN (%u of %u voters)", ep, svc->name,
-                 t[de->ep].unhealthy, t[de->ep].voters);
-        ev.reasons[ev.n_reasons++] = t[de->ep].reasons;
-    } else if (!strcmp(de->kind, "ep-up")) {
-        ev.from = ep;
-        snprintf(msg, sizeof(msg), "entry point %s of %s is UP (%u of %u voters)", ep, svc->name,
-                 t[de->ep].healthy, t[de->ep].voters);
-    } else if (!strcmp(de->kind, "service-down")) {
-        ev.level = EV_CRITICAL;
-        snprintf(msg, sizeof(msg),
-                 "service %s is DOWN: no entry point is healthy; nothing is "
-                 "switched until one recovers",
-                 svc->name);
-    } else if (!strcmp(de->kind, "service-up")) {
-        snprintf(msg, sizeof(msg), "service %s is UP again", svc->name);
-    } else if (!strcmp(de->kind, "no-quorum")) {
-        ev.level = EV_WARNING;
-        snprintf(msg, sizeof(msg), "no fresh vote for %s: decisions are suspended", svc->name);
-    } else if (!strcmp(de->kind, "quorum")) {
-        snprintf(msg, sizeof(msg), "fresh votes for %s again: decisions resume", svc->name);
-    } else {
-        ev.to = ep;
-        snprintf(msg, sizeof(msg), "switchover request%s%s of %s purged: %s", ep ? " to " : "",
-                 ep ? ep : "", svc->name, de->why ? de->why : "");
-    }
-    ev.message = msg;
-    event_emit(l->c, &ev);
+    *req = (struct decide_request){REQ_NONE, -1};
+    *mod_rev = 0;
+    const struct view_rec *rec = view_find(v, VS_REQUEST, svc->name);
+    if (!rec)
+        return;
+    *mod_rev = rec->mod_rev;
+    const char *ep = rec->j ? dhaf_json_str(rec->j, "ep") : NULL;
+    int idx = ep ? dhaf_service_ep_index(svc, ep) : -1;
+    *req = idx >= 0 ? (struct decide_request){REQ_EP, idx}
+                    : (struct decide_request){REQ_UNKNOWN_EP, -1};
 }
 
-/* Carries out out.action for r: fenced mark, switch, fenced commit. */
-static void do_switch(struct leader *l, struct svc_run *r, const struct decide_output *out,
-                      const struct ep_tally *t)
+/* The events decide() asked for, with their details (details[] holds their text). */
+static size_t events_of(const struct dhaf_service *svc, const struct decide_output *out,
+                        const struct ep_tally *t, struct event *evs, char (*details)[160])
 {
-    const struct dhaf_service *svc = r->svc;
+    size_t n = 0;
+    for (size_t k = 0; k < out->n_events; k++) {
+        const struct decide_event *de = &out->events[k];
+        struct event *ev = &evs[n];
+        *ev = (struct event){.kind = de->kind, .service = svc->name};
+        details[n][0] = '\0';
+        switch (de->kind) {
+        case EVK_EP_DOWN:
+            ev->from = ep_name(svc, de->ep);
+            snprintf(details[n], sizeof(details[n]), " (%u of %u voters)", t[de->ep].unhealthy,
+                     t[de->ep].voters);
+            ev->reasons[ev->n_reasons++] = t[de->ep].reasons;
+            break;
+        case EVK_EP_UP:
+            ev->from = ep_name(svc, de->ep);
+            snprintf(details[n], sizeof(details[n]), " (%u of %u voters)", t[de->ep].healthy,
+                     t[de->ep].voters);
+            break;
+        case EVK_SWITCHOVER_PURGED:
+            ev->to = de->ep >= 0 ? ep_name(svc, de->ep) : NULL;
+            if (ev->to)
+                snprintf(details[n], sizeof(details[n]), " (to %s): %s", ev->to,
+                         de->why ? de->why : "");
+            else
+                snprintf(details[n], sizeof(details[n]), ": %s", de->why ? de->why : "");
+            break;
+        default:
+            break;
+        }
+        ev->detail = details[n];
+        n++;
+    }
+    return n;
+}
+
+/* Carries out out->action for r: fenced mark, switch, fenced commit. */
+static void do_switch(struct decider *d, struct svc_run *r, const struct dhaf_service *svc,
+                      const struct decide_output *out, const struct ep_tally *t, int64_t req_rev,
+                      const struct event *evs, size_t n_evs)
+{
     struct dhaf_err err;
-    if (!r->ready && !switcher_init(l, r, &err)) {
+    const char *kind = action_name(out->action);
+    struct state_change ch = {.st = &out->next,
+                              .from = -1,
+                              .to = -1,
+                              .purge = out->purge_request,
+                              .request_rev = req_rev,
+                              .evs = evs,
+                              .n_evs = n_evs};
+    if (!r->ready && !switcher_init(d, r, &err)) {
         if (!r->warned)
             DHAF_LOG(DHAF_LOG_ERROR,
                      "event=switch-impossible service=%s action=%s to=%s "
                      "reason=\"the switcher cannot be initialised (retried on every "
                      "decision)\"",
-                     svc->name, action_name(out->action), svc->eps[out->target].name);
+                     svc->name, kind, ep_name(svc, out->target));
         r->warned = true;
         /* what was announced is recorded all the same */
-        if (write_state(l, r, &out->next, "", -1, -1, out->purge_request, &err) == 0)
+        if (commit_state(d, r, svc, &ch, &err) == 0)
             r->st = out->next;
         return;
     }
     r->warned = false;
-    const char *kind = action_name(out->action);
     int from = r->st.current;
-    if (write_state(l, r, &out->next, kind, from, out->target, out->purge_request, &err) != 0) {
+    ch.kind = kind;
+    ch.from = from;
+    ch.to = out->target;
+    if (commit_state(d, r, svc, &ch, &err) != 0) {
         log_err("switch-not-started", svc->name, &err);
         return;
     }
     r->st = out->next;
-    long long t0 = dhaf_wall_ms();
+    if (!term_valid(d->t))
+        return; /* the term ended meanwhile: the next leader finishes the switch */
+    const struct dhaf_clock *clk = cluster_clock(d->c);
+    int64_t t0 = dhaf_clock_mono(clk);
     int rc = r->sw->switch_to(r->sw_state, (size_t)out->target, &err);
-    char msg[600];
+    int64_t took = dhaf_clock_mono(clk) - t0;
+    char detail[700];
     if (rc != 0) {
-        snprintf(msg, sizeof(msg), "%s of %s to %s failed (will retry): %s", kind, svc->name,
-                 svc->eps[out->target].name, err.msg);
-        struct event ev = {.kind = "switch-failed",
-                           .level = EV_WARNING,
+        snprintf(detail, sizeof(detail), ": %s", err.msg);
+        struct event ev = {.kind = EVK_SWITCH_FAILED,
                            .service = svc->name,
-                           .to = svc->eps[out->target].name,
-                           .message = msg};
-        event_emit(l->c, &ev);
+                           .to = ep_name(svc, out->target),
+                           .detail = detail};
+        struct dhaf_err e2;
+        outbox_commit(d->t, NULL, 0, NULL, 0, &ev, 1, &e2);
         return;
     }
     r->st.current = out->target;
     metrics_switch(svc->name, kind);
-    r->since = dhaf_wall_ms();
+    r->since = dhaf_clock_wall(clk);
     if (r->last_switch)
         json_decref(r->last_switch);
-    r->last_switch = json_pack("{s:s, s:s, s:s, s:I}", "kind", kind, "from",
-                               from >= 0 ? svc->eps[from].name : "", "to",
-                               svc->eps[out->target].name, "at", (json_int_t)r->since);
-    if (write_state(l, r, &r->st, "", -1, -1, false, &err) != 0)
-        log_err("switch-not-recorded", svc->name, &err);
-    snprintf(msg, sizeof(msg), "%s of %s from %s to %s done in %lld ms%s%s", kind, svc->name,
-             from >= 0 ? svc->eps[from].name : "(none)", svc->eps[out->target].name, r->since - t0,
-             from >= 0 && t[from].unhealthy ? "; " : "",
-             from >= 0 && t[from].unhealthy ? t[from].reasons : "");
-    struct event ev = {.kind = kind,
-                       .level = out->action == ACT_FAILOVER ? EV_WARNING : EV_INFO,
+    r->last_switch = json_pack("{s:s, s:s, s:s, s:I}", "kind", kind, "from", ep_name(svc, from),
+                               "to", ep_name(svc, out->target), "at", (json_int_t)r->since);
+    bool why = from >= 0 && t[from].unhealthy;
+    snprintf(detail, sizeof(detail), " done in %lld ms%s%s", (long long)took, why ? "; " : "",
+             why ? t[from].reasons : "");
+    enum event_kind ek = out->action == ACT_FAILOVER     ? EVK_FAILOVER
+                         : out->action == ACT_SWITCHOVER ? EVK_SWITCHOVER
+                                                         : EVK_SWITCHING;
+    struct event ev = {.kind = ek,
                        .service = svc->name,
-                       .from = from >= 0 ? svc->eps[from].name : NULL,
-                       .to = svc->eps[out->target].name,
-                       .message = msg};
-    event_emit(l->c, &ev);
+                       .from = ep_name(svc, from),
+                       .to = ep_name(svc, out->target),
+                       .detail = detail};
+    struct state_change done = {.st = &r->st, .from = -1, .to = -1, .evs = &ev, .n_evs = 1};
+    if (commit_state(d, r, svc, &done, &err) != 0)
+        log_err("switch-not-recorded", svc->name, &err);
 }
 
-/* Decides for every service with a tally; returns true when a switch happened. */
-static bool decide_all(struct leader *l)
+/* Logs the entry points whose counts changed since the last round (event=ep-votes). */
+static void log_counts(struct svc_run *r, const struct dhaf_service *svc, const struct ep_tally *t)
 {
+    for (size_t e = 0; e < svc->n_eps; e++) {
+        const struct ep_tally *a = &r->shown[e], *b = &t[e];
+        if (r->shown_valid && a->healthy == b->healthy && a->unhealthy == b->unhealthy &&
+            a->voters == b->voters)
+            continue;
+        char q[600];
+        DHAF_LOG(DHAF_LOG_INFO,
+                 "event=ep-votes service=%s ep=%s state=%s healthy=%u unhealthy=%u "
+                 "voters=%u%s%s%s",
+                 svc->name, svc->eps[e].name,
+                 !b->known ? "unknown" : (b->is_healthy ? "healthy" : "unhealthy"), b->healthy,
+                 b->unhealthy, b->voters, b->unhealthy ? " reasons=\"" : "",
+                 b->unhealthy ? dhaf_log_quote(q, sizeof(q), b->reasons) : "",
+                 b->unhealthy ? "\"" : "");
+    }
+    memcpy(r->shown, t, svc->n_eps * sizeof(*t));
+    r->shown_valid = true;
+}
+
+/* Decides for every service; returns true when a switch happened. */
+static bool decide_all(struct decider *d, struct snap *s)
+{
+    struct view *v = cluster_view(d->c);
+    int64_t fresh = leader_fresh_ms(&s->cfg);
+    view_rdlock(v);
+    bool complete = view_tally_complete(v, fresh);
+    view_unlock(v);
+    if (!complete) {
+        if (!d->waiting)
+            DHAF_LOG(DHAF_LOG_INFO,
+                     "event=decisions-wait epoch=%lld note=\"the view has not heard from every "
+                     "voter since it (re)synced with etcd; no decision on a partial tally\"",
+                     (long long)term_epoch(d->t));
+        d->waiting = true;
+        return false;
+    }
+    if (d->waiting)
+        DHAF_LOG(DHAF_LOG_INFO, "event=decisions-resume epoch=%lld", (long long)term_epoch(d->t));
+    d->waiting = false;
     bool switched = false;
-    for (size_t i = 0; i < l->n && cluster_is_leader(l->c, NULL); i++) {
-        struct svc_run *r = &l->runs[i];
-        const struct dhaf_service *svc = r->svc;
+    for (size_t i = 0; i < d->n && term_valid(d->t); i++) {
+        struct svc_run *r = &d->runs[i];
+        const struct dhaf_service *svc = &s->cfg.services[i];
+        if (!r->known || svc->n_eps > DECIDE_MAX_EPS)
+            continue;
         struct ep_tally t[DECIDE_MAX_EPS];
-        if (svc->n_eps > DECIDE_MAX_EPS || !probing_tally(l->p, svc->name, t, DECIDE_MAX_EPS))
-            continue; /* no tally yet (the office just opened) */
-        /* Vote counts are published with the state when they change (status API). */
-        bool counts_changed = !r->shown_valid;
-        for (size_t e = 0; e < svc->n_eps && !counts_changed; e++)
-            counts_changed =
-                r->shown[e].healthy != t[e].healthy || r->shown[e].unhealthy != t[e].unhealthy ||
-                r->shown[e].voters != t[e].voters || strcmp(r->shown[e].reasons, t[e].reasons) != 0;
-        if (counts_changed) {
-            memcpy(r->shown, t, svc->n_eps * sizeof(*t));
-            r->shown_valid = true;
-        }
+        struct decide_request req;
+        int64_t req_rev;
+        view_rdlock(v);
+        view_tally(v, svc, fresh, t);
+        request_of(v, svc, &req, &req_rev);
+        view_unlock(v);
+        log_counts(r, svc, t);
         struct decide_output out;
-        decide(svc, t, &r->st, &r->req, &out);
-        for (size_t k = 0; k < out.n_events; k++)
-            announce(l, r, &out.events[k], t);
+        decide(svc, t, &r->st, &req, &out);
+        struct event evs[DECIDE_MAX_EVENTS];
+        char details[DECIDE_MAX_EVENTS][160];
+        size_t n_evs = events_of(svc, &out, t, evs, details);
         if (out.action != ACT_NONE && out.target >= 0) {
-            do_switch(l, r, &out, t);
+            do_switch(d, r, svc, &out, t, req_rev, evs, n_evs);
             switched = true;
-        } else if (out.purge_request || counts_changed ||
-                   memcmp(&out.next, &r->st, sizeof(r->st)) != 0) {
+        } else if (n_evs || out.purge_request || memcmp(&out.next, &r->st, sizeof(r->st)) != 0) {
             struct dhaf_err err;
-            if (write_state(l, r, &out.next, "", -1, -1, out.purge_request, &err) == 0)
+            struct state_change ch = {.st = &out.next,
+                                      .from = -1,
+                                      .to = -1,
+                                      .purge = out.purge_request,
+                                      .request_rev = req_rev,
+                                      .evs = evs,
+                                      .n_evs = n_evs};
+            if (commit_state(d, r, svc, &ch, &err) == 0)
                 r->st = out.next;
-            else
+            else if (err.code != DHAF_EFENCED)
                 log_err("state-not-written", svc->name, &err);
         }
     }
     return switched;
 }
 
-/* Waits for a new tally, a request change, a reload or the next tact. */
-static void wait_for_change(struct leader *l, uint64_t *gen, int tact_ms)
+/* ------------------------------------------------------------------ the duty */
+
+struct decider *leader_decider_new(struct term *t)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t deadline = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + tact_ms;
-    for (;;) {
-        /* Mostly asleep on the tally (woken at once); a short look at the request watch. */
-        uint64_t g = probing_wait(l->p, *gen, 45);
-        if (g != *gen) {
-            *gen = g;
-            return;
-        }
-        if (l->requests) {
-            struct dhaf_etcd_events ev;
-            struct dhaf_err err;
-            int rc = dhaf_etcd_watch_next(l->requests, &ev, 5, &err);
-            bool hit = false;
-            for (size_t i = 0; rc == 0 && i < ev.n; i++)
-                hit |= absorb_request(l, &ev.v[i]);
-            if (rc == 0)
-                dhaf_etcd_events_release(&ev);
-            if (hit)
-                return;
-        }
-        pthread_mutex_lock(&l->lock);
-        bool reload = l->reload;
-        pthread_mutex_unlock(&l->lock);
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        if (reload || cluster_stopping(l->c) || !cluster_is_leader(l->c, NULL) ||
-            (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 >= deadline)
-            return;
-    }
+    struct decider *d = dhaf_xcalloc(1, sizeof(*d));
+    d->c = term_cluster(t);
+    d->t = t;
+    term_hold(t);
+    return d;
 }
 
-static void *leader_thread(void *arg)
+bool leader_decider_round(struct decider *d)
 {
-    struct leader *l = arg;
-    uint64_t gen = 0;
-    while (!cluster_stopping(l->c)) {
-        int64_t epoch = 0;
-        if (!cluster_is_leader(l->c, &epoch)) {
-            if (l->epoch)
-                leave_office(l);
-            cluster_nap(l->c, 100);
-            continue;
-        }
-        pthread_mutex_lock(&l->lock);
-        bool reload = l->reload;
-        int tact_ms = l->cfg->tact_interval * 1000;
-        int delay_ms = l->cfg->tact_post_switch_delay * 1000;
-        pthread_mutex_unlock(&l->lock);
-        if (l->epoch != epoch || reload) {
-            leave_office(l);
-            if (take_office(l, epoch) != 0) {
-                leave_office(l);
-                cluster_nap(l->c, 500);
-                continue;
-            }
-        }
-        if (decide_all(l) && delay_ms > 0) {
+    struct snap *s = snap_get(cluster_snaps(d->c));
+    sync_runs(d, s);
+    load_states(d, s);
+    bool switched = decide_all(d, s);
+    snap_put(s);
+    return switched;
+}
+
+void leader_decider_free(struct decider *d)
+{
+    if (!d)
+        return;
+    for (size_t i = 0; i < d->n; i++)
+        run_release(&d->runs[i]);
+    free(d->runs);
+    term_put(d->t);
+    free(d);
+}
+
+static void decider_body(struct worker *w)
+{
+    struct decider *d = worker_ud(w);
+    while (!worker_quit(w) && term_valid(d->t)) {
+        bool switched = leader_decider_round(d);
+        struct snap *s = snap_get(cluster_snaps(d->c));
+        int64_t tact_ms = (int64_t)s->cfg.tact_interval * 1000;
+        int64_t delay_ms = (int64_t)s->cfg.tact_post_switch_delay * 1000;
+        snap_put(s);
+        if (switched && delay_ms > 0) {
             /* tact-post-switch-delay, in seconds (the original slept milliseconds) */
-            cluster_nap(l->c, delay_ms);
+            int64_t until = dhaf_mono_ms() + delay_ms;
+            while (!worker_quit(w) && dhaf_mono_ms() < until)
+                worker_wait(w, until);
         }
-        wait_for_change(l, &gen, tact_ms);
+        worker_wait(w, dhaf_mono_ms() + tact_ms);
     }
-    leave_office(l);
-    return NULL;
 }
 
-/* ------------------------------------------------------------------ lifecycle */
-
-struct leader *leader_start(struct cluster *c, struct probing *p, const struct dhaf_config *cfg,
-                            struct dhaf_err *err)
+static void decider_release(void *ud)
 {
-    struct leader *l = dhaf_xcalloc(1, sizeof(*l));
-    l->c = c;
-    l->p = p;
-    l->cfg = cfg;
-    pthread_mutex_init(&l->lock, NULL);
-    pthread_cond_init(&l->left, NULL);
-    if (pthread_create(&l->t, NULL, leader_thread, l) != 0) {
-        pthread_mutex_destroy(&l->lock);
-        pthread_cond_destroy(&l->left);
-        free(l);
-        dhaf_err_set(err, DHAF_EINTERNAL, "cannot start the leader thread");
+    leader_decider_free(ud);
+}
+
+static void *decider_start(struct term *t, void *ud)
+{
+    struct cluster *c = ud;
+    struct decider *d = leader_decider_new(t);
+    struct dhaf_err err;
+    struct worker *w = worker_start("decisions", decider_body, decider_release, d, &err);
+    if (!w) {
+        log_err("duty-not-started", "*", &err);
         return NULL;
     }
-    return l;
+    d->w = w;
+    view_subscribe(cluster_view(c), worker_waker(w), VIEW_VOTES | VIEW_SERVICES | VIEW_SYNC, 1);
+    term_watch(t, worker_waker(w), 1);
+    cluster_watch_reload(c, worker_waker(w), 1);
+    DHAF_LOG(DHAF_LOG_INFO, "event=decisions-start epoch=%lld", (long long)term_epoch(t));
+    return w;
 }
 
-void leader_reload(struct leader *l, const struct dhaf_config *cfg)
+static bool decider_stop(void *handle, int deadline_ms)
 {
-    /* The office points into the old config, which the caller frees next: wait until the
-     * thread has closed it (it reopens with cfg on its next turn). */
-    pthread_mutex_lock(&l->lock);
-    l->cfg = cfg;
-    l->reload = true;
-    /* Wait for the office that uses the old config to close; the thread may reopen one at
-     * once (with the new config), so count closings rather than look at in_office. */
-    unsigned long closed = l->closed;
-    while (l->in_office && l->closed == closed && !cluster_stopping(l->c))
-        pthread_cond_wait(&l->left, &l->lock);
-    pthread_mutex_unlock(&l->lock);
+    struct worker *w = handle;
+    struct decider *d = worker_ud(w);
+    view_unsubscribe(cluster_view(d->c), worker_waker(w));
+    term_unwatch(d->t, worker_waker(w));
+    cluster_unwatch_reload(d->c, worker_waker(w));
+    return worker_stop(w, deadline_ms);
 }
 
-bool leader_stop(struct leader *l, int deadline_ms)
+struct duty leader_duty(struct cluster *c)
 {
-    if (!l)
-        return true;
-    if (!dhaf_join_within(l->t, deadline_ms)) {
-        DHAF_LOG(DHAF_LOG_WARN, "event=stop-slow note=\"a switch is still running; exiting "
-                                "anyway\"");
-        return false;
-    }
-    pthread_mutex_destroy(&l->lock);
-    pthread_cond_destroy(&l->left);
-    free(l);
-    return true;
+    return (struct duty){"decisions", decider_start, decider_stop, c};
 }
+
+/* ------------------------------------------------------------------ requests (any node) */
 
 int leader_request_switchover(struct cluster *c, const struct dhaf_config *cfg, const char *service,
                               const char *ep, const char *by, struct dhaf_err *err)
@@ -645,12 +675,12 @@ int leader_request_switchover(struct cluster *c, const struct dhaf_config *cfg, 
         return dhaf_err_set(err, DHAF_ENOTFOUND, "service %s has no entry point \"%.64s\"", service,
                             ep);
     json_t *j = json_pack("{s:s, s:s, s:I}", "ep", ep, "requested_by", by ? by : "", "at",
-                          (json_int_t)dhaf_wall_ms());
+                          (json_int_t)dhaf_clock_wall(cluster_clock(c)));
     char *text = dhaf_json_dump(j);
     json_decref(j);
     char key[300];
     svc_key(c, service, "switchover", key, sizeof(key));
-    int rc = dhaf_etcd_put(cluster_etcd(c), key, text, SIZE_MAX, 0, NULL, err);
+    int rc = store_put(cluster_store(c), key, text, 0, err);
     free(text);
     return rc;
 }
@@ -662,11 +692,10 @@ int leader_purge_switchover(struct cluster *c, const struct dhaf_config *cfg, co
         return dhaf_err_set(err, DHAF_ENOTFOUND, "there is no service named \"%.64s\"", service);
     char key[300];
     svc_key(c, service, "switchover", key, sizeof(key));
-    struct dhaf_etcd_op get = {.type = DHAF_ETCD_OP_GET, .key = key};
-    struct dhaf_etcd_op del = {.type = DHAF_ETCD_OP_DELETE, .key = key};
-    struct dhaf_etcd_op ops[2] = {get, del};
+    struct dhaf_etcd_op ops[2] = {{.type = DHAF_ETCD_OP_GET, .key = key},
+                                  {.type = DHAF_ETCD_OP_DELETE, .key = key}};
     struct dhaf_etcd_txn_result res;
-    int rc = dhaf_etcd_txn(cluster_etcd(c), NULL, 0, ops, 2, NULL, 0, &res, err);
+    int rc = store_txn(cluster_store(c), NULL, 0, ops, 2, NULL, 0, &res, err);
     if (rc)
         return rc;
     purged[0] = '\0';

@@ -1,30 +1,43 @@
 /* SPDX-License-Identifier: MIT */
-/* The leader's duty: decide for every service on each tact and at once when the tally or a
- * switchover request changes, and carry out switches fenced by the leader's epoch:
- * txn(state.switching) -> switcher -> txn(state.current). Switchers exist only on the leader. */
+/* The leader's decision duty: bound to a term, it decides for every service on each tact and
+ * at once when the view's votes or requests change, from the view's tally (only once the view
+ * is complete), and carries out switches fenced by the epoch: txn(state.switching + events) ->
+ * switcher -> txn(state.current + event). Switcher instances exist only while a term is open,
+ * and survive reloads that leave their service's switcher config alone. */
 #ifndef DHAF_NODE_LEADER_H
 #define DHAF_NODE_LEADER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "cluster.h"
 #include "dhaf/config.h"
-#include "probing.h"
 
-struct leader;
+/** The decision duty (for cluster_add_duty): a worker looping over leader_decider_round,
+ *  woken by the view's votes and requests, the term's end and reloads, or every tact. */
+struct duty leader_duty(struct cluster *c);
 
-/** Starts the decision thread; cfg is borrowed until leader_reload. */
-struct leader *leader_start(struct cluster *c, struct probing *p, const struct dhaf_config *cfg,
-                            struct dhaf_err *err);
+/* The decisions of one term, stepped by hand in unit tests (the duty's worker steps it in the
+ * daemon). */
+struct decider;
 
-/** Switches to a reloaded config (switchers are made anew on the next decision). */
-void leader_reload(struct leader *l, const struct dhaf_config *cfg);
+/** A decider for term t (a reference is held until leader_decider_free). */
+struct decider *leader_decider_new(struct term *t);
 
-/** Waits for the thread (after cluster_stop) and frees; false when a switch is still
- *  running past deadline_ms (then nothing is freed). NULL is fine. */
-bool leader_stop(struct leader *l, int deadline_ms);
+/** One round: reads the states it does not know, then decides for every service on the
+ *  view's tally (nothing while the view is incomplete). Returns true when it switched. */
+bool leader_decider_round(struct decider *d);
 
-/** Writes a switchover request (as the API will): services/<svc>/switchover. */
+/** Destroys the switcher instances and frees. NULL is fine. */
+void leader_decider_free(struct decider *d);
+
+/** How many fresh-vote windows (x tact-interval) a vote stays fresh. */
+#define FRESH_TACTS 3
+
+/** The freshness window of votes under cfg, in ms. */
+int64_t leader_fresh_ms(const struct dhaf_config *cfg);
+
+/** Writes a switchover request (as the APIs do): services/<svc>/switchover. */
 int leader_request_switchover(struct cluster *c, const struct dhaf_config *cfg, const char *service,
                               const char *ep, const char *by, struct dhaf_err *err);
 

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* dhaf-node: the cluster node (membership, election, and the leader's duties). */
+/* dhaf-node: wires the parts (view, cluster with its duties, prober, APIs) around one config
+ * snapshot holder, reloads on SIGHUP and stops within a bounded time on SIGTERM. */
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -11,10 +12,16 @@
 #include "api.h"
 #include "cluster.h"
 #include "leader.h"
+#include "members.h"
 #include "notify.h"
+#include "outbox.h"
 #include "probing.h"
 #include "rest.h"
+#include "snap.h"
+#include "store.h"
+#include "view.h"
 #include "dhaf/alloc.h"
+#include "dhaf/clock.h"
 #include "dhaf/config.h"
 #include "dhaf/etcd.h"
 #include "dhaf/log.h"
@@ -141,57 +148,71 @@ static bool same_identity(const struct dhaf_config *a, const struct dhaf_config 
 }
 
 struct parts {
+    struct snap_holder *snaps;
+    struct dhaf_etcd *etcd;
+    struct store store;
+    struct view *view;
     struct cluster *c;
     struct probing *probing;
     struct api *api;
-    struct leader *leader;
     struct rest *rest;
-    struct notify *notify;
 };
 
-/* SIGHUP: validate the file, then switch every part to it. The parts keep pointers into the
- * config, so the new one lives on the heap and the old one is freed only after the switch. */
-static void reload(const char *path, struct dhaf_config **cur, struct parts *pt,
-                   const struct log_override *lo)
+/* SIGHUP: validate the file, prepare what can fail (the checkers), then publish the new
+ * snapshot and tell the parts. Nothing waits for work in progress: it finishes with the
+ * snapshot it started with. Leadership is not touched: the term goes on. */
+static void reload(const char *path, struct parts *pt, const struct log_override *lo)
 {
-    struct dhaf_config *fresh = dhaf_xcalloc(1, sizeof(*fresh));
-    if (load_config(path, fresh, true) != 0) {
+    struct dhaf_config fresh;
+    if (load_config(path, &fresh, true) != 0) {
         DHAF_LOG(DHAF_LOG_ERROR,
                  "event=reload-rejected file=%s reason=\"invalid configuration; "
                  "the running one is kept (config-error lines above)\"",
                  path);
-        free(fresh);
         return;
     }
     const char *why = NULL;
     struct dhaf_err err;
     char q[400];
-    if (!same_identity(*cur, fresh))
+    struct dhaf_probe *engine = NULL;
+    struct snap *cur = snap_get(pt->snaps);
+    if (!same_identity(&cur->cfg, &fresh))
         why = "cluster-name, node-name and etcd.hosts change only with a restart; the running "
               "configuration is kept";
-    else if (probing_reload(pt->probing, fresh, &err) != 0)
+    else if (probing_prepare(&fresh, &engine, &err) != 0)
         why = dhaf_log_quote(q, sizeof(q), err.msg);
+    snap_put(cur);
     if (why) {
         DHAF_LOG(DHAF_LOG_ERROR, "event=reload-rejected file=%s reason=\"%s\"", path, why);
-        dhaf_config_release(fresh);
-        free(fresh);
+        dhaf_config_release(&fresh);
         return;
     }
-    apply_log(fresh, lo);
-    cluster_reload(pt->c, fresh);
-    api_reload(pt->api, fresh);
-    rest_reload(pt->rest, fresh);
-    leader_reload(pt->leader, fresh);
-    notify_reload(pt->notify, fresh);
-    dhaf_config_release(*cur);
-    free(*cur);
-    *cur = fresh;
-    DHAF_LOG(DHAF_LOG_INFO, "event=reloaded file=%s", path);
+    apply_log(&fresh, lo);
+    uint64_t gen = snap_publish(pt->snaps, &fresh); /* engine points into its heap parts */
+    probing_switch(pt->probing, engine, snap_get(pt->snaps));
+    cluster_reload(pt->c);
+    api_reload(pt->api);
+    rest_reload(pt->rest);
+    DHAF_LOG(DHAF_LOG_INFO, "event=reloaded file=%s generation=%llu", path,
+             (unsigned long long)gen);
+}
+
+/* The view: etcd heard from at least every second; stale after three silent seconds. */
+static struct view *view_for(const struct dhaf_config *cfg, struct store st)
+{
+    char prefix[160];
+    snprintf(prefix, sizeof(prefix), "/dhaf/%s/", cfg->cluster_name);
+    struct view_opts vo = {.store = st,
+                           .clock = &dhaf_clock_system,
+                           .prefix = prefix,
+                           .progress_ms = 1000,
+                           .stale_ms = 3000};
+    return view_new(&vo);
 }
 
 /* --decommission, --switchover, --purge-switchover: one library call against the cluster's
- * etcd (what dhafctl will do through the API). Exit 0 done, 1 refused or failed. */
-static int one_shot(const struct dhaf_config *cfg, const char *decommission, const char *switchover,
+ * etcd (what dhafctl does through the API). Exit 0 done, 1 refused or failed. */
+static int one_shot(struct dhaf_config *cfg, const char *decommission, const char *switchover,
                     const char *purge, const struct log_override *lo)
 {
     apply_log(cfg, lo);
@@ -201,7 +222,11 @@ static int one_shot(const struct dhaf_config *cfg, const char *decommission, con
         fprintf(stderr, "dhaf-node: %s\n", err.msg);
         return 1;
     }
-    struct cluster *c = cluster_new(cfg, etcd);
+    struct snap_holder *snaps = snap_holder_new(cfg);
+    struct snap *s = snap_get(snaps);
+    struct cluster_opts co = {
+        .store = store_etcd(etcd), .clock = &dhaf_clock_system, .snaps = snaps};
+    struct cluster *c = cluster_new(&co);
     int rc;
     if (decommission) {
         rc = cluster_decommission(c, decommission, &err);
@@ -214,12 +239,12 @@ static int one_shot(const struct dhaf_config *cfg, const char *decommission, con
         if (!colon)
             rc = dhaf_err_set(&err, DHAF_EINVAL, "--switchover takes SERVICE:ENTRY-POINT");
         else
-            rc = leader_request_switchover(c, cfg, svc, colon + 1, cfg->node_name, &err);
+            rc = leader_request_switchover(c, &s->cfg, svc, colon + 1, s->cfg.node_name, &err);
         if (rc == 0)
             printf("OK. A switchover of %s to %s has been requested.\n", svc, colon + 1);
     } else {
         char was[80];
-        rc = leader_purge_switchover(c, cfg, purge, was, sizeof(was), &err);
+        rc = leader_purge_switchover(c, &s->cfg, purge, was, sizeof(was), &err);
         if (rc == 0)
             printf("OK. The switchover requirement of %s has been purged%s%s.\n", purge,
                    was[0] ? " (it was " : "", was[0] ? was : "");
@@ -229,19 +254,45 @@ static int one_shot(const struct dhaf_config *cfg, const char *decommission, con
     if (rc != 0)
         fprintf(stderr, "dhaf-node: refused: %s\n", err.msg);
     cluster_free(c);
+    snap_put(s);
+    snap_holder_free(snaps);
     dhaf_etcd_free(etcd);
     return rc == 0 ? 0 : 1;
+}
+
+/* Stops everything within STOP_BUDGET_MS whatever etcd does: every part is bounded, and a part
+ * still stuck in a call is left to the process exit instead of being freed under it. */
+#define STOP_BUDGET_MS 1500
+
+static bool stop_all(struct parts *pt)
+{
+    int64_t t0 = dhaf_mono_ms(), end = t0 + STOP_BUDGET_MS;
+    int64_t at[5];
+#define LEFT() ((int)(end - dhaf_mono_ms() > 50 ? end - dhaf_mono_ms() : 50))
+    view_quit(pt->view); /* its thread ends with its current wait, alongside the rest */
+    bool clean = cluster_stop(pt->c, LEFT() * 2 / 3);
+    at[0] = dhaf_mono_ms();
+    clean = probing_stop(pt->probing, 100) && clean;
+    at[1] = dhaf_mono_ms();
+    clean = api_stop(pt->api, LEFT() / 2) && clean;
+    at[2] = dhaf_mono_ms();
+    clean = rest_stop(pt->rest, LEFT() / 2) && clean;
+    at[3] = dhaf_mono_ms();
+    clean = view_stop(pt->view, LEFT()) && clean;
+    at[4] = dhaf_mono_ms();
+#undef LEFT
+    DHAF_LOG(DHAF_LOG_DEBUG,
+             "event=stop-times cluster_ms=%lld prober_ms=%lld grpc_ms=%lld rest_ms=%lld "
+             "view_ms=%lld",
+             (long long)(at[0] - t0), (long long)(at[1] - at[0]), (long long)(at[2] - at[1]),
+             (long long)(at[3] - at[2]), (long long)(at[4] - at[3]));
+    return clean;
 }
 
 /* Runs the node until SIGTERM/SIGINT. Returns the exit code. */
 static int run(const char *path, struct dhaf_config *initial, const struct log_override *lo)
 {
-    /* The running config lives on the heap: reload() replaces it. The caller's struct is
-     * emptied (its release is then a no-op). */
-    struct dhaf_config *cfg = dhaf_xcalloc(1, sizeof(*cfg));
-    *cfg = *initial;
-    memset(initial, 0, sizeof(*initial));
-    apply_log(cfg, lo);
+    apply_log(initial, lo);
     /* Signals are taken synchronously by this thread; every other thread blocks them. */
     sigset_t set;
     sigemptyset(&set);
@@ -252,45 +303,39 @@ static int run(const char *path, struct dhaf_config *initial, const struct log_o
     signal(SIGPIPE, SIG_IGN);
 
     struct dhaf_err err;
-    struct dhaf_etcd *etcd = etcd_from(cfg, &err);
-    if (!etcd) {
-        char q[400];
+    char q[400];
+    struct parts pt = {0};
+    pt.etcd = etcd_from(initial, &err);
+    if (!pt.etcd) {
         DHAF_LOG(DHAF_LOG_ERROR, "event=start-failed reason=\"%s\"",
                  dhaf_log_quote(q, sizeof(q), err.msg));
-        dhaf_config_release(cfg);
-        free(cfg);
         return 1;
     }
     DHAF_LOG(DHAF_LOG_INFO, "event=node-start node=%s cluster=%s version=%s etcd=%s pid=%d",
-             cfg->node_name, cfg->cluster_name, DHAF_VERSION, cfg->etcd.hosts[0], (int)getpid());
-    struct parts pt = {cluster_new(cfg, etcd), NULL, NULL, NULL, NULL, NULL};
-    struct cluster *c = pt.c;
-    char q[400];
-    if (!(pt.api = api_start(c, cfg, &err))) {
-        DHAF_LOG(DHAF_LOG_ERROR, "event=start-failed reason=\"gRPC API: %s\"",
+             initial->node_name, initial->cluster_name, DHAF_VERSION, initial->etcd.hosts[0],
+             (int)getpid());
+    pt.store = store_etcd(pt.etcd);
+    pt.view = view_for(initial, pt.store);
+    pt.snaps = snap_holder_new(initial); /* takes the config */
+    struct cluster_opts co = {
+        .store = pt.store, .clock = &dhaf_clock_system, .view = pt.view, .snaps = pt.snaps};
+    pt.c = cluster_new(&co);
+    struct duty duties[] = {members_duty(pt.c), leader_duty(pt.c), notify_duty(pt.c),
+                            outbox_trim_duty(pt.c)};
+    for (size_t i = 0; i < sizeof(duties) / sizeof(duties[0]); i++)
+        cluster_add_duty(pt.c, &duties[i]);
+    const char *failed = NULL;
+    if (!(pt.api = api_start(pt.c, &err)))
+        failed = "gRPC API: ";
+    else if (!(pt.rest = rest_start(pt.c, &err)))
+        failed = "REST API: ";
+    else if (view_start(pt.view, &err) != 0 || cluster_start(pt.c, &err) != 0 ||
+             !(pt.probing = probing_start(pt.c, &err)))
+        failed = "";
+    if (failed) {
+        DHAF_LOG(DHAF_LOG_ERROR, "event=start-failed reason=\"%s%s\"", failed,
                  dhaf_log_quote(q, sizeof(q), err.msg));
-        cluster_free(c);
-        dhaf_etcd_free(etcd);
-        dhaf_config_release(cfg);
-        free(cfg);
-        return 1;
-    }
-    if (!(pt.rest = rest_start(c, cfg, &err))) {
-        DHAF_LOG(DHAF_LOG_ERROR, "event=start-failed reason=\"REST API: %s\"",
-                 dhaf_log_quote(q, sizeof(q), err.msg));
-        api_stop(pt.api);
-        cluster_free(c);
-        dhaf_etcd_free(etcd);
-        dhaf_config_release(cfg);
-        free(cfg);
-        return 1;
-    }
-    if (cluster_start(c, &err) != 0 || !(pt.probing = probing_start(c, cfg, &err)) ||
-        !(pt.leader = leader_start(c, pt.probing, cfg, &err)) ||
-        !(pt.notify = notify_start(c, cfg, &err))) {
-        DHAF_LOG(DHAF_LOG_ERROR, "event=start-failed reason=\"%s\"",
-                 dhaf_log_quote(q, sizeof(q), err.msg));
-        cluster_stop(c, 1000);
+        stop_all(&pt);
         return 1;
     }
     for (;;) {
@@ -298,29 +343,23 @@ static int run(const char *path, struct dhaf_config *initial, const struct log_o
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            reload(path, &cfg, &pt, lo);
+            reload(path, &pt, lo);
             continue;
         }
-        DHAF_LOG(DHAF_LOG_INFO, "event=node-stopping node=%s signal=%s", cfg->node_name,
+        DHAF_LOG(DHAF_LOG_INFO, "event=node-stopping node=%s signal=%s", cluster_node(pt.c),
                  sig == SIGTERM ? "TERM" : "INT");
         break;
     }
-    /* A thread stuck on an unreachable etcd may still use the client: then it is left to
-     * the process exit rather than freed under it. */
-    bool clean = cluster_stop(c, 1200);
-    api_stop(pt.api);
-    rest_stop(pt.rest);
-    clean = leader_stop(pt.leader, 300) && clean;
-    clean = notify_stop(pt.notify, 300) && clean;
-    clean = probing_stop(pt.probing, 300) && clean;
+    int64_t t0 = dhaf_mono_ms();
+    bool clean = stop_all(&pt);
+    DHAF_LOG(DHAF_LOG_INFO, "event=node-stopped node=%s took_ms=%lld%s", cluster_node(pt.c),
+             (long long)(dhaf_mono_ms() - t0),
+             clean ? "" : " note=\"a part was still in a call; left to the process exit\"");
     if (clean) {
-        cluster_free(c);
-        dhaf_etcd_free(etcd);
-    }
-    DHAF_LOG(DHAF_LOG_INFO, "event=node-stopped node=%s", cfg->node_name);
-    if (clean) {
-        dhaf_config_release(cfg);
-        free(cfg);
+        cluster_free(pt.c);
+        view_free(pt.view);
+        snap_holder_free(pt.snaps);
+        dhaf_etcd_free(pt.etcd);
     }
     return 0;
 }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* /metrics: process counters and the Prometheus text format (exposition format 0.0.4).
- * Per-entry-point series come from the ServiceStatus messages read from etcd, so every node
- * reports the same numbers for them; the counters are this process's own. */
+ * Per-entry-point series come from the ServiceStatus messages of the node's view (the same
+ * on every node); the counters are this process's own. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -217,8 +217,11 @@ char *metrics_render(const struct metrics_view *v)
     fputs("\"} 1\n", f);
     help(f, "dhaf_leader", "gauge", "1 while this node is the leader.");
     fprintf(f, "dhaf_leader %d\n", v->leader ? 1 : 0);
-    help(f, "dhaf_etcd_reachable", "gauge", "1 when etcd answered this scrape's reads.");
-    fprintf(f, "dhaf_etcd_reachable %d\n", v->cluster && v->ls ? 1 : 0);
+    help(f, "dhaf_etcd_reachable", "gauge",
+         "1 while the node's view of etcd is in sync (etcd heard from recently).");
+    fprintf(f, "dhaf_etcd_reachable %d\n", v->view_synced ? 1 : 0);
+    help(f, "dhaf_view_age_seconds", "gauge", "Time since etcd was last heard from.");
+    fprintf(f, "dhaf_view_age_seconds %.3f\n", (double)v->view_age_ms / 1000.0);
     if (v->cluster) {
         help(f, "dhaf_epoch", "gauge", "Fencing epoch: create revision of the leader key.");
         fprintf(f, "dhaf_epoch %lld\n", (long long)v->cluster->epoch);

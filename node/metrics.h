@@ -20,8 +20,10 @@ void metrics_check_latency(uint32_t latency_ms);
 /* What the node knows when /metrics is asked; every pointer borrowed for the call. */
 struct metrics_view {
     bool leader;                              /* this node is the leader now */
-    const Dhaf__V1__ClusterStatus *cluster;   /* NULL when etcd did not answer */
-    const Dhaf__V1__ListServicesResponse *ls; /* NULL when etcd did not answer */
+    const Dhaf__V1__ClusterStatus *cluster;   /* NULL when the view was never loaded */
+    const Dhaf__V1__ListServicesResponse *ls; /* NULL when the view was never loaded */
+    bool view_synced;                         /* the view is in sync with etcd */
+    int64_t view_age_ms;                      /* since etcd was last heard from */
     uint64_t etcd_errors;                     /* dhaf_etcd_error_count() */
 };
 

@@ -1,74 +1,64 @@
 /* SPDX-License-Identifier: MIT */
-/* Event delivery to notifiers: a supervisor thread follows leadership; while this node leads,
- * one worker thread per notifier delivers every event recorded after its cursor, in order,
- * retrying transient failures with back-off. Notifier instances exist only on the leader. */
-#include <pthread.h>
-#include <stdatomic.h>
+/* Notifier workers: a supervisor per term that starts one worker per notifier (and restarts
+ * changed ones on reload); each worker delivers the view's events after its cursor. */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "dhaf/alloc.h"
-#include "dhaf/clock.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
 #include "dhaf/provider.h"
 #include "dhaf/registry.h"
+#include "events.h"
 #include "notify.h"
+#include "worker.h"
 
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
+#define STOP_MS        1000
 
-struct worker {
-    struct notify *n;
+/* One notifier instance while a term is open. */
+struct deliverer {
+    struct cluster *c;
+    struct term *t;
+    struct snap *snap; /* sec points into it */
     const struct dhaf_section *sec;
     const struct dhaf_provider *prov;
     void *state;
     char prefix[300]; /* ext/notifier/<type>/<name>/ (full key) */
     struct dhaf_kv_store store;
     struct dhaf_provider_ctx ctx;
-    int64_t epoch;
-    pthread_t t;
-    bool running;
-    atomic_bool quit;
+    uint64_t cursor;  /* the last seq delivered (or skipped) */
+    bool cursor_read; /* cursor holds what etcd has */
 };
 
-struct notify {
-    struct cluster *c;
-    pthread_mutex_t lock;
-    pthread_cond_t left;
-    const struct dhaf_config *cfg;
-    bool reload, in_office;
-    unsigned long closed; /* offices closed so far: a reload waits for the next one */
-    pthread_t t;
-    struct worker *w;
-    size_t n_w;
-    int64_t epoch;
-};
-
-static void log_err(const char *event, const struct worker *w, const struct dhaf_err *err)
+static void log_err(const char *event, const struct deliverer *d, const struct dhaf_err *err)
 {
     char q[400];
-    DHAF_LOG(DHAF_LOG_WARN, "event=%s notifier=%s reason=\"%s\"", event, w->sec->name,
+    DHAF_LOG(DHAF_LOG_WARN, "event=%s notifier=%s reason=\"%s\"", event, d->sec->name,
              dhaf_log_quote(q, sizeof(q), err->msg));
 }
 
 /* ------------------------------------------------------------------ the instance's store */
 
-static void store_key(const struct worker *w, const char *key, char *buf, size_t len)
+static int store_key(const struct deliverer *d, const char *key, char *buf, size_t len,
+                     struct dhaf_err *err)
 {
-    snprintf(buf, len, "%s%s", w->prefix, key);
+    int n = snprintf(buf, len, "%s%s", d->prefix, key);
+    if (n < 0 || (size_t)n >= len)
+        return dhaf_err_set(err, DHAF_EINVAL, "store key \"%.64s\" is too long", key);
+    return 0;
 }
 
 static int st_get(void *ud, const char *key, char **value, struct dhaf_err *err)
 {
-    struct worker *w = ud;
+    struct deliverer *d = ud;
     char k[600];
-    store_key(w, key, k, sizeof(k));
+    int rc = store_key(d, key, k, sizeof(k), err);
     struct dhaf_kvs kvs;
-    int rc = dhaf_etcd_get(cluster_etcd(w->n->c), k, &kvs, err);
-    if (rc)
+    if (rc || (rc = store_get(cluster_store(d->c), k, &kvs, err)) != 0)
         return rc;
     *value = kvs.n ? dhaf_xstrdup(kvs.kvs[0].value) : NULL;
     dhaf_kvs_release(&kvs);
@@ -76,45 +66,43 @@ static int st_get(void *ud, const char *key, char **value, struct dhaf_err *err)
 }
 
 /* Writes are fenced: a deposed leader's notifier cannot change anything. */
-static int st_put(void *ud, const char *key, const char *value, struct dhaf_err *err)
+static int st_write(struct deliverer *d, const char *key, const char *value, struct dhaf_err *err)
 {
-    struct worker *w = ud;
     char k[600];
-    store_key(w, key, k, sizeof(k));
-    struct dhaf_etcd_op op = {.type = DHAF_ETCD_OP_PUT, .key = k, .value = value};
+    int rc = store_key(d, key, k, sizeof(k), err);
+    if (rc)
+        return rc;
+    struct dhaf_etcd_op op = {
+        .type = value ? DHAF_ETCD_OP_PUT : DHAF_ETCD_OP_DELETE, .key = k, .value = value};
     struct dhaf_etcd_txn_result res;
-    int rc = cluster_txn_as_leader(w->n->c, NULL, 0, &op, 1, &res, err);
+    rc = term_txn(d->t, NULL, 0, &op, 1, NULL, 0, &res, err);
     if (rc == 0)
         dhaf_etcd_txn_result_release(&res);
     return rc;
 }
 
+static int st_put(void *ud, const char *key, const char *value, struct dhaf_err *err)
+{
+    return st_write(ud, key, value, err);
+}
+
 static int st_del(void *ud, const char *key, struct dhaf_err *err)
 {
-    struct worker *w = ud;
-    char k[600];
-    store_key(w, key, k, sizeof(k));
-    struct dhaf_etcd_op op = {.type = DHAF_ETCD_OP_DELETE, .key = k};
-    struct dhaf_etcd_txn_result res;
-    int rc = cluster_txn_as_leader(w->n->c, NULL, 0, &op, 1, &res, err);
-    if (rc == 0)
-        dhaf_etcd_txn_result_release(&res);
-    return rc;
+    return st_write(ud, key, NULL, err);
 }
 
 static int st_list(void *ud, const char *prefix, char ***keys, char ***values, size_t *n,
                    struct dhaf_err *err)
 {
-    struct worker *w = ud;
+    struct deliverer *d = ud;
     char k[600];
-    store_key(w, prefix, k, sizeof(k));
+    int rc = store_key(d, prefix, k, sizeof(k), err);
     struct dhaf_kvs kvs;
-    int rc = dhaf_etcd_get_prefix(cluster_etcd(w->n->c), k, 0, &kvs, err);
-    if (rc)
+    if (rc || (rc = store_get_prefix(cluster_store(d->c), k, 0, &kvs, err)) != 0)
         return rc;
     *keys = dhaf_xcalloc(kvs.n + 1, sizeof(char *));
     *values = dhaf_xcalloc(kvs.n + 1, sizeof(char *));
-    size_t pl = strlen(w->prefix);
+    size_t pl = strlen(d->prefix);
     for (size_t i = 0; i < kvs.n; i++) {
         (*keys)[i] = dhaf_xstrdup(kvs.kvs[i].key + pl);
         (*values)[i] = dhaf_xstrdup(kvs.kvs[i].value);
@@ -124,43 +112,12 @@ static int st_list(void *ud, const char *prefix, char ***keys, char ***values, s
     return 0;
 }
 
-/* ------------------------------------------------------------------ a worker */
+/* ------------------------------------------------------------------ delivery */
 
-static bool worker_alive(struct worker *w)
-{
-    int64_t epoch = 0;
-    return !atomic_load(&w->quit) && !cluster_stopping(w->n->c) &&
-           cluster_is_leader(w->n->c, &epoch) && epoch == w->epoch;
-}
-
-/* Sleeps ms while the worker should go on; false when it should stop. */
-static bool worker_nap(struct worker *w, int64_t ms)
-{
-    int64_t end = dhaf_mono_ms() + ms;
-    while (worker_alive(w)) {
-        int64_t left = end - dhaf_mono_ms();
-        if (left <= 0)
-            return true;
-        cluster_nap(w->n->c, left > 100 ? 100 : left);
-    }
-    return false;
-}
-
-static int by_revision(const void *x, const void *y)
-{
-    const struct dhaf_kv *a = x, *b = y;
-    return a->create_rev < b->create_rev ? -1 : a->create_rev > b->create_rev;
-}
-
-/* Delivers one event record; returns 0 (done or given up) or 1 (retry later). */
-static int deliver(struct worker *w, const struct dhaf_kv *kv)
+/* Delivers one record; returns 0 (done or given up) or 1 (retry later). */
+static int deliver(struct deliverer *d, uint64_t seq, const json_t *j)
 {
     struct dhaf_err err;
-    json_t *j = NULL;
-    if (dhaf_json_parse_object(kv->value, kv->value_len, kv->key, &j, &err) != 0) {
-        log_err("event-unreadable", w, &err);
-        return 0;
-    }
     const char *reasons[16];
     size_t nr = 0;
     const json_t *ra = json_object_get(j, "reasons");
@@ -169,11 +126,14 @@ static int deliver(struct worker *w, const struct dhaf_kv *kv)
             reasons[nr++] = json_string_value(json_array_get(ra, i));
     int64_t at = 0;
     dhaf_json_int(j, "at", &at);
+    /* the kind's name and level from the table when it is one of ours */
+    const char *kind = dhaf_json_str(j, "kind");
+    const struct event_kind_info *k = event_kind_info(event_kind_named(kind));
     struct dhaf_event_view ev = {
-        .seq = (uint64_t)kv->create_rev,
-        .kind = dhaf_json_str(j, "kind") ? dhaf_json_str(j, "kind") : "event",
-        .level = dhaf_json_str(j, "level") ? dhaf_json_str(j, "level") : "info",
-        .cluster = w->ctx.cluster,
+        .seq = seq,
+        .kind = kind ? kind : k->name,
+        .level = dhaf_json_str(j, "level") ? dhaf_json_str(j, "level") : event_level_name(k->level),
+        .cluster = d->ctx.cluster,
         .service = dhaf_json_str(j, "service"),
         .node = dhaf_json_str(j, "node"),
         .from = dhaf_json_str(j, "from"),
@@ -183,233 +143,302 @@ static int deliver(struct worker *w, const struct dhaf_kv *kv)
         .message = dhaf_json_str(j, "message") ? dhaf_json_str(j, "message") : "",
         .at_ms = at,
     };
-    int64_t t0 = dhaf_mono_ms();
-    int rc = w->prov->notify(w->state, &ev, &err);
-    int64_t took = dhaf_mono_ms() - t0;
-    int retry = 0;
+    const struct dhaf_clock *clk = cluster_clock(d->c);
+    int64_t t0 = dhaf_clock_mono(clk);
+    int rc = d->prov->notify(d->state, &ev, &err);
+    int64_t took = dhaf_clock_mono(clk) - t0;
     if (rc == 0) {
-        DHAF_LOG(DHAF_LOG_INFO, "event=notified notifier=%s kind=%s seq=%lld took_ms=%lld",
-                 w->sec->name, ev.kind, (long long)ev.seq, (long long)took);
-    } else if (rc == DHAF_EUNAVAILABLE || rc == DHAF_ETIMEOUT) {
-        log_err("notify-retry", w, &err);
-        retry = 1;
-    } else {
-        log_err("notify-given-up", w, &err);
+        DHAF_LOG(DHAF_LOG_INFO, "event=notified notifier=%s kind=%s seq=%" PRIu64 " took_ms=%lld",
+                 d->sec->name, ev.kind, seq, (long long)took);
+        return 0;
     }
-    json_decref(j);
-    return retry;
+    if (rc == DHAF_EUNAVAILABLE || rc == DHAF_ETIMEOUT) {
+        log_err("notify-retry", d, &err);
+        return 1;
+    }
+    log_err("notify-given-up", d, &err);
+    return 0;
 }
 
-static void *worker_thread(void *arg)
+/* Reads the cursor; a notifier never run before starts with this term's new-leader event. */
+static int read_cursor(struct deliverer *d, struct dhaf_err *err)
 {
-    struct worker *w = arg;
-    struct cluster *c = w->n->c;
-    struct dhaf_err err;
-    char events[256];
-    cluster_key(c, events, sizeof(events), "events/");
-    /* Where this notifier stopped: its cursor, or now for a notifier never run before. */
     char *cur = NULL;
-    int64_t cursor = -1;
-    while (worker_alive(w)) {
-        if (st_get(w, "cursor", &cur, &err) == 0)
-            break;
-        worker_nap(w, 500);
-    }
+    int rc = st_get(d, "delivered", &cur, err);
+    if (rc)
+        return rc;
     if (cur) {
-        cursor = strtoll(cur, NULL, 10);
+        d->cursor = strtoull(cur, NULL, 10);
         free(cur);
+        return 0;
     }
+    uint64_t seq = term_first_seq(d->t);
+    int64_t rev;
+    if (!seq) /* the new-leader event was not recorded: from what this term wrote first */
+        term_counter(d->t, &seq, &rev);
+    d->cursor = seq ? seq - 1 : 0;
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%" PRIu64, d->cursor);
+    return st_put(d, "delivered", buf, err);
+}
+
+/* The next record after the cursor (a copy, caller decrefs), or NULL. */
+static json_t *next_event(struct deliverer *d, uint64_t *seq)
+{
+    struct view *v = cluster_view(d->c);
+    view_rdlock(v);
+    size_t i = view_event_after(v, d->cursor);
+    json_t *j = NULL;
+    if (i < view_events(v)) {
+        const struct view_event *e = view_event_at(v, i);
+        *seq = e->seq;
+        j = json_deep_copy(e->j);
+    }
+    view_unlock(v);
+    return j;
+}
+
+int notify_deliver_pending(struct deliverer *d, size_t *delivered)
+{
+    struct dhaf_err err;
+    if (delivered)
+        *delivered = 0;
+    if (!d->cursor_read) {
+        if (read_cursor(d, &err) != 0) {
+            log_err("cursor-not-read", d, &err);
+            return 1;
+        }
+        d->cursor_read = true;
+    }
+    while (term_valid(d->t)) {
+        uint64_t seq = 0;
+        json_t *j = next_event(d, &seq);
+        if (!j)
+            return 0;
+        if (seq > d->cursor + 1)
+            DHAF_LOG(DHAF_LOG_WARN,
+                     "event=events-missed notifier=%s from=%" PRIu64 " to=%" PRIu64
+                     " note=\"trimmed from the history before this notifier had them\"",
+                     d->sec->name, d->cursor + 1, seq - 1);
+        int retry = deliver(d, seq, j);
+        json_decref(j);
+        if (retry)
+            return 1;
+        d->cursor = seq;
+        if (delivered)
+            (*delivered)++;
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%" PRIu64, seq);
+        if (st_put(d, "delivered", buf, &err) != 0) {
+            log_err("cursor-not-saved", d, &err);
+            return err.code == DHAF_EFENCED ? 0 : 1;
+        }
+    }
+    return 0;
+}
+
+static void deliver_body(struct worker *w)
+{
+    struct deliverer *d = worker_ud(w);
     int64_t backoff = BACKOFF_MIN_MS;
-    while (worker_alive(w)) {
-        struct dhaf_kvs kvs;
-        if (dhaf_etcd_get_prefix(cluster_etcd(c), events, 0, &kvs, &err) != 0) {
-            worker_nap(w, 500);
-            continue;
-        }
-        if (cursor < 0) {
-            /* A notifier never run before starts with this leadership (its new-leader
-             * event included), not with the whole history. */
-            cursor = w->epoch - 1;
-            char buf[32];
-            snprintf(buf, sizeof(buf), "%lld", (long long)cursor);
-            st_put(w, "cursor", buf, &err);
-        }
-        qsort(kvs.kvs, kvs.n, sizeof(*kvs.kvs), by_revision);
-        bool retry = false;
-        for (size_t i = 0; i < kvs.n && worker_alive(w); i++) {
-            if (kvs.kvs[i].create_rev <= cursor)
-                continue;
-            if (deliver(w, &kvs.kvs[i])) {
-                retry = true;
-                break;
-            }
-            cursor = kvs.kvs[i].create_rev;
-            char buf[32];
-            snprintf(buf, sizeof(buf), "%lld", (long long)cursor);
-            if (st_put(w, "cursor", buf, &err) != 0)
-                log_err("cursor-not-saved", w, &err);
-            backoff = BACKOFF_MIN_MS;
-        }
-        int64_t rev = kvs.revision;
-        dhaf_kvs_release(&kvs);
-        if (retry) {
-            worker_nap(w, backoff);
+    while (!worker_quit(w) && term_valid(d->t)) {
+        if (notify_deliver_pending(d, NULL) != 0) {
+            worker_wait(w, dhaf_mono_ms() + backoff);
             backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
             continue;
         }
-        /* wait for the next event */
-        struct dhaf_etcd_watch *wt =
-            dhaf_etcd_watch_new(cluster_etcd(c), events, true, rev + 1, &err);
-        while (wt && worker_alive(w)) {
-            struct dhaf_etcd_events ev;
-            int rc = dhaf_etcd_watch_next(wt, &ev, 300, &err);
-            if (rc == DHAF_ETIMEOUT)
-                continue;
-            if (rc == 0)
-                dhaf_etcd_events_release(&ev);
-            break;
-        }
-        dhaf_etcd_watch_free(wt);
-        if (!wt)
-            worker_nap(w, 500);
-    }
-    return NULL;
-}
-
-/* ------------------------------------------------------------------ office */
-
-static void leave_office(struct notify *n)
-{
-    for (size_t i = 0; i < n->n_w; i++)
-        atomic_store(&n->w[i].quit, true);
-    for (size_t i = 0; i < n->n_w; i++) {
-        struct worker *w = &n->w[i];
-        if (w->running)
-            pthread_join(w->t, NULL);
-        if (w->prov && w->prov->destroy && w->state)
-            w->prov->destroy(w->state);
-    }
-    free(n->w);
-    n->w = NULL;
-    n->n_w = 0;
-    n->epoch = 0;
-    pthread_mutex_lock(&n->lock);
-    n->in_office = false;
-    n->closed++;
-    pthread_cond_broadcast(&n->left);
-    pthread_mutex_unlock(&n->lock);
-}
-
-static void take_office(struct notify *n, int64_t epoch)
-{
-    pthread_mutex_lock(&n->lock);
-    const struct dhaf_config *cfg = n->cfg;
-    n->reload = false;
-    n->in_office = true;
-    pthread_mutex_unlock(&n->lock);
-    n->epoch = epoch;
-    n->n_w = cfg->n_notifiers;
-    n->w = dhaf_xcalloc(n->n_w + 1, sizeof(*n->w));
-    for (size_t i = 0; i < n->n_w; i++) {
-        struct worker *w = &n->w[i];
-        w->n = n;
-        w->sec = &cfg->notifiers[i];
-        w->epoch = epoch;
-        atomic_init(&w->quit, false);
-        w->prov = dhaf_registry_find(DHAF_PKIND_NOTIFIER, w->sec->type);
-        char path[200];
-        snprintf(path, sizeof(path), "ext/notifier/%s/%s/", w->sec->type, w->sec->name);
-        cluster_key(n->c, w->prefix, sizeof(w->prefix), path);
-        w->store = (struct dhaf_kv_store){w, st_get, st_put, st_del, st_list};
-        w->ctx = (struct dhaf_provider_ctx){.node = cluster_node(n->c),
-                                            .epoch = epoch,
-                                            .cluster = cfg->cluster_name,
-                                            .instance = w->sec->name,
-                                            .store = &w->store};
-        struct dhaf_err err;
-        if (!w->prov || !w->prov->notify) {
-            DHAF_LOG(DHAF_LOG_ERROR, "event=notifier-unusable notifier=%s type=%s", w->sec->name,
-                     w->sec->type);
-            continue;
-        }
-        if (w->prov->init && w->prov->init(w->sec->conf, &w->ctx, &w->state, &err) != 0) {
-            log_err("notifier-init-failed", w, &err);
-            w->state = NULL;
-            continue;
-        }
-        w->running = pthread_create(&w->t, NULL, worker_thread, w) == 0;
-        DHAF_LOG(DHAF_LOG_INFO, "event=notifier-ready notifier=%s type=%s epoch=%lld", w->sec->name,
-                 w->sec->type, (long long)epoch);
+        backoff = BACKOFF_MIN_MS;
+        worker_wait(w, 0); /* the view kicks us when an event arrives; the term's end too */
     }
 }
 
-static void *supervisor(void *arg)
+static void deliverer_release(void *ud)
 {
-    struct notify *n = arg;
-    while (!cluster_stopping(n->c)) {
-        int64_t epoch = 0;
-        bool lead = cluster_is_leader(n->c, &epoch);
-        pthread_mutex_lock(&n->lock);
-        bool reload = n->reload;
-        pthread_mutex_unlock(&n->lock);
-        if (n->epoch && (!lead || epoch != n->epoch || reload))
-            leave_office(n);
-        if (lead && !n->epoch)
-            take_office(n, epoch);
-        if (reload && !lead) {
-            pthread_mutex_lock(&n->lock);
-            n->reload = false;
-            pthread_mutex_unlock(&n->lock);
-        }
-        cluster_nap(n->c, 200);
-    }
-    leave_office(n);
-    return NULL;
+    notify_deliverer_free(ud);
 }
 
-/* ------------------------------------------------------------------ lifecycle */
-
-struct notify *notify_start(struct cluster *c, const struct dhaf_config *cfg, struct dhaf_err *err)
+void notify_deliverer_free(struct deliverer *d)
 {
-    struct notify *n = dhaf_xcalloc(1, sizeof(*n));
-    n->c = c;
-    n->cfg = cfg;
-    pthread_mutex_init(&n->lock, NULL);
-    pthread_cond_init(&n->left, NULL);
-    if (pthread_create(&n->t, NULL, supervisor, n) != 0) {
-        dhaf_err_set(err, DHAF_EINTERNAL, "cannot start the notification thread");
-        pthread_mutex_destroy(&n->lock);
-        pthread_cond_destroy(&n->left);
-        free(n);
+    if (!d)
+        return;
+    if (d->prov && d->prov->destroy && d->state)
+        d->prov->destroy(d->state);
+    term_put(d->t);
+    snap_put(d->snap);
+    free(d);
+}
+
+struct deliverer *notify_deliverer_new(struct term *t, struct snap *s, size_t i,
+                                       const struct dhaf_provider *prov, struct dhaf_err *err)
+{
+    struct cluster *c = term_cluster(t);
+    struct deliverer *d = dhaf_xcalloc(1, sizeof(*d));
+    d->c = c;
+    d->t = t;
+    term_hold(t);
+    d->snap = snap_hold(s);
+    d->sec = &s->cfg.notifiers[i];
+    d->prov = prov ? prov : dhaf_registry_find(DHAF_PKIND_NOTIFIER, d->sec->type);
+    char path[200];
+    snprintf(path, sizeof(path), "ext/notifier/%s/%s/", d->sec->type, d->sec->name);
+    cluster_key(c, d->prefix, sizeof(d->prefix), path);
+    d->store = (struct dhaf_kv_store){d, st_get, st_put, st_del, st_list};
+    d->ctx = (struct dhaf_provider_ctx){.node = cluster_node(c),
+                                        .epoch = term_epoch(t),
+                                        .cluster = cluster_name(c),
+                                        .instance = d->sec->name,
+                                        .store = &d->store};
+    if (!d->prov || !d->prov->notify) {
+        dhaf_err_set(err, DHAF_EINVAL, "notifier %s: type %s cannot notify", d->sec->name,
+                     d->sec->type);
+        notify_deliverer_free(d);
         return NULL;
     }
-    return n;
-}
-
-void notify_reload(struct notify *n, const struct dhaf_config *cfg)
-{
-    pthread_mutex_lock(&n->lock);
-    n->cfg = cfg;
-    n->reload = true;
-    /* Wait for the office that uses the old config to close; the thread may reopen one at
-     * once (with the new config), so count closings rather than look at in_office. */
-    unsigned long closed = n->closed;
-    while (n->in_office && n->closed == closed && !cluster_stopping(n->c))
-        pthread_cond_wait(&n->left, &n->lock);
-    pthread_mutex_unlock(&n->lock);
-}
-
-bool notify_stop(struct notify *n, int deadline_ms)
-{
-    if (!n)
-        return true;
-    if (!dhaf_join_within(n->t, deadline_ms)) {
-        DHAF_LOG(DHAF_LOG_WARN, "event=stop-slow note=\"a notification is still being sent; "
-                                "exiting anyway\"");
-        return false;
+    if (d->prov->init && d->prov->init(d->sec->conf, &d->ctx, &d->state, err) != 0) {
+        d->state = NULL;
+        notify_deliverer_free(d);
+        return NULL;
     }
-    pthread_mutex_destroy(&n->lock);
-    pthread_cond_destroy(&n->left);
+    return d;
+}
+
+/* Starts the worker of notifier i of snapshot s; NULL when it cannot run. */
+static struct worker *deliverer_start(struct cluster *c, struct term *t, struct snap *s, size_t i)
+{
+    struct dhaf_err err;
+    struct deliverer *d = notify_deliverer_new(t, s, i, NULL, &err);
+    if (!d) {
+        char q[400];
+        DHAF_LOG(DHAF_LOG_ERROR, "event=notifier-init-failed notifier=%s reason=\"%s\"",
+                 s->cfg.notifiers[i].name, dhaf_log_quote(q, sizeof(q), err.msg));
+        return NULL;
+    }
+    struct worker *w = worker_start(d->sec->name, deliver_body, deliverer_release, d, &err);
+    if (!w)
+        return NULL;
+    view_subscribe(cluster_view(c), worker_waker(w), VIEW_EVENTS, 1);
+    term_watch(t, worker_waker(w), 1);
+    DHAF_LOG(DHAF_LOG_INFO, "event=notifier-ready notifier=%s type=%s epoch=%lld", d->sec->name,
+             d->sec->type, (long long)term_epoch(t));
+    return w;
+}
+
+static void deliverer_stop(struct worker *w)
+{
+    if (!w)
+        return;
+    struct deliverer *d = worker_ud(w);
+    view_unsubscribe(cluster_view(d->c), worker_waker(w));
+    term_unwatch(d->t, worker_waker(w));
+    worker_stop(w, STOP_MS);
+}
+
+/* ------------------------------------------------------------------ the supervisor */
+
+struct slot {
+    char *fingerprint; /* type, name and config of the notifier */
+    struct worker *w;
+};
+
+struct notify {
+    struct cluster *c;
+    struct term *t;
+    struct slot *slots;
+    size_t n;
+    uint64_t gen;
+};
+
+static char *fingerprint(const struct dhaf_section *sec)
+{
+    char *conf = dhaf_section_to_json(sec);
+    char *fp = dhaf_xasprintf("%s/%s/%s", sec->type, sec->name ? sec->name : "", conf ? conf : "");
+    free(conf);
+    return fp;
+}
+
+/* Makes the workers match the current snapshot: unchanged notifiers keep running. */
+static void sync_slots(struct notify *n)
+{
+    struct snap *s = snap_get(cluster_snaps(n->c));
+    if (n->slots && s->generation == n->gen) {
+        snap_put(s);
+        return;
+    }
+    struct slot *fresh = dhaf_xcalloc(s->cfg.n_notifiers + 1, sizeof(*fresh));
+    for (size_t i = 0; i < s->cfg.n_notifiers; i++) {
+        fresh[i].fingerprint = fingerprint(&s->cfg.notifiers[i]);
+        for (size_t k = 0; k < n->n; k++) {
+            if (n->slots[k].fingerprint &&
+                strcmp(n->slots[k].fingerprint, fresh[i].fingerprint) == 0) {
+                fresh[i].w = n->slots[k].w;
+                DHAF_FREE(n->slots[k].fingerprint);
+                n->slots[k].w = NULL;
+                break;
+            }
+        }
+    }
+    for (size_t k = 0; k < n->n; k++) {
+        deliverer_stop(n->slots[k].w);
+        free(n->slots[k].fingerprint);
+    }
+    free(n->slots);
+    for (size_t i = 0; i < s->cfg.n_notifiers; i++)
+        if (!fresh[i].w && term_valid(n->t))
+            fresh[i].w = deliverer_start(n->c, n->t, s, i);
+    n->slots = fresh;
+    n->n = s->cfg.n_notifiers;
+    n->gen = s->generation;
+    snap_put(s);
+}
+
+static void supervise(struct worker *w)
+{
+    struct notify *n = worker_ud(w);
+    while (!worker_quit(w) && term_valid(n->t)) {
+        sync_slots(n);
+        worker_wait(w, 0); /* a reload or the end of the term */
+    }
+    for (size_t k = 0; k < n->n; k++) {
+        deliverer_stop(n->slots[k].w);
+        DHAF_FREE(n->slots[k].fingerprint);
+        n->slots[k].w = NULL;
+    }
+}
+
+static void notify_release(void *ud)
+{
+    struct notify *n = ud;
+    free(n->slots);
+    term_put(n->t);
     free(n);
-    return true;
+}
+
+static void *notify_start(struct term *t, void *ud)
+{
+    struct cluster *c = ud;
+    struct notify *n = dhaf_xcalloc(1, sizeof(*n));
+    n->c = c;
+    n->t = t;
+    term_hold(t);
+    struct dhaf_err err;
+    struct worker *w = worker_start("notify", supervise, notify_release, n, &err);
+    if (!w)
+        return NULL;
+    term_watch(t, worker_waker(w), 1);
+    cluster_watch_reload(c, worker_waker(w), 1);
+    return w;
+}
+
+static bool notify_stop(void *handle, int deadline_ms)
+{
+    struct worker *w = handle;
+    struct notify *n = worker_ud(w);
+    term_unwatch(n->t, worker_waker(w));
+    cluster_unwatch_reload(n->c, worker_waker(w));
+    return worker_stop(w, deadline_ms);
+}
+
+struct duty notify_duty(struct cluster *c)
+{
+    return (struct duty){"notify", notify_start, notify_stop, c};
 }

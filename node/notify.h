@@ -1,26 +1,41 @@
 /* SPDX-License-Identifier: MIT */
-/* Event delivery: on the leader, one thread per configured notifier reads the event history
- * in etcd (every event is recorded there first) and hands each new event to its notifier,
- * with retries and back-off, far from the decision path. A cursor per notifier in etcd
- * (ext/notifier/<type>/<name>/cursor) lets a new leader deliver what the old one had not. */
+/* Event delivery: a duty bound to the term runs one worker per configured notifier. Each
+ * follows the view's event history from its cursor (ext/notifier/<type>/<name>/delivered, the
+ * last seq it delivered, written fenced after each delivery) and hands every event to its
+ * notifier in order, retrying transient failures with back-off, far from the decision path.
+ * A new leader's workers go on from the cursors, so nothing is lost across a leader change.
+ * A reload restarts only the notifiers whose config changed. */
 #ifndef DHAF_NODE_NOTIFY_H
 #define DHAF_NODE_NOTIFY_H
 
-#include <stdbool.h>
+#include <stddef.h>
 
 #include "cluster.h"
-#include "dhaf/config.h"
+#include "dhaf/provider.h"
 
-struct notify;
+/** The notification duty (for cluster_add_duty). */
+struct duty notify_duty(struct cluster *c);
 
-/** Starts the delivery supervisor; cfg is borrowed until notify_reload. */
-struct notify *notify_start(struct cluster *c, const struct dhaf_config *cfg, struct dhaf_err *err);
+/* One notifier instance bound to a term, stepped by hand in unit tests (by its worker in the
+ * daemon). */
+struct deliverer;
 
-/** Switches to a reloaded config (waits until the old notifiers are gone). */
-void notify_reload(struct notify *n, const struct dhaf_config *cfg);
+/**
+ * The instance of notifier i of snapshot s (a reference to s and t is held) for term t; prov
+ * NULL takes the provider of the notifier's type from the registry (a test passes its own).
+ * Initialises the provider. NULL with err when it cannot run.
+ */
+struct deliverer *notify_deliverer_new(struct term *t, struct snap *s, size_t i,
+                                       const struct dhaf_provider *prov, struct dhaf_err *err);
 
-/** Waits (after cluster_stop) and frees; false when a delivery is still running past
- *  deadline_ms (then nothing is freed: the process is exiting). NULL is fine. */
-bool notify_stop(struct notify *n, int deadline_ms);
+/**
+ * Delivers, in order, every event the view holds after the cursor (read from etcd the first
+ * time), saving the cursor after each. Returns 0 when it is done for now, 1 when a transient
+ * failure asks for a retry later. *delivered (may be NULL) gets how many it delivered.
+ */
+int notify_deliver_pending(struct deliverer *d, size_t *delivered);
+
+/** Destroys the provider instance and frees. NULL is fine. */
+void notify_deliverer_free(struct deliverer *d);
 
 #endif

@@ -1,48 +1,61 @@
 /* SPDX-License-Identifier: MIT */
-/* Built-in prober (writes votes/<node> on the session lease each tact) and the leader's
- * vote tally (watches votes/, judges freshness on its own monotonic clock). */
+/* The built-in prober: a thread that owns the probe engine, runs a round, writes the vote and
+ * waits a tact. A reload hands it a new engine through a one-slot mailbox: the switch happens
+ * between rounds, and no lock is held while checks run or the vote is written. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "dhaf/alloc.h"
-#include "dhaf/clock.h"
 #include "dhaf/log.h"
 #include "dhaf/probe.h"
 #include "metrics.h"
 #include "probing.h"
-
-#define FRESH_TACTS 3 /* a vote counts while rewritten within 3 x tact-interval */
-
-struct voter {
-    struct vote vote;
-    int64_t seen_ms;
-};
+#include "votes.h"
 
 struct probing {
     struct cluster *c;
-    /* probe_lock guards engine (held through a round); lock guards cfg, voters and tallies.
-     * A reload takes both, probe_lock first. */
-    pthread_mutex_t probe_lock;
-    pthread_mutex_t lock;
-    const struct dhaf_config *cfg;
-    struct dhaf_probe *engine;
+    struct dhaf_probe *engine; /* the thread's own */
+    struct snap *snap;         /* the snapshot the engine points into */
     uint64_t seq;
-
-    struct voter *voters;
-    size_t n_voters;
-    struct ep_tally **tallies; /* per service, per entry point; last logged */
-    bool tally_valid;
-    uint64_t generation;    /* bumped whenever a tally changes */
-    pthread_cond_t changed; /* with lock */
-
-    pthread_t t_probe, t_tally;
-    bool probe_running;
+    struct dhaf_waker wake;  /* stop, a new engine */
+    pthread_mutex_t lock;    /* guards the mailbox and stop */
+    struct dhaf_probe *next; /* an engine handed over by a reload */
+    struct snap *next_snap;
+    bool has_next; /* (next may be NULL: probing turned off) */
+    bool stop;
+    pthread_t t;
+    bool running;
 };
 
-/* ------------------------------------------------------------------ built-in prober */
+/* Takes a new engine from the mailbox, if there is one. */
+static void take_mail(struct probing *p)
+{
+    pthread_mutex_lock(&p->lock);
+    struct dhaf_probe *old = NULL;
+    struct snap *old_snap = NULL;
+    if (p->has_next) {
+        old = p->engine;
+        old_snap = p->snap;
+        p->engine = p->next;
+        p->snap = p->next_snap;
+        p->next = NULL;
+        p->next_snap = NULL;
+        p->has_next = false;
+    }
+    pthread_mutex_unlock(&p->lock);
+    dhaf_probe_free(old);
+    snap_put(old_snap);
+}
+
+static bool stopping(struct probing *p)
+{
+    pthread_mutex_lock(&p->lock);
+    bool s = p->stop;
+    pthread_mutex_unlock(&p->lock);
+    return s;
+}
 
 static void *probe_thread(void *arg)
 {
@@ -51,11 +64,11 @@ static void *probe_thread(void *arg)
     char key[256], path[128];
     snprintf(path, sizeof(path), "votes/%s", cluster_node(c));
     cluster_key(c, key, sizeof(key), path);
-    while (!cluster_stopping(c)) {
-        pthread_mutex_lock(&p->probe_lock);
-        pthread_mutex_lock(&p->lock);
-        int tact_ms = p->cfg->tact_interval * 1000;
-        pthread_mutex_unlock(&p->lock);
+    while (!stopping(p)) {
+        take_mail(p);
+        struct snap *s = snap_get(cluster_snaps(c));
+        int64_t tact_ms = (int64_t)s->cfg.tact_interval * 1000;
+        snap_put(s);
         char *text = NULL;
         if (p->engine) {
             const struct dhaf_probe_result *r;
@@ -65,20 +78,19 @@ static void *probe_thread(void *arg)
                 metrics_check_latency(r[i].latency_ms);
             text = vote_encode(cluster_node(c), "node", ++p->seq, r, n);
         }
-        pthread_mutex_unlock(&p->probe_lock);
         /* At start (or while the session is re-created) the round may end before the lease
          * exists: wait for it up to one tact rather than drop the vote. */
         int64_t lease = cluster_session_lease(c);
-        for (int waited = 0; text && !lease && waited < tact_ms; waited += 50) {
-            if (cluster_nap(c, 50))
-                break;
+        int64_t until = dhaf_mono_ms() + tact_ms;
+        while (text && !lease && !stopping(p) && dhaf_mono_ms() < until) {
+            dhaf_waker_wait(&p->wake, dhaf_mono_ms() + 50);
             lease = cluster_session_lease(c);
         }
         if (text && !lease)
             DHAF_LOG(DHAF_LOG_DEBUG, "event=vote-not-written reason=\"no session lease yet\"");
         if (text && lease) {
             struct dhaf_err err;
-            if (dhaf_etcd_put(cluster_etcd(c), key, text, SIZE_MAX, lease, NULL, &err) != 0) {
+            if (store_put(cluster_store(c), key, text, lease, &err) != 0) {
                 char q[300];
                 DHAF_LOG(DHAF_LOG_WARN, "event=vote-not-written reason=\"%s\"",
                          dhaf_log_quote(q, sizeof(q), err.msg));
@@ -86,298 +98,86 @@ static void *probe_thread(void *arg)
         }
         free(text);
         /* The tact counts from the end of the previous round, as in the original. */
-        if (cluster_nap(c, tact_ms))
-            break;
+        until = dhaf_mono_ms() + tact_ms;
+        while (!stopping(p) && dhaf_mono_ms() < until)
+            dhaf_waker_wait(&p->wake, until);
     }
     return NULL;
 }
 
-/* ------------------------------------------------------------------ leader's tally */
-
-static void voters_clear(struct probing *p)
-{
-    for (size_t i = 0; i < p->n_voters; i++)
-        vote_release(&p->voters[i].vote);
-    free(p->voters);
-    p->voters = NULL;
-    p->n_voters = 0;
-}
-
-static void tallies_free(struct probing *p, size_t n_services)
-{
-    if (p->tallies)
-        for (size_t i = 0; i < n_services; i++)
-            free(p->tallies[i]);
-    free(p->tallies);
-    p->tallies = NULL;
-    p->tally_valid = false;
-}
-
-static void tallies_alloc(struct probing *p)
-{
-    p->tallies = dhaf_xcalloc(p->cfg->n_services ? p->cfg->n_services : 1, sizeof(*p->tallies));
-    for (size_t i = 0; i < p->cfg->n_services; i++)
-        p->tallies[i] = dhaf_xcalloc(p->cfg->services[i].n_eps + 1, sizeof(struct ep_tally));
-    p->tally_valid = false;
-}
-
-/* Replaces (or adds) a voter's vote, seen now. Called with the lock held. */
-static void voter_put(struct probing *p, struct vote *v)
-{
-    for (size_t i = 0; i < p->n_voters; i++) {
-        if (strcmp(p->voters[i].vote.voter, v->voter) == 0) {
-            vote_release(&p->voters[i].vote);
-            p->voters[i].vote = *v;
-            p->voters[i].seen_ms = dhaf_mono_ms();
-            return;
-        }
-    }
-    p->voters = dhaf_xreallocarray(p->voters, p->n_voters + 1, sizeof(*p->voters));
-    p->voters[p->n_voters].vote = *v;
-    p->voters[p->n_voters].seen_ms = dhaf_mono_ms();
-    p->n_voters++;
-}
-
-static void voter_drop(struct probing *p, const char *name)
-{
-    for (size_t i = 0; i < p->n_voters; i++) {
-        if (strcmp(p->voters[i].vote.voter, name) == 0) {
-            vote_release(&p->voters[i].vote);
-            p->voters[i] = p->voters[--p->n_voters];
-            return;
-        }
-    }
-}
-
-/* Decodes a votes/ key-value; the voter's name is the key's last part. */
-static void absorb(struct probing *p, const char *key, const char *value, size_t len)
-{
-    const char *name = strrchr(key, '/');
-    name = name ? name + 1 : key;
-    struct vote v;
-    struct dhaf_err err;
-    if (vote_decode(value, len, key, p->cfg, &v, &err) != 0) {
-        char q[300];
-        DHAF_LOG(DHAF_LOG_WARN, "event=vote-refused key=%s reason=\"%s\"", key,
-                 dhaf_log_quote(q, sizeof(q), err.msg));
-        voter_drop(p, name); /* a broken vote is not a vote */
-        return;
-    }
-    if (strcmp(v.voter, name) != 0) {
-        DHAF_LOG(DHAF_LOG_WARN,
-                 "event=vote-refused key=%s reason=\"voter %s does not match the key\"", key,
-                 v.voter);
-        vote_release(&v);
-        voter_drop(p, name);
-        return;
-    }
-    voter_put(p, &v);
-}
-
-/* Recomputes every service's tally and logs the entry points whose counts changed. */
-static void retally(struct probing *p)
-{
-    int64_t now = dhaf_mono_ms();
-    int64_t fresh = (int64_t)FRESH_TACTS * p->cfg->tact_interval * 1000;
-    bool bumped = false;
-    struct seen_vote *sv = dhaf_xcalloc(p->n_voters + 1, sizeof(*sv));
-    for (size_t i = 0; i < p->n_voters; i++)
-        sv[i] = (struct seen_vote){&p->voters[i].vote, p->voters[i].seen_ms};
-    for (size_t s = 0; s < p->cfg->n_services; s++) {
-        const struct dhaf_service *svc = &p->cfg->services[s];
-        struct ep_tally *now_t = dhaf_xcalloc(svc->n_eps + 1, sizeof(*now_t));
-        tally_service(svc, sv, p->n_voters, now, fresh, now_t);
-        for (size_t e = 0; e < svc->n_eps; e++) {
-            const struct ep_tally *a = &p->tallies[s][e], *b = &now_t[e];
-            if (p->tally_valid && a->healthy == b->healthy && a->unhealthy == b->unhealthy &&
-                a->voters == b->voters)
-                continue;
-            char q[600];
-            DHAF_LOG(DHAF_LOG_INFO,
-                     "event=ep-votes service=%s ep=%s state=%s healthy=%u unhealthy=%u "
-                     "voters=%u%s%s%s",
-                     svc->name, svc->eps[e].name,
-                     !b->known ? "unknown" : (b->is_healthy ? "healthy" : "unhealthy"), b->healthy,
-                     b->unhealthy, b->voters, b->unhealthy ? " reasons=\"" : "",
-                     b->unhealthy ? dhaf_log_quote(q, sizeof(q), b->reasons) : "",
-                     b->unhealthy ? "\"" : "");
-        }
-        if (!p->tally_valid || memcmp(p->tallies[s], now_t, svc->n_eps * sizeof(*now_t)) != 0)
-            bumped = true;
-        memcpy(p->tallies[s], now_t, svc->n_eps * sizeof(*now_t));
-        free(now_t);
-    }
-    p->tally_valid = true;
-    if (bumped) {
-        p->generation++;
-        pthread_cond_broadcast(&p->changed);
-    }
-    free(sv);
-}
-
-static void *tally_thread(void *arg)
-{
-    struct probing *p = arg;
-    struct cluster *c = p->c;
-    char prefix[256];
-    cluster_key(c, prefix, sizeof(prefix), "votes/");
-    struct dhaf_err err;
-    while (!cluster_stopping(c)) {
-        if (!cluster_is_leader(c, NULL)) {
-            pthread_mutex_lock(&p->lock);
-            voters_clear(p);
-            p->tally_valid = false;
-            pthread_mutex_unlock(&p->lock);
-            cluster_nap(c, 200);
-            continue;
-        }
-        /* Leader: read every vote, then follow changes. */
-        struct dhaf_kvs kvs;
-        if (dhaf_etcd_get_prefix(cluster_etcd(c), prefix, 0, &kvs, &err) != 0) {
-            cluster_nap(c, 500);
-            continue;
-        }
-        pthread_mutex_lock(&p->lock);
-        voters_clear(p);
-        for (size_t i = 0; i < kvs.n; i++)
-            absorb(p, kvs.kvs[i].key, kvs.kvs[i].value, kvs.kvs[i].value_len);
-        retally(p);
-        pthread_mutex_unlock(&p->lock);
-        struct dhaf_etcd_watch *w =
-            dhaf_etcd_watch_new(cluster_etcd(c), prefix, true, kvs.revision + 1, &err);
-        dhaf_kvs_release(&kvs);
-        while (w && cluster_is_leader(c, NULL) && !cluster_stopping(c)) {
-            struct dhaf_etcd_events ev;
-            int rc = dhaf_etcd_watch_next(w, &ev, 500, &err);
-            if (rc != 0 && rc != DHAF_ETIMEOUT)
-                break;
-            pthread_mutex_lock(&p->lock);
-            for (size_t i = 0; rc == 0 && i < ev.n; i++) {
-                if (ev.v[i].type == DHAF_ETCD_EV_PUT) {
-                    absorb(p, ev.v[i].kv.key, ev.v[i].kv.value, ev.v[i].kv.value_len);
-                } else {
-                    const char *name = strrchr(ev.v[i].kv.key, '/');
-                    voter_drop(p, name ? name + 1 : ev.v[i].kv.key);
-                }
-            }
-            retally(p); /* also ages out voters that went quiet */
-            pthread_mutex_unlock(&p->lock);
-            if (rc == 0)
-                dhaf_etcd_events_release(&ev);
-        }
-        dhaf_etcd_watch_free(w);
-    }
-    return NULL;
-}
-
-/* ------------------------------------------------------------------ lifecycle */
-
-struct probing *probing_start(struct cluster *c, const struct dhaf_config *cfg,
-                              struct dhaf_err *err)
+struct probing *probing_start(struct cluster *c, struct dhaf_err *err)
 {
     struct probing *p = dhaf_xcalloc(1, sizeof(*p));
     p->c = c;
-    p->cfg = cfg;
     pthread_mutex_init(&p->lock, NULL);
-    pthread_mutex_init(&p->probe_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->changed, &ca);
-    pthread_condattr_destroy(&ca);
-    if (cfg->probe) {
-        p->engine = dhaf_probe_new(cfg->services, cfg->n_services, err);
-        if (!p->engine) {
-            pthread_mutex_destroy(&p->lock);
-            pthread_mutex_destroy(&p->probe_lock);
-            free(p);
-            return NULL;
-        }
-    }
-    tallies_alloc(p);
-    if (cfg->probe)
-        p->probe_running = pthread_create(&p->t_probe, NULL, probe_thread, p) == 0;
-    if (pthread_create(&p->t_tally, NULL, tally_thread, p) != 0) {
-        dhaf_err_set(err, DHAF_EINTERNAL, "cannot start the tally thread");
+    dhaf_waker_init(&p->wake);
+    p->snap = snap_get(cluster_snaps(c));
+    if (probing_prepare(&p->snap->cfg, &p->engine, err) != 0) {
+        snap_put(p->snap);
+        pthread_mutex_destroy(&p->lock);
+        dhaf_waker_release(&p->wake);
+        free(p);
         return NULL;
     }
+    if (pthread_create(&p->t, NULL, probe_thread, p) != 0) {
+        dhaf_err_set(err, DHAF_EINTERNAL, "cannot start the prober thread");
+        dhaf_probe_free(p->engine);
+        snap_put(p->snap);
+        pthread_mutex_destroy(&p->lock);
+        dhaf_waker_release(&p->wake);
+        free(p);
+        return NULL;
+    }
+    p->running = true;
     return p;
 }
 
-int probing_reload(struct probing *p, const struct dhaf_config *cfg, struct dhaf_err *err)
+int probing_prepare(const struct dhaf_config *cfg, struct dhaf_probe **engine, struct dhaf_err *err)
 {
-    struct dhaf_probe *fresh = NULL;
-    if (cfg->probe && !(fresh = dhaf_probe_new(cfg->services, cfg->n_services, err)))
-        return err->code;
-    pthread_mutex_lock(&p->probe_lock);
-    pthread_mutex_lock(&p->lock);
-    dhaf_probe_free(p->engine);
-    p->engine = fresh;
-    tallies_free(p, p->cfg->n_services);
-    voters_clear(p);
-    p->cfg = cfg;
-    tallies_alloc(p);
-    pthread_mutex_unlock(&p->lock);
-    pthread_mutex_unlock(&p->probe_lock);
-    if (cfg->probe && !p->probe_running)
-        p->probe_running = pthread_create(&p->t_probe, NULL, probe_thread, p) == 0;
+    *engine = NULL;
+    if (cfg->probe && !(*engine = dhaf_probe_new(cfg->services, cfg->n_services, err)))
+        return err->code ? err->code : DHAF_EINVAL;
     return 0;
+}
+
+void probing_switch(struct probing *p, struct dhaf_probe *engine, struct snap *s)
+{
+    pthread_mutex_lock(&p->lock);
+    struct dhaf_probe *old = p->has_next ? p->next : NULL;
+    struct snap *old_snap = p->has_next ? p->next_snap : NULL;
+    p->next = engine;
+    p->next_snap = s;
+    p->has_next = true;
+    pthread_mutex_unlock(&p->lock);
+    dhaf_probe_free(old);
+    snap_put(old_snap);
+    dhaf_waker_kick(&p->wake, 1);
 }
 
 bool probing_stop(struct probing *p, int deadline_ms)
 {
     if (!p)
         return true;
-    /* The threads end when the cluster is stopping (cluster_stop was called first); a probe
-     * round in progress may take its checks' timeouts, and is not waited for past the
+    pthread_mutex_lock(&p->lock);
+    p->stop = true;
+    pthread_mutex_unlock(&p->lock);
+    dhaf_waker_kick(&p->wake, 1);
+    /* A round in progress may take its checks' timeouts; it is not waited for past the
      * deadline: the process exits around it. */
-    int64_t deadline = dhaf_mono_ms() + deadline_ms;
-    bool done = (!p->probe_running || dhaf_join_within(p->t_probe, deadline_ms)) &&
-                dhaf_join_within(p->t_tally, deadline - dhaf_mono_ms());
-    if (!done) {
+    if (p->running && !dhaf_join_within(p->t, deadline_ms)) {
         DHAF_LOG(DHAF_LOG_WARN, "event=stop-slow note=\"a probe round is still running; exiting "
                                 "anyway\"");
+        pthread_detach(p->t);
         return false;
     }
     dhaf_probe_free(p->engine);
-    voters_clear(p);
-    tallies_free(p, p->cfg->n_services);
+    snap_put(p->snap);
+    if (p->has_next) {
+        dhaf_probe_free(p->next);
+        snap_put(p->next_snap);
+    }
     pthread_mutex_destroy(&p->lock);
-    pthread_mutex_destroy(&p->probe_lock);
-    pthread_cond_destroy(&p->changed);
+    dhaf_waker_release(&p->wake);
     free(p);
     return true;
-}
-
-bool probing_tally(struct probing *p, const char *service, struct ep_tally *out, size_t n)
-{
-    bool ok = false;
-    pthread_mutex_lock(&p->lock);
-    for (size_t s = 0; s < p->cfg->n_services && !ok; s++) {
-        if (strcmp(p->cfg->services[s].name, service) != 0)
-            continue;
-        ok = p->tally_valid && cluster_is_leader(p->c, NULL) && n >= p->cfg->services[s].n_eps;
-        if (ok)
-            memcpy(out, p->tallies[s], p->cfg->services[s].n_eps * sizeof(*out));
-    }
-    pthread_mutex_unlock(&p->lock);
-    return ok;
-}
-
-uint64_t probing_wait(struct probing *p, uint64_t seen, int timeout_ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&p->lock);
-    while (p->generation == seen && pthread_cond_timedwait(&p->changed, &p->lock, &ts) == 0)
-        ;
-    uint64_t g = p->generation;
-    pthread_mutex_unlock(&p->lock);
-    return g;
 }

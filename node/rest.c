@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* REST gateway: libmicrohttpd with a thread per connection (handlers block on etcd), a route
- * table, the /api/v1 JSON replies (dhaf_pb_to_json of the gRPC messages), the original dhaf's paths
- * and envelope, /metrics, /healthz and /readyz. Every operation is a call into service.c under
- * the read side of the config lock, so a reload waits for the requests that use the old one. */
+/* REST gateway: libmicrohttpd with a thread per connection, a route table, the /api/v1 JSON
+ * replies (dhaf_pb_to_json of the gRPC messages), the original dhaf's paths and envelope,
+ * /metrics, /healthz and /readyz. Every operation is a call into service.c with the config
+ * snapshot current when the request arrived: reads come from the node's view (no etcd round
+ * trip), changes go to etcd; no lock is held by the gateway itself. */
 #include <netinet/in.h> /* before microhttpd.h: struct sockaddr_in */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -11,6 +12,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,7 @@
 #include "dhaf/pbjson.h"
 #include "rest.h"
 #include "service.h"
+#include "view.h"
 
 #define BODY_MAX       (64 * 1024)       /* larger bodies get 413 */
 #define DRAIN_MAX      (8 * 1024 * 1024) /* up to this much is read and dropped before the 413 */
@@ -47,8 +50,8 @@
 struct rest {
     struct cluster *c;
     struct MHD_Daemon *d;
-    pthread_rwlock_t lock; /* guards cfg: requests read, a reload writes */
-    const struct dhaf_config *cfg;
+    atomic_int inflight; /* requests being answered: a stop does not cut one short */
+    atomic_bool stopping;
     char *cert, *key, *ca; /* PEM, kept for the daemon's life */
     char addr[300];
     char *host, *cert_file, *key_file, *ca_file; /* as started: a reload cannot change them */
@@ -72,7 +75,8 @@ struct out {
     char *body; /* taken by the reply */
     size_t len;
     char allow[64];
-    bool challenge; /* WWW-Authenticate: Bearer */
+    bool challenge;       /* WWW-Authenticate: Bearer */
+    int64_t stale_age_ms; /* > 0: served from a stale view this old (X-Dhaf-Stale) */
 };
 
 enum family { FAM_V1, FAM_ORIG, FAM_PLAIN };
@@ -182,6 +186,14 @@ static void v1_from_err(struct out *o, int rc, const struct dhaf_err *err)
     }
 }
 
+/* Marks the reply as served from a stale view (the original paths' envelope has no room for
+ * it: a header says it on every path). */
+static void mark_view(struct out *o, const Dhaf__V1__ViewState *v)
+{
+    if (v && v->stale)
+        o->stale_age_ms = v->age_ms > 0 ? v->age_ms : 1;
+}
+
 /* A message (taken) as JSON. */
 static void set_msg(struct out *o, unsigned status, ProtobufCMessage *m)
 {
@@ -284,10 +296,12 @@ static void v1_cluster(struct ctx *x, struct out *o)
     Dhaf__V1__ClusterStatus *m = NULL;
     struct dhaf_err err;
     int rc = svc_cluster_status(&x->env, &m, &err);
-    if (rc)
+    if (rc) {
         v1_from_err(o, rc, &err);
-    else
-        set_msg(o, MHD_HTTP_OK, &m->base);
+        return;
+    }
+    mark_view(o, m->view);
+    set_msg(o, MHD_HTTP_OK, &m->base);
 }
 
 static void v1_services(struct ctx *x, struct out *o)
@@ -295,10 +309,12 @@ static void v1_services(struct ctx *x, struct out *o)
     Dhaf__V1__ListServicesResponse *m = NULL;
     struct dhaf_err err;
     int rc = svc_list_services(&x->env, &m, &err);
-    if (rc)
+    if (rc) {
         v1_from_err(o, rc, &err);
-    else
-        set_msg(o, MHD_HTTP_OK, &m->base);
+        return;
+    }
+    mark_view(o, m->view);
+    set_msg(o, MHD_HTTP_OK, &m->base);
 }
 
 static void v1_service(struct ctx *x, struct out *o)
@@ -308,10 +324,12 @@ static void v1_service(struct ctx *x, struct out *o)
     Dhaf__V1__ServiceStatus *m = NULL;
     struct dhaf_err err;
     int rc = svc_get_service(&x->env, x->cap[0], &m, &err);
-    if (rc)
+    if (rc) {
         v1_from_err(o, rc, &err);
-    else
-        set_msg(o, MHD_HTTP_OK, &m->base);
+        return;
+    }
+    mark_view(o, m->view);
+    set_msg(o, MHD_HTTP_OK, &m->base);
 }
 
 static void v1_candidates(struct ctx *x, struct out *o)
@@ -532,6 +550,7 @@ static void orig_dhaf_status(struct ctx *x, struct out *o)
         orig_other(o, &err);
         return;
     }
+    mark_view(o, m->view);
     json_t *nodes = json_array();
     for (size_t i = 0; i < m->n_nodes; i++)
         json_array_append_new(nodes, json_pack("{s:o, s:b}", "name", jstr(m->nodes[i]->name),
@@ -552,6 +571,7 @@ static void orig_services_status(struct ctx *x, struct out *o)
         orig_other(o, &err);
         return;
     }
+    mark_view(o, m->view);
     json_t *a = json_array();
     for (size_t i = 0; i < m->n_services; i++)
         json_array_append_new(a, orig_service(m->services[i]));
@@ -596,6 +616,7 @@ static void orig_service_status(struct ctx *x, struct out *o)
         orig_service_err(o, rc, &err);
         return;
     }
+    mark_view(o, m->view);
     json_t *d = orig_service(m);
     dhaf__v1__service_status__free_unpacked(m, NULL);
     orig_ok(o, d);
@@ -704,11 +725,11 @@ static void plain_healthz(struct ctx *x, struct out *o)
     set_text(o, MHD_HTTP_OK, "ok\n");
 }
 
-/* Ready: the node has its session with etcd and etcd answers a read now. */
+/* Ready: the node has its session with etcd and its view is in sync with etcd. */
 static void plain_readyz(struct ctx *x, struct out *o)
 {
     struct cluster *c = x->r->c;
-    if (cluster_stopping(c)) {
+    if (atomic_load(&x->r->stopping)) {
         set_text(o, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: the node is stopping\n");
         return;
     }
@@ -716,16 +737,17 @@ static void plain_readyz(struct ctx *x, struct out *o)
         set_text(o, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: no session with etcd yet\n");
         return;
     }
-    char key[300];
-    cluster_key(c, key, sizeof(key), "leader");
-    struct dhaf_kvs kvs;
-    struct dhaf_err err;
-    if (dhaf_etcd_get(cluster_etcd(c), key, &kvs, &err) != 0) {
-        char *t = dhaf_xasprintf("not ready: etcd: %s\n", err.msg);
+    struct view *v = cluster_view(c);
+    view_rdlock(v);
+    struct view_sync vs = view_sync(v);
+    view_unlock(v);
+    if (!vs.synced) {
+        char *t = dhaf_xasprintf("not ready: etcd: not heard from for %.1f s (status is served "
+                                 "from memory, marked stale)\n",
+                                 (double)vs.age_ms / 1000.0);
         set_body(o, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", t);
         return;
     }
-    dhaf_kvs_release(&kvs);
     set_text(o, MHD_HTTP_OK, "ready\n");
 }
 
@@ -738,10 +760,16 @@ static void plain_metrics(struct ctx *x, struct out *o)
         cs = NULL;
     if (svc_list_services(&x->env, &ls, &err) != 0)
         ls = NULL;
+    struct view *view = cluster_view(x->r->c);
+    view_rdlock(view);
+    struct view_sync vs = view_sync(view);
+    view_unlock(view);
     struct metrics_view v = {
-        .leader = cluster_is_leader(x->r->c, NULL),
+        .leader = cluster_role(x->r->c) == ROLE_LEADER,
         .cluster = cs,
         .ls = ls,
+        .view_synced = vs.synced,
+        .view_age_ms = vs.age_ms,
         .etcd_errors = dhaf_etcd_error_count(),
     };
     set_body(o, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", metrics_render(&v));
@@ -848,7 +876,8 @@ static void allow_list(char *buf, size_t len, unsigned methods)
 
 /* Bearer token (when configured) and client certificate (when client-ca-file is set).
  * Returns NULL when the request may pass, else the reason (for the reply and the log). */
-static const char *auth_problem(struct rest *r, struct MHD_Connection *conn)
+static const char *auth_problem(struct rest *r, const struct dhaf_config *cfg,
+                                struct MHD_Connection *conn)
 {
     if (r->ca) {
         const union MHD_ConnectionInfo *ci =
@@ -859,7 +888,7 @@ static const char *auth_problem(struct rest *r, struct MHD_Connection *conn)
             status != 0)
             return "a client certificate signed by the configured client CA is required";
     }
-    const char *want = r->cfg->api_token;
+    const char *want = cfg->api_token;
     if (!want)
         return NULL;
     const char *h =
@@ -924,8 +953,9 @@ static void peer_of(struct MHD_Connection *conn, char *buf, size_t len)
         snprintf(buf, len, "?");
 }
 
-static void dispatch(struct rest *r, struct MHD_Connection *conn, const char *url,
-                     const char *method, const struct req *rq, const char *peer, struct out *o)
+static void dispatch(struct rest *r, const struct dhaf_config *cfg, struct MHD_Connection *conn,
+                     const char *url, const char *method, const struct req *rq, const char *peer,
+                     struct out *o)
 {
     bool v1_path = strncmp(url, "/api/", 5) == 0;
     enum family fam = v1_path ? FAM_V1 : FAM_ORIG;
@@ -954,7 +984,7 @@ static void dispatch(struct rest *r, struct MHD_Connection *conn, const char *ur
         }
     }
     if (!hit || !hit->open) {
-        const char *why = auth_problem(r, conn);
+        const char *why = auth_problem(r, cfg, conn);
         if (why) {
             char q[200], qw[200];
             DHAF_LOG(DHAF_LOG_WARN, "event=rest-refused peer=%s path=\"%s\" reason=\"%s\"", peer,
@@ -996,7 +1026,7 @@ static void dispatch(struct rest *r, struct MHD_Connection *conn, const char *ur
     }
     struct ctx x = {.r = r,
                     .conn = conn,
-                    .env = {r->c, r->cfg},
+                    .env = {r->c, cfg},
                     .cap = {caps[0], caps[1]},
                     .rq = rq,
                     .peer = peer};
@@ -1018,6 +1048,11 @@ static enum MHD_Result queue(struct MHD_Connection *conn, struct out *o)
     o->body = NULL; /* the response owns it */
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, o->ctype);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (o->stale_age_ms > 0) {
+        char h[64];
+        snprintf(h, sizeof(h), "age_ms=%lld", (long long)o->stale_age_ms);
+        MHD_add_response_header(resp, "X-Dhaf-Stale", h);
+    }
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     if (o->allow[0])
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, o->allow);
@@ -1089,9 +1124,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     char peer[INET6_ADDRSTRLEN + 8];
     peer_of(conn, peer, sizeof(peer));
     struct out o = {0};
-    pthread_rwlock_rdlock(&r->lock);
-    dispatch(r, conn, url, method, rq, peer, &o);
-    pthread_rwlock_unlock(&r->lock);
+    atomic_fetch_add(&r->inflight, 1);
+    struct snap *snap = snap_get(cluster_snaps(r->c));
+    dispatch(r, &snap->cfg, conn, url, method, rq, peer, &o);
+    snap_put(snap);
+    atomic_fetch_sub(&r->inflight, 1);
     rq->replied = true;
     unsigned status = o.status;
     enum MHD_Result ret = queue(conn, &o);
@@ -1189,21 +1226,17 @@ static void rest_free(struct rest *r)
     free(r->cert_file);
     free(r->key_file);
     free(r->ca_file);
-    pthread_rwlock_destroy(&r->lock);
     free(r);
 }
 
-struct rest *rest_start(struct cluster *c, const struct dhaf_config *cfg, struct dhaf_err *err)
+struct rest *rest_start(struct cluster *c, struct dhaf_err *err)
 {
     struct rest *r = dhaf_xcalloc(1, sizeof(*r));
     r->c = c;
-    r->cfg = cfg;
-    pthread_rwlockattr_t ra;
-    pthread_rwlockattr_init(&ra);
-    /* a reload must not wait behind an endless stream of readers */
-    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&r->lock, &ra);
-    pthread_rwlockattr_destroy(&ra);
+    atomic_init(&r->inflight, 0);
+    atomic_init(&r->stopping, false);
+    struct snap *snap = snap_get(cluster_snaps(c));
+    const struct dhaf_config *cfg = &snap->cfg;
     const struct dhaf_api *w = &cfg->web_api;
     r->host = dhaf_xstrdup(w->host ? w->host : "localhost");
     r->port = w->port ? w->port : 8128;
@@ -1245,8 +1278,10 @@ struct rest *rest_start(struct cluster *c, const struct dhaf_config *cfg, struct
     }
     DHAF_LOG(DHAF_LOG_INFO, "event=rest-listening addr=%s tls=%s client_cert=%s token=%s", r->addr,
              tls ? "on" : "off", r->ca ? "required" : "off", cfg->api_token ? "required" : "off");
+    snap_put(snap);
     return r;
 fail:
+    snap_put(snap);
     rest_free(r);
     return NULL;
 }
@@ -1256,11 +1291,12 @@ static bool same(const char *a, const char *b)
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-void rest_reload(struct rest *r, const struct dhaf_config *cfg)
+void rest_reload(struct rest *r)
 {
     if (!r)
         return;
-    const struct dhaf_api *w = &cfg->web_api;
+    struct snap *snap = snap_get(cluster_snaps(r->c));
+    const struct dhaf_api *w = &snap->cfg.web_api;
     if (!same(r->host, w->host ? w->host : "localhost") || r->port != (w->port ? w->port : 8128) ||
         !same(r->cert_file, w->tls.cert_file) || !same(r->key_file, w->tls.key_file) ||
         !same(r->ca_file, w->tls.ca_file))
@@ -1268,16 +1304,29 @@ void rest_reload(struct rest *r, const struct dhaf_config *cfg)
                  "event=reload-partial part=web-api reason=\"host, port and TLS files of "
                  "dhaf.web-api change only with a restart; still serving %s\"",
                  r->addr);
-    pthread_rwlock_wrlock(&r->lock);
-    r->cfg = cfg;
-    pthread_rwlock_unlock(&r->lock);
+    snap_put(snap);
 }
 
-void rest_stop(struct rest *r)
+bool rest_stop(struct rest *r, int deadline_ms)
 {
     if (!r)
-        return;
+        return true;
+    atomic_store(&r->stopping, true);
+    /* Requests in progress end on their own deadlines (a change waits for etcd); one that
+     * would outlast ours is left to the process exit with the daemon. */
+    int64_t until = dhaf_mono_ms() + deadline_ms;
+    struct dhaf_waker nap;
+    dhaf_waker_init(&nap);
+    while (atomic_load(&r->inflight) > 0 && dhaf_mono_ms() < until)
+        dhaf_waker_wait(&nap, dhaf_mono_ms() + 10);
+    dhaf_waker_release(&nap);
+    if (atomic_load(&r->inflight) > 0) {
+        DHAF_LOG(DHAF_LOG_WARN, "event=stop-slow part=rest note=\"a request is still waiting for "
+                                "etcd; exiting anyway\"");
+        return false;
+    }
     MHD_stop_daemon(r->d);
     DHAF_LOG(DHAF_LOG_INFO, "event=rest-stopped addr=%s", r->addr);
     rest_free(r);
+    return true;
 }

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* dhaf.v1.Dhaf operations over etcd, shared by the gRPC API and the REST gateway.
+/* dhaf.v1.Dhaf operations: reads from the node's view, changes to etcd; shared by the gRPC API
+ * and the REST gateway.
  * Messages are built in an arena and handed out as one packed-and-unpacked copy, so the
  * caller frees them with protobuf_c_message_free_unpacked like any received message. */
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include "dhaf/log.h"
 #include "leader.h"
 #include "service.h"
+#include "view.h"
 
 /* ------------------------------------------------------------------ arena */
 
@@ -59,28 +61,35 @@ static ProtobufCMessage *a_finish(struct arena *a, const ProtobufCMessage *m)
 
 /* ------------------------------------------------------------------ helpers */
 
-/* A JSON value from etcd (NULL when absent or unreadable). */
-static json_t *get_json(struct cluster *c, const char *path, struct dhaf_err *err, int *rc)
-{
-    char key[300];
-    cluster_key(c, key, sizeof(key), path);
-    struct dhaf_kvs kvs;
-    *rc = dhaf_etcd_get(cluster_etcd(c), key, &kvs, err);
-    if (*rc)
-        return NULL;
-    json_t *j = NULL;
-    struct dhaf_err perr;
-    if (kvs.n && dhaf_json_parse_object(kvs.kvs[0].value, kvs.kvs[0].value_len, key, &j, &perr))
-        j = NULL;
-    dhaf_kvs_release(&kvs);
-    return j;
-}
-
 static int64_t jint(const json_t *o, const char *k)
 {
     int64_t v = 0;
-    dhaf_json_int(o, k, &v);
+    if (o)
+        dhaf_json_int(o, k, &v);
     return v;
+}
+
+static const char *jstr(const json_t *o, const char *k)
+{
+    return o ? dhaf_json_str(o, k) : NULL;
+}
+
+/* The view's freshness as a message (view read-locked). NULL with an error when the view was
+ * never loaded: there is nothing to answer with. */
+static Dhaf__V1__ViewState *view_state(struct view *v, struct arena *a, struct dhaf_err *err)
+{
+    struct view_sync s = view_sync(v);
+    if (!s.loaded) {
+        dhaf_err_set(err, DHAF_EUNAVAILABLE,
+                     "this node has not been able to read etcd yet; ask another node");
+        return NULL;
+    }
+    Dhaf__V1__ViewState *vs = a_alloc(a, sizeof(*vs));
+    dhaf__v1__view_state__init(vs);
+    vs->stale = !s.synced;
+    vs->age_ms = s.age_ms;
+    vs->revision = s.revision;
+    return vs;
 }
 
 /* ------------------------------------------------------------------ cluster */
@@ -89,63 +98,44 @@ int svc_cluster_status(const struct svc_env *env, Dhaf__V1__ClusterStatus **out,
                        struct dhaf_err *err)
 {
     struct cluster *c = env->c;
+    struct view *v = cluster_view(c);
+    const struct dhaf_config *cfg = env->cfg;
     struct arena a = {0};
     Dhaf__V1__ClusterStatus st = DHAF__V1__CLUSTER_STATUS__INIT;
-    st.cluster = env->cfg->cluster_name;
+    st.cluster = cfg->cluster_name;
     st.answered_by = (char *)cluster_node(c);
     st.leader = "";
-    char pfx[256];
-    cluster_key(c, pfx, sizeof(pfx), "");
-    struct dhaf_kvs kvs;
-    int rc = dhaf_etcd_get_prefix(cluster_etcd(c), pfx, 0, &kvs, err);
-    if (rc)
-        return rc;
-    size_t pl = strlen(pfx);
-    /* one read of the whole cluster folder: a consistent picture */
-    const struct dhaf_kv *leader = NULL;
-    for (size_t i = 0; i < kvs.n; i++)
-        if (strcmp(kvs.kvs[i].key + pl, "leader") == 0)
-            leader = &kvs.kvs[i];
-    if (leader) {
-        json_t *j = NULL;
-        if (dhaf_json_parse_object(leader->value, leader->value_len, "leader", &j, err) == 0) {
-            st.leader = a_str(&a, dhaf_json_str(j, "node"));
-            st.leader_since_ms = jint(j, "since");
-            json_decref(j);
-        }
-        st.epoch = leader->create_rev;
+    view_rdlock(v);
+    st.view = view_state(v, &a, err);
+    if (!st.view) {
+        view_unlock(v);
+        a_free(&a);
+        return DHAF_EUNAVAILABLE;
     }
-    Dhaf__V1__NodeStatus **nodes = a_alloc(&a, (kvs.n + 1) * sizeof(*nodes));
-    for (size_t i = 0; i < kvs.n; i++) {
-        const char *k = kvs.kvs[i].key + pl;
-        if (strncmp(k, "members/", 8) != 0)
-            continue;
+    const struct view_rec *lk = view_leader(v);
+    if (lk) {
+        st.leader = a_str(&a, jstr(lk->j, "node"));
+        st.leader_since_ms = jint(lk->j, "since");
+        st.epoch = lk->create_rev;
+    }
+    size_t n_members = view_count(v, VS_MEMBERS);
+    Dhaf__V1__NodeStatus **nodes = a_alloc(&a, (n_members + 1) * sizeof(*nodes));
+    for (size_t i = 0; i < n_members; i++) {
+        const struct view_rec *m = view_at(v, VS_MEMBERS, i);
         Dhaf__V1__NodeStatus *ns = a_alloc(&a, sizeof(*ns));
         dhaf__v1__node_status__init(ns);
-        ns->name = a_str(&a, k + 8);
-        json_t *m = NULL;
-        if (dhaf_json_parse_object(kvs.kvs[i].value, kvs.kvs[i].value_len, k, &m, err) == 0) {
-            ns->first_seen_ms = jint(m, "first_seen");
-            ns->version = a_str(&a, dhaf_json_str(m, "version"));
-            json_decref(m);
-        }
+        ns->name = a_str(&a, m->name);
+        ns->first_seen_ms = jint(m->j, "first_seen");
+        ns->version = a_str(&a, jstr(m->j, "version"));
         ns->grpc_endpoint = ns->rest_endpoint = "";
-        char ak[200];
-        snprintf(ak, sizeof(ak), "alive/%s", ns->name);
-        for (size_t j = 0; j < kvs.n; j++) {
-            if (strcmp(kvs.kvs[j].key + pl, ak) != 0)
-                continue;
+        const struct view_rec *al = view_find(v, VS_ALIVE, m->name);
+        if (al) {
             ns->healthy = 1;
-            json_t *al = NULL;
-            if (dhaf_json_parse_object(kvs.kvs[j].value, kvs.kvs[j].value_len, ak, &al, err) == 0) {
-                ns->grpc_endpoint = a_str(&a, dhaf_json_str(al, "grpc"));
-                ns->rest_endpoint = a_str(&a, dhaf_json_str(al, "rest"));
-                ns->started_at_ms = jint(al, "started_at");
-                const char *v = dhaf_json_str(al, "version");
-                if (v)
-                    ns->version = a_str(&a, v);
-                json_decref(al);
-            }
+            ns->grpc_endpoint = a_str(&a, jstr(al->j, "grpc"));
+            ns->rest_endpoint = a_str(&a, jstr(al->j, "rest"));
+            ns->started_at_ms = jint(al->j, "started_at");
+            if (jstr(al->j, "version"))
+                ns->version = a_str(&a, jstr(al->j, "version"));
         }
         ns->role = strcmp(ns->name, st.leader) == 0 ? DHAF__V1__NODE_ROLE__NODE_ROLE_LEADER
                                                     : DHAF__V1__NODE_ROLE__NODE_ROLE_FOLLOWER;
@@ -153,7 +143,6 @@ int svc_cluster_status(const struct svc_env *env, Dhaf__V1__ClusterStatus **out,
     }
     st.nodes = nodes;
     /* probers: the configured ones, healthy while their relayed record exists */
-    const struct dhaf_config *cfg = env->cfg;
     Dhaf__V1__ProberStatus **probers = a_alloc(&a, (cfg->n_probers + 1) * sizeof(*probers));
     for (size_t p = 0; p < cfg->n_probers; p++) {
         Dhaf__V1__ProberStatus *ps = a_alloc(&a, sizeof(*ps));
@@ -161,60 +150,70 @@ int svc_cluster_status(const struct svc_env *env, Dhaf__V1__ClusterStatus **out,
         ps->name = cfg->probers[p].name;
         ps->location = cfg->probers[p].location ? cfg->probers[p].location : "";
         ps->version = ps->relayed_by = "";
-        char pk[200];
-        snprintf(pk, sizeof(pk), "probers/%s", ps->name);
-        for (size_t j = 0; j < kvs.n; j++) {
-            if (strcmp(kvs.kvs[j].key + pl, pk) != 0)
-                continue;
-            json_t *pj = NULL;
-            if (dhaf_json_parse_object(kvs.kvs[j].value, kvs.kvs[j].value_len, pk, &pj, err) == 0) {
-                ps->healthy = 1;
-                ps->version = a_str(&a, dhaf_json_str(pj, "version"));
-                ps->relayed_by = a_str(&a, dhaf_json_str(pj, "relayed_by"));
-                ps->last_report_ms = jint(pj, "last_report");
-                const char *loc = dhaf_json_str(pj, "location");
-                if (loc && *loc)
-                    ps->location = a_str(&a, loc);
-                json_decref(pj);
-            }
+        const struct view_rec *pr = view_find(v, VS_PROBERS, ps->name);
+        if (pr && pr->j) {
+            ps->healthy = 1;
+            ps->version = a_str(&a, jstr(pr->j, "version"));
+            ps->relayed_by = a_str(&a, jstr(pr->j, "relayed_by"));
+            ps->last_report_ms = jint(pr->j, "last_report");
+            const char *loc = jstr(pr->j, "location");
+            if (loc && *loc)
+                ps->location = a_str(&a, loc);
         }
         probers[st.n_probers++] = ps;
     }
     st.probers = probers;
+    view_unlock(v);
     *out = (Dhaf__V1__ClusterStatus *)a_finish(&a, &st.base);
-    dhaf_kvs_release(&kvs);
     return 0;
 }
 
 /* ------------------------------------------------------------------ services */
 
-/* Fills one ServiceStatus from the config and etcd. */
-static int service_status(const struct svc_env *env, const struct dhaf_service *svc,
-                          struct arena *a, Dhaf__V1__ServiceStatus *ss, struct dhaf_err *err)
+/* The voters' opinions of one entry point, as VoteDetail messages (fresh votes only). */
+static void vote_details(struct view *v, const struct dhaf_service *svc, size_t e, int64_t now,
+                         int64_t fresh_ms, struct arena *a, Dhaf__V1__EntryPointStatus *es)
+{
+    size_t n = view_voters(v);
+    es->votes = a_alloc(a, (n + 1) * sizeof(*es->votes));
+    for (size_t i = 0; i < n; i++) {
+        const struct view_vote *vv = view_voter_at(v, i);
+        if (!vv->ok || vv->seen_ms <= 0 || now - vv->seen_ms > fresh_ms)
+            continue;
+        const struct vote_result *r = vote_find(&vv->vote, svc->name, svc->eps[e].name);
+        if (!r)
+            continue;
+        Dhaf__V1__VoteDetail *vd = a_alloc(a, sizeof(*vd));
+        dhaf__v1__vote_detail__init(vd);
+        vd->voter = a_str(a, vv->vote.voter);
+        vd->healthy = r->healthy;
+        vd->reason = a_str(a, r->reason);
+        vd->reason_text = a_str(a, r->text);
+        vd->latency_ms = r->latency_ms;
+        es->votes[es->n_votes++] = vd;
+    }
+}
+
+/* Fills one ServiceStatus from the config and the view (read-locked). */
+static void service_status(const struct svc_env *env, struct view *v,
+                           const struct dhaf_service *svc, struct arena *a,
+                           Dhaf__V1__ServiceStatus *ss)
 {
     dhaf__v1__service_status__init(ss);
     ss->name = svc->name;
     ss->domain = svc->domain;
     ss->current_entry_point = ss->switchover_requirement = ss->switching_to = "";
-    char path[200];
-    snprintf(path, sizeof(path), "services/%s/state", svc->name);
-    int rc;
-    json_t *st = get_json(env->c, path, err, &rc);
-    if (rc)
-        return rc;
-    snprintf(path, sizeof(path), "services/%s/switchover", svc->name);
-    json_t *req = get_json(env->c, path, err, &rc);
-    if (rc) {
-        json_decref(st);
-        return rc;
-    }
-    const char *cur = st ? dhaf_json_str(st, "current") : NULL;
+    const struct view_rec *sr = view_find(v, VS_STATE, svc->name);
+    const struct view_rec *rr = view_find(v, VS_REQUEST, svc->name);
+    const json_t *st = sr ? sr->j : NULL;
+    const json_t *req = rr ? rr->j : NULL;
+    const char *cur = jstr(st, "current");
     if (cur)
         ss->current_entry_point = a_str(a, cur);
     ss->panic = st && json_is_true(json_object_get(st, "panic"));
     ss->quorum = st && json_is_true(json_object_get(st, "quorum"));
-    ss->current_since_ms = st ? jint(st, "since") : 0;
-    const char *pin = req ? dhaf_json_str(req, "ep") : NULL;
+    ss->current_since_ms = jint(st, "since");
+    const char *pin = jstr(req, "ep");
     if (pin)
         ss->switchover_requirement = a_str(a, pin);
     const json_t *sw = st ? json_object_get(st, "switching") : NULL;
@@ -231,7 +230,10 @@ static int service_status(const struct svc_env *env, const struct dhaf_service *
         ss->last_switch = se;
     }
     const json_t *eps = st ? json_object_get(st, "eps") : NULL;
-    const json_t *votes = st ? json_object_get(st, "votes") : NULL;
+    int64_t fresh = leader_fresh_ms(env->cfg);
+    struct ep_tally *t = a_alloc(a, (svc->n_eps + 1) * sizeof(*t));
+    view_tally(v, svc, fresh, t);
+    int64_t now = dhaf_clock_mono(cluster_clock(env->c));
     ss->entry_points = a_alloc(a, (svc->n_eps + 1) * sizeof(*ss->entry_points));
     for (size_t e = 0; e < svc->n_eps; e++) {
         Dhaf__V1__EntryPointStatus *es = a_alloc(a, sizeof(*es));
@@ -249,25 +251,19 @@ static int service_status(const struct svc_env *env, const struct dhaf_service *
         else
             es->state = es->healthy ? DHAF__V1__ENTRY_POINT_STATE__ENTRY_POINT_STATE_READY
                                     : DHAF__V1__ENTRY_POINT_STATE__ENTRY_POINT_STATE_DISABLED;
-        const json_t *v = votes ? json_object_get(votes, es->name) : NULL;
-        if (json_is_object(v)) {
-            es->votes_healthy = (uint32_t)jint(v, "healthy");
-            es->votes_unhealthy = (uint32_t)jint(v, "unhealthy");
-            es->voters = (uint32_t)jint(v, "voters");
-            const char *r = dhaf_json_str(v, "reasons");
-            if (r && *r) {
-                es->reasons = a_alloc(a, sizeof(char *));
-                es->reasons[0] = a_str(a, r);
-                es->n_reasons = 1;
-            }
+        es->votes_healthy = t[e].healthy;
+        es->votes_unhealthy = t[e].unhealthy;
+        es->voters = t[e].voters;
+        if (t[e].reasons[0]) {
+            es->reasons = a_alloc(a, sizeof(char *));
+            es->reasons[0] = a_str(a, t[e].reasons);
+            es->n_reasons = 1;
         }
+        vote_details(v, svc, e, now, fresh, a, es);
         if (es->healthy)
             ss->up = 1;
         ss->entry_points[ss->n_entry_points++] = es;
     }
-    json_decref(st);
-    json_decref(req);
-    return 0;
 }
 
 static const struct dhaf_service *find_service(const struct svc_env *env, const char *name,
@@ -282,18 +278,23 @@ static const struct dhaf_service *find_service(const struct svc_env *env, const 
 int svc_list_services(const struct svc_env *env, Dhaf__V1__ListServicesResponse **out,
                       struct dhaf_err *err)
 {
+    struct view *v = cluster_view(env->c);
     struct arena a = {0};
     Dhaf__V1__ListServicesResponse r = DHAF__V1__LIST_SERVICES_RESPONSE__INIT;
     r.services = a_alloc(&a, (env->cfg->n_services + 1) * sizeof(*r.services));
+    view_rdlock(v);
+    r.view = view_state(v, &a, err);
+    if (!r.view) {
+        view_unlock(v);
+        a_free(&a);
+        return DHAF_EUNAVAILABLE;
+    }
     for (size_t i = 0; i < env->cfg->n_services; i++) {
         Dhaf__V1__ServiceStatus *ss = a_alloc(&a, sizeof(*ss));
-        int rc = service_status(env, &env->cfg->services[i], &a, ss, err);
-        if (rc) {
-            a_free(&a);
-            return rc;
-        }
+        service_status(env, v, &env->cfg->services[i], &a, ss);
         r.services[r.n_services++] = ss;
     }
+    view_unlock(v);
     *out = (Dhaf__V1__ListServicesResponse *)a_finish(&a, &r.base);
     return 0;
 }
@@ -304,13 +305,19 @@ int svc_get_service(const struct svc_env *env, const char *service, Dhaf__V1__Se
     const struct dhaf_service *svc = find_service(env, service, err);
     if (!svc)
         return DHAF_ENOTFOUND;
+    struct view *v = cluster_view(env->c);
     struct arena a = {0};
     Dhaf__V1__ServiceStatus ss;
-    int rc = service_status(env, svc, &a, &ss, err);
-    if (rc) {
+    view_rdlock(v);
+    Dhaf__V1__ViewState *vs = view_state(v, &a, err);
+    if (vs)
+        service_status(env, v, svc, &a, &ss);
+    view_unlock(v);
+    if (!vs) {
         a_free(&a);
-        return rc;
+        return DHAF_EUNAVAILABLE;
     }
+    ss.view = vs;
     *out = (Dhaf__V1__ServiceStatus *)a_finish(&a, &ss.base);
     return 0;
 }
@@ -406,47 +413,42 @@ int svc_decommission(const struct svc_env *env, const char *node,
     return 0;
 }
 
-static int by_revision_desc(const void *x, const void *y)
-{
-    const struct dhaf_kv *a = x, *b = y;
-    return a->create_rev < b->create_rev ? 1 : a->create_rev > b->create_rev ? -1 : 0;
-}
-
 int svc_events(const struct svc_env *env, const char *service, uint32_t limit,
                Dhaf__V1__ListEventsResponse **out, struct dhaf_err *err)
 {
-    if (service && *service && !find_service(env, service, err))
+    bool of_service = service && *service;
+    if (of_service && !find_service(env, service, err))
         return DHAF_ENOTFOUND;
     if (limit == 0)
         limit = 50;
     if (limit > 1000)
         limit = 1000;
-    char path[200], key[300];
-    snprintf(path, sizeof(path), "events/%s/", service && *service ? service : "@cluster");
-    cluster_key(env->c, key, sizeof(key), path);
-    struct dhaf_kvs kvs;
-    int rc = dhaf_etcd_get_prefix(cluster_etcd(env->c), key, 0, &kvs, err);
-    if (rc)
-        return rc;
-    qsort(kvs.kvs, kvs.n, sizeof(*kvs.kvs), by_revision_desc); /* newest first */
+    struct view *v = cluster_view(env->c);
     struct arena a = {0};
     Dhaf__V1__ListEventsResponse r = DHAF__V1__LIST_EVENTS_RESPONSE__INIT;
     r.events = a_alloc(&a, (limit + 1) * sizeof(*r.events));
-    for (size_t i = 0; i < kvs.n && r.n_events < limit; i++) {
-        json_t *j = NULL;
-        struct dhaf_err perr;
-        if (dhaf_json_parse_object(kvs.kvs[i].value, kvs.kvs[i].value_len, kvs.kvs[i].key, &j,
-                                   &perr) != 0)
+    view_rdlock(v);
+    r.view = view_state(v, &a, err);
+    if (!r.view) {
+        view_unlock(v);
+        a_free(&a);
+        return DHAF_EUNAVAILABLE;
+    }
+    for (size_t i = view_events(v); i-- > 0 && r.n_events < limit;) { /* newest first */
+        const struct view_event *ve = view_event_at(v, i);
+        const json_t *j = ve->j;
+        const char *svc = dhaf_json_str(j, "service");
+        if (of_service ? !svc || strcmp(svc, service) != 0 : svc != NULL)
             continue;
         Dhaf__V1__Event *ev = a_alloc(&a, sizeof(*ev));
         dhaf__v1__event__init(ev);
-        ev->seq = (uint64_t)kvs.kvs[i].create_rev;
+        ev->seq = ve->seq;
         ev->kind = a_str(&a, dhaf_json_str(j, "kind"));
         const char *lv = dhaf_json_str(j, "level");
         ev->level = lv && !strcmp(lv, "critical")  ? DHAF__V1__EVENT_LEVEL__EVENT_LEVEL_CRITICAL
                     : lv && !strcmp(lv, "warning") ? DHAF__V1__EVENT_LEVEL__EVENT_LEVEL_WARNING
                                                    : DHAF__V1__EVENT_LEVEL__EVENT_LEVEL_INFO;
-        ev->service = a_str(&a, dhaf_json_str(j, "service"));
+        ev->service = a_str(&a, svc);
         ev->from = a_str(&a, dhaf_json_str(j, "from"));
         ev->to = a_str(&a, dhaf_json_str(j, "to"));
         ev->node = a_str(&a, dhaf_json_str(j, "node"));
@@ -460,10 +462,9 @@ int svc_events(const struct svc_env *env, const char *service, uint32_t limit,
                     ev->reasons[ev->n_reasons++] =
                         a_str(&a, json_string_value(json_array_get(rs, k)));
         }
-        json_decref(j);
         r.events[r.n_events++] = ev;
     }
-    dhaf_kvs_release(&kvs);
+    view_unlock(v);
     *out = (Dhaf__V1__ListEventsResponse *)a_finish(&a, &r.base);
     return 0;
 }

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* The operations of dhaf.v1.Dhaf, once: the gRPC API and the REST gateway both call these.
- * Reads come from etcd (so every node answers the same), changes are written to etcd (the
- * leader acts on them). Results are protobuf-c messages the caller frees with
- * protobuf_c_message_free_unpacked. Errors: DHAF_ENOTFOUND (unknown service, entry point or
- * node), DHAF_ECONFLICT (unhealthy target, live node), DHAF_EINVAL, DHAF_EUNAVAILABLE. */
+ * Reads are served from the node's view (view.h): memory only, no etcd round trip, the same
+ * answer on every node, and an answer - marked stale with its age - while etcd is out of
+ * reach. Changes are written to etcd (the leader acts on them). Results are protobuf-c
+ * messages the caller frees with protobuf_c_message_free_unpacked. Errors: DHAF_ENOTFOUND
+ * (unknown service, entry point or node), DHAF_ECONFLICT (unhealthy target, live node),
+ * DHAF_EINVAL, DHAF_EUNAVAILABLE (etcd, for changes; the view was never loaded, for reads). */
 #ifndef DHAF_NODE_SERVICE_H
 #define DHAF_NODE_SERVICE_H
 
@@ -14,7 +16,7 @@
 /* What the operations need: borrowed for the call. */
 struct svc_env {
     struct cluster *c;
-    const struct dhaf_config *cfg;
+    const struct dhaf_config *cfg; /* the snapshot the request runs with */
 };
 
 int svc_cluster_status(const struct svc_env *env, Dhaf__V1__ClusterStatus **out,

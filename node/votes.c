@@ -3,9 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "dhaf/alloc.h"
+#include "dhaf/clock.h"
 #include "dhaf/json.h"
 #include "dhaf/valid.h"
 #include "votes.h"
@@ -13,8 +13,6 @@
 char *vote_encode(const char *voter, const char *kind, uint64_t seq,
                   const struct dhaf_probe_result *r, size_t n)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
     json_t *results = json_array();
     for (size_t i = 0; i < n; i++) {
         json_t *o = json_object();
@@ -30,11 +28,19 @@ char *vote_encode(const char *voter, const char *kind, uint64_t seq,
     json_object_set_new(v, "voter", json_string(voter));
     json_object_set_new(v, "kind", json_string(kind));
     json_object_set_new(v, "seq", json_integer((json_int_t)seq));
-    json_object_set_new(v, "at", json_integer((json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000));
+    json_object_set_new(v, "at", json_integer((json_int_t)dhaf_wall_ms()));
     json_object_set_new(v, "results", results);
     char *text = dhaf_json_dump(v);
     json_decref(v);
     return text;
+}
+
+/* Results are kept in (service, entry point) order, so a tally finds one by binary search. */
+static int by_target(const void *x, const void *y)
+{
+    const struct vote_result *a = x, *b = y;
+    int c = strcmp(a->service, b->service);
+    return c ? c : strcmp(a->ep, b->ep);
 }
 
 void vote_release(struct vote *v)
@@ -112,7 +118,27 @@ int vote_decode(const char *text, size_t len, const char *what, const struct dha
             vr->latency_ms = (uint32_t)lat;
     }
     json_decref(j);
+    qsort(v->results, v->n, sizeof(*v->results), by_target);
+    /* one opinion per voter and entry point: a target named twice keeps one result */
+    size_t kept = 0;
+    for (size_t k = 0; k < v->n; k++) {
+        if (kept && by_target(&v->results[kept - 1], &v->results[k]) == 0) {
+            free(v->results[k].service);
+            free(v->results[k].ep);
+            free(v->results[k].reason);
+            free(v->results[k].text);
+            continue;
+        }
+        v->results[kept++] = v->results[k];
+    }
+    v->n = kept;
     return 0;
+}
+
+const struct vote_result *vote_find(const struct vote *v, const char *service, const char *ep)
+{
+    struct vote_result key = {.service = (char *)service, .ep = (char *)ep};
+    return v->n ? bsearch(&key, v->results, v->n, sizeof(*v->results), by_target) : NULL;
 }
 
 void tally_service(const struct dhaf_service *svc, const struct seen_vote *votes, size_t n,
@@ -122,23 +148,20 @@ void tally_service(const struct dhaf_service *svc, const struct seen_vote *votes
         struct ep_tally *t = &out[e];
         memset(t, 0, sizeof(*t));
         for (size_t i = 0; i < n; i++) {
-            if (now_ms - votes[i].seen_ms > fresh_ms)
-                continue; /* stale: the voter stopped rewriting its vote */
+            if (votes[i].seen_ms <= 0 || now_ms - votes[i].seen_ms > fresh_ms)
+                continue; /* never seen written, or stale: the voter stopped rewriting it */
             const struct vote *v = votes[i].vote;
-            for (size_t k = 0; k < v->n; k++) {
-                const struct vote_result *r = &v->results[k];
-                if (strcmp(r->service, svc->name) || strcmp(r->ep, svc->eps[e].name))
-                    continue;
-                t->voters++;
-                if (r->healthy) {
-                    t->healthy++;
-                } else {
-                    t->unhealthy++;
-                    size_t used = strlen(t->reasons);
-                    snprintf(t->reasons + used, sizeof(t->reasons) - used, "%s%s: %s%s%s",
-                             used ? "; " : "", v->voter, r->reason, r->text[0] ? " " : "", r->text);
-                }
-                break; /* one opinion per voter and entry point */
+            const struct vote_result *r = vote_find(v, svc->name, svc->eps[e].name);
+            if (!r)
+                continue;
+            t->voters++;
+            if (r->healthy) {
+                t->healthy++;
+            } else {
+                t->unhealthy++;
+                size_t used = strlen(t->reasons);
+                snprintf(t->reasons + used, sizeof(t->reasons) - used, "%s%s: %s%s%s",
+                         used ? "; " : "", v->voter, r->reason, r->text[0] ? " " : "", r->text);
             }
         }
         t->known = t->voters > 0;

@@ -39,13 +39,17 @@ char *vote_encode(const char *voter, const char *kind, uint64_t seq,
 
 /**
  * Decodes and validates vote JSON (text, len) from key `what`. Results naming services or
- * entry points that cfg does not have are dropped (an old voter may lag a reload). Returns 0
- * with *v (release with vote_release) or DHAF_EINVAL with a clear message.
+ * entry points that cfg does not have are dropped (an old voter may lag a reload); with cfg
+ * NULL every result is kept. Results come out sorted by (service, entry point), one per pair.
+ * Returns 0 with *v (release with vote_release) or DHAF_EINVAL with a clear message.
  */
 int vote_decode(const char *text, size_t len, const char *what, const struct dhaf_config *cfg,
                 struct vote *v, struct dhaf_err *err);
 
 void vote_release(struct vote *v);
+
+/** The result of v for (service, ep), or NULL (results are sorted by vote_decode). */
+const struct vote_result *vote_find(const struct vote *v, const char *service, const char *ep);
 
 /* What the fresh voters say about one entry point. */
 struct ep_tally {
@@ -57,7 +61,7 @@ struct ep_tally {
     char reasons[512];  /* distinct reasons of the unhealthy votes: "node-1: timeout ...; ..." */
 };
 
-/* A vote with the time the leader last saw it rewritten (its own monotonic clock). */
+/* A vote with the time this node last saw it rewritten (its own monotonic clock; 0 never). */
 struct seen_vote {
     const struct vote *vote;
     int64_t seen_ms;
@@ -65,7 +69,7 @@ struct seen_vote {
 
 /**
  * The tally of one service's entry points (out has svc->n_eps entries, in priority order).
- * A vote counts while now_ms - seen_ms <= fresh_ms. Pure: no I/O, no clock.
+ * A vote counts while 0 < seen_ms and now_ms - seen_ms <= fresh_ms. Pure: no I/O, no clock.
  */
 void tally_service(const struct dhaf_service *svc, const struct seen_vote *votes, size_t n,
                    int64_t now_ms, int64_t fresh_ms, struct ep_tally *out);

@@ -112,7 +112,7 @@ class Node:
 """
 
     def __init__(self, cluster, name, bin_dir, workdir, etcd_endpoint, ttl=3, extra="",
-                 services=None):
+                 services=None, tact=1):
         self.name = name
         self.bin = os.path.join(bin_dir, "dhaf-node")
         self.config = os.path.join(workdir, f"{name}.dhaf")
@@ -121,6 +121,7 @@ class Node:
         self.grpc_port = free_port()
         self.rest_port = free_port()
         self.services = services or self.DEFAULT_SERVICES
+        self.tact = tact
         self.write_config(cluster, etcd_endpoint, ttl, extra)
 
     def write_config(self, cluster, etcd_endpoint, ttl, extra="", log_level="info"):
@@ -130,7 +131,7 @@ class Node:
   node-name: {self.name}
   heartbeat-interval: 1
   healthy-node-status-ttl: {ttl}
-  tact-interval: 1
+  tact-interval: {self.tact}
   grpc-api: {{host: 127.0.0.1, port: {self.grpc_port}}}
   web-api: {{host: 127.0.0.1, port: {self.rest_port}}}
 etcd:
@@ -271,14 +272,14 @@ class Prober:
 class Cluster:
     """An etcd member plus n dhaf nodes, in a temporary directory removed on close()."""
 
-    def __init__(self, bin_dir, n=3, ttl=3, name="c1", services=None, extra=""):
+    def __init__(self, bin_dir, n=3, ttl=3, name="c1", services=None, extra="", tact=1):
         self.workdir = tempfile.mkdtemp(prefix="dhaf-sys-")
         self.name = name
         self.bin_dir = bin_dir
         self.etcd = Etcd(self.workdir)
         self.etcd.start()
         self.nodes = [Node(name, f"node-{i + 1}", bin_dir, self.workdir, self.etcd.endpoint, ttl,
-                           extra, services) for i in range(n)]
+                           extra, services, tact) for i in range(n)]
         self.probers = []
         self.backends = []
         self.prefix = f"/dhaf/{name}/"
@@ -310,11 +311,18 @@ class Cluster:
                           lambda: (lambda l: l if l and l != other_than else None)(self.leader()),
                           timeout, 0.01)
 
-    def events(self, kind=None):
-        """Event records in etcd (cluster events), in revision order."""
-        kvs = self.etcd.get_prefix(self.prefix + "events/@cluster/")
-        evs = [json.loads(v) | {"_rev": rev} for (v, _l, rev) in kvs.values()]
-        evs.sort(key=lambda e: e["_rev"])
+    def events(self, kind=None, service=None):
+        """Event records in etcd (events/<seq>): the cluster's (service None) or one service's,
+        in seq order (the outbox's counter), each with its etcd create revision as _rev."""
+        base = self.prefix + "events/"
+        evs = []
+        for key, (val, _lease, rev) in self.etcd.get_prefix(base).items():
+            if not key[len(base):].isdigit():
+                continue
+            e = json.loads(val) | {"_rev": rev}
+            if e.get("service") == service:
+                evs.append(e)
+        evs.sort(key=lambda e: e["seq"])
         return [e for e in evs if kind is None or e["kind"] == kind]
 
     def close(self):

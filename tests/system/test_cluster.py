@@ -51,7 +51,10 @@ def test_one_leader_and_layout(c):
         assert "first_seen" in m and "version" in m
     lv, llease, epoch = kv[c.prefix + "leader"]
     assert llease != 0 and json.loads(lv)["node"] == leader and "since" in json.loads(lv)
-    assert any(k.startswith(c.prefix + "events/@cluster/") for k in keys)
+    # the outbox: events/<seq> (zero-padded) and the counter they were numbered by
+    assert any(k[len(c.prefix + "events/"):].isdigit() for k in keys
+               if k.startswith(c.prefix + "events/")), keys
+    assert int(kv[c.prefix + "event-seq"][0]) >= 1
     assert wait_until("node-up events for the 3 nodes",
                       lambda: len(c.events("node-up")) == 3, 5)
     return f"leader {leader} elected in {took * 1000:.0f} ms, epoch {epoch}"

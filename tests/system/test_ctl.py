@@ -38,13 +38,19 @@ def make():
     c.b2 = c.add_backend("127.0.0.62", port)
     c.start_all()
     c.wait_leader(3)
-    wait_until("the service state with votes", lambda: (
-        (c.etcd.get_json(c.prefix + "services/web/state") or {}).get("votes", {})
-        .get("ep-1", {}).get("voters") == 3), 15)
+    def voters(i):
+        r = ctl(c, "status-service", "-s", "web", "-o", "json", node=i)
+        if r.returncode != 0:
+            return None
+        eps = json.loads(r.stdout)["entry_points"]
+        return next(e for e in eps if e["name"] == "ep-1")["voters"]
+
+    wait_until("every node's view to count 3 voters on ep-1",
+               lambda: all(voters(i) == 3 for i in range(3)), 15, 0.1)
     return c
 
 
-def ctl(c, *args, node=0, auth="config"):
+def ctl(c, *args, node=0, auth="config", timeout=30):
     n = c.nodes[node]
     base = [os.path.join(BIN, "dhafctl")]
     if auth == "config":
@@ -56,7 +62,7 @@ def ctl(c, *args, node=0, auth="config"):
     elif auth == "bad":
         base += ["--endpoint", f"127.0.0.1:{n.grpc_port}", "--token", "wrong"]
     return subprocess.run(base[:1] + list(args) + base[1:], capture_output=True, text=True,
-                          timeout=30)
+                          timeout=timeout)
 
 
 def test_commands(c):
@@ -127,11 +133,13 @@ def test_errors(c):
 def test_same_answer_everywhere(c):
     def norm(n):
         out = json.loads(ctl(c, "status-services", "-o", "json", node=n).stdout)
+        out.pop("view")  # each node's view: its own age and revision
         return json.dumps(out, sort_keys=True)
     wait_until("the same answer from every node", lambda: norm(0) == norm(1) == norm(2), 10)
     cl = [json.loads(ctl(c, "status-dhaf", "-o", "json", node=n).stdout) for n in range(3)]
     for x in cl:
         x.pop("answered_by")
+        x.pop("view")
     assert cl[0] == cl[1] == cl[2]
     return "status-services and status-dhaf identical from the three nodes"
 
@@ -182,11 +190,19 @@ sys.exit(0 if all(ok) else 1)
 
 
 def test_etcd_down(c):
-    """Last: the node answers, its etcd does not; the message must say which one failed."""
+    """Last: the node answers, its etcd does not: status comes from the node's view, marked
+    stale, and a change says that etcd (not the node) failed."""
     c.etcd.stop()
-    r = ctl(c, "status-services", auth="endpoint")
+    r = wait_until("a status marked stale", lambda: (lambda r: r if "cannot reach etcd" in
+                                                     r.stderr else None)(
+        ctl(c, "status-services", auth="endpoint")), 10, 0.2)
+    assert r.returncode == 0 and "this answer is from its memory" in r.stderr, r.stderr
+    assert json.loads(ctl(c, "status-services", "-o", "json", auth="endpoint").stdout)[
+        "view"]["stale"] is True
+    r = ctl(c, "switchover-purge", "-s", "web", auth="endpoint", timeout=20)
     assert r.returncode == 1 and "answered, but it cannot reach etcd" in r.stderr, r.stderr
-    return "etcd stopped: exit 1, 'the node at ... answered, but it cannot reach etcd'"
+    return ("etcd stopped: status exit 0 from the view with a stale warning; a purge exits 1 "
+            "with 'the node at ... answered, but it cannot reach etcd'")
 
 
 def suite():

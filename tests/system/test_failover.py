@@ -167,10 +167,7 @@ def state(c):
 
 
 def svc_events(c, kind=None):
-    kvs = c.etcd.get_prefix(c.prefix + "events/web/")
-    evs = sorted((json.loads(v) | {"_rev": rev} for (v, _l, rev) in kvs.values()),
-                 key=lambda e: e["_rev"])
-    return [e for e in evs if kind is None or e["kind"] == kind]
+    return c.events(kind, service="web")
 
 
 def cli(c, *args):

@@ -444,10 +444,11 @@ def test_same_answer_everywhere(c):
         for k in drop:
             (j.get("data") if "data" in j else j).pop(k, None)
         return json.dumps(j, sort_keys=True)
-    for path, drop in (("/api/v1/services", ()), ("/services/status", ()),
-                       ("/api/v1/cluster", ("answered_by",)), ("/dhaf/status", ()),
+    # "view" is each node's own: its age and the revision it has seen
+    for path, drop in (("/api/v1/services", ("view",)), ("/services/status", ()),
+                       ("/api/v1/cluster", ("answered_by", "view")), ("/dhaf/status", ()),
                        ("/api/v1/services/web/candidates", ()),
-                       ("/api/v1/services/web/events?limit=5", ())):
+                       ("/api/v1/services/web/events?limit=5", ("view",))):
         wait_until(f"the same {path} from every node",
                    lambda: norm(0, path, drop) == norm(1, path, drop) == norm(2, path, drop), 10)
     return "/api/v1/services, /services/status, /api/v1/cluster (but answered_by), " \
@@ -603,22 +604,31 @@ def test_decommission(c):
 
 
 def test_etcd_outage(c):
-    """Last: etcd stops. Reads answer 503 / the original's 500 with code -1, /readyz 503,
-    /healthz and /metrics still 200."""
+    """Last: etcd stops. Reads answer from the node's view, marked stale (the view's state in
+    /api/v1, an X-Dhaf-Stale header on every path); changes answer 503 / the original's 500
+    with code -1; /readyz 503; /healthz and /metrics 200."""
     n = c.nodes[1]
     c.etcd.stop()
     wait_until("/readyz 503", lambda: http(n, "/readyz", token=None).status == 503, 15)
     r = http(n, "/readyz", token=None)
-    assert r.text.startswith("not ready"), r
+    assert r.text.startswith("not ready: etcd"), r
     assert http(n, "/healthz", token=None).status == 200
-    v1_err(http(n, "/api/v1/services", timeout=30), 503, "UNAVAILABLE")
-    orig_err(http(n, "/services/status", timeout=30), -1, status=500)
+    r = ok_json(http(n, "/api/v1/services", timeout=30))
+    assert r["view"]["stale"] is True and r["view"]["age_ms"] >= 3000, r["view"]
+    assert r["services"][0]["current_entry_point"] == "ep-1", r
+    r = http(n, "/services/status", timeout=30)
+    assert r.status == 200 and r.json()["success"] is True, r
+    assert r.headers.get("X-Dhaf-Stale", "").startswith("age_ms="), r.headers
+    v1_err(http(n, "/api/v1/services/web/switchover", "POST", {"entry_point": "ep-2"},
+                timeout=30), 503, "UNAVAILABLE")
+    orig_err(http(n, "/switchover/purge?serviceName=web", timeout=30), -1, status=500)
     s, _ = metrics(n)
     assert s[("dhaf_etcd_reachable", frozenset())] == 0
+    assert s[("dhaf_view_age_seconds", frozenset())] >= 3
     assert s[("dhaf_etcd_errors_total", frozenset())] > 0
     assert n.alive()
-    return "etcd down: 503 UNAVAILABLE, original 500/-1, readyz 503, healthz 200, " \
-        "metrics with dhaf_etcd_reachable 0 and etcd errors counted"
+    return "etcd down: reads 200 from the stale view (view.stale, X-Dhaf-Stale), changes " \
+        "503 UNAVAILABLE / original 500/-1, readyz 503, healthz 200, dhaf_etcd_reachable 0"
 
 
 # ------------------------------------------------------------------ TLS, port in use

@@ -112,7 +112,7 @@ static void test_table(void **state)
         char got[256] = "";
         for (size_t k = 0; k < out.n_events; k++)
             snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s", k ? " " : "",
-                     out.events[k].kind);
+                     event_kind_info(out.events[k].kind)->name);
         if (out.action != c->action || out.target != c->target || out.purge_request != c->purge ||
             strcmp(got, c->events) != 0) {
             failures++;

@@ -89,6 +89,14 @@ static void test_tally_table(void **state)
         {"freshness edge counts", {"uh"}, {9000}, true, false, 0, 1, 1},
         {"voters that did not check it", {"-h", "-h", "uh"}, {0, 0, 0}, true, false, 0, 1, 1},
         {"single voter down", {"uh"}, {0}, true, false, 0, 1, 1},
+        {"a vote never seen written does not count",
+         {"uh", "hh"},
+         {100000, 0},
+         true,
+         true,
+         1,
+         0,
+         1},
     };
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
         const struct tally_case *tc = &cases[c];
@@ -119,9 +127,9 @@ static void test_priority_is_config_order(void **state)
      * order, so decide() can take the first healthy one as the highest priority. */
     struct vote v;
     make(&v, "v0", "uh");
-    struct seen_vote sv = {&v, 0};
+    struct seen_vote sv = {&v, 500};
     struct ep_tally t[2];
-    tally_service(&cfg.services[0], &sv, 1, 0, 1000, t);
+    tally_service(&cfg.services[0], &sv, 1, 1000, 1000, t);
     assert_false(t[0].is_healthy); /* b-first */
     assert_true(t[1].is_healthy);  /* a-second */
     assert_non_null(strstr(t[0].reasons, "v0: timeout"));
@@ -183,8 +191,16 @@ static void test_encode_round_trip(void **state)
     assert_int_equal(vote_decode(json, strlen(json), "votes/node-1", &cfg, &v, &err), 0);
     assert_string_equal(v.voter, "node-1");
     assert_int_equal(v.n, 2);
-    assert_false(v.results[1].healthy);
-    assert_string_equal(v.results[1].text, "unexpected HTTP code 500 \"quoted\"");
+    /* results come back sorted by (service, entry point), found by vote_find */
+    assert_string_equal(v.results[0].ep, "a-second");
+    const struct vote_result *a = vote_find(&v, "web", "a-second");
+    const struct vote_result *b = vote_find(&v, "web", "b-first");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_null(vote_find(&v, "web", "c-none"));
+    assert_false(a->healthy);
+    assert_true(b->healthy);
+    assert_string_equal(a->text, "unexpected HTTP code 500 \"quoted\"");
     vote_release(&v);
     free(json);
 }

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: MIT */
+/* The node's access to etcd: the operations node/ uses, behind one table of functions, so that
+ * the cluster, view, leader and notify modules run on an in-memory store in virtual time in
+ * unit tests (tests/common/memstore.c) and on lib/etcd in the daemon (store_etcd_new).
+ * Semantics, retry rules and error codes are lib/etcd's (dhaf/etcd.h). */
+#ifndef DHAF_NODE_STORE_H
+#define DHAF_NODE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dhaf/err.h"
+#include "dhaf/etcd.h"
+
+struct store_watch;
+struct store_keepalive;
+
+struct store_ops {
+    /* One key (prefix false) or every key under it, in key order (limit 0 = all). */
+    int (*get)(void *ud, const char *key, bool prefix, int64_t limit, struct dhaf_kvs *out,
+               struct dhaf_err *err);
+    /* Keys from `from` (inclusive) to the end of prefix. */
+    int (*get_from)(void *ud, const char *from, const char *prefix, int64_t limit,
+                    struct dhaf_kvs *out, struct dhaf_err *err);
+    int (*txn)(void *ud, const struct dhaf_etcd_cmp *cmps, size_t n_cmps,
+               const struct dhaf_etcd_op *then, size_t n_then, const struct dhaf_etcd_op *otherwise,
+               size_t n_otherwise, struct dhaf_etcd_txn_result *res, struct dhaf_err *err);
+    int (*lease_grant)(void *ud, int64_t ttl, int64_t *id, struct dhaf_err *err);
+    /* timeout_ms 0: the client's own per-attempt deadlines. */
+    int (*lease_revoke)(void *ud, int64_t id, int timeout_ms, struct dhaf_err *err);
+    struct store_keepalive *(*keepalive_new)(void *ud, int64_t lease);
+    int (*keepalive_once)(struct store_keepalive *ka, int64_t *ttl, int timeout_ms,
+                          struct dhaf_err *err);
+    void (*keepalive_free)(struct store_keepalive *ka);
+    struct store_watch *(*watch_new)(void *ud, const char *key, bool prefix, int64_t start_rev,
+                                     struct dhaf_err *err);
+    int (*watch_next)(struct store_watch *w, struct dhaf_etcd_events *out, int timeout_ms,
+                      struct dhaf_err *err);
+    int64_t (*watch_heard)(struct store_watch *w);
+    int (*watch_progress)(struct store_watch *w, struct dhaf_err *err);
+    void (*watch_free)(struct store_watch *w);
+};
+
+/* A store: the table and its instance. Copied by value; the instance outlives its users. */
+struct store {
+    const struct store_ops *ops;
+    void *ud;
+};
+
+/** A store over an etcd client (borrowed; must outlive every use of the store). */
+struct store store_etcd(struct dhaf_etcd *etcd);
+
+/* Thin wrappers, so callers read like lib/etcd. */
+int store_get(const struct store *s, const char *key, struct dhaf_kvs *out, struct dhaf_err *err);
+int store_get_prefix(const struct store *s, const char *prefix, int64_t limit, struct dhaf_kvs *out,
+                     struct dhaf_err *err);
+int store_txn(const struct store *s, const struct dhaf_etcd_cmp *cmps, size_t n_cmps,
+              const struct dhaf_etcd_op *then, size_t n_then, const struct dhaf_etcd_op *otherwise,
+              size_t n_otherwise, struct dhaf_etcd_txn_result *res, struct dhaf_err *err);
+/** An unguarded put (a txn of one op without compares). */
+int store_put(const struct store *s, const char *key, const char *value, int64_t lease,
+              struct dhaf_err *err);
+
+#endif

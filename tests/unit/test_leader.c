@@ -1,0 +1,257 @@
+/* SPDX-License-Identifier: MIT */
+/* Decisions in virtual time (node/leader.c on the in-memory store, an exec switcher whose
+ * every call is recorded): a reload changes no decision (the tally lives in the view, not in
+ * the term); a decision waits for a complete view; a state change and its events are written
+ * together or not at all, also when etcd's answer is lost (the state is read again). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "dhaf/json.h"
+#include "leader.h"
+#include "node_fixture.h"
+
+struct world {
+    struct vclock vc;
+    struct memstore *ms;
+    struct fx_node a;
+    struct term *t;
+    struct decider *d;
+    char dir[64], current[128], log[128];
+    char *yaml;
+};
+
+static void write_script(const char *path, const char *body)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(body, f);
+    fclose(f);
+    chmod(path, 0755);
+}
+
+static int setup(void **state)
+{
+    struct world *w = calloc(1, sizeof(*w));
+    snprintf(w->dir, sizeof(w->dir), "/tmp/dhaf-unit-leader-XXXXXX");
+    assert_non_null(mkdtemp(w->dir));
+    snprintf(w->current, sizeof(w->current), "%s/current", w->dir);
+    snprintf(w->log, sizeof(w->log), "%s/switch.log", w->dir);
+    char path[160], body[400], sw[400];
+    snprintf(path, sizeof(path), "%s/init.sh", w->dir);
+    snprintf(body, sizeof(body), "#!/bin/sh\ncat %s 2>/dev/null || true\n", w->current);
+    write_script(path, body);
+    snprintf(path, sizeof(path), "%s/switch.sh", w->dir);
+    snprintf(body, sizeof(body), "#!/bin/sh\necho \"$1\" >> %s\necho \"$1\" > %s\n", w->log,
+             w->current);
+    write_script(path, body);
+    snprintf(sw, sizeof(sw), "{type: exec, init: %s/init.sh, switch: %s/switch.sh, timeout: 5}",
+             w->dir, w->dir);
+    w->yaml = fx_yaml("node-a", sw, "");
+    FILE *f = fopen(w->current, "w");
+    fputs("primary\n", f);
+    fclose(f);
+    vclock_init(&w->vc, 1000000, 1790000000000);
+    w->ms = memstore_new(&w->vc.base);
+    fx_node_init(&w->a, w->ms, &w->vc, w->yaml, NULL, 0);
+    fx_step(&w->a);
+    w->t = cluster_term(w->a.c);
+    assert_non_null(w->t);
+    w->d = leader_decider_new(w->t);
+    *state = w;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct world *w = *state;
+    leader_decider_free(w->d);
+    term_put(w->t);
+    fx_node_release(&w->a);
+    memstore_free(w->ms);
+    char cmd[200];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", w->dir);
+    assert_int_equal(system(cmd), 0);
+    free(w->yaml);
+    free(w);
+    return 0;
+}
+
+/* Four voters: ops[i] is voter i's opinion of (primary, backup). */
+static void vote(struct world *w, const char *o0, const char *o1, const char *o2, const char *o3)
+{
+    const char *ops[4] = {o0, o1, o2, o3};
+    for (int i = 0; i < 4; i++) {
+        char name[8];
+        snprintf(name, sizeof(name), "v%d", i);
+        fx_put_vote(w->ms, name, ops[i]);
+    }
+    view_step(w->a.view, 0);
+}
+
+static int switch_calls(struct world *w)
+{
+    FILE *f = fopen(w->log, "r");
+    if (!f)
+        return 0;
+    int n = 0, ch;
+    while ((ch = fgetc(f)) != EOF)
+        n += ch == '\n';
+    fclose(f);
+    return n;
+}
+
+/* state.current of web in the store ("" when none). */
+static void current_in_state(struct world *w, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    char *v = memstore_value(w->ms, "/dhaf/fx/services/web/state");
+    if (!v)
+        return;
+    json_t *j = json_loads(v, 0, NULL);
+    free(v);
+    const char *c = j ? dhaf_json_str(j, "current") : NULL;
+    snprintf(buf, len, "%s", c ? c : "");
+    json_decref(j);
+}
+
+static void reload_same_config(struct world *w)
+{
+    struct dhaf_config cfg;
+    fx_load(w->yaml, &cfg);
+    snap_publish(w->a.snaps, &cfg);
+}
+
+static void test_reload_changes_no_decision(void **state)
+{
+    struct world *w = *state;
+    /* the leader's own checker sees primary down; three others see it up */
+    vote(w, "uh", "hh", "hh", "hh");
+    leader_decider_round(w->d);
+    char cur[32];
+    current_in_state(w, cur, sizeof(cur));
+    assert_string_equal(cur, "primary");
+    size_t events = fx_count_events(w->ms, NULL);
+    int calls = switch_calls(w);
+    for (int i = 0; i < 5; i++) {
+        reload_same_config(w);
+        vclock_advance(&w->vc, 1000);
+        fx_step(&w->a); /* the lease is renewed: the term goes on */
+        vote(w, "uh", "hh", "hh", "hh");
+        leader_decider_round(w->d);
+    }
+    assert_true(term_valid(w->t));
+    assert_int_equal(switch_calls(w), calls);
+    assert_int_equal(fx_count_events(w->ms, NULL), events);
+    assert_int_equal(fx_count_events(w->ms, "no-quorum"), 0);
+    assert_int_equal(fx_count_events(w->ms, "failover"), 0);
+    /* the control: a majority down is a failover, reload or not */
+    reload_same_config(w);
+    vote(w, "uh", "uh", "uh", "hh");
+    assert_true(leader_decider_round(w->d));
+    current_in_state(w, cur, sizeof(cur));
+    assert_string_equal(cur, "backup");
+    assert_int_equal(fx_count_events(w->ms, "failover"), 1);
+    assert_int_equal(switch_calls(w), calls + 1);
+}
+
+static void test_no_decision_on_a_partial_view(void **state)
+{
+    struct world *w = *state;
+    vote(w, "hh", "hh", "hh", "hh");
+    leader_decider_round(w->d);
+    /* etcd away for 5 s: the term ends (its lease cannot be renewed), the view goes stale */
+    memstore_set_down(w->ms, true);
+    for (int i = 0; i < 5; i++) {
+        vclock_advance(&w->vc, 1000);
+        fx_step(&w->a);
+    }
+    assert_true(term_closed(w->t));
+    memstore_set_down(w->ms, false);
+    vclock_advance(&w->vc, 100);
+    for (int i = 0; i < 3; i++)
+        fx_step(&w->a); /* view synced again; a new term */
+    struct term *t2 = cluster_term(w->a.c);
+    assert_non_null(t2);
+    struct decider *d2 = leader_decider_new(t2);
+    /* the first voter to speak again says primary is down: 1 of 1 - no decision */
+    fx_put_vote(w->ms, "v0", "uh");
+    view_step(w->a.view, 0);
+    int calls = switch_calls(w);
+    assert_true(term_valid(t2));
+    assert_false(leader_decider_round(d2));
+    assert_int_equal(fx_count_events(w->ms, "ep-down"), 0);
+    assert_int_equal(switch_calls(w), calls);
+    /* the others speak: 1 of 4, still no failover */
+    vote(w, "uh", "hh", "hh", "hh");
+    assert_false(leader_decider_round(d2));
+    assert_int_equal(fx_count_events(w->ms, "failover"), 0);
+    /* the control: once complete, a majority down fails over */
+    vote(w, "uh", "uh", "uh", "hh");
+    assert_true(leader_decider_round(d2));
+    assert_int_equal(fx_count_events(w->ms, "failover"), 1);
+    leader_decider_free(d2);
+    term_put(t2);
+}
+
+static void test_state_and_events_together(void **state)
+{
+    struct world *w = *state;
+    vote(w, "hh", "hh", "hh", "hh");
+    leader_decider_round(w->d);
+    int calls = switch_calls(w);
+    /* primary goes down; the write of state.switching + ep-down fails before etcd applies it */
+    vote(w, "uh", "uh", "uh", "hh");
+    memstore_fail(w->ms, MS_TXN, 1, DHAF_EUNAVAILABLE, false);
+    leader_decider_round(w->d);
+    assert_int_equal(fx_count_events(w->ms, "ep-down"), 0);
+    char *st = memstore_value(w->ms, "/dhaf/fx/services/web/state");
+    assert_null(strstr(st, "switching"));
+    assert_non_null(strstr(st, "\"primary\":\"up\""));
+    free(st);
+    assert_int_equal(switch_calls(w), calls); /* no provider call without the record */
+    /* the next round does it all, once */
+    assert_true(leader_decider_round(w->d));
+    assert_int_equal(fx_count_events(w->ms, "ep-down"), 1);
+    assert_int_equal(fx_count_events(w->ms, "failover"), 1);
+    assert_int_equal(switch_calls(w), calls + 1);
+}
+
+static void test_lost_answer_is_read_again(void **state)
+{
+    struct world *w = *state;
+    vote(w, "hh", "hh", "hh", "hh");
+    leader_decider_round(w->d);
+    int calls = switch_calls(w);
+    /* etcd applies state.switching + ep-down, but the answer is lost */
+    vote(w, "uh", "uh", "uh", "hh");
+    memstore_fail(w->ms, MS_TXN, 1, DHAF_EUNKNOWN_OUTCOME, true);
+    leader_decider_round(w->d);
+    assert_int_equal(fx_count_events(w->ms, "ep-down"), 1);
+    assert_int_equal(switch_calls(w), calls); /* unsure: no provider call */
+    /* the next round reads the state again (a switch under way, traffic still on primary):
+     * it says so, fails over once, and does not announce ep-down twice */
+    assert_true(leader_decider_round(w->d));
+    assert_int_equal(fx_count_events(w->ms, "ep-down"), 1);
+    assert_int_equal(fx_count_events(w->ms, "switch-interrupted"), 1);
+    assert_int_equal(fx_count_events(w->ms, "failover"), 1);
+    assert_int_equal(switch_calls(w), calls + 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_reload_changes_no_decision, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_decision_on_a_partial_view, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_and_events_together, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_answer_is_read_again, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

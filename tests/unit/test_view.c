@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: MIT */
+/* The view in virtual time (node/view.c on the in-memory store): votes count only once seen
+ * written and while fresh; the tally survives a reload (a new config snapshot); a view just
+ * loaded or back from an etcd outage is complete only when every voter has spoken again (or a
+ * freshness window has passed); it turns stale when etcd goes quiet and synced when it answers;
+ * a compaction makes it read everything again. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "leader.h"
+#include "node_fixture.h"
+
+#define FRESH 3000 /* FRESH_TACTS x tact 1 s */
+
+struct world {
+    struct vclock vc;
+    struct memstore *ms;
+    struct snap_holder *snaps;
+    struct view *v;
+};
+
+static int setup(void **state)
+{
+    struct world *w = calloc(1, sizeof(*w));
+    vclock_init(&w->vc, 1000000, 1790000000000);
+    w->ms = memstore_new(&w->vc.base);
+    w->snaps = fx_snaps(FX_YAML("node-a", ""));
+    struct view_opts vo = {.store = memstore_store(w->ms),
+                           .clock = &w->vc.base,
+                           .prefix = "/dhaf/fx/",
+                           .progress_ms = 1000,
+                           .stale_ms = 3000};
+    w->v = view_new(&vo);
+    *state = w;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct world *w = *state;
+    view_free(w->v);
+    snap_holder_free(w->snaps);
+    memstore_free(w->ms);
+    free(w);
+    return 0;
+}
+
+/* The tally of primary now, with the current snapshot. */
+static struct ep_tally primary(struct world *w)
+{
+    struct snap *s = snap_get(w->snaps);
+    struct ep_tally t[2];
+    view_rdlock(w->v);
+    view_tally(w->v, &s->cfg.services[0], FRESH, t);
+    view_unlock(w->v);
+    snap_put(s);
+    return t[0];
+}
+
+static bool complete(struct world *w)
+{
+    view_rdlock(w->v);
+    bool c = view_tally_complete(w->v, FRESH);
+    view_unlock(w->v);
+    return c;
+}
+
+static void test_votes_count_once_seen_and_while_fresh(void **state)
+{
+    struct world *w = *state;
+    /* votes already in etcd when the view loads: their age is unknown, they do not count */
+    fx_put_vote(w->ms, "v1", "uh");
+    fx_put_vote(w->ms, "v2", "hh");
+    view_step(w->v, 0);
+    assert_int_equal(primary(w).voters, 0);
+    assert_false(complete(w));
+    /* rewritten while watched: they count */
+    fx_put_vote(w->ms, "v1", "uh");
+    view_step(w->v, 0);
+    assert_int_equal(primary(w).voters, 1);
+    assert_false(complete(w)); /* v2 has not spoken since the view loaded */
+    fx_put_vote(w->ms, "v2", "hh");
+    view_step(w->v, 0);
+    struct ep_tally t = primary(w);
+    assert_int_equal(t.voters, 2);
+    assert_int_equal(t.unhealthy, 1);
+    assert_true(t.is_healthy); /* a tie is healthy */
+    assert_true(complete(w));
+    /* nobody rewrites for longer than the window: stale */
+    vclock_advance(&w->vc, FRESH + 1);
+    assert_int_equal(primary(w).voters, 0);
+}
+
+static void test_tally_survives_a_reload(void **state)
+{
+    struct world *w = *state;
+    view_step(w->v, 0);
+    const char *ops[4] = {"uh", "hh", "hh", "hh"};
+    char name[8];
+    for (int i = 0; i < 4; i++) {
+        snprintf(name, sizeof(name), "v%d", i);
+        fx_put_vote(w->ms, name, ops[i]);
+    }
+    view_step(w->v, 0);
+    assert_int_equal(primary(w).voters, 4);
+    assert_true(complete(w));
+    /* SIGHUP: a new snapshot, same services; the view is not touched */
+    struct dhaf_config cfg;
+    fx_load(FX_YAML("node-a", ""), &cfg);
+    snap_publish(w->snaps, &cfg);
+    struct ep_tally t = primary(w);
+    assert_int_equal(t.voters, 4);
+    assert_int_equal(t.unhealthy, 1);
+    assert_true(t.is_healthy);
+    assert_true(complete(w));
+}
+
+static void test_complete_again_after_an_outage(void **state)
+{
+    struct world *w = *state;
+    view_step(w->v, 0);
+    fx_put_vote(w->ms, "v1", "hh");
+    fx_put_vote(w->ms, "v2", "hh");
+    fx_put_vote(w->ms, "v3", "uh");
+    view_step(w->v, 0);
+    assert_true(complete(w));
+    /* etcd goes away for 10 s: the view turns stale after 3 s of silence */
+    memstore_set_down(w->ms, true);
+    for (int i = 0; i < 10; i++) {
+        vclock_advance(&w->vc, 1000);
+        view_step(w->v, 0);
+    }
+    view_rdlock(w->v);
+    struct view_sync vs = view_sync(w->v);
+    view_unlock(w->v);
+    assert_false(vs.synced);
+    assert_true(vs.age_ms >= 3000);
+    assert_false(complete(w));
+    /* back: the first voter to speak is not the electorate */
+    memstore_set_down(w->ms, false);
+    view_step(w->v, 0); /* progress answered: synced */
+    view_step(w->v, 0);
+    fx_put_vote(w->ms, "v3", "uh");
+    view_step(w->v, 0);
+    view_rdlock(w->v);
+    vs = view_sync(w->v);
+    view_unlock(w->v);
+    assert_true(vs.synced);
+    struct ep_tally t = primary(w);
+    assert_int_equal(t.voters, 1);
+    assert_false(t.is_healthy); /* 1 of 1 says down ... */
+    assert_false(complete(w));  /* ... and nobody may decide on that */
+    fx_put_vote(w->ms, "v1", "hh");
+    view_step(w->v, 0);
+    assert_false(complete(w));
+    fx_put_vote(w->ms, "v2", "hh");
+    view_step(w->v, 0);
+    assert_true(complete(w));
+    t = primary(w);
+    assert_int_equal(t.voters, 3);
+    assert_true(t.is_healthy);
+}
+
+static void test_a_silent_voter_waits_a_window(void **state)
+{
+    struct world *w = *state;
+    /* an alive node that probes but never votes holds decisions back for one window only */
+    memstore_put(w->ms, "/dhaf/fx/alive/node-x", "{\"probe\":true}", 0);
+    memstore_put(w->ms, "/dhaf/fx/alive/node-y", "{\"probe\":false}", 0);
+    view_step(w->v, 0);
+    fx_put_vote(w->ms, "v1", "hh");
+    view_step(w->v, 0);
+    assert_false(complete(w));
+    vclock_advance(&w->vc, FRESH - 1);
+    fx_put_vote(w->ms, "v1", "hh");
+    view_step(w->v, 0);
+    assert_false(complete(w));
+    vclock_advance(&w->vc, 1);
+    assert_true(complete(w));
+}
+
+static void test_reload_after_compaction(void **state)
+{
+    struct world *w = *state;
+    view_step(w->v, 0);
+    fx_put_vote(w->ms, "v1", "hh");
+    view_step(w->v, 0);
+    /* a gap in the watch that etcd compacted away: the view reads everything again */
+    memstore_set_down(w->ms, true);
+    view_step(w->v, 0);
+    memstore_put(w->ms, "/dhaf/fx/services/web/state", "{\"current\":\"primary\"}", 0);
+    memstore_put(w->ms, "/dhaf/fx/services/web/state", "{\"current\":\"backup\"}", 0);
+    memstore_compact(w->ms, memstore_revision(w->ms)); /* the first put is gone */
+    memstore_set_down(w->ms, false);
+    vclock_advance(&w->vc, 500);
+    for (int i = 0; i < 3; i++)
+        view_step(w->v, 0);
+    view_rdlock(w->v);
+    const struct view_rec *st = view_find(w->v, VS_STATE, "web");
+    assert_non_null(st);
+    assert_string_equal(json_string_value(json_object_get(st->j, "current")), "backup");
+    view_unlock(w->v);
+    /* the vote kept its time (it did not change), but the view waits for it again */
+    assert_int_equal(primary(w).voters, 1);
+    assert_false(complete(w));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_votes_count_once_seen_and_while_fresh, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tally_survives_a_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_complete_again_after_an_outage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_silent_voter_waits_a_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reload_after_compaction, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
