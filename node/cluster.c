@@ -23,7 +23,7 @@
 #include "outbox.h"
 
 #define MAX_TERM_WATCHERS 32
-#define REVOKE_MS         800  /* a stop or hand-over waits at most this for etcd */
+#define REVOKE_MS         500  /* a stop or hand-over waits at most this for etcd */
 #define DUTY_STOP_MS      1000 /* per duty, when a term closes */
 
 struct term {

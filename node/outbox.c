@@ -129,10 +129,12 @@ static int commit(struct cluster *c, struct term *t, const struct dhaf_etcd_cmp 
     struct dhaf_etcd_op get = {.type = DHAF_ETCD_OP_GET, .key = ckey};
     int rc = DHAF_ECONFLICT;
     for (int attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
-        memcpy(all_cmps, cmps, n_cmps * sizeof(*cmps));
+        if (n_cmps)
+            memcpy(all_cmps, cmps, n_cmps * sizeof(*cmps));
         all_cmps[n_cmps] = (struct dhaf_etcd_cmp){
             .key = ckey, .target = DHAF_ETCD_MOD_REV, .result = DHAF_ETCD_EQ, .num = rev};
-        memcpy(all_ops, ops, n_ops * sizeof(*ops));
+        if (n_ops)
+            memcpy(all_ops, ops, n_ops * sizeof(*ops));
         struct staged s;
         stage(c, &s, evs, n_evs, seq, t ? term_epoch(t) : 0, all_ops + n_ops);
         struct dhaf_etcd_txn_result res;

@@ -52,7 +52,8 @@ struct rest {
     struct MHD_Daemon *d;
     atomic_int inflight; /* requests being answered: a stop does not cut one short */
     atomic_bool stopping;
-    char *cert, *key, *ca; /* PEM, kept for the daemon's life */
+    struct dhaf_waker idle; /* kicked when the last request in progress ends during a stop */
+    char *cert, *key, *ca;  /* PEM, kept for the daemon's life */
     char addr[300];
     char *host, *cert_file, *key_file, *ca_file; /* as started: a reload cannot change them */
     int port;
@@ -1128,7 +1129,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct snap *snap = snap_get(cluster_snaps(r->c));
     dispatch(r, &snap->cfg, conn, url, method, rq, peer, &o);
     snap_put(snap);
-    atomic_fetch_sub(&r->inflight, 1);
+    if (atomic_fetch_sub(&r->inflight, 1) == 1 && atomic_load(&r->stopping))
+        dhaf_waker_kick(&r->idle, 1);
     rq->replied = true;
     unsigned status = o.status;
     enum MHD_Result ret = queue(conn, &o);
@@ -1226,6 +1228,7 @@ static void rest_free(struct rest *r)
     free(r->cert_file);
     free(r->key_file);
     free(r->ca_file);
+    dhaf_waker_release(&r->idle);
     free(r);
 }
 
@@ -1235,6 +1238,7 @@ struct rest *rest_start(struct cluster *c, struct dhaf_err *err)
     r->c = c;
     atomic_init(&r->inflight, 0);
     atomic_init(&r->stopping, false);
+    dhaf_waker_init(&r->idle);
     struct snap *snap = snap_get(cluster_snaps(c));
     const struct dhaf_config *cfg = &snap->cfg;
     const struct dhaf_api *w = &cfg->web_api;
@@ -1315,11 +1319,8 @@ bool rest_stop(struct rest *r, int deadline_ms)
     /* Requests in progress end on their own deadlines (a change waits for etcd); one that
      * would outlast ours is left to the process exit with the daemon. */
     int64_t until = dhaf_mono_ms() + deadline_ms;
-    struct dhaf_waker nap;
-    dhaf_waker_init(&nap);
     while (atomic_load(&r->inflight) > 0 && dhaf_mono_ms() < until)
-        dhaf_waker_wait(&nap, dhaf_mono_ms() + 10);
-    dhaf_waker_release(&nap);
+        dhaf_waker_wait(&r->idle, until);
     if (atomic_load(&r->inflight) > 0) {
         DHAF_LOG(DHAF_LOG_WARN, "event=stop-slow part=rest note=\"a request is still waiting for "
                                 "etcd; exiting anyway\"");
