@@ -9,14 +9,14 @@ second, as in a small real cluster. Then, one after the other:
 
 - REST with wrk (`wrk -t2 -c32 -d10s --latency -H "Authorization: Bearer ..."`) against
   /api/v1/services (the v1 JSON API), /services/status (the original dhaf's path and
-  envelope) and /healthz (no etcd read, no token check: the HTTP layer alone);
+  envelope) and /healthz (no token check, no status: the HTTP layer alone);
 - gRPC with build/bin/dhaf-bench-api-grpc (bench/api_grpc.c: lib/rpc, the client dhafctl
   uses, one channel per thread) calling /dhaf.v1.Dhaf/ListServices from 32 threads;
 - the same two status reads over a single connection (wrk -t1 -c1, one gRPC thread): the
   latency of one client alone.
 
-Each status read is served from etcd (two reads per service: its state and its switchover
-request), so the figures include etcd on the same machine; /healthz shows the gateway
+Each status read is served from the node's in-memory view of etcd (fed by a watch; no etcd
+round trip per request), so the figures are the node's own work; /healthz shows the gateway
 without it. The node's CPU time during each run (from /proc) and the load generator's
 (getrusage of the child) are printed per 1,000 requests. Client, node and etcd share the
 machine's cores: the figures are for comparing, not for capacity planning.
@@ -317,8 +317,8 @@ def main():
             print("  ".join("-" * w for w in widths))
     if not wrk:
         print("(REST rows skipped: wrk is not installed and could not be installed)")
-    print("REST /api/v1/services and /services/status and gRPC ListServices each read the "
-          "service state from etcd; /healthz reads nothing.")
+    print("REST /api/v1/services and /services/status and gRPC ListServices are served from "
+          "the node's view (no etcd round trip); /healthz reads nothing.")
     return 1 if failed else 0
 
 
