@@ -43,7 +43,6 @@ struct svc_run {
 struct decider {
     struct cluster *c;
     struct term *t;
-    struct worker *w;
     struct svc_run *runs;
     size_t n;
     uint64_t gen; /* snapshot generation the runs were made for */
@@ -632,30 +631,22 @@ static void decider_release(void *ud)
 
 static void *decider_start(struct term *t, void *ud)
 {
-    struct cluster *c = ud;
+    (void)ud;
     struct decider *d = leader_decider_new(t);
     struct dhaf_err err;
-    struct worker *w = worker_start("decisions", decider_body, decider_release, d, &err);
+    struct worker *w = term_worker_start(t, "decisions", decider_body, decider_release, d,
+                                         VIEW_VOTES | VIEW_SERVICES | VIEW_SYNC, true, &err);
     if (!w) {
         log_err("duty-not-started", "*", &err);
         return NULL;
     }
-    d->w = w;
-    view_subscribe(cluster_view(c), worker_waker(w), VIEW_VOTES | VIEW_SERVICES | VIEW_SYNC, 1);
-    term_watch(t, worker_waker(w), 1);
-    cluster_watch_reload(c, worker_waker(w), 1);
     DHAF_LOG(DHAF_LOG_INFO, "event=decisions-start epoch=%lld", (long long)term_epoch(t));
     return w;
 }
 
 static bool decider_stop(void *handle, int deadline_ms)
 {
-    struct worker *w = handle;
-    struct decider *d = worker_ud(w);
-    view_unsubscribe(cluster_view(d->c), worker_waker(w));
-    term_unwatch(d->t, worker_waker(w));
-    cluster_unwatch_reload(d->c, worker_waker(w));
-    return worker_stop(w, deadline_ms);
+    return term_worker_stop(handle, deadline_ms);
 }
 
 struct duty leader_duty(struct cluster *c)

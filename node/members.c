@@ -97,27 +97,18 @@ static void tracker_release(void *ud)
 
 static void *members_start(struct term *t, void *ud)
 {
-    struct cluster *c = ud;
     struct tracker *tr = dhaf_xcalloc(1, sizeof(*tr));
-    tr->c = c;
+    tr->c = ud;
     tr->t = t;
     term_hold(t);
     struct dhaf_err err;
-    struct worker *w = worker_start("members", track, tracker_release, tr, &err);
-    if (!w)
-        return NULL;
-    view_subscribe(cluster_view(c), worker_waker(w), VIEW_MEMBERS | VIEW_SYNC, 1);
-    term_watch(t, worker_waker(w), 1);
-    return w;
+    return term_worker_start(t, "members", track, tracker_release, tr, VIEW_MEMBERS | VIEW_SYNC,
+                             false, &err);
 }
 
 static bool members_stop(void *handle, int deadline_ms)
 {
-    struct worker *w = handle;
-    struct tracker *tr = worker_ud(w);
-    view_unsubscribe(cluster_view(tr->c), worker_waker(w));
-    term_unwatch(tr->t, worker_waker(w));
-    return worker_stop(w, deadline_ms);
+    return term_worker_stop(handle, deadline_ms);
 }
 
 struct duty members_duty(struct cluster *c)

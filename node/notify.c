@@ -303,7 +303,7 @@ struct deliverer *notify_deliverer_new(struct term *t, struct snap *s, size_t i,
 }
 
 /* Starts the worker of notifier i of snapshot s; NULL when it cannot run. */
-static struct worker *deliverer_start(struct cluster *c, struct term *t, struct snap *s, size_t i)
+static struct worker *deliverer_start(struct term *t, struct snap *s, size_t i)
 {
     struct dhaf_err err;
     struct deliverer *d = notify_deliverer_new(t, s, i, NULL, &err);
@@ -313,11 +313,10 @@ static struct worker *deliverer_start(struct cluster *c, struct term *t, struct 
                  s->cfg.notifiers[i].name, dhaf_log_quote(q, sizeof(q), err.msg));
         return NULL;
     }
-    struct worker *w = worker_start(d->sec->name, deliver_body, deliverer_release, d, &err);
+    struct worker *w = term_worker_start(t, d->sec->name, deliver_body, deliverer_release, d,
+                                         VIEW_EVENTS, false, &err);
     if (!w)
         return NULL;
-    view_subscribe(cluster_view(c), worker_waker(w), VIEW_EVENTS, 1);
-    term_watch(t, worker_waker(w), 1);
     DHAF_LOG(DHAF_LOG_INFO, "event=notifier-ready notifier=%s type=%s epoch=%lld", d->sec->name,
              d->sec->type, (long long)term_epoch(t));
     return w;
@@ -325,12 +324,7 @@ static struct worker *deliverer_start(struct cluster *c, struct term *t, struct 
 
 static void deliverer_stop(struct worker *w)
 {
-    if (!w)
-        return;
-    struct deliverer *d = worker_ud(w);
-    view_unsubscribe(cluster_view(d->c), worker_waker(w));
-    term_unwatch(d->t, worker_waker(w));
-    worker_stop(w, STOP_MS);
+    term_worker_stop(w, STOP_MS);
 }
 
 /* ------------------------------------------------------------------ the supervisor */
@@ -384,7 +378,7 @@ static void sync_slots(struct notify *n)
     free(n->slots);
     for (size_t i = 0; i < s->cfg.n_notifiers; i++)
         if (!fresh[i].w && term_valid(n->t))
-            fresh[i].w = deliverer_start(n->c, n->t, s, i);
+            fresh[i].w = deliverer_start(n->t, s, i);
     n->slots = fresh;
     n->n = s->cfg.n_notifiers;
     n->gen = s->generation;
@@ -415,27 +409,17 @@ static void notify_release(void *ud)
 
 static void *notify_start(struct term *t, void *ud)
 {
-    struct cluster *c = ud;
     struct notify *n = dhaf_xcalloc(1, sizeof(*n));
-    n->c = c;
+    n->c = ud;
     n->t = t;
     term_hold(t);
     struct dhaf_err err;
-    struct worker *w = worker_start("notify", supervise, notify_release, n, &err);
-    if (!w)
-        return NULL;
-    term_watch(t, worker_waker(w), 1);
-    cluster_watch_reload(c, worker_waker(w), 1);
-    return w;
+    return term_worker_start(t, "notify", supervise, notify_release, n, 0, true, &err);
 }
 
 static bool notify_stop(void *handle, int deadline_ms)
 {
-    struct worker *w = handle;
-    struct notify *n = worker_ud(w);
-    term_unwatch(n->t, worker_waker(w));
-    cluster_unwatch_reload(n->c, worker_waker(w));
-    return worker_stop(w, deadline_ms);
+    return term_worker_stop(handle, deadline_ms);
 }
 
 struct duty notify_duty(struct cluster *c)

@@ -194,7 +194,6 @@ int outbox_record(struct cluster *c, const struct event *evs, size_t n_evs, stru
 struct trimmer {
     struct cluster *c;
     struct term *t;
-    struct worker *w;
     bool legacy_done; /* records of older versions (events/<service>/...) removed */
 };
 
@@ -348,28 +347,18 @@ static void trim_release(void *ud)
 
 static void *trim_start(struct term *t, void *ud)
 {
-    struct cluster *c = ud;
     struct trimmer *tr = dhaf_xcalloc(1, sizeof(*tr));
-    tr->c = c;
+    tr->c = ud;
     tr->t = t;
     term_hold(t);
     struct dhaf_err err;
-    struct worker *w = worker_start("outbox-trim", trim_body, trim_release, tr, &err);
-    if (!w)
-        return NULL;
-    tr->w = w;
-    view_subscribe(cluster_view(c), worker_waker(w), VIEW_EVENTS, 1);
-    term_watch(t, worker_waker(w), 1);
-    return w;
+    return term_worker_start(t, "outbox-trim", trim_body, trim_release, tr, VIEW_EVENTS, false,
+                             &err);
 }
 
 static bool trim_stop(void *handle, int deadline_ms)
 {
-    struct worker *w = handle;
-    struct trimmer *tr = worker_ud(w);
-    view_unsubscribe(cluster_view(tr->c), worker_waker(w));
-    term_unwatch(tr->t, worker_waker(w));
-    return worker_stop(w, deadline_ms);
+    return term_worker_stop(handle, deadline_ms);
 }
 
 struct duty outbox_trim_duty(struct cluster *c)

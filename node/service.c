@@ -92,6 +92,19 @@ static Dhaf__V1__ViewState *view_state(struct view *v, struct arena *a, struct d
     return vs;
 }
 
+/* Takes the view's read lock for a reply: its state, or (never loaded) NULL with the lock
+ * released and the arena freed. */
+static Dhaf__V1__ViewState *read_begin(struct view *v, struct arena *a, struct dhaf_err *err)
+{
+    view_rdlock(v);
+    Dhaf__V1__ViewState *vs = view_state(v, a, err);
+    if (!vs) {
+        view_unlock(v);
+        a_free(a);
+    }
+    return vs;
+}
+
 /* ------------------------------------------------------------------ cluster */
 
 int svc_cluster_status(const struct svc_env *env, Dhaf__V1__ClusterStatus **out,
@@ -105,13 +118,8 @@ int svc_cluster_status(const struct svc_env *env, Dhaf__V1__ClusterStatus **out,
     st.cluster = cfg->cluster_name;
     st.answered_by = (char *)cluster_node(c);
     st.leader = "";
-    view_rdlock(v);
-    st.view = view_state(v, &a, err);
-    if (!st.view) {
-        view_unlock(v);
-        a_free(&a);
+    if (!(st.view = read_begin(v, &a, err)))
         return DHAF_EUNAVAILABLE;
-    }
     const struct view_rec *lk = view_leader(v);
     if (lk) {
         st.leader = a_str(&a, jstr(lk->j, "node"));
@@ -282,13 +290,8 @@ int svc_list_services(const struct svc_env *env, Dhaf__V1__ListServicesResponse 
     struct arena a = {0};
     Dhaf__V1__ListServicesResponse r = DHAF__V1__LIST_SERVICES_RESPONSE__INIT;
     r.services = a_alloc(&a, (env->cfg->n_services + 1) * sizeof(*r.services));
-    view_rdlock(v);
-    r.view = view_state(v, &a, err);
-    if (!r.view) {
-        view_unlock(v);
-        a_free(&a);
+    if (!(r.view = read_begin(v, &a, err)))
         return DHAF_EUNAVAILABLE;
-    }
     for (size_t i = 0; i < env->cfg->n_services; i++) {
         Dhaf__V1__ServiceStatus *ss = a_alloc(&a, sizeof(*ss));
         service_status(env, v, &env->cfg->services[i], &a, ss);
@@ -308,15 +311,11 @@ int svc_get_service(const struct svc_env *env, const char *service, Dhaf__V1__Se
     struct view *v = cluster_view(env->c);
     struct arena a = {0};
     Dhaf__V1__ServiceStatus ss;
-    view_rdlock(v);
-    Dhaf__V1__ViewState *vs = view_state(v, &a, err);
-    if (vs)
-        service_status(env, v, svc, &a, &ss);
-    view_unlock(v);
-    if (!vs) {
-        a_free(&a);
+    Dhaf__V1__ViewState *vs = read_begin(v, &a, err);
+    if (!vs)
         return DHAF_EUNAVAILABLE;
-    }
+    service_status(env, v, svc, &a, &ss);
+    view_unlock(v);
     ss.view = vs;
     *out = (Dhaf__V1__ServiceStatus *)a_finish(&a, &ss.base);
     return 0;
@@ -427,13 +426,8 @@ int svc_events(const struct svc_env *env, const char *service, uint32_t limit,
     struct arena a = {0};
     Dhaf__V1__ListEventsResponse r = DHAF__V1__LIST_EVENTS_RESPONSE__INIT;
     r.events = a_alloc(&a, (limit + 1) * sizeof(*r.events));
-    view_rdlock(v);
-    r.view = view_state(v, &a, err);
-    if (!r.view) {
-        view_unlock(v);
-        a_free(&a);
+    if (!(r.view = read_begin(v, &a, err)))
         return DHAF_EUNAVAILABLE;
-    }
     for (size_t i = view_events(v); i-- > 0 && r.n_events < limit;) { /* newest first */
         const struct view_event *ve = view_event_at(v, i);
         const json_t *j = ve->j;

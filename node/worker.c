@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+#include "cluster.h"
 #include "dhaf/alloc.h"
 #include "dhaf/log.h"
 #include "worker.h"
@@ -17,7 +18,22 @@ struct worker {
     atomic_bool quit;
     atomic_int refs; /* the thread's and the owner's */
     pthread_t t;
+    /* a term's worker: what it subscribed to */
+    struct term *term;
+    unsigned view_topics;
+    bool on_reload;
 };
+
+/* Undoes the subscriptions of a term's worker. */
+static void unsubscribe(struct worker *w)
+{
+    struct cluster *c = term_cluster(w->term);
+    if (w->view_topics)
+        view_unsubscribe(cluster_view(c), &w->wake);
+    if (w->on_reload)
+        cluster_unwatch_reload(c, &w->wake);
+    term_unwatch(w->term, &w->wake);
+}
 
 static void unref(struct worker *w)
 {
@@ -25,6 +41,10 @@ static void unref(struct worker *w)
         return;
     if (w->release)
         w->release(w->ud);
+    if (w->term) {
+        unsubscribe(w);
+        term_put(w->term);
+    }
     dhaf_waker_release(&w->wake);
     free(w->name);
     free(w);
@@ -38,8 +58,8 @@ static void *run(void *arg)
     return NULL;
 }
 
-struct worker *worker_start(const char *name, worker_body_fn *body, worker_release_fn *release,
-                            void *ud, struct dhaf_err *err)
+static struct worker *worker_new(const char *name, worker_body_fn *body, worker_release_fn *release,
+                                 void *ud)
 {
     struct worker *w = dhaf_xcalloc(1, sizeof(*w));
     w->name = dhaf_xstrdup(name);
@@ -49,13 +69,24 @@ struct worker *worker_start(const char *name, worker_body_fn *body, worker_relea
     dhaf_waker_init(&w->wake);
     atomic_init(&w->quit, false);
     atomic_init(&w->refs, 2);
-    if (pthread_create(&w->t, NULL, run, w) != 0) {
-        atomic_store(&w->refs, 1);
-        unref(w);
-        dhaf_err_set(err, DHAF_EINTERNAL, "cannot start the %s thread", name);
-        return NULL;
-    }
     return w;
+}
+
+/* Starts w's thread; when it cannot start, frees w (its state released) and says why. */
+static struct worker *worker_run(struct worker *w, struct dhaf_err *err)
+{
+    if (pthread_create(&w->t, NULL, run, w) == 0)
+        return w;
+    dhaf_err_set(err, DHAF_EINTERNAL, "cannot start the %s thread", w->name);
+    atomic_store(&w->refs, 1);
+    unref(w);
+    return NULL;
+}
+
+struct worker *worker_start(const char *name, worker_body_fn *body, worker_release_fn *release,
+                            void *ud, struct dhaf_err *err)
+{
+    return worker_run(worker_new(name, body, release, ud), err);
 }
 
 void *worker_ud(struct worker *w)
@@ -79,6 +110,35 @@ unsigned worker_wait(struct worker *w, int64_t deadline_ms)
         return 0;
     unsigned bits = dhaf_waker_wait(&w->wake, deadline_ms);
     return atomic_load(&w->quit) ? 0 : bits;
+}
+
+struct worker *term_worker_start(struct term *t, const char *name, worker_body_fn *body,
+                                 worker_release_fn *release, void *ud, unsigned view_topics,
+                                 bool on_reload, struct dhaf_err *err)
+{
+    struct worker *w = worker_new(name, body, release, ud);
+    struct cluster *c = term_cluster(t);
+    term_hold(t);
+    w->term = t;
+    w->view_topics = view_topics;
+    w->on_reload = on_reload;
+    /* subscribed before the thread runs, so no change between its first look and the
+     * subscription goes unnoticed */
+    if (view_topics)
+        view_subscribe(cluster_view(c), &w->wake, view_topics, 1);
+    if (on_reload)
+        cluster_watch_reload(c, &w->wake, 1);
+    term_watch(t, &w->wake, 1);
+    /* a waker that is never waited on is harmless; it is unsubscribed when w is freed */
+    return worker_run(w, err);
+}
+
+bool term_worker_stop(struct worker *w, int deadline_ms)
+{
+    if (!w)
+        return true;
+    unsubscribe(w);
+    return worker_stop(w, deadline_ms);
 }
 
 bool worker_stop(struct worker *w, int deadline_ms)

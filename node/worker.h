@@ -40,6 +40,20 @@ bool worker_quit(struct worker *w);
  *  quit). */
 unsigned worker_wait(struct worker *w, int64_t deadline_ms);
 
+struct term;
+
+/**
+ * A worker of a term's duty: as worker_start, and its waker is kicked when the term t closes,
+ * when one of the view's topics changes (view_topics 0: none) and, with on_reload, when a
+ * reload is published. The worker holds a reference to t until it is freed.
+ */
+struct worker *term_worker_start(struct term *t, const char *name, worker_body_fn *body,
+                                 worker_release_fn *release, void *ud, unsigned view_topics,
+                                 bool on_reload, struct dhaf_err *err);
+
+/** Undoes what term_worker_start subscribed, then worker_stop. */
+bool term_worker_stop(struct worker *w, int deadline_ms);
+
 /**
  * Asks the worker to quit and waits up to deadline_ms for its thread. Returns true when it
  * ended; false when it is still in a call (it ends alone and frees its state then). The owner's
