@@ -43,7 +43,7 @@ struct svc_run {
 struct decider {
     struct cluster *c;
     struct term *t;
-    struct svc_run *runs;
+    struct svc_run **runs; /* one allocation each: a switcher keeps a pointer to its ctx */
     size_t n;
     uint64_t gen; /* snapshot generation the runs were made for */
     bool waiting; /* "the view is not complete yet" said */
@@ -99,14 +99,16 @@ static void switcher_destroy(struct svc_run *r)
     r->sw_snap = NULL;
 }
 
-static void run_release(struct svc_run *r)
+static void run_free(struct svc_run *r)
 {
+    if (!r)
+        return;
     switcher_destroy(r);
     if (r->last_switch)
         json_decref(r->last_switch);
     free(r->name);
     free(r->fingerprint);
-    memset(r, 0, sizeof(*r));
+    free(r);
 }
 
 /* Makes the service's switcher instance (only the leader has them). Returns r->ready. */
@@ -142,23 +144,25 @@ static void sync_runs(struct decider *d, struct snap *s)
     if (d->runs && d->gen == s->generation)
         return;
     const struct dhaf_config *cfg = &s->cfg;
-    struct svc_run *fresh = dhaf_xcalloc(cfg->n_services + 1, sizeof(*fresh));
+    struct svc_run **fresh = dhaf_xcalloc(cfg->n_services + 1, sizeof(*fresh));
     for (size_t i = 0; i < cfg->n_services; i++) {
         const struct dhaf_service *svc = &cfg->services[i];
         char *fp = fingerprint(svc);
-        struct svc_run *old = NULL;
+        struct svc_run **old = NULL;
         for (size_t k = 0; k < d->n && !old; k++)
-            if (d->runs[k].name && strcmp(d->runs[k].name, svc->name) == 0)
+            if (d->runs[k] && strcmp(d->runs[k]->name, svc->name) == 0)
                 old = &d->runs[k];
-        if (old && strcmp(old->fingerprint, fp) == 0) {
-            fresh[i] = *old;
-            memset(old, 0, sizeof(*old));
+        if (old && strcmp((*old)->fingerprint, fp) == 0) {
+            fresh[i] = *old; /* moved: its switcher and state go on */
+            *old = NULL;
             free(fp);
             continue;
         }
-        if (old)
-            run_release(old);
-        struct svc_run *r = &fresh[i];
+        if (old) {
+            run_free(*old);
+            *old = NULL;
+        }
+        struct svc_run *r = fresh[i] = dhaf_xcalloc(1, sizeof(*r));
         r->name = dhaf_xstrdup(svc->name);
         r->fingerprint = fp;
         r->sw_snap = snap_hold(s);
@@ -167,8 +171,7 @@ static void sync_runs(struct decider *d, struct snap *s)
         r->st.current = -1;
     }
     for (size_t k = 0; k < d->n; k++)
-        if (d->runs[k].name)
-            run_release(&d->runs[k]);
+        run_free(d->runs[k]);
     free(d->runs);
     d->runs = fresh;
     d->n = cfg->n_services;
@@ -291,7 +294,7 @@ static void load_states(struct decider *d, struct snap *s)
 {
     bool need = false;
     for (size_t i = 0; i < d->n; i++)
-        need |= !d->runs[i].known;
+        need |= !d->runs[i]->known;
     if (!need)
         return;
     char prefix[256];
@@ -303,7 +306,7 @@ static void load_states(struct decider *d, struct snap *s)
         return;
     }
     for (size_t i = 0; i < d->n; i++) {
-        struct svc_run *r = &d->runs[i];
+        struct svc_run *r = d->runs[i];
         const struct dhaf_service *svc = &s->cfg.services[i];
         if (r->known)
             continue;
@@ -535,7 +538,7 @@ static bool decide_all(struct decider *d, struct snap *s)
     d->waiting = false;
     bool switched = false;
     for (size_t i = 0; i < d->n && term_valid(d->t); i++) {
-        struct svc_run *r = &d->runs[i];
+        struct svc_run *r = d->runs[i];
         const struct dhaf_service *svc = &s->cfg.services[i];
         if (!r->known || svc->n_eps > DECIDE_MAX_EPS)
             continue;
@@ -599,7 +602,7 @@ void leader_decider_free(struct decider *d)
     if (!d)
         return;
     for (size_t i = 0; i < d->n; i++)
-        run_release(&d->runs[i]);
+        run_free(d->runs[i]);
     free(d->runs);
     term_put(d->t);
     free(d);

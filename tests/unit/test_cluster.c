@@ -110,7 +110,6 @@ static void test_open_renew_and_failed_renewal(void **state)
     assert_int_equal(term_txn(t, NULL, 0, &op, 1, NULL, 0, &res, &err), DHAF_EFENCED);
     assert_int_equal(memstore_calls(w->ms, MS_TXN), txns);
     assert_null(memstore_value(w->ms, "/dhaf/fx/x"));
-    term_put(t);
 
     /* the lease was handed back: the next step wins a new term with a new epoch */
     fx_step(&w->a);
@@ -119,6 +118,7 @@ static void test_open_renew_and_failed_renewal(void **state)
     assert_true(term_epoch(t2) > term_epoch(t));
     assert_int_equal(w->rec[0].started, 2);
     term_put(t2);
+    term_put(t);
 }
 
 static void test_frozen_past_the_lease(void **state)
