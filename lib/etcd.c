@@ -890,7 +890,7 @@ struct dhaf_etcd_watch {
     char *key;
     bool prefix;
     int64_t next_rev; /* 0 until the first creation tells the current revision */
-    int64_t heard_ms; /* monotonic time of the last message from etcd on the stream */
+    int64_t heard_ms; /* monotonic time of the last events or progress notice delivered */
     struct dhaf_rpc_stream *s;
     struct chan *c; /* the channel s runs on */
     size_t idx;
@@ -965,8 +965,6 @@ static int watch_open(struct dhaf_etcd_watch *w, int timeout_ms, struct dhaf_err
         rc = dhaf_err_set(err, DHAF_EPROTO, "etcd watch %s: no confirmation of the watch", w->key);
     if (rc == 0 && w->next_rev == 0)
         w->next_rev = (r->header ? r->header->revision : 0) + 1;
-    if (rc == 0)
-        w->heard_ms = dhaf_mono_ms();
     protobuf_c_message_free_unpacked(m, NULL);
     if (rc)
         watch_drop(w, false);
@@ -1072,15 +1070,24 @@ int dhaf_etcd_watch_next(struct dhaf_etcd_watch *w, struct dhaf_etcd_events *out
         }
         Etcdserverpb__WatchResponse *r = (Etcdserverpb__WatchResponse *)m;
         int64_t hdr_rev = r->header ? r->header->revision : 0;
-        w->heard_ms = dhaf_mono_ms();
         rc = watch_refused(w, r, err);
         if (rc) {
+            char q[300];
+            DHAF_LOG(DHAF_LOG_WARN, "event=etcd-watch-cancelled key=%s reason=\"%s\"", w->key,
+                     dhaf_log_quote(q, sizeof(q), err->msg));
             protobuf_c_message_free_unpacked(m, NULL);
             watch_drop(w, false);
             if (rc == DHAF_ECOMPACTED || rc == DHAF_EAUTH)
                 return rc;
-            continue; /* cancelled for another reason: create it again */
+            /* cancelled for another reason: create it again, not in a tight loop */
+            if (dhaf_mono_ms() + 50 < deadline) {
+                struct timespec ts = {0, 50 * 1000000L};
+                nanosleep(&ts, NULL);
+            }
+            continue;
         }
+        /* etcd delivered something for this watch: it is alive and in step up to hdr_rev */
+        w->heard_ms = dhaf_mono_ms();
         if (r->n_events) {
             out->v = dhaf_xcalloc(r->n_events, sizeof(*out->v));
             for (size_t i = 0; i < r->n_events; i++) {
@@ -1096,10 +1103,14 @@ int dhaf_etcd_watch_next(struct dhaf_etcd_watch *w, struct dhaf_etcd_events *out
             }
             out->n = r->n_events;
             out->revision = hdr_rev;
+            DHAF_LOG(DHAF_LOG_DEBUG, "event=etcd-watch-events key=%s n=%zu revision=%lld", w->key,
+                     out->n, (long long)hdr_rev);
             protobuf_c_message_free_unpacked(m, NULL);
             return 0;
         }
         /* A progress notice (no events): everything up to hdr_rev has been seen. */
+        DHAF_LOG(DHAF_LOG_DEBUG, "event=etcd-watch-progress key=%s revision=%lld created=%d",
+                 w->key, (long long)hdr_rev, (int)r->created);
         if (!r->created && hdr_rev + 1 > w->next_rev)
             w->next_rev = hdr_rev + 1;
         protobuf_c_message_free_unpacked(m, NULL);

@@ -27,17 +27,20 @@ enum event_kind event_kind_named(const char *name)
     return EVK_UNKNOWN;
 }
 
+static const char *const level_names[] = {
+    [EV_INFO] = "info", [EV_WARNING] = "warning", [EV_CRITICAL] = "critical"};
+
 const char *event_level_name(enum event_level l)
 {
-    switch (l) {
-    case EV_WARNING:
-        return "warning";
-    case EV_CRITICAL:
-        return "critical";
-    case EV_INFO:
-        break;
-    }
-    return "info";
+    return l >= EV_INFO && l <= EV_CRITICAL ? level_names[l] : "info";
+}
+
+enum event_level event_level_named(const char *name)
+{
+    for (int l = EV_INFO; name && l <= EV_CRITICAL; l++)
+        if (strcmp(level_names[l], name) == 0)
+            return (enum event_level)l;
+    return EV_INFO;
 }
 
 /* The value of template field name (len bytes), NULL for an unknown field. */

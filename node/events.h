@@ -65,6 +65,9 @@ enum event_kind event_kind_named(const char *name);
 /** "info", "warning", "critical". */
 const char *event_level_name(enum event_level l);
 
+/** The level named name (a table lookup); EV_INFO for NULL or an unknown name. */
+enum event_level event_level_named(const char *name);
+
 #define EVENT_MAX_REASONS 8
 
 /* An event as its emitter builds it; every string is borrowed for the call. */

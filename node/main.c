@@ -289,6 +289,16 @@ static bool stop_all(struct parts *pt)
     return clean;
 }
 
+/* Frees what stop_all stopped (only when it stopped everything: a part still in a call may use
+ * the rest until the process exits). */
+static void free_all(struct parts *pt)
+{
+    cluster_free(pt->c);
+    view_free(pt->view);
+    snap_holder_free(pt->snaps);
+    dhaf_etcd_free(pt->etcd);
+}
+
 /* Runs the node until SIGTERM/SIGINT. Returns the exit code. */
 static int run(const char *path, struct dhaf_config *initial, const struct log_override *lo)
 {
@@ -335,7 +345,8 @@ static int run(const char *path, struct dhaf_config *initial, const struct log_o
     if (failed) {
         DHAF_LOG(DHAF_LOG_ERROR, "event=start-failed reason=\"%s%s\"", failed,
                  dhaf_log_quote(q, sizeof(q), err.msg));
-        stop_all(&pt);
+        if (stop_all(&pt))
+            free_all(&pt);
         return 1;
     }
     for (;;) {
@@ -355,12 +366,8 @@ static int run(const char *path, struct dhaf_config *initial, const struct log_o
     DHAF_LOG(DHAF_LOG_INFO, "event=node-stopped node=%s took_ms=%lld%s", cluster_node(pt.c),
              (long long)(dhaf_mono_ms() - t0),
              clean ? "" : " note=\"a part was still in a call; left to the process exit\"");
-    if (clean) {
-        cluster_free(pt.c);
-        view_free(pt.view);
-        snap_holder_free(pt.snaps);
-        dhaf_etcd_free(pt.etcd);
-    }
+    if (clean)
+        free_all(&pt);
     return 0;
 }
 

@@ -12,6 +12,7 @@
 #include "dhaf/alloc.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
+#include "events.h"
 #include "leader.h"
 #include "service.h"
 #include "view.h"
@@ -104,6 +105,11 @@ static Dhaf__V1__ViewState *read_begin(struct view *v, struct arena *a, struct d
     }
     return vs;
 }
+
+_Static_assert((int)EV_INFO == (int)DHAF__V1__EVENT_LEVEL__EVENT_LEVEL_INFO &&
+                   (int)EV_WARNING == (int)DHAF__V1__EVENT_LEVEL__EVENT_LEVEL_WARNING &&
+                   (int)EV_CRITICAL == (int)DHAF__V1__EVENT_LEVEL__EVENT_LEVEL_CRITICAL,
+               "event levels are numbered as the API's EventLevel");
 
 /* ------------------------------------------------------------------ cluster */
 
@@ -438,10 +444,8 @@ int svc_events(const struct svc_env *env, const char *service, uint32_t limit,
         dhaf__v1__event__init(ev);
         ev->seq = ve->seq;
         ev->kind = a_str(&a, dhaf_json_str(j, "kind"));
-        const char *lv = dhaf_json_str(j, "level");
-        ev->level = lv && !strcmp(lv, "critical")  ? DHAF__V1__EVENT_LEVEL__EVENT_LEVEL_CRITICAL
-                    : lv && !strcmp(lv, "warning") ? DHAF__V1__EVENT_LEVEL__EVENT_LEVEL_WARNING
-                                                   : DHAF__V1__EVENT_LEVEL__EVENT_LEVEL_INFO;
+        /* the proto's levels are numbered as ours (info 1, warning 2, critical 3) */
+        ev->level = (Dhaf__V1__EventLevel)event_level_named(dhaf_json_str(j, "level"));
         ev->service = a_str(&a, svc);
         ev->from = a_str(&a, dhaf_json_str(j, "from"));
         ev->to = a_str(&a, dhaf_json_str(j, "to"));

@@ -453,6 +453,14 @@ void view_step(struct view *v, int timeout_ms)
                      dhaf_log_quote(q, sizeof(q), err.msg));
             v->store.ops->watch_free(v->w);
             v->w = NULL;
+        } else if (v->loaded && now - v->heard_ms >= 2 * (int64_t)v->stale_ms) {
+            /* a watch that has delivered nothing, not even a progress notice, for this long
+             * may be stuck in a way it cannot tell (cancelled again and again): start over */
+            DHAF_LOG(DHAF_LOG_WARN,
+                     "event=view-reload reason=\"the watch delivered nothing for %lld ms\"",
+                     (long long)(now - v->heard_ms));
+            v->store.ops->watch_free(v->w);
+            v->w = NULL;
         } else if (now - v->store.ops->watch_heard(v->w) >= v->progress_ms &&
                    now - v->asked_ms >= v->progress_ms) {
             /* quiet: ask etcd whether it is still there (its answer moves "heard") */

@@ -557,7 +557,7 @@ static struct store_watch *ms_watch_new(void *ud, const char *key, bool prefix, 
         w->key = dhaf_xstrdup(key);
         w->prefix = prefix;
         w->next_rev = start_rev > 0 ? start_rev : m->rev + 1;
-        w->heard_ms = dhaf_clock_mono(m->clock);
+        w->heard_ms = 0; /* as lib/etcd: only deliveries and progress notices count */
         DHAF_GROW(m->watches, m->n_watches + 1, m->cap_watches);
         m->watches[m->n_watches++] = w;
     }

@@ -29,8 +29,8 @@
  *    when the store compacts still gets every event; one whose stream broke (the store was
  *    down, memstore_set_down) resumes from its next revision when the store is back, and gets
  *    DHAF_ECOMPACTED from watch_next if that revision was compacted meanwhile. watch_heard is
- *    the clock time of the watch's creation, its last delivery or its last watch_progress
- *    (answered at once). No call waits: every timeout_ms is ignored.
+ *    the clock time of the watch's last delivery or its last watch_progress (answered at
+ *    once), 0 before either, as lib/etcd's. No call waits: every timeout_ms is ignored.
  * All results are freed with lib/etcd's own functions (dhaf_kvs_release,
  * dhaf_etcd_txn_result_release, dhaf_etcd_events_release). All functions are thread-safe; one
  * mutex guards the store, held only for memory work.

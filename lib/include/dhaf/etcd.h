@@ -195,8 +195,9 @@ int dhaf_etcd_watch_next(struct dhaf_etcd_watch *w, struct dhaf_etcd_events *out
                          struct dhaf_err *err);
 /** The revision the watch will resume from. */
 int64_t dhaf_etcd_watch_next_revision(const struct dhaf_etcd_watch *w);
-/** Monotonic ms of the last message etcd sent on the watch's stream (creation, events or a
- *  progress notice); 0 before the first. Not thread-safe with watch_next: ask its thread. */
+/** Monotonic ms of the last events or progress notice etcd delivered on the watch (a creation
+ *  or a cancellation does not count: only a watch that works is "heard"); 0 before the first.
+ *  Not thread-safe with watch_next: ask its thread. */
 int64_t dhaf_etcd_watch_heard(const struct dhaf_etcd_watch *w);
 /**
  * Asks etcd for a progress notice on the watch's stream (WatchProgressRequest): its answer,
