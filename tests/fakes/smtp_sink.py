@@ -6,7 +6,7 @@ Usage:
     smtp_sink.py --port P --dir OUTDIR [--host 127.0.0.1]
                  [--starttls CERT KEY] [--require-starttls] [--implicit-tls CERT KEY]
                  [--auth USER:PASS] [--down-for SECONDS] [--greylist N]
-                 [--reject-rcpt ADDR] [--watch-stdin]
+                 [--reject-rcpt ADDR] [--data-delay MS] [--watch-stdin]
 
 Prints "LISTENING <port>" on stdout (flushed) once it accepts connections (with --down-for:
 once the port is bound); --port 0 picks a free port. Exits on SIGTERM or SIGINT; with --watch-stdin also when its stdin reaches EOF, so a
@@ -22,6 +22,13 @@ crashed test cannot leave it behind (give it a pipe and keep the write end open)
                           start (a server that is down, then comes back on the same port)
     --greylist N          answer the first N RCPT commands "451 4.7.1" (try again later)
     --reject-rcpt ADDR    answer RCPT TO:<ADDR> "550 5.1.1" (a permanent refusal)
+    --data-delay MS       hold each message MS milliseconds after the client sent all of it,
+                          before filing it and answering 250 (a slow server). A client that
+                          hangs up during the delay never saw the 250: its message is dropped,
+                          not filed, so the sink records only what was acknowledged. Each
+                          held message gets a line {"event": "held", "message_id", "subject",
+                          "at" (Unix seconds)} in OUTDIR/held.jsonl when the delay starts,
+                          and a dropped one a line with "event": "dropped" too.
 
 Each accepted message is written to OUTDIR/<n>.eml (n = 1, 2, ... as received, the bytes as
 sent after dot-unstuffing), then one JSON line is appended to OUTDIR/messages.jsonl:
@@ -45,6 +52,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 import warnings
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
@@ -56,8 +64,9 @@ import fakelib  # noqa: E402
 class Sink:
     """The aiosmtpd handler: RCPT rules and filing of messages."""
 
-    def __init__(self, outdir, greylist, reject_rcpt):
+    def __init__(self, outdir, greylist, reject_rcpt, data_delay_ms=0):
         self.outdir = outdir
+        self.data_delay = data_delay_ms / 1000.0
         self.greylist = greylist
         self.reject_rcpt = (reject_rcpt or "").lower()
         self.count = 0
@@ -76,6 +85,8 @@ class Sink:
         raw = envelope.original_content or envelope.content
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
+        if self.data_delay > 0 and not await self.hold(server, raw):
+            return "421 4.4.2 Client gone during DATA, message dropped"
         with self.lock:
             self.count += 1
             n = self.count
@@ -104,6 +115,27 @@ class Sink:
         with self.lock, open(os.path.join(self.outdir, "messages.jsonl"), "a") as f:
             f.write(line)
         return "250 OK queued as %d" % n
+
+    async def hold(self, server, raw):
+        """Waits data_delay; false (the message is dropped) when the client left meanwhile."""
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        note = {"message_id": str(msg.get("message-id")), "subject": str(msg.get("subject"))}
+        self.held(dict(event="held", at=time.time(), **note))
+        try:
+            # aiosmtpd cancels the handler when the client's EOF or a reset arrives
+            await asyncio.sleep(self.data_delay)
+        except asyncio.CancelledError:
+            self.held(dict(event="dropped", at=time.time(), **note))
+            raise
+        transport = server.transport
+        if transport is None or transport.is_closing():  # in case the cancel did not come
+            self.held(dict(event="dropped", at=time.time(), **note))
+            return False
+        return True
+
+    def held(self, rec):
+        with self.lock, open(os.path.join(self.outdir, "held.jsonl"), "a") as f:
+            f.write(json.dumps(rec) + "\n")
 
 
 def describe(raw):
@@ -150,7 +182,7 @@ def tls_context(cert, key):
 
 async def serve(args, sock, stop):
     loop = asyncio.get_running_loop()
-    sink = Sink(args.dir, args.greylist, args.reject_rcpt)
+    sink = Sink(args.dir, args.greylist, args.reject_rcpt, args.data_delay)
     starttls = tls_context(*args.starttls) if args.starttls else None
     implicit = tls_context(*args.implicit_tls) if args.implicit_tls else None
     user = password = None
@@ -193,6 +225,7 @@ def main():
     ap.add_argument("--down-for", type=float, default=0, metavar="SECONDS")
     ap.add_argument("--greylist", type=int, default=0, metavar="N")
     ap.add_argument("--reject-rcpt", metavar="ADDR")
+    ap.add_argument("--data-delay", type=int, default=0, metavar="MS")
     args = fakelib.parse_args(ap)
     if args.require_starttls and not args.starttls:
         ap.error("--require-starttls needs --starttls")
