@@ -471,6 +471,30 @@ int dhaf_etcd_get_from(struct dhaf_etcd *e, const char *from, const char *prefix
     return range(e, from, prefix, limit, false, out, err);
 }
 
+int dhaf_etcd_latest_mod(struct dhaf_etcd *e, const char *prefix, int64_t *mod_rev,
+                         struct dhaf_err *err)
+{
+    uint8_t end[KEY_MAX];
+    Etcdserverpb__RangeRequest req = ETCDSERVERPB__RANGE_REQUEST__INIT;
+    req.key.data = (uint8_t *)prefix;
+    req.key.len = strlen(prefix);
+    req.range_end.data = end;
+    req.range_end.len = prefix_end(prefix, end, sizeof(end));
+    req.limit = 1;
+    req.keys_only = 1;
+    req.sort_order = ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__DESCEND;
+    req.sort_target = ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__MOD;
+    ProtobufCMessage *resp = NULL;
+    int rc = call(e, M_RANGE, &req.base, &etcdserverpb__range_response__descriptor, &resp,
+                  RETRY_SAFE, NULL, err);
+    if (rc)
+        return rc;
+    Etcdserverpb__RangeResponse *r = (Etcdserverpb__RangeResponse *)resp;
+    *mod_rev = r->n_kvs ? r->kvs[0]->mod_revision : 0;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
 int dhaf_etcd_count_prefix(struct dhaf_etcd *e, const char *prefix, int64_t *count,
                            struct dhaf_err *err)
 {

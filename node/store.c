@@ -15,6 +15,11 @@ static int e_get_from(void *ud, const char *from, const char *prefix, int64_t li
     return dhaf_etcd_get_from(ud, from, prefix, limit, out, err);
 }
 
+static int e_latest_mod(void *ud, const char *prefix, int64_t *mod_rev, struct dhaf_err *err)
+{
+    return dhaf_etcd_latest_mod(ud, prefix, mod_rev, err);
+}
+
 static int e_txn(void *ud, const struct dhaf_etcd_cmp *cmps, size_t n_cmps,
                  const struct dhaf_etcd_op *then, size_t n_then,
                  const struct dhaf_etcd_op *otherwise, size_t n_otherwise,
@@ -76,8 +81,20 @@ static void e_watch_free(struct store_watch *w)
 }
 
 static const struct store_ops etcd_ops = {
-    e_get,     e_get_from,  e_txn,        e_grant,       e_revoke,         e_ka_new,     e_ka_once,
-    e_ka_free, e_watch_new, e_watch_next, e_watch_heard, e_watch_progress, e_watch_free,
+    .get = e_get,
+    .get_from = e_get_from,
+    .latest_mod = e_latest_mod,
+    .txn = e_txn,
+    .lease_grant = e_grant,
+    .lease_revoke = e_revoke,
+    .keepalive_new = e_ka_new,
+    .keepalive_once = e_ka_once,
+    .keepalive_free = e_ka_free,
+    .watch_new = e_watch_new,
+    .watch_next = e_watch_next,
+    .watch_heard = e_watch_heard,
+    .watch_progress = e_watch_progress,
+    .watch_free = e_watch_free,
 };
 
 struct store store_etcd(struct dhaf_etcd *etcd)

@@ -23,6 +23,8 @@ struct store_ops {
     /* Keys from `from` (inclusive) to the end of prefix. */
     int (*get_from)(void *ud, const char *from, const char *prefix, int64_t limit,
                     struct dhaf_kvs *out, struct dhaf_err *err);
+    /* The mod revision of the key under prefix written last (0: none). */
+    int (*latest_mod)(void *ud, const char *prefix, int64_t *mod_rev, struct dhaf_err *err);
     int (*txn)(void *ud, const struct dhaf_etcd_cmp *cmps, size_t n_cmps,
                const struct dhaf_etcd_op *then, size_t n_then, const struct dhaf_etcd_op *otherwise,
                size_t n_otherwise, struct dhaf_etcd_txn_result *res, struct dhaf_err *err);

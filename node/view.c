@@ -29,7 +29,7 @@ struct view {
     const struct dhaf_clock *clock;
     char *prefix;
     size_t plen;
-    int progress_ms, stale_ms;
+    int progress_ms, stale_ms, check_ms;
 
     pthread_rwlock_t lock; /* guards everything below it, down to the events */
     bool loaded, synced;
@@ -47,7 +47,10 @@ struct view {
 
     /* the watch belongs to the thread that steps the view */
     struct store_watch *w;
-    int64_t asked_ms; /* last progress request */
+    int64_t asked_ms;   /* last progress request */
+    int64_t next_check; /* next check that the watch keeps up */
+    int64_t behind_rev; /* a revision under the prefix the view had not reached at the last
+                           check: it must have it by the next one */
 
     pthread_mutex_t sub_lock;
     struct sub *subs;
@@ -424,8 +427,37 @@ static unsigned load(struct view *v)
     dhaf_kvs_release(&kvs);
     v->w = w;
     v->asked_ms = now;
+    v->next_check = now + v->check_ms;
+    v->behind_rev = 0;
     DHAF_LOG(DHAF_LOG_INFO, "event=view-loaded revision=%lld", (long long)v->revision);
     return VIEW_ALL;
+}
+
+/* Every check_ms, one cheap read: has anything under the prefix been written at a revision
+ * the view has not reached? Missing it once is the normal lag of a watch; still missing it at
+ * the next check means the watch does not deliver (it may answer progress requests all the
+ * same): everything is read again. */
+static void check_in_step(struct view *v)
+{
+    int64_t now = dhaf_clock_mono(v->clock);
+    if (!v->w || now < v->next_check)
+        return;
+    v->next_check = now + v->check_ms;
+    int64_t latest = 0;
+    struct dhaf_err err;
+    if (v->store.ops->latest_mod(v->store.ud, v->prefix, &latest, &err) != 0)
+        return;                 /* etcd away: the staleness rules cover it */
+    int64_t have = v->revision; /* written by this thread only */
+    if (v->behind_rev && have < v->behind_rev) {
+        DHAF_LOG(DHAF_LOG_WARN,
+                 "event=view-reload reason=\"the watch fell behind: etcd has a change at revision "
+                 "%lld, the view is at %lld after %d ms\"",
+                 (long long)v->behind_rev, (long long)have, v->check_ms);
+        v->store.ops->watch_free(v->w);
+        v->w = NULL;
+        return;
+    }
+    v->behind_rev = latest > have ? latest : 0;
 }
 
 void view_step(struct view *v, int timeout_ms)
@@ -468,6 +500,7 @@ void view_step(struct view *v, int timeout_ms)
             v->store.ops->watch_progress(v->w, &err);
         }
     }
+    check_in_step(v);
     /* synced <-> stale */
     int64_t now = dhaf_clock_mono(v->clock);
     int64_t heard = v->w ? v->store.ops->watch_heard(v->w) : 0;
@@ -504,6 +537,7 @@ struct view *view_new(const struct view_opts *o)
     v->prefix = dhaf_xstrdup(o->prefix);
     v->plen = strlen(v->prefix);
     v->progress_ms = o->progress_ms > 0 ? o->progress_ms : 1000;
+    v->check_ms = o->check_ms > 0 ? o->check_ms : 5000;
     v->stale_ms = o->stale_ms > 0 ? o->stale_ms : 3 * v->progress_ms;
     pthread_rwlockattr_t ra;
     pthread_rwlockattr_init(&ra);

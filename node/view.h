@@ -39,6 +39,7 @@ struct view_opts {
     const char *prefix;             /* "/dhaf/<cluster>/" (copied) */
     int progress_ms;                /* a quiet watch asks etcd for progress this often */
     int stale_ms;                   /* not hearing from etcd this long makes the view stale */
+    int check_ms; /* this often a cheap read checks that the watch keeps up (0: 5000) */
 };
 
 /** A view (not loaded yet). NULL never; free with view_free. */

@@ -40,6 +40,7 @@ struct memstore {
     size_t n_leases, cap_leases;
     int64_t next_lease;
     bool down;
+    bool mute; /* watches deliver nothing (progress still answered): a stuck watch */
     struct ms_fail fail[MS_N_OPS];
     uint64_t calls[MS_N_OPS];
 };
@@ -291,6 +292,21 @@ static int ms_get_from(void *ud, const char *from, const char *prefix, int64_t l
                        struct dhaf_kvs *out, struct dhaf_err *err)
 {
     return range_call(ud, from, prefix, limit, out, err);
+}
+
+static int ms_latest_mod(void *ud, const char *prefix, int64_t *mod_rev, struct dhaf_err *err)
+{
+    /* a range read (it counts, fails and goes down as one), then its highest mod revision */
+    struct dhaf_kvs kvs;
+    int rc = range_call(ud, prefix, prefix, 0, &kvs, err);
+    if (rc)
+        return rc;
+    *mod_rev = 0;
+    for (size_t i = 0; i < kvs.n; i++)
+        if (kvs.kvs[i].mod_rev > *mod_rev)
+            *mod_rev = kvs.kvs[i].mod_rev;
+    dhaf_kvs_release(&kvs);
+    return 0;
 }
 
 static int cmp_int(int64_t a, int64_t b)
@@ -584,8 +600,9 @@ static int ms_watch_next(struct store_watch *handle, struct dhaf_etcd_events *ou
     int rc = 0;
     pthread_mutex_lock(&m->lock);
     expire_leases(m);
-    if (m->down) {
-        rc = dhaf_err_set(err, DHAF_ETIMEOUT, "%s: no event within %d ms", is_down, timeout_ms);
+    if (m->down || m->mute) {
+        rc = dhaf_err_set(err, DHAF_ETIMEOUT, "%s: no event within %d ms",
+                          m->down ? is_down : "memstore: muted", timeout_ms);
         goto out;
     }
     if (w->broken && w->next_rev < m->compact_rev) {
@@ -657,6 +674,7 @@ static int ms_watch_progress(struct store_watch *handle, struct dhaf_err *err)
 static const struct store_ops memstore_ops = {
     .get = ms_get,
     .get_from = ms_get_from,
+    .latest_mod = ms_latest_mod,
     .txn = ms_txn,
     .lease_grant = ms_grant,
     .lease_revoke = ms_revoke,
@@ -713,6 +731,13 @@ void memstore_fail(struct memstore *m, enum memstore_op op, int count, int code,
         return;
     pthread_mutex_lock(&m->lock);
     m->fail[op] = (struct ms_fail){count, code, applied};
+    pthread_mutex_unlock(&m->lock);
+}
+
+void memstore_mute_watches(struct memstore *m, bool mute)
+{
+    pthread_mutex_lock(&m->lock);
+    m->mute = mute;
     pthread_mutex_unlock(&m->lock);
 }
 

@@ -76,6 +76,10 @@ void memstore_fail(struct memstore *m, enum memstore_op op, int count, int code,
  * its next revision (nothing is lost), or fails with DHAF_ECOMPACTED if that was compacted. Down
  * wins over memstore_fail (an injection is not used up while down).
  */
+/** While mute, every watch delivers nothing (watch_next: DHAF_ETIMEOUT) although progress
+ *  requests are answered and writes go on: a watch stuck in a way it cannot tell. */
+void memstore_mute_watches(struct memstore *m, bool mute);
+
 void memstore_set_down(struct memstore *m, bool down);
 
 /** How many calls of kind op were made (failed ones included). */

@@ -18,10 +18,39 @@ ETCD = os.environ.get("DHAF_TEST_ETCD", "/usr/bin/etcd")
 ETCDCTL = os.environ.get("DHAF_TEST_ETCDCTL", "/usr/bin/etcdctl")
 
 
+_PORT_LOCKS = []  # reservations held for the life of this process
+_PORT_DIR = os.path.join(tempfile.gettempdir(), "dhaf-test-ports")
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free TCP port on 127.0.0.1 for a server of this test, kept from the other tests.
+
+    Port 0 would hand out a port of the kernel's ephemeral range, which every outgoing
+    connection (etcd clients, checks) also draws from, and which a test running beside this one
+    may be handed too: the node would then fail to bind, and this test would talk to another
+    test's node. So: a random port below the ephemeral range, reserved with a lock file that
+    this process holds until it exits, and checked free with a bind."""
+    import fcntl
+    import random
+    os.makedirs(_PORT_DIR, exist_ok=True)
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        fd = os.open(os.path.join(_PORT_DIR, str(port)), os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                os.close(fd)
+                continue
+        _PORT_LOCKS.append(fd)
+        return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def wait_until(what, fn, timeout, interval=0.02):

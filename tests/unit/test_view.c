@@ -211,6 +211,40 @@ static void test_reload_after_compaction(void **state)
     assert_false(complete(w));
 }
 
+static bool has_voter(struct world *w, const char *name)
+{
+    view_rdlock(w->v);
+    bool found = false;
+    for (size_t i = 0; i < view_voters(w->v); i++)
+        found |= strcmp(view_voter_at(w->v, i)->name, name) == 0;
+    view_unlock(w->v);
+    return found;
+}
+
+static void test_a_stuck_watch_is_noticed(void **state)
+{
+    struct world *w = *state;
+    view_step(w->v, 0);
+    fx_put_vote(w->ms, "v1", "hh");
+    view_step(w->v, 0);
+    assert_true(has_voter(w, "v1"));
+    /* the watch stops delivering but still answers progress requests: it looks alive */
+    memstore_mute_watches(w->ms, true);
+    fx_put_vote(w->ms, "v2", "uh");
+    int64_t t0 = w->vc.mono;
+    while (!has_voter(w, "v2") && w->vc.mono - t0 < 20000) {
+        vclock_advance(&w->vc, 500);
+        view_step(w->v, 0);
+        view_rdlock(w->v);
+        assert_true(view_sync(w->v).synced); /* progress answered all along */
+        view_unlock(w->v);
+    }
+    /* two checks (5 s apart) saw a change it did not have: it read everything again */
+    assert_true(has_voter(w, "v2"));
+    assert_true(w->vc.mono - t0 <= 10500);
+    memstore_mute_watches(w->ms, false);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -220,6 +254,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_complete_again_after_an_outage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_silent_voter_waits_a_window, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_after_compaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_stuck_watch_is_noticed, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

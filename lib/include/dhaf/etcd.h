@@ -77,6 +77,10 @@ int dhaf_etcd_get_prefix(struct dhaf_etcd *e, const char *prefix, int64_t limit,
  *  from must start with prefix (DHAF_EINVAL otherwise). */
 int dhaf_etcd_get_from(struct dhaf_etcd *e, const char *from, const char *prefix, int64_t limit,
                        struct dhaf_kvs *out, struct dhaf_err *err);
+/** The mod revision of the key under prefix written last (0 when there is none): one cheap
+ *  read (keys only, sorted by mod revision, limit 1). */
+int dhaf_etcd_latest_mod(struct dhaf_etcd *e, const char *prefix, int64_t *mod_rev,
+                         struct dhaf_err *err);
 /** Counts the keys under prefix. */
 int dhaf_etcd_count_prefix(struct dhaf_etcd *e, const char *prefix, int64_t *count,
                            struct dhaf_err *err);
