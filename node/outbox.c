@@ -97,18 +97,26 @@ static void unstage(struct staged *s, bool log)
     s->n = 0;
 }
 
-/* Logs events that could not be recorded, so that they are not lost to the operator. */
-static void log_unrecorded(struct cluster *c, const struct event *evs, size_t n,
-                           const struct dhaf_err *err)
+/* Says which events could not be recorded. A node's own statement (t NULL: leader-lost) is
+ * still logged as the event it is, so the operator has it; a leader's event reports a change
+ * that was not written either, so it is no event: only event-not-recorded says what it would
+ * have been (at debug level when the term was over: the next leader decides it again). */
+static void log_unrecorded(struct cluster *c, const struct term *t, const struct event *evs,
+                           size_t n, const struct dhaf_err *err)
 {
-    char q[400];
+    char q[400], m[600], msg[1024];
     for (size_t i = 0; i < n; i++) {
-        json_t *rec = event_record(&evs[i], 0, cluster_name(c), cluster_node(c), 0,
-                                   dhaf_clock_wall(cluster_clock(c)));
-        event_log_record(rec);
-        json_decref(rec);
-        DHAF_LOG(DHAF_LOG_WARN, "event=event-not-recorded kind=%s reason=\"%s\"",
-                 event_kind_info(evs[i].kind)->name, dhaf_log_quote(q, sizeof(q), err->msg));
+        if (!t) {
+            json_t *rec = event_record(&evs[i], 0, cluster_name(c), cluster_node(c), 0,
+                                       dhaf_clock_wall(cluster_clock(c)));
+            event_log_record(rec);
+            json_decref(rec);
+        }
+        event_render(&evs[i], cluster_name(c), msg, sizeof(msg));
+        DHAF_LOG(t && err->code == DHAF_EFENCED ? DHAF_LOG_DEBUG : DHAF_LOG_WARN,
+                 "event=event-not-recorded kind=%s reason=\"%s\" msg=\"%s\"",
+                 event_kind_info(evs[i].kind)->name, dhaf_log_quote(q, sizeof(q), err->msg),
+                 dhaf_log_quote(m, sizeof(m), msg));
     }
 }
 
@@ -173,7 +181,7 @@ static int commit(struct cluster *c, struct term *t, const struct dhaf_etcd_cmp 
     if (rc == DHAF_ECONFLICT)
         dhaf_err_set(err, DHAF_ECONFLICT, "outbox: the event counter kept changing");
     if (rc != DHAF_EUNKNOWN_OUTCOME)
-        log_unrecorded(c, evs, n_evs, err);
+        log_unrecorded(c, t, evs, n_evs, err);
     return rc;
 }
 
