@@ -218,6 +218,63 @@ static void test_outbox_counter(void **state)
     term_put(t);
 }
 
+/* A store whose every transaction finds the event counter moved by another writer just before
+ * it (races of them). */
+static struct store inner;
+static struct memstore *race_ms;
+static int races;
+static struct store_ops racing_ops;
+
+static int racing_txn(void *ud, const struct dhaf_etcd_cmp *cmps, size_t n_cmps,
+                      const struct dhaf_etcd_op *then, size_t n_then,
+                      const struct dhaf_etcd_op *otherwise, size_t n_otherwise,
+                      struct dhaf_etcd_txn_result *res, struct dhaf_err *err)
+{
+    if (races > 0) {
+        races--;
+        char *v = memstore_value(race_ms, "/dhaf/fx/event-seq");
+        char next[32];
+        snprintf(next, sizeof(next), "%lld", v ? atoll(v) + 1 : 1);
+        free(v);
+        memstore_put(race_ms, "/dhaf/fx/event-seq", next, 0);
+    }
+    return inner.ops->txn(ud, cmps, n_cmps, then, n_then, otherwise, n_otherwise, res, err);
+}
+
+static void test_outbox_gives_up_on_a_racing_counter(void **state)
+{
+    struct world *w = *state;
+    fx_step(&w->a);
+    struct term *t = term_of(&w->a);
+    assert_non_null(t);
+    size_t before = fx_count_events(w->ms, NULL);
+    /* node-b records through a store that always loses the race for the counter */
+    inner = memstore_store(w->ms);
+    race_ms = w->ms;
+    racing_ops = *inner.ops;
+    racing_ops.txn = racing_txn;
+    struct cluster_opts co = {.store = {&racing_ops, inner.ud},
+                              .clock = &w->vc.base,
+                              .view = w->b.view,
+                              .snaps = w->b.snaps};
+    struct cluster *racer = cluster_new(&co);
+    struct event ev = {.kind = EVK_NODE_UP, .node = "node-x"};
+    struct dhaf_err err;
+    races = 100;
+    int64_t t0 = w->vc.mono;
+    assert_int_equal(outbox_record(racer, &ev, 1, &err), DHAF_ECONFLICT);
+    assert_non_null(strstr(err.msg, "kept changing"));
+    assert_true(races > 90); /* a bounded number of attempts */
+    assert_int_equal(w->vc.mono, t0);
+    assert_int_equal(fx_count_events(w->ms, NULL), before); /* nothing half-written */
+    /* when the racing stops, the same call goes through */
+    races = 2;
+    assert_int_equal(outbox_record(racer, &ev, 1, &err), 0);
+    assert_int_equal(fx_count_events(w->ms, NULL), before + 1);
+    cluster_free(racer);
+    term_put(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -226,6 +283,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_leader_key_removed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_closes_the_term, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_counter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_gives_up_on_a_racing_counter, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
