@@ -61,6 +61,12 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud)
     return len;
 }
 
+/* A cancel hook: the request's poll returns at once. */
+static void wake_multi(void *arg)
+{
+    curl_multi_wakeup(arg);
+}
+
 int dhaf_http_do(const struct dhaf_http_req *req, struct dhaf_http_resp *resp, struct dhaf_err *err)
 {
     memset(resp, 0, sizeof(*resp));
@@ -101,14 +107,10 @@ int dhaf_http_do(const struct dhaf_http_req *req, struct dhaf_http_resp *resp, s
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, curl_err);
     curl_multi_add_handle(m, e);
 
-    bool cancelled = false;
-    if (req->cancel) {
-        pthread_mutex_lock(&req->cancel->lock);
-        cancelled = req->cancel->fired;
-        if (!cancelled)
-            req->cancel->inflight = m;
-        pthread_mutex_unlock(&req->cancel->lock);
-    }
+    /* a fired cancel wakes the poll below at once; without a free hook slot the loop still
+     * notices it within its 200 ms poll */
+    bool hooked = req->cancel && dhaf_cancel_hook(req->cancel, wake_multi, m);
+    bool cancelled = dhaf_cancel_fired(req->cancel);
     int64_t deadline = dhaf_mono_ms() + req->timeout_ms + 100;
     int running = 1;
     CURLcode result = CURLE_OK;
@@ -125,13 +127,8 @@ int dhaf_http_do(const struct dhaf_http_req *req, struct dhaf_http_resp *resp, s
         }
         if (done)
             break;
-        if (req->cancel) {
-            pthread_mutex_lock(&req->cancel->lock);
-            cancelled = req->cancel->fired;
-            pthread_mutex_unlock(&req->cancel->lock);
-            if (cancelled)
-                break;
-        }
+        if ((cancelled = dhaf_cancel_fired(req->cancel)))
+            break;
         int64_t wait = deadline - dhaf_mono_ms();
         if (wait <= 0) {
             result = CURLE_OPERATION_TIMEDOUT; /* curl's own timeout should come first */
@@ -140,11 +137,8 @@ int dhaf_http_do(const struct dhaf_http_req *req, struct dhaf_http_resp *resp, s
         curl_multi_poll(m, NULL, 0, wait > 200 ? 200 : (int)wait, NULL);
     }
 
-    if (req->cancel) {
-        pthread_mutex_lock(&req->cancel->lock);
-        req->cancel->inflight = NULL;
-        pthread_mutex_unlock(&req->cancel->lock);
-    }
+    if (hooked)
+        dhaf_cancel_unhook(req->cancel, wake_multi, m);
 
     int rc = 0;
     if (cancelled) {
@@ -177,27 +171,6 @@ void dhaf_http_resp_release(struct dhaf_http_resp *resp)
 {
     DHAF_FREE(resp->body);
     resp->body_len = 0;
-}
-
-void dhaf_http_cancel_init(struct dhaf_http_cancel *c)
-{
-    pthread_mutex_init(&c->lock, NULL);
-    c->fired = false;
-    c->inflight = NULL;
-}
-
-void dhaf_http_cancel_fire(struct dhaf_http_cancel *c)
-{
-    pthread_mutex_lock(&c->lock);
-    c->fired = true;
-    if (c->inflight)
-        curl_multi_wakeup(c->inflight); /* its poll returns at once */
-    pthread_mutex_unlock(&c->lock);
-}
-
-void dhaf_http_cancel_destroy(struct dhaf_http_cancel *c)
-{
-    pthread_mutex_destroy(&c->lock);
 }
 
 const char *dhaf_http_safe_text(char *buf, size_t len, const char *s)

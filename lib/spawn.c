@@ -40,7 +40,8 @@ struct run {
     enum run_state state;
     int fd;         /* read end of the output pipe, non-blocking; -1 once closed */
     int64_t eof_ms; /* when the pipe reached EOF; 0 = not yet */
-    bool killed;    /* its deadline passed and the group got SIGKILL */
+    bool killed;    /* its deadline passed (or cancel fired) and the group got SIGKILL */
+    bool cancelled; /* killed because cancel fired */
     int64_t start_ms, deadline_ms;
     int64_t kill_ms; /* when its group was last killed: the grace period starts there */
 };
@@ -152,6 +153,11 @@ static void start_one(struct dhaf_proc *p, struct run *r, const posix_spawnattr_
 
     r->start_ms = dhaf_mono_ms();
     r->deadline_ms = r->start_ms + (p->timeout_ms ? p->timeout_ms : 1);
+    if (dhaf_cancel_fired(p->cancel)) {
+        p->outcome = DHAF_PROC_CANCELLED;
+        r->state = RUN_DONE;
+        return;
+    }
     if (pipe2(pfd, O_CLOEXEC) != 0) {
         rc = errno;
         goto out;
@@ -213,7 +219,7 @@ static void finish_child(struct dhaf_proc *p, struct run *r, int64_t now)
     if (w != p->pid)
         p->outcome = DHAF_PROC_LOST;
     else if (r->killed)
-        p->outcome = DHAF_PROC_TIMEOUT;
+        p->outcome = r->cancelled ? DHAF_PROC_CANCELLED : DHAF_PROC_TIMEOUT;
     else if (WIFEXITED(st))
         p->outcome = DHAF_PROC_EXITED, p->exit_code = WEXITSTATUS(st);
     else
@@ -244,17 +250,19 @@ static void sweep_running(struct dhaf_proc *p, struct run *r, int64_t now)
         r->state = RUN_DONE;
         return;
     }
-    if (!r->killed && now >= r->deadline_ms) {
+    bool cancel = !r->killed && dhaf_cancel_fired(p->cancel);
+    if (!r->killed && (now >= r->deadline_ms || cancel)) {
         kill_group(p->pid);
         kill(p->pid, SIGKILL); /* in case it moved itself to another group */
         r->killed = true;
+        r->cancelled = cancel;
         r->kill_ms = now;
         return;
     }
     if (r->killed && now - r->kill_ms >= DHAF_SPAWN_KILL_GRACE_MS) {
         leftover_add(p->pid, p->path);
         leftover_add(-p->pid, p->path);
-        p->outcome = DHAF_PROC_TIMEOUT;
+        p->outcome = r->cancelled ? DHAF_PROC_CANCELLED : DHAF_PROC_TIMEOUT;
         p->elapsed_ms = (uint32_t)(r->kill_ms - r->start_ms);
         close_output(r);
         r->state = RUN_DONE;
@@ -430,6 +438,12 @@ const char *dhaf_proc_describe(const struct dhaf_proc *p, char *buf, size_t len)
             snprintf(buf, len, "killed after %u s", (unsigned)(p->timeout_ms / 1000));
         else
             snprintf(buf, len, "killed after %u ms", (unsigned)p->timeout_ms);
+        break;
+    case DHAF_PROC_CANCELLED:
+        if (p->pid)
+            snprintf(buf, len, "killed after %u ms: cancelled", (unsigned)p->elapsed_ms);
+        else
+            snprintf(buf, len, "not started: cancelled");
         break;
     case DHAF_PROC_NOSTART:
         snprintf(buf, len, "could not start: %s", strerror(p->err));

@@ -111,7 +111,7 @@ struct tg_state {
     pthread_mutex_t ctl_lock; /* stop, wake */
     pthread_cond_t wake;
     atomic_bool stop;
-    struct dhaf_http_cancel http_cancel; /* cuts the poller's long poll short */
+    struct dhaf_cancel http_cancel; /* cuts the poller's long poll short */
     pthread_t poller;
     bool poller_started;
 
@@ -994,14 +994,14 @@ static void tg_destroy(void *state)
     atomic_store(&tg->stop, true);
     pthread_cond_broadcast(&tg->wake);
     pthread_mutex_unlock(&tg->ctl_lock);
-    dhaf_http_cancel_fire(&tg->http_cancel);
+    dhaf_cancel_fire(&tg->http_cancel);
     if (tg->poller_started)
         pthread_join(tg->poller, NULL);
     for (size_t i = 0; i < TG_REMEMBERED_EVENTS; i++)
         free(tg->reached[i].chats);
     pthread_mutex_destroy(&tg->subs_lock);
     pthread_mutex_destroy(&tg->ctl_lock);
-    dhaf_http_cancel_destroy(&tg->http_cancel);
+    dhaf_cancel_destroy(&tg->http_cancel);
     pthread_cond_destroy(&tg->wake);
     free(tg->subs);
     free(tg->bot_username);
@@ -1039,7 +1039,7 @@ static int tg_init(const void *conf, const struct dhaf_provider_ctx *ctx, void *
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&tg->subs_lock, NULL);
     pthread_mutex_init(&tg->ctl_lock, NULL);
-    dhaf_http_cancel_init(&tg->http_cancel);
+    dhaf_cancel_init(&tg->http_cancel);
     atomic_init(&tg->stop, false);
     tg->store = ctx->store;
     tg->instance = dhaf_xstrdup(ctx->instance ? ctx->instance : "tg");

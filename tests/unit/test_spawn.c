@@ -2,6 +2,7 @@
 /* lib/spawn: output capping, per-program deadlines, keep_group, descriptors, helpers. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -17,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "dhaf/cancel.h"
 #include "dhaf/err.h"
 #include "dhaf/spawn.h"
 
@@ -105,6 +107,64 @@ static void test_outcomes_and_deadlines(void **state)
         assert_true(p[i].pid > 0);
     free(p);
     assert_no_children();
+}
+
+struct fire_when {
+    const char *marker;
+    struct dhaf_cancel *cancel;
+};
+
+/* Fires the token once the program has created its marker file (it is running then). */
+static void *fire_when_started(void *arg)
+{
+    struct fire_when *fw = arg;
+    int64_t until = mono_ms() + 10000;
+    while (mono_ms() < until && access(fw->marker, F_OK) != 0)
+        usleep(5000);
+    dhaf_cancel_fire(fw->cancel);
+    return NULL;
+}
+
+/* A fired cancel token kills the whole group at once (a term that closes), and a token fired
+ * before the start starts nothing. */
+static void test_cancel(void **state)
+{
+    (void)state;
+    char marker[64], script[200];
+    snprintf(marker, sizeof(marker), "/tmp/dhaf-spawn-cancel-%d", (int)getpid());
+    unlink(marker);
+    snprintf(script, sizeof(script), "sleep 30 & touch %s; sleep 30", marker);
+    struct dhaf_cancel cancel;
+    dhaf_cancel_init(&cancel);
+    struct dhaf_proc *p = calloc(1, sizeof(*p));
+    struct shproc s;
+    assert_non_null(p);
+    sh(p, &s, script, 20000);
+    p->cancel = &cancel;
+    struct fire_when fw = {marker, &cancel};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, fire_when_started, &fw), 0);
+    int64_t t0 = mono_ms();
+    assert_int_equal(dhaf_spawn_run_all(p, 1), 0);
+    int64_t took = mono_ms() - t0;
+    pthread_join(th, NULL);
+    unlink(marker);
+    assert_int_equal(p->outcome, DHAF_PROC_CANCELLED);
+    assert_true(took < 3000);
+    assert_int_equal(kill(-p->pid, 0), -1); /* the background sleep died with the group */
+    char buf[100];
+    assert_non_null(strstr(dhaf_proc_describe(p, buf, sizeof(buf)), ": cancelled"));
+    assert_no_children();
+
+    /* already fired: nothing starts */
+    sh(p, &s, "exit 0", 2000);
+    p->cancel = &cancel;
+    assert_int_equal(dhaf_spawn_run_all(p, 1), 0);
+    assert_int_equal(p->outcome, DHAF_PROC_CANCELLED);
+    assert_int_equal(p->pid, 0);
+    assert_string_equal(dhaf_proc_describe(p, buf, sizeof(buf)), "not started: cancelled");
+    free(p);
+    dhaf_cancel_destroy(&cancel);
 }
 
 /* keep_group leaves what the program started alive; the caller owns it then. */
@@ -267,6 +327,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outcomes_and_deadlines),
         cmocka_unit_test(test_keep_group),
+        cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_descriptors),
         cmocka_unit_test(test_closed_stdin),
         cmocka_unit_test(test_bad_input),

@@ -8,20 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "dhaf/cancel.h"
 #include "dhaf/err.h"
-
-/* Lets another thread cut requests short (a notifier that stops during a long poll):
- * dhaf_http_cancel_fire() wakes the request in progress at once, and every request that uses
- * it from then on ends with DHAF_ECANCELLED. */
-struct dhaf_http_cancel {
-    pthread_mutex_t lock;
-    bool fired;
-    void *inflight; /* the libcurl multi handle of the request in progress */
-};
-
-void dhaf_http_cancel_init(struct dhaf_http_cancel *c);
-void dhaf_http_cancel_fire(struct dhaf_http_cancel *c);
-void dhaf_http_cancel_destroy(struct dhaf_http_cancel *c);
 
 struct dhaf_http_req {
     const char *method;         /* "GET", "POST", "PATCH", "PUT", "DELETE" */
@@ -30,10 +18,12 @@ struct dhaf_http_req {
     const char *const *headers; /* "Name: value", NULL-terminated; may be NULL */
     const char *body;           /* may be NULL */
     size_t body_len;
-    int timeout_ms;      /* the whole request, connect included (required, > 0) */
-    const char *ca_file; /* extra CA bundle (a test fake's certificate); NULL = system */
-    size_t max_response; /* bytes; 0 = 1 MiB */
-    struct dhaf_http_cancel *cancel; /* NULL = runs to its answer or deadline */
+    int timeout_ms;             /* the whole request, connect included (required, > 0) */
+    const char *ca_file;        /* extra CA bundle (a test fake's certificate); NULL = system */
+    size_t max_response;        /* bytes; 0 = 1 MiB */
+    struct dhaf_cancel *cancel; /* another thread cuts the request short (a notifier that stops
+                                   during a long poll, a term that closes); NULL = runs to its
+                                   answer or deadline */
 };
 
 struct dhaf_http_resp {

@@ -9,28 +9,33 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "dhaf/cancel.h"
+
 /* Output kept per program (stdout and stderr together); the rest is read and dropped. */
 #define DHAF_PROC_OUT_MAX 4096
 
 /* How a program ended. */
 enum dhaf_proc_outcome {
-    DHAF_PROC_EXITED,   /* it exited by itself: exit_code */
-    DHAF_PROC_SIGNALED, /* a signal that did not come from us killed it: signo */
-    DHAF_PROC_TIMEOUT,  /* still running at timeout_ms: its process group was killed */
-    DHAF_PROC_NOSTART,  /* it could not be started: err is the errno */
-    DHAF_PROC_LOST,     /* its exit status was lost: SIGCHLD is ignored in this process, or
-                           something else reaps with waitpid(-1) */
+    DHAF_PROC_EXITED,    /* it exited by itself: exit_code */
+    DHAF_PROC_SIGNALED,  /* a signal that did not come from us killed it: signo */
+    DHAF_PROC_TIMEOUT,   /* still running at timeout_ms: its process group was killed */
+    DHAF_PROC_NOSTART,   /* it could not be started: err is the errno */
+    DHAF_PROC_LOST,      /* its exit status was lost: SIGCHLD is ignored in this process, or
+                            something else reaps with waitpid(-1) */
+    DHAF_PROC_CANCELLED, /* cancel fired: its process group was killed (or it never started) */
 };
 
 /* One program to run, and what became of it. */
 struct dhaf_proc {
     /* in: borrowed, must stay valid during dhaf_spawn_run_all() */
-    const char *path;    /* the program, run directly: no shell, no PATH search */
-    char *const *argv;   /* NULL-terminated, argv[0] included */
-    char *const *envp;   /* NULL-terminated; NULL = this process's environ */
-    uint32_t timeout_ms; /* after this the process group is killed with SIGKILL (0 = 1 ms) */
-    bool keep_group;     /* leave alive what it started in its group (default: killed when it
-                            exits, so a check leaves no process behind) */
+    const char *path;           /* the program, run directly: no shell, no PATH search */
+    char *const *argv;          /* NULL-terminated, argv[0] included */
+    char *const *envp;          /* NULL-terminated; NULL = this process's environ */
+    uint32_t timeout_ms;        /* after this the process group is killed with SIGKILL (0 = 1 ms) */
+    bool keep_group;            /* leave alive what it started in its group (default: killed when it
+                                   exits, so a check leaves no process behind) */
+    struct dhaf_cancel *cancel; /* when it fires, the process group is killed within 20 ms; a
+                                   fired token starts nothing (NULL: none) */
 
     /* out */
     enum dhaf_proc_outcome outcome;
@@ -74,7 +79,8 @@ const char *dhaf_proc_first_line(const struct dhaf_proc *p, char *buf, size_t le
 
 /**
  * Describes how p ended, for operators: "exit code 3", "killed after 5 s", "killed by signal 11
- * (Segmentation fault)", "could not start: No such file or directory", "exit status lost".
+ * (Segmentation fault)", "could not start: No such file or directory", "exit status lost",
+ * "killed after 120 ms: cancelled".
  * Returns buf.
  */
 const char *dhaf_proc_describe(const struct dhaf_proc *p, char *buf, size_t len);
