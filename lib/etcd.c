@@ -789,23 +789,29 @@ int dhaf_etcd_lease_ttl(struct dhaf_etcd *e, int64_t id, int64_t *remaining, str
     return 0;
 }
 
-/* Opens a stream on the current endpoint or the ones after it. */
-static struct dhaf_rpc_stream *open_stream(struct dhaf_etcd *e, const char *method, size_t *idx,
-                                           struct chan **chp, struct dhaf_err *err)
+/* Opens a stream on the current endpoint or the ones after it. With require_leader the
+ * stream carries etcd's "hasleader: true" metadata: a member without a raft leader (cut off
+ * from its peers) refuses it, or ends it once it has lost its leader, with UNAVAILABLE
+ * "etcdserver: no leader", instead of serving it from its own stale store. */
+static struct dhaf_rpc_stream *open_stream(struct dhaf_etcd *e, const char *method,
+                                           bool require_leader, size_t *idx, struct chan **chp,
+                                           struct dhaf_err *err)
 {
     size_t start = atomic_load(&e->cur);
     for (size_t attempt = 0; attempt < e->n; attempt++) {
         size_t i = (start + attempt) % e->n;
-        struct dhaf_rpc_md md;
+        struct dhaf_rpc_md md[2];
         char tok[512];
-        int n_md = call_md(e, i, &md, tok, sizeof(tok), err);
+        int n_md = call_md(e, i, &md[0], tok, sizeof(tok), err);
         if (n_md < 0) {
             if (!endpoint_failed(n_md))
                 return NULL;
             continue;
         }
+        if (require_leader)
+            md[n_md++] = (struct dhaf_rpc_md){"hasleader", "true"};
         struct chan *c = chan_get(e, i);
-        struct dhaf_rpc_stream *s = dhaf_rpc_stream_open(c->ch, method, &md, (size_t)n_md, 0, err);
+        struct dhaf_rpc_stream *s = dhaf_rpc_stream_open(c->ch, method, md, (size_t)n_md, 0, err);
         if (s) {
             *idx = i;
             *chp = c;
@@ -866,7 +872,7 @@ int dhaf_etcd_keepalive_once(struct dhaf_etcd_keepalive *ka, int64_t *ttl, int t
         if (left <= 0)
             break;
         if (!ka->s) {
-            ka->s = open_stream(e, M_KEEPALIVE, &ka->idx, &ka->c, err);
+            ka->s = open_stream(e, M_KEEPALIVE, false, &ka->idx, &ka->c, err);
             if (!ka->s) {
                 rc = err->code ? err->code : DHAF_EUNAVAILABLE;
                 break;
@@ -956,7 +962,7 @@ static int watch_open(struct dhaf_etcd_watch *w, int timeout_ms, struct dhaf_err
 {
     struct dhaf_etcd *e = w->e;
     int64_t deadline = dhaf_mono_ms() + timeout_ms;
-    w->s = open_stream(e, M_WATCH, &w->idx, &w->c, err);
+    w->s = open_stream(e, M_WATCH, true, &w->idx, &w->c, err);
     if (!w->s)
         return err->code ? err->code : DHAF_EUNAVAILABLE;
     uint8_t end[KEY_MAX];
@@ -980,7 +986,12 @@ static int watch_open(struct dhaf_etcd_watch *w, int timeout_ms, struct dhaf_err
                                   left > 0 ? left : 1, err);
     }
     if (rc) {
+        /* This member cannot serve the watch (down, or refusing it because it has no
+         * leader): the next attempt goes to the endpoint after it. */
+        size_t failed = w->idx;
         watch_drop(w, connect_failure(rc, err));
+        if (endpoint_failed(rc))
+            atomic_compare_exchange_strong(&e->cur, &failed, (failed + 1) % e->n);
         return rc;
     }
     const Etcdserverpb__WatchResponse *r = (const Etcdserverpb__WatchResponse *)m;
@@ -1079,9 +1090,13 @@ int dhaf_etcd_watch_next(struct dhaf_etcd_watch *w, struct dhaf_etcd_events *out
         if (rc == DHAF_ETIMEOUT)
             return rc;
         if (rc) {
-            /* The stream broke (member died or restarted): resume elsewhere from next_rev. */
-            DHAF_LOG(DHAF_LOG_INFO, "event=etcd-watch-resume key=%s endpoint=%s next_rev=%lld",
-                     w->key, e->endpoints[w->idx], (long long)w->next_rev);
+            /* The stream broke (member died or restarted, or lost its raft leader: watches
+             * require one, see open_stream): resume elsewhere from next_rev. */
+            char q[300];
+            DHAF_LOG(DHAF_LOG_INFO,
+                     "event=etcd-watch-resume key=%s endpoint=%s next_rev=%lld reason=\"%s\"",
+                     w->key, e->endpoints[w->idx], (long long)w->next_rev,
+                     dhaf_log_quote(q, sizeof(q), err->msg));
             if (e->username && token_rejected(err)) {
                 pthread_mutex_lock(&e->lock);
                 DHAF_FREE(e->token);

@@ -3,7 +3,9 @@
  * remote prober authenticates with its token (or a client certificate whose CN is its name),
  * fetches the plan, and reports each round; the node validates the report against the plan
  * and writes votes/<prober> and probers/<prober> on a lease of its own for that prober
- * (3 x tact-interval), so a prober that goes quiet loses its vote by itself. Every call runs
+ * (3 x tact-interval), so a prober that goes quiet loses its vote by itself - only if the
+ * report's seq is newer than the last one written (probers-seq/<prober>, in the same
+ * transaction), so a report delayed in one node cannot overwrite a newer one. Every call runs
  * with the config snapshot current when it started; the API's lock guards only the plan and
  * the relay table in memory, never a call to etcd. */
 #include <pthread.h>
@@ -238,6 +240,58 @@ static int relay_lease(struct api *a, const struct dhaf_config *cfg, const char 
     return rc;
 }
 
+/* Writes a report's keys (ops, the last one the put of skey = padded) only if its seq is newer
+ * than the one stored in skey (probers-seq/<prober>): a report delayed in one node must not
+ * overwrite a newer one that another node relayed. Seqs are stored as 20 zero-padded digits,
+ * so etcd's byte-wise compare of values is numeric. A compare on a missing key is false in
+ * etcd, so a first report (or one after the relay lease expired) is written under "the key
+ * does not exist" instead. Returns 0, DHAF_ECONFLICT ("stale report ...") when the report is
+ * not newer, or the store's error. */
+static int report_write(const struct store *st, const char *prober, const char *skey,
+                        const char *padded, const struct dhaf_etcd_op *ops, size_t n_ops,
+                        struct dhaf_err *err)
+{
+    const struct dhaf_etcd_cmp newer = {
+        .key = skey, .target = DHAF_ETCD_VALUE, .result = DHAF_ETCD_LT, .value = padded};
+    const struct dhaf_etcd_cmp absent = {
+        .key = skey, .target = DHAF_ETCD_CREATE_REV, .result = DHAF_ETCD_EQ, .num = 0};
+    const struct dhaf_etcd_op get = {.type = DHAF_ETCD_OP_GET, .key = skey};
+    const struct dhaf_etcd_cmp *cmp = &newer;
+    /* a third attempt only if another node's report created or raised the key in between */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        struct dhaf_etcd_txn_result tr;
+        int rc = store_txn(st, cmp, 1, ops, n_ops, &get, 1, &tr, err);
+        if (rc)
+            return rc;
+        bool done = tr.succeeded;
+        bool present = !done && tr.n_gets && tr.gets[0].n;
+        char stored[32] = "";
+        if (present)
+            snprintf(stored, sizeof(stored), "%.*s", (int)tr.gets[0].kvs[0].value_len,
+                     tr.gets[0].kvs[0].value);
+        dhaf_etcd_txn_result_release(&tr);
+        if (done)
+            return 0;
+        if (!present) {
+            cmp = &absent;
+            continue;
+        }
+        if (strcmp(stored, padded) >= 0) {
+            unsigned long long have = strtoull(stored, NULL, 10);
+            unsigned long long seq = strtoull(padded, NULL, 10);
+            DHAF_LOG(DHAF_LOG_INFO, "event=report-stale prober=%s seq=%llu stored_seq=%llu", prober,
+                     seq, have);
+            return dhaf_err_set(err, DHAF_ECONFLICT,
+                                "stale report from prober %s: seq %llu is not newer than the "
+                                "stored seq %llu",
+                                prober, seq, have);
+        }
+        cmp = &newer;
+    }
+    return dhaf_err_set(err, DHAF_EUNAVAILABLE,
+                        "report of prober %s: its seq key kept changing; try again", prober);
+}
+
 static int h_report(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessage *msg,
                     struct dhaf_err *err)
 {
@@ -300,19 +354,21 @@ static int h_report(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessage
                                "relayed_by", cluster_node(a->c), "seq", (json_int_t)req->seq);
         char *pinfo = dhaf_json_dump(pj);
         json_decref(pj);
-        char vkey[256], pkey[256], path[128];
+        char vkey[256], pkey[256], skey[256], path[128];
         snprintf(path, sizeof(path), "votes/%s", req->prober);
         cluster_key(a->c, vkey, sizeof(vkey), path);
         snprintf(path, sizeof(path), "probers/%s", req->prober);
         cluster_key(a->c, pkey, sizeof(pkey), path);
-        struct dhaf_etcd_op ops[2] = {
+        snprintf(path, sizeof(path), "probers-seq/%s", req->prober);
+        cluster_key(a->c, skey, sizeof(skey), path);
+        char padded[24];
+        snprintf(padded, sizeof(padded), "%020llu", (unsigned long long)req->seq);
+        struct dhaf_etcd_op ops[3] = {
             {.type = DHAF_ETCD_OP_PUT, .key = vkey, .value = vote, .lease = lease},
             {.type = DHAF_ETCD_OP_PUT, .key = pkey, .value = pinfo, .lease = lease},
+            {.type = DHAF_ETCD_OP_PUT, .key = skey, .value = padded, .lease = lease},
         };
-        struct dhaf_etcd_txn_result tr;
-        rc = store_txn(cluster_store(a->c), NULL, 0, ops, 2, NULL, 0, &tr, err);
-        if (rc == 0)
-            dhaf_etcd_txn_result_release(&tr);
+        rc = report_write(cluster_store(a->c), req->prober, skey, padded, ops, 3, err);
         free(vote);
         free(pinfo);
     }

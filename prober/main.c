@@ -239,7 +239,14 @@ static int run(const struct prober_cfg *cfg)
              cfg->name, cfg->location ? cfg->location : "", cfg->nodes.n, DHAF_VERSION);
 
     struct plan plan = {0};
-    uint64_t seq = 0;
+    /* Each report carries seq + 1. seq starts at this process's start time in wall-clock ms,
+     * so it keeps increasing across restarts of the prober: there is at most one report per
+     * round (two when the plan changed), rounds are >= 1 s apart, so the count never catches
+     * up with the wall clock. The nodes refuse a report whose seq is not newer than the last
+     * one written (a stale report delayed in another node), so a new process must not start
+     * lower; only a wall clock set back by more than the downtime delays its reports, until
+     * the clock has caught up. */
+    uint64_t seq = (uint64_t)dhaf_wall_ms();
     int64_t backoff = 500;
     while (!stop_flag) {
         if (!plan.msg) {
@@ -297,12 +304,17 @@ static int run(const struct prober_cfg *cfg)
         free(rep.results);
         if (resp)
             protobuf_c_message_free_unpacked(resp, NULL);
-        if (rc == DHAF_ECONFLICT) {
+        if (rc == DHAF_ECONFLICT && strstr(err.msg, "stale report")) {
+            /* A newer report of ours is already written (this one was retried on another
+             * node after a timeout, or a clock was set back): dropping it is harmless. */
+            char q[400];
+            DHAF_LOG(DHAF_LOG_INFO, "event=report-stale seq=%llu reason=\"%s\"",
+                     (unsigned long long)seq, dhaf_log_quote(q, sizeof(q), err.msg));
+        } else if (rc == DHAF_ECONFLICT) {
             DHAF_LOG(DHAF_LOG_INFO, "event=plan-outdated node=%s", cfg->nodes.v[cl.cur]);
             plan_free(&plan);
             continue;
-        }
-        if (rc) {
+        } else if (rc) {
             char q[400];
             DHAF_LOG(rc == DHAF_EAUTH ? DHAF_LOG_ERROR : DHAF_LOG_WARN,
                      "event=report-failed seq=%llu reason=\"%s\"", (unsigned long long)seq,

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* lib/etcd against real etcd servers started by the harness: KV, txn races, leases, watches
- * that resume across restarts, authentication, and a 3-member cluster losing members. */
+ * that resume across restarts, authentication, a 3-member cluster losing members, and a watch
+ * on a member without a leader. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -517,6 +518,84 @@ static void test_cluster_member_loss(void **state)
     etcd_cluster_stop(&c);
 }
 
+/* A client on one member only, so that the member's own behaviour shows. */
+static struct dhaf_etcd *client_of(const struct etcd_cluster *c, size_t i, struct dhaf_err *err)
+{
+    char ep[64];
+    snprintf(ep, sizeof(ep), "127.0.0.1:%d", c->m[i].client_port);
+    const char *eps[] = {ep};
+    struct dhaf_etcd_opts o = {.endpoints = eps, .n_endpoints = 1, .timeout_ms = 1000};
+    return dhaf_etcd_new(&o, err);
+}
+
+/* Asks for a progress notice and reads for up to ms: the watch's "heard" time after that. */
+static int64_t watch_poke(struct dhaf_etcd_watch *w, int ms, int *progress_rc)
+{
+    struct dhaf_err err;
+    *progress_rc = dhaf_etcd_watch_request_progress(w, 200, &err);
+    struct dhaf_etcd_events ev;
+    if (dhaf_etcd_watch_next(w, &ev, ms, &err) == 0)
+        dhaf_etcd_events_release(&ev);
+    return dhaf_etcd_watch_heard(w);
+}
+
+/* A member cut off from its peers has no leader. A plain watch on it would stay open and go
+ * on answering progress requests from its stale store, so it would look alive; the watch is
+ * opened with "hasleader", so the member ends it: nothing more is heard, progress requests
+ * fail, and once a leader is back the watch resumes without losing an event. */
+static void test_watch_needs_leader(void **state)
+{
+    (void)state;
+    struct etcd_cluster c;
+    assert_int_equal(etcd_cluster_start(&c, 3), 0);
+    struct dhaf_err err;
+    struct dhaf_etcd *e = client_of(&c, 2, &err);
+    assert_non_null(e);
+    struct dhaf_etcd_watch *w = dhaf_etcd_watch_new(e, "/t/nl/", true, 0, &err);
+    assert_non_null(w);
+    assert_int_equal(dhaf_etcd_put(e, "/t/nl/a", "1", SIZE_MAX, 0, NULL, &err), 0);
+    static const char *const first[] = {"put /t/nl/a"};
+    expect_events(w, first, 1);
+    int prc;
+    int64_t before = watch_poke(w, 300, &prc);
+    assert_int_equal(prc, 0);
+    assert_true(before > 0);
+
+    /* the two others die: member 2 loses its leader (election timeout 250 ms; etcd ends
+     * hasleader streams after three election timeouts without one) */
+    assert_int_equal(etcd_member_kill(&c, 0), 0);
+    assert_int_equal(etcd_member_kill(&c, 1), 0);
+    int64_t t0 = now_ms();
+    while ((watch_poke(w, 200, &prc), prc == 0) && now_ms() - t0 < 8000)
+        ;
+    int64_t ended_ms = now_ms() - t0;
+    assert_int_equal(prc, DHAF_EUNAVAILABLE);
+    /* from now on nothing is heard: the member refuses to serve the watch again */
+    int64_t heard = dhaf_etcd_watch_heard(w);
+    int64_t t1 = now_ms();
+    while (now_ms() - t1 < 1500)
+        assert_true(watch_poke(w, 250, &prc) == heard);
+    printf("no leader: the watch ended %lld ms after the peers died, stays down\n",
+           (long long)ended_ms);
+
+    /* a leader again: the watch resumes where it was */
+    assert_int_equal(etcd_member_restart(&c, 0), 0);
+    assert_int_equal(etcd_member_restart(&c, 1), 0);
+    assert_int_equal(etcd_member_wait_healthy(&c, 2, 10000), 0);
+    t0 = now_ms();
+    int rc;
+    while ((rc = dhaf_etcd_put(e, "/t/nl/b", "2", SIZE_MAX, 0, NULL, &err)) != 0 &&
+           now_ms() - t0 < 5000)
+        pause_ms(20);
+    assert_int_equal(rc, 0);
+    static const char *const second[] = {"put /t/nl/b"};
+    expect_events(w, second, 1);
+    assert_true(dhaf_etcd_watch_heard(w) > heard);
+    dhaf_etcd_watch_free(w);
+    dhaf_etcd_free(e);
+    etcd_cluster_stop(&c);
+}
+
 static void test_guarded_retry_after_timeout(void **state)
 {
     (void)state;
@@ -568,6 +647,7 @@ int main(void)
         cmocka_unit_test(test_auth),
         cmocka_unit_test(test_cluster_member_loss),
         cmocka_unit_test(test_guarded_retry_after_timeout),
+        cmocka_unit_test(test_watch_needs_leader),
     };
     int rc = cmocka_run_group_tests(with_solo, solo_setup, solo_teardown);
     rc |= cmocka_run_group_tests(own, NULL, NULL);

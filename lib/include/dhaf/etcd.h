@@ -186,7 +186,10 @@ struct dhaf_etcd_watch;
 /**
  * Watches key (or every key under it when prefix) from start_rev (0 = from now). The watch
  * resumes by itself after a broken stream or an endpoint failure, from the revision after the
- * last event it delivered, so no event is lost or repeated. Free with dhaf_etcd_watch_free.
+ * last event it delivered, so no event is lost or repeated. It is served only by a member
+ * that has a raft leader (etcd's "hasleader" metadata): a member cut off from its peers ends
+ * it, and it resumes on another endpoint, instead of going quiet while it answers progress
+ * requests from its stale store. Free with dhaf_etcd_watch_free.
  */
 struct dhaf_etcd_watch *dhaf_etcd_watch_new(struct dhaf_etcd *e, const char *key, bool prefix,
                                             int64_t start_rev, struct dhaf_err *err);
