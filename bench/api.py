@@ -153,7 +153,7 @@ class Bench:
     entry-points:
       - {{name: ep-1, ip: 127.0.0.1}}
       - {{name: ep-2, ip: 127.0.0.2}}
-    switcher: {{type: exec, init: /bin/true, switch: /bin/true}}
+    switcher: {{type: exec, init: /bin/true, switch: /bin/true, timeout: 2}}
     health-checker: {{type: tcp, port: REST_PORT, timeout: 1}}
 """
         progress("bench/api: starting etcd and one dhaf-node")

@@ -96,7 +96,7 @@ echo "$1" > {self.current}.tmp && mv {self.current}.tmp {self.current}
         os.chmod(self.switch, 0o755)
 
     def yaml(self):
-        return f"{{type: exec, init: {self.init}, switch: {self.switch}, timeout: 10}}"
+        return f"{{type: exec, init: {self.init}, switch: {self.switch}, timeout: 2}}"
 
     def calls(self):
         """[(wall time, node, epoch, ep)] of every switch call so far."""

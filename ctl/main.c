@@ -141,6 +141,13 @@ static void print_service(const struct ctl *c, const Dhaf__V1__ServiceStatus *s)
         table_row(&t, PAINT_NONE, "Voters", PAINT_YELLOW, "no fresh votes: decisions suspended");
     if (s->switching_to[0])
         table_row(&t, PAINT_NONE, "Switching to", PAINT_YELLOW, s->switching_to);
+    if (s->provider_error && s->provider_error[0]) {
+        char pe[700], at[40];
+        fmt_time(at, sizeof(at), s->provider_error_since_ms);
+        snprintf(pe, sizeof(pe), "cannot read the switcher since %s (no decision until it can): %s",
+                 at, s->provider_error);
+        table_row(&t, PAINT_NONE, "Provider", PAINT_RED, pe);
+    }
     if (s->last_switch && s->last_switch->kind[0]) {
         char ls[200], at[40];
         fmt_time(at, sizeof(at), s->last_switch->at_ms);

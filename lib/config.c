@@ -264,6 +264,7 @@ static void load_section(struct loadctx *lc, const struct ynode *v, const struct
     free(tpath);
     out->type = dhaf_xstrdup(tv->str);
     out->keys = schema.keys;
+    out->max_call_ms = schema.max_call_ms;
     out->conf = dhaf_xcalloc(1, schema.conf_size ? schema.conf_size : 1);
 
     static const char *const extra_sw[] = {"type", NULL};
@@ -562,9 +563,47 @@ static void check_api(struct loadctx *lc, const struct dhaf_api *api, const char
     }
 }
 
+/* A switcher call that runs without asking the fence (an exec program until its timeout) must
+ * fit in the time a leader's lease is surely valid after a renewal: the TTL minus one
+ * keep-alive interval (TTL/3), as node/cluster.c counts it. */
+static void check_switch_budgets(struct loadctx *lc)
+{
+    const struct dhaf_config *cfg = lc->cfg;
+    const struct ynode *list = ynode_get(lc->root, "services", NULL);
+    int ttl = cfg->etcd.leader_key_ttl;
+    if (!ttl || !list || list->kind != YNODE_SEQ)
+        return;
+    int64_t budget = (int64_t)ttl * 1000 - (int64_t)ttl * 1000 / 3;
+    for (size_t i = 0; i < cfg->n_services && i < list->n; i++) {
+        const struct dhaf_section *sw = &cfg->services[i].switcher;
+        const char *key = NULL;
+        if (!sw->conf || !sw->max_call_ms)
+            continue;
+        int64_t need = sw->max_call_ms(sw->conf, &key);
+        if (need <= budget || !key)
+            continue;
+        const struct ynode *swn = ynode_get(list->items[i], "switcher", NULL);
+        const struct ynode *at = swn ? ynode_get(swn, key, NULL) : NULL;
+        char *path = dhaf_xasprintf("services[%zu].switcher.%s", i, key);
+        cfg_error_at(lc->rep,
+                     at    ? at
+                     : swn ? swn
+                           : list->items[i],
+                     path,
+                     "the %s switcher may run %lld ms in one call, but with etcd.leader-key-ttl "
+                     "%d s a leader may act for at most %lld ms after renewing its lease (the TTL "
+                     "minus one keep-alive interval): lower %s to %lld s or less, or raise "
+                     "etcd.leader-key-ttl to at least %lld",
+                     sw->type, (long long)need, ttl, (long long)budget, key,
+                     (long long)(budget / 1000), (long long)((need * 3 + 1999) / 2000));
+        free(path);
+    }
+}
+
 static void cross_checks(struct loadctx *lc)
 {
     struct dhaf_config *cfg = lc->cfg;
+    check_switch_budgets(lc);
     if (cfg->heartbeat_interval && cfg->healthy_node_status_ttl &&
         cfg->healthy_node_status_ttl <= cfg->heartbeat_interval)
         cfg_error_at(lc->rep, at_key(lc, "dhaf.healthy-node-status-ttl"),

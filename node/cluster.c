@@ -12,12 +12,14 @@
  * before the renewal was sent, less one renewal interval. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cluster.h"
 #include "dhaf/alloc.h"
+#include "dhaf/cancel.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
 #include "outbox.h"
@@ -42,7 +44,11 @@ struct term {
     size_t n_watchers;
     uint64_t ctr_seq;
     int64_t ctr_rev;
-    uint64_t first_seq; /* the seq of the term's new-leader event (0: not recorded) */
+    uint64_t first_seq;        /* the seq of the term's new-leader event (0: not recorded) */
+    pthread_cond_t renewed;    /* broadcast after each renewal (with lock) */
+    uint64_t renewals;         /* how many renewals so far (lock) */
+    atomic_bool renew_asked;   /* term_renew wants one now */
+    struct dhaf_cancel cancel; /* fired when the term closes */
     /* the election thread's own */
     struct store_keepalive *ka;
     int64_t next_ka;
@@ -230,10 +236,13 @@ void term_close(struct term *t, const char *reason)
         t->closed_at = now_ms(t->c);
         for (size_t i = 0; i < t->n_watchers; i++)
             dhaf_waker_kick(t->watchers[i].w, t->watchers[i].bits);
+        pthread_cond_broadcast(&t->renewed);
     }
     pthread_mutex_unlock(&t->lock);
-    if (first)
+    if (first) {
+        dhaf_cancel_fire(&t->cancel); /* provider calls in flight end now */
         dhaf_waker_kick(&t->c->election_wake, 1);
+    }
 }
 
 void term_watch(struct term *t, struct dhaf_waker *w, unsigned bits)
@@ -269,8 +278,49 @@ void term_put(struct term *t)
         return;
     if (t->ka)
         t->c->store.ops->keepalive_free(t->ka);
+    dhaf_cancel_destroy(&t->cancel);
+    pthread_cond_destroy(&t->renewed);
     pthread_mutex_destroy(&t->lock);
     free(t);
+}
+
+int64_t term_left_ms(const struct term *t)
+{
+    if (atomic_load(&t->closed))
+        return 0;
+    int64_t left = atomic_load(&t->valid_until) - now_ms(t->c);
+    return left > 0 ? left : 0;
+}
+
+struct dhaf_cancel *term_cancel(struct term *t)
+{
+    return &t->cancel;
+}
+
+int64_t term_renew(struct term *t, int64_t need_ms, int wait_ms)
+{
+    int64_t left = term_left_ms(t);
+    if (left >= need_ms || left <= 0)
+        return left;
+    pthread_mutex_lock(&t->lock);
+    uint64_t before = t->renewals;
+    pthread_mutex_unlock(&t->lock);
+    atomic_store(&t->renew_asked, true);
+    dhaf_waker_kick(&t->c->election_wake, 1);
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += wait_ms / 1000;
+    until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&t->lock);
+    while (t->renewals == before && !atomic_load(&t->closed))
+        if (pthread_cond_timedwait(&t->renewed, &t->lock, &until) != 0)
+            break;
+    pthread_mutex_unlock(&t->lock);
+    return term_left_ms(t);
 }
 
 void term_counter(struct term *t, uint64_t *seq, int64_t *rev)
@@ -565,7 +615,14 @@ static struct term *term_new(struct cluster *c, int64_t epoch, int64_t lease, in
     t->lease = lease;
     atomic_init(&t->valid_until, valid_until);
     atomic_init(&t->closed, false);
+    atomic_init(&t->renew_asked, false);
     pthread_mutex_init(&t->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->renewed, &ca);
+    pthread_condattr_destroy(&ca);
+    dhaf_cancel_init(&t->cancel);
     t->ka = c->store.ops->keepalive_new(c->store.ud, lease);
     t->next_ka = next_ka;
     return t;
@@ -678,7 +735,7 @@ static int64_t lead_step(struct cluster *c, struct term *t, int ttl_s)
         finish_term(c, false);
         return now;
     }
-    if (now >= t->next_ka) {
+    if (now >= t->next_ka || atomic_exchange(&t->renew_asked, false)) {
         int ka_ms = ttl_s * 1000 / 3;
         struct dhaf_err err;
         int64_t t_send = now_ms(c), got = 0;
@@ -695,6 +752,10 @@ static int64_t lead_step(struct cluster *c, struct term *t, int ttl_s)
         if (until > atomic_load(&t->valid_until))
             atomic_store(&t->valid_until, until);
         t->next_ka = t_send + ka_ms;
+        pthread_mutex_lock(&t->lock);
+        t->renewals++;
+        pthread_cond_broadcast(&t->renewed);
+        pthread_mutex_unlock(&t->lock);
     }
     int64_t until = atomic_load(&t->valid_until);
     return t->next_ka < until ? t->next_ka : until;

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dhaf/cancel.h"
 #include "dhaf/clock.h"
 #include "dhaf/err.h"
 #include "dhaf/etcd.h"
@@ -123,6 +124,20 @@ struct cluster *term_cluster(const struct term *t);
 
 /** True while the term is open and its lease is surely valid now (this node's clock). */
 bool term_valid(const struct term *t);
+
+/** How long the term may still act, in ms of this node's clock: 0 once it closed or its lease
+ *  is no longer surely valid. A provider request is sent only with a deadline within it. */
+int64_t term_left_ms(const struct term *t);
+
+/** The term's cancel token: fired when it closes (provider requests end, children die). */
+struct dhaf_cancel *term_cancel(struct term *t);
+
+/**
+ * Makes sure the lease is surely valid for need_ms more: when less is left, asks the election
+ * thread for a renewal now and waits for it (at most wait_ms of real time). Returns what is
+ * left then (term_left_ms), which may still be less than need_ms.
+ */
+int64_t term_renew(struct term *t, int64_t need_ms, int wait_ms);
 
 /** True once the term closed (it never reopens). */
 bool term_closed(const struct term *t);

@@ -40,6 +40,12 @@ enum event_level { EV_INFO = 1, EV_WARNING = 2, EV_CRITICAL = 3 };
       "to {from}{detail}")                                                                         \
     X(CURRENT_CORRECTED, "current-corrected", EV_WARNING,                                          \
       "the switcher of {service} reports traffic on {to}, not on {from}; its answer wins")         \
+    X(PROVIDER_UNREAD, "provider-unread", EV_WARNING,                                              \
+      "cannot read where the switcher of {service} sends traffic; no decision for {service} "      \
+      "until it can{detail}")                                                                      \
+    X(PROVIDER_READ, "provider-read", EV_INFO,                                                     \
+      "the switcher of {service} can be read again: traffic goes to {to}; decisions resume"        \
+      "{detail}")                                                                                  \
     X(EVENTS_DROPPED, "events-dropped", EV_WARNING, "{detail}")
 
 enum event_kind {

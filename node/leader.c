@@ -2,11 +2,15 @@
 /* The leader's decision duty and fenced switching.
  *
  * At the start of a term, and whenever a write's outcome is unknown, each service's state is
- * read from etcd (never from memory) and the switcher is asked where traffic really goes, so
- * an interrupted switch or a manual change is seen. Then every round decides for every
- * service from the view's tally and switchover requests - only once the view is complete, so
- * a fresh term never decides on the first voter to speak. State changes and the events that
- * report them are one fenced transaction (outbox.h). */
+ * read from etcd (never from memory). Then the switcher is asked where traffic really goes -
+ * at the start of a term, after every switch, and after anything that leaves it unsure - so
+ * an interrupted switch, a deposed leader's late write or a manual change is seen and etcd is
+ * corrected. Until that read succeeds (retried with back-off), `switching` stays in etcd and
+ * the service gets no decision. Then every round decides for every service from the view's
+ * tally and switchover requests - only once the view is complete, so a fresh term never
+ * decides on the first voter to speak. State changes and the events that report them are one
+ * fenced transaction (outbox.h); the switcher's own requests are fenced by the term's lease
+ * (struct dhaf_fence: sent only while the lease is surely valid, cancelled when it closes). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +37,16 @@ struct svc_run {
     bool ready;  /* the switcher is initialised */
     bool warned; /* "cannot switch" said once */
     bool known;  /* the state was read from etcd in this term */
+    /* where the provider really points: read at the start of a term and after each switch */
+    bool confirmed;           /* read since the state was last unsure: decisions may be made */
+    int pending_to;           /* the switch etcd shows in progress (state.switching): -1 none */
+    int pending_from;         /* ... its from */
+    const char *pending_kind; /* ... its kind (static) */
+    bool pending_inherited;   /* found in etcd: a previous leader's (or our unread) switch */
+    int read_fails;           /* provider reads failed in a row */
+    int64_t next_read;        /* when to read the provider again (monotonic ms) */
+    int64_t unread_since;     /* first failed read (wall ms; status) */
+    char read_error[DHAF_ERR_MSG_MAX]; /* the last failed read's error (status) */
     struct decide_state st;
     long long since; /* current since (wall ms) */
     json_t *last_switch;
@@ -43,7 +57,8 @@ struct svc_run {
 struct decider {
     struct cluster *c;
     struct term *t;
-    struct svc_run **runs; /* one allocation each: a switcher keeps a pointer to its ctx */
+    struct dhaf_fence fence; /* the term's lease, for every switcher call */
+    struct svc_run **runs;   /* one allocation each: a switcher keeps a pointer to its ctx */
     size_t n;
     uint64_t gen; /* snapshot generation the runs were made for */
     bool waiting; /* "the view is not complete yet" said */
@@ -169,6 +184,7 @@ static void sync_runs(struct decider *d, struct snap *s)
         r->sw_svc = svc;
         r->sw = dhaf_registry_find(DHAF_PKIND_SWITCHER, svc->switcher.type);
         r->st.current = -1;
+        r->pending_to = r->pending_from = -1;
     }
     for (size_t k = 0; k < d->n; k++)
         run_free(d->runs[k]);
@@ -185,15 +201,16 @@ static const char *health_word(enum ep_health h)
     return h == EP_UP ? "up" : h == EP_DOWN ? "down" : "unknown";
 }
 
-/* Parses a services/<svc>/state value into r (NULL or broken: a fresh state). *switching_to
- * gets the target of an interrupted switch (-1 none). */
-static void parse_state(struct svc_run *r, const struct dhaf_service *svc, const struct dhaf_kv *kv,
-                        int *switching_to)
+/* Parses a services/<svc>/state value into r (NULL or broken: a fresh state), with the switch
+ * it shows in progress (state.switching) as r's pending switch. */
+static void parse_state(struct svc_run *r, const struct dhaf_service *svc, const struct dhaf_kv *kv)
 {
     memset(&r->st, 0, sizeof(r->st));
     r->st.current = -1;
     r->since = 0;
-    *switching_to = -1;
+    r->pending_to = r->pending_from = -1;
+    r->pending_kind = NULL;
+    r->pending_inherited = false;
     if (r->last_switch)
         json_decref(r->last_switch);
     r->last_switch = NULL;
@@ -224,14 +241,21 @@ static void parse_state(struct svc_run *r, const struct dhaf_service *svc, const
         r->last_switch = json_incref(ls);
     const json_t *sw = json_object_get(j, "switching");
     const char *to = json_is_object(sw) ? dhaf_json_str(sw, "to") : NULL;
-    if (to)
-        *switching_to = dhaf_service_ep_index(svc, to);
+    if (to && (r->pending_to = dhaf_service_ep_index(svc, to)) >= 0) {
+        const char *from = dhaf_json_str(sw, "from"), *kind = dhaf_json_str(sw, "kind");
+        r->pending_from = from ? dhaf_service_ep_index(svc, from) : -1;
+        r->pending_kind = kind && !strcmp(kind, "failover")     ? "failover"
+                          : kind && !strcmp(kind, "switchover") ? "switchover"
+                                                                : "switching";
+        r->pending_inherited = true;
+    }
     json_decref(j);
 }
 
-/* The state record of r with st; a switch in progress when kind is set. Caller frees. */
+/* The state record of r with st: r's pending switch as `switching`, a failing provider read
+ * as `provider_error`. Caller frees. */
 static char *state_text(struct decider *d, struct svc_run *r, const struct dhaf_service *svc,
-                        const struct decide_state *st, const char *kind, int from, int to)
+                        const struct decide_state *st)
 {
     json_t *j = json_object();
     json_object_set_new(j, "current",
@@ -246,11 +270,17 @@ static char *state_text(struct decider *d, struct svc_run *r, const struct dhaf_
     json_object_set_new(j, "eps", eps);
     if (r->last_switch)
         json_object_set(j, "last_switch", r->last_switch);
-    if (kind)
+    if (r->pending_to >= 0)
         json_object_set_new(j, "switching",
-                            json_pack("{s:s, s:s, s:s, s:I}", "kind", kind, "from",
-                                      ep_name(svc, from), "to", ep_name(svc, to), "at",
+                            json_pack("{s:s, s:s, s:s, s:I}", "kind",
+                                      r->pending_kind ? r->pending_kind : "switching", "from",
+                                      ep_name(svc, r->pending_from), "to",
+                                      ep_name(svc, r->pending_to), "at",
                                       (json_int_t)dhaf_clock_wall(cluster_clock(d->c))));
+    if (r->read_fails > 0)
+        json_object_set_new(j, "provider_error",
+                            json_pack("{s:s, s:I, s:i}", "error", r->read_error, "since",
+                                      (json_int_t)r->unread_since, "attempts", r->read_fails));
     char *text = dhaf_json_dump(j);
     json_decref(j);
     return text;
@@ -259,8 +289,6 @@ static char *state_text(struct decider *d, struct svc_run *r, const struct dhaf_
 /* What a commit of the state is about. */
 struct state_change {
     const struct decide_state *st;
-    const char *kind; /* a switch in progress (state.switching), or NULL */
-    int from, to;
     bool purge;          /* delete the switchover request ... */
     int64_t request_rev; /* ... if it is still the one decided on (its mod revision) */
     const struct event *evs;
@@ -272,7 +300,7 @@ struct state_change {
 static int commit_state(struct decider *d, struct svc_run *r, const struct dhaf_service *svc,
                         const struct state_change *ch, struct dhaf_err *err)
 {
-    char *text = state_text(d, r, svc, ch->st, ch->kind, ch->from, ch->to);
+    char *text = state_text(d, r, svc, ch->st);
     char skey[300], rkey[300];
     svc_key(d->c, svc->name, "state", skey, sizeof(skey));
     svc_key(d->c, svc->name, "switchover", rkey, sizeof(rkey));
@@ -288,8 +316,8 @@ static int commit_state(struct decider *d, struct svc_run *r, const struct dhaf_
     return rc;
 }
 
-/* Reads the state of every service whose state is not known in this term, and asks each
- * switcher where traffic really goes (an interrupted switch, a change by hand). */
+/* Reads the state of every service whose state is not known in this term. The provider is
+ * read again for each of them before any decision (confirm_all). */
 static void load_states(struct decider *d, struct snap *s)
 {
     bool need = false;
@@ -316,48 +344,172 @@ static void load_states(struct decider *d, struct snap *s)
         for (size_t k = 0; k < kvs.n && !kv; k++)
             if (strcmp(kvs.kvs[k].key, key) == 0)
                 kv = &kvs.kvs[k];
-        int switching_to = -1;
-        parse_state(r, svc, kv, &switching_to);
-        int stored = r->st.current;
-        switcher_init(d, r, &err);
-        if (r->ready && r->sw->current) {
-            int real = -1;
-            int rc = r->sw->current(r->sw_state, &real, &err);
-            if (rc == 0 || rc == DHAF_ENOTFOUND) {
-                if (rc == DHAF_ENOTFOUND)
-                    real = -1;
-                r->st.current = real;
-            } else {
-                log_err("switcher-current-failed", svc->name, &err);
-            }
-        } else if (switching_to >= 0 && r->ready) {
-            /* Cannot ask the provider: redo the interrupted switch (switchers are idempotent). */
-            if (r->sw->switch_to(r->sw_state, (size_t)switching_to, &err) == 0)
-                r->st.current = switching_to;
-        }
-        struct event evs[2];
-        size_t n_evs = 0;
-        if (switching_to >= 0)
-            evs[n_evs++] = (struct event){.kind = EVK_SWITCH_INTERRUPTED,
-                                          .service = svc->name,
-                                          .from = ep_name(svc, r->st.current),
-                                          .to = ep_name(svc, switching_to)};
-        if (r->st.current != stored) {
-            r->since = dhaf_clock_wall(cluster_clock(d->c));
-            evs[n_evs++] = (struct event){.kind = EVK_CURRENT_CORRECTED,
-                                          .service = svc->name,
-                                          .from = ep_name(svc, stored),
-                                          .to = ep_name(svc, r->st.current)};
-        }
+        parse_state(r, svc, kv);
         r->known = true;
-        if (n_evs) {
-            struct state_change ch = {
-                .st = &r->st, .from = -1, .to = -1, .evs = evs, .n_evs = n_evs};
-            if (commit_state(d, r, svc, &ch, &err) != 0)
-                log_err("state-not-written", svc->name, &err);
-        }
+        r->confirmed = false;
+        r->next_read = 0;
     }
     dhaf_kvs_release(&kvs);
+}
+
+/* ------------------------------------------------------------------ the provider */
+
+#define READ_BACKOFF_FIRST_MS 1000
+#define READ_BACKOFF_MAX_MS   30000
+#define RENEW_WAIT_MS         1000 /* for a lease renewal before a long switcher call */
+
+static int64_t fence_left_ms(void *ud)
+{
+    return term_left_ms(ud);
+}
+
+/* A provider read failed: `switching` stays, no decision for the service; read again after a
+ * back-off (1 s, 2 s, ... 30 s). The first failure (and a new kind of error) is recorded and
+ * shown in status. */
+static void read_failed(struct decider *d, struct svc_run *r, const struct dhaf_service *svc,
+                        const struct dhaf_err *e)
+{
+    const struct dhaf_clock *clk = cluster_clock(d->c);
+    bool news = r->read_fails == 0 || strcmp(r->read_error, e->msg) != 0;
+    int64_t wait = READ_BACKOFF_FIRST_MS;
+    for (int k = 0; k < r->read_fails && wait < READ_BACKOFF_MAX_MS; k++)
+        wait *= 2;
+    if (wait > READ_BACKOFF_MAX_MS)
+        wait = READ_BACKOFF_MAX_MS;
+    if (r->read_fails++ == 0)
+        r->unread_since = dhaf_clock_wall(clk);
+    r->next_read = dhaf_clock_mono(clk) + wait;
+    char q[400];
+    DHAF_LOG(DHAF_LOG_WARN,
+             "event=provider-read-failed service=%s attempt=%d retry_in_ms=%lld reason=\"%s\"",
+             svc->name, r->read_fails, (long long)wait, dhaf_log_quote(q, sizeof(q), e->msg));
+    if (!news || !term_valid(d->t))
+        return;
+    snprintf(r->read_error, sizeof(r->read_error), "%s", e->msg);
+    char detail[DHAF_ERR_MSG_MAX + 2];
+    snprintf(detail, sizeof(detail), ": %s", e->msg);
+    struct event ev = {.kind = EVK_PROVIDER_UNREAD, .service = svc->name, .detail = detail};
+    struct state_change ch = {.st = &r->st, .evs = &ev, .n_evs = r->read_fails == 1 ? 1 : 0};
+    struct dhaf_err err;
+    if (commit_state(d, r, svc, &ch, &err) != 0 && err.code != DHAF_EFENCED)
+        log_err("state-not-written", svc->name, &err);
+}
+
+/* Calls the switcher for ctx.eps[to] under the term's fence, after making sure the lease
+ * covers the switcher's longest unfenced call. */
+static int call_switch(struct decider *d, struct svc_run *r, int to, int expect_from,
+                       struct dhaf_err *err)
+{
+    if (r->sw->max_call_ms) {
+        const char *key = NULL;
+        int64_t need = r->sw->max_call_ms(r->sw_svc->switcher.conf, &key);
+        int64_t left = term_renew(d->t, need, RENEW_WAIT_MS);
+        if (left < need)
+            DHAF_LOG(DHAF_LOG_WARN,
+                     "event=switch-short-lease service=%s need_ms=%lld left_ms=%lld note=\"the "
+                     "lease was not renewed in time: the call is cut at its end\"",
+                     r->name, (long long)need, (long long)left);
+    }
+    if (!term_valid(d->t))
+        return dhaf_err_set(err, DHAF_EFENCED, "the term ended before the switcher was called");
+    struct dhaf_switch_req req = {.to = (size_t)to, .expect_from = expect_from, .fence = &d->fence};
+    return r->sw->switch_to(r->sw_state, &req, err);
+}
+
+/* Reads where the provider really points (under the fence). *ep = -1 when it points at no
+ * entry point or at nothing. Returns 0 or the read's error. */
+static int read_provider(struct decider *d, struct svc_run *r, int *ep, struct dhaf_err *err)
+{
+    *ep = -1;
+    int rc = r->sw->current(r->sw_state, &d->fence, ep, err);
+    if (rc == DHAF_ENOTFOUND) {
+        *ep = -1;
+        rc = 0;
+    }
+    return rc;
+}
+
+/* Makes etcd agree with the provider: reads its real target, clears `switching`, corrects
+ * `current` (events say so), and lets decisions resume. A switcher that cannot be read is
+ * trusted with etcd's state; an interrupted switch is then done again (switchers are
+ * idempotent). */
+static void confirm(struct decider *d, struct svc_run *r, const struct dhaf_service *svc)
+{
+    struct dhaf_err err = {0};
+    if (!switcher_init(d, r, &err)) {
+        r->warned = true;
+        read_failed(d, r, svc, &err);
+        return;
+    }
+    int stored = r->st.current, real;
+    if (r->sw->current) {
+        if (read_provider(d, r, &real, &err) != 0) {
+            read_failed(d, r, svc, &err);
+            return;
+        }
+    } else if (r->pending_to >= 0) {
+        if (call_switch(d, r, r->pending_to, -1, &err) != 0) {
+            read_failed(d, r, svc, &err);
+            return;
+        }
+        real = r->pending_to;
+    } else {
+        real = stored;
+    }
+    if (!term_valid(d->t))
+        return;
+    struct event evs[3];
+    size_t n_evs = 0;
+    char again[160] = "";
+    if (r->read_fails > 0) {
+        snprintf(again, sizeof(again), " (after %d failed reads)", r->read_fails);
+        evs[n_evs++] = (struct event){.kind = EVK_PROVIDER_READ,
+                                      .service = svc->name,
+                                      .to = real >= 0 ? ep_name(svc, real) : "(none)",
+                                      .detail = again};
+    }
+    if (r->pending_to >= 0 && (r->pending_inherited || real != r->pending_to))
+        evs[n_evs++] = (struct event){.kind = EVK_SWITCH_INTERRUPTED,
+                                      .service = svc->name,
+                                      .from = ep_name(svc, real),
+                                      .to = ep_name(svc, r->pending_to)};
+    if (real != stored) {
+        r->since = dhaf_clock_wall(cluster_clock(d->c));
+        evs[n_evs++] = (struct event){.kind = EVK_CURRENT_CORRECTED,
+                                      .service = svc->name,
+                                      .from = ep_name(svc, stored),
+                                      .to = ep_name(svc, real)};
+    }
+    bool write = n_evs > 0 || r->pending_to >= 0;
+    int was_pending = r->pending_to;
+    r->st.current = real;
+    r->pending_to = r->pending_from = -1;
+    r->pending_inherited = false;
+    r->read_fails = 0;
+    r->read_error[0] = '\0';
+    r->confirmed = true;
+    DHAF_LOG(DHAF_LOG_DEBUG, "event=provider-read service=%s current=%s pending=%s", svc->name,
+             real >= 0 ? ep_name(svc, real) : "-",
+             was_pending >= 0 ? ep_name(svc, was_pending) : "-");
+    if (!write)
+        return;
+    struct state_change ch = {.st = &r->st, .evs = evs, .n_evs = n_evs};
+    if (commit_state(d, r, svc, &ch, &err) != 0) {
+        if (err.code != DHAF_EFENCED)
+            log_err("state-not-written", svc->name, &err);
+        r->confirmed = false; /* `switching` may still be in etcd: read and write again */
+    }
+}
+
+/* Reads the provider of every service not confirmed yet whose retry time has come. */
+static void confirm_all(struct decider *d, struct snap *s)
+{
+    int64_t now = dhaf_clock_mono(cluster_clock(d->c));
+    for (size_t i = 0; i < d->n && term_valid(d->t); i++) {
+        struct svc_run *r = d->runs[i];
+        if (r->known && !r->confirmed && now >= r->next_read)
+            confirm(d, r, &s->cfg.services[i]);
+    }
 }
 
 /* ------------------------------------------------------------------ deciding */
@@ -417,7 +569,9 @@ static size_t events_of(const struct dhaf_service *svc, const struct decide_outp
     return n;
 }
 
-/* Carries out out->action for r: fenced mark, switch, fenced commit. */
+/* Carries out out->action for r: fenced mark (`switching`), the switcher's call under the
+ * lease, a read-back of the provider, fenced commit. Whatever leaves the outcome unsure keeps
+ * `switching` and makes the service wait for a successful read of the provider. */
 static void do_switch(struct decider *d, struct svc_run *r, const struct dhaf_service *svc,
                       const struct decide_output *out, const struct ep_tally *t, int64_t req_rev,
                       const struct event *evs, size_t n_evs)
@@ -425,8 +579,6 @@ static void do_switch(struct decider *d, struct svc_run *r, const struct dhaf_se
     struct dhaf_err err;
     const char *kind = action_name(out->action);
     struct state_change ch = {.st = &out->next,
-                              .from = -1,
-                              .to = -1,
                               .purge = out->purge_request,
                               .request_rev = req_rev,
                               .evs = evs,
@@ -446,22 +598,29 @@ static void do_switch(struct decider *d, struct svc_run *r, const struct dhaf_se
     }
     r->warned = false;
     int from = r->st.current;
-    ch.kind = kind;
-    ch.from = from;
-    ch.to = out->target;
+    r->pending_to = out->target;
+    r->pending_from = from;
+    r->pending_kind = kind;
+    r->pending_inherited = false;
     if (commit_state(d, r, svc, &ch, &err) != 0) {
+        r->pending_to = r->pending_from = -1;
         log_err("switch-not-started", svc->name, &err);
         return;
     }
     r->st = out->next;
+    r->st.current = from; /* until the provider says otherwise */
     if (!term_valid(d->t))
-        return; /* the term ended meanwhile: the next leader finishes the switch */
+        return; /* the term ended meanwhile: the next leader reads the provider */
     const struct dhaf_clock *clk = cluster_clock(d->c);
     int64_t t0 = dhaf_clock_mono(clk);
-    int rc = r->sw->switch_to(r->sw_state, (size_t)out->target, &err);
+    int rc = call_switch(d, r, out->target, from, &err);
     int64_t took = dhaf_clock_mono(clk) - t0;
     char detail[700];
     if (rc != 0) {
+        /* Maybe applied, maybe not (or refused because the provider changed): the provider
+         * is read before the next decision; `switching` stays until then. */
+        r->confirmed = false;
+        r->next_read = 0;
         snprintf(detail, sizeof(detail), ": %s", err.msg);
         struct event ev = {.kind = EVK_SWITCH_FAILED,
                            .service = svc->name,
@@ -471,27 +630,57 @@ static void do_switch(struct decider *d, struct svc_run *r, const struct dhaf_se
         outbox_commit(d->t, NULL, 0, NULL, 0, &ev, 1, &e2);
         return;
     }
-    r->st.current = out->target;
-    metrics_switch(svc->name, kind);
+    /* Read back: what the provider really does now, not what its reply said. "Nothing set"
+     * right after a successful switch is a switcher that cannot tell (an exec init that
+     * prints nothing): its switch is trusted. */
+    int real = out->target;
+    int rrc = r->sw->current ? r->sw->current(r->sw_state, &d->fence, &real, &err) : 0;
+    if (rrc == DHAF_ENOTFOUND) {
+        real = out->target;
+    } else if (rrc != 0) {
+        log_err("switch-not-read-back", svc->name, &err);
+        r->confirmed = false; /* `switching` stays: read again before the next decision */
+        r->next_read = 0;
+        return;
+    }
+    if (!term_valid(d->t))
+        return;
+    struct event ev;
+    if (real != out->target) {
+        snprintf(detail, sizeof(detail), " (read back after a switch to %s)",
+                 ep_name(svc, out->target));
+        ev = (struct event){.kind = EVK_CURRENT_CORRECTED,
+                            .service = svc->name,
+                            .from = ep_name(svc, out->target),
+                            .to = real >= 0 ? ep_name(svc, real) : "(none)",
+                            .detail = detail};
+    } else {
+        metrics_switch(svc->name, kind);
+        if (r->last_switch)
+            json_decref(r->last_switch);
+        r->last_switch =
+            json_pack("{s:s, s:s, s:s, s:I}", "kind", kind, "from", ep_name(svc, from), "to",
+                      ep_name(svc, out->target), "at", (json_int_t)dhaf_clock_wall(clk));
+        bool why = from >= 0 && t[from].unhealthy;
+        snprintf(detail, sizeof(detail), " done in %lld ms%s%s", (long long)took, why ? "; " : "",
+                 why ? t[from].reasons : "");
+        enum event_kind ek = out->action == ACT_FAILOVER     ? EVK_FAILOVER
+                             : out->action == ACT_SWITCHOVER ? EVK_SWITCHOVER
+                                                             : EVK_SWITCHING;
+        ev = (struct event){.kind = ek,
+                            .service = svc->name,
+                            .from = ep_name(svc, from),
+                            .to = ep_name(svc, out->target),
+                            .detail = detail};
+    }
+    r->st.current = real;
     r->since = dhaf_clock_wall(clk);
-    if (r->last_switch)
-        json_decref(r->last_switch);
-    r->last_switch = json_pack("{s:s, s:s, s:s, s:I}", "kind", kind, "from", ep_name(svc, from),
-                               "to", ep_name(svc, out->target), "at", (json_int_t)r->since);
-    bool why = from >= 0 && t[from].unhealthy;
-    snprintf(detail, sizeof(detail), " done in %lld ms%s%s", (long long)took, why ? "; " : "",
-             why ? t[from].reasons : "");
-    enum event_kind ek = out->action == ACT_FAILOVER     ? EVK_FAILOVER
-                         : out->action == ACT_SWITCHOVER ? EVK_SWITCHOVER
-                                                         : EVK_SWITCHING;
-    struct event ev = {.kind = ek,
-                       .service = svc->name,
-                       .from = ep_name(svc, from),
-                       .to = ep_name(svc, out->target),
-                       .detail = detail};
-    struct state_change done = {.st = &r->st, .from = -1, .to = -1, .evs = &ev, .n_evs = 1};
-    if (commit_state(d, r, svc, &done, &err) != 0)
+    r->pending_to = r->pending_from = -1;
+    struct state_change done = {.st = &r->st, .evs = &ev, .n_evs = 1};
+    if (commit_state(d, r, svc, &done, &err) != 0) {
         log_err("switch-not-recorded", svc->name, &err);
+        r->confirmed = false;
+    }
 }
 
 /* Logs the entry points whose counts changed since the last round (event=ep-votes). */
@@ -540,7 +729,7 @@ static bool decide_all(struct decider *d, struct snap *s)
     for (size_t i = 0; i < d->n && term_valid(d->t); i++) {
         struct svc_run *r = d->runs[i];
         const struct dhaf_service *svc = &s->cfg.services[i];
-        if (!r->known || svc->n_eps > DECIDE_MAX_EPS)
+        if (!r->known || !r->confirmed || svc->n_eps > DECIDE_MAX_EPS)
             continue;
         struct ep_tally t[DECIDE_MAX_EPS];
         struct decide_request req;
@@ -561,8 +750,6 @@ static bool decide_all(struct decider *d, struct snap *s)
         } else if (n_evs || out.purge_request || memcmp(&out.next, &r->st, sizeof(r->st)) != 0) {
             struct dhaf_err err;
             struct state_change ch = {.st = &out.next,
-                                      .from = -1,
-                                      .to = -1,
                                       .purge = out.purge_request,
                                       .request_rev = req_rev,
                                       .evs = evs,
@@ -584,6 +771,7 @@ struct decider *leader_decider_new(struct term *t)
     d->c = term_cluster(t);
     d->t = t;
     term_hold(t);
+    d->fence = (struct dhaf_fence){.ud = t, .left_ms = fence_left_ms, .cancel = term_cancel(t)};
     return d;
 }
 
@@ -592,6 +780,7 @@ bool leader_decider_round(struct decider *d)
     struct snap *s = snap_get(cluster_snaps(d->c));
     sync_runs(d, s);
     load_states(d, s);
+    confirm_all(d, s);
     bool switched = decide_all(d, s);
     snap_put(s);
     return switched;

@@ -217,6 +217,7 @@ static void service_status(const struct svc_env *env, struct view *v,
     ss->name = svc->name;
     ss->domain = svc->domain;
     ss->current_entry_point = ss->switchover_requirement = ss->switching_to = "";
+    ss->provider_error = "";
     const struct view_rec *sr = view_find(v, VS_STATE, svc->name);
     const struct view_rec *rr = view_find(v, VS_REQUEST, svc->name);
     const json_t *st = sr ? sr->j : NULL;
@@ -233,6 +234,11 @@ static void service_status(const struct svc_env *env, struct view *v,
     const json_t *sw = st ? json_object_get(st, "switching") : NULL;
     if (json_is_object(sw) && dhaf_json_str(sw, "to"))
         ss->switching_to = a_str(a, dhaf_json_str(sw, "to"));
+    const json_t *pe = st ? json_object_get(st, "provider_error") : NULL;
+    if (json_is_object(pe) && dhaf_json_str(pe, "error")) {
+        ss->provider_error = a_str(a, dhaf_json_str(pe, "error"));
+        ss->provider_error_since_ms = jint(pe, "since");
+    }
     const json_t *ls = st ? json_object_get(st, "last_switch") : NULL;
     if (json_is_object(ls)) {
         Dhaf__V1__SwitchEvent *se = a_alloc(a, sizeof(*se));

@@ -47,6 +47,7 @@ static int cat_find(const struct dhaf_cfg_catalog *cat, enum dhaf_pkind kind, co
     out->keys = p->keys;
     out->conf_size = p->config_size;
     out->finish = p->finish;
+    out->max_call_ms = p->kind == DHAF_PKIND_SWITCHER ? p->max_call_ms : NULL;
     return 0;
 }
 

@@ -66,9 +66,10 @@ struct cf_state {
     char *zone;                   /* lower case, no trailing dot */
     char *domain;                 /* lower case, no trailing dot */
     char *zone_id;
-    char *record_id;     /* of the record last seen or written; NULL when unknown */
-    bool warned_proxied; /* "not proxied" is logged once */
-    int64_t deadline;    /* end of the operation in progress (monotonic ms) */
+    char *record_id;                /* of the record last seen or written; NULL when unknown */
+    bool warned_proxied;            /* "not proxied" is logged once */
+    int64_t deadline;               /* end of the operation in progress (monotonic ms) */
+    const struct dhaf_fence *fence; /* of the operation in progress; NULL = none (init) */
 };
 
 /* What a call came back with, for the caller's decisions. */
@@ -85,11 +86,18 @@ enum cf_shape {
     CF_OBJECT, /* result: {...} (create, edit) */
 };
 
-static void sleep_ms(int64_t ms)
+/* How long the leader may still act (INT64_MAX without a fence). */
+static int64_t fence_left(const struct cf_state *st)
+{
+    return st->fence ? st->fence->left_ms(st->fence->ud) : INT64_MAX;
+}
+
+/* Waits ms, or less when the fence ends the leadership meanwhile. */
+static void sleep_ms(const struct cf_state *st, int64_t ms)
 {
     int64_t end = dhaf_mono_ms() + ms;
-    for (int64_t left = ms; left > 0; left = end - dhaf_mono_ms())
-        poll(NULL, 0, left > 1000 ? 1000 : (int)left);
+    for (int64_t left = ms; left > 0 && fence_left(st) > 0; left = end - dhaf_mono_ms())
+        poll(NULL, 0, left > 100 ? 100 : (int)left);
 }
 
 /* Lower case copy without a trailing dot. Caller frees. */
@@ -255,6 +263,17 @@ static int cf_call(struct cf_state *st, const char *method, const char *path, co
     memset(rep, 0, sizeof(*rep));
     for (int attempt = 1;; attempt++) {
         int64_t left = st->deadline - dhaf_mono_ms();
+        /* Fenced: sent only while the lease is surely valid for the request's whole deadline. */
+        int64_t lease = fence_left(st);
+        if (lease <= 0) {
+            rc = dhaf_err_set(err, DHAF_EFENCED,
+                              "cloudflare: %s %s: not sent: this node's leadership ended (its "
+                              "lease is no longer surely valid)",
+                              method, url);
+            break;
+        }
+        if (lease < left)
+            left = lease;
         if (left <= 0) {
             rc = dhaf_err_set(err, DHAF_ETIMEOUT,
                               "cloudflare: %s %s: no time left (%d s per operation)", method, url,
@@ -268,6 +287,7 @@ static int cf_call(struct cf_state *st, const char *method, const char *path, co
             .body = text,
             .body_len = text ? strlen(text) : 0,
             .timeout_ms = (int)(left < CF_REQ_TIMEOUT_MS ? left : CF_REQ_TIMEOUT_MS),
+            .cancel = st->fence ? st->fence->cancel : NULL,
         };
         struct dhaf_http_resp resp;
         const char *why = "";
@@ -275,6 +295,14 @@ static int cf_call(struct cf_state *st, const char *method, const char *path, co
 
         rep->cf_code = 0;
         rc = dhaf_http_do(&req, &resp, err);
+        if (rc == DHAF_ECANCELLED) {
+            rep->status = 0;
+            rep->unsure = write;
+            rc = dhaf_err_set(err, DHAF_EFENCED,
+                              "cloudflare: %s %s: cut short: this node's leadership ended", method,
+                              url);
+            break;
+        }
         if (rc != 0) {
             rep->status = 0;
             rep->unsure = write; /* the request may have arrived */
@@ -317,7 +345,7 @@ static int cf_call(struct cf_state *st, const char *method, const char *path, co
                  "event=cf-retry service=%s method=%s path=%s reason=%s status=%ld wait_ms=%lld "
                  "attempt=%d",
                  svc_name(st), method, path, why, rep->status, (long long)wait, attempt);
-        sleep_ms(wait);
+        sleep_ms(st, wait);
         if (backoff < CF_BACKOFF_MAX_MS)
             backoff *= 2;
     }
@@ -666,7 +694,7 @@ out:
     return rc;
 }
 
-static int cf_current(void *state, int *ep, struct dhaf_err *err)
+static int cf_current(void *state, const struct dhaf_fence *fence, int *ep, struct dhaf_err *err)
 {
     struct cf_state *st = state;
     struct dhaf_err tmp;
@@ -677,7 +705,9 @@ static int cf_current(void *state, int *ep, struct dhaf_err *err)
         err = &tmp;
     *ep = -1;
     st->deadline = dhaf_mono_ms() + CF_OP_DEADLINE_MS;
+    st->fence = fence;
     int rc = list_records(st, &rec, &n, err);
+    st->fence = NULL;
     if (rc != 0)
         return rc;
     if (n == 0) {
@@ -722,19 +752,56 @@ static bool worth_refind(const struct cf_reply *r, bool creating)
     return r->status == 404 || (creating && r->unsure);
 }
 
-static int cf_switch_to(void *state, size_t ep, struct dhaf_err *err)
+/* The name of entry point ep for messages ("none" for no record, "unknown" for an address
+ * of no entry point). */
+static const char *ep_label(const struct cf_state *st, bool exists, int ep)
 {
-    struct cf_state *st = state;
-    struct dhaf_err tmp;
-    int rc = 0;
+    return !exists ? "none" : ep >= 0 ? st->ctx.eps[ep].name : "unknown";
+}
 
-    if (!err)
-        err = &tmp;
-    if (ep >= st->ctx.n_eps)
-        return dhaf_err_set(err, DHAF_EINVAL, "cloudflare: no entry point #%zu (%zu configured)",
-                            ep, st->ctx.n_eps);
-    const struct dhaf_ep *to = &st->ctx.eps[ep];
-    st->deadline = dhaf_mono_ms() + CF_OP_DEADLINE_MS;
+/* Refuses to write when the record is not where the leader believes traffic goes: someone
+ * (an operator, a former leader) changed it, and overwriting would undo that blindly. */
+static int expect_check(const struct cf_state *st, const struct dhaf_switch_req *req, bool exists,
+                        int ep, const char *when, struct dhaf_err *err)
+{
+    if (req->expect_from < 0 || (exists && ep == req->expect_from))
+        return 0;
+    return dhaf_err_set(err, DHAF_ECONFLICT,
+                        "cloudflare: %s the %s record of %s points at %s, not at %s as this "
+                        "leader expected: changed by someone else; not switching",
+                        when, st->rtype, st->domain, ep_label(st, exists, ep),
+                        st->ctx.eps[req->expect_from].name);
+}
+
+/* Right before an edit: the record by id once more (the list may have taken a while), still
+ * the expected content. Returns 0 to go on, 1 when it already points at `to`, or an error. */
+static int recheck(struct cf_state *st, const struct dhaf_switch_req *req,
+                   const struct cf_record *rec, struct dhaf_err *err)
+{
+    struct cf_reply r;
+    char *path = dhaf_xasprintf("/zones/%s/dns_records/%s", st->zone_id, rec->id);
+    int rc = cf_call(st, "GET", path, NULL, CF_OBJECT, true, &r, err);
+    free(path);
+    if (rc != 0)
+        return rc;
+    const char *content = dhaf_json_str(r.result, "content");
+    int ep = content ? ep_of(st, content) : -1;
+    if (!content)
+        rc = dhaf_err_set(err, DHAF_EPROTO, "cloudflare: record %s of %s: the reply has no content",
+                          rec->id, st->domain);
+    else if (ep == (int)req->to)
+        rc = 1;
+    else
+        rc = expect_check(st, req, true, ep, "right before the edit,", err);
+    json_decref(r.root);
+    return rc;
+}
+
+static int switch_rounds(struct cf_state *st, const struct dhaf_switch_req *req,
+                         struct dhaf_err *err)
+{
+    const struct dhaf_ep *to = &st->ctx.eps[req->to];
+    int rc = 0;
     for (int round = 1;; round++) {
         struct cf_record rec;
         struct cf_reply r;
@@ -755,20 +822,25 @@ static int cf_switch_to(void *state, size_t ep, struct dhaf_err *err)
                                 n, st->rtype, st->domain, st->zone);
         if (n == 1) {
             remember(st, rec.id);
-            if (rec.ep == (int)ep) {
+            if (rec.ep == (int)req->to) {
                 DHAF_LOG(DHAF_LOG_DEBUG,
                          "event=cf-switch-unneeded service=%s domain=%s to=%s record=%s",
                          svc_name(st), st->domain, to->name, rec.id);
                 return 0;
             }
         }
-        const char *from = n == 0 ? "none" : rec.ep >= 0 ? st->ctx.eps[rec.ep].name : "unknown";
+        /* Only the first round compares: later rounds follow our own unsure writes. */
+        if (round == 1 && (rc = expect_check(st, req, n == 1, rec.ep, "", err)) != 0)
+            return rc;
+        const char *from = ep_label(st, n == 1, rec.ep);
         if (n == 0) {
             body = json_pack("{s:s, s:s, s:s, s:b, s:i}", "type", st->rtype, "name", st->domain,
                              "content", to->ip, "proxied", 1, "ttl", 1);
             path = dhaf_xasprintf("/zones/%s/dns_records", st->zone_id);
             rc = cf_call(st, "POST", path, body, CF_OBJECT, false, &r, err);
         } else {
+            if (round == 1 && (rc = recheck(st, req, &rec, err)) != 0)
+                return rc == 1 ? 0 : rc;
             /* A partial edit: proxied and ttl stay as the zone's owner set them. */
             body = json_pack("{s:s, s:s, s:s}", "type", st->rtype, "name", st->domain, "content",
                              to->ip);
@@ -780,7 +852,7 @@ static int cf_switch_to(void *state, size_t ep, struct dhaf_err *err)
         if (rc == 0) {
             const char *id = dhaf_json_str(r.result, "id");
             const char *content = dhaf_json_str(r.result, "content");
-            if (!id || !id_ok(id) || !content || ep_of(st, content) != (int)ep) {
+            if (!id || !id_ok(id) || !content || ep_of(st, content) != (int)req->to) {
                 rc = dhaf_err_set(err, DHAF_EPROTO,
                                   "cloudflare: %s of the %s record of %s: the reply does not "
                                   "show the record with content %s",
@@ -799,7 +871,7 @@ static int cf_switch_to(void *state, size_t ep, struct dhaf_err *err)
             json_decref(r.root);
             return 0;
         }
-        if (round >= CF_SWITCH_ROUNDS || !worth_refind(&r, n == 0))
+        if (rc == DHAF_EFENCED || round >= CF_SWITCH_ROUNDS || !worth_refind(&r, n == 0))
             return rc;
         char m[DHAF_ERR_MSG_MAX];
         DHAF_LOG(DHAF_LOG_WARN, "event=cf-refind service=%s domain=%s round=%d reason=\"%s\"",
@@ -809,9 +881,28 @@ static int cf_switch_to(void *state, size_t ep, struct dhaf_err *err)
             int64_t wait = CF_BACKOFF_FIRST_MS * round;
             if (dhaf_mono_ms() + wait >= st->deadline)
                 return rc;
-            sleep_ms(wait);
+            sleep_ms(st, wait);
         }
     }
+}
+
+static int cf_switch_to(void *state, const struct dhaf_switch_req *req, struct dhaf_err *err)
+{
+    struct cf_state *st = state;
+    struct dhaf_err tmp;
+
+    if (!err)
+        err = &tmp;
+    if (req->to >= st->ctx.n_eps ||
+        (req->expect_from >= 0 && (size_t)req->expect_from >= st->ctx.n_eps))
+        return dhaf_err_set(err, DHAF_EINVAL,
+                            "cloudflare: no entry point #%zu or #%d (%zu configured)", req->to,
+                            req->expect_from, st->ctx.n_eps);
+    st->deadline = dhaf_mono_ms() + CF_OP_DEADLINE_MS;
+    st->fence = req->fence;
+    int rc = switch_rounds(st, req, err);
+    st->fence = NULL;
+    return rc;
 }
 
 const struct dhaf_provider dhaf_switcher_cloudflare = {

@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <poll.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -97,18 +98,58 @@ struct gcp {
     EVP_PKEY *pkey;
     char *project_url; /* {api-url}/projects/{project} */
 
-    pthread_mutex_t lock;   /* one call at a time: the token cache, read-modify-write */
-    char *token;            /* cached access token (secret); NULL when none */
-    int64_t token_until_ms; /* monotonic time from which it is renewed */
+    pthread_mutex_t lock;           /* one call at a time: the token cache, read-modify-write */
+    char *token;                    /* cached access token (secret); NULL when none */
+    int64_t token_until_ms;         /* monotonic time from which it is renewed */
+    const struct dhaf_fence *fence; /* of the operation in progress (under lock); NULL: none */
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
-static void sleep_ms(int64_t ms)
+/* How long the leader may still act (INT64_MAX without a fence). */
+static int64_t fence_left(const struct gcp *g)
 {
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
-    while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
+    return g->fence ? g->fence->left_ms(g->fence->ud) : INT64_MAX;
+}
+
+/* Waits ms, or less when the fence ends the leadership meanwhile. */
+static void sleep_ms(const struct gcp *g, int64_t ms)
+{
+    int64_t end = dhaf_mono_ms() + ms;
+    for (int64_t left = ms; left > 0 && fence_left(g) > 0; left = end - dhaf_mono_ms())
+        poll(NULL, 0, left > 100 ? 100 : (int)left);
+}
+
+/* The time one request may take: the operation's deadline, the lease's validity (fenced: a
+ * request is sent only while the lease surely lasts until its deadline) and GCP_REQ_MS.
+ * Returns it, or an error (DHAF_EFENCED, DHAF_ETIMEOUT) when nothing may be sent. */
+static int req_budget(const struct gcp *g, const char *method, const char *url, int64_t deadline,
+                      int *timeout_ms, struct dhaf_err *err)
+{
+    int64_t left = deadline - dhaf_mono_ms(), lease = fence_left(g);
+    if (lease <= 0)
+        return dhaf_err_set(err, DHAF_EFENCED,
+                            "%s %s: not sent: this node's leadership ended (its lease is no "
+                            "longer surely valid)",
+                            method, url);
+    if (lease < left)
+        left = lease;
+    if (left <= 0)
+        return dhaf_err_set(err, DHAF_ETIMEOUT, "%s %s: no time left", method, url);
+    *timeout_ms = (int)(left < GCP_REQ_MS ? left : GCP_REQ_MS);
+    return 0;
+}
+
+/* dhaf_http_do under the fence: a cancelled request (the term closed) is DHAF_EFENCED. */
+static int fenced_http(const struct gcp *g, struct dhaf_http_req *req, struct dhaf_http_resp *resp,
+                       struct dhaf_err *err)
+{
+    req->cancel = g->fence ? g->fence->cancel : NULL;
+    int rc = dhaf_http_do(req, resp, err);
+    if (rc == DHAF_ECANCELLED)
+        rc = dhaf_err_set(err, DHAF_EFENCED, "%s %s: cut short: this node's leadership ended",
+                          req->method, req->url);
+    return rc;
 }
 
 /* Frees a string that held a secret, overwriting it first. */
@@ -460,11 +501,10 @@ static int token_fetch(struct gcp *g, int64_t deadline, struct dhaf_err *err)
     int rc = jwt_make(g, &jwt, err);
     if (rc != 0)
         return rc;
-    int64_t left = deadline - dhaf_mono_ms();
-    if (left <= 0) {
+    int timeout_ms;
+    if ((rc = req_budget(g, "POST", g->token_uri, deadline, &timeout_ms, err)) != 0) {
         free(jwt);
-        return dhaf_err_set(err, DHAF_ETIMEOUT, "POST %s: no time left for a token request",
-                            g->token_uri);
+        return rc;
     }
     char *body = dhaf_xasprintf("grant_type=%s&assertion=%s", GCP_GRANT, jwt);
     free(jwt);
@@ -476,12 +516,12 @@ static int token_fetch(struct gcp *g, int64_t deadline, struct dhaf_err *err)
         .headers = hdrs,
         .body = body,
         .body_len = strlen(body),
-        .timeout_ms = (int)(left < GCP_REQ_MS ? left : GCP_REQ_MS),
+        .timeout_ms = timeout_ms,
         .max_response = 64 * 1024,
     };
     struct dhaf_http_resp resp;
     int64_t t0 = dhaf_mono_ms();
-    rc = dhaf_http_do(&req, &resp, err);
+    rc = fenced_http(g, &req, &resp, err);
     free(body);
     if (rc != 0)
         return rc;
@@ -579,9 +619,9 @@ static int call_once(struct gcp *g, const char *method, const char *url, const c
     int rc = token_get(g, deadline, err);
     if (rc != 0)
         return rc;
-    int64_t left = deadline - dhaf_mono_ms();
-    if (left <= 0)
-        return dhaf_err_set(err, DHAF_ETIMEOUT, "%s %s: no time left", method, url);
+    int timeout_ms;
+    if ((rc = req_budget(g, method, url, deadline, &timeout_ms, err)) != 0)
+        return rc;
     char *auth = dhaf_xasprintf("Authorization: Bearer %s", g->token);
     const char *hdrs[] = {auth, "Accept: application/json",
                           body ? "Content-Type: application/json" : NULL, NULL};
@@ -591,11 +631,11 @@ static int call_once(struct gcp *g, const char *method, const char *url, const c
         .headers = hdrs,
         .body = body,
         .body_len = body ? strlen(body) : 0,
-        .timeout_ms = (int)(left < GCP_REQ_MS ? left : GCP_REQ_MS),
+        .timeout_ms = timeout_ms,
         .max_response = GCP_MAX_RESPONSE,
     };
     struct dhaf_http_resp resp;
-    rc = dhaf_http_do(&req, &resp, err);
+    rc = fenced_http(g, &req, &resp, err);
     free_secret(&auth);
     if (rc != 0)
         return rc;
@@ -658,7 +698,7 @@ static int gcp_call(struct gcp *g, const char *method, const char *url, const ch
         char why[256];
         DHAF_LOG(DHAF_LOG_WARN, "event=gcp-retry service=%s attempt=%d wait_ms=%lld reason=\"%s\"",
                  g->service, attempt, (long long)wait, dhaf_log_quote(why, sizeof(why), err->msg));
-        sleep_ms(wait);
+        sleep_ms(g, wait);
     }
 }
 
@@ -814,7 +854,7 @@ static int op_wait(struct gcp *g, json_t *op, int64_t deadline, struct dhaf_err 
                               name, status, (long long)(dhaf_mono_ms() - t0), polls);
             break;
         }
-        sleep_ms(GCP_OP_POLL_MS);
+        sleep_ms(g, GCP_OP_POLL_MS);
         json_t *next = NULL;
         polls++;
         if ((rc = gcp_call(g, "GET", url, NULL, until, &next, err)) != 0) {
@@ -927,13 +967,14 @@ out:
     return 0;
 }
 
-static int gcp_current(void *state, int *ep, struct dhaf_err *err)
+static int gcp_current(void *state, const struct dhaf_fence *fence, int *ep, struct dhaf_err *err)
 {
     struct gcp *g = state;
     struct dhaf_err e = {0};
     struct gcp_meta m;
     *ep = -1;
     pthread_mutex_lock(&g->lock);
+    g->fence = fence;
     int rc = meta_get(g, dhaf_mono_ms() + GCP_READ_MS, &m, &e);
     if (rc == 0) {
         if (!m.value) {
@@ -949,28 +990,37 @@ static int gcp_current(void *state, int *ep, struct dhaf_err *err)
         }
         meta_release(&m);
     }
+    g->fence = NULL;
     pthread_mutex_unlock(&g->lock);
     if (rc != 0)
         err_out(err, &e);
     return rc;
 }
 
-static int gcp_switch_to(void *state, size_t ep, struct dhaf_err *err)
+/* The value a conditional write expects: the expected entry point's address, or (when the
+ * leader does not know) whatever the first read showed. */
+static bool as_expected(const struct gcp *g, const struct dhaf_switch_req *req, const char *first,
+                        const char *value)
 {
-    struct gcp *g = state;
-    struct dhaf_err e = {0};
-    if (ep >= g->n_eps) {
-        dhaf_err_set(&e, DHAF_EINVAL, "no entry point %zu (the service has %zu)", ep, g->n_eps);
-        err_out(err, &e);
-        return DHAF_EINVAL;
-    }
-    const struct dhaf_ep *to = &g->eps[ep];
-    int64_t t0 = dhaf_mono_ms(), deadline = t0 + GCP_SWITCH_MS;
+    if (req->expect_from >= 0)
+        return same_ip(value, &g->eps[req->expect_from]);
+    return !first == !value && (!first || strcmp(first, value) == 0);
+}
+
+/* Read, compare, write under the fingerprint read: the write happens only while the metadata
+ * is unchanged since a read that showed the expected value. A conflict (someone wrote in
+ * between) is read again: an unrelated key's change is written over again, a change of our
+ * key aborts. Called with g->lock held. */
+static int switch_rounds(struct gcp *g, const struct dhaf_switch_req *req, int64_t deadline,
+                         struct dhaf_err *e)
+{
+    const struct dhaf_ep *to = &g->eps[req->to];
+    char *first = NULL;
+    bool first_read = true;
     int rc;
-    pthread_mutex_lock(&g->lock);
     for (int round = 1;; round++) {
         struct gcp_meta m;
-        if ((rc = meta_get(g, deadline, &m, &e)) != 0)
+        if ((rc = meta_get(g, deadline, &m, e)) != 0)
             break;
         if (same_ip(m.value, to)) {
             meta_release(&m);
@@ -978,9 +1028,24 @@ static int gcp_switch_to(void *state, size_t ep, struct dhaf_err *err)
                      g->service, g->conf->metadata_key, to->name, to->ip);
             break;
         }
+        if (first_read)
+            first = m.value ? dhaf_xstrdup(m.value) : NULL;
+        first_read = false;
+        if (!as_expected(g, req, first, m.value)) {
+            char v[64];
+            rc = dhaf_err_set(e, DHAF_ECONFLICT,
+                              "metadata key %s of project %s holds \"%s\", not %s as this leader "
+                              "expected: changed by someone else; not switching",
+                              g->conf->metadata_key, g->conf->project,
+                              clean(v, sizeof(v), m.value ? m.value : ""),
+                              req->expect_from >= 0 ? g->eps[req->expect_from].ip
+                                                    : "the value it read first");
+            meta_release(&m);
+            break;
+        }
         if (!m.fingerprint) {
             meta_release(&m);
-            rc = dhaf_err_set(&e, DHAF_EPROTO,
+            rc = dhaf_err_set(e, DHAF_EPROTO,
                               "GET %s: malformed reply: no commonInstanceMetadata.fingerprint",
                               g->project_url);
             break;
@@ -993,33 +1058,55 @@ static int gcp_switch_to(void *state, size_t ep, struct dhaf_err *err)
                 ? dhaf_xasprintf("%s/setCommonInstanceMetadata?requestId=%s", g->project_url, rid)
                 : dhaf_xasprintf("%s/setCommonInstanceMetadata", g->project_url);
         json_t *op = NULL;
-        rc = gcp_call(g, "POST", url, body, deadline, &op, &e);
+        rc = gcp_call(g, "POST", url, body, deadline, &op, e);
         free(url);
         free(body);
         if (rc == 0)
-            rc = op_wait(g, op, deadline, &e); /* takes op */
-        if (rc != DHAF_ECONFLICT || round >= GCP_CONFLICT_TRIES)
+            rc = op_wait(g, op, deadline, e); /* takes op */
+        if (rc != DHAF_ECONFLICT)
             break;
-        /* Someone changed the metadata between our read and write: read it again. */
+        if (round >= GCP_CONFLICT_TRIES) {
+            char was[DHAF_ERR_MSG_MAX];
+            int st = e->status;
+            memcpy(was, e->msg, sizeof(was));
+            dhaf_err_set(e, rc, "still conflicting after %d read-compare-write rounds: %s",
+                         GCP_CONFLICT_TRIES, was);
+            e->status = st;
+            break;
+        }
+        /* The fingerprint no longer matched: read again, and write only if our key still
+         * holds the expected value. */
         char why[256];
         DHAF_LOG(DHAF_LOG_INFO, "event=gcp-fingerprint-conflict service=%s round=%d reason=\"%s\"",
-                 g->service, round, dhaf_log_quote(why, sizeof(why), e.msg));
-        sleep_ms(50 * round);
+                 g->service, round, dhaf_log_quote(why, sizeof(why), e->msg));
+        sleep_ms(g, 50 * round);
     }
+    free(first);
+    return rc;
+}
+
+static int gcp_switch_to(void *state, const struct dhaf_switch_req *req, struct dhaf_err *err)
+{
+    struct gcp *g = state;
+    struct dhaf_err e = {0};
+    if (req->to >= g->n_eps || (req->expect_from >= 0 && (size_t)req->expect_from >= g->n_eps)) {
+        dhaf_err_set(&e, DHAF_EINVAL, "no entry point %zu or %d (the service has %zu)", req->to,
+                     req->expect_from, g->n_eps);
+        err_out(err, &e);
+        return DHAF_EINVAL;
+    }
+    const struct dhaf_ep *to = &g->eps[req->to];
+    int64_t t0 = dhaf_mono_ms(), deadline = t0 + GCP_SWITCH_MS;
+    pthread_mutex_lock(&g->lock);
+    g->fence = req->fence;
+    int rc = switch_rounds(g, req, deadline, &e);
+    g->fence = NULL;
     pthread_mutex_unlock(&g->lock);
     if (rc == 0) {
         DHAF_LOG(DHAF_LOG_INFO, "event=gcp-switch service=%s project=%s key=%s ep=%s ip=%s ms=%lld",
                  g->service, g->conf->project, g->conf->metadata_key, to->name, to->ip,
                  (long long)(dhaf_mono_ms() - t0));
         return 0;
-    }
-    if (rc == DHAF_ECONFLICT) {
-        char was[DHAF_ERR_MSG_MAX];
-        int st = e.status;
-        memcpy(was, e.msg, sizeof(was));
-        dhaf_err_set(&e, rc, "still conflicting after %d read-modify-write rounds: %s",
-                     GCP_CONFLICT_TRIES, was);
-        e.status = st;
     }
     err_out(err, &e);
     return rc;

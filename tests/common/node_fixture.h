@@ -34,7 +34,7 @@ struct fx_node {
     "    switcher: " switcher "\n"                                                                 \
     "    health-checker: {type: tcp, port: 80}\n" extra
 #define FX_YAML(node, extra)                                                                       \
-    FX_YAML_SW(node, "{type: exec, init: /bin/true, switch: /bin/true}", extra)
+    FX_YAML_SW(node, "{type: exec, init: /bin/true, switch: /bin/true, timeout: 2}", extra)
 
 /** The FX_YAML config of node with the switcher given (YAML flow text) and extra appended.
  *  Caller frees. */

@@ -59,7 +59,21 @@ Test controls (no token needed; never logged as changes):
         "apply": true carries the call out first and then fails its reply (a change made
         whose success the client never sees);
         "error_chain": [{code, message}] is added to the error;
-        "method": "PATCH" and "path": "dns_records" (a substring) limit which calls match.
+        "method": "PATCH" and "path": "dns_records" (a substring) limit which calls match;
+        "header": "node-2 epoch" limits them to calls whose X-Dhaf-Leader header contains
+        the substring (a call without the header never matches), so a rule can target one
+        node. Reads fail too: {"method": "GET", "status": 403, "count": 2} fails the next two
+        reads, the record list and GET /zones alike.
+        "freeze_pid": P sends SIGSTOP to process P when a call matches, before the call is
+        carried out and answered (the fake waits, up to 2 s, until every thread of P shows
+        as stopped); the answer is then sent as usual and sits in the socket until P is
+        continued (SIGCONT, by the test).
+        "delay_ms": N sleeps N ms (after the freeze, if any) before the call is carried out
+        and answered: a request that lands late.
+        A rule with freeze_pid or delay_ms and none of status, code, message, body, drop,
+        apply, retry_after, error_chain, repeat only freezes or delays: the call is then
+        carried out and answered normally. With one of them it also fails as above (with
+        "apply": the change is made while P is already stopped, then the reply fails).
         Rules queue up in order; a call takes the first rule that matches it.
     POST /_fake/set {"name": N, "content": C[, "type": T][, "proxied": B][, "delete": true]}
         changes the record named N (of type T when given) behind the client's back, like a
@@ -69,7 +83,15 @@ Test controls (no token needed; never logged as changes):
     POST /_fake/zone {"status": S[, "paused": B]}   changes the zone
     GET  /_fake/records                             {"zone": {...}, "records": [...]}
     GET  /_fake/changes                             the change log lines as a JSON array
-    POST /_fake/reset                               clears fail rules and the change list
+    GET  /_fake/requests                            every API call (reads too), in the order
+        they arrived, as a JSON array of {"time", "method", "path", "query", "status",
+        "leader", "answered", "rule"}: time of arrival; path without "/client/v4" and without
+        the query, which is in "query" (raw); status as answered (0: dropped by a rule; null
+        while the call is still being held by freeze_pid/delay_ms); leader the X-Dhaf-Leader
+        header or null; answered the time the answer was sent (null until then); rule true
+        when a /_fake/fail rule matched the call. Not written to --log.
+    POST /_fake/reset                               clears fail rules, the change list and
+                                                    the request list
 """
 
 import datetime
@@ -77,9 +99,11 @@ import hashlib
 import ipaddress
 import json
 import os
+import signal
 import socket
 import sys
 import threading
+import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
@@ -94,6 +118,7 @@ STATE = {
     "records": [],       # dicts in creation order
     "fail": [],          # rules, see /_fake/fail
     "changes": [],       # change log lines (dicts)
+    "requests": [],      # every API call (dicts), see /_fake/requests
     "log": None,         # path or None
     "max_per_page": 5000,
 }
@@ -277,6 +302,9 @@ class Handler(fakelib.Handler):
                     continue
                 if rule.get("path") and rule["path"] not in path:
                     continue
+                if rule.get("header") is not None and \
+                        str(rule["header"]) not in (self.headers.get("X-Dhaf-Leader") or "\0"):
+                    continue
                 rule["count"] -= 1
                 if rule["count"] <= 0:
                     STATE["fail"].remove(rule)
@@ -316,6 +344,64 @@ class Handler(fakelib.Handler):
             error["error_chain"] = rule["error_chain"]
         self.send_error_env(status, error, headers)
 
+    # Keys that make a rule fail the call; a rule with only freeze_pid / delay_ms (and its
+    # match conditions) lets the call through after its action.
+    FAILING_KEYS = ("status", "code", "message", "body", "drop", "apply", "retry_after",
+                    "error_chain", "repeat")
+
+    @classmethod
+    def rule_fails(cls, rule):
+        if "freeze_pid" not in rule and "delay_ms" not in rule:
+            return True  # as before: a plain rule fails (default status 500)
+        return any(k in rule for k in cls.FAILING_KEYS)
+
+    @staticmethod
+    def freeze(pid):
+        """SIGSTOP pid, then waits (up to 2 s) until all its threads show as stopped, so that
+        nothing it does after this call can race the answer."""
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except OSError:
+            return
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            try:
+                tids = os.listdir("/proc/%d/task" % pid)
+                states = []
+                for tid in tids:
+                    with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                        states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                return  # gone, or not Linux: the signal was sent, that is all we can do
+            if states and all(st in ("T", "t", "Z", "X") for st in states):
+                return
+            time.sleep(0.002)
+
+    def hold(self, rule):
+        """freeze_pid and delay_ms of a matching rule, in that order."""
+        if rule.get("freeze_pid") is not None:
+            self.freeze(int(rule["freeze_pid"]))
+        if rule.get("delay_ms") is not None:
+            time.sleep(max(0, int(rule["delay_ms"])) / 1000.0)
+
+    def send_response(self, code, message=None):
+        entry = getattr(self, "api_entry", None)
+        if entry is not None:  # one answer per call: the next one is not this call's
+            self.api_entry = None
+            with LOCK:
+                entry["status"] = code
+                entry["answered"] = now_iso()
+        super().send_response(code, message)
+
+    def record_call(self, path, query, matched):
+        entry = {"time": now_iso(), "method": self.command, "path": path, "query": query,
+                 "status": None, "leader": self.headers.get("X-Dhaf-Leader"),
+                 "answered": None, "rule": matched}
+        with LOCK:
+            STATE["requests"].append(entry)
+        self.api_entry = entry
+        return entry
+
     def log_change(self, path, status, rec, body):
         line = {
             "time": now_iso(),
@@ -348,6 +434,7 @@ class Handler(fakelib.Handler):
     # ---- dispatch --------------------------------------------------------------------------
 
     def handle_any(self):
+        self.api_entry = None
         url = urlsplit(self.path)
         path = url.path
         if path.startswith("/client/v4/"):
@@ -364,10 +451,18 @@ class Handler(fakelib.Handler):
             return
 
         rule = self.take_fail_rule(path)
+        entry = self.record_call(path, url.query, rule is not None)
+        if rule is not None:
+            self.hold(rule)
+            if not self.rule_fails(rule):
+                rule = None  # frozen or delayed only: carried out and answered as usual
         if rule is not None and not rule.get("apply"):
             if self.command in ("POST", "PATCH", "PUT", "DELETE"):
                 self.log_change(path, 0 if rule.get("drop") else int(rule.get("status", 500)),
                                 None, self.body_for_log(raw))
+            if rule.get("drop"):
+                with LOCK:
+                    entry["status"], entry["answered"] = 0, now_iso()
             self.apply_fail_rule(rule)
             return
 
@@ -384,6 +479,9 @@ class Handler(fakelib.Handler):
         if write:
             self.log_change(path, status, rec_for_log, self.body_for_log(raw))
         if rule is not None:  # "apply": the call took effect, but its reply is lost
+            if rule.get("drop"):
+                with LOCK:
+                    entry["status"], entry["answered"] = 0, now_iso()
             self.apply_fail_rule(rule)
             return
         self.send_json(status, env)
@@ -529,6 +627,8 @@ class Handler(fakelib.Handler):
                 self.send_json(200, {"zone": STATE["zone"], "records": STATE["records"]})
             elif path == "/_fake/changes" and self.command == "GET":
                 self.send_json(200, STATE["changes"])
+            elif path == "/_fake/requests" and self.command == "GET":
+                self.send_json(200, STATE["requests"])
             elif path == "/_fake/fail" and self.command == "POST":
                 rule = dict(body)
                 rule["count"] = int(rule.get("count", 1))
@@ -546,6 +646,7 @@ class Handler(fakelib.Handler):
             elif path == "/_fake/reset" and self.command == "POST":
                 STATE["fail"].clear()
                 STATE["changes"].clear()
+                STATE["requests"].clear()
                 self.send_json(200, {"ok": True})
             else:
                 self.send_json(404, {"error": "no such control"})

@@ -34,8 +34,9 @@ answers RUNNING) or, by default, once it is 0.5 s old.
 
 Test controls (JSON bodies; never need a token):
     POST /_fake/set    {"key":K,"value":V}  change metadata behind dhaf's back (V null deletes)
-    POST /_fake/race   {"count":N}          the next N setCommonInstanceMetadata get 412, as if
-                                            someone changed the metadata in between
+    POST /_fake/race   {"count":N[,"key":K,"value":V]}  the next N setCommonInstanceMetadata
+                                            get 412, as if someone changed the metadata in
+                                            between (and set K to V: V null deletes)
     POST /_fake/fail   {"status":503,"count":N,"what":"api"|"token"|"any","body":RAW,
                         "retry_after":S,"skip":M}
                                             the next N requests of that kind (after M that
@@ -88,6 +89,7 @@ def reset_state(initial_items):
                       unauthorized=0, get_requests=0, set_requests=0, conflicts=0,
                       failures=0, polls=0),
         race=0,
+        race_set=None,
         fail=None,
         next_op=None,
         ops={},
@@ -381,6 +383,11 @@ class Handler(fakelib.Handler):
                 if S["race"] > 0:
                     S["race"] -= 1
                     S["fingerprint"] = new_fingerprint()  # "someone" changed it in between
+                    rs = S.get("race_set")
+                    if rs:  # ... and that someone changed this key
+                        S["items"] = [i for i in S["items"] if i["key"] != rs["key"]]
+                        if rs["value"] is not None:
+                            S["items"].append({"key": rs["key"], "value": rs["value"]})
                     conflict = "race"
                 elif meta.get("fingerprint") != S["fingerprint"]:
                     conflict = "stale"
@@ -477,6 +484,8 @@ class Handler(fakelib.Handler):
                 S["fingerprint"] = new_fingerprint()
             elif what == "race":
                 S["race"] = int(req.get("count", 1))
+                S["race_set"] = ({"key": req["key"], "value": req.get("value")}
+                                 if "key" in req else None)
             elif what == "fail":
                 S["fail"] = {"status": int(req.get("status", 503)),
                              "count": int(req.get("count", 1)),

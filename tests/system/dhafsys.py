@@ -136,7 +136,7 @@ class Node:
     entry-points:
       - {name: ep-1, ip: 127.0.0.11}
       - {name: ep-2, ip: 127.0.0.12}
-    switcher: {type: exec, init: /bin/true, switch: /bin/true}
+    switcher: {type: exec, init: /bin/true, switch: /bin/true, timeout: 2}
     health-checker: {type: tcp, port: 80}
 """
 

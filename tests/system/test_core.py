@@ -31,7 +31,7 @@ def services(port, work):
     entry-points:
       - {{name: primary, ip: 127.0.0.91}}
       - {{name: backup, ip: 127.0.0.92}}
-    switcher: {{type: exec, init: {work}/sw-init.sh, switch: {work}/sw-switch.sh, timeout: 5}}
+    switcher: {{type: exec, init: {work}/sw-init.sh, switch: {work}/sw-switch.sh, timeout: 2}}
     health-checker: {{type: web, port: {port}, path: /ok, timeout: 1, retries: 0}}
 probers:
   - {{name: probe-1, token: "{TOKEN}", location: here}}
@@ -231,7 +231,7 @@ if __name__ == "__main__":
     entry-points:
       - {{name: ep-1, ip: 127.0.0.93}}
       - {{name: ep-2, ip: 127.0.0.94}}
-    switcher: {{type: exec, init: /bin/true, switch: /bin/true}}
+    switcher: {{type: exec, init: /bin/true, switch: /bin/true, timeout: 2}}
     health-checker: {{type: tcp, port: {port}, timeout: 1}}
 """
     sys.exit(run_tests([

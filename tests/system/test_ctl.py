@@ -26,7 +26,7 @@ def make():
     entry-points:
       - {{name: ep-1, ip: 127.0.0.61}}
       - {{name: ep-2, ip: 127.0.0.62}}
-    switcher: {{type: exec, init: /bin/true, switch: /bin/true}}
+    switcher: {{type: exec, init: /bin/true, switch: /bin/true, timeout: 2}}
     health-checker: {{type: web, port: {port}, path: /ok, timeout: 1, retries: 0}}
 """
     c = Cluster(BIN, n=3, ttl=3, services=services, extra=f"")

@@ -43,7 +43,7 @@ echo "$DHAF_NODE $DHAF_EPOCH done $1" >> {self.log}
 
     def yaml(self):
         return (f"{{type: exec, init: {self.dir}/sw-init.sh, switch: {self.dir}/sw-switch.sh, "
-                f"timeout: 10}}")
+                f"timeout: 2}}")
 
     def points_to(self):
         try:

@@ -92,7 +92,7 @@ def make():
     entry-points:
       - {{name: ep-1, ip: 127.0.0.71}}
       - {{name: ep-2, ip: 127.0.0.72}}
-    switcher: {{type: exec, init: {work}/sw-init.sh, switch: {work}/sw-switch.sh}}
+    switcher: {{type: exec, init: {work}/sw-init.sh, switch: {work}/sw-switch.sh, timeout: 2}}
     health-checker: {{type: web, port: {port}, path: /ok, timeout: 1, retries: 0}}
 notifiers:
   - {{type: email, name: mail-plain, from: dhaf@site.test, to: ops@site.test,
@@ -234,7 +234,7 @@ def make_slow():
     entry-points:
       - {{name: ep-1, ip: 127.0.0.{101 + 2 * i}}}
       - {{name: ep-2, ip: 127.0.0.{102 + 2 * i}}}
-    switcher: {{type: exec, init: {work}/sw-init.sh, switch: {work}/sw-switch.sh}}
+    switcher: {{type: exec, init: {work}/sw-init.sh, switch: {work}/sw-switch.sh, timeout: 2}}
     health-checker: {{type: web, port: {port}, path: /ok, timeout: 1, retries: 0}}
 """
     services += f"""notifiers:

@@ -189,13 +189,13 @@ def test_bad_abi_refused():
         log = "\n".join(n.log_lines())
         assert rc == 2, (rc, log)
         assert ("dhaf-node: plugin " + os.path.join(EXT_BAD, "example_bad_abi.so") +
-                ": ABI version 999, this dhaf speaks 1") in log, log
+                ": ABI version 999, this dhaf speaks 2") in log, log
         assert "was refused; fix or remove it (exit code 2)" in log, log
         assert "node-start" not in log, log
         # --check-config says the same
         r = subprocess.run([n.bin, "--config", n.config, "--check-config"], capture_output=True,
                            text=True, timeout=10)
-        assert r.returncode == 2 and "ABI version 999, this dhaf speaks 1" in r.stderr, r
+        assert r.returncode == 2 and "ABI version 999, this dhaf speaks 2" in r.stderr, r
         return "exit 2 at start: " + next(l for l in log.splitlines() if "ABI version" in l)
     finally:
         shutil.rmtree(work, ignore_errors=True)

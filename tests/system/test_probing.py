@@ -21,7 +21,7 @@ def services(port):
     entry-points:
       - {{name: ep-1, ip: 127.0.0.41}}
       - {{name: ep-2, ip: 127.0.0.42}}
-    switcher: {{type: exec, init: /bin/true, switch: /bin/true}}
+    switcher: {{type: exec, init: /bin/true, switch: /bin/true, timeout: 2}}
     health-checker: {{type: web, port: {port}, path: /ok, timeout: 1, retries: 0}}
 probers:
   - {{name: probe-1, token: "{TOKENS['probe-1']}", location: eu}}

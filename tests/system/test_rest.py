@@ -97,7 +97,7 @@ def services_yaml(port):
     entry-points:
       - {{name: ep-1, ip: {EP_IPS[0]}}}
       - {{name: ep-2, ip: {EP_IPS[1]}}}
-    switcher: {{type: exec, init: /bin/true, switch: /bin/true}}
+    switcher: {{type: exec, init: /bin/true, switch: /bin/true, timeout: 2}}
     health-checker: {{type: web, port: {port}, path: /ok, timeout: 1, retries: 0}}
 """
 

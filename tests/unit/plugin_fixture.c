@@ -47,10 +47,10 @@ static __attribute__((unused)) void fx_check(struct dhaf_check_target *t, size_t
     }
 }
 
-static int fx_switch(void *state, size_t ep, struct dhaf_err *err)
+static int fx_switch(void *state, const struct dhaf_switch_req *req, struct dhaf_err *err)
 {
     (void)state;
-    (void)ep;
+    (void)req;
     (void)err;
     return 0;
 }

@@ -3,6 +3,7 @@
  * one fake per test: init checks, current() with 0/1/2 records, switch_to creating, editing or
  * leaving the record, manual changes, rate limits, 5xx and transport retries, refusals, the
  * operation deadline, malformed replies, AAAA records, and the token kept out of every text. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -17,10 +18,12 @@
 #include <jansson.h>
 
 #include "dhaf/alloc.h"
+#include "dhaf/cancel.h"
 #include "dhaf/config.h"
 #include "dhaf/err.h"
 #include "dhaf/log.h"
 #include "dhaf/provider.h"
+#include "switch_call.h"
 #include "dhaf/registry.h"
 #include "config_load.h"
 #include "fake_proc.h"
@@ -219,7 +222,7 @@ static int current_ok(struct svc *s)
 {
     int ep = -7;
     struct dhaf_err err = {0};
-    int rc = dhaf_switcher_cloudflare.current(s->st, &ep, &err);
+    int rc = sw_current(&dhaf_switcher_cloudflare, s->st, &ep, &err);
     if (rc != 0)
         fail_msg("current() failed: %d %s", rc, err.msg);
     return ep;
@@ -228,7 +231,7 @@ static int current_ok(struct svc *s)
 static void switch_ok(struct svc *s, size_t ep)
 {
     struct dhaf_err err = {0};
-    int rc = dhaf_switcher_cloudflare.switch_to(s->st, ep, &err);
+    int rc = sw_to(&dhaf_switcher_cloudflare, s->st, ep, &err);
     if (rc != 0)
         fail_msg("switch_to(%zu) failed: %d %s", ep, rc, err.msg);
 }
@@ -340,7 +343,7 @@ static void test_current(void **state)
     /* 0 records: DHAF_ENOTFOUND (nothing set yet). */
     fake_start(&f, "--record", "other.foo.com:A:192.0.2.2", "--record", DOMAIN ":AAAA:::1");
     svc_open(&s, &f);
-    assert_int_equal(dhaf_switcher_cloudflare.current(s.st, &ep, &err), DHAF_ENOTFOUND);
+    assert_int_equal(sw_current(&dhaf_switcher_cloudflare, s.st, &ep, &err), DHAF_ENOTFOUND);
     assert_int_equal(ep, -1);
     svc_close(&s);
     fake_stop(&f);
@@ -364,13 +367,13 @@ static void test_current(void **state)
                "--max-per-page", "1");
     svc_open(&s, &f);
     err = (struct dhaf_err){0};
-    int rc = dhaf_switcher_cloudflare.current(s.st, &ep, &err);
+    int rc = sw_current(&dhaf_switcher_cloudflare, s.st, &ep, &err);
     assert_int_not_equal(rc, 0);
     assert_int_not_equal(rc, DHAF_ENOTFOUND);
     assert_contains(err.msg, "2 A records named www.foo.com");
     assert_contains(err.msg, "exactly one record expected");
     /* ... and switch_to refuses to pick one. */
-    rc = dhaf_switcher_cloudflare.switch_to(s.st, 2, &err);
+    rc = sw_to(&dhaf_switcher_cloudflare, s.st, 2, &err);
     assert_int_not_equal(rc, 0);
     assert_contains(err.msg, "exactly one record expected");
     json_t *ch = fake_changes(&f);
@@ -474,7 +477,7 @@ static void test_switch_patches(void **state)
 
     /* Out of range. */
     struct dhaf_err err = {0};
-    assert_int_equal(dhaf_switcher_cloudflare.switch_to(s.st, 3, &err), DHAF_EINVAL);
+    assert_int_equal(sw_to(&dhaf_switcher_cloudflare, s.st, 3, &err), DHAF_EINVAL);
     svc_close(&s);
     fake_stop(&f);
 }
@@ -578,7 +581,7 @@ static void test_rate_limited(void **state)
     struct dhaf_err err = {0};
     int ep;
     t0 = test_now_ms();
-    assert_int_equal(dhaf_switcher_cloudflare.current(s.st, &ep, &err), DHAF_EUNAVAILABLE);
+    assert_int_equal(sw_current(&dhaf_switcher_cloudflare, s.st, &ep, &err), DHAF_EUNAVAILABLE);
     assert_true(test_now_ms() - t0 < 3000);
     assert_int_equal(err.status, 429);
     assert_contains(err.msg, "HTTP 429");
@@ -619,7 +622,7 @@ static void test_server_errors_retried(void **state)
     struct dhaf_err err = {0};
     int ep;
     t0 = test_now_ms();
-    assert_int_equal(dhaf_switcher_cloudflare.current(s.st, &ep, &err), DHAF_EUNAVAILABLE);
+    assert_int_equal(sw_current(&dhaf_switcher_cloudflare, s.st, &ep, &err), DHAF_EUNAVAILABLE);
     int64_t took = test_now_ms() - t0;
     assert_true(took < 16000);
     assert_true(took >= 3500);
@@ -656,7 +659,7 @@ static void test_refusals_not_retried(void **state)
         fake_ctl(&f, "/_fake/fail",
                  "{\"status\": %d, \"code\": %d, \"error_chain\": %s, \"method\": \"PATCH\"}",
                  cases[i].status, cases[i].code, cases[i].chain);
-        int rc = dhaf_switcher_cloudflare.switch_to(s.st, 1, &err);
+        int rc = sw_to(&dhaf_switcher_cloudflare, s.st, 1, &err);
         assert_int_equal(rc, cases[i].rc);
         assert_int_equal(err.status, cases[i].status);
         char want[32];
@@ -675,6 +678,102 @@ static void test_refusals_not_retried(void **state)
     assert_int_equal(current_ok(&s), 0);
     svc_close(&s);
     fake_stop(&f);
+}
+
+/* How many API calls the fake has seen with method and a path containing part (NULL: any);
+ * held = only those still unanswered. */
+static size_t count_requests(const struct fake *f, const char *method, const char *part, bool held)
+{
+    char *text = fake_http(f, "GET", "/_fake/requests", NULL, NULL);
+    json_t *all = json_loads(text, 0, NULL), *r;
+    free(text);
+    assert_non_null(all);
+    size_t n = 0, i;
+    json_array_foreach(all, i, r)
+    {
+        if ((!method || strcmp(str_of(r, "method"), method) == 0) &&
+            (!part || strstr(str_of(r, "path"), part)) &&
+            (!held || json_is_null(json_object_get(r, "answered"))))
+            n++;
+    }
+    json_decref(all);
+    return n;
+}
+
+struct canceller {
+    const struct fake *f;
+    struct dhaf_cancel *cancel;
+};
+
+/* Fires the cancel token once the fake holds a PATCH (a term closing mid-request). */
+static void *cancel_when_held(void *arg)
+{
+    struct canceller *c = arg;
+    int64_t until = test_now_ms() + 10000;
+    while (test_now_ms() < until && count_requests(c->f, "PATCH", NULL, true) == 0)
+        usleep(10000);
+    dhaf_cancel_fire(c->cancel);
+    return NULL;
+}
+
+/* Fenced writes: nothing is sent once the lease is over, a request in flight ends when the term
+ * closes, and the record is changed only while it still points where the leader believes
+ * (checked on the list and again by id right before the edit). */
+static void test_fenced(void **state)
+{
+    (void)state;
+    struct fake f;
+    struct svc s;
+    struct dhaf_err err = {0};
+    struct test_fence tf;
+    struct dhaf_cancel cancel;
+    dhaf_cancel_init(&cancel);
+    const struct dhaf_fence *fence = test_fence_init(&tf, 60000, &cancel);
+    fake_start(&f, "--record", DOMAIN ":A:192.0.2.1");
+    svc_open(&s, &f);
+
+    /* the leader believes ep-2, the record says ep-1: someone else moved it */
+    assert_int_equal(sw_to_from(&dhaf_switcher_cloudflare, s.st, 2, 1, fence, &err),
+                     DHAF_ECONFLICT);
+    assert_contains(err.msg, "points at ep-1, not at ep-2 as this leader expected");
+    assert_int_equal(count_requests(&f, "PATCH", NULL, false), 0);
+
+    /* the lease is over: not one request */
+    size_t before = count_requests(&f, NULL, NULL, false);
+    tf.left = 0;
+    assert_int_equal(sw_to_from(&dhaf_switcher_cloudflare, s.st, 2, 0, fence, &err), DHAF_EFENCED);
+    assert_contains(err.msg, "leadership ended");
+    assert_int_equal(count_requests(&f, NULL, NULL, false), before);
+    tf.left = 60000;
+
+    /* as expected: list, the record by id, then the edit */
+    fake_ctl(&f, "/_fake/reset", "{}");
+    if (sw_to_from(&dhaf_switcher_cloudflare, s.st, 1, 0, fence, &err) != 0)
+        fail_msg("switch_to: %s", err.msg);
+    assert_int_equal(count_requests(&f, "GET", "/dns_records/", false), 1);
+    assert_int_equal(count_requests(&f, "PATCH", NULL, false), 1);
+    assert_int_equal(current_ok(&s), 1);
+
+    /* the term closes while the PATCH is held: the call ends at once */
+    fake_ctl(&f, "/_fake/fail", "{\"method\": \"PATCH\", \"delay_ms\": 5000}");
+    struct canceller c = {&f, &cancel};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, cancel_when_held, &c), 0);
+    int64_t t0 = test_now_ms();
+    int rc = sw_to_from(&dhaf_switcher_cloudflare, s.st, 2, 1, fence, &err);
+    int64_t took = test_now_ms() - t0;
+    pthread_join(th, NULL);
+    assert_int_equal(rc, DHAF_EFENCED);
+    assert_contains(err.msg, "cut short");
+    assert_true(took < 4000);
+    /* and a fired token sends nothing more */
+    before = count_requests(&f, NULL, NULL, false);
+    assert_int_equal(sw_to_from(&dhaf_switcher_cloudflare, s.st, 2, -1, fence, &err), DHAF_EFENCED);
+    assert_int_equal(count_requests(&f, NULL, NULL, false), before);
+
+    svc_close(&s);
+    fake_stop(&f);
+    dhaf_cancel_destroy(&cancel);
 }
 
 /* Replies that are not what the API promises: errors, never crashes or hangs. */
@@ -715,12 +814,12 @@ static void test_malformed_replies(void **state)
         char *bj = json_dumps(b, JSON_ENCODE_ANY);
         fake_ctl(&f, "/_fake/reset", "{}");
         fake_ctl(&f, "/_fake/fail", "{\"body\": %s, \"count\": 1000}", bj);
-        int rc = dhaf_switcher_cloudflare.current(s.st, &ep, &err);
+        int rc = sw_current(&dhaf_switcher_cloudflare, s.st, &ep, &err);
         if (rc == 0 || rc == DHAF_ENOTFOUND)
             fail_msg("body %zu (%s): current() returned %d", i, bodies[i], rc);
         assert_int_equal(ep, -1);
         assert_true(err.msg[0] != '\0');
-        rc = dhaf_switcher_cloudflare.switch_to(s.st, 1, &err);
+        rc = sw_to(&dhaf_switcher_cloudflare, s.st, 1, &err);
         assert_int_not_equal(rc, 0);
         free(bj);
         json_decref(b);
@@ -731,12 +830,12 @@ static void test_malformed_replies(void **state)
     int ep;
     fake_ctl(&f, "/_fake/reset", "{}");
     fake_ctl(&f, "/_fake/fail", "{\"body\": \"xxxxxxxxxxxxxxxx\", \"repeat\": 131072}");
-    assert_int_equal(dhaf_switcher_cloudflare.current(s.st, &ep, &err), DHAF_ETOOBIG);
+    assert_int_equal(sw_current(&dhaf_switcher_cloudflare, s.st, &ep, &err), DHAF_ETOOBIG);
 
     /* A garbage reply to the write itself. */
     fake_ctl(&f, "/_fake/reset", "{}");
     fake_ctl(&f, "/_fake/fail", "{\"body\": \"<html>\", \"method\": \"PATCH\"}");
-    assert_int_equal(dhaf_switcher_cloudflare.switch_to(s.st, 1, &err), DHAF_EPROTO);
+    assert_int_equal(sw_to(&dhaf_switcher_cloudflare, s.st, 1, &err), DHAF_EPROTO);
     assert_contains(err.msg, "not a Cloudflare API reply");
 
     /* Back to normal. */
@@ -805,7 +904,7 @@ static void test_token_never_shown(void **state)
     fake_ctl(&f, "/_fake/fail", "{\"status\": 500, \"count\": 1}");
     current_ok(&s);
     fake_ctl(&f, "/_fake/fail", "{\"status\": 403, \"code\": 10000, \"count\": 1}");
-    assert_int_equal(dhaf_switcher_cloudflare.current(s.st, &ep, &err), DHAF_EAUTH);
+    assert_int_equal(sw_current(&dhaf_switcher_cloudflare, s.st, &ep, &err), DHAF_EAUTH);
     assert_null(strstr(err.msg, TOKEN));
     svc_close(&s);
     svc_open_full(&s, &f, ZONE, DOMAIN, EPS4, TOKEN "x");
@@ -859,6 +958,7 @@ int main(void)
         cmocka_unit_test(test_rate_limited),
         cmocka_unit_test(test_server_errors_retried),
         cmocka_unit_test(test_refusals_not_retried),
+        cmocka_unit_test(test_fenced),
         cmocka_unit_test(test_malformed_replies),
         cmocka_unit_test(test_aaaa),
         cmocka_unit_test(test_token_never_shown),

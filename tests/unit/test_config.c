@@ -135,8 +135,14 @@ static const struct bad_case bad_cases[] = {
     {"tcp port missing", HEAD SVC_TOP SW_OK "  health-checker: {type: tcp}\n",
      8, 19, "services[0].health-checker.port", "missing; this key is required"},
     /* TTLs against the heartbeat */
-    {"leader-key-ttl not above heartbeat", "dhaf: {cluster-name: c1, node-name: n1, heartbeat-interval: 5}\netcd: {hosts: \"127.0.0.1:2379\", leader-key-ttl: 5}\n" SVC,
-     2, 49, "etcd.leader-key-ttl", "5 must be greater than dhaf.heartbeat-interval (5)"},
+    {"leader-key-ttl not above heartbeat", "dhaf: {cluster-name: c1, node-name: n1, heartbeat-interval: 16}\netcd: {hosts: \"127.0.0.1:2379\", leader-key-ttl: 16}\n" SVC,
+     2, 49, "etcd.leader-key-ttl", "16 must be greater than dhaf.heartbeat-interval (16)"},
+    /* a switcher call that cannot fit in the leader's lease */
+    {"exec timeout past the lease", "dhaf: {cluster-name: c1, node-name: n1, heartbeat-interval: 1}\netcd: {hosts: \"127.0.0.1:2379\", leader-key-ttl: 3}\n" SVC_TOP
+     "  switcher: {type: exec, init: /bin/true, switch: /bin/true, timeout: 20}\n" HC_OK,
+     7, 71, "services[0].switcher.timeout", "the exec switcher may run 20000 ms in one call, but with etcd.leader-key-ttl 3 s a leader may act for at most 2000 ms after renewing its lease (the TTL minus one keep-alive interval): lower timeout to 2 s or less, or raise etcd.leader-key-ttl to at least 30"},
+    {"default exec timeout past a short lease", "dhaf: {cluster-name: c1, node-name: n1, heartbeat-interval: 1}\netcd: {hosts: \"127.0.0.1:2379\", leader-key-ttl: 6}\n" SVC,
+     7, 13, "services[0].switcher.timeout", "may run 10000 ms in one call, but with etcd.leader-key-ttl 6 s a leader may act for at most 4000 ms"},
     {"healthy ttl not above heartbeat", "dhaf: {cluster-name: c1, node-name: n1, heartbeat-interval: 10, healthy-node-status-ttl: 10}\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC,
      1, 90, "dhaf.healthy-node-status-ttl", "10 must be greater than dhaf.heartbeat-interval (10)"},
     /* etcd */

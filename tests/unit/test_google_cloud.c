@@ -19,6 +19,7 @@
 #include "dhaf/config.h"
 #include "dhaf/http.h"
 #include "dhaf/provider.h"
+#include "switch_call.h"
 #include "dhaf/registry.h"
 #include "config_load.h"
 #include "fake_proc.h"
@@ -345,7 +346,7 @@ static void test_token_endpoint_down(void **st)
     struct dhaf_err err;
     assert_int_equal(inst_init(&in, G.closed, PROJECT, &err), 0);
     int ep = 7;
-    int rc = P->current(in.state, &ep, &err);
+    int rc = sw_current(P, in.state, &ep, &err);
     assert_int_equal(rc, DHAF_EUNAVAILABLE);
     assert_int_equal(ep, -1);
     assert_msg_has(err, "127.0.0.1:1/token");
@@ -391,29 +392,29 @@ static void test_current(void **st)
     struct dhaf_err err = {0};
     int ep = -5;
     inst_good(&in);
-    assert_int_equal(P->current(in.state, &ep, &err), 0);
+    assert_int_equal(sw_current(P, in.state, &ep, &err), 0);
     assert_int_equal(ep, 0);
 
     fake_post("set", "{\"key\":\"" MKEY "\",\"value\":\"10.0.0.2\"}");
-    assert_int_equal(P->current(in.state, &ep, &err), 0);
+    assert_int_equal(sw_current(P, in.state, &ep, &err), 0);
     assert_int_equal(ep, 1);
 
     /* another spelling of ep-3's IPv6 address */
     fake_post("set", "{\"key\":\"" MKEY "\",\"value\":\"2001:0db8:0:0::3\"}");
-    assert_int_equal(P->current(in.state, &ep, &err), 0);
+    assert_int_equal(sw_current(P, in.state, &ep, &err), 0);
     assert_int_equal(ep, 2);
 
     fake_post("set", "{\"key\":\"" MKEY "\",\"value\":\"192.0.2.99\"}");
-    assert_int_equal(P->current(in.state, &ep, &err), 0);
+    assert_int_equal(sw_current(P, in.state, &ep, &err), 0);
     assert_int_equal(ep, -1);
 
     fake_post("set", "{\"key\":\"" MKEY "\",\"value\":\"not an address\"}");
-    assert_int_equal(P->current(in.state, &ep, &err), 0);
+    assert_int_equal(sw_current(P, in.state, &ep, &err), 0);
     assert_int_equal(ep, -1);
 
     fake_post("set", "{\"key\":\"" MKEY "\",\"value\":null}");
     ep = 3;
-    assert_int_equal(P->current(in.state, &ep, &err), DHAF_ENOTFOUND);
+    assert_int_equal(sw_current(P, in.state, &ep, &err), DHAF_ENOTFOUND);
     assert_int_equal(ep, -1);
     assert_msg_has(err, MKEY);
     inst_release(&in);
@@ -427,7 +428,7 @@ static void test_project_not_found(void **st)
     struct dhaf_err err;
     int ep;
     assert_int_equal(inst_init(&in, G.good, "no-such-project", &err), 0);
-    int rc = P->current(in.state, &ep, &err);
+    int rc = sw_current(P, in.state, &ep, &err);
     assert_int_equal(rc, DHAF_ECONFIG);
     assert_int_equal(err.status, 404);
     assert_msg_has(err, "/projects/no-such-project");
@@ -435,7 +436,7 @@ static void test_project_not_found(void **st)
     assert_msg_has(err, "NOT_FOUND");
     assert_msg_has(err, "reason notFound");
     assert_msg_has(err, "was not found");
-    rc = P->switch_to(in.state, 1, &err);
+    rc = sw_to(P, in.state, 1, &err);
     assert_int_equal(rc, DHAF_ECONFIG);
     inst_release(&in);
 }
@@ -454,7 +455,7 @@ static void test_switch(void **st)
     /* the next operation stays RUNNING for 3 polls and has no time-based end */
     fake_post("op", "{\"running_polls\":3}");
     uint64_t t0 = test_now_ms();
-    int rc = P->switch_to(in.state, 1, &err);
+    int rc = sw_to(P, in.state, 1, &err);
     uint64_t took = test_now_ms() - t0;
     if (rc != 0)
         fail_msg("switch_to: %s", err.msg);
@@ -485,16 +486,16 @@ static void test_switch(void **st)
     json_decref(after);
 
     int ep = -1;
-    assert_int_equal(P->current(in.state, &ep, &err), 0);
+    assert_int_equal(sw_current(P, in.state, &ep, &err), 0);
     assert_int_equal(ep, 1);
 
     /* idempotent: already there, nothing written */
     long long sets = counter("set_requests");
-    assert_int_equal(P->switch_to(in.state, 1, &err), 0);
+    assert_int_equal(sw_to(P, in.state, 1, &err), 0);
     assert_int_equal(counter("set_requests"), sets);
 
     /* IPv6, with the default operation (RUNNING at the first poll, DONE at the second) */
-    assert_int_equal(P->switch_to(in.state, 2, &err), 0);
+    assert_int_equal(sw_to(P, in.state, 2, &err), 0);
     char *v = fake_value(MKEY);
     assert_string_equal(v, "2001:db8::3");
     free(v);
@@ -506,7 +507,7 @@ static void test_switch(void **st)
     assert_non_null(strstr(log, "\"event\": \"op-done\""));
     free(log);
 
-    assert_int_equal(P->switch_to(in.state, 3, &err), DHAF_EINVAL);
+    assert_int_equal(sw_to(P, in.state, 3, &err), DHAF_EINVAL);
     inst_release(&in);
 }
 
@@ -518,7 +519,7 @@ static void test_switch_adds_key(void **st)
     struct dhaf_err err = {0};
     inst_good(&in);
     fake_post("set", "{\"key\":\"" MKEY "\",\"value\":null}");
-    if (P->switch_to(in.state, 0, &err) != 0)
+    if (sw_to(P, in.state, 0, &err) != 0)
         fail_msg("switch_to: %s", err.msg);
     json_t *s = fake_state();
     json_t *items = json_object_get(s, "items");
@@ -540,7 +541,7 @@ static void test_fingerprint_race(void **st)
     struct dhaf_err err = {0};
     inst_good(&in);
     fake_post("race", "{\"count\":1}");
-    if (P->switch_to(in.state, 1, &err) != 0)
+    if (sw_to(P, in.state, 1, &err) != 0)
         fail_msg("switch_to: %s", err.msg);
     assert_int_equal(counter("conflicts"), 1);
     assert_int_equal(counter("set_requests"), 2);
@@ -551,19 +552,70 @@ static void test_fingerprint_race(void **st)
 
     /* a change behind our back right before the switch is kept */
     fake_post("set", "{\"key\":\"zz-last\",\"value\":\"changed by an operator\"}");
-    assert_int_equal(P->switch_to(in.state, 0, &err), 0);
+    assert_int_equal(sw_to(P, in.state, 0, &err), 0);
     v = fake_value("zz-last");
     assert_string_equal(v, "changed by an operator");
     free(v);
 
     /* a conflict that never ends: bounded, with Google's reason */
     fake_post("race", "{\"count\":100}");
-    int rc = P->switch_to(in.state, 1, &err);
+    int rc = sw_to(P, in.state, 1, &err);
     assert_int_equal(rc, DHAF_ECONFLICT);
     assert_int_equal(err.status, 412);
     assert_msg_has(err, "conditionNotMet");
     assert_msg_has(err, "Supplied fingerprint does not match");
     assert_msg_has(err, "rounds");
+    inst_release(&in);
+}
+
+/* Conditional writes: only while our key still holds the expected `from` (under the
+ * fingerprint of that read), never after the fence closed; a conflict on our key aborts. */
+static void test_conditional_write(void **st)
+{
+    (void)st;
+    struct inst in;
+    struct dhaf_err err = {0};
+    struct test_fence f;
+    const struct dhaf_fence *open = test_fence_init(&f, 60000, NULL);
+    inst_good(&in);
+    char *v = fake_value(MKEY);
+    assert_string_equal(v, "10.0.0.1"); /* ep 0 */
+    free(v);
+
+    /* the leader believes traffic is on ep 1: someone else moved it; nothing is written */
+    long long sets = counter("set_requests");
+    assert_int_equal(sw_to_from(P, in.state, 2, 1, open, &err), DHAF_ECONFLICT);
+    assert_msg_has(err, "not 10.0.0.2 as this leader expected");
+    assert_int_equal(counter("set_requests"), sets);
+    v = fake_value(MKEY);
+    assert_string_equal(v, "10.0.0.1");
+    free(v);
+
+    /* our key changes between our read and our write: the 412 is read again and aborts */
+    fake_post("race", "{\"count\":1,\"key\":\"" MKEY "\",\"value\":\"192.0.2.99\"}");
+    assert_int_equal(sw_to_from(P, in.state, 1, 0, open, &err), DHAF_ECONFLICT);
+    assert_msg_has(err, "holds \"192.0.2.99\"");
+    assert_int_equal(counter("set_requests"), sets + 1);
+    v = fake_value(MKEY);
+    assert_string_equal(v, "192.0.2.99");
+    free(v);
+
+    /* the leadership ended: no request at all */
+    long long gets = counter("get_requests");
+    f.left = 0;
+    assert_int_equal(sw_to_from(P, in.state, 1, -1, open, &err), DHAF_EFENCED);
+    assert_msg_has(err, "leadership ended");
+    assert_int_equal(counter("get_requests"), gets);
+    assert_int_equal(counter("set_requests"), sets + 1);
+
+    /* as expected: written */
+    f.left = 60000;
+    fake_post("set", "{\"key\":\"" MKEY "\",\"value\":\"10.0.0.1\"}");
+    if (sw_to_from(P, in.state, 1, 0, open, &err) != 0)
+        fail_msg("switch_to: %s", err.msg);
+    v = fake_value(MKEY);
+    assert_string_equal(v, "10.0.0.2");
+    free(v);
     inst_release(&in);
 }
 
@@ -577,23 +629,23 @@ static void test_token_cache(void **st)
     inst_good(&in);
     assert_int_equal(counter("token_requests"), 1);
     for (int i = 0; i < 3; i++)
-        assert_int_equal(P->current(in.state, &ep, &err), 0);
-    assert_int_equal(P->switch_to(in.state, 1, &err), 0);
+        assert_int_equal(sw_current(P, in.state, &ep, &err), 0);
+    assert_int_equal(sw_to(P, in.state, 1, &err), 0);
     assert_int_equal(counter("token_requests"), 1);
 
     fake_post("revoke", NULL);
-    assert_int_equal(P->current(in.state, &ep, &err), 0);
+    assert_int_equal(sw_current(P, in.state, &ep, &err), 0);
     assert_int_equal(ep, 1);
     assert_int_equal(counter("token_requests"), 2);
     assert_int_equal(counter("unauthorized"), 1);
-    assert_int_equal(P->current(in.state, &ep, &err), 0);
+    assert_int_equal(sw_current(P, in.state, &ep, &err), 0);
     assert_int_equal(counter("token_requests"), 2);
 
     /* a 401 that a new token does not cure: one refresh only, then Google's error */
     fake_post("fail", "{\"status\":401,\"count\":10,\"body\":"
                       "\"{\\\"error\\\":{\\\"code\\\":401,\\\"message\\\":\\\"Invalid "
                       "Credentials\\\",\\\"status\\\":\\\"UNAUTHENTICATED\\\"}}\"}");
-    int rc = P->current(in.state, &ep, &err);
+    int rc = sw_current(P, in.state, &ep, &err);
     assert_int_equal(rc, DHAF_EAUTH);
     assert_int_equal(err.status, 401);
     assert_msg_has(err, "UNAUTHENTICATED");
@@ -612,7 +664,7 @@ static void test_unavailable(void **st)
     int ep;
     inst_good(&in);
     fake_post("fail", "{\"status\":503,\"count\":2}");
-    if (P->switch_to(in.state, 1, &err) != 0)
+    if (sw_to(P, in.state, 1, &err) != 0)
         fail_msg("switch_to: %s", err.msg);
     assert_int_equal(counter("failures"), 2);
     char *v = fake_value(MKEY);
@@ -622,11 +674,11 @@ static void test_unavailable(void **st)
     /* the token endpoint failing once after a 401 */
     fake_post("revoke", NULL);
     fake_post("fail", "{\"status\":503,\"count\":1,\"what\":\"token\"}");
-    assert_int_equal(P->current(in.state, &ep, &err), 0);
+    assert_int_equal(sw_current(P, in.state, &ep, &err), 0);
     assert_int_equal(ep, 1);
 
     fake_post("fail", "{\"status\":503,\"count\":100}");
-    int rc = P->current(in.state, &ep, &err);
+    int rc = sw_current(P, in.state, &ep, &err);
     assert_int_equal(rc, DHAF_EUNAVAILABLE);
     assert_int_equal(err.status, 503);
     assert_msg_has(err, "HTTP 503");
@@ -636,7 +688,7 @@ static void test_unavailable(void **st)
 
     /* a non-JSON error body is quoted, cleaned */
     fake_post("fail", "{\"status\":502,\"count\":100,\"body\":\"<html>bad\\ngateway</html>\"}");
-    rc = P->current(in.state, &ep, &err);
+    rc = sw_current(P, in.state, &ep, &err);
     assert_int_equal(rc, DHAF_EUNAVAILABLE);
     assert_msg_has(err, "HTTP 502");
     assert_msg_has(err, "<html>bad?gateway</html>");
@@ -652,7 +704,7 @@ static void test_operation_error(void **st)
     inst_good(&in);
     fake_post("op", "{\"running_polls\":1,\"http_status\":400,\"error\":{\"code\":"
                     "\"QUOTA_EXCEEDED\",\"message\":\"Quota 'METADATA' exceeded.\"}}");
-    int rc = P->switch_to(in.state, 1, &err);
+    int rc = sw_to(P, in.state, 1, &err);
     assert_int_equal(rc, DHAF_EINVAL);
     assert_int_equal(err.status, 400);
     assert_msg_has(err, "QUOTA_EXCEEDED");
@@ -665,7 +717,7 @@ static void test_operation_error(void **st)
     /* a conflict reported inside the operation is retried like a 412 */
     fake_post("op", "{\"running_polls\":0,\"http_status\":412,\"error\":{\"code\":"
                     "\"CONDITION_NOT_MET\",\"message\":\"Invalid fingerprint.\"}}");
-    if (P->switch_to(in.state, 1, &err) != 0)
+    if (sw_to(P, in.state, 1, &err) != 0)
         fail_msg("switch_to: %s", err.msg);
     v = fake_value(MKEY);
     assert_string_equal(v, "10.0.0.2");
@@ -718,7 +770,7 @@ static void test_malformed(void **st)
         fake_post("reset", NULL);
         fake_post("fail", cases[i].fail);
         int rc =
-            cases[i].on_switch ? P->switch_to(in.state, 1, &err) : P->current(in.state, &ep, &err);
+            cases[i].on_switch ? sw_to(P, in.state, 1, &err) : sw_current(P, in.state, &ep, &err);
         if (rc == 0 || !strstr(err.msg, cases[i].want))
             fail_msg("case %zu: rc %d \"%s\", want \"%s\"", i, rc, err.msg, cases[i].want);
     }
@@ -737,6 +789,7 @@ int main(void)
         cmocka_unit_test_setup(test_switch, test_setup),
         cmocka_unit_test_setup(test_switch_adds_key, test_setup),
         cmocka_unit_test_setup(test_fingerprint_race, test_setup),
+        cmocka_unit_test_setup(test_conditional_write, test_setup),
         cmocka_unit_test_setup(test_token_cache, test_setup),
         cmocka_unit_test_setup(test_unavailable, test_setup),
         cmocka_unit_test_setup(test_operation_error, test_setup),

@@ -46,13 +46,16 @@ static int setup(void **state)
     snprintf(w->log, sizeof(w->log), "%s/switch.log", w->dir);
     char path[160], body[400], sw[400];
     snprintf(path, sizeof(path), "%s/init.sh", w->dir);
-    snprintf(body, sizeof(body), "#!/bin/sh\ncat %s 2>/dev/null || true\n", w->current);
+    snprintf(body, sizeof(body),
+             "#!/bin/sh\n[ -f %s/broken ] && { echo provider unreachable; exit 1; }\n"
+             "cat %s 2>/dev/null || true\n",
+             w->dir, w->current);
     write_script(path, body);
     snprintf(path, sizeof(path), "%s/switch.sh", w->dir);
     snprintf(body, sizeof(body), "#!/bin/sh\necho \"$1\" >> %s\necho \"$1\" > %s\n", w->log,
              w->current);
     write_script(path, body);
-    snprintf(sw, sizeof(sw), "{type: exec, init: %s/init.sh, switch: %s/switch.sh, timeout: 5}",
+    snprintf(sw, sizeof(sw), "{type: exec, init: %s/init.sh, switch: %s/switch.sh, timeout: 2}",
              w->dir, w->dir);
     w->yaml = fx_yaml("node-a", sw, "");
     FILE *f = fopen(w->current, "w");
@@ -245,6 +248,111 @@ static void test_lost_answer_is_read_again(void **state)
     assert_int_equal(switch_calls(w), calls + 1);
 }
 
+static void set_file(struct world *w, const char *name, const char *text)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/%s", w->dir, name);
+    if (!text) {
+        unlink(path);
+        return;
+    }
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static bool state_has(struct world *w, const char *part)
+{
+    char *st = memstore_value(w->ms, "/dhaf/fx/services/web/state");
+    bool has = st && strstr(st, part);
+    free(st);
+    return has;
+}
+
+/* A previous leader's switch to backup landed although etcd still says primary with
+ * `switching`; the new term cannot read the provider at first. Nothing is decided (backup,
+ * where traffic really is, is down) and `switching` stays until the read succeeds; then etcd
+ * is corrected and the failover back to primary follows. */
+static void test_unread_provider_blocks_decisions(void **state)
+{
+    struct world *w = *state;
+    vote(w, "hh", "hh", "hh", "hh");
+    leader_decider_round(w->d);
+    leader_decider_free(w->d);
+    /* what the previous leader left: switching to backup, and the provider on backup */
+    assert_int_equal(memstore_put(w->ms, "/dhaf/fx/services/web/state",
+                                  "{\"current\":\"primary\",\"since\":1,\"epoch\":1,"
+                                  "\"eps\":{\"primary\":\"down\",\"backup\":\"up\"},"
+                                  "\"switching\":{\"kind\":\"failover\",\"from\":\"primary\","
+                                  "\"to\":\"backup\",\"at\":1}}",
+                                  0),
+                     0);
+    set_file(w, "current", "backup\n");
+    set_file(w, "broken", "1");
+    size_t corrected = fx_count_events(w->ms, "current-corrected"); /* from (none), at start */
+    w->d = leader_decider_new(w->t); /* a new term's decider: reads etcd and the provider */
+    vote(w, "hu", "hu", "hu", "hh"); /* backup down, primary up */
+    int calls = switch_calls(w);
+    assert_false(leader_decider_round(w->d));
+    assert_int_equal(fx_count_events(w->ms, "provider-unread"), 1);
+    assert_true(state_has(w, "\"switching\""));
+    assert_true(state_has(w, "provider unreachable"));
+    /* retried with back-off: not before 1 s, still nothing decided */
+    for (int i = 0; i < 3; i++) {
+        vclock_advance(&w->vc, 400);
+        fx_step(&w->a);
+        vote(w, "hu", "hu", "hu", "hh");
+        assert_false(leader_decider_round(w->d));
+    }
+    assert_int_equal(switch_calls(w), calls);
+    assert_int_equal(fx_count_events(w->ms, "failover"), 0);
+    assert_int_equal(fx_count_events(w->ms, "provider-unread"), 1);
+    assert_true(state_has(w, "\"switching\""));
+    /* the provider answers again: etcd learns where traffic is, then the failover follows */
+    set_file(w, "broken", NULL);
+    for (int i = 0; i < 5; i++) {
+        vclock_advance(&w->vc, 400);
+        fx_step(&w->a);
+    }
+    vote(w, "hu", "hu", "hu", "hh");
+    assert_true(leader_decider_round(w->d));
+    assert_int_equal(fx_count_events(w->ms, "provider-read"), 1);
+    assert_int_equal(fx_count_events(w->ms, "switch-interrupted"), 1);
+    assert_int_equal(fx_count_events(w->ms, "current-corrected"), corrected + 1);
+    assert_int_equal(fx_count_events(w->ms, "failover"), 1);
+    assert_int_equal(switch_calls(w), calls + 1);
+    char cur[32];
+    current_in_state(w, cur, sizeof(cur));
+    assert_string_equal(cur, "primary");
+    assert_false(state_has(w, "\"switching\""));
+    assert_false(state_has(w, "provider_error"));
+}
+
+/* After a switch the provider is read back; when it shows something else (a late write of a
+ * deposed leader, a manual change), etcd follows the provider and the decision is made again. */
+static void test_read_back_after_switch(void **state)
+{
+    struct world *w = *state;
+    vote(w, "hh", "hh", "hh", "hh");
+    leader_decider_round(w->d);
+    size_t corrected = fx_count_events(w->ms, "current-corrected"); /* from (none), at start */
+    /* the switch script "succeeds" but something else puts traffic back on primary */
+    char path[160], body[400];
+    snprintf(path, sizeof(path), "%s/switch.sh", w->dir);
+    snprintf(body, sizeof(body), "#!/bin/sh\necho \"$1\" >> %s\necho primary > %s\n", w->log,
+             w->current);
+    write_script(path, body);
+    vote(w, "uh", "uh", "uh", "hh");
+    leader_decider_round(w->d);
+    assert_int_equal(fx_count_events(w->ms, "failover"), 0);
+    assert_int_equal(fx_count_events(w->ms, "current-corrected"), corrected + 1);
+    char cur[32];
+    current_in_state(w, cur, sizeof(cur));
+    assert_string_equal(cur, "primary");
+    assert_false(state_has(w, "\"switching\""));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -252,6 +360,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_decision_on_a_partial_view, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_and_events_together, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_answer_is_read_again, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unread_provider_blocks_decisions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_back_after_switch, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "dhaf/config.h"
+#include "switch_call.h"
 #include "dhaf/plugins.h"
 #include "dhaf/registry.h"
 #include "fake_proc.h"
@@ -77,7 +78,7 @@ static void test_refusals(void **state)
         const char *fx; /* fixture, or NULL for the bad-ABI example */
         const char *want;
     } cases[] = {
-        {NULL, "ABI version 999, this dhaf speaks 1 (rebuild the plugin"},
+        {NULL, "ABI version 999, this dhaf speaks 2 (rebuild the plugin"},
         {"no_symbol", "no symbol dhaf_provider_entry: not a dhaf plugin"},
         {"empty", "dhaf_provider_entry is empty: it provides nothing"},
         {"bad_kind", "provider #0 has kind 7, not DHAF_PKIND_SWITCHER"},
@@ -296,10 +297,10 @@ static void test_examples_work(void **state)
     void *st = NULL;
     assert_int_equal(sw->init(sec.conf, &ctx, &st, &err), 0);
     int cur = 7;
-    assert_int_equal(sw->current(st, &cur, &err), DHAF_ENOTFOUND);
-    assert_int_equal(sw->switch_to(st, 1, &err), 0);
-    assert_int_equal(sw->switch_to(st, 1, &err), 0);
-    assert_int_equal(sw->current(st, &cur, &err), 0);
+    assert_int_equal(sw_current(sw, st, &cur, &err), DHAF_ENOTFOUND);
+    assert_int_equal(sw_to(sw, st, 1, &err), 0);
+    assert_int_equal(sw_to(sw, st, 1, &err), 0);
+    assert_int_equal(sw_current(sw, st, &cur, &err), 0);
     assert_int_equal(cur, 1);
     snprintf(path, sizeof(path), "%s/current", dir);
     got = test_read_file(path);
@@ -308,9 +309,9 @@ static void test_examples_work(void **state)
     FILE *f = fopen(path, "w"); /* changed by hand to something unknown */
     fputs("elsewhere\n", f);
     fclose(f);
-    assert_int_equal(sw->current(st, &cur, &err), 0);
+    assert_int_equal(sw_current(sw, st, &cur, &err), 0);
     assert_int_equal(cur, -1);
-    assert_int_not_equal(sw->switch_to(st, 2, &err), 0);
+    assert_int_not_equal(sw_to(sw, st, 2, &err), 0);
     assert_non_null(strstr(err.msg, "no entry point #2"));
     sw->destroy(st);
     unlink(path);

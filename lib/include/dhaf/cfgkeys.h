@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 enum dhaf_cfg_type {
@@ -104,6 +105,9 @@ struct dhaf_cfg_schema {
     const struct dhaf_cfgkey *keys; /* terminated by an entry with key == NULL */
     size_t conf_size;               /* size of the struct the keys' offsets point into */
     dhaf_cfg_finish_fn finish;      /* may be NULL */
+    /* switchers: the longest call that must fit in the leader's lease, and the key it comes
+     * from (see struct dhaf_provider's max_call_ms); may be NULL */
+    int64_t (*max_call_ms)(const void *conf, const char **key);
 };
 
 /** Frees what a parsed section struct owns (strings, maps), per its key table. */

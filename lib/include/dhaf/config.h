@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "dhaf/cfgkeys.h"
@@ -36,6 +37,7 @@ struct dhaf_section {
     const struct dhaf_cfgkey *keys; /* borrowed from the provider */
     int rise, fall;                 /* health checkers: results in a row to change opinion */
     int line, col;                  /* where the section starts */
+    int64_t (*max_call_ms)(const void *conf, const char **key); /* from the schema; may be NULL */
 };
 
 struct dhaf_tls {

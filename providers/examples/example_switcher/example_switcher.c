@@ -68,12 +68,17 @@ static void file_sw_destroy(void *state)
     free(state);
 }
 
-/* Idempotent: writing the same name again changes nothing. */
-static int file_sw_switch(void *state, size_t ep, struct dhaf_err *err)
+/* Idempotent: writing the same name again changes nothing. Fenced: a plugin calls no dhaf
+ * function, so it asks req->fence->left_ms() right before its one change and gives up when the
+ * leadership ended (a slow write would also check that it fits in what is left). */
+static int file_sw_switch(void *state, const struct dhaf_switch_req *req, struct dhaf_err *err)
 {
     struct file_sw *sw = state;
+    size_t ep = req->to;
     if (ep >= sw->ctx->n_eps)
         return fail(err, DHAF_EINVAL, "example-file-switcher: no entry point #%zu", ep);
+    if (req->fence->left_ms(req->fence->ud) <= 0)
+        return fail(err, DHAF_EFENCED, "example-file-switcher: this node no longer leads");
     char tmp[4096];
     int len = snprintf(tmp, sizeof(tmp), "%s.tmp", sw->conf->file);
     if (len < 0 || (size_t)len >= sizeof(tmp))
@@ -95,8 +100,10 @@ static int file_sw_switch(void *state, size_t ep, struct dhaf_err *err)
     return rc;
 }
 
-static int file_sw_current(void *state, int *ep, struct dhaf_err *err)
+static int file_sw_current(void *state, const struct dhaf_fence *fence, int *ep,
+                           struct dhaf_err *err)
 {
+    (void)fence; /* a local read: nothing to bound */
     struct file_sw *sw = state;
     FILE *f = fopen(sw->conf->file, "re");
     if (!f) {

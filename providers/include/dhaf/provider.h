@@ -20,7 +20,33 @@
 #include "dhaf/config.h"
 #include "dhaf/err.h"
 
-#define DHAF_PROVIDER_ABI_VERSION 1
+#define DHAF_PROVIDER_ABI_VERSION 2
+
+struct dhaf_cancel; /* dhaf/cancel.h */
+
+/* The leader's lease as a switcher sees it during one call: etcd fences dhaf's own writes, but
+ * only the switcher can fence its requests to the provider. A switcher asks left_ms() right
+ * before every request it sends and sends it only when the answer is positive, with a
+ * deadline no later than that; it gives up (DHAF_EFENCED) otherwise. When the leadership ends,
+ * cancel fires: requests in flight end at once and exec children are killed. */
+struct dhaf_fence {
+    void *ud;
+    /** Milliseconds the leader may still act (its lease is surely valid that long); <= 0 when
+     *  it must not act any more. */
+    int64_t (*left_ms)(void *ud);
+    /** Fired when the term closes. dhaf's own providers pass it to lib/http and lib/spawn;
+     *  a plugin (which calls no dhaf function) keeps its requests within left_ms instead. */
+    struct dhaf_cancel *cancel;
+};
+
+/* One switch, as the leader asks for it. */
+struct dhaf_switch_req {
+    size_t to;       /* make traffic go to ctx->eps[to] */
+    int expect_from; /* where the leader believes traffic goes now (index into ctx->eps), or -1
+                        when it does not know: a switcher that can write conditionally writes
+                        only while the provider still points there (or already at `to`) */
+    const struct dhaf_fence *fence; /* never NULL */
+};
 
 /* One row of a provider's status table: a short stable code and what it means. Health
  * results name one of these (like haproxy's check statuses). */
@@ -122,19 +148,30 @@ struct dhaf_provider {
 
     /* --- switchers: only the leader makes an instance (init) and calls these --- */
     /**
-     * Points traffic at ctx->eps[ep] (ctx as given to init). Idempotent - "make it point to
-     * X" - so an interrupted switch can simply be done again. Every remote call has a
-     * deadline. Returns 0, or a negative code with the provider's own error in err (the
-     * leader retries on its next decision).
+     * Points traffic at ctx->eps[req->to] (ctx as given to init). Idempotent - "make it point
+     * to X" - so an interrupted switch can simply be done again. Every request is fenced by
+     * req->fence (see struct dhaf_fence). Returns 0; DHAF_EFENCED when the fence stopped it;
+     * DHAF_ECONFLICT when the provider no longer points at req->expect_from (someone else
+     * changed it: nothing written); or another negative code with the provider's own error
+     * in err (the leader reads the provider back and decides again).
      */
-    int (*switch_to)(void *state, size_t ep, struct dhaf_err *err);
+    int (*switch_to)(void *state, const struct dhaf_switch_req *req, struct dhaf_err *err);
     /**
      * Reads from the provider itself where traffic goes now (the DNS record, the metadata
-     * value), so a manual change is seen: *ep = index into ctx->eps, or -1 when it points at
-     * no configured entry point. Returns 0, DHAF_ENOTFOUND when nothing is set yet, or an
-     * error. NULL when the provider cannot tell (the leader then trusts etcd's state).
+     * value), so a manual change or an interrupted switch is seen: *ep = index into ctx->eps,
+     * or -1 when it points at no configured entry point. fence bounds the reads like a
+     * switch's (NULL: the provider's own deadlines only). Returns 0, DHAF_ENOTFOUND when
+     * nothing is set yet, or an error. NULL when the provider cannot tell (the leader then
+     * trusts etcd's state).
      */
-    int (*current)(void *state, int *ep, struct dhaf_err *err);
+    int (*current)(void *state, const struct dhaf_fence *fence, int *ep, struct dhaf_err *err);
+    /**
+     * The longest one switch_to() may run with conf (ms) without checking its fence: a
+     * program that runs until its timeout. The config is refused when that cannot fit in the
+     * leader's lease. *key names the config key it comes from ("timeout"). NULL: every
+     * request of the switcher is bounded by the fence.
+     */
+    int64_t (*max_call_ms)(const void *conf, const char **key);
 
     /* --- notifiers: instances exist on the leader only (init when it takes office, destroy
      * when it leaves it), so only the leader polls (Telegram) or sends --- */
