@@ -35,8 +35,16 @@ class ExecSwitcher:
             f.write(f"""#!/bin/sh
 echo "$DHAF_NODE $DHAF_EPOCH start $1" >> {self.log}
 [ -f {self.slow} ] && sleep "$(cat {self.slow})"
-echo "$1" > {self.current}.tmp && mv {self.current}.tmp {self.current}
-echo "$DHAF_NODE $DHAF_EPOCH done $1" >> {self.log}
+# A script fences itself with DHAF_EPOCH: a call from an older leader than one already seen
+# (a deposed leader's child that outlived it) changes nothing.
+(
+  flock 9
+  hi=$(cat {self.dir}/epoch 2>/dev/null || echo 0)
+  if [ "$DHAF_EPOCH" -lt "$hi" ]; then echo "stale epoch $DHAF_EPOCH < $hi"; exit 3; fi
+  echo "$DHAF_EPOCH" > {self.dir}/epoch
+  echo "$1" > {self.current}.tmp && mv {self.current}.tmp {self.current}
+  echo "$DHAF_NODE $DHAF_EPOCH done $1" >> {self.log}
+) 9>{self.dir}/switch.lock
 """)
         for s in ("sw-init.sh", "sw-switch.sh"):
             os.chmod(os.path.join(workdir, s), 0o755)
@@ -198,6 +206,13 @@ def one_switcher_per_epoch(c):
             assert nodes == {leaders[epoch]}, f"epoch {epoch}: calls by {nodes}, leader {leaders[epoch]}"
     bad = {e: n for e, n in by_epoch.items() if len(n) > 1}
     assert not bad, f"several nodes switched in one epoch: {bad}"
+    # no change landed from an epoch older than one already seen (the provider's own log)
+    seen = 0
+    for node, epoch, what, ep in c.sw.calls():
+        if what == "done" and epoch.isdigit():
+            assert int(epoch) >= seen, \
+                f"a change by {node} epoch {epoch} landed after epoch {seen}: {c.sw.calls()}"
+            seen = int(epoch)
     return by_epoch
 
 
