@@ -468,7 +468,9 @@ static void confirm(struct decider *d, struct svc_run *r, const struct dhaf_serv
                                       .to = real >= 0 ? ep_name(svc, real) : "(none)",
                                       .detail = again};
     }
-    if (r->pending_to >= 0 && (r->pending_inherited || real != r->pending_to))
+    /* a switch found in etcd (a previous leader's, or one whose write's answer was lost);
+     * our own failed switch was reported as switch-failed already */
+    if (r->pending_to >= 0 && r->pending_inherited)
         evs[n_evs++] = (struct event){.kind = EVK_SWITCH_INTERRUPTED,
                                       .service = svc->name,
                                       .from = ep_name(svc, real),
