@@ -32,6 +32,7 @@ struct term {
     atomic_int refs;
     struct cluster *c;
     int64_t epoch, lease;
+    int64_t opened_ms;           /* monotonic ms */
     _Atomic int64_t valid_until; /* monotonic ms */
     atomic_bool closed;
     pthread_mutex_t lock; /* guards the fields below */
@@ -282,6 +283,11 @@ void term_put(struct term *t)
     pthread_cond_destroy(&t->renewed);
     pthread_mutex_destroy(&t->lock);
     free(t);
+}
+
+int64_t term_opened_ms(const struct term *t)
+{
+    return t->opened_ms;
 }
 
 int64_t term_left_ms(const struct term *t)
@@ -613,6 +619,7 @@ static struct term *term_new(struct cluster *c, int64_t epoch, int64_t lease, in
     t->c = c;
     t->epoch = epoch;
     t->lease = lease;
+    t->opened_ms = now_ms(c);
     atomic_init(&t->valid_until, valid_until);
     atomic_init(&t->closed, false);
     atomic_init(&t->renew_asked, false);

@@ -125,6 +125,9 @@ struct cluster *term_cluster(const struct term *t);
 /** True while the term is open and its lease is surely valid now (this node's clock). */
 bool term_valid(const struct term *t);
 
+/** When the term opened (monotonic ms of the cluster's clock). */
+int64_t term_opened_ms(const struct term *t);
+
 /** How long the term may still act, in ms of this node's clock: 0 once it closed or its lease
  *  is no longer surely valid. A provider request is sent only with a deadline within it. */
 int64_t term_left_ms(const struct term *t);

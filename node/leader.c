@@ -713,7 +713,10 @@ static bool decide_all(struct decider *d, struct snap *s)
     struct view *v = cluster_view(d->c);
     int64_t fresh = leader_fresh_ms(&s->cfg);
     view_rdlock(v);
-    bool complete = view_tally_complete(v, fresh);
+    /* a new term counts only votes written during the term: a voter frozen before it began
+     * (its vote still in etcd on its lease) does not count */
+    int64_t since = term_opened_ms(d->t);
+    bool complete = view_tally_complete(v, fresh, since);
     view_unlock(v);
     if (!complete) {
         if (!d->waiting)
@@ -737,7 +740,7 @@ static bool decide_all(struct decider *d, struct snap *s)
         struct decide_request req;
         int64_t req_rev;
         view_rdlock(v);
-        view_tally(v, svc, fresh, t);
+        view_tally(v, svc, fresh, since, t);
         request_of(v, svc, &req, &req_rev);
         view_unlock(v);
         log_counts(r, svc, t);

@@ -252,7 +252,7 @@ static void service_status(const struct svc_env *env, struct view *v,
     const json_t *eps = st ? json_object_get(st, "eps") : NULL;
     int64_t fresh = leader_fresh_ms(env->cfg);
     struct ep_tally *t = a_alloc(a, (svc->n_eps + 1) * sizeof(*t));
-    view_tally(v, svc, fresh, t);
+    view_tally(v, svc, fresh, 0, t);
     int64_t now = dhaf_clock_mono(cluster_clock(env->c));
     ss->entry_points = a_alloc(a, (svc->n_eps + 1) * sizeof(*ss->entry_points));
     for (size_t e = 0; e < svc->n_eps; e++) {

@@ -686,13 +686,13 @@ const struct view_vote *view_voter_at(const struct view *v, size_t i)
 }
 
 void view_tally(const struct view *v, const struct dhaf_service *svc, int64_t fresh_ms,
-                struct ep_tally *out)
+                int64_t since_ms, struct ep_tally *out)
 {
     struct seen_vote sv[64];
     struct seen_vote *all = v->n_votes <= 64 ? sv : dhaf_xcalloc(v->n_votes, sizeof(*all));
     size_t n = 0;
     for (size_t i = 0; i < v->n_votes; i++)
-        if (v->votes[i].ok)
+        if (v->votes[i].ok && v->votes[i].seen_ms >= since_ms)
             all[n++] = (struct seen_vote){&v->votes[i].vote, v->votes[i].seen_ms};
     tally_service(svc, all, n, dhaf_clock_mono(v->clock), fresh_ms, out);
     if (all != sv)
@@ -708,27 +708,28 @@ static bool spoke_since(const struct view *v, const char *voter, int64_t since)
     return false;
 }
 
-bool view_tally_complete(const struct view *v, int64_t fresh_ms)
+bool view_tally_complete(const struct view *v, int64_t fresh_ms, int64_t since_ms)
 {
     struct view_sync s = view_sync(v);
     if (!s.loaded || !s.synced)
         return false;
-    if (dhaf_clock_mono(v->clock) - s.since_ms >= fresh_ms)
+    int64_t floor = s.since_ms > since_ms ? s.since_ms : since_ms;
+    if (dhaf_clock_mono(v->clock) - floor >= fresh_ms)
         return true;
     /* every vote in etcd rewritten since ... */
     for (size_t i = 0; i < v->n_votes; i++)
-        if (v->votes[i].seen_ms < s.since_ms)
+        if (v->votes[i].seen_ms < floor)
             return false;
     /* ... and every voter that should vote has: the alive nodes that probe, the probers that
      * report (a node or prober that just started votes within a tact) */
     const struct recset *alive = &v->sets[VS_ALIVE], *probers = &v->sets[VS_PROBERS];
     for (size_t i = 0; i < alive->n; i++) {
         const json_t *p = alive->v[i].j ? json_object_get(alive->v[i].j, "probe") : NULL;
-        if (!json_is_false(p) && !spoke_since(v, alive->v[i].name, s.since_ms))
+        if (!json_is_false(p) && !spoke_since(v, alive->v[i].name, floor))
             return false;
     }
     for (size_t i = 0; i < probers->n; i++)
-        if (!spoke_since(v, probers->v[i].name, s.since_ms))
+        if (!spoke_since(v, probers->v[i].name, floor))
             return false;
     return true;
 }

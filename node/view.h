@@ -116,19 +116,21 @@ struct view_vote {
 size_t view_voters(const struct view *v);
 const struct view_vote *view_voter_at(const struct view *v, size_t i);
 
-/** The tally of svc's entry points (out: svc->n_eps entries) from the votes seen within
- *  fresh_ms of now. */
+/** The tally of svc's entry points (out: svc->n_eps entries) from the votes seen written
+ *  within fresh_ms of now and not before since_ms (monotonic; 0 = no floor: a new term counts
+ *  only votes written during the term, so a voter frozen before it began is not counted). */
 void view_tally(const struct view *v, const struct dhaf_service *svc, int64_t fresh_ms,
-                struct ep_tally *out);
+                int64_t since_ms, struct ep_tally *out);
 
 /**
  * True when the view may be decided on: it is synced, and since the current synced period
- * began every vote in it has been (re)written and every voter that should vote (alive nodes
- * that probe, probers that report) has voted - or a whole freshness window has passed since.
- * A view just loaded or just back from an etcd outage holds votes of unknown age: deciding
- * before the voters have spoken again would count the first one to write as the electorate.
+ * began (or since since_ms, when later: the term's start) every vote in it has been (re)written and
+ * every voter that should vote (alive nodes that probe, probers that report) has voted - or a whole
+ * freshness window has passed since. A view just loaded or just back from an etcd outage holds
+ * votes of unknown age: deciding before the voters have spoken again would count the first one to
+ * write as the electorate.
  */
-bool view_tally_complete(const struct view *v, int64_t fresh_ms);
+bool view_tally_complete(const struct view *v, int64_t fresh_ms, int64_t since_ms);
 
 /* An event record from events/<seq>. */
 struct view_event {

@@ -353,6 +353,46 @@ static void test_read_back_after_switch(void **state)
     assert_false(state_has(w, "\"switching\""));
 }
 
+/* A new term counts only votes written during the term: three voters that said "primary is
+ * down" just before it began and then froze are not counted, however fresh their votes are. */
+static void test_votes_older_than_the_term(void **state)
+{
+    struct world *w = *state;
+    vote(w, "hh", "hh", "hh", "hh");
+    leader_decider_round(w->d);
+    vote(w, "uh", "uh", "uh", "hh"); /* then v0..v2 freeze */
+    term_close(w->t, "test: leadership changes hands");
+    struct term *t2 = NULL;
+    for (int i = 0; i < 10 && !t2; i++) {
+        vclock_advance(&w->vc, 10);
+        fx_step(&w->a);
+        t2 = cluster_term(w->a.c);
+        if (t2 && t2 == w->t) {
+            term_put(t2);
+            t2 = NULL;
+        }
+    }
+    assert_non_null(t2);
+    struct decider *d2 = leader_decider_new(t2);
+    int calls = switch_calls(w);
+    /* only v3 speaks in the new term: the frozen votes (written 10-100 ms ago) do not count */
+    for (int i = 0; i < 2; i++) {
+        fx_put_vote(w->ms, "v3", "hh");
+        view_step(w->a.view, 0);
+        assert_false(leader_decider_round(d2));
+        vclock_advance(&w->vc, 500);
+        fx_step(&w->a);
+    }
+    assert_int_equal(fx_count_events(w->ms, "failover"), 0);
+    assert_int_equal(switch_calls(w), calls);
+    /* the control: the same opinions written during the term fail over */
+    vote(w, "uh", "uh", "uh", "hh");
+    assert_true(leader_decider_round(d2));
+    assert_int_equal(fx_count_events(w->ms, "failover"), 1);
+    leader_decider_free(d2);
+    term_put(t2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -362,6 +402,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lost_answer_is_read_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unread_provider_blocks_decisions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_back_after_switch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_votes_older_than_the_term, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

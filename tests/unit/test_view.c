@@ -57,7 +57,7 @@ static struct ep_tally primary(struct world *w)
     struct snap *s = snap_get(w->snaps);
     struct ep_tally t[2];
     view_rdlock(w->v);
-    view_tally(w->v, &s->cfg.services[0], FRESH, t);
+    view_tally(w->v, &s->cfg.services[0], FRESH, 0, t);
     view_unlock(w->v);
     snap_put(s);
     return t[0];
@@ -66,7 +66,7 @@ static struct ep_tally primary(struct world *w)
 static bool complete(struct world *w)
 {
     view_rdlock(w->v);
-    bool c = view_tally_complete(w->v, FRESH);
+    bool c = view_tally_complete(w->v, FRESH, 0);
     view_unlock(w->v);
     return c;
 }
