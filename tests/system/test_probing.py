@@ -122,8 +122,9 @@ def test_bad_token_refused(c):
     intruder = c.add_prober("probe-9", "whatever").start()
     c.add_prober("probe-2", TOKENS["probe-2"]).start()
     wait_until("the good prober's vote", lambda: "probe-2" in votes(c), 10)
-    wait_until("the refusals logged by a node",
-               lambda: sum(1 for n in c.nodes for e in n.log_events("prober-refused")) >= 2, 10)
+    wait_until("the refusals of both logged by a node",
+               lambda: {"probe-1", "probe-9"} <= {e.get("prober") for n in c.nodes
+                                                  for e in n.log_events("prober-refused")}, 10)
     refused = [e for n in c.nodes for e in n.log_events("prober-refused")]
     reasons = {e["prober"]: e["reason"] for e in refused}
     assert "invalid token" in reasons.get("probe-1", ""), reasons
