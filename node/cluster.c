@@ -12,7 +12,6 @@
  * before the renewal was sent, less one renewal interval. */
 #include <pthread.h>
 #include <stdatomic.h>
-#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -313,17 +312,10 @@ int64_t term_renew(struct term *t, int64_t need_ms, int wait_ms)
     pthread_mutex_unlock(&t->lock);
     atomic_store(&t->renew_asked, true);
     dhaf_waker_kick(&t->c->election_wake, 1);
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += wait_ms / 1000;
-    until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    int64_t until = dhaf_mono_ms() + wait_ms; /* real time: the election thread renews */
     pthread_mutex_lock(&t->lock);
     while (t->renewals == before && !atomic_load(&t->closed))
-        if (pthread_cond_timedwait(&t->renewed, &t->lock, &until) != 0)
+        if (!dhaf_cond_wait_until(&t->renewed, &t->lock, until))
             break;
     pthread_mutex_unlock(&t->lock);
     return term_left_ms(t);
@@ -624,11 +616,7 @@ static struct term *term_new(struct cluster *c, int64_t epoch, int64_t lease, in
     atomic_init(&t->closed, false);
     atomic_init(&t->renew_asked, false);
     pthread_mutex_init(&t->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&t->renewed, &ca);
-    pthread_condattr_destroy(&ca);
+    dhaf_cond_init_mono(&t->renewed);
     dhaf_cancel_init(&t->cancel);
     t->ka = c->store.ops->keepalive_new(c->store.ud, lease);
     t->next_ka = next_ka;

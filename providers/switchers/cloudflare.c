@@ -4,7 +4,6 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -25,6 +24,7 @@
 #include "dhaf/json.h"
 #include "dhaf/log.h"
 #include "dhaf/provider.h"
+#include "fence.h"
 #include "dhaf/valid.h"
 
 #define CF(field) offsetof(struct cf_config, field)
@@ -85,20 +85,6 @@ enum cf_shape {
     CF_ARRAY,  /* result: [...] (list endpoints) */
     CF_OBJECT, /* result: {...} (create, edit) */
 };
-
-/* How long the leader may still act (INT64_MAX without a fence). */
-static int64_t fence_left(const struct cf_state *st)
-{
-    return st->fence ? st->fence->left_ms(st->fence->ud) : INT64_MAX;
-}
-
-/* Waits ms, or less when the fence ends the leadership meanwhile. */
-static void sleep_ms(const struct cf_state *st, int64_t ms)
-{
-    int64_t end = dhaf_mono_ms() + ms;
-    for (int64_t left = ms; left > 0 && fence_left(st) > 0; left = end - dhaf_mono_ms())
-        poll(NULL, 0, left > 100 ? 100 : (int)left);
-}
 
 /* Lower case copy without a trailing dot. Caller frees. */
 static char *dns_name_norm(const char *s)
@@ -263,17 +249,6 @@ static int cf_call(struct cf_state *st, const char *method, const char *path, co
     memset(rep, 0, sizeof(*rep));
     for (int attempt = 1;; attempt++) {
         int64_t left = st->deadline - dhaf_mono_ms();
-        /* Fenced: sent only while the lease is surely valid for the request's whole deadline. */
-        int64_t lease = fence_left(st);
-        if (lease <= 0) {
-            rc = dhaf_err_set(err, DHAF_EFENCED,
-                              "cloudflare: %s %s: not sent: this node's leadership ended (its "
-                              "lease is no longer surely valid)",
-                              method, url);
-            break;
-        }
-        if (lease < left)
-            left = lease;
         if (left <= 0) {
             rc = dhaf_err_set(err, DHAF_ETIMEOUT,
                               "cloudflare: %s %s: no time left (%d s per operation)", method, url,
@@ -287,20 +262,17 @@ static int cf_call(struct cf_state *st, const char *method, const char *path, co
             .body = text,
             .body_len = text ? strlen(text) : 0,
             .timeout_ms = (int)(left < CF_REQ_TIMEOUT_MS ? left : CF_REQ_TIMEOUT_MS),
-            .cancel = st->fence ? st->fence->cancel : NULL,
         };
         struct dhaf_http_resp resp;
         const char *why = "";
         int64_t wait = -1;
 
         rep->cf_code = 0;
-        rc = dhaf_http_do(&req, &resp, err);
-        if (rc == DHAF_ECANCELLED) {
+        /* fenced: sent only while the lease lasts, cut at its end or when the term closes */
+        rc = sw_fenced_http(st->fence, &req, &resp, err);
+        if (rc == DHAF_EFENCED) {
             rep->status = 0;
             rep->unsure = write;
-            rc = dhaf_err_set(err, DHAF_EFENCED,
-                              "cloudflare: %s %s: cut short: this node's leadership ended", method,
-                              url);
             break;
         }
         if (rc != 0) {
@@ -345,7 +317,7 @@ static int cf_call(struct cf_state *st, const char *method, const char *path, co
                  "event=cf-retry service=%s method=%s path=%s reason=%s status=%ld wait_ms=%lld "
                  "attempt=%d",
                  svc_name(st), method, path, why, rep->status, (long long)wait, attempt);
-        sleep_ms(st, wait);
+        sw_fence_sleep(st->fence, wait);
         if (backoff < CF_BACKOFF_MAX_MS)
             backoff *= 2;
     }
@@ -881,7 +853,7 @@ static int switch_rounds(struct cf_state *st, const struct dhaf_switch_req *req,
             int64_t wait = CF_BACKOFF_FIRST_MS * round;
             if (dhaf_mono_ms() + wait >= st->deadline)
                 return rc;
-            sleep_ms(st, wait);
+            sw_fence_sleep(st->fence, wait);
         }
     }
 }

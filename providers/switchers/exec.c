@@ -15,6 +15,7 @@
 #include "dhaf/provider.h"
 #include "dhaf/spawn.h"
 #include "exec.h"
+#include "fence.h"
 
 struct exec_sw {
     const struct exec_sw_config *conf;
@@ -52,18 +53,14 @@ static int run(const struct exec_sw *x, const struct exec_run *how, struct dhaf_
 {
     memset(p, 0, sizeof(*p));
     int64_t timeout_ms = (int64_t)x->conf->timeout * 1000;
-    bool clamped = false;
-    if (how->fence) {
-        int64_t lease = how->fence->left_ms(how->fence->ud);
-        if (lease <= 0)
-            return dhaf_err_set(err, DHAF_EFENCED,
-                                "exec switcher %s: not started: this node's leadership ended",
-                                how->path);
-        if (lease < timeout_ms) {
-            timeout_ms = lease;
-            clamped = true;
-        }
-    }
+    int64_t lease = sw_fence_left(how->fence);
+    if (lease <= 0)
+        return dhaf_err_set(err, DHAF_EFENCED,
+                            "exec switcher %s: not started: this node's leadership ended",
+                            how->path);
+    bool clamped = lease < timeout_ms; /* cut at the end of the lease */
+    if (clamped)
+        timeout_ms = lease;
     char epoch[32];
     snprintf(epoch, sizeof(epoch), "%lld", (long long)x->ctx->epoch);
     /* who switches, for the script's own audit trail and its own fencing */

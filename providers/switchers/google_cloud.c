@@ -16,7 +16,6 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <poll.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,6 +32,7 @@
 #include "dhaf/json.h"
 #include "dhaf/log.h"
 #include "dhaf/provider.h"
+#include "fence.h"
 #include "google_cloud.h"
 
 #define GCP(field) offsetof(struct gcp_config, field)
@@ -105,52 +105,6 @@ struct gcp {
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
-
-/* How long the leader may still act (INT64_MAX without a fence). */
-static int64_t fence_left(const struct gcp *g)
-{
-    return g->fence ? g->fence->left_ms(g->fence->ud) : INT64_MAX;
-}
-
-/* Waits ms, or less when the fence ends the leadership meanwhile. */
-static void sleep_ms(const struct gcp *g, int64_t ms)
-{
-    int64_t end = dhaf_mono_ms() + ms;
-    for (int64_t left = ms; left > 0 && fence_left(g) > 0; left = end - dhaf_mono_ms())
-        poll(NULL, 0, left > 100 ? 100 : (int)left);
-}
-
-/* The time one request may take: the operation's deadline, the lease's validity (fenced: a
- * request is sent only while the lease surely lasts until its deadline) and GCP_REQ_MS.
- * Returns it, or an error (DHAF_EFENCED, DHAF_ETIMEOUT) when nothing may be sent. */
-static int req_budget(const struct gcp *g, const char *method, const char *url, int64_t deadline,
-                      int *timeout_ms, struct dhaf_err *err)
-{
-    int64_t left = deadline - dhaf_mono_ms(), lease = fence_left(g);
-    if (lease <= 0)
-        return dhaf_err_set(err, DHAF_EFENCED,
-                            "%s %s: not sent: this node's leadership ended (its lease is no "
-                            "longer surely valid)",
-                            method, url);
-    if (lease < left)
-        left = lease;
-    if (left <= 0)
-        return dhaf_err_set(err, DHAF_ETIMEOUT, "%s %s: no time left", method, url);
-    *timeout_ms = (int)(left < GCP_REQ_MS ? left : GCP_REQ_MS);
-    return 0;
-}
-
-/* dhaf_http_do under the fence: a cancelled request (the term closed) is DHAF_EFENCED. */
-static int fenced_http(const struct gcp *g, struct dhaf_http_req *req, struct dhaf_http_resp *resp,
-                       struct dhaf_err *err)
-{
-    req->cancel = g->fence ? g->fence->cancel : NULL;
-    int rc = dhaf_http_do(req, resp, err);
-    if (rc == DHAF_ECANCELLED)
-        rc = dhaf_err_set(err, DHAF_EFENCED, "%s %s: cut short: this node's leadership ended",
-                          req->method, req->url);
-    return rc;
-}
 
 /* Frees a string that held a secret, overwriting it first. */
 static void free_secret(char **p)
@@ -501,10 +455,11 @@ static int token_fetch(struct gcp *g, int64_t deadline, struct dhaf_err *err)
     int rc = jwt_make(g, &jwt, err);
     if (rc != 0)
         return rc;
-    int timeout_ms;
-    if ((rc = req_budget(g, "POST", g->token_uri, deadline, &timeout_ms, err)) != 0) {
+    int64_t left = deadline - dhaf_mono_ms();
+    if (left <= 0) {
         free(jwt);
-        return rc;
+        return dhaf_err_set(err, DHAF_ETIMEOUT, "POST %s: no time left for a token request",
+                            g->token_uri);
     }
     char *body = dhaf_xasprintf("grant_type=%s&assertion=%s", GCP_GRANT, jwt);
     free(jwt);
@@ -516,12 +471,12 @@ static int token_fetch(struct gcp *g, int64_t deadline, struct dhaf_err *err)
         .headers = hdrs,
         .body = body,
         .body_len = strlen(body),
-        .timeout_ms = timeout_ms,
+        .timeout_ms = (int)(left < GCP_REQ_MS ? left : GCP_REQ_MS),
         .max_response = 64 * 1024,
     };
     struct dhaf_http_resp resp;
     int64_t t0 = dhaf_mono_ms();
-    rc = fenced_http(g, &req, &resp, err);
+    rc = sw_fenced_http(g->fence, &req, &resp, err);
     free(body);
     if (rc != 0)
         return rc;
@@ -619,9 +574,9 @@ static int call_once(struct gcp *g, const char *method, const char *url, const c
     int rc = token_get(g, deadline, err);
     if (rc != 0)
         return rc;
-    int timeout_ms;
-    if ((rc = req_budget(g, method, url, deadline, &timeout_ms, err)) != 0)
-        return rc;
+    int64_t left = deadline - dhaf_mono_ms();
+    if (left <= 0)
+        return dhaf_err_set(err, DHAF_ETIMEOUT, "%s %s: no time left", method, url);
     char *auth = dhaf_xasprintf("Authorization: Bearer %s", g->token);
     const char *hdrs[] = {auth, "Accept: application/json",
                           body ? "Content-Type: application/json" : NULL, NULL};
@@ -631,11 +586,11 @@ static int call_once(struct gcp *g, const char *method, const char *url, const c
         .headers = hdrs,
         .body = body,
         .body_len = body ? strlen(body) : 0,
-        .timeout_ms = timeout_ms,
+        .timeout_ms = (int)(left < GCP_REQ_MS ? left : GCP_REQ_MS),
         .max_response = GCP_MAX_RESPONSE,
     };
     struct dhaf_http_resp resp;
-    rc = fenced_http(g, &req, &resp, err);
+    rc = sw_fenced_http(g->fence, &req, &resp, err);
     free_secret(&auth);
     if (rc != 0)
         return rc;
@@ -698,7 +653,7 @@ static int gcp_call(struct gcp *g, const char *method, const char *url, const ch
         char why[256];
         DHAF_LOG(DHAF_LOG_WARN, "event=gcp-retry service=%s attempt=%d wait_ms=%lld reason=\"%s\"",
                  g->service, attempt, (long long)wait, dhaf_log_quote(why, sizeof(why), err->msg));
-        sleep_ms(g, wait);
+        sw_fence_sleep(g->fence, wait);
     }
 }
 
@@ -854,7 +809,7 @@ static int op_wait(struct gcp *g, json_t *op, int64_t deadline, struct dhaf_err 
                               name, status, (long long)(dhaf_mono_ms() - t0), polls);
             break;
         }
-        sleep_ms(g, GCP_OP_POLL_MS);
+        sw_fence_sleep(g->fence, GCP_OP_POLL_MS);
         json_t *next = NULL;
         polls++;
         if ((rc = gcp_call(g, "GET", url, NULL, until, &next, err)) != 0) {
@@ -1079,7 +1034,7 @@ static int switch_rounds(struct gcp *g, const struct dhaf_switch_req *req, int64
         char why[256];
         DHAF_LOG(DHAF_LOG_INFO, "event=gcp-fingerprint-conflict service=%s round=%d reason=\"%s\"",
                  g->service, round, dhaf_log_quote(why, sizeof(why), e->msg));
-        sleep_ms(g, 50 * round);
+        sw_fence_sleep(g->fence, 50 * round);
     }
     free(first);
     return rc;
