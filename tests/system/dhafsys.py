@@ -18,6 +18,37 @@ ETCD = os.environ.get("DHAF_TEST_ETCD", "/usr/bin/etcd")
 ETCDCTL = os.environ.get("DHAF_TEST_ETCDCTL", "/usr/bin/etcdctl")
 
 
+PROTO_DIR = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                         "proto"))
+_STUB_DIRS = {}
+
+
+def grpc_stub_dir(name):
+    """A folder (removed at exit) holding dhaf/v1/<name>_pb2.py and _pb2_grpc.py, generated
+    from proto/dhaf/v1/<name>.proto with protoc and grpc_python_plugin; for Python grpcio
+    clients ("dhaf" or "prober"). Add it to sys.path (or a client script's) to import them."""
+    if name not in _STUB_DIRS:
+        import atexit
+        out = tempfile.mkdtemp(prefix=f"dhaf-py-{name}-")
+        atexit.register(shutil.rmtree, out, True)
+        subprocess.run(["protoc", f"-I{PROTO_DIR}", f"--python_out={out}", f"--grpc_out={out}",
+                        "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin",
+                        os.path.join(PROTO_DIR, "dhaf", "v1", f"{name}.proto")], check=True)
+        _STUB_DIRS[name] = out
+    return _STUB_DIRS[name]
+
+
+def grpc_modules(name):
+    """(dhaf.v1.<name>_pb2, dhaf.v1.<name>_pb2_grpc), generated (grpc_stub_dir) and imported."""
+    import importlib
+    import sys
+    d = grpc_stub_dir(name)
+    if d not in sys.path:
+        sys.path.insert(0, d)
+    return (importlib.import_module(f"dhaf.v1.{name}_pb2"),
+            importlib.import_module(f"dhaf.v1.{name}_pb2_grpc"))
+
+
 _PORT_LOCKS = []  # reservations held for the life of this process
 _PORT_DIR = os.path.join(tempfile.gettempdir(), "dhaf-test-ports")
 
@@ -296,6 +327,61 @@ class Prober:
     kill = Node.kill
     log_lines = Node.log_lines
     log_events = Node.log_events
+
+
+class CloudflareFake:
+    """tests/fakes/cloudflare.py on a reserved port, with the zone site.test; eps maps entry
+    point names to addresses; the A record of site.test points at start_ep when given; log: the
+    file where the fake writes every change (--log)."""
+
+    TOKEN = "cf-test-token-1234"
+
+    def __init__(self, eps, start_ep=None, log=None):
+        self.eps = eps
+        args = ["/usr/bin/python3", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fakes", "cloudflare.py"),
+                "--port", str(free_port()), "--token", self.TOKEN, "--zone", "site.test",
+                "--watch-stdin"]
+        if log:
+            args += ["--log", log]
+        if start_ep:
+            args += ["--record", f"site.test:A:{eps[start_ep]}:false"]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("LISTENING"), line
+        self.port = int(line.split()[1])
+
+    def yaml(self):
+        """The switcher section of a service that uses this fake."""
+        return (f"{{type: cloudflare, api-token: {self.TOKEN}, zone: site.test, "
+                f"api-url: http://127.0.0.1:{self.port}/client/v4}}")
+
+    def call(self, path, body=None):
+        """GET path, or POST body as JSON; the reply's JSON."""
+        import urllib.request
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}",
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     method="POST" if body is not None else "GET",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read() or b"null")
+
+    def ep_of(self, ip):
+        """The entry point with address ip ("?" for another)."""
+        return next((ep for ep, a in self.eps.items() if a == ip), "?")
+
+    def points_to(self):
+        """The entry point the A record of site.test points to ("?": another address; None:
+        no record)."""
+        for r in self.call("/_fake/records")["records"]:
+            if r.get("name") == "site.test" and r.get("type") == "A":
+                return self.ep_of(r.get("content"))
+        return None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
 
 
 class Cluster:

@@ -7,14 +7,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dhafsys import Cluster, free_port, run_tests, wait_until  # noqa: E402
+from dhafsys import Cluster, free_port, grpc_stub_dir, run_tests, wait_until  # noqa: E402
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "build/bin"
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 TOKEN = "ctl-test-token-42"
 
 
@@ -29,7 +26,7 @@ def make():
     switcher: {{type: exec, init: /bin/true, switch: /bin/true, timeout: 2}}
     health-checker: {{type: web, port: {port}, path: /ok, timeout: 1, retries: 0}}
 """
-    c = Cluster(BIN, n=3, ttl=3, services=services, extra=f"")
+    c = Cluster(BIN, n=3, ttl=3, services=services)
     for n in c.nodes:  # the token goes into the dhaf: section
         text = open(n.config).read().replace("  tact-interval: 1\n",
                                              f"  tact-interval: 1\n  api-token: {TOKEN}\n")
@@ -146,11 +143,7 @@ def test_same_answer_everywhere(c):
 
 def test_python_grpc_client(c):
     """A third-party client: Python grpcio with stubs generated from proto/dhaf/v1."""
-    out = tempfile.mkdtemp(prefix="dhaf-py-")
-    proto = os.path.join(ROOT, "proto")
-    subprocess.run(["protoc", f"-I{proto}", f"--python_out={out}", f"--grpc_out={out}",
-                    "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin",
-                    os.path.join(proto, "dhaf/v1/dhaf.proto")], check=True)
+    out = grpc_stub_dir("dhaf")
     script = f"""
 import sys, grpc
 sys.path.insert(0, {out!r})

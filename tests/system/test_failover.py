@@ -6,13 +6,12 @@ Cloudflare fake (tests/fakes/cloudflare.py) when it is built.
 usage: /usr/bin/python3 test_failover.py BUILD_BIN_DIR"""
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dhafsys import Cluster, free_port, run_tests, wait_until  # noqa: E402
+from dhafsys import CloudflareFake, Cluster, free_port, run_tests, wait_until  # noqa: E402
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "build/bin"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -83,42 +82,15 @@ echo "$DHAF_NODE $DHAF_EPOCH start $1" >> {self.log}
         pass
 
 
-class CloudflareSwitcher:
+class CloudflareSwitcher(CloudflareFake):
     """The cloudflare switcher against tests/fakes/cloudflare.py; every write it receives is in
     the fake's log with the X-Dhaf-Leader header (node and epoch)."""
 
     name = "cloudflare"
-    TOKEN = "cf-test-token-1234"
 
     def __init__(self, workdir):
         self.log = os.path.join(workdir, "cf.log")
-        self.proc = subprocess.Popen(
-            ["/usr/bin/python3", os.path.join(HERE, "..", "fakes", "cloudflare.py"), "--port", "0",
-             "--token", self.TOKEN, "--zone", "site.test", "--log", self.log, "--watch-stdin"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = self.proc.stdout.readline()
-        assert line.startswith("LISTENING"), line
-        self.port = int(line.split()[1])
-
-    def yaml(self):
-        return (f"{{type: cloudflare, api-token: {self.TOKEN}, zone: site.test, "
-                f"api-url: http://127.0.0.1:{self.port}/client/v4}}")
-
-    def _get(self, path, body=None):
-        import urllib.request
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}",
-                                     data=json.dumps(body).encode() if body else None,
-                                     method="POST" if body else "GET",
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return json.loads(r.read() or b"null")
-
-    def points_to(self):
-        recs = self._get("/_fake/records")["records"]
-        for r in recs.values() if isinstance(recs, dict) else recs:
-            if r.get("name") == "site.test" and r.get("type") == "A":
-                return next((ep for ep, ip in EP_IPS.items() if ip == r.get("content")), "?")
-        return None
+        super().__init__(EP_IPS, log=self.log)
 
     def calls(self):
         """[node, epoch, "done"|"start", ep] per write the fake received."""
@@ -131,22 +103,17 @@ class CloudflareSwitcher:
             e = json.loads(line)
             who = (e.get("headers") or {}).get("X-Dhaf-Leader") or "- epoch -"
             node, _, epoch = who.split(" ")
-            ep = next((n for n, ip in EP_IPS.items() if ip == e.get("content")), "?")
+            ep = self.ep_of(e.get("content"))
             ok = 200 <= int(e.get("status") or 0) < 300
             out.append([node, epoch, "done" if ok else "start", ep])
         return out
 
     def arm_slow(self):
         # the next three PATCHes fail with 503: the switch retries with back-off
-        self._get("/_fake/fail", {"status": 503, "count": 3, "method": "PATCH"})
+        self.call("/_fake/fail", {"status": 503, "count": 3, "method": "PATCH"})
 
     def disarm(self):
         pass
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(5)
 
 
 def make_cluster(port, kind="exec"):

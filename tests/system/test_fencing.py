@@ -12,8 +12,7 @@ request), and a TCP proxy per node (tests/fakes/tcp_proxy.py) cuts a node from e
 - failed take-office read: traffic is on ep-2 while etcd says ep-1, the new leader's first
   provider reads fail; when ep-2 dies, traffic still ends on a healthy entry point.
 - stale vote: a voter frozen for 7 s is not counted by the next leader.
-- relayed prober reports: a report with a lower seq relayed by another node does not
-  overwrite a newer one.
+(Relayed prober reports that must not go backwards: test_relay_seq.py.)
 Every test that uses the Cloudflare fake also checks, from the fake's change log, that no
 change arrived from an epoch older than one already seen.
 usage: /usr/bin/python3 test_fencing.py BUILD_BIN_DIR"""
@@ -23,16 +22,14 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dhafsys import Cluster, free_port, run_tests, wait_until  # noqa: E402
+from dhafsys import CloudflareFake, Cluster, free_port, run_tests, wait_until  # noqa: E402
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "build/bin"
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 FAKES = os.path.join(HERE, "..", "fakes")
 SVC = "web"
 
@@ -107,61 +104,26 @@ def services_yaml(eps, switcher, port, extra=""):
 {extra}"""
 
 
-class CfFake:
-    """tests/fakes/cloudflare.py with the service's A record at start_ep."""
-
-    TOKEN = "cf-fencing-token-5678"
+class CfFake(CloudflareFake):
+    """tests/fakes/cloudflare.py with the service's A record at start_ep, stopped with rig."""
 
     def __init__(self, rig, eps, start_ep):
-        self.eps = eps
-        self.proc = subprocess.Popen(
-            ["/usr/bin/python3", os.path.join(FAKES, "cloudflare.py"), "--port",
-             str(free_port()), "--token", self.TOKEN, "--zone", "site.test",
-             "--record", f"site.test:A:{eps[start_ep]}:false", "--watch-stdin"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        super().__init__(eps, start_ep)
         rig.on_close(self.stop)
-        line = self.proc.stdout.readline()
-        assert line.startswith("LISTENING"), line
-        self.port = int(line.split()[1])
-
-    def yaml(self):
-        return (f"{{type: cloudflare, api-token: {self.TOKEN}, zone: site.test, "
-                f"api-url: http://127.0.0.1:{self.port}/client/v4}}")
-
-    def _call(self, path, body=None):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}",
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     method="POST" if body is not None else "GET",
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return json.loads(r.read() or b"null")
 
     def fail(self, **rule):
-        return self._call("/_fake/fail", rule)
+        return self.call("/_fake/fail", rule)
 
     def changes(self):
-        return self._call("/_fake/changes")
+        return self.call("/_fake/changes")
 
     def requests(self):
-        return self._call("/_fake/requests")
-
-    def points_to(self):
-        """The entry point the A record points to ("?" for another address, None: none)."""
-        for r in self._call("/_fake/records")["records"]:
-            if r.get("name") == "site.test" and r.get("type") == "A":
-                return next((ep for ep, ip in self.eps.items() if ip == r.get("content")), "?")
-        return None
+        return self.call("/_fake/requests")
 
     def writes(self):
         """(leader header, method, entry point, status) of every change, in order."""
         return [((ch.get("headers") or {}).get("X-Dhaf-Leader"), ch["method"],
-                 next((ep for ep, ip in self.eps.items() if ip == ch.get("content")), "?"),
-                 ch["status"]) for ch in self.changes()]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(5)
+                 self.ep_of(ch.get("content")), ch["status"]) for ch in self.changes()]
 
 
 LEADER_HDR = re.compile(r"^(\S+) epoch (\d+)$")
@@ -565,88 +527,6 @@ def test_stale_vote(rig):
     return verdict(problems, note)
 
 
-# ------------------------------------------------------------------ T5
-
-TOKEN = "fence-prober-token-0123456789"
-
-REPORT_SCRIPT = """
-import json, sys, grpc
-sys.path.insert(0, sys.argv[1])
-from dhaf.v1 import prober_pb2 as pb, prober_pb2_grpc as rpc
-cmd = json.loads(sys.argv[2])
-md = [("authorization", "Bearer " + cmd["token"])]
-out = []
-for step in cmd["steps"]:
-    stub = rpc.ProberStub(grpc.insecure_channel(step["addr"]))
-    try:
-        plan = stub.GetPlan(pb.GetPlanRequest(prober=cmd["prober"], location="here"),
-                            metadata=md, timeout=5)
-        if "seq" not in step:  # the plan only
-            out.append({"generation": plan.generation})
-            continue
-        res = [pb.CheckResult(service=s, entry_point=e, healthy=h, reason="ok" if h else "connect")
-               for s, e, h in step["results"]]
-        r = stub.Report(pb.ReportRequest(prober=cmd["prober"], generation=plan.generation,
-                                         seq=step["seq"], results=res), metadata=md, timeout=5)
-        out.append({"seq": step["seq"], "accepted": r.accepted, "generation": plan.generation})
-    except grpc.RpcError as e:
-        out.append({"seq": step.get("seq"), "error": "%s: %s" % (e.code().name, e.details())})
-print(json.dumps(out))
-"""
-
-
-def test_relayed_report_order(rig):
-    eps = {"ep-1": "127.0.0.181", "ep-2": "127.0.0.182"}
-    port = free_port()
-    probers = f"probers:\n  - {{name: probe-9, token: \"{TOKEN}\", location: here}}\n"
-    sw = "{type: exec, init: /bin/true, switch: /bin/true, timeout: 2}"
-    c = Cluster(BIN, n=3, ttl=3, tact=1, name="fence5",
-                services=services_yaml(eps, sw, port, probers))
-    rig.on_close(c.close)
-    for ip in eps.values():
-        c.add_backend(ip, port)
-    gen = tempfile.mkdtemp(prefix="dhaf-py-")
-    rig.on_close(lambda: __import__("shutil").rmtree(gen, ignore_errors=True))
-    proto = os.path.join(ROOT, "proto")
-    subprocess.run(["protoc", f"-I{proto}", f"--python_out={gen}", f"--grpc_out={gen}",
-                    "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin",
-                    os.path.join(proto, "dhaf/v1/prober.proto")], check=True)
-    c.start_all()
-    c.wait_leader(10)
-    n1, n2 = c.nodes[0], c.nodes[1]
-    key = c.prefix + "votes/probe-9"
-
-    def call(node, seq=None, healthy=True):
-        """GetPlan on node, then (seq given) a Report of seq; its outcome as a dict."""
-        step = {"addr": f"127.0.0.1:{node.grpc_port}"}
-        if seq is not None:
-            step.update(seq=seq, results=[[SVC, "ep-1", healthy], [SVC, "ep-2", True]])
-        cmd = {"token": TOKEN, "prober": "probe-9", "steps": [step]}
-        r = subprocess.run(["/usr/bin/python3", "-c", REPORT_SCRIPT, gen, json.dumps(cmd)],
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, (r.stdout, r.stderr)
-        return json.loads(r.stdout)[0]
-
-    report = call
-    # both nodes hand out the plan before the two reports are sent
-    wait_until("node-1 and node-2 to answer GetPlan",
-               lambda: all("generation" in call(n) for n in (n1, n2)), 15, 0.2)
-    r10 = report(n1, 10, True)
-    v10 = c.etcd.get_json(key)
-    assert v10 and v10.get("seq") == 10, f"seq 10 through {n1.name} not stored: {r10}, {v10}"
-    r9 = report(n2, 9, False)
-    v = c.etcd.get_json(key) or {}
-    ep1 = next((x for x in v.get("results", []) if x.get("ep") == "ep-1"), {})
-    relay = c.etcd.get_json(c.prefix + "probers/probe-9") or {}
-    note = (f"seq 10 via {n1.name}: {r10}; then seq 9 via {n2.name}: {r9}; etcd votes/probe-9: "
-            f"seq {v.get('seq')}, ep-1 healthy={ep1.get('healthy')}, relayed_by "
-            f"{relay.get('relayed_by')}")
-    problems = []
-    if v.get("seq") != 10:
-        problems.append(f"the stored report is seq {v.get('seq')}, not 10")
-    return verdict(problems, note)
-
-
 if __name__ == "__main__":
     sys.exit(run_tests([
         ("cloudflare: a leader frozen at its record GET thaws after the new leader's failover",
@@ -657,6 +537,4 @@ if __name__ == "__main__":
          isolated(test_failed_take_office_read)),
         ("a voter frozen for 7 s: the next leader does not count its old vote",
          isolated(test_stale_vote)),
-        ("a prober report with a lower seq relayed by another node does not overwrite",
-         isolated(test_relayed_report_order)),
     ]))

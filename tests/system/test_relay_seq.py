@@ -4,22 +4,17 @@ written (probers-seq/<prober>) is refused through any node, and the stored vote 
 results; a restarted dhaf-prober goes on with higher seqs; a prober whose reports are refused as
 stale logs it and goes on at its normal pace. Drives dhaf.v1.Prober with Python grpcio.
 usage: /usr/bin/python3 test_relay_seq.py BUILD_BIN_DIR"""
-import importlib
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dhafsys import Cluster, run_tests, wait_until  # noqa: E402
+from dhafsys import Cluster, grpc_modules, run_tests, wait_until  # noqa: E402
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "build/bin"
-PROTO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto")
 PROBER, TOKEN = "probe-1", "t0ken-relay"
 PROBERS = f"""probers:
   - {{name: {PROBER}, token: "{TOKEN}", location: lab}}
@@ -27,27 +22,7 @@ PROBERS = f"""probers:
 MD = (("authorization", f"Bearer {TOKEN}"),)
 
 
-def stubs(out_dir):
-    """dhaf.v1.prober_pb2 / _pb2_grpc generated into out_dir and imported."""
-    proto = os.path.join(PROTO_DIR, "dhaf", "v1", "prober.proto")
-    try:
-        from grpc_tools import protoc as gt  # python3-grpc-tools, if installed
-        rc = gt.main(["protoc", "-I" + PROTO_DIR, "--python_out=" + out_dir,
-                      "--grpc_python_out=" + out_dir, proto])
-        if rc != 0:
-            raise RuntimeError(f"grpc_tools.protoc failed with {rc}")
-    except ImportError:
-        plugin = shutil.which("grpc_python_plugin") or "/usr/bin/grpc_python_plugin"
-        subprocess.run(["protoc", "-I" + PROTO_DIR, "--python_out=" + out_dir,
-                        "--grpc_out=" + out_dir, "--plugin=protoc-gen-grpc=" + plugin, proto],
-                       check=True)
-    sys.path.insert(0, out_dir)
-    return (importlib.import_module("dhaf.v1.prober_pb2"),
-            importlib.import_module("dhaf.v1.prober_pb2_grpc"))
-
-
-GEN_DIR = tempfile.mkdtemp(prefix="dhaf-relay-stubs-")
-pb2, pb2_grpc = stubs(GEN_DIR)
+pb2, pb2_grpc = grpc_modules("prober")
 
 
 class Api:
@@ -182,12 +157,9 @@ def with_cluster(fn):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(run_tests([
-            ("an older or equal report through another node is refused; the newer vote stays",
-             with_cluster(test_older_report_through_another_node)),
-            ("dhaf-prober: seq from the wall clock survives a restart; stale reports are dropped",
-             with_cluster(test_prober_restart_and_stale)),
-        ]))
-    finally:
-        shutil.rmtree(GEN_DIR, ignore_errors=True)
+    sys.exit(run_tests([
+        ("an older or equal report through another node is refused; the newer vote stays",
+         with_cluster(test_older_report_through_another_node)),
+        ("dhaf-prober: seq from the wall clock survives a restart; stale reports are dropped",
+         with_cluster(test_prober_restart_and_stale)),
+    ]))
