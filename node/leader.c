@@ -416,17 +416,40 @@ static int call_switch(struct decider *d, struct svc_run *r, int to, int expect_
     return r->sw->switch_to(r->sw_state, &req, err);
 }
 
-/* Reads where the provider really points (under the fence). *ep = -1 when it points at no
- * entry point or at nothing. Returns 0 or the read's error. */
-static int read_provider(struct decider *d, struct svc_run *r, int *ep, struct dhaf_err *err)
+/* Reads where the provider really points (under the fence): *ep = an index, -1 for an address
+ * of no entry point, or unset when the provider says nothing is set. Returns 0 or the read's
+ * error. */
+static int read_provider(struct decider *d, struct svc_run *r, int unset, int *ep,
+                         struct dhaf_err *err)
 {
     *ep = -1;
     int rc = r->sw->current(r->sw_state, &d->fence, ep, err);
     if (rc == DHAF_ENOTFOUND) {
-        *ep = -1;
+        *ep = unset;
         rc = 0;
     }
     return rc;
+}
+
+/* Records that r's switch (kind, from -> to) landed: last_switch, since, the metric, and the
+ * failover/switchover/switching event (detail borrowed) in *ev. */
+static void switch_landed(struct decider *d, struct svc_run *r, const struct dhaf_service *svc,
+                          const char *kind, int from, int to, const char *detail, struct event *ev)
+{
+    int64_t now = dhaf_clock_wall(cluster_clock(d->c));
+    metrics_switch(svc->name, kind);
+    if (r->last_switch)
+        json_decref(r->last_switch);
+    r->last_switch = json_pack("{s:s, s:s, s:s, s:I}", "kind", kind, "from", ep_name(svc, from),
+                               "to", ep_name(svc, to), "at", (json_int_t)now);
+    r->since = now;
+    *ev = (struct event){.kind = !strcmp(kind, "failover")     ? EVK_FAILOVER
+                                 : !strcmp(kind, "switchover") ? EVK_SWITCHOVER
+                                                               : EVK_SWITCHING,
+                         .service = svc->name,
+                         .from = ep_name(svc, from),
+                         .to = ep_name(svc, to),
+                         .detail = detail};
 }
 
 /* Makes etcd agree with the provider: reads its real target, clears `switching`, corrects
@@ -443,7 +466,7 @@ static void confirm(struct decider *d, struct svc_run *r, const struct dhaf_serv
     }
     int stored = r->st.current, real;
     if (r->sw->current) {
-        if (read_provider(d, r, &real, &err) != 0) {
+        if (read_provider(d, r, -1, &real, &err) != 0) {
             read_failed(d, r, svc, &err);
             return;
         }
@@ -475,7 +498,11 @@ static void confirm(struct decider *d, struct svc_run *r, const struct dhaf_serv
                                       .service = svc->name,
                                       .from = ep_name(svc, real),
                                       .to = ep_name(svc, r->pending_to)};
-    if (real != stored) {
+    if (r->pending_to >= 0 && !r->pending_inherited && real == r->pending_to && real != stored)
+        /* our own switch, whose read-back failed at first: it landed */
+        switch_landed(d, r, svc, r->pending_kind ? r->pending_kind : "switching", r->pending_from,
+                      real, " (read back later)", &evs[n_evs++]);
+    else if (real != stored) {
         r->since = dhaf_clock_wall(cluster_clock(d->c));
         evs[n_evs++] = (struct event){.kind = EVK_CURRENT_CORRECTED,
                                       .service = svc->name,
@@ -636,10 +663,7 @@ static void do_switch(struct decider *d, struct svc_run *r, const struct dhaf_se
      * right after a successful switch is a switcher that cannot tell (an exec init that
      * prints nothing): its switch is trusted. */
     int real = out->target;
-    int rrc = r->sw->current ? r->sw->current(r->sw_state, &d->fence, &real, &err) : 0;
-    if (rrc == DHAF_ENOTFOUND) {
-        real = out->target;
-    } else if (rrc != 0) {
+    if (r->sw->current && read_provider(d, r, out->target, &real, &err) != 0) {
         log_err("switch-not-read-back", svc->name, &err);
         r->confirmed = false; /* `switching` stays: read again before the next decision */
         r->next_read = 0;
@@ -656,27 +680,14 @@ static void do_switch(struct decider *d, struct svc_run *r, const struct dhaf_se
                             .from = ep_name(svc, out->target),
                             .to = real >= 0 ? ep_name(svc, real) : "(none)",
                             .detail = detail};
+        r->since = dhaf_clock_wall(clk);
     } else {
-        metrics_switch(svc->name, kind);
-        if (r->last_switch)
-            json_decref(r->last_switch);
-        r->last_switch =
-            json_pack("{s:s, s:s, s:s, s:I}", "kind", kind, "from", ep_name(svc, from), "to",
-                      ep_name(svc, out->target), "at", (json_int_t)dhaf_clock_wall(clk));
         bool why = from >= 0 && t[from].unhealthy;
         snprintf(detail, sizeof(detail), " done in %lld ms%s%s", (long long)took, why ? "; " : "",
                  why ? t[from].reasons : "");
-        enum event_kind ek = out->action == ACT_FAILOVER     ? EVK_FAILOVER
-                             : out->action == ACT_SWITCHOVER ? EVK_SWITCHOVER
-                                                             : EVK_SWITCHING;
-        ev = (struct event){.kind = ek,
-                            .service = svc->name,
-                            .from = ep_name(svc, from),
-                            .to = ep_name(svc, out->target),
-                            .detail = detail};
+        switch_landed(d, r, svc, kind, from, out->target, detail, &ev);
     }
     r->st.current = real;
-    r->since = dhaf_clock_wall(clk);
     r->pending_to = r->pending_from = -1;
     struct state_change done = {.st = &r->st, .evs = &ev, .n_evs = 1};
     if (commit_state(d, r, svc, &done, &err) != 0) {

@@ -754,13 +754,26 @@ static void test_fenced(void **state)
     assert_int_equal(count_requests(&f, "PATCH", NULL, false), 1);
     assert_int_equal(current_ok(&s), 1);
 
+    /* a request is cut at the end of the lease (400 ms), not at its own 10 s: the held GET is
+     * given up and sent again */
+    fake_ctl(&f, "/_fake/reset", "{}");
+    fake_ctl(&f, "/_fake/fail", "{\"method\": \"GET\", \"delay_ms\": 3000}");
+    tf.left = 400;
+    int64_t t1 = test_now_ms();
+    if (sw_to_from(&dhaf_switcher_cloudflare, s.st, 2, 1, fence, &err) != 0)
+        fail_msg("switch_to: %s", err.msg);
+    assert_true(test_now_ms() - t1 < 2500);
+    assert_int_equal(count_requests(&f, "GET", "/dns_records", false), 3); /* 2 lists, by id */
+    assert_int_equal(current_ok(&s), 2);
+    tf.left = 60000;
+
     /* the term closes while the PATCH is held: the call ends at once */
     fake_ctl(&f, "/_fake/fail", "{\"method\": \"PATCH\", \"delay_ms\": 5000}");
     struct canceller c = {&f, &cancel};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, cancel_when_held, &c), 0);
     int64_t t0 = test_now_ms();
-    int rc = sw_to_from(&dhaf_switcher_cloudflare, s.st, 2, 1, fence, &err);
+    int rc = sw_to_from(&dhaf_switcher_cloudflare, s.st, 1, 2, fence, &err);
     int64_t took = test_now_ms() - t0;
     pthread_join(th, NULL);
     assert_int_equal(rc, DHAF_EFENCED);

@@ -275,6 +275,42 @@ static void test_outbox_gives_up_on_a_racing_counter(void **state)
     term_put(t);
 }
 
+/* The term's fence: what is left of its lease, a renewal asked for ahead of time before a long
+ * provider call (sent by the next election step although not due), and the cancel token that
+ * closing the term fires. */
+static void test_fence_of_the_term(void **state)
+{
+    struct world *w = *state;
+    fx_step(&w->a);
+    struct term *t = term_of(&w->a);
+    assert_non_null(t);
+    assert_true(term_left_ms(t) > 1900 && term_left_ms(t) <= 2000); /* TTL 3 s - TTL/3 */
+    vclock_advance(&w->vc, 900);                                    /* renewal due at 1 s */
+    assert_true(term_left_ms(t) <= 1100);
+    /* no election thread runs here: the wait gives up after its 50 ms, nothing renewed yet */
+    uint64_t kas = memstore_calls(w->ms, MS_KEEPALIVE);
+    int64_t t0 = dhaf_mono_ms();
+    assert_true(term_renew(t, 1900, 50) < 1900);
+    assert_true(dhaf_mono_ms() - t0 < 1000);
+    assert_int_equal(memstore_calls(w->ms, MS_KEEPALIVE), kas);
+    /* the asked renewal goes out at the next step although it is not due */
+    cluster_election_step(w->a.c);
+    assert_int_equal(memstore_calls(w->ms, MS_KEEPALIVE), kas + 1);
+    assert_true(term_left_ms(t) >= 1900);
+    /* enough left: nothing asked, the next step sends nothing */
+    assert_true(term_renew(t, 1000, 50) >= 1900);
+    cluster_election_step(w->a.c);
+    assert_int_equal(memstore_calls(w->ms, MS_KEEPALIVE), kas + 1);
+    /* closing fires the cancel token and leaves nothing of the lease */
+    struct dhaf_cancel *cancel = term_cancel(t);
+    assert_false(dhaf_cancel_fired(cancel));
+    term_close(t, "test");
+    assert_true(dhaf_cancel_fired(cancel));
+    assert_int_equal(term_left_ms(t), 0);
+    assert_int_equal(term_renew(t, 1000, 50), 0);
+    term_put(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -284,6 +320,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_closes_the_term, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_counter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outbox_gives_up_on_a_racing_counter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fence_of_the_term, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,9 +47,9 @@ static int setup(void **state)
     char path[160], body[400], sw[400];
     snprintf(path, sizeof(path), "%s/init.sh", w->dir);
     snprintf(body, sizeof(body),
-             "#!/bin/sh\n[ -f %s/broken ] && { echo provider unreachable; exit 1; }\n"
-             "cat %s 2>/dev/null || true\n",
-             w->dir, w->current);
+             "#!/bin/sh\n[ -f %s/broken ] && { echo x >> %s/init.fails; echo provider unreachable; "
+             "exit 1; }\ncat %s 2>/dev/null || true\n",
+             w->dir, w->dir, w->current);
     write_script(path, body);
     snprintf(path, sizeof(path), "%s/switch.sh", w->dir);
     snprintf(body, sizeof(body), "#!/bin/sh\necho \"$1\" >> %s\necho \"$1\" > %s\n", w->log,
@@ -393,6 +393,92 @@ static void test_votes_older_than_the_term(void **state)
     term_put(t2);
 }
 
+static int lines_of(struct world *w, const char *name)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/%s", w->dir, name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    int n = 0, ch;
+    while ((ch = fgetc(f)) != EOF)
+        n += ch == '\n';
+    fclose(f);
+    return n;
+}
+
+/* Steps the node and the decider through ms of virtual time in 500 ms steps (the lease is
+ * renewed on the way); with opinions (four, as for vote()), the voters vote them each step. */
+static void run_for(struct world *w, int64_t ms, const char *const *opinions)
+{
+    for (int64_t t = 0; t < ms; t += 500) {
+        vclock_advance(&w->vc, 500);
+        fx_step(&w->a);
+        if (opinions)
+            vote(w, opinions[0], opinions[1], opinions[2], opinions[3]);
+        leader_decider_round(w->d);
+    }
+}
+
+/* An unreadable provider is read again after 1 s, 2 s, 4 s ... and never less often than every
+ * 30 s; the first failure is one event, not one per attempt. */
+static void test_provider_read_back_off(void **state)
+{
+    struct world *w = *state;
+    vote(w, "hh", "hh", "hh", "hh");
+    leader_decider_round(w->d);
+    leader_decider_free(w->d);
+    set_file(w, "broken", "1");
+    w->d = leader_decider_new(w->t);
+    leader_decider_round(w->d); /* attempt at 0 s */
+    run_for(w, 70000, NULL);    /* attempts at 1, 3, 7, 15, 31, 61 s */
+    assert_int_equal(lines_of(w, "init.fails"), 7);
+    run_for(w, 25000, NULL); /* the next at 61 + 30 s (capped; not 61 + 64 s) */
+    assert_int_equal(lines_of(w, "init.fails"), 8);
+    assert_int_equal(fx_count_events(w->ms, "provider-unread"), 1);
+    assert_true(state_has(w, "\"attempts\":1"));
+}
+
+/* The read-back after a switch fails: `switching` stays and nothing more is decided; once the
+ * provider can be read, the switch is recorded as the failover it was. */
+static void test_read_back_fails_after_switch(void **state)
+{
+    struct world *w = *state;
+    vote(w, "hh", "hh", "hh", "hh");
+    leader_decider_round(w->d);
+    char path[160], body[400];
+    snprintf(path, sizeof(path), "%s/switch.sh", w->dir);
+    snprintf(body, sizeof(body),
+             "#!/bin/sh\necho \"$1\" >> %s\necho \"$1\" > %s\ntouch %s/broken\n", w->log,
+             w->current, w->dir);
+    write_script(path, body);
+    int calls = switch_calls(w);
+    vote(w, "uh", "uh", "uh", "hh");
+    leader_decider_round(w->d);
+    assert_int_equal(switch_calls(w), calls + 1);
+    assert_true(state_has(w, "\"switching\""));
+    assert_int_equal(fx_count_events(w->ms, "failover"), 0);
+    /* backup goes down too, primary comes back: no decision while unread */
+    static const char *const back[] = {"hu", "hu", "hu", "hh"};
+    run_for(w, 1500, back);
+    assert_int_equal(switch_calls(w), calls + 1);
+    assert_true(state_has(w, "\"switching\""));
+    /* readable again: the failover is recorded once, then the decision goes on (back to primary) */
+    snprintf(body, sizeof(body), "#!/bin/sh\necho \"$1\" >> %s\necho \"$1\" > %s\n", w->log,
+             w->current);
+    write_script(path, body);
+    set_file(w, "broken", NULL);
+    run_for(w, 2500, back);
+    assert_int_equal(fx_count_events(w->ms, "provider-read"), 1);
+    assert_int_equal(fx_count_events(w->ms, "failover"), 2);
+    assert_int_equal(fx_count_events(w->ms, "switch-interrupted"), 0);
+    assert_int_equal(switch_calls(w), calls + 2);
+    char cur[32];
+    current_in_state(w, cur, sizeof(cur));
+    assert_string_equal(cur, "primary");
+    assert_false(state_has(w, "\"switching\""));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -403,6 +489,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unread_provider_blocks_decisions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_back_after_switch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_votes_older_than_the_term, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_provider_read_back_off, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_back_fails_after_switch, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
