@@ -37,7 +37,7 @@ static int cmd_probers(struct ctl *, const char *, char **, int);
 static int cmd_version(struct ctl *, const char *, char **, int);
 
 static const struct command commands[] = {
-    {"status-dhaf", "", "show the cluster: leader, epoch, nodes", false, 0, cmd_status_dhaf},
+    {"status-dhaf", "", "show the cluster: leader, epoch, nodes, etcd", false, 0, cmd_status_dhaf},
     {"status-services", "", "show every service and its entry points", false, 0,
      cmd_status_services},
     {"status-service", "-s SERVICE", "show one service and its entry points", true, 0,
@@ -186,6 +186,25 @@ static void warn_stale(const Dhaf__V1__ViewState *v)
                 (double)v->age_ms / 1000.0);
 }
 
+/* One line on etcd as the answering node sees it: writable, or what is wrong and what to do
+ * (an alarm such as NOSPACE). Nothing from a node too old to say. */
+static void print_etcd(const struct ctl *c, const Dhaf__V1__EtcdHealth *e)
+{
+    if (!e)
+        return;
+    const char *red = c->color ? "\033[31m" : "", *green = c->color ? "\033[32m" : "";
+    const char *off = c->color ? "\033[0m" : "";
+    if (!e->writable) {
+        printf("etcd: %sNOT WRITABLE%s: %s\n", red, off, e->problem);
+        return;
+    }
+    if (e->db_size > 0)
+        printf("etcd: %swritable%s (database %.1f MB)\n", green, off,
+               (double)e->db_size / (1024.0 * 1024.0));
+    else
+        printf("etcd: %swritable%s\n", green, off);
+}
+
 /* ------------------------------------------------------------------ commands */
 
 #define CALL(c, method, req, Type, var)                                                            \
@@ -218,6 +237,7 @@ static int cmd_status_dhaf(struct ctl *c, const char *svc, char **pos, int limit
                       n->grpc_endpoint);
         }
         table_print(&t, stdout, c->color);
+        print_etcd(c, s->etcd);
     }
     protobuf_c_message_free_unpacked(r_m, NULL);
     return 0;

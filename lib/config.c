@@ -65,6 +65,14 @@ const struct dhaf_cfgkey dhaf_config_keys[] = {
      "etcd password (also password-file or ${ENV})."},
     {"etcd.leader-key-ttl", DHAF_CFG_INT, OFF(etcd.leader_key_ttl), false, "15", 2, 3600, NULL,
      NULL, NULL, "Seconds the leader key outlives a leader that stopped renewing it."},
+    {"etcd.compaction-interval", DHAF_CFG_INT, OFF(etcd.compaction_interval), false, "300", 0,
+     86400, NULL, NULL, NULL,
+     "Seconds between compactions of etcd's history by the leader, as kube-apiserver does; 0 "
+     "turns them off (for an etcd shared with software that compacts it)."},
+    {"etcd.compaction-retention", DHAF_CFG_INT, OFF(etcd.compaction_retention), false, "1000", 1,
+     1000000000, NULL, NULL, NULL,
+     "Revisions of history a compaction keeps (every key keeps its latest version): a watch "
+     "that reconnects within them resumes, an older one reloads."},
     {"etcd.tls.ca-file", DHAF_CFG_PATH, OFF(etcd.client_tls.ca_file), false, NULL, 0, 0, NULL,
      NULL, NULL, "CA bundle to verify etcd's certificate (https:// hosts)."},
     {"etcd.tls.cert-file", DHAF_CFG_PATH, OFF(etcd.client_tls.cert_file), false, NULL, 0, 0, NULL,

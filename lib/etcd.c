@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* etcd v3 client: unary KV/lease/auth calls with endpoint failover and honest retry rules,
- * keep-alive streams and resuming watches, all over lib/rpc. */
+/* etcd v3 client: unary KV/lease/auth/maintenance calls with endpoint failover and honest
+ * retry rules, keep-alive streams and resuming watches, all over lib/rpc. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,12 +19,15 @@
 #define M_PUT       "/etcdserverpb.KV/Put"
 #define M_DELETE    "/etcdserverpb.KV/DeleteRange"
 #define M_TXN       "/etcdserverpb.KV/Txn"
+#define M_COMPACT   "/etcdserverpb.KV/Compact"
 #define M_GRANT     "/etcdserverpb.Lease/LeaseGrant"
 #define M_REVOKE    "/etcdserverpb.Lease/LeaseRevoke"
 #define M_TTL       "/etcdserverpb.Lease/LeaseTimeToLive"
 #define M_KEEPALIVE "/etcdserverpb.Lease/LeaseKeepAlive"
 #define M_WATCH     "/etcdserverpb.Watch/Watch"
 #define M_AUTH      "/etcdserverpb.Auth/Authenticate"
+#define M_ALARM     "/etcdserverpb.Maintenance/Alarm"
+#define M_STATUS    "/etcdserverpb.Maintenance/Status"
 
 #define DEFAULT_TIMEOUT_MS 2000
 
@@ -787,6 +790,118 @@ int dhaf_etcd_lease_ttl(struct dhaf_etcd *e, int64_t id, int64_t *remaining, str
                             (unsigned long long)id);
     *remaining = ttl;
     return 0;
+}
+
+/* ------------------------------------------------------------------ maintenance */
+
+int dhaf_etcd_compact(struct dhaf_etcd *e, int64_t revision, struct dhaf_err *err)
+{
+    Etcdserverpb__CompactionRequest req = ETCDSERVERPB__COMPACTION_REQUEST__INIT;
+    req.revision = revision;
+    req.physical = 0;
+    ProtobufCMessage *resp = NULL;
+    int rc = call(e, M_COMPACT, &req.base, &etcdserverpb__compaction_response__descriptor, &resp,
+                  RETRY_SAFE, NULL, err);
+    if (rc == 0) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+        return 0;
+    }
+    /* etcd answers both with OUT_OF_RANGE: tell "already done" from "not there yet" */
+    if (err && strstr(err->msg, "required revision has been compacted"))
+        return dhaf_err_set(err, DHAF_ECOMPACTED,
+                            "etcd compact %lld: already compacted at or after that revision",
+                            (long long)revision);
+    return rc;
+}
+
+const char *dhaf_etcd_alarm_name(int type)
+{
+    switch (type) {
+    case DHAF_ETCD_ALARM_NONE:
+        return "NONE";
+    case DHAF_ETCD_ALARM_NOSPACE:
+        return "NOSPACE";
+    case DHAF_ETCD_ALARM_CORRUPT:
+        return "CORRUPT";
+    default:
+        return "UNKNOWN";
+    }
+}
+
+/* One Maintenance/Alarm call; out (may be NULL) gets the alarms of the answer. */
+static int alarm_call(struct dhaf_etcd *e, Etcdserverpb__AlarmRequest__AlarmAction action,
+                      uint64_t member, int type, struct dhaf_etcd_alarms *out, struct dhaf_err *err)
+{
+    Etcdserverpb__AlarmRequest req = ETCDSERVERPB__ALARM_REQUEST__INIT;
+    req.action = action;
+    req.memberid = member;
+    req.alarm = (Etcdserverpb__AlarmType)type;
+    ProtobufCMessage *resp = NULL;
+    /* a GET reads; raising or disarming twice is the same as once */
+    int rc = call(e, M_ALARM, &req.base, &etcdserverpb__alarm_response__descriptor, &resp,
+                  RETRY_SAFE, NULL, err);
+    if (rc)
+        return rc;
+    const Etcdserverpb__AlarmResponse *r = (const Etcdserverpb__AlarmResponse *)resp;
+    if (out) {
+        memset(out, 0, sizeof(*out));
+        for (size_t i = 0; i < r->n_alarms && out->n < DHAF_ETCD_MAX_ALARMS; i++) {
+            if (!r->alarms[i] || r->alarms[i]->alarm == ETCDSERVERPB__ALARM_TYPE__NONE)
+                continue;
+            out->v[out->n++] =
+                (struct dhaf_etcd_alarm){r->alarms[i]->memberid, (int)r->alarms[i]->alarm};
+        }
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
+int dhaf_etcd_alarm_list(struct dhaf_etcd *e, struct dhaf_etcd_alarms *out, struct dhaf_err *err)
+{
+    return alarm_call(e, ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__GET, 0, DHAF_ETCD_ALARM_NONE,
+                      out, err);
+}
+
+int dhaf_etcd_alarm_set(struct dhaf_etcd *e, uint64_t member, int type, bool active,
+                        struct dhaf_err *err)
+{
+    return alarm_call(e,
+                      active ? ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE
+                             : ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE,
+                      member, type, NULL, err);
+}
+
+int dhaf_etcd_status(struct dhaf_etcd *e, struct dhaf_etcd_status *out, struct dhaf_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    Etcdserverpb__StatusRequest req = ETCDSERVERPB__STATUS_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    int rc = call(e, M_STATUS, &req.base, &etcdserverpb__status_response__descriptor, &resp,
+                  RETRY_SAFE, NULL, err);
+    if (rc)
+        return rc;
+    const Etcdserverpb__StatusResponse *r = (const Etcdserverpb__StatusResponse *)resp;
+    snprintf(out->version, sizeof(out->version), "%s", r->version ? r->version : "");
+    out->member = r->header ? r->header->member_id : 0;
+    out->revision = r->header ? r->header->revision : 0;
+    out->leader = r->leader;
+    out->db_size = r->dbsize;
+    out->db_size_in_use = r->dbsizeinuse;
+    out->raft_index = r->raftindex;
+    out->raft_term = r->raftterm;
+    size_t n = 0;
+    for (size_t i = 0; i < r->n_errors && n < sizeof(out->errors); i++) {
+        int w = snprintf(out->errors + n, sizeof(out->errors) - n, "%s%s", i ? "; " : "",
+                         r->errors[i] ? r->errors[i] : "");
+        n += w > 0 ? (size_t)w : 0;
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
+bool dhaf_etcd_err_nospace(const struct dhaf_err *err)
+{
+    return err && err->code == DHAF_ETOOBIG && strstr(err->msg, "database space exceeded");
 }
 
 /* Opens a stream on the current endpoint or the ones after it. With require_leader the

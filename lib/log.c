@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Logging to stderr: key=value text lines or JSON objects, one write(2) per line. */
+/* Logging to stderr: key=value text lines or JSON objects, one write(2) per line; the
+ * rate limiter of repeated failures. */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -7,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dhaf/clock.h"
 #include "dhaf/err.h"
 #include "dhaf/log.h"
 
@@ -154,4 +157,70 @@ void dhaf_log_write(enum dhaf_log_level level, const char *fmt, ...)
     line[n++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
+}
+
+/* ------------------------------------------------------------------ rate limiting */
+
+struct limit_slot {
+    char key[48];
+    int64_t last_ms;    /* monotonic ms of the last line written */
+    unsigned long held; /* lines held back since */
+};
+
+static pthread_mutex_t limit_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct limit_slot limits[DHAF_LOG_LIMIT_KEYS];
+static size_t n_limits;
+static const struct dhaf_clock *limit_clock; /* NULL: the system's */
+
+bool dhaf_log_limit(const char *key, unsigned long *repeated)
+{
+    pthread_mutex_lock(&limit_lock);
+    int64_t now = limit_clock ? dhaf_clock_mono(limit_clock) : dhaf_mono_ms();
+    struct limit_slot *s = NULL;
+    for (size_t i = 0; i < n_limits && !s; i++)
+        if (strncmp(limits[i].key, key, sizeof(limits[i].key) - 1) == 0)
+            s = &limits[i];
+    bool pass;
+    if (!s && n_limits == DHAF_LOG_LIMIT_KEYS)
+        s = &limits[DHAF_LOG_LIMIT_KEYS - 1]; /* too many kinds: the last slot is shared */
+    if (!s) {
+        s = &limits[n_limits++];
+        snprintf(s->key, sizeof(s->key), "%s", key);
+        s->held = 0;
+        pass = true;
+    } else {
+        pass = now - s->last_ms >= DHAF_LOG_LIMIT_MS;
+    }
+    *repeated = s->held;
+    if (pass) {
+        s->last_ms = now;
+        s->held = 0;
+    } else {
+        s->held++;
+    }
+    pthread_mutex_unlock(&limit_lock);
+    return pass;
+}
+
+void dhaf_log_write_repeated(enum dhaf_log_level level, unsigned long repeated, const char *fmt,
+                             ...)
+{
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (repeated)
+        dhaf_log_write(level, "%s repeated=%lu", msg, repeated);
+    else
+        dhaf_log_write(level, "%s", msg);
+}
+
+void dhaf_log_limit_reset(const struct dhaf_clock *clock)
+{
+    pthread_mutex_lock(&limit_lock);
+    limit_clock = clock;
+    n_limits = 0;
+    memset(limits, 0, sizeof(limits));
+    pthread_mutex_unlock(&limit_lock);
 }

@@ -60,6 +60,7 @@ struct cluster {
     const struct dhaf_clock *clock;
     struct view *view;
     struct snap_holder *snaps;
+    struct etcdmon *etcdmon;
     char *name, *node, *grpc_ep, *rest_ep;
     bool probe;
     char prefix[160];
@@ -126,6 +127,11 @@ struct snap_holder *cluster_snaps(const struct cluster *c)
     return c->snaps;
 }
 
+struct etcdmon *cluster_etcdmon(const struct cluster *c)
+{
+    return c->etcdmon;
+}
+
 const char *cluster_node(const struct cluster *c)
 {
     return c->node;
@@ -149,11 +155,14 @@ static bool is_stopping(struct cluster *c)
     return s;
 }
 
+/* A failed step of the session or election thread. They repeat every round while etcd is away
+ * or refuses writes (a follower campaigns every second while nobody leads), so at most one
+ * line per kind per 10 s says it, with the count held back. */
 static void log_err(const char *event, const struct dhaf_err *err)
 {
     char q[400];
-    DHAF_LOG(DHAF_LOG_WARN, "event=%s reason=\"%s\"", event,
-             dhaf_log_quote(q, sizeof(q), err->msg));
+    DHAF_LOG_LIMITED(event, DHAF_LOG_WARN, "event=%s reason=\"%s\"", event,
+                     dhaf_log_quote(q, sizeof(q), err->msg));
 }
 
 /* The timings of the current snapshot. */
@@ -838,6 +847,7 @@ struct cluster *cluster_new(const struct cluster_opts *o)
     c->clock = o->clock;
     c->view = o->view;
     c->snaps = o->snaps;
+    c->etcdmon = o->etcdmon;
     struct snap *s = snap_get(c->snaps);
     c->name = dhaf_xstrdup(s->cfg.cluster_name);
     c->node = dhaf_xstrdup(s->cfg.node_name);
@@ -894,11 +904,11 @@ void cluster_unwatch_reload(struct cluster *c, struct dhaf_waker *w)
 int cluster_start(struct cluster *c, struct dhaf_err *err)
 {
     atomic_store(&c->running, 2);
-    if (pthread_create(&c->t_session, NULL, session_thread, c) != 0) {
+    if (dhaf_thread_start(&c->t_session, false, session_thread, c) != 0) {
         atomic_store(&c->running, 0);
         return dhaf_err_set(err, DHAF_EINTERNAL, "cannot start the session thread");
     }
-    if (pthread_create(&c->t_election, NULL, election_thread, c) != 0) {
+    if (dhaf_thread_start(&c->t_election, false, election_thread, c) != 0) {
         atomic_store(&c->running, 1);
         pthread_mutex_lock(&c->lock);
         c->stopping = true;

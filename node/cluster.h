@@ -7,8 +7,8 @@
  * leadership is in doubt - a failed or late keep-alive, a lease that may have run out (judged
  * on this node's monotonic clock, so a frozen process knows on waking), the leader key gone or
  * replaced (seen in the view), a refused fenced write, or a stop. The leader's duties (decision
- * loop, notifier delivery, node tracking, history trimming) are started with the term and
- * stopped with it; nothing asks "am I leader" in a loop. */
+ * loop, notifier delivery, node tracking, history trimming, etcd compaction, recording etcd
+ * alarms) are started with the term and stopped with it; nothing asks "am I leader" in a loop. */
 #ifndef DHAF_NODE_CLUSTER_H
 #define DHAF_NODE_CLUSTER_H
 
@@ -42,11 +42,14 @@ struct duty {
 
 #define CLUSTER_MAX_DUTIES 8
 
+struct etcdmon;
+
 struct cluster_opts {
     struct store store;             /* copied; its instance outlives the cluster */
     const struct dhaf_clock *clock; /* borrowed */
     struct view *view;              /* borrowed: the leader key as etcd has it */
     struct snap_holder *snaps;      /* borrowed: timings are read from the current snapshot */
+    struct etcdmon *etcdmon;        /* borrowed, may be NULL: whether etcd accepts writes */
 };
 
 /** The cluster module of the node named in the current snapshot. Nothing runs until
@@ -110,6 +113,8 @@ const struct store *cluster_store(const struct cluster *c);
 const struct dhaf_clock *cluster_clock(const struct cluster *c);
 struct view *cluster_view(const struct cluster *c);
 struct snap_holder *cluster_snaps(const struct cluster *c);
+/** The etcd monitor the node runs (NULL when none: tests, one-shot commands). */
+struct etcdmon *cluster_etcdmon(const struct cluster *c);
 /** This node's name, the cluster's name (borrowed). */
 const char *cluster_node(const struct cluster *c);
 const char *cluster_name(const struct cluster *c);

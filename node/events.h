@@ -2,7 +2,8 @@
 /* Typed events: one enum and one table of {name, severity, message template}; an event is
  * built from a kind and its fields, rendered once into a message, stored in etcd by the outbox
  * (outbox.h) as JSON, logged as one key=value line, and read back into an event view for
- * notifiers. Stable names: new-leader, leader-lost, node-up, node-down, failover, ... */
+ * notifiers. Stable names: new-leader, leader-lost, node-up, node-down, failover, ...,
+ * etcd-alarm. */
 #ifndef DHAF_NODE_EVENTS_H
 #define DHAF_NODE_EVENTS_H
 
@@ -46,7 +47,12 @@ enum event_level { EV_INFO = 1, EV_WARNING = 2, EV_CRITICAL = 3 };
     X(PROVIDER_READ, "provider-read", EV_INFO,                                                     \
       "the switcher of {service} can be read again: traffic goes to {to}; decisions resume"        \
       "{detail}")                                                                                  \
-    X(EVENTS_DROPPED, "events-dropped", EV_WARNING, "{detail}")
+    X(EVENTS_DROPPED, "events-dropped", EV_WARNING, "{detail}")                                    \
+    X(ETCD_ALARM, "etcd-alarm", EV_CRITICAL,                                                       \
+      "etcd refuses the writes of cluster {cluster}: {detail}; no decision is recorded or acted "  \
+      "on until it accepts them again")                                                            \
+    X(ETCD_ALARM_CLEARED, "etcd-alarm-cleared", EV_INFO,                                           \
+      "etcd accepts the writes of cluster {cluster} again{detail}; decisions resume")
 
 enum event_kind {
 #define EVENT_ENUM(id, name, level, tmpl) EVK_##id,

@@ -66,8 +66,10 @@ static bool reconcile(struct tracker *tr)
         int rc = outbox_commit(tr->t, &cmp, 1, &put, 1, &ev, 1, &err);
         if (rc != 0 && rc != DHAF_ECONFLICT && rc != DHAF_EFENCED) {
             char q[300];
-            DHAF_LOG(DHAF_LOG_WARN, "event=node-state-not-written node=%s reason=\"%s\"",
-                     ch[i].name, dhaf_log_quote(q, sizeof(q), err.msg));
+            /* tried again every second while etcd refuses writes: one line per 10 s */
+            DHAF_LOG_LIMITED("node-state-not-written", DHAF_LOG_WARN,
+                             "event=node-state-not-written node=%s reason=\"%s\"", ch[i].name,
+                             dhaf_log_quote(q, sizeof(q), err.msg));
             ok = false;
         }
         /* a conflict: the record changed meanwhile; the view brings the change and a kick */

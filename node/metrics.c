@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "dhaf/alloc.h"
+#include "etcdmon.h"
 #include "metrics.h"
 
 /* ------------------------------------------------------------------ switches */
@@ -72,6 +73,17 @@ void metrics_check_latency(uint32_t latency_ms)
     atomic_fetch_add(&lat_bucket[b], 1);
     atomic_fetch_add(&lat_sum_ms, latency_ms);
     atomic_fetch_add(&lat_count, 1);
+}
+
+/* ------------------------------------------------------------------ etcd */
+
+static atomic_uint_fast64_t compactions;
+static _Atomic int64_t compacted_at;
+
+void metrics_compaction(int64_t revision)
+{
+    atomic_fetch_add(&compactions, 1);
+    atomic_store(&compacted_at, revision);
 }
 
 /* ------------------------------------------------------------------ rendering */
@@ -198,6 +210,43 @@ static void render_eps(FILE *f, const Dhaf__V1__ListServicesResponse *ls)
     }
 }
 
+/* The etcd monitor's state: every alarm type with a series from the start (0 or 1), so that an
+ * alert on dhaf_etcd_alarm == 1 needs no absent() clause. */
+static void render_etcd(FILE *f, const struct etcdmon_state *e)
+{
+    static const int types[] = {DHAF_ETCD_ALARM_NOSPACE, DHAF_ETCD_ALARM_CORRUPT};
+    if (e) {
+        help(f, "dhaf_etcd_alarm", "gauge",
+             "1 while etcd has the alarm raised (on any member), as this node last listed them.");
+        for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+            fprintf(f, "dhaf_etcd_alarm{alarm=\"%s\"} %d\n", dhaf_etcd_alarm_name(types[i]),
+                    etcdmon_alarm_raised(e, types[i]) ? 1 : 0);
+        for (size_t i = 0; i < e->alarms.n; i++)
+            if (e->alarms.v[i].type != DHAF_ETCD_ALARM_NOSPACE &&
+                e->alarms.v[i].type != DHAF_ETCD_ALARM_CORRUPT)
+                fprintf(f, "dhaf_etcd_alarm{alarm=\"%s\"} 1\n",
+                        dhaf_etcd_alarm_name(e->alarms.v[i].type));
+        help(f, "dhaf_etcd_writable", "gauge",
+             "1 while etcd accepts this node's writes (no alarm, no run of refused writes).");
+        fprintf(f, "dhaf_etcd_writable %d\n", e->writable ? 1 : 0);
+        if (e->db_size > 0) {
+            help(f, "dhaf_etcd_db_size_bytes", "gauge",
+                 "Size of etcd's database file (what --quota-backend-bytes limits), as the "
+                 "member last asked reported it.");
+            fprintf(f, "dhaf_etcd_db_size_bytes %lld\n", (long long)e->db_size);
+            help(f, "dhaf_etcd_db_size_in_use_bytes", "gauge",
+                 "Bytes in use in etcd's database file (a defragmentation frees the rest).");
+            fprintf(f, "dhaf_etcd_db_size_in_use_bytes %lld\n", (long long)e->db_size_in_use);
+        }
+    }
+    help(f, "dhaf_etcd_compactions_total", "counter",
+         "Compactions of etcd's history this node made as the leader.");
+    fprintf(f, "dhaf_etcd_compactions_total %llu\n", (unsigned long long)atomic_load(&compactions));
+    help(f, "dhaf_etcd_compacted_revision", "gauge",
+         "The revision this node last compacted etcd at (0: none yet).");
+    fprintf(f, "dhaf_etcd_compacted_revision %lld\n", (long long)atomic_load(&compacted_at));
+}
+
 char *metrics_render(const struct metrics_view *v)
 {
     char *buf = NULL;
@@ -239,6 +288,7 @@ char *metrics_render(const struct metrics_view *v)
     help(f, "dhaf_etcd_errors_total", "counter",
          "etcd calls that failed on every endpoint (this process).");
     fprintf(f, "dhaf_etcd_errors_total %llu\n", (unsigned long long)v->etcd_errors);
+    render_etcd(f, v->etcd);
     fclose(f);
     return buf;
 }

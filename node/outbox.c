@@ -100,7 +100,9 @@ static void unstage(struct staged *s, bool log)
 /* Says which events could not be recorded. A node's own statement (t NULL: leader-lost) is
  * still logged as the event it is, so the operator has it; a leader's event reports a change
  * that was not written either, so it is no event: only event-not-recorded says what it would
- * have been (at debug level when the term was over: the next leader decides it again). */
+ * have been (at debug level when the term was over: the next leader decides it again; else at
+ * most once per 10 s, with the count held back, since it repeats every round while etcd
+ * refuses writes). */
 static void log_unrecorded(struct cluster *c, const struct term *t, const struct event *evs,
                            size_t n, const struct dhaf_err *err)
 {
@@ -113,10 +115,16 @@ static void log_unrecorded(struct cluster *c, const struct term *t, const struct
             json_decref(rec);
         }
         event_render(&evs[i], cluster_name(c), msg, sizeof(msg));
-        DHAF_LOG(t && err->code == DHAF_EFENCED ? DHAF_LOG_DEBUG : DHAF_LOG_WARN,
-                 "event=event-not-recorded kind=%s reason=\"%s\" msg=\"%s\"",
-                 event_kind_info(evs[i].kind)->name, dhaf_log_quote(q, sizeof(q), err->msg),
-                 dhaf_log_quote(m, sizeof(m), msg));
+        if (t && err->code == DHAF_EFENCED)
+            DHAF_LOG(DHAF_LOG_DEBUG, "event=event-not-recorded kind=%s reason=\"%s\" msg=\"%s\"",
+                     event_kind_info(evs[i].kind)->name, dhaf_log_quote(q, sizeof(q), err->msg),
+                     dhaf_log_quote(m, sizeof(m), msg));
+        else /* repeats every round while etcd refuses writes: one line per 10 s */
+            DHAF_LOG_LIMITED("event-not-recorded", DHAF_LOG_WARN,
+                             "event=event-not-recorded kind=%s reason=\"%s\" msg=\"%s\"",
+                             event_kind_info(evs[i].kind)->name,
+                             dhaf_log_quote(q, sizeof(q), err->msg),
+                             dhaf_log_quote(m, sizeof(m), msg));
     }
 }
 

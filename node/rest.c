@@ -29,6 +29,7 @@
 #include "dhaf/log.h"
 #include "dhaf/rpc.h"
 #include "dhaf/valid.h"
+#include "etcdmon.h"
 #include "metrics.h"
 #include "dhaf/pbjson.h"
 #include "rest.h"
@@ -726,13 +727,24 @@ static void plain_healthz(struct ctx *x, struct out *o)
     set_text(o, MHD_HTTP_OK, "ok\n");
 }
 
-/* Ready: the node has its session with etcd and its view is in sync with etcd. */
+/* Ready: etcd accepts writes, the node has its session with etcd and its view is in sync
+ * with etcd. An etcd that refuses writes (an alarm) comes first: it is also why a node has no
+ * session then. */
 static void plain_readyz(struct ctx *x, struct out *o)
 {
     struct cluster *c = x->r->c;
     if (atomic_load(&x->r->stopping)) {
         set_text(o, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: the node is stopping\n");
         return;
+    }
+    if (cluster_etcdmon(c)) {
+        struct etcdmon_state es;
+        etcdmon_state(cluster_etcdmon(c), &es);
+        if (!es.writable) {
+            char *t = dhaf_xasprintf("not ready: %s\n", es.problem);
+            set_body(o, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", t);
+            return;
+        }
     }
     if (cluster_session_lease(c) == 0) {
         set_text(o, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: no session with etcd yet\n");
@@ -773,6 +785,11 @@ static void plain_metrics(struct ctx *x, struct out *o)
         .view_age_ms = vs.age_ms,
         .etcd_errors = dhaf_etcd_error_count(),
     };
+    struct etcdmon_state es;
+    if (cluster_etcdmon(x->r->c)) {
+        etcdmon_state(cluster_etcdmon(x->r->c), &es);
+        v.etcd = &es;
+    }
     set_body(o, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", metrics_render(&v));
     if (cs)
         dhaf__v1__cluster_status__free_unpacked(cs, NULL);

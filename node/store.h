@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The node's access to etcd: the operations node/ uses, behind one table of functions, so that
  * the cluster, view, leader and notify modules run on an in-memory store in virtual time in
- * unit tests (tests/common/memstore.c) and on lib/etcd in the daemon (store_etcd_new).
+ * unit tests (tests/common/memstore.c) and on lib/etcd in the daemon (store_etcd); an observed
+ * store (store_observed) reports every write's outcome to the etcd monitor (etcdmon.h).
  * Semantics, retry rules and error codes are lib/etcd's (dhaf/etcd.h). */
 #ifndef DHAF_NODE_STORE_H
 #define DHAF_NODE_STORE_H
@@ -42,6 +43,11 @@ struct store_ops {
     int64_t (*watch_heard)(struct store_watch *w);
     int (*watch_progress)(struct store_watch *w, struct dhaf_err *err);
     void (*watch_free)(struct store_watch *w);
+    /* Maintenance: history compaction at rev (DHAF_ECOMPACTED: already done), the alarms
+     * raised, and the answering member's status (revision, database size). */
+    int (*compact)(void *ud, int64_t rev, struct dhaf_err *err);
+    int (*alarms)(void *ud, struct dhaf_etcd_alarms *out, struct dhaf_err *err);
+    int (*status)(void *ud, struct dhaf_etcd_status *out, struct dhaf_err *err);
 };
 
 /* A store: the table and its instance. Copied by value; the instance outlives its users. */
@@ -52,6 +58,24 @@ struct store {
 
 /** A store over an etcd client (borrowed; must outlive every use of the store). */
 struct store store_etcd(struct dhaf_etcd *etcd);
+
+/* Is told the outcome of every write made through an observed store: rc 0 (etcd applied it,
+ * or answered that a compare failed) or the error. Called on the writer's thread, with no
+ * lock of the store held; it must be quick (memory only). */
+typedef void store_write_fn(void *ud, int rc, const struct dhaf_err *err);
+
+/* A store that forwards to `inner` and reports the outcome of each write (a transaction with
+ * a put or a delete, a lease grant) to on_write: how the node learns that etcd refuses its
+ * writes, whoever wrote. Caller-owned; must outlive every use of store_observed's result. */
+struct store_observer {
+    struct store inner;
+    store_write_fn *on_write;
+    void *ud;
+    struct store_ops ops; /* filled by store_observed */
+};
+
+/** The observed store over o (borrowed). */
+struct store store_observed(struct store_observer *o);
 
 /* Thin wrappers, so callers read like lib/etcd. */
 int store_get(const struct store *s, const char *key, struct dhaf_kvs *out, struct dhaf_err *err);

@@ -2,6 +2,7 @@
 /* An in-memory etcd behind node/store.h's interface, for unit tests in virtual time. */
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "dhaf/alloc.h"
@@ -41,6 +42,8 @@ struct memstore {
     int64_t next_lease;
     bool down;
     bool mute; /* watches deliver nothing (progress still answered): a stuck watch */
+    struct dhaf_etcd_alarm alarms[DHAF_ETCD_MAX_ALARMS]; /* raised by the test */
+    size_t n_alarms;
     struct ms_fail fail[MS_N_OPS];
     uint64_t calls[MS_N_OPS];
 };
@@ -63,6 +66,28 @@ struct ms_keepalive {
 
 static const char injected[] = "memstore: injected failure";
 static const char is_down[] = "memstore: etcd is down";
+/* etcd's own words (lib/etcd prefixes them with the endpoint and the gRPC status) */
+static const char no_space[] = "etcdserver: mvcc: database space exceeded";
+static const char corrupt[] = "etcdserver: corrupt cluster";
+
+static bool alarm_raised(const struct memstore *m, int type)
+{
+    for (size_t i = 0; i < m->n_alarms; i++)
+        if (m->alarms[i].type == type)
+            return true;
+    return false;
+}
+
+/* What a raised alarm does to a call (lock held): CORRUPT refuses reads and writes, NOSPACE
+ * refuses what would grow the database. */
+static int alarm_refuses(const struct memstore *m, bool reads, bool grows, struct dhaf_err *err)
+{
+    if ((reads || grows) && alarm_raised(m, DHAF_ETCD_ALARM_CORRUPT))
+        return dhaf_err_set(err, DHAF_EPROTO, "%s", corrupt);
+    if (grows && alarm_raised(m, DHAF_ETCD_ALARM_NOSPACE))
+        return dhaf_err_set(err, DHAF_ETOOBIG, "%s", no_space);
+    return 0;
+}
 
 /* ------------------------------------------------------------------ keys */
 
@@ -270,6 +295,8 @@ static int range_call(struct memstore *m, const char *from, const char *prefix, 
         rc = dhaf_err_set(err, DHAF_EINVAL, "memstore: range: %s is not under %s", from, prefix);
     else
         rc = call_begin(m, MS_GET, &late, err);
+    if (rc == 0)
+        rc = alarm_refuses(m, true, false, err);
     if (rc == 0 && !from[0])
         rc = dhaf_err_set(err, DHAF_EINVAL, "etcdserver: key is not provided");
     if (rc == 0)
@@ -425,6 +452,13 @@ static int ms_txn(void *ud, const struct dhaf_etcd_cmp *cmps, size_t n_cmps,
     pthread_mutex_lock(&m->lock);
     m->calls[MS_TXN]++;
     int rc = call_begin(m, MS_TXN, &late, err);
+    bool grows = false;
+    for (size_t i = 0; i < n_then; i++)
+        grows = grows || then[i].type == DHAF_ETCD_OP_PUT;
+    for (size_t i = 0; i < n_otherwise; i++)
+        grows = grows || otherwise[i].type == DHAF_ETCD_OP_PUT;
+    if (rc == 0)
+        rc = alarm_refuses(m, true, grows, err);
     for (size_t i = 0; rc == 0 && i < n_cmps; i++)
         if (!cmps[i].key[0])
             rc = dhaf_err_set(err, DHAF_EINVAL, "etcdserver: key is not provided");
@@ -459,6 +493,8 @@ static int ms_grant(void *ud, int64_t ttl, int64_t *id, struct dhaf_err *err)
     pthread_mutex_lock(&m->lock);
     m->calls[MS_GRANT]++;
     int rc = call_begin(m, MS_GRANT, &late, err);
+    if (rc == 0)
+        rc = alarm_refuses(m, false, true, err);
     if (rc == 0 && ttl > MAX_LEASE_TTL)
         rc = dhaf_err_set(err, DHAF_EINVAL, "etcdserver: too large lease TTL");
     if (rc == 0) {
@@ -671,6 +707,107 @@ static int ms_watch_progress(struct store_watch *handle, struct dhaf_err *err)
     return rc;
 }
 
+/* ------------------------------------------------------------------ maintenance */
+
+/* etcd's compaction at rev (lock held; rev <= the current revision). */
+static void compact_at(struct memstore *m, int64_t rev)
+{
+    if (rev <= m->compact_rev)
+        return;
+    /* what a connected watch has not had yet stays: etcd still sends it */
+    int64_t keep = rev;
+    for (size_t i = 0; i < m->n_watches; i++)
+        if (!m->watches[i]->broken && m->watches[i]->next_rev < keep)
+            keep = m->watches[i]->next_rev;
+    size_t drop = 0;
+    while (drop < m->n_hist && m->hist[drop].kv.mod_rev < keep) {
+        free(m->hist[drop].kv.key);
+        free(m->hist[drop].kv.value);
+        drop++;
+    }
+    memmove(m->hist, &m->hist[drop], (m->n_hist - drop) * sizeof(*m->hist));
+    m->n_hist -= drop;
+    m->compact_rev = rev;
+}
+
+static int ms_compact(void *ud, int64_t rev, struct dhaf_err *err)
+{
+    struct memstore *m = ud;
+    int late = 0;
+    pthread_mutex_lock(&m->lock);
+    m->calls[MS_COMPACT]++;
+    int rc = call_begin(m, MS_COMPACT, &late, err);
+    if (rc == 0 && alarm_raised(m, DHAF_ETCD_ALARM_CORRUPT))
+        rc = dhaf_err_set(err, DHAF_EPROTO, "%s", corrupt);
+    if (rc == 0 && rev <= m->compact_rev)
+        rc = dhaf_err_set(err, DHAF_ECOMPACTED,
+                          "memstore: compact %lld: already compacted at or after that revision",
+                          (long long)rev);
+    if (rc == 0 && rev > m->rev)
+        rc = dhaf_err_set(err, DHAF_EINVAL,
+                          "etcdserver: mvcc: required revision is a future "
+                          "revision");
+    if (rc == 0)
+        compact_at(m, rev);
+    pthread_mutex_unlock(&m->lock);
+    if (rc == 0 && late)
+        rc = dhaf_err_set(err, late, "%s", injected);
+    return rc;
+}
+
+static int ms_alarms(void *ud, struct dhaf_etcd_alarms *out, struct dhaf_err *err)
+{
+    struct memstore *m = ud;
+    memset(out, 0, sizeof(*out));
+    int late = 0;
+    pthread_mutex_lock(&m->lock);
+    m->calls[MS_ALARMS]++;
+    int rc = call_begin(m, MS_ALARMS, &late, err);
+    if (rc == 0) {
+        memcpy(out->v, m->alarms, m->n_alarms * sizeof(*m->alarms));
+        out->n = m->n_alarms;
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (rc == 0 && late) {
+        memset(out, 0, sizeof(*out));
+        rc = dhaf_err_set(err, late, "%s", injected);
+    }
+    return rc;
+}
+
+static int ms_status(void *ud, struct dhaf_etcd_status *out, struct dhaf_err *err)
+{
+    struct memstore *m = ud;
+    memset(out, 0, sizeof(*out));
+    int late = 0;
+    pthread_mutex_lock(&m->lock);
+    m->calls[MS_STATUS]++;
+    int rc = call_begin(m, MS_STATUS, &late, err);
+    if (rc == 0) {
+        snprintf(out->version, sizeof(out->version), "memstore");
+        out->member = out->leader = 1;
+        out->revision = m->rev;
+        int64_t bytes = 0;
+        for (size_t i = 0; i < m->n_kvs; i++)
+            bytes += (int64_t)(strlen(m->kvs[i].key) + m->kvs[i].value_len);
+        for (size_t i = 0; i < m->n_hist; i++)
+            bytes += (int64_t)(strlen(m->hist[i].kv.key) + m->hist[i].kv.value_len);
+        out->db_size = out->db_size_in_use = bytes;
+        /* as etcd's Status lists the raised alarms */
+        size_t n = 0;
+        for (size_t i = 0; i < m->n_alarms && n < sizeof(out->errors); i++) {
+            int w = snprintf(out->errors + n, sizeof(out->errors) - n, "%smemberID:%llu alarm:%s ",
+                             i ? "; " : "", (unsigned long long)m->alarms[i].member,
+                             dhaf_etcd_alarm_name(m->alarms[i].type));
+            n += w > 0 ? (size_t)w : 0;
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (rc == 0 && late)
+        rc = dhaf_err_set(err, late, "%s", injected);
+    return rc;
+}
+
 static const struct store_ops memstore_ops = {
     .get = ms_get,
     .get_from = ms_get_from,
@@ -686,6 +823,9 @@ static const struct store_ops memstore_ops = {
     .watch_heard = ms_watch_heard,
     .watch_progress = ms_watch_progress,
     .watch_free = ms_watch_free,
+    .compact = ms_compact,
+    .alarms = ms_alarms,
+    .status = ms_status,
 };
 
 /* ------------------------------------------------------------------ public */
@@ -774,24 +914,28 @@ void memstore_compact(struct memstore *m, int64_t rev)
 {
     pthread_mutex_lock(&m->lock);
     expire_leases(m);
-    if (rev > m->rev)
-        rev = m->rev;
-    if (rev > m->compact_rev) {
-        /* what a connected watch has not had yet stays: etcd still sends it */
-        int64_t keep = rev;
-        for (size_t i = 0; i < m->n_watches; i++)
-            if (!m->watches[i]->broken && m->watches[i]->next_rev < keep)
-                keep = m->watches[i]->next_rev;
-        size_t drop = 0;
-        while (drop < m->n_hist && m->hist[drop].kv.mod_rev < keep) {
-            free(m->hist[drop].kv.key);
-            free(m->hist[drop].kv.value);
-            drop++;
-        }
-        memmove(m->hist, &m->hist[drop], (m->n_hist - drop) * sizeof(*m->hist));
-        m->n_hist -= drop;
-        m->compact_rev = rev;
-    }
+    compact_at(m, rev > m->rev ? m->rev : rev);
+    pthread_mutex_unlock(&m->lock);
+}
+
+int64_t memstore_compact_revision(struct memstore *m)
+{
+    pthread_mutex_lock(&m->lock);
+    int64_t rev = m->compact_rev;
+    pthread_mutex_unlock(&m->lock);
+    return rev;
+}
+
+void memstore_set_alarm(struct memstore *m, uint64_t member, int type, bool active)
+{
+    pthread_mutex_lock(&m->lock);
+    size_t i = 0;
+    while (i < m->n_alarms && !(m->alarms[i].member == member && m->alarms[i].type == type))
+        i++;
+    if (active && i == m->n_alarms && m->n_alarms < DHAF_ETCD_MAX_ALARMS)
+        m->alarms[m->n_alarms++] = (struct dhaf_etcd_alarm){member, type};
+    else if (!active && i < m->n_alarms)
+        m->alarms[i] = m->alarms[--m->n_alarms];
     pthread_mutex_unlock(&m->lock);
 }
 

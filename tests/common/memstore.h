@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* An in-memory etcd behind node/store.h's interface, on an injected clock, for unit tests in
- * virtual time: MVCC revisions, txns with compares, leases, watches with history, and failure
- * injection (errors, unknown outcomes, an etcd that is down). */
+ * virtual time: MVCC revisions, txns with compares, leases, watches with history, compaction,
+ * alarms, and failure injection (errors, unknown outcomes, an etcd that is down). */
 #ifndef DHAF_TESTS_MEMSTORE_H
 #define DHAF_TESTS_MEMSTORE_H
 
@@ -31,6 +31,15 @@
  *    DHAF_ECOMPACTED from watch_next if that revision was compacted meanwhile. watch_heard is
  *    the clock time of the watch's last delivery or its last watch_progress (answered at
  *    once), 0 before either, as lib/etcd's. No call waits: every timeout_ms is ignored.
+ *  - The store's compact op is etcd's Compact: DHAF_ECOMPACTED at or below the last compaction,
+ *    DHAF_EINVAL above the current revision ("required revision is a future revision").
+ *  - Alarms are raised and disarmed by the test (memstore_set_alarm), as etcd keeps them: while
+ *    NOSPACE is raised, a txn with a put in either branch and a lease grant fail with
+ *    DHAF_ETOOBIG "etcdserver: mvcc: database space exceeded" (what lib/etcd returns for gRPC
+ *    RESOURCE_EXHAUSTED); reads, deletes, revokes, keep-alives and compaction go on. While
+ *    CORRUPT is raised, reads and writes fail with DHAF_EPROTO "etcdserver: corrupt cluster".
+ *    status reports the revision, a database size of the bytes the keys and history hold, and
+ *    the raised alarms in its errors as etcd's does ("memberID:N alarm:NOSPACE ").
  * All results are freed with lib/etcd's own functions (dhaf_kvs_release,
  * dhaf_etcd_txn_result_release, dhaf_etcd_events_release). All functions are thread-safe; one
  * mutex guards the store, held only for memory work.
@@ -46,6 +55,9 @@ enum memstore_op {
     MS_REVOKE,    /* lease_revoke */
     MS_KEEPALIVE, /* keepalive_once */
     MS_WATCH_NEW, /* watch_new */
+    MS_COMPACT,   /* compact */
+    MS_ALARMS,    /* alarms */
+    MS_STATUS,    /* status */
     MS_N_OPS
 };
 
@@ -87,6 +99,13 @@ uint64_t memstore_calls(struct memstore *m, enum memstore_op op);
 
 /** The current store revision. */
 int64_t memstore_revision(struct memstore *m);
+
+/** The revision of the last compaction (0: none). */
+int64_t memstore_compact_revision(struct memstore *m);
+
+/** Raises (active) or disarms alarm type (an enum dhaf_etcd_alarm_type) of member, as etcd's
+ *  Maintenance/Alarm ACTIVATE / DEACTIVATE. */
+void memstore_set_alarm(struct memstore *m, uint64_t member, int type, bool active);
 
 /**
  * Compacts at rev (clamped to the current revision): drops the events of revisions < rev that no

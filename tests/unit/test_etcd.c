@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* lib/etcd against real etcd servers started by the harness: KV, txn races, leases, watches
- * that resume across restarts, authentication, a 3-member cluster losing members, and a watch
- * on a member without a leader. */
+ * that resume across restarts, maintenance (status, compaction, alarms), authentication, a
+ * 3-member cluster losing members, and a watch on a member without a leader. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -408,6 +408,66 @@ static void test_watch_compacted(void **state)
     dhaf_etcd_free(e);
 }
 
+/* Maintenance: the member's status, compaction (and its two refusals), and the alarm list with
+ * NOSPACE raised through the API: writes are refused with an error dhaf recognises, reads,
+ * deletes and a connected watch go on, and the disarm lets writes through again. */
+static void test_maintenance(void **state)
+{
+    (void)state;
+    struct dhaf_err err;
+    struct dhaf_etcd *e = client(&solo, NULL, NULL, 1000, &err);
+    int64_t rev = 0;
+    assert_int_equal(dhaf_etcd_put(e, "/t/m/a", "1", SIZE_MAX, 0, NULL, &err), 0);
+    assert_int_equal(dhaf_etcd_put(e, "/t/m/a", "2", SIZE_MAX, 0, &rev, &err), 0);
+    struct dhaf_etcd_status st;
+    assert_int_equal(dhaf_etcd_status(e, &st, &err), 0);
+    assert_int_equal(st.revision, rev);
+    assert_true(st.member != 0 && st.leader == st.member);
+    assert_true(st.db_size > 0 && st.db_size_in_use > 0 && st.db_size_in_use <= st.db_size);
+    assert_non_null(strstr(st.version, "3."));
+    assert_int_equal(dhaf_etcd_compact(e, rev + 100, &err), DHAF_EINVAL);
+    assert_int_equal(dhaf_etcd_compact(e, rev, &err), 0);
+    assert_int_equal(dhaf_etcd_compact(e, rev, &err), DHAF_ECOMPACTED);
+    assert_int_equal(dhaf_etcd_compact(e, rev - 1, &err), DHAF_ECOMPACTED);
+
+    struct dhaf_etcd_alarms al;
+    assert_int_equal(dhaf_etcd_alarm_list(e, &al, &err), 0);
+    assert_int_equal(al.n, 0);
+    struct dhaf_etcd_watch *w = dhaf_etcd_watch_new(e, "/t/m/", true, 0, &err);
+    assert_non_null(w);
+    assert_int_equal(dhaf_etcd_alarm_set(e, st.member, DHAF_ETCD_ALARM_NOSPACE, true, &err), 0);
+    assert_int_equal(dhaf_etcd_alarm_list(e, &al, &err), 0);
+    assert_int_equal(al.n, 1);
+    assert_int_equal(al.v[0].member, st.member);
+    assert_string_equal(dhaf_etcd_alarm_name(al.v[0].type), "NOSPACE");
+    int rc = dhaf_etcd_put(e, "/t/m/a", "3", SIZE_MAX, 0, NULL, &err);
+    assert_int_equal(rc, DHAF_ETOOBIG);
+    assert_true(dhaf_etcd_err_nospace(&err));
+    assert_int_equal(err.status, 8); /* RESOURCE_EXHAUSTED */
+    assert_non_null(strstr(err.msg, "database space exceeded"));
+    struct dhaf_kvs kvs;
+    assert_int_equal(dhaf_etcd_get(e, "/t/m/a", &kvs, &err), 0);
+    assert_string_equal(kvs.kvs[0].value, "2");
+    dhaf_kvs_release(&kvs);
+    int64_t deleted = 0;
+    assert_int_equal(dhaf_etcd_delete(e, "/t/m/a", false, &deleted, &err), 0);
+    assert_int_equal(deleted, 1);
+    struct dhaf_etcd_events ev;
+    assert_int_equal(dhaf_etcd_watch_next(w, &ev, 2000, &err), 0);
+    assert_int_equal(ev.v[0].type, DHAF_ETCD_EV_DELETE);
+    dhaf_etcd_events_release(&ev);
+    assert_int_equal(dhaf_etcd_alarm_set(e, st.member, DHAF_ETCD_ALARM_NOSPACE, false, &err), 0);
+    assert_int_equal(dhaf_etcd_alarm_list(e, &al, &err), 0);
+    assert_int_equal(al.n, 0);
+    assert_int_equal(dhaf_etcd_put(e, "/t/m/a", "4", SIZE_MAX, 0, NULL, &err), 0);
+    assert_int_equal(dhaf_etcd_watch_next(w, &ev, 2000, &err), 0);
+    assert_string_equal(ev.v[0].kv.value, "4");
+    dhaf_etcd_events_release(&ev);
+    dhaf_etcd_watch_free(w);
+    assert_string_equal(dhaf_etcd_alarm_name(7), "UNKNOWN");
+    dhaf_etcd_free(e);
+}
+
 static void test_auth(void **state)
 {
     (void)state;
@@ -642,6 +702,7 @@ int main(void)
         cmocka_unit_test(test_lease_expiry_and_keepalive),
         cmocka_unit_test(test_watch_in_order_and_resume),
         cmocka_unit_test(test_watch_compacted),
+        cmocka_unit_test(test_maintenance),
     };
     const struct CMUnitTest own[] = {
         cmocka_unit_test(test_auth),

@@ -611,6 +611,54 @@ static void test_watch_compacted(void **state)
     s->ops->watch_free(w);
 }
 
+/* Alarms as etcd keeps them: NOSPACE refuses what grows the database, CORRUPT reads and
+ * writes; the alarm list stays readable; compaction's answers (the conformance run compares
+ * the NOSPACE half with a real etcd). */
+static void test_alarms(void **state)
+{
+    struct fx *f = *state;
+    struct store *s = &f->s;
+    struct dhaf_err err;
+    put(s, "/a/k", "v", 0);
+    memstore_set_alarm(f->m, 0xabc, DHAF_ETCD_ALARM_NOSPACE, true);
+    memstore_set_alarm(f->m, 0xabc, DHAF_ETCD_ALARM_NOSPACE, true); /* once */
+    struct dhaf_etcd_alarms al;
+    assert_int_equal(s->ops->alarms(s->ud, &al, &err), 0);
+    assert_int_equal(al.n, 1);
+    assert_int_equal(al.v[0].member, 0xabc);
+    assert_int_equal(al.v[0].type, DHAF_ETCD_ALARM_NOSPACE);
+    assert_int_equal(store_put(s, "/a/k", "w", 0, &err), DHAF_ETOOBIG);
+    assert_true(dhaf_etcd_err_nospace(&err));
+    int64_t id;
+    assert_int_equal(s->ops->lease_grant(s->ud, 5, &id, &err), DHAF_ETOOBIG);
+    struct dhaf_kvs kvs;
+    assert_int_equal(store_get(s, "/a/k", &kvs, &err), 0);
+    dhaf_kvs_release(&kvs);
+    memstore_set_alarm(f->m, 0xdef, DHAF_ETCD_ALARM_CORRUPT, true);
+    assert_int_equal(store_get(s, "/a/k", &kvs, &err), DHAF_EPROTO);
+    assert_non_null(strstr(err.msg, "corrupt"));
+    assert_false(dhaf_etcd_err_nospace(&err));
+    assert_int_equal(s->ops->alarms(s->ud, &al, &err), 0);
+    assert_int_equal(al.n, 2);
+    memstore_set_alarm(f->m, 0xabc, DHAF_ETCD_ALARM_NOSPACE, false);
+    memstore_set_alarm(f->m, 0xdef, DHAF_ETCD_ALARM_CORRUPT, false);
+    assert_int_equal(s->ops->alarms(s->ud, &al, &err), 0);
+    assert_int_equal(al.n, 0);
+    assert_int_equal(store_put(s, "/a/k", "w", 0, &err), 0);
+    /* compaction through the store */
+    int64_t rev = memstore_revision(f->m);
+    assert_int_equal(s->ops->compact(s->ud, rev + 1, &err), DHAF_EINVAL);
+    assert_int_equal(s->ops->compact(s->ud, rev, &err), 0);
+    assert_int_equal(memstore_compact_revision(f->m), rev);
+    assert_int_equal(s->ops->compact(s->ud, rev, &err), DHAF_ECOMPACTED);
+    memstore_fail(f->m, MS_COMPACT, 1, DHAF_EUNAVAILABLE, false);
+    assert_int_equal(s->ops->compact(s->ud, rev, &err), DHAF_EUNAVAILABLE);
+    assert_int_equal(memstore_calls(f->m, MS_COMPACT), 4);
+    struct dhaf_etcd_status st;
+    assert_int_equal(s->ops->status(s->ud, &st, &err), 0);
+    assert_int_equal(st.revision, rev);
+}
+
 static void test_watch_heard(void **state)
 {
     struct fx *f = *state;
@@ -1059,6 +1107,72 @@ static void step_watch_compacted(struct env *e, int64_t start_rev)
     tr(e, "watch from %+lld: %s\n", (long long)(start_rev - e->base), dhaf_strerror_name(rc));
 }
 
+/* Raises or disarms NOSPACE: on etcd through its Maintenance/Alarm API (as a full database
+ * would, without filling a disk), on the memstore by hand. */
+static void set_nospace(struct env *e, bool active)
+{
+    if (e->m) {
+        memstore_set_alarm(e->m, 1, DHAF_ETCD_ALARM_NOSPACE, active);
+        return;
+    }
+    struct dhaf_etcd *etcd = e->s.ud;
+    struct dhaf_etcd_status st;
+    struct dhaf_err err;
+    if (dhaf_etcd_status(etcd, &st, &err) != 0 ||
+        dhaf_etcd_alarm_set(etcd, st.member, DHAF_ETCD_ALARM_NOSPACE, active, &err) != 0)
+        fail_msg("alarm %s: %s", active ? "activate" : "deactivate", err.msg);
+}
+
+/* Compaction through the store, and what NOSPACE refuses. */
+static void script_maintenance(struct env *e)
+{
+    struct store *s = &e->s;
+    struct dhaf_err err;
+    struct dhaf_etcd_op put_m = {.type = DHAF_ETCD_OP_PUT, .key = "/conf/m", .value = "1"};
+    step_txn(e, "put m 1", NULL, 0, &put_m, 1, NULL, 0);
+    put_m.value = "2";
+    step_txn(e, "put m 2", NULL, 0, &put_m, 1, NULL, 0);
+    int64_t rev = current_rev(e);
+    tr_rc(e, "compact at the revision before", s->ops->compact(s->ud, rev - 1, &err));
+    tr_rc(e, "compact there again", s->ops->compact(s->ud, rev - 1, &err));
+    tr_rc(e, "compact below it", s->ops->compact(s->ud, rev - 2, &err));
+    tr_rc(e, "compact in the future", s->ops->compact(s->ud, rev + 10, &err));
+    tr_rc(e, "compact at the revision", s->ops->compact(s->ud, rev, &err));
+    step_watch_compacted(e, rev - 1);
+    struct dhaf_etcd_status st;
+    int rc = s->ops->status(s->ud, &st, &err);
+    tr(e, "status: %s rev%+lld db>0 %d errors \"%s\"\n", dhaf_strerror_name(rc),
+       (long long)(st.revision - e->base), st.db_size > 0, st.errors);
+
+    struct dhaf_etcd_alarms al;
+    rc = s->ops->alarms(s->ud, &al, &err);
+    tr(e, "alarms: %s n%zu\n", dhaf_strerror_name(rc), al.n);
+    set_nospace(e, true);
+    rc = s->ops->alarms(s->ud, &al, &err);
+    tr(e, "alarms: %s n%zu %s\n", dhaf_strerror_name(rc), al.n,
+       al.n ? dhaf_etcd_alarm_name(al.v[0].type) : "-");
+    rc = s->ops->status(s->ud, &st, &err);
+    tr(e, "status while NOSPACE: %s errors name it %d\n", dhaf_strerror_name(rc),
+       strstr(st.errors, "alarm:NOSPACE") != NULL);
+    put_m.value = "3";
+    struct dhaf_etcd_txn_result res;
+    rc = store_txn(s, NULL, 0, &put_m, 1, NULL, 0, &res, &err);
+    tr(e, "put while NOSPACE: %s nospace %d\n", dhaf_strerror_name(rc),
+       rc ? dhaf_etcd_err_nospace(&err) : 0);
+    if (rc == 0)
+        dhaf_etcd_txn_result_release(&res);
+    struct dhaf_etcd_op del_m = {.type = DHAF_ETCD_OP_DELETE, .key = "/conf/m"};
+    step_txn(e, "delete while NOSPACE", NULL, 0, &del_m, 1, NULL, 0);
+    step_get(e, "get while NOSPACE", "/conf/a", NULL, 0);
+    int64_t lease = 0;
+    tr_rc(e, "lease grant while NOSPACE", s->ops->lease_grant(s->ud, 10, &lease, &err));
+    tr_rc(e, "compact while NOSPACE", s->ops->compact(s->ud, current_rev(e), &err));
+    set_nospace(e, false);
+    rc = s->ops->alarms(s->ud, &al, &err);
+    tr(e, "alarms after the disarm: %s n%zu\n", dhaf_strerror_name(rc), al.n);
+    step_txn(e, "put after the disarm", NULL, 0, &put_m, 1, NULL, 0);
+}
+
 static void script(struct env *e)
 {
     struct store *s = &e->s;
@@ -1197,6 +1311,7 @@ static void script(struct env *e)
     compact(e, current_rev(e));
     collect(e, w, current_rev(e), "resumed after a compaction");
     s->ops->watch_free(w);
+    script_maintenance(e);
 }
 
 /* Line by line: print_message cuts long messages. */
@@ -1275,6 +1390,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_watch_from_revision, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_watch_compacted, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_watch_heard, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_alarms, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_injected_failures, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_down, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_threads, fx_setup, fx_teardown),

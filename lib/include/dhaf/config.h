@@ -81,6 +81,8 @@ struct dhaf_etcd_cfg {
     char *username;
     char *password; /* secret */
     int leader_key_ttl;
+    int compaction_interval;    /* seconds between the leader's compactions; 0 = off */
+    int compaction_retention;   /* revisions of history a compaction keeps */
     struct dhaf_tls client_tls; /* ca-file, cert-file, key-file */
 };
 

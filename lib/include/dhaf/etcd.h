@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* etcd v3 client over lib/rpc (gRPC): KV, transactions, leases with keep-alive streams,
- * watches that resume, authentication, and failover between several endpoints.
+ * watches that resume, authentication, maintenance (compaction, alarms, status), and failover
+ * between several endpoints.
  *
  * Retry rules when an endpoint fails (UNAVAILABLE or deadline):
  *  - reads, lease keep-alives and revokes are retried on the next endpoint;
@@ -164,6 +165,71 @@ struct dhaf_etcd_keepalive *dhaf_etcd_keepalive_new(struct dhaf_etcd *e, int64_t
 int dhaf_etcd_keepalive_once(struct dhaf_etcd_keepalive *ka, int64_t *ttl, int timeout_ms,
                              struct dhaf_err *err);
 void dhaf_etcd_keepalive_free(struct dhaf_etcd_keepalive *ka);
+
+/* ------------------------------------------------------------------ maintenance */
+
+/**
+ * Compacts etcd's history at revision (etcd's Compact, not physical: it returns once etcd has
+ * scheduled it): every key keeps its latest version, older versions below revision go, and no
+ * read or watch can start below revision any more. Retried like a read (compacting twice at
+ * one revision changes nothing). Returns 0; DHAF_ECOMPACTED when revision is at or below the
+ * last compaction (nothing to do); DHAF_EINVAL when it is a future revision.
+ */
+int dhaf_etcd_compact(struct dhaf_etcd *e, int64_t revision, struct dhaf_err *err);
+
+/* etcd's alarm types (etcdserverpb.AlarmType); a newer etcd may send other values. */
+enum dhaf_etcd_alarm_type {
+    DHAF_ETCD_ALARM_NONE = 0,
+    DHAF_ETCD_ALARM_NOSPACE = 1, /* the database exceeded its quota: etcd refuses writes */
+    DHAF_ETCD_ALARM_CORRUPT = 2, /* a member's data diverged: etcd refuses reads and writes */
+};
+
+/** "NONE", "NOSPACE", "CORRUPT", or "UNKNOWN" for another value. */
+const char *dhaf_etcd_alarm_name(int type);
+
+/* One raised alarm: which member raised it, and its type (an enum dhaf_etcd_alarm_type). */
+struct dhaf_etcd_alarm {
+    uint64_t member;
+    int type;
+};
+
+#define DHAF_ETCD_MAX_ALARMS 16
+
+struct dhaf_etcd_alarms {
+    struct dhaf_etcd_alarm v[DHAF_ETCD_MAX_ALARMS]; /* in etcd's order; more are dropped */
+    size_t n;
+};
+
+/** The alarms raised in the cluster (Maintenance/Alarm GET); out->n 0 when there is none. */
+int dhaf_etcd_alarm_list(struct dhaf_etcd *e, struct dhaf_etcd_alarms *out, struct dhaf_err *err);
+
+/**
+ * Raises (active) or disarms an alarm of member (Maintenance/Alarm ACTIVATE / DEACTIVATE), as
+ * `etcdctl alarm disarm` does. dhaf itself never calls it: it is for tests, which raise NOSPACE
+ * without filling a disk.
+ */
+int dhaf_etcd_alarm_set(struct dhaf_etcd *e, uint64_t member, int type, bool active,
+                        struct dhaf_err *err);
+
+/* What one member says of itself (Maintenance/Status). */
+struct dhaf_etcd_status {
+    char version[32];       /* etcd's version, "3.4.23" */
+    uint64_t member;        /* the answering member's ID */
+    uint64_t leader;        /* the raft leader's member ID (0: none) */
+    int64_t revision;       /* the store revision */
+    int64_t db_size;        /* bytes of the backend database file (what the quota counts) */
+    int64_t db_size_in_use; /* bytes in use in it (the rest is freed by a defragmentation) */
+    uint64_t raft_index, raft_term;
+    char errors[256]; /* the member's own list, "; "-joined (cut): "memberID:N alarm:NOSPACE" for
+                       * each raised alarm, "etcdserver: no leader"; "" when none */
+};
+
+/** The status of the member the client currently uses (or the next that answers). */
+int dhaf_etcd_status(struct dhaf_etcd *e, struct dhaf_etcd_status *out, struct dhaf_err *err);
+
+/** True when err is etcd's refusal of a write because its database is full (the NOSPACE
+ *  alarm: gRPC RESOURCE_EXHAUSTED "etcdserver: mvcc: database space exceeded"). */
+bool dhaf_etcd_err_nospace(const struct dhaf_err *err);
 
 enum dhaf_etcd_evtype { DHAF_ETCD_EV_PUT, DHAF_ETCD_EV_DELETE };
 

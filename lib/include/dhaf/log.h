@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: MIT */
-/* Logging: one key=value line per event on stderr (or one JSON object), level-filtered. */
+/* Logging: one key=value line per event on stderr (or one JSON object), level-filtered, and
+ * rate-limited lines for failures that repeat while their cause lasts. */
 #ifndef DHAF_LOG_H
 #define DHAF_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+struct dhaf_clock;
 
 enum dhaf_log_level {
     DHAF_LOG_DEBUG = 0,
@@ -44,6 +48,39 @@ const char *dhaf_log_quote(char *buf, size_t len, const char *s);
     do {                                                                                           \
         if ((level) >= dhaf_log_threshold)                                                         \
             dhaf_log_write((level), __VA_ARGS__);                                                  \
+    } while (0)
+
+/* ---- Rate-limited lines. A failure that repeats every round while its cause lasts (etcd
+ * refusing writes: every vote, state and event write fails) is logged at most once per key per
+ * DHAF_LOG_LIMIT_MS; the next line that passes says how many were held back (repeated=N). A
+ * key is a stable name, the line's event (e.g. "state-not-written"). */
+
+#define DHAF_LOG_LIMIT_MS   10000
+#define DHAF_LOG_LIMIT_KEYS 64 /* distinct keys tracked; beyond, the rest share one slot */
+
+/**
+ * Says whether a line of key may be written now: the first one, and then the first one at
+ * least DHAF_LOG_LIMIT_MS after the last one written. *repeated gets the number held back since
+ * the last written line (0 for the first). A line held back is counted. Thread-safe; key is
+ * borrowed for the call (copied when new, cut to 47 bytes).
+ */
+bool dhaf_log_limit(const char *key, unsigned long *repeated);
+
+/** Writes like dhaf_log_write, with ` repeated=N` appended when repeated > 0. */
+void dhaf_log_write_repeated(enum dhaf_log_level level, unsigned long repeated, const char *fmt,
+                             ...) __attribute__((format(printf, 3, 4)));
+
+/** Sets the clock the limiter reads (NULL: the system's monotonic clock; borrowed until the
+ *  next call) and forgets every key: for unit tests in virtual time. */
+void dhaf_log_limit_reset(const struct dhaf_clock *clock);
+
+/* DHAF_LOG with at most one line per key per DHAF_LOG_LIMIT_MS (see dhaf_log_limit). The
+ * arguments are evaluated only for a line that is written. */
+#define DHAF_LOG_LIMITED(key, level, ...)                                                          \
+    do {                                                                                           \
+        unsigned long dhaf_log_rep_;                                                               \
+        if ((level) >= dhaf_log_threshold && dhaf_log_limit((key), &dhaf_log_rep_))                \
+            dhaf_log_write_repeated((level), dhaf_log_rep_, __VA_ARGS__);                          \
     } while (0)
 
 #endif
