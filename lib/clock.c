@@ -89,6 +89,18 @@ unsigned dhaf_waker_wait(struct dhaf_waker *w, int64_t deadline_ms)
     return b;
 }
 
+int dhaf_thread_start(pthread_t *t, bool detached, void *(*fn)(void *), void *arg)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, DHAF_THREAD_STACK);
+    if (detached)
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(t, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return rc;
+}
+
 bool dhaf_join_within(pthread_t t, int64_t ms)
 {
     /* pthread_timedjoin_np takes an absolute CLOCK_REALTIME time */

@@ -931,16 +931,12 @@ static void dispatch(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c)
         return;
     }
     pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&t, &attr, call_thread, c) != 0) {
+    if (dhaf_thread_start(&t, true, call_thread, c) != 0) {
         pthread_mutex_lock(&srv->lock);
         srv->active--;
         pthread_mutex_unlock(&srv->lock);
         refuse_busy(c);
     }
-    pthread_attr_destroy(&attr);
 }
 
 static void *accept_loop(void *arg)
@@ -1071,7 +1067,7 @@ struct dhaf_rpc_server *dhaf_rpc_server_start(const struct dhaf_rpc_server_opts 
         return NULL;
     }
     grpc_server_start(srv->srv);
-    if (pthread_create(&srv->thread, NULL, accept_loop, srv) != 0) {
+    if (dhaf_thread_start(&srv->thread, false, accept_loop, srv) != 0) {
         dhaf_err_set(err, DHAF_EINTERNAL, "cannot start the server thread");
         atomic_store(&srv->stopping, true);
         grpc_server_shutdown_and_notify(srv->srv, srv->cq, &srv->shutdown_tag);

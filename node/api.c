@@ -174,16 +174,15 @@ static int h_get_plan(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessa
     return rc;
 }
 
-/* The relay lease of prober name: kept while renewed within a third of its TTL, renewed or
- * granted otherwise - outside the lock; a report that finds another one renewing it uses the
- * lease as it is. */
+/* The vote lease of prober name, as this node knows it: kept while renewed within a third of
+ * its TTL, renewed or granted otherwise - outside the lock; a report that finds another one
+ * renewing it uses the lease as it is. adopt (nonzero): the lease the prober's vote is on in
+ * etcd (another node may have granted it): renew that one. */
 static int relay_lease(struct api *a, const struct dhaf_config *cfg, const char *name,
-                       int64_t *lease, struct dhaf_err *err)
+                       int64_t adopt, int64_t *lease, struct dhaf_err *err)
 {
     const struct store *st = cluster_store(a->c);
-    int ttl = cfg->tact_interval * 3;
-    if (ttl < 3)
-        ttl = 3;
+    int ttl = cfg->tact_interval * VOTE_LEASE_TACTS;
     int64_t now = dhaf_mono_ms();
     pthread_mutex_lock(&a->lock);
     struct relay *r = NULL;
@@ -199,25 +198,33 @@ static int relay_lease(struct api *a, const struct dhaf_config *cfg, const char 
         memset(r, 0, sizeof(*r));
         snprintf(r->name, sizeof(r->name), "%s", name);
     }
-    if (r->lease && (r->busy || now - r->renewed_ms < ttl * 1000 / 3)) {
+    bool same = !adopt || adopt == r->lease;
+    if (r->lease && same && (r->busy || now - r->renewed_ms < ttl * 1000 / 3)) {
         *lease = r->lease;
         pthread_mutex_unlock(&a->lock);
         return 0;
     }
     if (r->busy) {
         pthread_mutex_unlock(&a->lock);
-        return dhaf_err_set(err, DHAF_EUNAVAILABLE, "the relay lease of %s is being granted", name);
+        return dhaf_err_set(err, DHAF_EUNAVAILABLE, "the vote lease of %s is being renewed", name);
     }
     r->busy = true;
-    int64_t old = r->lease;
-    struct store_keepalive *ka = r->ka;
+    int64_t old = same ? r->lease : adopt;
+    struct store_keepalive *ka = same ? r->ka : NULL;
+    struct store_keepalive *drop = same ? NULL : r->ka;
     pthread_mutex_unlock(&a->lock);
 
+    if (drop)
+        st->ops->keepalive_free(drop);
+    if (old && !ka)
+        ka = st->ops->keepalive_new(st->ud, old);
     int64_t got = 0, fresh = 0;
     int rc = DHAF_ENOTFOUND;
     if (old)
         rc = st->ops->keepalive_once(ka, &got, 1000, err);
-    if (rc != 0) {
+    if (rc == 0) {
+        fresh = old;
+    } else if (!adopt) {
         if (ka)
             st->ops->keepalive_free(ka);
         ka = NULL;
@@ -228,16 +235,41 @@ static int relay_lease(struct api *a, const struct dhaf_config *cfg, const char 
     pthread_mutex_lock(&a->lock);
     r->busy = false;
     r->ka = ka;
-    if (rc == 0) {
-        if (fresh)
-            r->lease = fresh;
+    r->lease = rc == 0 ? fresh : 0;
+    if (rc == 0)
         r->renewed_ms = dhaf_mono_ms();
-        *lease = r->lease;
-    } else {
-        r->lease = 0;
-    }
+    *lease = r->lease;
     pthread_mutex_unlock(&a->lock);
     return rc;
+}
+
+/* A report that says what the prober's vote in the view says: renew the vote's lease and
+ * write nothing - if etcd still holds that very vote (a read-only txn comparing its mod
+ * revision: the view may lag a write another node just made). Returns true when done. */
+static bool report_unchanged(struct api *a, const struct dhaf_config *cfg, const char *prober,
+                             const char *vkey, const struct dhaf_probe_result *res, size_t n)
+{
+    struct view *v = cluster_view(a->c);
+    int64_t lease = 0, rev = 0;
+    view_rdlock(v);
+    const struct view_vote *vv = view_vote_of(v, prober);
+    if (vv && vv->ok && vv->lease && vote_same(&vv->vote, res, n)) {
+        lease = vv->lease;
+        rev = vv->mod_rev;
+    }
+    view_unlock(v);
+    if (!lease)
+        return false;
+    const struct dhaf_etcd_cmp cmp = {
+        .key = vkey, .target = DHAF_ETCD_MOD_REV, .result = DHAF_ETCD_EQ, .num = rev};
+    struct dhaf_etcd_txn_result tr;
+    struct dhaf_err err;
+    if (store_txn(cluster_store(a->c), &cmp, 1, NULL, 0, NULL, 0, &tr, &err) != 0)
+        return false;
+    bool current = tr.succeeded;
+    dhaf_etcd_txn_result_release(&tr);
+    int64_t got = 0;
+    return current && relay_lease(a, cfg, prober, lease, &got, &err) == 0;
 }
 
 /* Writes a report's keys (ops, the last one the put of skey = padded) only if its seq is newer
@@ -337,11 +369,16 @@ static int h_report(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessage
         res[i].healthy = r->healthy;
         res[i].reason = r->reason;
         snprintf(res[i].text, sizeof(res[i].text), "%s", r->reason_text);
-        res[i].latency_ms = r->latency_ms;
+        res[i].known = true;
     }
+    char vkey[256], path[128];
+    snprintf(path, sizeof(path), "votes/%s", req->prober);
+    cluster_key(a->c, vkey, sizeof(vkey), path);
     int64_t lease = 0;
+    if (rc == 0 && report_unchanged(a, cfg, req->prober, vkey, res, req->n_results))
+        goto out; /* accepted: the vote in etcd says it already */
     if (rc == 0)
-        rc = relay_lease(a, cfg, req->prober, &lease, err);
+        rc = relay_lease(a, cfg, req->prober, 0, &lease, err);
     if (rc == 0) {
         char *vote = vote_encode(req->prober, "prober", req->seq, res, req->n_results);
         const char *location = "";
@@ -354,9 +391,7 @@ static int h_report(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessage
                                "relayed_by", cluster_node(a->c), "seq", (json_int_t)req->seq);
         char *pinfo = dhaf_json_dump(pj);
         json_decref(pj);
-        char vkey[256], pkey[256], skey[256], path[128];
-        snprintf(path, sizeof(path), "votes/%s", req->prober);
-        cluster_key(a->c, vkey, sizeof(vkey), path);
+        char pkey[256], skey[256];
         snprintf(path, sizeof(path), "probers/%s", req->prober);
         cluster_key(a->c, pkey, sizeof(pkey), path);
         snprintf(path, sizeof(path), "probers-seq/%s", req->prober);
@@ -513,46 +548,15 @@ void api_reload(struct api *a)
         DHAF_LOG(DHAF_LOG_INFO, "event=plan-changed generation=%llx", (unsigned long long)gen);
 }
 
-/* Revokes one relay lease (a thread each, so that they run side by side). */
-struct revoke_job {
-    const struct store *st;
-    int64_t lease;
-    int timeout_ms;
-};
-
-static void *revoke_one(void *arg)
-{
-    struct revoke_job *j = arg;
-    struct dhaf_err err;
-    j->st->ops->lease_revoke(j->st->ud, j->lease, j->timeout_ms, &err);
-    return NULL;
-}
-
 bool api_stop(struct api *a, int deadline_ms)
 {
     if (!a)
         return true;
-    int64_t deadline = dhaf_mono_ms() + deadline_ms;
-    bool clean = dhaf_rpc_server_stop_within(a->srv, deadline_ms / 2);
-    /* The probers' votes go with their relay leases; all at once, each bounded. */
+    if (!dhaf_rpc_server_stop_within(a->srv, deadline_ms))
+        return false; /* a call may still use a: left to the process exit */
+    /* The probers' votes stay on their leases: a prober reports to another node, which renews
+     * them; a prober that is gone too loses its vote when the lease expires. */
     const struct store *st = cluster_store(a->c);
-    int left = (int)(deadline - dhaf_mono_ms());
-    struct revoke_job jobs[MAX_RELAYS];
-    pthread_t ts[MAX_RELAYS];
-    bool started[MAX_RELAYS] = {false};
-    for (size_t i = 0; i < a->n_relays; i++) {
-        jobs[i] = (struct revoke_job){st, a->relays[i].lease, left > 100 ? left - 50 : 50};
-        if (a->relays[i].lease)
-            started[i] = pthread_create(&ts[i], NULL, revoke_one, &jobs[i]) == 0;
-    }
-    for (size_t i = 0; i < a->n_relays; i++) {
-        if (started[i] && !dhaf_join_within(ts[i], deadline - dhaf_mono_ms())) {
-            pthread_detach(ts[i]);
-            clean = false;
-        }
-    }
-    if (!clean)
-        return false; /* a thread may still use a: left to the process exit */
     for (size_t i = 0; i < a->n_relays; i++)
         if (a->relays[i].ka)
             st->ops->keepalive_free(a->relays[i].ka);

@@ -66,7 +66,7 @@ struct decider {
 
 int64_t leader_fresh_ms(const struct dhaf_config *cfg)
 {
-    return (int64_t)FRESH_TACTS * cfg->tact_interval * 1000;
+    return (int64_t)VOTE_LEASE_TACTS * cfg->tact_interval * 1000;
 }
 
 static void svc_key(struct cluster *c, const char *svc, const char *leaf, char *buf, size_t len)
@@ -76,11 +76,14 @@ static void svc_key(struct cluster *c, const char *svc, const char *leaf, char *
     cluster_key(c, buf, len, path);
 }
 
+/* A failure of a leader's step. Each repeats every round while its cause lasts (etcd refusing
+ * writes: state-not-written on every tact), so at most one line per kind per 10 s says it,
+ * with the count held back (repeated=N). */
 static void log_err(const char *event, const char *svc, const struct dhaf_err *err)
 {
     char q[400];
-    DHAF_LOG(DHAF_LOG_WARN, "event=%s service=%s reason=\"%s\"", event, svc,
-             dhaf_log_quote(q, sizeof(q), err->msg));
+    DHAF_LOG_LIMITED(event, DHAF_LOG_WARN, "event=%s service=%s reason=\"%s\"", event, svc,
+                     dhaf_log_quote(q, sizeof(q), err->msg));
 }
 
 static const char *ep_name(const struct dhaf_service *svc, int e)
@@ -724,16 +727,15 @@ static bool decide_all(struct decider *d, struct snap *s)
     struct view *v = cluster_view(d->c);
     int64_t fresh = leader_fresh_ms(&s->cfg);
     view_rdlock(v);
-    /* a new term counts only votes written during the term: a voter frozen before it began
-     * (its vote still in etcd on its lease) does not count */
+    /* a new term decides once every voter has a vote, or a vote lease's TTL after it began */
     int64_t since = term_opened_ms(d->t);
     bool complete = view_tally_complete(v, fresh, since);
     view_unlock(v);
     if (!complete) {
         if (!d->waiting)
             DHAF_LOG(DHAF_LOG_INFO,
-                     "event=decisions-wait epoch=%lld note=\"the view has not heard from every "
-                     "voter since it (re)synced with etcd; no decision on a partial tally\"",
+                     "event=decisions-wait epoch=%lld note=\"not every voter has a vote in the "
+                     "view since it (re)synced with etcd; no decision on a partial tally\"",
                      (long long)term_epoch(d->t));
         d->waiting = true;
         return false;
@@ -751,7 +753,7 @@ static bool decide_all(struct decider *d, struct snap *s)
         struct decide_request req;
         int64_t req_rev;
         view_rdlock(v);
-        view_tally(v, svc, fresh, since, t);
+        view_tally(v, svc, t);
         request_of(v, svc, &req, &req_rev);
         view_unlock(v);
         log_counts(r, svc, t);

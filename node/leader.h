@@ -31,10 +31,8 @@ bool leader_decider_round(struct decider *d);
 /** Destroys the switcher instances and frees. NULL is fine. */
 void leader_decider_free(struct decider *d);
 
-/** How many fresh-vote windows (x tact-interval) a vote stays fresh. */
-#define FRESH_TACTS 3
-
-/** The freshness window of votes under cfg, in ms. */
+/** The TTL of a vote lease under cfg, in ms (VOTE_LEASE_TACTS x tact-interval): a new term
+ *  waits at most this long for every voter's vote. */
 int64_t leader_fresh_ms(const struct dhaf_config *cfg);
 
 /** Writes a switchover request (as the APIs do): services/<svc>/switchover. */

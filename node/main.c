@@ -11,6 +11,8 @@
 
 #include "api.h"
 #include "cluster.h"
+#include "compactor.h"
+#include "etcdmon.h"
 #include "leader.h"
 #include "members.h"
 #include "notify.h"
@@ -152,6 +154,7 @@ struct parts {
     struct dhaf_etcd *etcd;
     struct store store;
     struct view *view;
+    struct etcdmon *etcdmon;
     struct cluster *c;
     struct probing *probing;
     struct api *api;
@@ -179,7 +182,7 @@ static void reload(const char *path, struct parts *pt, const struct log_override
     if (!same_identity(&cur->cfg, &fresh))
         why = "cluster-name, node-name and etcd.hosts change only with a restart; the running "
               "configuration is kept";
-    else if (probing_prepare(&fresh, &engine, &err) != 0)
+    else if (probing_prepare(&fresh, cluster_node(pt->c), &engine, &err) != 0)
         why = dhaf_log_quote(q, sizeof(q), err.msg);
     snap_put(cur);
     if (why) {
@@ -272,13 +275,14 @@ static bool stop_all(struct parts *pt)
     view_quit(pt->view); /* its thread ends with its current wait, alongside the rest */
     bool clean = cluster_stop(pt->c, LEFT() * 2 / 3);
     at[0] = dhaf_mono_ms();
-    clean = probing_stop(pt->probing, 100) && clean;
+    clean = probing_stop(pt->probing, 400) && clean;
     at[1] = dhaf_mono_ms();
     clean = api_stop(pt->api, LEFT() / 2) && clean;
     at[2] = dhaf_mono_ms();
     clean = rest_stop(pt->rest, LEFT() / 2) && clean;
     at[3] = dhaf_mono_ms();
     clean = view_stop(pt->view, LEFT()) && clean;
+    clean = etcdmon_stop(pt->etcdmon, LEFT()) && clean;
     at[4] = dhaf_mono_ms();
 #undef LEFT
     DHAF_LOG(DHAF_LOG_DEBUG,
@@ -294,6 +298,7 @@ static bool stop_all(struct parts *pt)
 static void free_all(struct parts *pt)
 {
     cluster_free(pt->c);
+    etcdmon_free(pt->etcdmon);
     view_free(pt->view);
     snap_holder_free(pt->snaps);
     dhaf_etcd_free(pt->etcd);
@@ -326,12 +331,21 @@ static int run(const char *path, struct dhaf_config *initial, const struct log_o
              (int)getpid());
     pt.store = store_etcd(pt.etcd);
     pt.view = view_for(initial, pt.store);
-    pt.snaps = snap_holder_new(initial); /* takes the config */
-    struct cluster_opts co = {
-        .store = pt.store, .clock = &dhaf_clock_system, .view = pt.view, .snaps = pt.snaps};
+    char prefix[160];
+    snprintf(prefix, sizeof(prefix), "/dhaf/%s/", initial->cluster_name);
+    struct etcdmon_opts mo = {
+        .store = pt.store, .clock = &dhaf_clock_system, .view = pt.view, .prefix = prefix};
+    pt.etcdmon = etcdmon_new(&mo);
+    pt.store = etcdmon_store(pt.etcdmon); /* every write from here on is observed */
+    pt.snaps = snap_holder_new(initial);  /* takes the config */
+    struct cluster_opts co = {.store = pt.store,
+                              .clock = &dhaf_clock_system,
+                              .view = pt.view,
+                              .snaps = pt.snaps,
+                              .etcdmon = pt.etcdmon};
     pt.c = cluster_new(&co);
-    struct duty duties[] = {members_duty(pt.c), leader_duty(pt.c), notify_duty(pt.c),
-                            outbox_trim_duty(pt.c)};
+    struct duty duties[] = {members_duty(pt.c),     leader_duty(pt.c),    notify_duty(pt.c),
+                            outbox_trim_duty(pt.c), compactor_duty(pt.c), etcdmon_duty(pt.etcdmon)};
     for (size_t i = 0; i < sizeof(duties) / sizeof(duties[0]); i++)
         cluster_add_duty(pt.c, &duties[i]);
     const char *failed = NULL;
@@ -339,8 +353,8 @@ static int run(const char *path, struct dhaf_config *initial, const struct log_o
         failed = "gRPC API: ";
     else if (!(pt.rest = rest_start(pt.c, &err)))
         failed = "REST API: ";
-    else if (view_start(pt.view, &err) != 0 || cluster_start(pt.c, &err) != 0 ||
-             !(pt.probing = probing_start(pt.c, &err)))
+    else if (view_start(pt.view, &err) != 0 || etcdmon_start(pt.etcdmon, &err) != 0 ||
+             cluster_start(pt.c, &err) != 0 || !(pt.probing = probing_start(pt.c, &err)))
         failed = "";
     if (failed) {
         DHAF_LOG(DHAF_LOG_ERROR, "event=start-failed reason=\"%s%s\"", failed,

@@ -1,6 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* The built-in prober: a thread that owns the probe engine, runs a round, writes the vote and
- * waits a tact. A reload hands it a new engine through a one-slot mailbox: the switch happens
+/* The built-in prober: a thread that owns the probe engine and runs a round every tact, its
+ * checks spread over the tact at stable offsets. The vote (votes/<node>) is written only when
+ * an opinion changes - at once, in the middle of a round - and lives on the node's vote lease,
+ * which this loop renews once a round: a steady node adds no etcd revisions, and a node whose
+ * loop stalls loses its vote within the lease's TTL (VOTE_LEASE_TACTS tacts).
+ *
+ * A reload hands the thread a new engine through a one-slot mailbox: the switch happens
  * between rounds, and no lock is held while checks run or the vote is written. */
 #include <pthread.h>
 #include <stdio.h>
@@ -8,6 +13,7 @@
 #include <string.h>
 
 #include "dhaf/alloc.h"
+#include "dhaf/cancel.h"
 #include "dhaf/log.h"
 #include "dhaf/probe.h"
 #include "metrics.h"
@@ -16,26 +22,37 @@
 
 struct probing {
     struct cluster *c;
-    struct dhaf_probe *engine; /* the thread's own */
-    struct snap *snap;         /* the snapshot the engine points into */
-    uint64_t seq;
-    struct dhaf_waker wake;  /* stop, a new engine */
-    pthread_mutex_t lock;    /* guards the mailbox and stop */
-    struct dhaf_probe *next; /* an engine handed over by a reload */
+    struct dhaf_probe *engine;   /* the thread's own */
+    struct snap *snap;           /* the snapshot the engine points into */
+    struct dhaf_waker wake;      /* stop, a new engine */
+    struct dhaf_cancel stop_tok; /* fired by probing_stop: a round in progress ends early */
+    pthread_mutex_t lock;        /* guards the mailbox and stop */
+    struct dhaf_probe *next;     /* an engine handed over by a reload */
     struct snap *next_snap;
     bool has_next; /* (next may be NULL: probing turned off) */
     bool stop;
     pthread_t t;
     bool running;
+
+    /* the vote, the thread's own */
+    char key[256];
+    uint64_t seq;
+    int64_t lease; /* 0: none (not granted yet, or expired: the vote went with it) */
+    int lease_ttl; /* seconds it was granted for */
+    struct store_keepalive *ka;
+    uint64_t written; /* digest of the opinions last written */
+    bool dirty;       /* the opinions in etcd are not (known to be) the latest */
+    int tact_ms;
 };
 
-/* Takes a new engine from the mailbox, if there is one. */
-static void take_mail(struct probing *p)
+/* Takes a new engine from the mailbox, if there is one (then true). */
+static bool take_mail(struct probing *p)
 {
     pthread_mutex_lock(&p->lock);
     struct dhaf_probe *old = NULL;
     struct snap *old_snap = NULL;
-    if (p->has_next) {
+    bool taken = p->has_next;
+    if (taken) {
         old = p->engine;
         old_snap = p->snap;
         p->engine = p->next;
@@ -47,6 +64,7 @@ static void take_mail(struct probing *p)
     pthread_mutex_unlock(&p->lock);
     dhaf_probe_free(old);
     snap_put(old_snap);
+    return taken;
 }
 
 static bool stopping(struct probing *p)
@@ -57,85 +75,196 @@ static bool stopping(struct probing *p)
     return s;
 }
 
+/* A vote not written or not kept alive: repeats every round while etcd refuses, so at most
+ * one line per 10 s says it (repeated=N). */
+static void vote_warn(const char *what, const struct dhaf_err *err)
+{
+    char q[300];
+    DHAF_LOG_LIMITED("vote-not-written", DHAF_LOG_WARN, "event=vote-not-written reason=\"%s: %s\"",
+                     what, dhaf_log_quote(q, sizeof(q), err->msg));
+}
+
+/* Forgets the vote lease (expired or about to be replaced): the next write grants another. */
+static void lease_forget(struct probing *p)
+{
+    const struct store *st = cluster_store(p->c);
+    if (p->ka)
+        st->ops->keepalive_free(p->ka);
+    p->ka = NULL;
+    p->lease = 0;
+    p->dirty = true;
+}
+
+static int lease_ensure(struct probing *p, struct dhaf_err *err)
+{
+    int ttl = VOTE_LEASE_TACTS * (p->tact_ms / 1000);
+    if (p->lease && p->lease_ttl == ttl)
+        return 0;
+    lease_forget(p); /* a new tact: the old lease expires on its own */
+    const struct store *st = cluster_store(p->c);
+    int rc = st->ops->lease_grant(st->ud, ttl, &p->lease, err);
+    if (rc) {
+        p->lease = 0;
+        return rc;
+    }
+    p->lease_ttl = ttl;
+    p->ka = st->ops->keepalive_new(st->ud, p->lease);
+    return 0;
+}
+
+/* Writes the vote when an opinion changed since the last write (or that write failed). */
+static void publish(struct probing *p, const struct dhaf_probe_result *r, size_t n)
+{
+    uint64_t d = dhaf_probe_digest(r, n);
+    if (!p->dirty && d == p->written)
+        return;
+    p->dirty = true;
+    struct dhaf_err err;
+    if (lease_ensure(p, &err) != 0) {
+        vote_warn("no vote lease", &err);
+        return;
+    }
+    char *text = vote_encode(cluster_node(p->c), "node", ++p->seq, r, n);
+    int rc = store_put(cluster_store(p->c), p->key, text, p->lease, &err);
+    free(text);
+    if (rc == 0) {
+        p->dirty = false;
+        p->written = d;
+        DHAF_LOG(DHAF_LOG_DEBUG, "event=vote-written seq=%llu", (unsigned long long)p->seq);
+    } else {
+        if (rc == DHAF_ENOTFOUND)
+            lease_forget(p); /* the lease expired under us */
+        vote_warn("put", &err);
+    }
+}
+
+/* A batch of checks ended: publish at once what changed - once every entry point has been
+ * checked (the first round of an engine publishes at its end, not in pieces). */
+static void on_results(void *ud, const struct dhaf_probe_result *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!r[i].known)
+            return;
+    publish(ud, r, n);
+}
+
+/* Once a round: renew the vote lease - only while etcd holds our latest opinions, so that a
+ * vote we could not update expires rather than speak for us. */
+static void keep_vote(struct probing *p, const struct dhaf_probe_result *r, size_t n)
+{
+    publish(p, r, n);
+    if (p->dirty || !p->lease)
+        return;
+    int64_t ttl = 0;
+    struct dhaf_err err;
+    const struct store *st = cluster_store(p->c);
+    int rc = st->ops->keepalive_once(p->ka, &ttl, p->tact_ms < 2000 ? p->tact_ms : 2000, &err);
+    if (rc == DHAF_ENOTFOUND) {
+        /* expired (this process or etcd was frozen): the vote is gone; write it again */
+        DHAF_LOG(DHAF_LOG_INFO, "event=vote-lease-expired note=\"writing the vote again\"");
+        lease_forget(p);
+        publish(p, r, n);
+    } else if (rc) {
+        vote_warn("lease keep-alive", &err);
+    }
+}
+
+/* Withdraws the vote (probing turned off, or the node stops): revoking the lease deletes it. */
+static void withdraw(struct probing *p, int timeout_ms)
+{
+    if (!p->lease)
+        return;
+    const struct store *st = cluster_store(p->c);
+    struct dhaf_err err;
+    if (st->ops->lease_revoke(st->ud, p->lease, timeout_ms, &err) != 0)
+        DHAF_LOG(DHAF_LOG_DEBUG, "event=vote-not-withdrawn reason=\"%s\"", err.msg);
+    lease_forget(p);
+    p->written = 0;
+}
+
 static void *probe_thread(void *arg)
 {
     struct probing *p = arg;
     struct cluster *c = p->c;
-    char key[256], path[128];
+    char path[128];
     snprintf(path, sizeof(path), "votes/%s", cluster_node(c));
-    cluster_key(c, key, sizeof(key), path);
+    cluster_key(c, p->key, sizeof(p->key), path);
+    int64_t start = dhaf_mono_ms();
+    bool first = true; /* an engine's first round checks everything at once: a vote soon */
     while (!stopping(p)) {
-        take_mail(p);
+        first |= take_mail(p);
         struct snap *s = snap_get(cluster_snaps(c));
-        int64_t tact_ms = (int64_t)s->cfg.tact_interval * 1000;
+        p->tact_ms = s->cfg.tact_interval * 1000;
         snap_put(s);
-        char *text = NULL;
         if (p->engine) {
             const struct dhaf_probe_result *r;
             size_t n;
-            dhaf_probe_round(p->engine, &r, &n);
+            dhaf_probe_round(p->engine, first ? 0 : p->tact_ms * 4 / 5, &p->stop_tok, on_results, p,
+                             &r, &n);
+            first = false;
+            if (stopping(p))
+                break;
             for (size_t i = 0; i < n; i++)
-                metrics_check_latency(r[i].latency_ms);
-            text = vote_encode(cluster_node(c), "node", ++p->seq, r, n);
+                if (r[i].fresh)
+                    metrics_check_latency(r[i].latency_ms);
+            keep_vote(p, r, n);
+        } else {
+            withdraw(p, 1000);
         }
-        /* At start (or while the session is re-created) the round may end before the lease
-         * exists: wait for it up to one tact rather than drop the vote. */
-        int64_t lease = cluster_session_lease(c);
-        int64_t until = dhaf_mono_ms() + tact_ms;
-        while (text && !lease && !stopping(p) && dhaf_mono_ms() < until) {
-            dhaf_waker_wait(&p->wake, dhaf_mono_ms() + 50);
-            lease = cluster_session_lease(c);
-        }
-        if (text && !lease)
-            DHAF_LOG(DHAF_LOG_DEBUG, "event=vote-not-written reason=\"no session lease yet\"");
-        if (text && lease) {
-            struct dhaf_err err;
-            if (store_put(cluster_store(c), key, text, lease, &err) != 0) {
-                char q[300];
-                DHAF_LOG(DHAF_LOG_WARN, "event=vote-not-written reason=\"%s\"",
-                         dhaf_log_quote(q, sizeof(q), err.msg));
-            }
-        }
-        free(text);
-        /* The tact counts from the end of the previous round, as in the original. */
-        until = dhaf_mono_ms() + tact_ms;
-        while (!stopping(p) && dhaf_mono_ms() < until)
-            dhaf_waker_wait(&p->wake, until);
+        /* Rounds start every tact; after one that overran, the next starts at once. */
+        start += p->tact_ms;
+        int64_t now = dhaf_mono_ms();
+        if (start < now)
+            start = now;
+        while (!stopping(p) && dhaf_mono_ms() < start)
+            dhaf_waker_wait(&p->wake, start);
     }
+    withdraw(p, 300);
     return NULL;
+}
+
+static void probing_free(struct probing *p)
+{
+    dhaf_probe_free(p->engine);
+    snap_put(p->snap);
+    if (p->has_next) {
+        dhaf_probe_free(p->next);
+        snap_put(p->next_snap);
+    }
+    pthread_mutex_destroy(&p->lock);
+    dhaf_waker_release(&p->wake);
+    dhaf_cancel_destroy(&p->stop_tok);
+    free(p);
 }
 
 struct probing *probing_start(struct cluster *c, struct dhaf_err *err)
 {
     struct probing *p = dhaf_xcalloc(1, sizeof(*p));
     p->c = c;
+    p->dirty = true;
     pthread_mutex_init(&p->lock, NULL);
     dhaf_waker_init(&p->wake);
+    dhaf_cancel_init(&p->stop_tok);
     p->snap = snap_get(cluster_snaps(c));
-    if (probing_prepare(&p->snap->cfg, &p->engine, err) != 0) {
-        snap_put(p->snap);
-        pthread_mutex_destroy(&p->lock);
-        dhaf_waker_release(&p->wake);
-        free(p);
+    if (probing_prepare(&p->snap->cfg, cluster_node(c), &p->engine, err) != 0) {
+        probing_free(p);
         return NULL;
     }
-    if (pthread_create(&p->t, NULL, probe_thread, p) != 0) {
+    if (dhaf_thread_start(&p->t, false, probe_thread, p) != 0) {
         dhaf_err_set(err, DHAF_EINTERNAL, "cannot start the prober thread");
-        dhaf_probe_free(p->engine);
-        snap_put(p->snap);
-        pthread_mutex_destroy(&p->lock);
-        dhaf_waker_release(&p->wake);
-        free(p);
+        probing_free(p);
         return NULL;
     }
     p->running = true;
     return p;
 }
 
-int probing_prepare(const struct dhaf_config *cfg, struct dhaf_probe **engine, struct dhaf_err *err)
+int probing_prepare(const struct dhaf_config *cfg, const char *voter, struct dhaf_probe **engine,
+                    struct dhaf_err *err)
 {
     *engine = NULL;
-    if (cfg->probe && !(*engine = dhaf_probe_new(cfg->services, cfg->n_services, err)))
+    struct dhaf_probe_opts o = {.voter = voter, .max_inflight = 0};
+    if (cfg->probe && !(*engine = dhaf_probe_new(cfg->services, cfg->n_services, &o, err)))
         return err->code ? err->code : DHAF_EINVAL;
     return 0;
 }
@@ -161,23 +290,19 @@ bool probing_stop(struct probing *p, int deadline_ms)
     pthread_mutex_lock(&p->lock);
     p->stop = true;
     pthread_mutex_unlock(&p->lock);
+    dhaf_cancel_fire(&p->stop_tok);
     dhaf_waker_kick(&p->wake, 1);
-    /* A round in progress may take its checks' timeouts; it is not waited for past the
-     * deadline: the process exits around it. */
+    /* Checks in flight may take their timeouts; they are not waited for past the deadline:
+     * the process exits around them (the vote then expires with its lease). */
     if (p->running && !dhaf_join_within(p->t, deadline_ms)) {
         DHAF_LOG(DHAF_LOG_WARN, "event=stop-slow note=\"a probe round is still running; exiting "
                                 "anyway\"");
         pthread_detach(p->t);
         return false;
     }
-    dhaf_probe_free(p->engine);
-    snap_put(p->snap);
-    if (p->has_next) {
-        dhaf_probe_free(p->next);
-        snap_put(p->next_snap);
-    }
-    pthread_mutex_destroy(&p->lock);
-    dhaf_waker_release(&p->wake);
-    free(p);
+    const struct store *st = cluster_store(p->c);
+    if (p->ka)
+        st->ops->keepalive_free(p->ka);
+    probing_free(p);
     return true;
 }

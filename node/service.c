@@ -3,6 +3,7 @@
  * and the REST gateway.
  * Messages are built in an arena and handed out as one packed-and-unpacked copy, so the
  * caller frees them with protobuf_c_message_free_unpacked like any received message. */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "dhaf/alloc.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
+#include "etcdmon.h"
 #include "events.h"
 #include "leader.h"
 #include "service.h"
@@ -113,6 +115,32 @@ _Static_assert((int)EV_INFO == (int)DHAF__V1__EVENT_LEVEL__EVENT_LEVEL_INFO &&
 
 /* ------------------------------------------------------------------ cluster */
 
+/* The etcd monitor's state (memory only), NULL when the node runs none. */
+static Dhaf__V1__EtcdHealth *etcd_health(struct etcdmon *m, struct arena *a)
+{
+    if (!m)
+        return NULL;
+    struct etcdmon_state es;
+    etcdmon_state(m, &es);
+    Dhaf__V1__EtcdHealth *h = a_alloc(a, sizeof(*h));
+    dhaf__v1__etcd_health__init(h);
+    h->writable = es.writable;
+    h->problem = a_str(a, es.problem);
+    h->since_ms = es.since_wall_ms;
+    h->db_size = es.db_size;
+    h->alarms = a_alloc(a, (es.alarms.n + 1) * sizeof(*h->alarms));
+    for (size_t i = 0; i < es.alarms.n; i++) {
+        Dhaf__V1__EtcdAlarm *al = a_alloc(a, sizeof(*al));
+        dhaf__v1__etcd_alarm__init(al);
+        char member[24];
+        snprintf(member, sizeof(member), "%" PRIx64, es.alarms.v[i].member);
+        al->alarm = a_str(a, dhaf_etcd_alarm_name(es.alarms.v[i].type));
+        al->member = a_str(a, member);
+        h->alarms[h->n_alarms++] = al;
+    }
+    return h;
+}
+
 int svc_cluster_status(const struct svc_env *env, Dhaf__V1__ClusterStatus **out,
                        struct dhaf_err *err)
 {
@@ -178,6 +206,7 @@ int svc_cluster_status(const struct svc_env *env, Dhaf__V1__ClusterStatus **out,
     }
     st.probers = probers;
     view_unlock(v);
+    st.etcd = etcd_health(cluster_etcdmon(c), &a);
     *out = (Dhaf__V1__ClusterStatus *)a_finish(&a, &st.base);
     return 0;
 }
@@ -185,14 +214,14 @@ int svc_cluster_status(const struct svc_env *env, Dhaf__V1__ClusterStatus **out,
 /* ------------------------------------------------------------------ services */
 
 /* The voters' opinions of one entry point, as VoteDetail messages (fresh votes only). */
-static void vote_details(struct view *v, const struct dhaf_service *svc, size_t e, int64_t now,
-                         int64_t fresh_ms, struct arena *a, Dhaf__V1__EntryPointStatus *es)
+static void vote_details(struct view *v, const struct dhaf_service *svc, size_t e, struct arena *a,
+                         Dhaf__V1__EntryPointStatus *es)
 {
     size_t n = view_voters(v);
     es->votes = a_alloc(a, (n + 1) * sizeof(*es->votes));
     for (size_t i = 0; i < n; i++) {
         const struct view_vote *vv = view_voter_at(v, i);
-        if (!vv->ok || vv->seen_ms <= 0 || now - vv->seen_ms > fresh_ms)
+        if (!vv->ok)
             continue;
         const struct vote_result *r = vote_find(&vv->vote, svc->name, svc->eps[e].name);
         if (!r)
@@ -203,14 +232,12 @@ static void vote_details(struct view *v, const struct dhaf_service *svc, size_t 
         vd->healthy = r->healthy;
         vd->reason = a_str(a, r->reason);
         vd->reason_text = a_str(a, r->text);
-        vd->latency_ms = r->latency_ms;
         es->votes[es->n_votes++] = vd;
     }
 }
 
 /* Fills one ServiceStatus from the config and the view (read-locked). */
-static void service_status(const struct svc_env *env, struct view *v,
-                           const struct dhaf_service *svc, struct arena *a,
+static void service_status(struct view *v, const struct dhaf_service *svc, struct arena *a,
                            Dhaf__V1__ServiceStatus *ss)
 {
     dhaf__v1__service_status__init(ss);
@@ -250,10 +277,8 @@ static void service_status(const struct svc_env *env, struct view *v,
         ss->last_switch = se;
     }
     const json_t *eps = st ? json_object_get(st, "eps") : NULL;
-    int64_t fresh = leader_fresh_ms(env->cfg);
     struct ep_tally *t = a_alloc(a, (svc->n_eps + 1) * sizeof(*t));
-    view_tally(v, svc, fresh, 0, t);
-    int64_t now = dhaf_clock_mono(cluster_clock(env->c));
+    view_tally(v, svc, t);
     ss->entry_points = a_alloc(a, (svc->n_eps + 1) * sizeof(*ss->entry_points));
     for (size_t e = 0; e < svc->n_eps; e++) {
         Dhaf__V1__EntryPointStatus *es = a_alloc(a, sizeof(*es));
@@ -279,7 +304,7 @@ static void service_status(const struct svc_env *env, struct view *v,
             es->reasons[0] = a_str(a, t[e].reasons);
             es->n_reasons = 1;
         }
-        vote_details(v, svc, e, now, fresh, a, es);
+        vote_details(v, svc, e, a, es);
         if (es->healthy)
             ss->up = 1;
         ss->entry_points[ss->n_entry_points++] = es;
@@ -306,7 +331,7 @@ int svc_list_services(const struct svc_env *env, Dhaf__V1__ListServicesResponse 
         return DHAF_EUNAVAILABLE;
     for (size_t i = 0; i < env->cfg->n_services; i++) {
         Dhaf__V1__ServiceStatus *ss = a_alloc(&a, sizeof(*ss));
-        service_status(env, v, &env->cfg->services[i], &a, ss);
+        service_status(v, &env->cfg->services[i], &a, ss);
         r.services[r.n_services++] = ss;
     }
     view_unlock(v);
@@ -326,7 +351,7 @@ int svc_get_service(const struct svc_env *env, const char *service, Dhaf__V1__Se
     Dhaf__V1__ViewState *vs = read_begin(v, &a, err);
     if (!vs)
         return DHAF_EUNAVAILABLE;
-    service_status(env, v, svc, &a, &ss);
+    service_status(v, svc, &a, &ss);
     view_unlock(v);
     ss.view = vs;
     *out = (Dhaf__V1__ServiceStatus *)a_finish(&a, &ss.base);

@@ -568,7 +568,7 @@ static void *view_thread(void *arg)
 int view_start(struct view *v, struct dhaf_err *err)
 {
     atomic_store(&v->running, true);
-    if (pthread_create(&v->t, NULL, view_thread, v) != 0) {
+    if (dhaf_thread_start(&v->t, false, view_thread, v) != 0) {
         atomic_store(&v->running, false);
         return dhaf_err_set(err, DHAF_EINTERNAL, "cannot start the view thread");
     }
@@ -680,56 +680,50 @@ size_t view_voters(const struct view *v)
     return v->n_votes;
 }
 
+const struct view_vote *view_vote_of(const struct view *v, const char *voter)
+{
+    for (size_t i = 0; i < v->n_votes; i++)
+        if (strcmp(v->votes[i].name, voter) == 0)
+            return &v->votes[i];
+    return NULL;
+}
+
 const struct view_vote *view_voter_at(const struct view *v, size_t i)
 {
     return i < v->n_votes ? &v->votes[i] : NULL;
 }
 
-void view_tally(const struct view *v, const struct dhaf_service *svc, int64_t fresh_ms,
-                int64_t since_ms, struct ep_tally *out)
+void view_tally(const struct view *v, const struct dhaf_service *svc, struct ep_tally *out)
 {
-    struct seen_vote sv[64];
-    struct seen_vote *all = v->n_votes <= 64 ? sv : dhaf_xcalloc(v->n_votes, sizeof(*all));
+    const struct vote *sv[64] = {NULL};
+    const struct vote **all = v->n_votes <= 64 ? sv : dhaf_xcalloc(v->n_votes, sizeof(*all));
     size_t n = 0;
     for (size_t i = 0; i < v->n_votes; i++)
-        if (v->votes[i].ok && v->votes[i].seen_ms >= since_ms)
-            all[n++] = (struct seen_vote){&v->votes[i].vote, v->votes[i].seen_ms};
-    tally_service(svc, all, n, dhaf_clock_mono(v->clock), fresh_ms, out);
+        if (v->votes[i].ok)
+            all[n++] = &v->votes[i].vote;
+    tally_service(svc, all, n, out);
     if (all != sv)
         free(all);
 }
 
-/* True when voter has a vote written since the current synced period began. */
-static bool spoke_since(const struct view *v, const char *voter, int64_t since)
-{
-    for (size_t i = 0; i < v->n_votes; i++)
-        if (strcmp(v->votes[i].name, voter) == 0)
-            return v->votes[i].seen_ms >= since;
-    return false;
-}
-
-bool view_tally_complete(const struct view *v, int64_t fresh_ms, int64_t since_ms)
+bool view_tally_complete(const struct view *v, int64_t window_ms, int64_t since_ms)
 {
     struct view_sync s = view_sync(v);
     if (!s.loaded || !s.synced)
         return false;
     int64_t floor = s.since_ms > since_ms ? s.since_ms : since_ms;
-    if (dhaf_clock_mono(v->clock) - floor >= fresh_ms)
+    if (dhaf_clock_mono(v->clock) - floor >= window_ms)
         return true;
-    /* every vote in etcd rewritten since ... */
-    for (size_t i = 0; i < v->n_votes; i++)
-        if (v->votes[i].seen_ms < floor)
-            return false;
-    /* ... and every voter that should vote has: the alive nodes that probe, the probers that
+    /* every voter that should vote has a vote: the alive nodes that probe, the probers that
      * report (a node or prober that just started votes within a tact) */
     const struct recset *alive = &v->sets[VS_ALIVE], *probers = &v->sets[VS_PROBERS];
     for (size_t i = 0; i < alive->n; i++) {
         const json_t *p = alive->v[i].j ? json_object_get(alive->v[i].j, "probe") : NULL;
-        if (!json_is_false(p) && !spoke_since(v, alive->v[i].name, floor))
+        if (!json_is_false(p) && !view_vote_of(v, alive->v[i].name))
             return false;
     }
     for (size_t i = 0; i < probers->n; i++)
-        if (!spoke_since(v, probers->v[i].name, floor))
+        if (!view_vote_of(v, probers->v[i].name))
             return false;
     return true;
 }

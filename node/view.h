@@ -109,28 +109,28 @@ struct view_vote {
     char *name;       /* the key's last part */
     struct vote vote; /* valid only when ok */
     bool ok;          /* the value decoded as a vote of this voter */
-    int64_t seen_ms;  /* monotonic time it was last (re)written while watched; 0 never */
+    int64_t seen_ms;  /* monotonic time it was last written while watched; 0 never (shown only) */
     int64_t mod_rev, lease;
 };
 
 size_t view_voters(const struct view *v);
+/** The vote of voter, or NULL. */
+const struct view_vote *view_vote_of(const struct view *v, const char *voter);
 const struct view_vote *view_voter_at(const struct view *v, size_t i);
 
-/** The tally of svc's entry points (out: svc->n_eps entries) from the votes seen written
- *  within fresh_ms of now and not before since_ms (monotonic; 0 = no floor: a new term counts
- *  only votes written during the term, so a voter frozen before it began is not counted). */
-void view_tally(const struct view *v, const struct dhaf_service *svc, int64_t fresh_ms,
-                int64_t since_ms, struct ep_tally *out);
+/** The tally of svc's entry points (out: svc->n_eps entries) from the votes in the view: a
+ *  vote is fresh while its key exists (it lives on its voter's vote lease, renewed by the
+ *  voter's probe loop each round, so a voter that stalls loses it within the lease's TTL). */
+void view_tally(const struct view *v, const struct dhaf_service *svc, struct ep_tally *out);
 
 /**
- * True when the view may be decided on: it is synced, and since the current synced period
- * began (or since since_ms, when later: the term's start) every vote in it has been (re)written and
- * every voter that should vote (alive nodes that probe, probers that report) has voted - or a whole
- * freshness window has passed since. A view just loaded or just back from an etcd outage holds
- * votes of unknown age: deciding before the voters have spoken again would count the first one to
- * write as the electorate.
+ * True when the view may be decided on: it is synced, and every voter that should vote (alive
+ * nodes that probe, probers that report) has a vote in it - or window_ms (the vote lease's TTL:
+ * a voter silent that long is not voting) has passed since the current synced period began, or
+ * since since_ms when later (the term's start). Deciding before the voters have all spoken
+ * would count the first ones to write as the electorate.
  */
-bool view_tally_complete(const struct view *v, int64_t fresh_ms, int64_t since_ms);
+bool view_tally_complete(const struct view *v, int64_t window_ms, int64_t since_ms);
 
 /* An event record from events/<seq>. */
 struct view_event {

@@ -15,13 +15,18 @@ char *vote_encode(const char *voter, const char *kind, uint64_t seq,
 {
     json_t *results = json_array();
     for (size_t i = 0; i < n; i++) {
+        if (!r[i].known)
+            continue;
         json_t *o = json_object();
         json_object_set_new(o, "service", json_string(r[i].service));
         json_object_set_new(o, "ep", json_string(r[i].ep));
         json_object_set_new(o, "healthy", json_boolean(r[i].healthy));
-        json_object_set_new(o, "reason", json_string(r[i].reason ? r[i].reason : ""));
-        json_object_set_new(o, "text", json_string(r[i].text));
-        json_object_set_new(o, "latency_ms", json_integer(r[i].latency_ms));
+        if (!r[i].healthy) {
+            json_object_set_new(o, "reason", json_string(r[i].reason ? r[i].reason : ""));
+            if (r[i].text[0])
+                json_object_set_new(o, "text",
+                                    json_stringn(r[i].text, strnlen(r[i].text, VOTE_TEXT_WRITE)));
+        }
         json_array_append_new(results, o);
     }
     json_t *v = json_object();
@@ -35,6 +40,11 @@ char *vote_encode(const char *voter, const char *kind, uint64_t seq,
     return text;
 }
 
+static const char *reason_of(const struct dhaf_probe_result *r)
+{
+    return r->healthy ? "" : r->reason ? r->reason : "";
+}
+
 /* Results are kept in (service, entry point) order, so a tally finds one by binary search. */
 static int by_target(const void *x, const void *y)
 {
@@ -43,13 +53,41 @@ static int by_target(const void *x, const void *y)
     return c ? c : strcmp(a->ep, b->ep);
 }
 
+#define POOL_BLOCK 16384
+
+struct vote_pool {
+    struct vote_pool *next;
+    size_t used, cap;
+    char data[];
+};
+
+/* A copy of s[0..len) in v's pool (blocks never move, so earlier copies stay valid). */
+static const char *pool_str(struct vote *v, const char *s, size_t len)
+{
+    if (len == 0)
+        return "";
+    struct vote_pool *b = v->pool;
+    if (!b || b->cap - b->used < len + 1) {
+        size_t cap = len + 1 > POOL_BLOCK ? len + 1 : POOL_BLOCK;
+        b = dhaf_xmalloc(sizeof(*b) + cap);
+        b->next = v->pool;
+        b->used = 0;
+        b->cap = cap;
+        v->pool = b;
+    }
+    char *out = b->data + b->used;
+    memcpy(out, s, len);
+    out[len] = 0;
+    b->used += len + 1;
+    return out;
+}
+
 void vote_release(struct vote *v)
 {
-    for (size_t i = 0; i < v->n; i++) {
-        free(v->results[i].service);
-        free(v->results[i].ep);
-        free(v->results[i].reason);
-        free(v->results[i].text);
+    while (v->pool) {
+        struct vote_pool *next = v->pool->next;
+        free(v->pool);
+        v->pool = next;
     }
     free(v->results);
     free(v->voter);
@@ -106,29 +144,21 @@ int vote_decode(const char *text, size_t len, const char *what, const struct dha
         if (cfg && (!s || dhaf_service_ep_index(s, ep) < 0))
             continue; /* not (or no longer) in our config */
         struct vote_result *vr = &v->results[v->n++];
-        vr->service = dhaf_xstrdup(svc);
-        vr->ep = dhaf_xstrdup(ep);
+        vr->service = pool_str(v, svc, strlen(svc));
+        vr->ep = pool_str(v, ep, strlen(ep));
         vr->healthy = json_is_true(h);
-        const char *reason = bounded_str(r, "reason", 32);
-        const char *t = dhaf_json_str(r, "text");
-        vr->reason = dhaf_xstrdup(reason ? reason : "");
-        vr->text = dhaf_xstrndup(t ? t : "", t ? strnlen(t, VOTE_TEXT_MAX) : 0);
-        int64_t lat = 0;
-        if (dhaf_json_int(r, "latency_ms", &lat) == 0 && lat >= 0 && lat < 86400000)
-            vr->latency_ms = (uint32_t)lat;
+        const char *reason = vr->healthy ? NULL : bounded_str(r, "reason", 32);
+        const char *t = vr->healthy ? NULL : dhaf_json_str(r, "text");
+        vr->reason = reason ? pool_str(v, reason, strlen(reason)) : "";
+        vr->text = t ? pool_str(v, t, strnlen(t, VOTE_TEXT_MAX)) : "";
     }
     json_decref(j);
     qsort(v->results, v->n, sizeof(*v->results), by_target);
     /* one opinion per voter and entry point: a target named twice keeps one result */
     size_t kept = 0;
     for (size_t k = 0; k < v->n; k++) {
-        if (kept && by_target(&v->results[kept - 1], &v->results[k]) == 0) {
-            free(v->results[k].service);
-            free(v->results[k].ep);
-            free(v->results[k].reason);
-            free(v->results[k].text);
+        if (kept && by_target(&v->results[kept - 1], &v->results[k]) == 0)
             continue;
-        }
         v->results[kept++] = v->results[k];
     }
     v->n = kept;
@@ -137,20 +167,32 @@ int vote_decode(const char *text, size_t len, const char *what, const struct dha
 
 const struct vote_result *vote_find(const struct vote *v, const char *service, const char *ep)
 {
-    struct vote_result key = {.service = (char *)service, .ep = (char *)ep};
+    struct vote_result key = {.service = service, .ep = ep};
     return v->n ? bsearch(&key, v->results, v->n, sizeof(*v->results), by_target) : NULL;
 }
 
-void tally_service(const struct dhaf_service *svc, const struct seen_vote *votes, size_t n,
-                   int64_t now_ms, int64_t fresh_ms, struct ep_tally *out)
+bool vote_same(const struct vote *v, const struct dhaf_probe_result *r, size_t n)
+{
+    size_t known = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!r[i].known)
+            continue;
+        known++;
+        const struct vote_result *vr = vote_find(v, r[i].service, r[i].ep);
+        if (!vr || vr->healthy != r[i].healthy || strcmp(vr->reason, reason_of(&r[i])) != 0)
+            return false;
+    }
+    return known == v->n;
+}
+
+void tally_service(const struct dhaf_service *svc, const struct vote *const *votes, size_t n,
+                   struct ep_tally *out)
 {
     for (size_t e = 0; e < svc->n_eps; e++) {
         struct ep_tally *t = &out[e];
         memset(t, 0, sizeof(*t));
         for (size_t i = 0; i < n; i++) {
-            if (votes[i].seen_ms <= 0 || now_ms - votes[i].seen_ms > fresh_ms)
-                continue; /* never seen written, or stale: the voter stopped rewriting it */
-            const struct vote *v = votes[i].vote;
+            const struct vote *v = votes[i];
             const struct vote_result *r = vote_find(v, svc->name, svc->eps[e].name);
             if (!r)
                 continue;

@@ -1,6 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* Votes: one voter's opinion of every entry point, as stored at votes/<voter> (JSON), and the
- * pure tally that turns the fresh votes into per-entry-point health (DESIGN "Decision"). */
+ * pure tally that turns the fresh votes into per-entry-point health (DESIGN "Decision").
+ *
+ * A vote is written only when an opinion changes (vote_same tells) and lives on the voter's
+ * vote lease, which the voter's probe loop renews each round: a vote is fresh while its key
+ * exists. The encoding is compact - a reason only for a failing check, its text bounded - so
+ * that a vote of 3,000 entry points stays well under etcd's request limit. */
 #ifndef DHAF_NODE_VOTES_H
 #define DHAF_NODE_VOTES_H
 
@@ -13,15 +18,18 @@
 #include "dhaf/probe.h"
 
 #define VOTE_MAX_RESULTS 4096
-#define VOTE_TEXT_MAX    256
+#define VOTE_LEASE_TACTS 3   /* a vote's lease: this many tacts, renewed by its voter each round */
+#define VOTE_TEXT_MAX    256 /* longest text accepted from a vote */
+#define VOTE_TEXT_WRITE  120 /* longest text written into one */
 
+/* The strings of a decoded vote live in its pool (one block per few hundred results, not
+ * four allocations each: a node holds every voter's vote of every entry point). */
 struct vote_result {
-    char *service;
-    char *ep;
+    const char *service;
+    const char *ep;
     bool healthy;
-    char *reason;
-    char *text;
-    uint32_t latency_ms;
+    const char *reason; /* "" for a healthy result */
+    const char *text;
 };
 
 struct vote {
@@ -31,11 +39,20 @@ struct vote {
     int64_t at_ms; /* the voter's wall clock: shown, never compared */
     struct vote_result *results;
     size_t n;
+    struct vote_pool *pool; /* where the results' strings live */
 };
 
-/** Encodes a probe round as vote JSON. Caller frees. */
+/** Encodes a probe round as vote JSON (results not yet known are left out). Caller frees. */
 char *vote_encode(const char *voter, const char *kind, uint64_t seq,
                   const struct dhaf_probe_result *r, size_t n);
+
+/**
+ * True when v (decoded) says what the round r says: the same entry points, each with the same
+ * opinion and, when failing, the same reason code - what dhaf_probe_digest covers (texts and
+ * latencies are not compared: a vote is not rewritten because a timeout took 1001 ms instead
+ * of 1002).
+ */
+bool vote_same(const struct vote *v, const struct dhaf_probe_result *r, size_t n);
 
 /**
  * Decodes and validates vote JSON (text, len) from key `what`. Results naming services or
@@ -61,17 +78,11 @@ struct ep_tally {
     char reasons[512];  /* distinct reasons of the unhealthy votes: "node-1: timeout ...; ..." */
 };
 
-/* A vote with the time this node last saw it rewritten (its own monotonic clock; 0 never). */
-struct seen_vote {
-    const struct vote *vote;
-    int64_t seen_ms;
-};
-
 /**
- * The tally of one service's entry points (out has svc->n_eps entries, in priority order).
- * A vote counts while 0 < seen_ms and now_ms - seen_ms <= fresh_ms. Pure: no I/O, no clock.
+ * The tally of one service's entry points (out has svc->n_eps entries, in priority order)
+ * from the votes given: the caller passes the fresh ones (those whose key exists). Pure.
  */
-void tally_service(const struct dhaf_service *svc, const struct seen_vote *votes, size_t n,
-                   int64_t now_ms, int64_t fresh_ms, struct ep_tally *out);
+void tally_service(const struct dhaf_service *svc, const struct vote *const *votes, size_t n,
+                   struct ep_tally *out);
 
 #endif

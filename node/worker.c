@@ -75,7 +75,7 @@ static struct worker *worker_new(const char *name, worker_body_fn *body, worker_
 /* Starts w's thread; when it cannot start, frees w (its state released) and says why. */
 static struct worker *worker_run(struct worker *w, struct dhaf_err *err)
 {
-    if (pthread_create(&w->t, NULL, run, w) == 0)
+    if (dhaf_thread_start(&w->t, false, run, w) == 0)
         return w;
     dhaf_err_set(err, DHAF_EINTERNAL, "cannot start the %s thread", w->name);
     atomic_store(&w->refs, 1);

@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "dhaf/alloc.h"
+#include "dhaf/cancel.h"
 #include "dhaf/clock.h"
 #include "dhaf/config.h"
 #include "dhaf/log.h"
@@ -80,13 +82,7 @@ static const struct dhaf_cfgkey prober_keys[] = {
 };
 /* clang-format on */
 
-static volatile sig_atomic_t stop_flag;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_flag = 1;
-}
+static atomic_int stop_flag; /* set by the signal thread */
 
 /* Sleeps ms in small steps so a signal ends it quickly. */
 static void nap(int64_t ms)
@@ -128,7 +124,7 @@ static void plan_free(struct plan *p)
 }
 
 /* Turns a plan message into services with ready checkers; every value is validated again. */
-static int plan_build(struct plan *p, struct dhaf_err *err)
+static int plan_build(struct plan *p, const char *name, struct dhaf_err *err)
 {
     const Dhaf__V1__ProbePlan *m = p->msg;
     p->svcs = dhaf_xcalloc(m->n_services + 1, sizeof(*p->svcs));
@@ -164,7 +160,8 @@ static int plan_build(struct plan *p, struct dhaf_err *err)
         }
         dhaf_cfg_report_release(&rep);
     }
-    p->engine = dhaf_probe_new(p->svcs, p->n, err);
+    struct dhaf_probe_opts o = {.voter = name, .max_inflight = 0};
+    p->engine = dhaf_probe_new(p->svcs, p->n, &o, err);
     return p->engine ? 0 : err->code;
 }
 
@@ -204,14 +201,113 @@ static int call_any(struct client *cl, const char *method, const ProtobufCMessag
     return rc;
 }
 
+/* What the prober last told the nodes, for reports sent as soon as an opinion changes. */
+struct reporter {
+    struct client *cl;
+    struct plan *plan;
+    uint64_t *seq;
+    uint64_t sent;   /* digest of the opinions last accepted by a node */
+    bool sent_ok;    /* sent is valid */
+    bool refetch;    /* a node said the plan is old */
+    unsigned rounds; /* of the current plan */
+};
+
+/* Reports the opinions of every entry point checked so far to any node. */
+static void report(struct reporter *rp, const struct dhaf_probe_result *r, size_t n)
+{
+    const struct prober_cfg *cfg = rp->cl->cfg;
+    Dhaf__V1__ReportRequest rep = DHAF__V1__REPORT_REQUEST__INIT;
+    rep.prober = cfg->name;
+    rep.generation = rp->plan->msg->generation;
+    rep.seq = ++*rp->seq;
+    rep.results = dhaf_xcalloc(n + 1, sizeof(*rep.results));
+    Dhaf__V1__CheckResult *cr = dhaf_xcalloc(n + 1, sizeof(*cr));
+    for (size_t i = 0; i < n; i++) {
+        if (!r[i].known)
+            continue; /* not checked yet: no opinion */
+        Dhaf__V1__CheckResult *c = &cr[rep.n_results];
+        dhaf__v1__check_result__init(c);
+        c->service = (char *)r[i].service;
+        c->entry_point = (char *)r[i].ep;
+        c->healthy = r[i].healthy;
+        c->reason = (char *)r[i].reason;
+        c->reason_text = (char *)r[i].text;
+        c->latency_ms = r[i].latency_ms;
+        rep.results[rep.n_results++] = c;
+    }
+    struct dhaf_err err;
+    ProtobufCMessage *resp = NULL;
+    int rc = call_any(rp->cl, "/dhaf.v1.Prober/Report", &rep.base,
+                      &dhaf__v1__report_response__descriptor, &resp, &err);
+    size_t sent = rep.n_results;
+    free(cr);
+    free(rep.results);
+    if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    unsigned long long seq = (unsigned long long)*rp->seq;
+    if (rc == DHAF_ECONFLICT && strstr(err.msg, "stale report")) {
+        /* A newer report of ours is already written (this one was retried on another
+         * node after a timeout, or a clock was set back): dropping it is harmless. */
+        char q[400];
+        DHAF_LOG(DHAF_LOG_INFO, "event=report-stale seq=%llu reason=\"%s\"", seq,
+                 dhaf_log_quote(q, sizeof(q), err.msg));
+    } else if (rc == DHAF_ECONFLICT) {
+        DHAF_LOG(DHAF_LOG_INFO, "event=plan-outdated node=%s", cfg->nodes.v[rp->cl->cur]);
+        rp->refetch = true;
+    } else if (rc) {
+        char q[400];
+        DHAF_LOG(rc == DHAF_EAUTH ? DHAF_LOG_ERROR : DHAF_LOG_WARN,
+                 "event=report-failed seq=%llu reason=\"%s\"", seq,
+                 dhaf_log_quote(q, sizeof(q), err.msg));
+        rp->sent_ok = false;
+    } else {
+        rp->sent = dhaf_probe_digest(r, n);
+        rp->sent_ok = true;
+        DHAF_LOG(DHAF_LOG_DEBUG, "event=report-sent seq=%llu node=%s results=%zu", seq,
+                 cfg->nodes.v[rp->cl->cur], sent);
+    }
+}
+
+/* A batch of checks ended: report at once when an opinion changed (once every entry point
+ * has been checked: the first round of a plan reports at its end). */
+static void on_results(void *ud, const struct dhaf_probe_result *r, size_t n)
+{
+    struct reporter *rp = ud;
+    for (size_t i = 0; i < n; i++)
+        if (!r[i].known)
+            return;
+    if (!rp->refetch && (!rp->sent_ok || dhaf_probe_digest(r, n) != rp->sent))
+        report(rp, r, n);
+}
+
+/* SIGTERM and SIGINT are taken by this thread (blocked everywhere else): it sets stop_flag
+ * and fires the stop token, which ends a probe round in progress. */
+static struct dhaf_cancel stop_tok;
+
+static void *signal_thread(void *arg)
+{
+    sigset_t *set = arg;
+    int sig = 0;
+    sigwait(set, &sig);
+    stop_flag = 1;
+    dhaf_cancel_fire(&stop_tok);
+    return NULL;
+}
+
 static int run(const struct prober_cfg *cfg)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    static sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    dhaf_cancel_init(&stop_tok);
+    pthread_t sig_t;
+    if (dhaf_thread_start(&sig_t, false, signal_thread, &sigs) != 0) {
+        fprintf(stderr, "dhaf-prober: cannot start the signal thread\n");
+        return 1;
+    }
 
     struct dhaf_err err;
     struct client cl = {.cfg = cfg};
@@ -240,14 +336,16 @@ static int run(const struct prober_cfg *cfg)
 
     struct plan plan = {0};
     /* Each report carries seq + 1. seq starts at this process's start time in wall-clock ms,
-     * so it keeps increasing across restarts of the prober: there is at most one report per
-     * round (two when the plan changed), rounds are >= 1 s apart, so the count never catches
-     * up with the wall clock. The nodes refuse a report whose seq is not newer than the last
-     * one written (a stale report delayed in another node), so a new process must not start
-     * lower; only a wall clock set back by more than the downtime delays its reports, until
-     * the clock has caught up. */
+     * so it keeps increasing across restarts of the prober: there is one report per round
+     * plus one per batch of checks that changed an opinion (a few dozen at most), rounds are
+     * >= 1 s apart, so the count never catches up with the wall clock. The nodes refuse a report
+     * whose seq is not newer than the last one written (a stale report delayed in another node), so
+     * a new process must not start lower; only a wall clock set back by more than the downtime
+     * delays its reports, until the clock has caught up. */
     uint64_t seq = (uint64_t)dhaf_wall_ms();
     int64_t backoff = 500;
+    struct reporter rp = {.cl = &cl, .plan = &plan, .seq = &seq};
+    int64_t start = dhaf_mono_ms();
     while (!stop_flag) {
         if (!plan.msg) {
             Dhaf__V1__GetPlanRequest req = DHAF__V1__GET_PLAN_REQUEST__INIT;
@@ -259,7 +357,7 @@ static int run(const struct prober_cfg *cfg)
                               &dhaf__v1__probe_plan__descriptor, &resp, &err);
             if (rc == 0) {
                 plan.msg = (Dhaf__V1__ProbePlan *)resp;
-                rc = plan_build(&plan, &err);
+                rc = plan_build(&plan, cfg->name, &err);
             }
             if (rc) {
                 char q[400];
@@ -271,65 +369,43 @@ static int run(const struct prober_cfg *cfg)
                 continue;
             }
             backoff = 500;
+            rp.refetch = false;
+            rp.sent_ok = false;
+            rp.rounds = 0;
+            start = dhaf_mono_ms();
             DHAF_LOG(DHAF_LOG_INFO,
                      "event=plan-received node=%s generation=%llx services=%zu interval=%us",
                      cfg->nodes.v[cl.cur], (unsigned long long)plan.msg->generation, plan.n,
                      plan.msg->interval_s);
         }
-        int64_t t0 = dhaf_mono_ms();
+        int64_t interval = (int64_t)(plan.msg->interval_s ? plan.msg->interval_s : 10) * 1000;
         const struct dhaf_probe_result *r;
         size_t n;
-        dhaf_probe_round(plan.engine, &r, &n);
-        Dhaf__V1__ReportRequest rep = DHAF__V1__REPORT_REQUEST__INIT;
-        rep.prober = cfg->name;
-        rep.generation = plan.msg->generation;
-        rep.seq = ++seq;
-        rep.n_results = n;
-        rep.results = dhaf_xcalloc(n + 1, sizeof(*rep.results));
-        Dhaf__V1__CheckResult *cr = dhaf_xcalloc(n + 1, sizeof(*cr));
-        for (size_t i = 0; i < n; i++) {
-            dhaf__v1__check_result__init(&cr[i]);
-            cr[i].service = (char *)r[i].service;
-            cr[i].entry_point = (char *)r[i].ep;
-            cr[i].healthy = r[i].healthy;
-            cr[i].reason = (char *)r[i].reason;
-            cr[i].reason_text = (char *)r[i].text;
-            cr[i].latency_ms = r[i].latency_ms;
-            rep.results[i] = &cr[i];
-        }
-        ProtobufCMessage *resp = NULL;
-        int rc = call_any(&cl, "/dhaf.v1.Prober/Report", &rep.base,
-                          &dhaf__v1__report_response__descriptor, &resp, &err);
-        free(cr);
-        free(rep.results);
-        if (resp)
-            protobuf_c_message_free_unpacked(resp, NULL);
-        if (rc == DHAF_ECONFLICT && strstr(err.msg, "stale report")) {
-            /* A newer report of ours is already written (this one was retried on another
-             * node after a timeout, or a clock was set back): dropping it is harmless. */
-            char q[400];
-            DHAF_LOG(DHAF_LOG_INFO, "event=report-stale seq=%llu reason=\"%s\"",
-                     (unsigned long long)seq, dhaf_log_quote(q, sizeof(q), err.msg));
-        } else if (rc == DHAF_ECONFLICT) {
-            DHAF_LOG(DHAF_LOG_INFO, "event=plan-outdated node=%s", cfg->nodes.v[cl.cur]);
+        /* a plan's first round checks everything at once (bounded): a vote soon */
+        dhaf_probe_round(plan.engine, rp.rounds++ ? (int)(interval * 4 / 5) : 0, &stop_tok,
+                         on_results, &rp, &r, &n);
+        if (stop_flag)
+            break;
+        /* Once a round, changed or not: it renews the vote's lease at the node. */
+        report(&rp, r, n);
+        if (rp.refetch) {
             plan_free(&plan);
             continue;
-        } else if (rc) {
-            char q[400];
-            DHAF_LOG(rc == DHAF_EAUTH ? DHAF_LOG_ERROR : DHAF_LOG_WARN,
-                     "event=report-failed seq=%llu reason=\"%s\"", (unsigned long long)seq,
-                     dhaf_log_quote(q, sizeof(q), err.msg));
-        } else {
-            DHAF_LOG(DHAF_LOG_DEBUG, "event=report-sent seq=%llu node=%s results=%zu",
-                     (unsigned long long)seq, cfg->nodes.v[cl.cur], n);
         }
-        int64_t interval = (int64_t)(plan.msg->interval_s ? plan.msg->interval_s : 10) * 1000;
-        (void)t0;
-        nap(interval);
+        /* Rounds start every interval; after one that overran, the next starts at once. */
+        start += interval;
+        int64_t now = dhaf_mono_ms();
+        if (start < now)
+            start = now;
+        nap(start - now);
     }
     plan_free(&plan);
     DHAF_LOG(DHAF_LOG_INFO, "event=prober-stopped prober=%s", cfg->name);
 out:
+    if (!stop_flag)
+        pthread_kill(sig_t, SIGTERM); /* ends its wait */
+    pthread_join(sig_t, NULL);
+    dhaf_cancel_destroy(&stop_tok);
     for (size_t i = 0; i < cfg->nodes.n; i++)
         dhaf_rpc_channel_free(cl.ch[i]);
     free(cl.ch);

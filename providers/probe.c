@@ -1,16 +1,28 @@
 /* SPDX-License-Identifier: MIT */
-/* Probe rounds: group targets by checker type, run each type's check() in parallel, then
- * smooth each entry point's opinion with rise/fall. */
+/* Probe rounds. A round is cut into slots; each entry point's check starts in the slot picked
+ * by a hash of (voter, service, entry point), so the same voter checks the same entry point at
+ * the same point of every round and different voters are spread apart. The round's thread
+ * starts the checks that are due, grouped by checker type into one check() call on a
+ * short-lived thread, never more than max_inflight checks at once; when a call ends it
+ * smooths each result with rise/fall and tells the caller. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dhaf/alloc.h"
+#include "dhaf/clock.h"
 #include "dhaf/log.h"
+#include "dhaf/plugins.h"
 #include "dhaf/probe.h"
 #include "dhaf/provider.h"
 #include "dhaf/registry.h"
+
+#define PROBE_MAX_INFLIGHT 256 /* default bound on the checks in flight */
+#define PROBE_SLOT_MS      50  /* a round is cut into slots about this long, */
+#define PROBE_MAX_SLOTS    64  /* but never into more than this many */
+/* Checkers run event loops (libcurl multi, poll, posix_spawn), not deep recursions. */
+#define PROBE_STACK_SIZE (256 * 1024)
 
 struct svc_state {
     const struct dhaf_service *svc;
@@ -19,26 +31,107 @@ struct svc_state {
 };
 
 struct ep_state {
-    bool known;   /* an opinion exists */
-    bool opinion; /* healthy? */
-    int streak;   /* results in a row against the opinion */
+    size_t svc;    /* index into the probe's services */
+    uint64_t hash; /* of voter, service and entry point: picks its slot */
+    bool known;    /* an opinion exists */
+    bool opinion;  /* healthy? */
+    int streak;    /* results in a row against the opinion */
+};
+
+/* An entry point in its type's queue, with its offset in the current round. */
+struct queued {
+    uint32_t at;
+    size_t ep;
+};
+
+/* The entry points of one checker type, and during a round which of them have started. */
+struct ptype {
+    const struct dhaf_provider *prov;
+    bool plugin;          /* its check() is never called from two threads at once */
+    struct queued *queue; /* sorted by offset at the start of each round */
+    size_t n;
+    size_t next; /* queue[next..n) have not started in this round */
+    int running; /* its calls in flight */
+};
+
+/* One check() call: targets of one type that were due together, on a thread of its own. */
+struct run {
+    struct dhaf_probe *p;
+    struct ptype *type;                /* read by the round's thread only */
+    const struct dhaf_provider *prov;  /* what the run's thread calls */
+    struct dhaf_check_target *targets; /* copies, contiguous for check() */
+    size_t *eps;                       /* the entry point of each target */
+    size_t n;
+    bool threaded; /* false: it ran on the round's thread (no thread could be made) */
+    pthread_t thread;
+    struct run *next_done;
 };
 
 struct dhaf_probe {
     struct svc_state *svcs;
     size_t n_svcs;
-    struct dhaf_check_target *targets;
-    struct dhaf_check_result *raw;
+    struct ptype *types;
+    size_t n_types;
+    struct dhaf_check_target *targets; /* one per entry point, what each run copies */
+    struct dhaf_check_result *raw;     /* written by the runs' threads, read once they end */
     struct ep_state *eps;
     struct dhaf_probe_result *out;
     size_t n; /* entry points in all */
+    int max_inflight;
+
+    /* Between the round's thread, the runs' threads and the stop hook. */
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* a run ended or stop fired */
+    struct run *done;    /* ended runs the round's thread has not taken yet */
+    bool stopping;
 };
 
-struct dhaf_probe *dhaf_probe_new(const struct dhaf_service *svcs, size_t n, struct dhaf_err *err)
+/* 64-bit FNV-1a of voter "\0" service "\0" ep, the same on every machine and in every run,
+ * xor-folded: FNV's low bits depend on the low bits of the input bytes only, and the slot is
+ * taken modulo a small number (often a power of two). */
+static uint64_t ep_hash(const char *voter, const char *service, const char *ep)
+{
+    const char *parts[3] = {voter, service, ep};
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < 3; i++) {
+        for (const unsigned char *c = (const unsigned char *)parts[i]; *c; c++)
+            h = (h ^ *c) * 0x100000001b3ULL;
+        if (i < 2)
+            h *= 0x100000001b3ULL; /* the separating NUL: h ^ 0 == h */
+    }
+    return h ^ (h >> 32);
+}
+
+/* A plugin's check() keeps the threading it was promised: one call of its type at a time. */
+static bool is_plugin(const struct dhaf_provider *prov)
+{
+    for (size_t i = 0; i < dhaf_plugins_count(); i++)
+        if (dhaf_plugins_at(i) == prov)
+            return true;
+    return false;
+}
+
+/* The type of prov in p->types, added when new. */
+static struct ptype *type_of(struct dhaf_probe *p, const struct dhaf_provider *prov)
+{
+    for (size_t i = 0; i < p->n_types; i++)
+        if (p->types[i].prov == prov)
+            return &p->types[i];
+    struct ptype *t = &p->types[p->n_types++];
+    t->prov = prov;
+    t->plugin = is_plugin(prov);
+    return t;
+}
+
+struct dhaf_probe *dhaf_probe_new(const struct dhaf_service *svcs, size_t n,
+                                  const struct dhaf_probe_opts *o, struct dhaf_err *err)
 {
     struct dhaf_probe *p = dhaf_xcalloc(1, sizeof(*p));
+    pthread_mutex_init(&p->lock, NULL);
+    dhaf_cond_init_mono(&p->cond);
     p->svcs = dhaf_xcalloc(n ? n : 1, sizeof(*p->svcs));
     p->n_svcs = n;
+    p->types = dhaf_xcalloc(n ? n : 1, sizeof(*p->types));
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
         total += svcs[i].n_eps;
@@ -47,6 +140,13 @@ struct dhaf_probe *dhaf_probe_new(const struct dhaf_service *svcs, size_t n, str
     p->raw = dhaf_xcalloc(total ? total : 1, sizeof(*p->raw));
     p->eps = dhaf_xcalloc(total ? total : 1, sizeof(*p->eps));
     p->out = dhaf_xcalloc(total ? total : 1, sizeof(*p->out));
+    p->max_inflight = o && o->max_inflight ? o->max_inflight : PROBE_MAX_INFLIGHT;
+    if (p->max_inflight < 0) {
+        dhaf_err_set(err, DHAF_EINVAL, "probe: max-inflight %d is negative", p->max_inflight);
+        dhaf_probe_free(p);
+        return NULL;
+    }
+    const char *voter = o && o->voter ? o->voter : "";
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         struct svc_state *s = &p->svcs[i];
@@ -55,6 +155,7 @@ struct dhaf_probe *dhaf_probe_new(const struct dhaf_service *svcs, size_t n, str
         if (!s->prov || !s->prov->check) {
             dhaf_err_set(err, DHAF_EINVAL, "service %s: no health checker \"%s\"", svcs[i].name,
                          svcs[i].checker.type);
+            s->prov = NULL;
             dhaf_probe_free(p);
             return NULL;
         }
@@ -71,6 +172,7 @@ struct dhaf_probe *dhaf_probe_new(const struct dhaf_service *svcs, size_t n, str
             dhaf_probe_free(p);
             return NULL;
         }
+        type_of(p, s->prov)->n += svcs[i].n_eps;
         for (size_t e = 0; e < svcs[i].n_eps; e++, k++) {
             struct dhaf_check_target *t = &p->targets[k];
             t->conf = svcs[i].checker.conf;
@@ -81,7 +183,22 @@ struct dhaf_probe *dhaf_probe_new(const struct dhaf_service *svcs, size_t n, str
             t->ep_ip = svcs[i].eps[e].ip;
             t->family = svcs[i].eps[e].family;
             t->result = &p->raw[k];
+            p->eps[k].svc = i;
+            p->eps[k].hash = ep_hash(voter, svcs[i].name, svcs[i].eps[e].name);
+            struct dhaf_probe_result *r = &p->out[k];
+            r->service = svcs[i].name;
+            r->ep = svcs[i].eps[e].name;
+            r->reason = "internal";
+            snprintf(r->text, sizeof(r->text), "not checked yet");
         }
+    }
+    for (size_t i = 0; i < p->n_types; i++) {
+        p->types[i].queue = dhaf_xcalloc(p->types[i].n, sizeof(*p->types[i].queue));
+        p->types[i].n = 0; /* refilled below */
+    }
+    for (k = 0; k < total; k++) {
+        struct ptype *t = type_of(p, p->svcs[p->eps[k].svc].prov);
+        t->queue[t->n++].ep = k;
     }
     return p;
 }
@@ -93,28 +210,48 @@ void dhaf_probe_free(struct dhaf_probe *p)
     for (size_t i = 0; i < p->n_svcs; i++)
         if (p->svcs[i].prov && p->svcs[i].prov->destroy)
             p->svcs[i].prov->destroy(p->svcs[i].state);
+    for (size_t i = 0; i < p->n_types; i++)
+        free(p->types[i].queue);
+    free(p->types);
     free(p->svcs);
     free(p->targets);
     free(p->raw);
     free(p->eps);
     free(p->out);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->cond);
     free(p);
 }
 
-/* The targets of one checker type, checked by one thread. */
-struct group {
-    const struct dhaf_provider *prov;
-    struct dhaf_check_target *targets; /* copies, contiguous for check() */
-    size_t n;
-    pthread_t thread;
-    bool started;
-};
-
-static void *run_group(void *arg)
+static int by_offset(const void *a, const void *b)
 {
-    struct group *g = arg;
-    g->prov->check(g->targets, g->n);
-    return NULL;
+    const struct queued *x = a, *y = b;
+    if (x->at != y->at)
+        return x->at < y->at ? -1 : 1;
+    return x->ep < y->ep ? -1 : x->ep > y->ep;
+}
+
+/* Gives every entry point its offset in a round of spread_ms and sorts the queues by it. */
+static void plan_round(struct dhaf_probe *p, int spread_ms)
+{
+    uint64_t n_slots = 1;
+    if (spread_ms > 0) {
+        n_slots = (uint64_t)spread_ms / PROBE_SLOT_MS;
+        n_slots = n_slots < 1 ? 1 : n_slots > PROBE_MAX_SLOTS ? PROBE_MAX_SLOTS : n_slots;
+    }
+    for (size_t k = 0; k < p->n; k++) {
+        uint64_t slot = p->eps[k].hash % n_slots;
+        p->out[k].offset_ms = spread_ms > 0 ? (uint32_t)(slot * (uint64_t)spread_ms / n_slots) : 0;
+        p->out[k].fresh = false;
+    }
+    for (size_t i = 0; i < p->n_types; i++) {
+        struct ptype *t = &p->types[i];
+        for (size_t j = 0; j < t->n; j++)
+            t->queue[j].at = p->out[t->queue[j].ep].offset_ms;
+        qsort(t->queue, t->n, sizeof(*t->queue), by_offset);
+        t->next = 0;
+        t->running = 0;
+    }
 }
 
 /* Applies rise/fall to one fresh result. */
@@ -136,62 +273,225 @@ static void smooth(struct ep_state *st, bool raw, int rise, int fall)
     }
 }
 
-void dhaf_probe_round(struct dhaf_probe *p, const struct dhaf_probe_result **out, size_t *n_out)
+static void *run_main(void *arg)
 {
-    /* Group by provider: usually three built-in types at most. */
-    struct group groups[32];
-    size_t n_groups = 0;
-    memset(groups, 0, sizeof(groups));
-    for (size_t k = 0; k < p->n; k++) {
+    struct run *r = arg;
+    struct dhaf_probe *p = r->p;
+    r->prov->check(r->targets, r->n);
+    pthread_mutex_lock(&p->lock);
+    r->next_done = p->done;
+    p->done = r;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+/* The state of one round, kept by the round's thread. */
+struct round {
+    int64_t t0;   /* when it started (monotonic ms) */
+    int inflight; /* checks in flight */
+    size_t runs;  /* check() calls in flight */
+};
+
+/* Starts the next n entry points of t's queue in one check() call. */
+static void start_run(struct dhaf_probe *p, struct round *rd, struct ptype *t, size_t n)
+{
+    struct run *r = dhaf_xcalloc(1, sizeof(*r));
+    r->p = p;
+    r->type = t;
+    r->prov = t->prov;
+    r->n = n;
+    r->targets = dhaf_xcalloc(n, sizeof(*r->targets));
+    r->eps = dhaf_xcalloc(n, sizeof(*r->eps));
+    for (size_t i = 0; i < n; i++) {
+        size_t k = t->queue[t->next + i].ep;
+        r->eps[i] = k;
+        r->targets[i] = p->targets[k];
         memset(&p->raw[k], 0, sizeof(p->raw[k]));
         p->raw[k].reason = "internal";
-        snprintf(p->raw[k].text, sizeof(p->raw[k].text), "not checked");
+        snprintf(p->raw[k].text, sizeof(p->raw[k].text), "the checker gave no result");
     }
-    size_t k = 0;
-    for (size_t i = 0; i < p->n_svcs; i++) {
-        const struct dhaf_provider *prov = p->svcs[i].prov;
-        size_t g = 0;
-        while (g < n_groups && groups[g].prov != prov)
-            g++;
-        if (g == n_groups && n_groups < 32) {
-            groups[g].prov = prov;
-            groups[g].targets = dhaf_xcalloc(p->n, sizeof(*groups[g].targets));
-            n_groups++;
+    t->next += n;
+    t->running++;
+    rd->inflight += (int)n;
+    rd->runs++;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, PROBE_STACK_SIZE);
+    r->threaded = pthread_create(&r->thread, &attr, run_main, r) == 0;
+    pthread_attr_destroy(&attr);
+    if (!r->threaded) {
+        DHAF_LOG(DHAF_LOG_WARN,
+                 "event=probe-thread-failed type=%s checks=%zu note=\"run on the round's thread\"",
+                 t->prov->type, n);
+        run_main(r);
+    }
+}
+
+/* Takes the results of an ended run into the opinions. */
+static void finish_run(struct dhaf_probe *p, struct round *rd, struct run *r)
+{
+    if (r->threaded)
+        pthread_join(r->thread, NULL);
+    for (size_t i = 0; i < r->n; i++) {
+        size_t k = r->eps[i];
+        const struct dhaf_section *hc = &p->svcs[p->eps[k].svc].svc->checker;
+        const struct dhaf_check_result *raw = &p->raw[k];
+        smooth(&p->eps[k], raw->healthy, hc->rise > 0 ? hc->rise : 1, hc->fall > 0 ? hc->fall : 1);
+        struct dhaf_probe_result *o = &p->out[k];
+        o->healthy = p->eps[k].opinion;
+        o->raw_healthy = raw->healthy;
+        o->reason = raw->reason ? raw->reason : "internal";
+        snprintf(o->text, sizeof(o->text), "%s", raw->text);
+        o->latency_ms = raw->latency_ms;
+        o->known = true;
+        o->fresh = true;
+    }
+    r->type->running--;
+    rd->inflight -= (int)r->n;
+    rd->runs--;
+    free(r->targets);
+    free(r->eps);
+    free(r);
+}
+
+/*
+ * Starts what is due and fits under the bound, the longest-waiting type first; a plugin's type
+ * waits while a call of it runs. Returns when the next entry point not due yet is due
+ * (monotonic ms; 0 when none is).
+ */
+static int64_t start_due(struct dhaf_probe *p, struct round *rd)
+{
+    /* A part of what is due starts alone only when it is worth a thread; the rest waits for
+     * room (never a thread per check). */
+    size_t min_part = p->max_inflight / 8 > 1 ? (size_t)p->max_inflight / 8 : 1;
+    int64_t now = dhaf_mono_ms();
+    for (;;) {
+        struct ptype *first = NULL;
+        for (size_t i = 0; i < p->n_types; i++) {
+            struct ptype *t = &p->types[i];
+            if (t->next == t->n || (t->plugin && t->running > 0) ||
+                rd->t0 + t->queue[t->next].at > now)
+                continue;
+            if (!first || t->queue[t->next].at < first->queue[first->next].at)
+                first = t;
         }
-        for (size_t e = 0; e < p->svcs[i].svc->n_eps; e++, k++)
-            if (g < n_groups)
-                groups[g].targets[groups[g].n++] = p->targets[k];
+        if (!first)
+            break;
+        size_t due = 0;
+        while (first->next + due < first->n && rd->t0 + first->queue[first->next + due].at <= now)
+            due++;
+        size_t room = (size_t)(p->max_inflight - rd->inflight);
+        size_t n = due < room ? due : room;
+        if (n == 0 || (n < due && n < min_part))
+            break; /* wait for room: whoever waited longest goes first */
+        pthread_mutex_lock(&p->lock);
+        bool stopping = p->stopping; /* fired since the round last looked */
+        pthread_mutex_unlock(&p->lock);
+        if (stopping)
+            break;
+        start_run(p, rd, first, n);
     }
-    /* One thread per type; the last type (or one whose thread could not start) runs here. */
-    for (size_t g = 0; g < n_groups; g++) {
-        bool last = g + 1 == n_groups;
-        groups[g].started =
-            !last && pthread_create(&groups[g].thread, NULL, run_group, &groups[g]) == 0;
-        if (!groups[g].started)
-            run_group(&groups[g]);
+    int64_t next = 0;
+    for (size_t i = 0; i < p->n_types; i++) {
+        const struct ptype *t = &p->types[i];
+        if (t->next == t->n)
+            continue;
+        int64_t at = rd->t0 + t->queue[t->next].at;
+        if (at > now && (next == 0 || at < next))
+            next = at;
     }
-    for (size_t g = 0; g < n_groups; g++) {
-        if (groups[g].started)
-            pthread_join(groups[g].thread, NULL);
-        free(groups[g].targets);
-    }
-    k = 0;
-    for (size_t i = 0; i < p->n_svcs; i++) {
-        const struct dhaf_section *hc = &p->svcs[i].svc->checker;
-        for (size_t e = 0; e < p->svcs[i].svc->n_eps; e++, k++) {
-            const struct dhaf_check_result *r = &p->raw[k];
-            smooth(&p->eps[k], r->healthy, hc->rise > 0 ? hc->rise : 1,
-                   hc->fall > 0 ? hc->fall : 1);
-            struct dhaf_probe_result *o = &p->out[k];
-            o->service = p->targets[k].service;
-            o->ep = p->targets[k].ep_name;
-            o->healthy = p->eps[k].opinion;
-            o->raw_healthy = r->healthy;
-            o->reason = r->reason ? r->reason : "internal";
-            snprintf(o->text, sizeof(o->text), "%s", r->text);
-            o->latency_ms = r->latency_ms;
+    return next;
+}
+
+static bool all_started(const struct dhaf_probe *p)
+{
+    for (size_t i = 0; i < p->n_types; i++)
+        if (p->types[i].next < p->types[i].n)
+            return false;
+    return true;
+}
+
+/* The stop token's hook (called with the token's lock held: it only wakes the round). */
+static void wake_stop(void *arg)
+{
+    struct dhaf_probe *p = arg;
+    pthread_mutex_lock(&p->lock);
+    p->stopping = true;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void dhaf_probe_round(struct dhaf_probe *p, int spread_ms, struct dhaf_cancel *stop,
+                      dhaf_probe_cb cb, void *ud, const struct dhaf_probe_result **out,
+                      size_t *n_out)
+{
+    struct round rd = {.t0 = dhaf_mono_ms()};
+    plan_round(p, spread_ms);
+    pthread_mutex_lock(&p->lock);
+    p->stopping = false;
+    p->done = NULL;
+    pthread_mutex_unlock(&p->lock);
+    /* The hook wakes the wait below. Without one (the token's hook slots are all taken) a
+     * fired stop is still seen, when the next check ends or is due. The token's lock is never
+     * taken with p->lock held: the hook takes them in that order. */
+    bool hooked = dhaf_cancel_hook(stop, wake_stop, p);
+    bool stopped = !hooked && dhaf_cancel_fired(stop);
+    for (;;) {
+        int64_t wake_at = stopped ? 0 : start_due(p, &rd);
+        if (rd.runs == 0 && (stopped || all_started(p)))
+            break;
+        pthread_mutex_lock(&p->lock);
+        while (!p->done && !p->stopping)
+            if (!dhaf_cond_wait_until(&p->cond, &p->lock, wake_at))
+                break; /* the next check is due */
+        struct run *done = p->done;
+        p->done = NULL;
+        if (p->stopping) {
+            stopped = true;
+            p->stopping = false; /* seen: from now on only the runs' ends wake the wait */
         }
+        pthread_mutex_unlock(&p->lock);
+        if (!hooked && !stopped)
+            stopped = dhaf_cancel_fired(stop);
+        if (!done)
+            continue;
+        while (done) {
+            struct run *next = done->next_done;
+            finish_run(p, &rd, done);
+            done = next;
+        }
+        if (cb)
+            cb(ud, p->out, p->n);
     }
+    if (hooked)
+        dhaf_cancel_unhook(stop, wake_stop, p);
+    if (stopped)
+        DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-round-stopped after_ms=%lld",
+                 (long long)(dhaf_mono_ms() - rd.t0));
     *out = p->out;
     *n_out = p->n;
+}
+
+static uint64_t fnv_str(uint64_t h, const char *s)
+{
+    do {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ull;
+    } while (*s++);
+    return h;
+}
+
+uint64_t dhaf_probe_digest(const struct dhaf_probe_result *r, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        if (!r[i].known)
+            continue;
+        h = fnv_str(h, r[i].service);
+        h = fnv_str(h, r[i].ep);
+        h = fnv_str(h, r[i].healthy ? "h" : "u");
+        h = fnv_str(h, r[i].healthy || !r[i].reason ? "" : r[i].reason);
+    }
+    return h;
 }

@@ -1063,7 +1063,7 @@ static int tg_init(const void *conf, const struct dhaf_provider_ctx *ctx, void *
         rc = dhaf_err_set(err, rc, "telegram: cannot read the subscribers: %s", e.msg);
         goto out;
     }
-    if (pthread_create(&tg->poller, NULL, poller_main, tg) != 0) {
+    if (dhaf_thread_start(&tg->poller, false, poller_main, tg) != 0) {
         rc = dhaf_err_set(err, DHAF_EINTERNAL, "telegram: cannot start the polling thread");
         goto out;
     }

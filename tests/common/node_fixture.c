@@ -102,13 +102,37 @@ char *fx_vote(const char *voter, const char *ops)
     return text;
 }
 
-void fx_put_vote(struct memstore *ms, const char *voter, const char *ops)
+void fx_put_vote_on(struct memstore *ms, const char *voter, const char *ops, int64_t lease)
 {
     char key[128];
     snprintf(key, sizeof(key), "/dhaf/fx/votes/%s", voter);
     char *text = fx_vote(voter, ops);
-    assert_int_equal(memstore_put(ms, key, text, 0), 0);
+    assert_int_equal(memstore_put(ms, key, text, lease), 0);
     free(text);
+}
+
+void fx_put_vote(struct memstore *ms, const char *voter, const char *ops)
+{
+    fx_put_vote_on(ms, voter, ops, 0);
+}
+
+int64_t fx_lease(struct memstore *ms, int ttl_s)
+{
+    struct store st = memstore_store(ms);
+    int64_t id = 0;
+    struct dhaf_err err;
+    assert_int_equal(st.ops->lease_grant(st.ud, ttl_s, &id, &err), 0);
+    return id;
+}
+
+void fx_renew(struct memstore *ms, int64_t lease)
+{
+    struct store st = memstore_store(ms);
+    struct store_keepalive *ka = st.ops->keepalive_new(st.ud, lease);
+    int64_t ttl = 0;
+    struct dhaf_err err;
+    assert_int_equal(st.ops->keepalive_once(ka, &ttl, 0, &err), 0);
+    st.ops->keepalive_free(ka);
 }
 
 size_t fx_count_events(struct memstore *ms, const char *kind)

@@ -64,6 +64,10 @@ char *fx_vote(const char *voter, const char *ops);
 
 /** Writes fx_vote(voter, ops) at /dhaf/fx/votes/<voter> (no lease). */
 void fx_put_vote(struct memstore *ms, const char *voter, const char *ops);
+/* The same on a lease (a vote lives while its lease does), and leases for it. */
+void fx_put_vote_on(struct memstore *ms, const char *voter, const char *ops, int64_t lease);
+int64_t fx_lease(struct memstore *ms, int ttl_s);
+void fx_renew(struct memstore *ms, int64_t lease);
 
 /** The number of event records (events/<seq>) of kind in the store; kind NULL counts all. */
 size_t fx_count_events(struct memstore *ms, const char *kind);

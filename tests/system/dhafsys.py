@@ -151,6 +151,15 @@ class Etcd:
             out[key] = (val, int(kv.get("lease", 0)), int(kv.get("create_revision", 0)))
         return out
 
+    def mod_revisions(self, prefix):
+        """({key: mod_revision} under prefix, the store's revision), from one read."""
+        r = self.ctl("get", "--prefix", prefix, "-w", "json")
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr)
+        j = json.loads(r.stdout)
+        return ({base64.b64decode(kv["key"]).decode(): int(kv["mod_revision"])
+                 for kv in j.get("kvs", [])}, int(j["header"]["revision"]))
+
     def get_json(self, key):
         r = self.ctl("get", key, "--print-value-only")
         if r.returncode != 0 or not r.stdout.strip():

@@ -4,6 +4,7 @@ real backends (tests/fakes/backend.py on 127.0.0.x); votes expire with their vot
 with a wrong token never votes. usage: /usr/bin/python3 test_probing.py BUILD_BIN_DIR"""
 import json
 import os
+import signal
 import sys
 import time
 
@@ -29,11 +30,11 @@ probers:
 """
 
 
-def cluster():
+def cluster(ttl=3):
     # one port for both backends (different addresses), so one checker config fits both
     from dhafsys import free_port
     port = free_port()
-    c = Cluster(BIN, n=3, ttl=3, services=services(port))
+    c = Cluster(BIN, n=3, ttl=ttl, services=services(port))
     c.add_backend("127.0.0.41", port)
     c.add_backend("127.0.0.42", port)
     return c
@@ -69,7 +70,8 @@ def test_five_voters(c):
         assert v["voter"] == name and v["kind"] == ("prober" if name.startswith("probe") else "node")
         got = {(r["service"], r["ep"]): r for r in v["results"]}
         assert set(got) == {("web", "ep-1"), ("web", "ep-2")}, got
-        assert all(r["healthy"] and r["reason"] == "ok" for r in got.values()), got
+        # compact: no reason for a healthy check
+        assert all(r["healthy"] and "reason" not in r for r in got.values()), got
     info = json.loads(c.etcd.get_prefix(c.prefix + "probers/")[c.prefix + "probers/probe-1"][0])
     assert info["location"] == "eu" and info["relayed_by"].startswith("node-"), info
     lead = leader_node(c)
@@ -77,7 +79,17 @@ def test_five_voters(c):
                     lambda: (lambda e: e if e and e["voters"] == "5" else None)(
                         last_ep_votes(lead, "ep-1")), 5)
     assert ev["state"] == "healthy" and ev["healthy"] == "5"
-    return "5 votes in etcd, each on a lease; the leader counts 5 healthy voters per entry point"
+    # steady state: for 5 tacts, not one vote is rewritten (nor anything else written), and
+    # every vote stays (its lease renewed by its voter's rounds, 3 tacts long)
+    revs, rev0 = c.etcd.mod_revisions(c.prefix)
+    t0 = time.monotonic()
+    time.sleep(5)  # the window observed, not a synchronisation
+    revs2, rev1 = c.etcd.mod_revisions(c.prefix)
+    assert revs2 == revs and rev1 == rev0, (
+        f"{rev1 - rev0} revisions in {time.monotonic() - t0:.1f} s of steady state; changed: "
+        f"{sorted(k for k in revs2 if revs2[k] != revs.get(k))}")
+    return (f"5 votes in etcd, each on a lease; the leader counts 5 healthy voters per entry "
+            f"point; 0 revisions in {time.monotonic() - t0:.1f} s of steady state")
 
 
 def test_backend_down_seen_by_all(c):
@@ -116,6 +128,30 @@ def test_prober_vote_expires(c):
     return f"probe-1's vote expired {gone:.1f}s after kill -9 (3 x tact = 3 s); the leader counts 4"
 
 
+def test_stalled_node_loses_its_vote(c):
+    # A node whose probe loop stalls (SIGSTOP) stops renewing its vote lease: the vote goes
+    # within 3 tacts, long before its session (alive/, 15 s) ends.
+    c.start_all()
+    lead = leader_node(c)
+    other = next(n for n in c.nodes if n.name != lead.name)
+    wait_until("3 votes", lambda: len(votes(c)) == 3, 10)
+    t0 = time.monotonic()
+    other.signal(signal.SIGSTOP)
+    try:
+        wait_until(f"{other.name}'s vote to expire", lambda: other.name not in votes(c), 6, 0.05)
+        gone = time.monotonic() - t0
+        assert c.prefix + f"alive/{other.name}" in c.etcd.get_prefix(c.prefix + "alive/")
+        wait_until("the leader to count 2 voters",
+                   lambda: (lambda e: e and e["voters"] == "2")(last_ep_votes(lead, "ep-1")), 5)
+    finally:
+        other.signal(signal.SIGCONT)
+    # back: it writes its vote again at once (its lease expired meanwhile)
+    wait_until(f"{other.name}'s vote again", lambda: other.name in votes(c), 5)
+    assert other.log_events("vote-lease-expired"), "no vote-lease-expired in its log"
+    return (f"{other.name}'s vote expired {gone:.1f} s after SIGSTOP (its session still alive); "
+            "written again after SIGCONT")
+
+
 def test_bad_token_refused(c):
     c.start_all()
     bad = c.add_prober("probe-1", "not-the-token").start()
@@ -139,21 +175,26 @@ def test_prober_survives_node_loss(c):
     c.start_all()
     p = c.add_prober("probe-1", TOKENS["probe-1"]).start()
     wait_until("probe-1's vote", lambda: "probe-1" in votes(c), 10)
-    first = votes(c)["probe-1"][0]["seq"]
-    # kill the node it reports to (the first in its list): it moves to the next one
+    lease = votes(c)["probe-1"][1]
+    # kill the node it reports to (the first in its list): it moves to the next one, which
+    # renews the vote's lease (the vote is unchanged: nothing is rewritten)
     c.nodes[0].kill()
     wait_until("probe-1 to report through another node",
-               lambda: votes(c).get("probe-1", ({"seq": 0},))[0]["seq"] > first + 2, 10)
-    relay = json.loads(c.etcd.get_json(c.prefix + "probers/probe-1") and
-                       json.dumps(c.etcd.get_json(c.prefix + "probers/probe-1")))
-    assert relay["relayed_by"] != "node-1", relay
+               lambda: any(e.get("from") == f"127.0.0.1:{c.nodes[0].grpc_port}"
+                           for e in p.log_events("node-switch")), 10)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 4.5:  # 1.5 x the lease's TTL (3 tacts)
+        v = votes(c).get("probe-1")
+        assert v and v[1] == lease, f"probe-1's vote lost or moved {time.monotonic() - t0:.1f} s " \
+                                    f"after its node died: {v}"
+        time.sleep(0.3)
     assert p.log_events("node-unreachable")
-    return f"probe-1 now reports through {relay['relayed_by']}"
+    return "probe-1 reports through another node, which keeps its vote's lease alive"
 
 
 def test_first_vote_at_start(c):
-    # A long tact: a first round that ended before the session lease existed would leave the
-    # node without a vote for 10 s.
+    # A long tact: a first round spread over the tact (or one that waited for the session)
+    # would leave the node without a vote for 8-10 s: the first round checks at once.
     for n in c.nodes:
         text = open(n.config).read()
         open(n.config, "w").write(text.replace("tact-interval: 1", "tact-interval: 10"))
@@ -163,9 +204,9 @@ def test_first_vote_at_start(c):
     return f"3 votes {time.monotonic() - t0:.2f} s after start (tact-interval 10 s)"
 
 
-def with_cluster(fn):
+def with_cluster(fn, ttl=3):
     def run():
-        c = cluster()
+        c = cluster(ttl)
         try:
             return fn(c)
         finally:
@@ -184,6 +225,8 @@ if __name__ == "__main__":
         ("wrong token / unknown prober: refused, never a vote", with_cluster(test_bad_token_refused)),
         ("a prober whose node dies reports through another node",
          with_cluster(test_prober_survives_node_loss)),
-        ("the first round's vote is written as soon as the session lease exists",
+        ("a SIGSTOPped node loses its vote within 3 tacts, its session still alive",
+         with_cluster(test_stalled_node_loses_its_vote, ttl=15)),
+        ("the first round (checks not spread) gives a vote at once",
          with_cluster(test_first_vote_at_start)),
     ]))

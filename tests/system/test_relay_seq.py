@@ -58,7 +58,7 @@ def stored(c):
 
 def expect_stale(api, gen, seq, have):
     try:
-        api.report(gen, seq, True, "older")
+        api.report(gen, seq, False, "older")  # an opinion other than the stored one
     except grpc.RpcError as e:
         assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, (e.code(), e.details())
         d = e.details()
@@ -95,13 +95,22 @@ def test_older_report_through_another_node(c, apis, gen):
     assert any(e.get("prober") == PROBER and e.get("seq") == str(n - 1)
                for e in b.node.log_events("report-stale")), "no report-stale in the node's log"
 
-    # a newer one through that node is written; 10 > 9 in numbers, not only in bytes
-    for s in (n + 1, 10 ** 12):
-        assert b.report(gen, s, True, "newest").accepted
+    # a newer one through that node is written; 10 > 9 in numbers, not only in bytes (each
+    # with another opinion: only a change is written)
+    for s, healthy in ((n + 1, True), (10 ** 12, False)):
+        assert b.report(gen, s, healthy, "newest").accepted
         vote, info, seq, _ = stored(c)
         assert vote["seq"] == s and seq == f"{s:020d}", (vote, seq)
-        assert all(r["healthy"] and r["reason"] == "newest" for r in vote["results"]), vote
+        assert all(r["healthy"] == healthy and r.get("reason", "newest") == "newest"
+                   for r in vote["results"]), vote
         assert info["relayed_by"] == b.node.name, info
+    # the same opinions again (another text): accepted, the vote's lease renewed, nothing
+    # written
+    revs, _ = c.etcd.mod_revisions(c.prefix + "votes/")
+    assert a.report(gen, 10 ** 12 + 1, False, "newest").accepted
+    vote, _, seq, _ = stored(c)
+    assert vote["seq"] == 10 ** 12 and seq == f"{10 ** 12:020d}", (vote, seq)
+    assert c.etcd.mod_revisions(c.prefix + "votes/")[0] == revs, "an unchanged report was written"
     expect_stale(a, gen, n + 2, 10 ** 12)
     return msg
 
@@ -113,7 +122,9 @@ def test_prober_restart_and_stale(c, apis, gen):
     first = wait_until("the prober's vote", lambda: (stored(c)[0] or {}).get("seq"), 10)
     assert first > t_start - 1000, f"seq {first} does not start at the wall clock ({t_start})"
     p.kill()
-    # restarted, it goes on above its last seq: its reports are accepted at once
+    # its vote goes with its lease (3 tacts) ...
+    wait_until("the killed prober's vote to expire", lambda: stored(c)[0] is None, 10)
+    # ... and restarted, it goes on above its last seq: its reports are accepted at once
     p.start()
     t1 = time.monotonic()
     second = wait_until("a vote of the restarted prober",

@@ -353,15 +353,20 @@ static void test_read_back_after_switch(void **state)
     assert_false(state_has(w, "\"switching\""));
 }
 
-/* A new term counts only votes written during the term: three voters that said "primary is
- * down" just before it began and then froze are not counted, however fresh their votes are. */
-static void test_votes_older_than_the_term(void **state)
+/* A vote counts while its lease lives: three voters that said "primary is down" and then froze
+ * (their vote leases no longer renewed) do not count once the leases expired - in the term that
+ * saw them or in a new one. */
+static void test_frozen_voters_lose_their_votes(void **state)
 {
     struct world *w = *state;
     vote(w, "hh", "hh", "hh", "hh");
     leader_decider_round(w->d);
-    vote(w, "uh", "uh", "uh", "hh"); /* then v0..v2 freeze */
     term_close(w->t, "test: leadership changes hands");
+    for (int i = 0; i < 3; i++) {
+        char name[8];
+        snprintf(name, sizeof(name), "v%d", i);
+        fx_put_vote_on(w->ms, name, "uh", fx_lease(w->ms, 3)); /* then v0..v2 freeze */
+    }
     struct term *t2 = NULL;
     for (int i = 0; i < 10 && !t2; i++) {
         vclock_advance(&w->vc, 10);
@@ -375,17 +380,19 @@ static void test_votes_older_than_the_term(void **state)
     assert_non_null(t2);
     struct decider *d2 = leader_decider_new(t2);
     int calls = switch_calls(w);
-    /* only v3 speaks in the new term: the frozen votes (written 10-100 ms ago) do not count */
-    for (int i = 0; i < 2; i++) {
-        fx_put_vote(w->ms, "v3", "hh");
-        view_step(w->a.view, 0);
-        assert_false(leader_decider_round(d2));
+    /* only v3 speaks (and renews) while the frozen leases run out */
+    int64_t l3 = fx_lease(w->ms, 3);
+    fx_put_vote_on(w->ms, "v3", "hh", l3);
+    for (int i = 0; i < 8; i++) {
         vclock_advance(&w->vc, 500);
+        fx_renew(w->ms, l3);
         fx_step(&w->a);
     }
+    view_step(w->a.view, 0);
+    assert_false(leader_decider_round(d2));
     assert_int_equal(fx_count_events(w->ms, "failover"), 0);
     assert_int_equal(switch_calls(w), calls);
-    /* the control: the same opinions written during the term fail over */
+    /* the control: the same opinions from live voters fail over */
     vote(w, "uh", "uh", "uh", "hh");
     assert_true(leader_decider_round(d2));
     assert_int_equal(fx_count_events(w->ms, "failover"), 1);
@@ -488,7 +495,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lost_answer_is_read_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unread_provider_blocks_decisions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_back_after_switch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_votes_older_than_the_term, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_frozen_voters_lose_their_votes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_provider_read_back_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_back_fails_after_switch, setup, teardown),
     };

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* The view in virtual time (node/view.c on the in-memory store): votes count only once seen
- * written and while fresh; the tally survives a reload (a new config snapshot); a view just
- * loaded or back from an etcd outage is complete only when every voter has spoken again (or a
- * freshness window has passed); it turns stale when etcd goes quiet and synced when it answers;
- * a compaction makes it read everything again. */
+/* The view in virtual time (node/view.c on the in-memory store): a vote counts while its key
+ * exists - it goes with its vote lease when the voter stops renewing it; the tally survives a
+ * reload (a new config snapshot); a view is complete only when every voter that should vote
+ * has a vote (or a lease's TTL has passed); it turns stale when etcd goes quiet and synced
+ * when it answers; a compaction makes it read everything again. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,7 +16,7 @@
 #include "leader.h"
 #include "node_fixture.h"
 
-#define FRESH 3000 /* FRESH_TACTS x tact 1 s */
+#define FRESH 3000 /* VOTE_LEASE_TACTS x tact 1 s */
 
 struct world {
     struct vclock vc;
@@ -57,7 +57,7 @@ static struct ep_tally primary(struct world *w)
     struct snap *s = snap_get(w->snaps);
     struct ep_tally t[2];
     view_rdlock(w->v);
-    view_tally(w->v, &s->cfg.services[0], FRESH, 0, t);
+    view_tally(w->v, &s->cfg.services[0], t);
     view_unlock(w->v);
     snap_put(s);
     return t[0];
@@ -71,30 +71,41 @@ static bool complete(struct world *w)
     return c;
 }
 
-static void test_votes_count_once_seen_and_while_fresh(void **state)
+static bool has_voter(struct world *w, const char *name)
+{
+    view_rdlock(w->v);
+    bool found = false;
+    for (size_t i = 0; i < view_voters(w->v); i++)
+        found |= strcmp(view_voter_at(w->v, i)->name, name) == 0;
+    view_unlock(w->v);
+    return found;
+}
+
+static void test_a_vote_lives_with_its_lease(void **state)
 {
     struct world *w = *state;
-    /* votes already in etcd when the view loads: their age is unknown, they do not count */
-    fx_put_vote(w->ms, "v1", "uh");
-    fx_put_vote(w->ms, "v2", "hh");
-    view_step(w->v, 0);
-    assert_int_equal(primary(w).voters, 0);
-    assert_false(complete(w));
-    /* rewritten while watched: they count */
-    fx_put_vote(w->ms, "v1", "uh");
-    view_step(w->v, 0);
-    assert_int_equal(primary(w).voters, 1);
-    assert_false(complete(w)); /* v2 has not spoken since the view loaded */
-    fx_put_vote(w->ms, "v2", "hh");
+    /* votes already in etcd when the view loads count: their leases are alive */
+    int64_t l1 = fx_lease(w->ms, 3), l2 = fx_lease(w->ms, 3);
+    fx_put_vote_on(w->ms, "v1", "uh", l1);
+    fx_put_vote_on(w->ms, "v2", "hh", l2);
     view_step(w->v, 0);
     struct ep_tally t = primary(w);
     assert_int_equal(t.voters, 2);
     assert_int_equal(t.unhealthy, 1);
     assert_true(t.is_healthy); /* a tie is healthy */
     assert_true(complete(w));
-    /* nobody rewrites for longer than the window: stale */
-    vclock_advance(&w->vc, FRESH + 1);
-    assert_int_equal(primary(w).voters, 0);
+    /* nothing is rewritten for ten lease TTLs: v1 keeps renewing, its vote keeps counting */
+    for (int i = 0; i < 30; i++) {
+        vclock_advance(&w->vc, 1000);
+        fx_renew(w->ms, l1);
+        if (i < 2)
+            fx_renew(w->ms, l2); /* ... v2 stalls after two rounds */
+        view_step(w->v, 0);
+    }
+    t = primary(w);
+    assert_int_equal(t.voters, 1); /* v2's vote went with its lease */
+    assert_false(t.is_healthy);
+    assert_false(has_voter(w, "v2"));
 }
 
 static void test_tally_survives_a_reload(void **state)
@@ -124,13 +135,19 @@ static void test_tally_survives_a_reload(void **state)
 static void test_complete_again_after_an_outage(void **state)
 {
     struct world *w = *state;
-    view_step(w->v, 0);
-    fx_put_vote(w->ms, "v1", "hh");
+    for (int i = 1; i <= 3; i++) {
+        char key[64];
+        snprintf(key, sizeof(key), "/dhaf/fx/alive/v%d", i);
+        memstore_put(w->ms, key, "{\"probe\":true}", 0);
+    }
+    int64_t l1 = fx_lease(w->ms, 3);
+    fx_put_vote_on(w->ms, "v1", "hh", l1);
     fx_put_vote(w->ms, "v2", "hh");
     fx_put_vote(w->ms, "v3", "uh");
     view_step(w->v, 0);
     assert_true(complete(w));
-    /* etcd goes away for 10 s: the view turns stale after 3 s of silence */
+    /* etcd goes away for 10 s: the view turns stale after 3 s of silence; v1's lease is not
+     * renewed meanwhile and expires */
     memstore_set_down(w->ms, true);
     for (int i = 0; i < 10; i++) {
         vclock_advance(&w->vc, 1000);
@@ -142,24 +159,19 @@ static void test_complete_again_after_an_outage(void **state)
     assert_false(vs.synced);
     assert_true(vs.age_ms >= 3000);
     assert_false(complete(w));
-    /* back: the first voter to speak is not the electorate */
+    /* back: v1 has no vote, so the two left are not the electorate */
     memstore_set_down(w->ms, false);
     view_step(w->v, 0); /* progress answered: synced */
-    view_step(w->v, 0);
-    fx_put_vote(w->ms, "v3", "uh");
     view_step(w->v, 0);
     view_rdlock(w->v);
     vs = view_sync(w->v);
     view_unlock(w->v);
     assert_true(vs.synced);
+    assert_false(has_voter(w, "v1"));
     struct ep_tally t = primary(w);
-    assert_int_equal(t.voters, 1);
-    assert_false(t.is_healthy); /* 1 of 1 says down ... */
-    assert_false(complete(w));  /* ... and nobody may decide on that */
-    fx_put_vote(w->ms, "v1", "hh");
-    view_step(w->v, 0);
+    assert_int_equal(t.voters, 2);
     assert_false(complete(w));
-    fx_put_vote(w->ms, "v2", "hh");
+    fx_put_vote(w->ms, "v1", "hh");
     view_step(w->v, 0);
     assert_true(complete(w));
     t = primary(w);
@@ -206,19 +218,9 @@ static void test_reload_after_compaction(void **state)
     assert_non_null(st);
     assert_string_equal(json_string_value(json_object_get(st->j, "current")), "backup");
     view_unlock(w->v);
-    /* the vote kept its time (it did not change), but the view waits for it again */
+    /* the vote is still there and counts */
     assert_int_equal(primary(w).voters, 1);
-    assert_false(complete(w));
-}
-
-static bool has_voter(struct world *w, const char *name)
-{
-    view_rdlock(w->v);
-    bool found = false;
-    for (size_t i = 0; i < view_voters(w->v); i++)
-        found |= strcmp(view_voter_at(w->v, i)->name, name) == 0;
-    view_unlock(w->v);
-    return found;
+    assert_true(complete(w));
 }
 
 static void test_a_stuck_watch_is_noticed(void **state)
@@ -248,8 +250,7 @@ static void test_a_stuck_watch_is_noticed(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_votes_count_once_seen_and_while_fresh, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_a_vote_lives_with_its_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tally_survives_a_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_complete_again_after_an_outage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_silent_voter_waits_a_window, setup, teardown),

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Votes: decoding refuses malformed records; the tally follows DESIGN (strict majority of the
- * fresh voters that checked an entry point; a tie is healthy; stale votes do not count). */
+ * fresh voters that checked an entry point; a tie is healthy); the encoding is compact (a
+ * reason only for a failing check, texts bounded) and vote_same / vote_digest tell a change of
+ * opinion from a change of wording. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -67,7 +69,6 @@ static void make(struct vote *v, const char *voter, const char *ops)
 struct tally_case {
     const char *name;
     const char *votes[6]; /* per voter: opinions of the two EPs; NULL ends */
-    int64_t ages[6];      /* ms since the leader saw each vote */
     /* expected for b-first: known, healthy, h, u, voters */
     bool known, healthy;
     unsigned h, u, voters;
@@ -77,40 +78,29 @@ static void test_tally_table(void **state)
 {
     (void)state;
     static const struct tally_case cases[] = {
-        {"all healthy", {"hh", "hh", "hh"}, {0, 0, 0}, true, true, 3, 0, 3},
-        {"strict majority down", {"uh", "uh", "hh"}, {0, 0, 0}, true, false, 1, 2, 3},
-        {"one of three down", {"uh", "hh", "hh"}, {0, 0, 0}, true, true, 2, 1, 3},
-        {"tie is healthy", {"uh", "hh"}, {0, 0}, true, true, 1, 1, 2},
-        {"two of four is a tie", {"uh", "uh", "hh", "hh"}, {0, 0, 0, 0}, true, true, 2, 2, 4},
-        {"three of four down", {"uh", "uh", "uh", "hh"}, {0, 0, 0, 0}, true, false, 1, 3, 4},
-        {"no voters: no decision", {NULL}, {0}, false, true, 0, 0, 0},
-        {"only stale voters", {"uu", "uu"}, {9001, 10000}, false, true, 0, 0, 0},
-        {"stale votes do not count", {"uh", "uh", "hh"}, {9001, 9001, 0}, true, true, 1, 0, 1},
-        {"freshness edge counts", {"uh"}, {9000}, true, false, 0, 1, 1},
-        {"voters that did not check it", {"-h", "-h", "uh"}, {0, 0, 0}, true, false, 0, 1, 1},
-        {"single voter down", {"uh"}, {0}, true, false, 0, 1, 1},
-        {"a vote never seen written does not count",
-         {"uh", "hh"},
-         {100000, 0},
-         true,
-         true,
-         1,
-         0,
-         1},
+        {"all healthy", {"hh", "hh", "hh"}, true, true, 3, 0, 3},
+        {"strict majority down", {"uh", "uh", "hh"}, true, false, 1, 2, 3},
+        {"one of three down", {"uh", "hh", "hh"}, true, true, 2, 1, 3},
+        {"tie is healthy", {"uh", "hh"}, true, true, 1, 1, 2},
+        {"two of four is a tie", {"uh", "uh", "hh", "hh"}, true, true, 2, 2, 4},
+        {"three of four down", {"uh", "uh", "uh", "hh"}, true, false, 1, 3, 4},
+        {"no voters: no decision", {NULL}, false, true, 0, 0, 0},
+        {"voters that did not check it", {"-h", "-h", "uh"}, true, false, 0, 1, 1},
+        {"single voter down", {"uh"}, true, false, 0, 1, 1},
     };
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
         const struct tally_case *tc = &cases[c];
         struct vote v[6];
-        struct seen_vote sv[6];
+        const struct vote *pv[6];
         size_t n = 0;
         for (; n < 6 && tc->votes[n]; n++) {
             char name[16];
             snprintf(name, sizeof(name), "v%zu", n);
             make(&v[n], name, tc->votes[n]);
-            sv[n] = (struct seen_vote){&v[n], 100000 - tc->ages[n]};
+            pv[n] = &v[n];
         }
         struct ep_tally t[2];
-        tally_service(&cfg.services[0], sv, n, 100000, 9000, t);
+        tally_service(&cfg.services[0], pv, n, t);
         if (t[0].known != tc->known || t[0].is_healthy != tc->healthy || t[0].healthy != tc->h ||
             t[0].unhealthy != tc->u || t[0].voters != tc->voters)
             fail_msg("case \"%s\": got known=%d healthy=%d h=%u u=%u voters=%u", tc->name,
@@ -127,9 +117,9 @@ static void test_priority_is_config_order(void **state)
      * order, so decide() can take the first healthy one as the highest priority. */
     struct vote v;
     make(&v, "v0", "uh");
-    struct seen_vote sv = {&v, 500};
+    const struct vote *pv = &v;
     struct ep_tally t[2];
-    tally_service(&cfg.services[0], &sv, 1, 1000, 1000, t);
+    tally_service(&cfg.services[0], &pv, 1, t);
     assert_false(t[0].is_healthy); /* b-first */
     assert_true(t[1].is_healthy);  /* a-second */
     assert_non_null(strstr(t[0].reasons, "v0: timeout"));
@@ -168,7 +158,7 @@ static void test_decode_refuses(void **state)
     assert_int_equal(vote_decode(other, strlen(other), "votes/a", &cfg, &v, &err), 0);
     assert_int_equal(v.n, 1);
     assert_string_equal(v.results[0].ep, "a-second");
-    assert_int_equal(v.results[0].latency_ms, 1000);
+    assert_string_equal(v.results[0].text, "no answer");
     assert_int_equal(v.seq, 7);
     vote_release(&v);
 }
@@ -177,15 +167,18 @@ static void test_encode_round_trip(void **state)
 {
     (void)state;
     struct dhaf_probe_result r[2] = {
-        {.service = "web", .ep = "b-first", .healthy = true, .reason = "ok", .latency_ms = 3},
+        {.service = "web", .ep = "b-first", .healthy = true, .reason = "ok", .known = true},
         {.service = "web",
          .ep = "a-second",
          .healthy = false,
          .reason = "http-code",
-         .latency_ms = 12},
+         .known = true},
     };
     snprintf(r[1].text, sizeof(r[1].text), "unexpected HTTP code 500 \"quoted\"");
     char *json = vote_encode("node-1", "node", 42, r, 2);
+    /* compact: no reason or text for the healthy result, no latencies */
+    assert_null(strstr(json, "\"ok\""));
+    assert_null(strstr(json, "latency"));
     struct vote v;
     struct dhaf_err err;
     assert_int_equal(vote_decode(json, strlen(json), "votes/node-1", &cfg, &v, &err), 0);
@@ -201,17 +194,107 @@ static void test_encode_round_trip(void **state)
     assert_false(a->healthy);
     assert_true(b->healthy);
     assert_string_equal(a->text, "unexpected HTTP code 500 \"quoted\"");
+    assert_string_equal(b->reason, "");
+    assert_true(vote_same(&v, r, 2));
     vote_release(&v);
     free(json);
+}
+
+/* A vote is rewritten when an opinion or a failing check's reason changes - not when only a
+ * text, a latency or a healthy check's reason does; an entry point not checked yet is left out
+ * of the vote. */
+static void test_same_and_digest(void **state)
+{
+    (void)state;
+    struct dhaf_probe_result r[2] = {
+        {.service = "web", .ep = "b-first", .healthy = true, .reason = "ok", .known = true},
+        {.service = "web", .ep = "a-second", .healthy = false, .reason = "timeout", .known = true},
+    };
+    snprintf(r[1].text, sizeof(r[1].text), "no answer in 1001 ms");
+    char *json = vote_encode("p", "prober", 1, r, 2);
+    struct vote v;
+    struct dhaf_err err;
+    assert_int_equal(vote_decode(json, strlen(json), "votes/p", NULL, &v, &err), 0);
+    free(json);
+    uint64_t d = dhaf_probe_digest(r, 2);
+
+    struct dhaf_probe_result w[2];
+    memcpy(w, r, sizeof(w));
+    snprintf(w[1].text, sizeof(w[1].text), "no answer in 1002 ms");
+    w[1].latency_ms = 1002;
+    w[0].reason = "ok-other";
+    assert_true(vote_same(&v, w, 2));
+    assert_int_equal(dhaf_probe_digest(w, 2), d);
+
+    memcpy(w, r, sizeof(w));
+    w[1].reason = "refused";
+    assert_false(vote_same(&v, w, 2));
+    assert_true(dhaf_probe_digest(w, 2) != d);
+
+    memcpy(w, r, sizeof(w));
+    w[0].healthy = false;
+    assert_false(vote_same(&v, w, 2));
+    assert_true(dhaf_probe_digest(w, 2) != d);
+
+    memcpy(w, r, sizeof(w));
+    w[0].known = false; /* one entry point fewer */
+    assert_false(vote_same(&v, w, 2));
+    assert_true(dhaf_probe_digest(w, 2) != d);
+    char *partial = vote_encode("p", "prober", 2, w, 2);
+    assert_null(strstr(partial, "b-first"));
+    free(partial);
+
+    /* a long text is cut when written */
+    memcpy(w, r, sizeof(w));
+    memset(w[1].text, 'x', sizeof(w[1].text) - 1);
+    w[1].text[sizeof(w[1].text) - 1] = 0;
+    char *longer = vote_encode("p", "prober", 3, w, 2);
+    assert_true(strlen(longer) < 120 + 200);
+    free(longer);
+    vote_release(&v);
+}
+
+/* A large vote (more strings than one pool block holds) decodes whole, every string intact. */
+static void test_large_vote(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    struct dhaf_probe_result *r = calloc(N, sizeof(*r));
+    char(*names)[48] = calloc(N, sizeof(*names));
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof(names[i]), "service-with-a-long-name-%05d", i);
+        r[i] = (struct dhaf_probe_result){.service = names[i],
+                                          .ep = "ep-1",
+                                          .healthy = i % 7 != 0,
+                                          .reason = "timeout",
+                                          .known = true};
+        snprintf(r[i].text, sizeof(r[i].text), "no answer from %s", names[i]);
+    }
+    char *json = vote_encode("p", "prober", 1, r, N);
+    struct vote v;
+    struct dhaf_err err;
+    assert_int_equal(vote_decode(json, strlen(json), "votes/p", NULL, &v, &err), 0);
+    assert_int_equal(v.n, N);
+    for (int i = 0; i < N; i++) {
+        const struct vote_result *x = vote_find(&v, names[i], "ep-1");
+        assert_non_null(x);
+        assert_int_equal(x->healthy, i % 7 != 0);
+        if (!x->healthy)
+            assert_string_equal(x->text, r[i].text);
+    }
+    assert_true(vote_same(&v, r, N));
+    vote_release(&v);
+    free(json);
+    free(names);
+    free(r);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tally_table),
-        cmocka_unit_test(test_priority_is_config_order),
-        cmocka_unit_test(test_decode_refuses),
-        cmocka_unit_test(test_encode_round_trip),
+        cmocka_unit_test(test_tally_table),     cmocka_unit_test(test_priority_is_config_order),
+        cmocka_unit_test(test_decode_refuses),  cmocka_unit_test(test_encode_round_trip),
+        cmocka_unit_test(test_same_and_digest), cmocka_unit_test(test_large_vote),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* The probe round: every entry point of every service checked concurrently by its service's
- * checker, with rise/fall smoothing. The same code runs in dhaf-node's built-in prober and in
- * dhaf-prober. */
+/* The probe round: every entry point of every service checked by its service's checker, each
+ * at a stable offset within the round and with a bound on the checks in flight, its opinion
+ * smoothed with rise/fall and reported as soon as its check ends. The same code runs in
+ * dhaf-node's built-in prober and in dhaf-prober. */
 #ifndef DHAF_PROBE_H
 #define DHAF_PROBE_H
 
@@ -9,35 +10,77 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dhaf/cancel.h"
 #include "dhaf/config.h"
 #include "dhaf/err.h"
 
-/* The voter's opinion of one entry point after a round. */
+/* The voter's opinion of one entry point. */
 struct dhaf_probe_result {
     const char *service; /* borrowed from the services given to dhaf_probe_new */
     const char *ep;
     bool healthy;       /* the opinion, after rise/fall */
-    bool raw_healthy;   /* this round's check */
+    bool raw_healthy;   /* the last check's result */
     const char *reason; /* code from the checker's status table (static) */
     char text[256];
     uint32_t latency_ms;
+    bool known;         /* checked at least once (false: "not checked yet", healthy false) */
+    bool fresh;         /* checked in the current round (false: the previous opinion) */
+    uint32_t offset_ms; /* when its check starts in the current round, from the round's start */
+};
+
+/* How an engine runs its rounds. */
+struct dhaf_probe_opts {
+    const char *voter; /* seeds each entry point's offset: stable for (voter, service, ep);
+                          borrowed for the call only (NULL: "") */
+    int max_inflight;  /* checks in flight at once in this engine (0: 256) */
 };
 
 struct dhaf_probe;
 
 /**
- * Initialises the checker of each service (svcs borrowed for the probe's life). A checker
- * whose init fails is reported in err and the probe is not created. Free with dhaf_probe_free.
+ * Initialises the checker of each service (svcs borrowed for the probe's life); o may be NULL
+ * (defaults). A checker whose init fails, or a negative max_inflight, is reported in err and
+ * the probe is not created. Free with dhaf_probe_free.
  */
-struct dhaf_probe *dhaf_probe_new(const struct dhaf_service *svcs, size_t n, struct dhaf_err *err);
+struct dhaf_probe *dhaf_probe_new(const struct dhaf_service *svcs, size_t n,
+                                  const struct dhaf_probe_opts *o, struct dhaf_err *err);
 
 /**
- * Runs one round: all checks at once (one thread per checker type, the checker's own event
- * loop inside). *out points to the results (one per entry point, services in order), valid
- * until the next round or dhaf_probe_free.
+ * Called from the thread running the round each time checks have ended: all = every entry
+ * point's current opinion (services in order; one not checked yet this round shows its
+ * previous opinion, with fresh false), n = their number. Borrowed for the call. The round
+ * starts no check while cb runs: keep it short (publish, do not wait on the network).
  */
-void dhaf_probe_round(struct dhaf_probe *p, const struct dhaf_probe_result **out, size_t *n_out);
+typedef void (*dhaf_probe_cb)(void *ud, const struct dhaf_probe_result *all, size_t n);
 
+/**
+ * Runs one round spread over spread_ms (<= 0: all at once): each entry point's check starts
+ * at its offset in [0, spread_ms) from the call (the offset is stable for the voter, service,
+ * entry point and spread). At most max_inflight checks are in flight; checks that are due
+ * together run in one check() call of their checker, on a short-lived thread of the round.
+ * A plugin's check() is never called from two threads at once (docs/extensions.md).
+ *
+ * cb (may be NULL) gets every entry point's opinion after each group of checks ends. stop
+ * (may be NULL): once it fires, no further check starts and the round returns as soon as the
+ * checks in flight end (a check is not interrupted: it keeps to its own timeout).
+ *
+ * *out points to every entry point's opinion (services in order), valid until the next round
+ * or dhaf_probe_free; after a stopped round, those with fresh false were not checked in it.
+ * One round at a time per engine.
+ */
+void dhaf_probe_round(struct dhaf_probe *p, int spread_ms, struct dhaf_cancel *stop,
+                      dhaf_probe_cb cb, void *ud, const struct dhaf_probe_result **out,
+                      size_t *n_out);
+
+/** Destroys the checkers' instances and frees p (NULL: nothing). Not during a round. */
 void dhaf_probe_free(struct dhaf_probe *p);
+
+/**
+ * A digest of the opinions in r that a vote carries: for each entry point checked at least
+ * once, its name, its opinion and - when failing - its reason code (not its text or latency:
+ * a voter does not speak again because a timeout took 1002 ms instead of 1001). Two rounds
+ * with the same digest say the same thing.
+ */
+uint64_t dhaf_probe_digest(const struct dhaf_probe_result *r, size_t n);
 
 #endif

@@ -1,0 +1,781 @@
+/* SPDX-License-Identifier: MIT */
+/* The probe engine on real loopback sockets and real child processes: stable offsets per voter,
+ * checks spread over the round, a hung check that delays no other start, the bound on checks in
+ * flight, stop in the middle of a round, the results callback with rise/fall, a plugin checker
+ * never called on two threads at once, and every built-in checker on the engine's small thread
+ * stacks. Built a second time with PROBE_TEST_PLUGIN: the plugin checker "probe-test". */
+
+#ifdef PROBE_TEST_PLUGIN
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "dhaf/provider.h"
+
+/* Holds each call for hold-ms and says how many calls of it were running at its start. */
+struct pt_config {
+    int hold_ms;
+};
+
+/* clang-format off */
+static const struct dhaf_cfgkey pt_keys[] = {
+    {"hold-ms", DHAF_CFG_INT, offsetof(struct pt_config, hold_ms), false, "80", 0, 10000, NULL,
+     NULL, NULL, "Milliseconds each check() call takes."},
+    DHAF_KEY_END,
+};
+/* clang-format on */
+
+static const struct dhaf_reason pt_reasons[] = {{"ok", "checked"}, {NULL, NULL}};
+
+static atomic_int pt_running;
+
+static void pt_check(struct dhaf_check_target *t, size_t n)
+{
+    int at_once = atomic_fetch_add(&pt_running, 1) + 1;
+    const struct pt_config *c = n ? t[0].conf : NULL;
+    int ms = c ? c->hold_ms : 0;
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL); /* the check's work */
+    for (size_t i = 0; i < n; i++) {
+        t[i].result->healthy = true;
+        t[i].result->reason = pt_reasons[0].code;
+        snprintf(t[i].result->text, sizeof(t[i].result->text), "calls at once: %d", at_once);
+    }
+    atomic_fetch_sub(&pt_running, 1);
+}
+
+static const struct dhaf_provider pt_checker = {
+    .abi_version = DHAF_PROVIDER_ABI_VERSION,
+    .kind = DHAF_PKIND_CHECKER,
+    .type = "probe-test",
+    .summary = "unit_probe's plugin: counts its calls at once.",
+    .keys = pt_keys,
+    .config_size = sizeof(struct pt_config),
+    .check = pt_check,
+    .reasons = pt_reasons,
+};
+
+const struct dhaf_provider *const dhaf_provider_entry[] = {&pt_checker, NULL};
+
+#else /* the test */
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "dhaf/cancel.h"
+#include "dhaf/clock.h"
+#include "dhaf/config.h"
+#include "dhaf/plugins.h"
+#include "dhaf/probe.h"
+#include "config_load.h"
+#include "fake_proc.h"
+
+#define LISTEN_IP "127.0.0.52" /* one listener per service */
+#define SILENT_IP "127.0.0.53" /* accepts (in the kernel) and never answers */
+#define N_LISTEN  40
+#define LATE_MS   250 /* how late a start may be on a busy 2-core machine (ASan included) */
+#define MAX_SLOTS 64  /* providers/probe.c's PROBE_MAX_SLOTS */
+
+/* ---- listeners that record when each one accepted ------------------------------------------ */
+
+static struct {
+    int fd[N_LISTEN], port[N_LISTEN];
+    int silent_fd, silent_port;
+    int stop[2];
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;          /* an accept was recorded */
+    int64_t first_ms[N_LISTEN]; /* first accept since the last reset */
+    int count[N_LISTEN];
+    int total;
+} S;
+
+static void *accept_main(void *arg)
+{
+    (void)arg;
+    struct pollfd p[N_LISTEN + 1];
+    for (;;) {
+        p[0] = (struct pollfd){S.stop[0], POLLIN, 0};
+        for (int i = 0; i < N_LISTEN; i++)
+            p[i + 1] = (struct pollfd){S.fd[i], POLLIN, 0};
+        if (poll(p, N_LISTEN + 1, -1) < 0)
+            continue;
+        if (p[0].revents)
+            return NULL;
+        for (int i = 0; i < N_LISTEN; i++) {
+            if (!p[i + 1].revents)
+                continue;
+            int c = accept4(S.fd[i], NULL, NULL, SOCK_CLOEXEC);
+            if (c < 0)
+                continue;
+            int64_t now = dhaf_mono_ms();
+            close(c);
+            pthread_mutex_lock(&S.mu);
+            if (S.count[i]++ == 0)
+                S.first_ms[i] = now;
+            S.total++;
+            pthread_cond_broadcast(&S.cv);
+            pthread_mutex_unlock(&S.mu);
+        }
+    }
+}
+
+static void accepts_reset(void)
+{
+    pthread_mutex_lock(&S.mu);
+    memset(S.first_ms, 0, sizeof(S.first_ms));
+    memset(S.count, 0, sizeof(S.count));
+    S.total = 0;
+    pthread_mutex_unlock(&S.mu);
+}
+
+/* Waits (up to 5 s) until at least want accepts were recorded; returns how many were. */
+static int accepts_wait(int want)
+{
+    int64_t deadline = dhaf_mono_ms() + 5000;
+    pthread_mutex_lock(&S.mu);
+    while (S.total < want && dhaf_cond_wait_until(&S.cv, &S.mu, deadline))
+        ;
+    int got = S.total;
+    pthread_mutex_unlock(&S.mu);
+    return got;
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    pthread_mutex_init(&S.mu, NULL);
+    dhaf_cond_init_mono(&S.cv);
+    for (int i = 0; i < N_LISTEN; i++)
+        if ((S.fd[i] = test_bind(LISTEN_IP, 64, &S.port[i])) < 0)
+            return -1;
+    S.silent_fd = test_bind(SILENT_IP, 64, &S.silent_port);
+    if (S.silent_fd < 0 || pipe(S.stop) != 0)
+        return -1;
+    return pthread_create(&S.th, NULL, accept_main, NULL) == 0 ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    ssize_t w = write(S.stop[1], "x", 1);
+    (void)w;
+    pthread_join(S.th, NULL);
+    for (int i = 0; i < N_LISTEN; i++)
+        close(S.fd[i]);
+    close(S.silent_fd);
+    close(S.stop[0]);
+    close(S.stop[1]);
+    pthread_mutex_destroy(&S.mu);
+    pthread_cond_destroy(&S.cv);
+    return 0;
+}
+
+/* ---- services from YAML -------------------------------------------------------------------- */
+
+struct yaml {
+    char buf[1 << 16];
+    size_t len;
+};
+
+__attribute__((format(printf, 2, 3))) static void yadd(struct yaml *y, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(y->buf + y->len, sizeof(y->buf) - y->len, fmt, ap);
+    va_end(ap);
+    assert_true(k >= 0 && (size_t)k < sizeof(y->buf) - y->len);
+    y->len += (size_t)k;
+}
+
+static void yaml_begin(struct yaml *y)
+{
+    y->len = 0;
+    yadd(y, "dhaf: {cluster-name: c1, node-name: n1}\n"
+            "etcd: {hosts: \"127.0.0.1:2379\"}\nservices:\n");
+}
+
+/* One service with one entry point (named ep-<service>); hc = the health-checker's body. */
+static void yaml_service(struct yaml *y, const char *name, const char *ip, const char *hc)
+{
+    yadd(y,
+         "- name: %s\n"
+         "  domain: %s.test\n"
+         "  entry-points: [{name: ep-%s, ip: \"%s\"}]\n"
+         "  switcher: {type: exec, init: /bin/true, switch: /bin/true}\n"
+         "  health-checker: {%s}\n",
+         name, name, name, ip, hc);
+}
+
+static void yaml_load(const struct yaml *y, struct dhaf_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    assert_int_equal(test_config_load(y->buf, "probe.dhaf", ".", cfg), 0);
+}
+
+/* N_LISTEN services s00..s39, one per listener (result i is listener i). */
+static void listeners_config(struct dhaf_config *cfg)
+{
+    static struct yaml y;
+    yaml_begin(&y);
+    for (int i = 0; i < N_LISTEN; i++) {
+        char name[16], hc[128];
+        snprintf(name, sizeof(name), "s%02d", i);
+        snprintf(hc, sizeof(hc), "type: tcp, port: %d, timeout: 2", S.port[i]);
+        yaml_service(&y, name, LISTEN_IP, hc);
+    }
+    yaml_load(&y, cfg);
+}
+
+static struct dhaf_probe *engine(const struct dhaf_config *cfg, const char *voter, int max)
+{
+    struct dhaf_err err = {0};
+    struct dhaf_probe_opts o = {.voter = voter, .max_inflight = max};
+    struct dhaf_probe *p = dhaf_probe_new(cfg->services, cfg->n_services, &o, &err);
+    if (!p)
+        fail_msg("dhaf_probe_new: %s", err.msg);
+    return p;
+}
+
+/* ---- what the callback saw ----------------------------------------------------------------- */
+
+struct seen {
+    size_t calls;
+    size_t n;                 /* as the last call said */
+    bool fresh[64];           /* any call showed the entry point fresh */
+    int64_t fresh_ms[64];     /* when a call first did */
+    bool bad_n;               /* a call's n differed from the first */
+    struct dhaf_cancel *stop; /* fired by the first call that has a fresh result (may be NULL) */
+    int64_t fired_ms;
+    /* a helper thread that fires stop after the first call (instead of the call itself) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool go;
+};
+
+static void on_results(void *ud, const struct dhaf_probe_result *all, size_t n)
+{
+    struct seen *s = ud;
+    int64_t now = dhaf_mono_ms();
+    if (s->calls++ && n != s->n)
+        s->bad_n = true;
+    s->n = n;
+    for (size_t k = 0; k < n && k < 64; k++)
+        if (all[k].fresh && !s->fresh[k]) {
+            s->fresh[k] = true;
+            s->fresh_ms[k] = now;
+        }
+    pthread_mutex_lock(&s->mu);
+    s->go = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void seen_init(struct seen *s)
+{
+    memset(s, 0, sizeof(*s));
+    pthread_mutex_init(&s->mu, NULL);
+    dhaf_cond_init_mono(&s->cv);
+}
+
+static void seen_release(struct seen *s)
+{
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+}
+
+/* ---- tests --------------------------------------------------------------------------------- */
+
+/* The test's own 64-bit FNV-1a of voter "\0" service "\0" ep, xor-folded. */
+static uint64_t fnv_ep(const char *voter, const char *svc, const char *ep)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    const char *parts[3] = {voter, svc, ep};
+    for (int i = 0; i < 3; i++) {
+        size_t len = strlen(parts[i]) + (i < 2); /* the NUL separators */
+        for (size_t j = 0; j < len; j++)
+            h = (h ^ (unsigned char)parts[i][j]) * 0x100000001b3ULL;
+    }
+    return h ^ (h >> 32);
+}
+
+/* The offsets of a round of spread_ms, taken from a round stopped before it began. */
+static void offsets_of(struct dhaf_probe *p, int spread_ms, uint32_t *off, size_t n)
+{
+    struct dhaf_cancel stop;
+    dhaf_cancel_init(&stop);
+    dhaf_cancel_fire(&stop);
+    struct seen s;
+    seen_init(&s);
+    const struct dhaf_probe_result *r;
+    size_t got;
+    int64_t t0 = dhaf_mono_ms();
+    dhaf_probe_round(p, spread_ms, &stop, on_results, &s, &r, &got);
+    assert_true(dhaf_mono_ms() - t0 < 100);
+    assert_int_equal(got, n);
+    assert_int_equal(s.calls, 0); /* nothing ran */
+    for (size_t k = 0; k < n; k++) {
+        assert_false(r[k].fresh);
+        off[k] = r[k].offset_ms;
+    }
+    seen_release(&s);
+    dhaf_cancel_destroy(&stop);
+}
+
+static void test_offsets_stable(void **state)
+{
+    (void)state;
+    struct dhaf_config cfg;
+    listeners_config(&cfg);
+    struct dhaf_probe *a = engine(&cfg, "node-1", 0);
+    struct dhaf_probe *a2 = engine(&cfg, "node-1", 0);
+    struct dhaf_probe *b = engine(&cfg, "node-2", 0);
+    uint32_t oa[N_LISTEN], oa_again[N_LISTEN], oa2[N_LISTEN], ob[N_LISTEN], big[N_LISTEN];
+    offsets_of(a, 400, oa, N_LISTEN);
+    offsets_of(a, 400, oa_again, N_LISTEN);
+    offsets_of(a2, 400, oa2, N_LISTEN);
+    offsets_of(b, 400, ob, N_LISTEN);
+    assert_memory_equal(oa, oa_again, sizeof(oa));
+    assert_memory_equal(oa, oa2, sizeof(oa));
+    assert_memory_not_equal(oa, ob, sizeof(oa));
+    bool slot_used[8] = {false};
+    int slots = 0;
+    for (int k = 0; k < N_LISTEN; k++) {
+        assert_true(oa[k] < 400 && ob[k] < 400);
+        /* 400 ms: 8 slots of 50 ms, picked by the hash */
+        char svc[16], ep[24];
+        snprintf(svc, sizeof(svc), "s%02d", k);
+        snprintf(ep, sizeof(ep), "ep-%s", svc);
+        assert_int_equal(oa[k], fnv_ep("node-1", svc, ep) % 8 * 50);
+        assert_int_equal(ob[k], fnv_ep("node-2", svc, ep) % 8 * 50);
+        slots += !slot_used[oa[k] / 50];
+        slot_used[oa[k] / 50] = true;
+    }
+    assert_true(slots >= 6);
+    /* a long round has at most 64 slots; no spread: every offset is 0 */
+    offsets_of(a, 10000, big, N_LISTEN);
+    for (int k = 0; k < N_LISTEN; k++) {
+        char svc[16], ep[24];
+        snprintf(svc, sizeof(svc), "s%02d", k);
+        snprintf(ep, sizeof(ep), "ep-%s", svc);
+        assert_int_equal(big[k], fnv_ep("node-1", svc, ep) % MAX_SLOTS * 10000 / MAX_SLOTS);
+    }
+    offsets_of(a, 0, big, N_LISTEN);
+    for (int k = 0; k < N_LISTEN; k++)
+        assert_int_equal(big[k], 0);
+    /* before its first check an entry point has no opinion */
+    const struct dhaf_probe_result *r;
+    size_t n;
+    struct dhaf_cancel stop;
+    dhaf_cancel_init(&stop);
+    dhaf_cancel_fire(&stop);
+    dhaf_probe_round(b, 400, &stop, NULL, NULL, &r, &n);
+    assert_false(r[0].known);
+    assert_false(r[0].healthy);
+    assert_string_equal(r[0].reason, "internal");
+    assert_string_equal(r[0].text, "not checked yet");
+    assert_string_equal(r[0].service, "s00");
+    assert_string_equal(r[0].ep, "ep-s00");
+    dhaf_cancel_destroy(&stop);
+    /* a negative bound is refused */
+    struct dhaf_err err = {0};
+    struct dhaf_probe_opts bad = {.voter = "x", .max_inflight = -1};
+    assert_null(dhaf_probe_new(cfg.services, cfg.n_services, &bad, &err));
+    assert_int_equal(err.code, DHAF_EINVAL);
+    dhaf_probe_free(a);
+    dhaf_probe_free(a2);
+    dhaf_probe_free(b);
+    dhaf_config_release(&cfg);
+}
+
+static void test_spread_over_window(void **state)
+{
+    (void)state;
+    struct dhaf_config cfg;
+    listeners_config(&cfg);
+    struct dhaf_probe *p = engine(&cfg, "node-1", 0);
+    struct seen s;
+    seen_init(&s);
+    accepts_reset();
+    const struct dhaf_probe_result *r;
+    size_t n;
+    int64_t t0 = dhaf_mono_ms();
+    dhaf_probe_round(p, 400, NULL, on_results, &s, &r, &n);
+    int64_t took = dhaf_mono_ms() - t0;
+    assert_int_equal(accepts_wait(N_LISTEN), N_LISTEN);
+    int64_t lo = INT64_MAX, hi = 0;
+    uint32_t last = 0;
+    for (int k = 0; k < N_LISTEN; k++) {
+        int64_t at = S.first_ms[k] - t0;
+        print_message("%s offset %3u ms  accepted at %3lld ms\n", r[k].service, r[k].offset_ms,
+                      (long long)at);
+        assert_int_equal(S.count[k], 1);
+        /* never before its offset, and on time */
+        assert_true(at >= r[k].offset_ms);
+        assert_true(at < r[k].offset_ms + LATE_MS);
+        lo = at < lo ? at : lo;
+        hi = at > hi ? at : hi;
+        last = r[k].offset_ms > last ? r[k].offset_ms : last;
+        assert_true(r[k].known && r[k].fresh && r[k].healthy);
+        assert_string_equal(r[k].reason, "ok");
+        assert_true(s.fresh[k]);
+    }
+    print_message("round: %lld ms, %zu callbacks, accepts from %lld to %lld ms\n", (long long)took,
+                  s.calls, (long long)lo, (long long)hi);
+    assert_true(hi - lo >= 250); /* over the window, not all at once */
+    assert_true(took >= last);
+    assert_true(took < 400 + LATE_MS);
+    assert_true(s.calls >= 6); /* results came slot by slot */
+    assert_false(s.bad_n);
+    assert_int_equal(s.n, N_LISTEN);
+    seen_release(&s);
+    dhaf_probe_free(p);
+    dhaf_config_release(&cfg);
+}
+
+/* A service name whose entry point lands in slot 0 of a 400 ms round for voter. */
+static void slot0_name(const char *voter, char *svc, size_t len)
+{
+    for (int i = 0; i < 1000; i++) {
+        char ep[64];
+        snprintf(svc, len, "hang%d", i);
+        snprintf(ep, sizeof(ep), "ep-%s", svc);
+        if (fnv_ep(voter, svc, ep) % 8 == 0)
+            return;
+    }
+    fail_msg("no name of 1000 lands in slot 0");
+}
+
+/* A check that hangs to its timeout (in the first slot) delays no other start. */
+static void test_hung_check_delays_nothing(void **state)
+{
+    (void)state;
+    static struct yaml y;
+    yaml_begin(&y);
+    char hang[32];
+    slot0_name("node-1", hang, sizeof(hang));
+    char hc[160];
+    snprintf(hc, sizeof(hc), "type: tcp, port: %d, expect: never, receive-timeout: 1",
+             S.silent_port);
+    yaml_service(&y, hang, SILENT_IP, hc);
+    for (int i = 0; i < N_LISTEN; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "s%02d", i);
+        snprintf(hc, sizeof(hc), "type: tcp, port: %d, timeout: 2", S.port[i]);
+        yaml_service(&y, name, LISTEN_IP, hc);
+    }
+    struct dhaf_config cfg;
+    yaml_load(&y, &cfg);
+    struct dhaf_probe *p = engine(&cfg, "node-1", 0);
+    struct seen s;
+    seen_init(&s);
+    accepts_reset();
+    const struct dhaf_probe_result *r;
+    size_t n;
+    int64_t t0 = dhaf_mono_ms();
+    dhaf_probe_round(p, 400, NULL, on_results, &s, &r, &n);
+    int64_t took = dhaf_mono_ms() - t0;
+    assert_int_equal(accepts_wait(N_LISTEN), N_LISTEN);
+    assert_int_equal(r[0].offset_ms, 0);
+    assert_false(r[0].raw_healthy);
+    assert_string_equal(r[0].reason, "expect");
+    for (int k = 0; k < N_LISTEN; k++) {
+        int64_t at = S.first_ms[k] - t0;
+        assert_true(at >= r[k + 1].offset_ms);
+        assert_true(at < r[k + 1].offset_ms + LATE_MS);
+        assert_true(r[k + 1].healthy);
+        /* reported when its own check() call ended: the ones in the hung entry point's call
+         * wait for it, the others do not */
+        if (r[k + 1].offset_ms > 0)
+            assert_true(s.fresh_ms[k + 1] - t0 < r[k + 1].offset_ms + LATE_MS);
+    }
+    print_message("round with a hung check: %lld ms\n", (long long)took);
+    assert_true(took >= 950 && took < 1000 + LATE_MS);
+    seen_release(&s);
+    dhaf_probe_free(p);
+    dhaf_config_release(&cfg);
+}
+
+/* The bound: an exec check that records its start and end; 16 of them with max_inflight 4. */
+static void test_max_inflight(void **state)
+{
+    (void)state;
+    enum { N = 16, MAX = 4 };
+    char dir[64], script[128], sh[512];
+    assert_int_equal(test_tmpdir(dir, sizeof(dir), "probe-test"), 0);
+    snprintf(script, sizeof(script), "%s/check.sh", dir);
+    snprintf(sh, sizeof(sh),
+             "#!/bin/sh\n"
+             "s=$(date +%%s%%N)\n"
+             "sleep 0.15\n"
+             "echo \"$s $(date +%%s%%N)\" > %s/times-$1\n",
+             dir);
+    FILE *f = fopen(script, "w");
+    assert_non_null(f);
+    fputs(sh, f);
+    fclose(f);
+    assert_int_equal(chmod(script, 0755), 0);
+    static struct yaml y;
+    yaml_begin(&y);
+    for (int i = 0; i < N; i++) {
+        char name[16], hc[256];
+        snprintf(name, sizeof(name), "x%02d", i);
+        snprintf(hc, sizeof(hc), "type: exec, init: /bin/true, check: %s, timeout: 10", script);
+        yaml_service(&y, name, "127.0.0.1", hc);
+    }
+    struct dhaf_config cfg;
+    yaml_load(&y, &cfg);
+    struct dhaf_probe *p = engine(&cfg, "node-1", MAX);
+    const struct dhaf_probe_result *r;
+    size_t n;
+    dhaf_probe_round(p, 0, NULL, NULL, NULL, &r, &n);
+    /* The programs' own intervals lie within the engine's: their overlap cannot exceed it. */
+    long long start[N], end[N];
+    for (int i = 0; i < N; i++) {
+        assert_true(r[i].healthy);
+        char path[160];
+        snprintf(path, sizeof(path), "%s/times-ep-x%02d", dir, i);
+        char *t = test_read_file(path);
+        assert_non_null(t);
+        assert_int_equal(sscanf(t, "%lld %lld", &start[i], &end[i]), 2);
+        free(t);
+    }
+    int most = 0;
+    for (int i = 0; i < N; i++) {
+        int at_once = 0;
+        for (int j = 0; j < N; j++)
+            at_once += start[j] <= start[i] && end[j] > start[i];
+        most = at_once > most ? at_once : most;
+    }
+    print_message("at most %d checks at once (bound %d)\n", most, MAX);
+    assert_true(most <= MAX);
+    assert_true(most >= 2); /* and they did run side by side */
+    dhaf_probe_free(p);
+    dhaf_config_release(&cfg);
+    test_rmrf(dir);
+}
+
+static void *fire_after_first(void *arg)
+{
+    struct seen *s = arg;
+    int64_t deadline = dhaf_mono_ms() + 10000;
+    pthread_mutex_lock(&s->mu);
+    while (!s->go && dhaf_cond_wait_until(&s->cv, &s->mu, deadline))
+        ;
+    pthread_mutex_unlock(&s->mu);
+    s->fired_ms = dhaf_mono_ms();
+    dhaf_cancel_fire(s->stop);
+    return NULL;
+}
+
+/* Stop fired by another thread while the round waits for its next slot. */
+static void test_stop_mid_round(void **state)
+{
+    (void)state;
+    struct dhaf_config cfg;
+    listeners_config(&cfg);
+    struct dhaf_probe *p = engine(&cfg, "node-1", 0);
+    struct dhaf_cancel stop;
+    dhaf_cancel_init(&stop);
+    struct seen s;
+    seen_init(&s);
+    s.stop = &stop;
+    accepts_reset();
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, fire_after_first, &s), 0);
+    const struct dhaf_probe_result *r;
+    size_t n;
+    int64_t t0 = dhaf_mono_ms();
+    dhaf_probe_round(p, 2000, &stop, on_results, &s, &r, &n);
+    int64_t end = dhaf_mono_ms();
+    pthread_join(th, NULL);
+    print_message("stopped %lld ms into the round, returned %lld ms later\n",
+                  (long long)(s.fired_ms - t0), (long long)(end - s.fired_ms));
+    assert_true(end - s.fired_ms < 100);
+    assert_true(end - t0 < 1000);
+    int fresh = 0;
+    for (int k = 0; k < N_LISTEN; k++) {
+        fresh += r[k].fresh;
+        /* none started after the stop */
+        if (r[k].fresh)
+            assert_true(t0 + r[k].offset_ms <= s.fired_ms);
+        else
+            assert_false(r[k].known);
+    }
+    assert_true(fresh >= 1 && fresh < N_LISTEN);
+    /* what was not checked was not connected to either */
+    assert_int_equal(accepts_wait(fresh), fresh);
+    for (int k = 0; k < N_LISTEN; k++)
+        assert_int_equal(S.count[k], r[k].fresh ? 1 : 0);
+    /* the engine runs whole rounds again afterwards */
+    dhaf_probe_round(p, 0, NULL, NULL, NULL, &r, &n);
+    for (int k = 0; k < N_LISTEN; k++)
+        assert_true(r[k].fresh && r[k].healthy);
+    seen_release(&s);
+    dhaf_cancel_destroy(&stop);
+    dhaf_probe_free(p);
+    dhaf_config_release(&cfg);
+}
+
+/* The callback sees every entry point each time; rise and fall still smooth opinions. */
+static void test_callback_and_smoothing(void **state)
+{
+    (void)state;
+    int up_port, down_port;
+    int up = test_bind("127.0.0.54", 16, &up_port);     /* listening, then closed */
+    int down = test_bind("127.0.0.55", -1, &down_port); /* refusing, then listening */
+    assert_true(up >= 0 && down >= 0);
+    static struct yaml y;
+    yaml_begin(&y);
+    char hc[160];
+    snprintf(hc, sizeof(hc), "type: tcp, port: %d, timeout: 2, rise: 2, fall: 2", up_port);
+    yaml_service(&y, "up", "127.0.0.54", hc);
+    snprintf(hc, sizeof(hc), "type: tcp, port: %d, timeout: 2, rise: 2, fall: 2", down_port);
+    yaml_service(&y, "down", "127.0.0.55", hc);
+    for (int i = 0; i < 6; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "s%02d", i);
+        snprintf(hc, sizeof(hc), "type: tcp, port: %d", S.port[i]);
+        yaml_service(&y, name, LISTEN_IP, hc);
+    }
+    struct dhaf_config cfg;
+    yaml_load(&y, &cfg);
+    struct dhaf_probe *p = engine(&cfg, "node-1", 0);
+    const struct dhaf_probe_result *r;
+    size_t n;
+    static const struct {
+        bool up_raw, up_opinion, down_raw, down_opinion;
+    } want[] = {
+        {true, true, false, false}, /* first check: the opinion is the result */
+        {false, true, true, false}, /* one result against it: kept */
+        {false, false, true, true}, /* two in a row: changed */
+    };
+    for (int round = 0; round < 3; round++) {
+        struct seen s;
+        seen_init(&s);
+        dhaf_probe_round(p, 200, NULL, on_results, &s, &r, &n);
+        assert_int_equal(n, 8);
+        assert_true(s.calls >= 1);
+        assert_false(s.bad_n);
+        for (size_t k = 0; k < n; k++)
+            assert_true(s.fresh[k] && r[k].fresh && r[k].known);
+        assert_int_equal(r[0].raw_healthy, want[round].up_raw);
+        assert_int_equal(r[0].healthy, want[round].up_opinion);
+        assert_int_equal(r[1].raw_healthy, want[round].down_raw);
+        assert_int_equal(r[1].healthy, want[round].down_opinion);
+        if (!want[round].up_raw)
+            assert_string_equal(r[0].reason, "refused");
+        seen_release(&s);
+        if (round == 0) {
+            close(up);
+            assert_int_equal(listen(down, 16), 0);
+        }
+    }
+    close(down);
+    dhaf_probe_free(p);
+    dhaf_config_release(&cfg);
+}
+
+/* A plugin's check() is called from one thread at a time, even when its calls of different
+ * slots would overlap (each takes 80 ms; slots are 50 ms apart). */
+static void test_plugin_one_call_at_a_time(void **state)
+{
+    (void)state;
+    struct dhaf_err err = {0};
+    if (dhaf_plugins_load(PROBE_PLUGIN_DIR, &err) != 0)
+        fail_msg("plugins: %s", err.msg);
+    static struct yaml y;
+    yaml_begin(&y);
+    for (int i = 0; i < 20; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "p%02d", i);
+        yaml_service(&y, name, "127.0.0.1", "type: probe-test, hold-ms: 80");
+    }
+    struct dhaf_config cfg;
+    yaml_load(&y, &cfg);
+    struct dhaf_probe *p = engine(&cfg, "node-1", 0);
+    const struct dhaf_probe_result *r;
+    size_t n;
+    dhaf_probe_round(p, 200, NULL, NULL, NULL, &r, &n);
+    for (size_t k = 0; k < n; k++) {
+        assert_true(r[k].fresh && r[k].healthy);
+        assert_string_equal(r[k].text, "calls at once: 1");
+    }
+    dhaf_probe_free(p);
+    dhaf_config_release(&cfg);
+    dhaf_plugins_unload();
+}
+
+/* Every built-in checker on the engine's threads (256 KiB stacks): TLS with libcurl, a child
+ * process, a connect. Under ASan too. */
+static void test_checkers_on_small_stacks(void **state)
+{
+    (void)state;
+    char dir[64], cert[128], key[128], script[4096];
+    assert_int_equal(test_tmpdir(dir, sizeof(dir), "probe-tls"), 0);
+    snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+    snprintf(key, sizeof(key), "%s/key.pem", dir);
+    assert_int_equal(test_make_cert(cert, key, "s.test", "DNS:s.test"), 0);
+    fake_script(script, sizeof(script), "DHAF_TEST_BACKEND", "backend.py");
+    const char *const argv[] = {FAKE_PYTHON, script, "--host",        "127.0.0.56",
+                                "--port",    "0",    "--watch-stdin", NULL};
+    const char *const tls[] = {"--tls-cert", cert, "--tls-key", key, NULL};
+    struct fake_proc backend;
+    assert_int_equal(fake_proc_start(&backend, argv, tls, FAKE_START_TIMEOUT_MS), 0);
+    static struct yaml y;
+    yaml_begin(&y);
+    char hc[256];
+    snprintf(hc, sizeof(hc),
+             "type: web, schema: https, port: %d, path: /ok, ignore-ssl-errors: true, timeout: 5",
+             backend.port);
+    yaml_service(&y, "tls", "127.0.0.56", hc);
+    yaml_service(&y, "prog", "127.0.0.1", "type: exec, init: /bin/true, check: /bin/true");
+    snprintf(hc, sizeof(hc), "type: tcp, port: %d", S.port[0]);
+    yaml_service(&y, "conn", LISTEN_IP, hc);
+    struct dhaf_config cfg;
+    yaml_load(&y, &cfg);
+    struct dhaf_probe *p = engine(&cfg, "node-1", 0);
+    const struct dhaf_probe_result *r;
+    size_t n;
+    dhaf_probe_round(p, 100, NULL, NULL, NULL, &r, &n);
+    for (size_t k = 0; k < n; k++) {
+        print_message("%s: %s %s\n", r[k].service, r[k].reason, r[k].text);
+        assert_true(r[k].fresh && r[k].healthy);
+    }
+    dhaf_probe_free(p);
+    dhaf_config_release(&cfg);
+    fake_proc_stop(&backend);
+    test_rmrf(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_offsets_stable),
+        cmocka_unit_test(test_spread_over_window),
+        cmocka_unit_test(test_hung_check_delays_nothing),
+        cmocka_unit_test(test_max_inflight),
+        cmocka_unit_test(test_stop_mid_round),
+        cmocka_unit_test(test_callback_and_smoothing),
+        cmocka_unit_test(test_plugin_one_call_at_a_time),
+        cmocka_unit_test(test_checkers_on_small_stacks),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
+
+#endif
