@@ -146,15 +146,39 @@ static void set_clear(struct recset *s)
 
 /* ------------------------------------------------------------------ votes */
 
+/* Votes are kept in voter name order, so that every node lists voters (and their reasons)
+ * in the same order. */
+static size_t vote_pos(const struct view *v, const char *name, bool *found)
+{
+    size_t lo = 0, hi = v->n_votes;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(v->votes[mid].name, name);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = false;
+    return lo;
+}
+
 static struct view_vote *vote_slot(struct view *v, const char *name, bool create)
 {
-    for (size_t i = 0; i < v->n_votes; i++)
-        if (strcmp(v->votes[i].name, name) == 0)
-            return &v->votes[i];
+    bool found;
+    size_t at = vote_pos(v, name, &found);
+    if (found)
+        return &v->votes[at];
     if (!create)
         return NULL;
     DHAF_GROW(v->votes, v->n_votes + 1, v->cap_votes);
-    struct view_vote *vv = &v->votes[v->n_votes++];
+    memmove(&v->votes[at + 1], &v->votes[at], (v->n_votes - at) * sizeof(*v->votes));
+    v->n_votes++;
+    struct view_vote *vv = &v->votes[at];
     memset(vv, 0, sizeof(*vv));
     vv->name = dhaf_xstrdup(name);
     return vv;
@@ -168,7 +192,7 @@ static void vote_clear(struct view_vote *vv)
 }
 
 /* seen_ms: when the vote was written as far as this node knows (0: unknown, as for what a
- * load finds: a vote counts only once this node has seen it written). */
+ * load finds); shown only - a vote counts while its key exists. */
 static void vote_put(struct view *v, const char *name, const struct dhaf_kv *kv, int64_t seen_ms)
 {
     struct view_vote *vv = vote_slot(v, name, true);
@@ -193,12 +217,14 @@ static void vote_put(struct view *v, const char *name, const struct dhaf_kv *kv,
 
 static void vote_del(struct view *v, const char *name)
 {
-    struct view_vote *vv = vote_slot(v, name, false);
-    if (!vv)
+    bool found;
+    size_t at = vote_pos(v, name, &found);
+    if (!found)
         return;
-    vote_clear(vv);
-    free(vv->name);
-    *vv = v->votes[--v->n_votes];
+    vote_clear(&v->votes[at]);
+    free(v->votes[at].name);
+    memmove(&v->votes[at], &v->votes[at + 1], (v->n_votes - at - 1) * sizeof(*v->votes));
+    v->n_votes--;
 }
 
 static void votes_clear(struct view *v)
@@ -682,10 +708,9 @@ size_t view_voters(const struct view *v)
 
 const struct view_vote *view_vote_of(const struct view *v, const char *voter)
 {
-    for (size_t i = 0; i < v->n_votes; i++)
-        if (strcmp(v->votes[i].name, voter) == 0)
-            return &v->votes[i];
-    return NULL;
+    bool found;
+    size_t at = vote_pos(v, voter, &found);
+    return found ? &v->votes[at] : NULL;
 }
 
 const struct view_vote *view_voter_at(const struct view *v, size_t i)

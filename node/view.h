@@ -114,6 +114,7 @@ struct view_vote {
 };
 
 size_t view_voters(const struct view *v);
+/* Voters are in name order. */
 /** The vote of voter, or NULL. */
 const struct view_vote *view_vote_of(const struct view *v, const char *voter);
 const struct view_vote *view_voter_at(const struct view *v, size_t i);

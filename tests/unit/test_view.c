@@ -108,6 +108,29 @@ static void test_a_vote_lives_with_its_lease(void **state)
     assert_false(has_voter(w, "v2"));
 }
 
+/* Every node lists the voters in the same order (by name), whatever order their votes came
+ * in or went: reasons and vote details read the same from any node. */
+static void test_voters_in_name_order(void **state)
+{
+    struct world *w = *state;
+    view_step(w->v, 0);
+    const char *names[] = {"v3", "v1", "v4", "v2"};
+    for (int i = 0; i < 4; i++)
+        fx_put_vote(w->ms, names[i], "uh");
+    memstore_delete(w->ms, "/dhaf/fx/votes/v4");
+    view_step(w->v, 0);
+    view_rdlock(w->v);
+    assert_int_equal(view_voters(w->v), 3);
+    for (size_t i = 0; i < 3; i++) {
+        char want[8];
+        snprintf(want, sizeof(want), "v%zu", i + 1);
+        assert_string_equal(view_voter_at(w->v, i)->name, want);
+    }
+    view_unlock(w->v);
+    struct ep_tally t = primary(w);
+    assert_string_equal(t.reasons, "v1: timeout; v2: timeout; v3: timeout");
+}
+
 static void test_tally_survives_a_reload(void **state)
 {
     struct world *w = *state;
@@ -251,6 +274,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_a_vote_lives_with_its_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_voters_in_name_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tally_survives_a_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_complete_again_after_an_outage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_silent_voter_waits_a_window, setup, teardown),
