@@ -3,14 +3,17 @@
 # Runs the benchmarks that print tables: the lib/rpc + lib/etcd benchmark
 # (build/bin/dhaf-bench-rpc) beside the Python grpcio and etcdctl peers, then bench/probe.sh
 # (the web checker beside blackbox_exporter on 1,000 local HTTP targets), then
-# bench/failover.py (backend stop to switcher call over 20 rounds, beside HAProxy's DOWN).
+# bench/failover.py (backend stop to switcher call over 20 rounds, beside HAProxy's DOWN),
+# bench/api.py (status requests/s) and bench/scale.py (etcd load, CPU, RSS and failover time
+# at N services).
 # Builds nothing (run `make build` first).
 # usage: bench/run.sh [dhaf-bench-rpc options, e.g. --seconds 5]
 # Environment: BUILD (build dir, default build), TMPDIR (where etcd keeps its data: puts/s
 # depend on that disk's fsync; TMPDIR=/dev/shm takes the disk out of the figures),
 # PROBE_ARGS (options of bench/probe.sh, e.g. "--seconds 5"; PROBE_ARGS=skip leaves it out),
 # FAILOVER_ARGS (options of bench/failover.py, e.g. "--rounds 5"; FAILOVER_ARGS=skip leaves it
-# out). Progress goes to stderr, the tables to stdout. Takes about 2 min with the defaults.
+# out), API_ARGS and SCALE_ARGS (below). Progress goes to stderr, the tables to stdout.
+# bench/scale.py takes about 2 min of the whole with its default here.
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD:-build}
@@ -72,6 +75,22 @@ if [ "${API_ARGS:-}" != skip ]; then
     step /usr/bin/python3 "$src/bench/api.py" "$build/bin" ${API_ARGS:-} || {
         arc=$?
         [ $rc -ne 0 ] || rc=$arc
+    }
+fi
+
+# bench/scale.py: N services x 3 entry points, 3 nodes + 2 probers: etcd revisions and db
+# growth, CPU and RSS per process, false failovers, failover time at N beside N=1; first one
+# idle node's RSS with examples/config-n1.dhaf. SCALE_ARGS: its options (default below, about
+# 2 min; the script's own default is the full "--services 1,1000 --steady 60
+# --failover-rounds 5", about 4 min); SCALE_ARGS=skip leaves it out. bench/README.md has the
+# 10-minute and soak variants.
+if [ "${SCALE_ARGS:-}" != skip ]; then
+    echo
+    # shellcheck disable=SC2086 # SCALE_ARGS is a list of options
+    step /usr/bin/python3 "$src/bench/scale.py" "$build/bin" \
+        ${SCALE_ARGS:---services 1,100 --steady 30 --failover-rounds 3} || {
+        scrc=$?
+        [ $rc -ne 0 ] || rc=$scrc
     }
 fi
 exit $rc
