@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Allocation wrappers: the one place where out-of-memory aborts the process. */
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dhaf/alloc.h"
@@ -66,4 +68,18 @@ char *dhaf_xasprintf(const char *fmt, ...)
     vsnprintf(p, (size_t)n + 1, fmt, ap);
     va_end(ap);
     return p;
+}
+
+void dhaf_malloc_setup(void)
+{
+    if (!getenv("MALLOC_ARENA_MAX"))
+        mallopt(M_ARENA_MAX, 2);
+}
+
+void dhaf_malloc_trim_every(int64_t *next_ms, int64_t now_ms, int64_t period_ms)
+{
+    if (now_ms < *next_ms)
+        return;
+    malloc_trim(0);
+    *next_ms = now_ms + period_ms;
 }

@@ -50,7 +50,10 @@ struct svc_run {
     struct decide_state st;
     long long since; /* current since (wall ms) */
     json_t *last_switch;
-    struct ep_tally shown[DECIDE_MAX_EPS]; /* the counts last logged */
+    struct {
+        uint16_t healthy, unhealthy, voters;
+    } shown[DECIDE_MAX_EPS]; /* the counts last logged (not whole tallies: 1,000 services x 64
+                                entry points of reasons would be 34 MB) */
     bool shown_valid;
 };
 
@@ -703,9 +706,9 @@ static void do_switch(struct decider *d, struct svc_run *r, const struct dhaf_se
 static void log_counts(struct svc_run *r, const struct dhaf_service *svc, const struct ep_tally *t)
 {
     for (size_t e = 0; e < svc->n_eps; e++) {
-        const struct ep_tally *a = &r->shown[e], *b = &t[e];
-        if (r->shown_valid && a->healthy == b->healthy && a->unhealthy == b->unhealthy &&
-            a->voters == b->voters)
+        const struct ep_tally *b = &t[e];
+        if (r->shown_valid && r->shown[e].healthy == b->healthy &&
+            r->shown[e].unhealthy == b->unhealthy && r->shown[e].voters == b->voters)
             continue;
         char q[600];
         DHAF_LOG(DHAF_LOG_INFO,
@@ -717,7 +720,11 @@ static void log_counts(struct svc_run *r, const struct dhaf_service *svc, const 
                  b->unhealthy ? dhaf_log_quote(q, sizeof(q), b->reasons) : "",
                  b->unhealthy ? "\"" : "");
     }
-    memcpy(r->shown, t, svc->n_eps * sizeof(*t));
+    for (size_t e = 0; e < svc->n_eps; e++) {
+        r->shown[e].healthy = (uint16_t)t[e].healthy;
+        r->shown[e].unhealthy = (uint16_t)t[e].unhealthy;
+        r->shown[e].voters = (uint16_t)t[e].voters;
+    }
     r->shown_valid = true;
 }
 

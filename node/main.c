@@ -307,6 +307,7 @@ static void free_all(struct parts *pt)
 /* Runs the node until SIGTERM/SIGINT. Returns the exit code. */
 static int run(const char *path, struct dhaf_config *initial, const struct log_override *lo)
 {
+    dhaf_malloc_setup();
     apply_log(initial, lo);
     /* Signals are taken synchronously by this thread; every other thread blocks them. */
     sigset_t set;

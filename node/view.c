@@ -581,7 +581,10 @@ struct view *view_new(const struct view_opts *o)
 static void *view_thread(void *arg)
 {
     struct view *v = arg;
+    int64_t next_trim = dhaf_mono_ms() + 30000;
     while (!atomic_load(&v->stop)) {
+        /* the node's memory returns to the OS after a load, a reload or a burst of votes */
+        dhaf_malloc_trim_every(&next_trim, dhaf_mono_ms(), 60000);
         bool had_watch = v->w != NULL;
         view_step(v, 200);
         if (!v->w && !had_watch && !atomic_load(&v->stop))

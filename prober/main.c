@@ -296,6 +296,7 @@ static void *signal_thread(void *arg)
 
 static int run(const struct prober_cfg *cfg)
 {
+    dhaf_malloc_setup();
     signal(SIGPIPE, SIG_IGN);
     static sigset_t sigs;
     sigemptyset(&sigs);
@@ -346,6 +347,7 @@ static int run(const struct prober_cfg *cfg)
     int64_t backoff = 500;
     struct reporter rp = {.cl = &cl, .plan = &plan, .seq = &seq};
     int64_t start = dhaf_mono_ms();
+    int64_t next_trim = start + 30000; /* memory back to the OS, once a minute */
     while (!stop_flag) {
         if (!plan.msg) {
             Dhaf__V1__GetPlanRequest req = DHAF__V1__GET_PLAN_REQUEST__INIT;
@@ -386,6 +388,7 @@ static int run(const struct prober_cfg *cfg)
                          on_results, &rp, &r, &n);
         if (stop_flag)
             break;
+        dhaf_malloc_trim_every(&next_trim, dhaf_mono_ms(), 60000);
         /* Once a round, changed or not: it renews the vote's lease at the node. */
         report(&rp, r, n);
         if (rp.refetch) {
