@@ -86,7 +86,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.abspath(os.path.join(HERE, ".."))
 sys.path.insert(0, os.path.join(SRC, "tests", "system"))
-from dhafsys import ETCD, Etcd, Node, Prober, free_port  # noqa: E402
+from dhafsys import ETCD, Etcd, Node, Prober, free_port, terminate  # noqa: E402
 
 CLUSTER = "scale"
 PROBERS = {"probe-1": "scale-t0ken-one", "probe-2": "scale-t0ken-two"}
@@ -359,13 +359,7 @@ class Httpd:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self):
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 5)
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()
         self.proc = None
@@ -1029,13 +1023,7 @@ class IdleRss:
             print(f"  RUN BROKE: {self.failed}")
 
     def close(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         if self.etcd:
             self.etcd.stop()
         if self.args.keep:

@@ -4,6 +4,7 @@
  * touched are kicked after the lock is released. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,12 +74,16 @@ static void rec_clear(struct view_rec *r)
     memset(r, 0, sizeof(*r));
 }
 
-static size_t set_pos(const struct recset *s, const char *name, bool *found)
+/* Where name is (or would go) in n name-ordered elements of stride bytes whose name pointer
+ * sits at name_at bytes into each: records and votes both keep their names in order. */
+static size_t name_pos(const void *base, size_t n, size_t stride, size_t name_at, const char *name,
+                       bool *found)
 {
-    size_t lo = 0, hi = s->n;
+    size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        int c = strcmp(s->v[mid].name, name);
+        const char *at = *(const char *const *)((const char *)base + mid * stride + name_at);
+        int c = strcmp(at, name);
         if (c == 0) {
             *found = true;
             return mid;
@@ -90,6 +95,11 @@ static size_t set_pos(const struct recset *s, const char *name, bool *found)
     }
     *found = false;
     return lo;
+}
+
+static size_t set_pos(const struct recset *s, const char *name, bool *found)
+{
+    return name_pos(s->v, s->n, sizeof(*s->v), offsetof(struct view_rec, name), name, found);
 }
 
 static json_t *parse(const struct dhaf_kv *kv)
@@ -150,21 +160,8 @@ static void set_clear(struct recset *s)
  * in the same order. */
 static size_t vote_pos(const struct view *v, const char *name, bool *found)
 {
-    size_t lo = 0, hi = v->n_votes;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int c = strcmp(v->votes[mid].name, name);
-        if (c == 0) {
-            *found = true;
-            return mid;
-        }
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *found = false;
-    return lo;
+    return name_pos(v->votes, v->n_votes, sizeof(*v->votes), offsetof(struct view_vote, name), name,
+                    found);
 }
 
 static struct view_vote *vote_slot(struct view *v, const char *name, bool create)

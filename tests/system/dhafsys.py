@@ -84,6 +84,17 @@ def free_port():
     raise RuntimeError("no free port in 20000-32000")
 
 
+def terminate(proc, timeout=10):
+    """SIGTERM to a child process, SIGKILL if it has not exited within timeout s; reaped."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def wait_until(what, fn, timeout, interval=0.02):
     """Polls fn until it returns a true value; returns it, or raises after timeout seconds."""
     deadline = time.monotonic() + timeout
@@ -125,13 +136,7 @@ class Etcd:
         wait_until("etcd to answer", lambda: self.ctl("endpoint", "health").returncode == 0, 15)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
     def ctl(self, *args, timeout=10):
