@@ -49,8 +49,9 @@ The last table compares the failover median at each N with the one at N = 1 (sam
 --soak S replaces phases 2 and 3 by one long steady phase at one N, sampling etcd (revision,
 dbSize, dbSizeInUse, alarms) and every process's VmRSS every --sample seconds; --csv FILE
 writes the samples. --idle-rss S (default 30; 0 skips) first measures one node idle with the
-seed's example config (examples/config-n1.dhaf: only etcd.hosts and the two API ports are
-changed, so its entry points and the Cloudflare API stay out of reach, as on a machine that
+seed's example config (examples/config-n1.dhaf with etcd.hosts, the two API ports, the entry
+points and the Cloudflare API on loopback: nothing leaves the machine; the entry points' ports
+and the API's are closed, so checks fail and the switcher cannot start, as on a machine that
 cannot reach them); --services 0 measures that alone.
 
 Figures with the targets beside them, never pass/fail on a target; exit 1 when the run itself
@@ -229,15 +230,20 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def memory_kib(pid):
-    """(VmRSS, VmHWM) of a process in KiB."""
+def status_kib(pid, *keys):
+    """The given /proc/PID/status fields (e.g. "VmRSS") of a process, in KiB (0 if absent)."""
     out = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                k, v = line.split(":", 1)
+            k, _, v = line.partition(":")
+            if k in keys:
                 out[k] = int(v.split()[0])
-    return out.get("VmRSS", 0), out.get("VmHWM", 0)
+    return tuple(out.get(k, 0) for k in keys)
+
+
+def memory_kib(pid):
+    """(VmRSS, VmHWM) of a process in KiB."""
+    return status_kib(pid, "VmRSS", "VmHWM")
 
 
 def machine_cpu():
@@ -1002,16 +1008,18 @@ class IdleRss:
                 c0 = (time.monotonic(), cpu_seconds(self.proc.pid))
             time.sleep(0.5)
         rss, hwm = memory_kib(self.proc.pid)
+        anon, files = status_kib(self.proc.pid, "RssAnon", "RssFile")
         cpu = None
         if c0:
             cpu = (cpu_seconds(self.proc.pid) - c0[1]) / (time.monotonic() - c0[0]) * 100
         self.result = {"seconds": seconds, "rss": rss, "hwm": hwm, "cpu": cpu,
+                       "anon": anon, "files": files,
                        "cpu_from": c0[0] - t0 if c0 else None,
                        "leader": self.etcd.get_json("/dhaf/first-dhaf-cluster/leader")}
 
     def report(self):
         print("\n== idle: one dhaf-node with examples/config-n1.dhaf (the seed's example; "
-              "etcd.hosts and the API ports changed)")
+              "etcd.hosts, the API ports, the entry points and the Cloudflare API on loopback)")
         if self.result:
             r = self.result
             lead = (r["leader"] or {}).get("node", "none")
@@ -1019,6 +1027,9 @@ class IdleRss:
                 f"{r['cpu']:.1f} % of a core from {r['cpu_from']:.0f} s on"
             print(f"  after {r['seconds']:.0f} s (leader: {lead}): VmRSS {r['rss'] / KIB:.1f} MiB "
                   f"(target {T_RSS_IDLE}), VmHWM {r['hwm'] / KIB:.1f} MiB, CPU {cpu}")
+            print(f"  of the VmRSS: RssAnon {r['anon'] / KIB:.1f} MiB (the process's own memory), "
+                  f"RssFile {r['files'] / KIB:.1f} MiB (pages of its binary and shared libraries, "
+                  f"shared with every process that maps them)")
         if self.failed:
             print(f"  RUN BROKE: {self.failed}")
 
