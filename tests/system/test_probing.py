@@ -148,8 +148,15 @@ def test_stalled_node_loses_its_vote(c):
     # back: it writes its vote again at once (its lease expired meanwhile)
     wait_until(f"{other.name}'s vote again", lambda: other.name in votes(c), 5)
     assert other.log_events("vote-lease-expired"), "no vote-lease-expired in its log"
+    # a node that stops withdraws its vote (revokes the vote lease) instead of letting it
+    # expire 3 tacts later
+    t1 = time.monotonic()
+    other.terminate()
+    wait_until(f"{other.name}'s vote to go with its stop", lambda: other.name not in votes(c), 5)
+    withdrawn = time.monotonic() - t1
+    assert withdrawn < 2.0, f"the vote went {withdrawn:.1f} s after SIGTERM: expired, not revoked"
     return (f"{other.name}'s vote expired {gone:.1f} s after SIGSTOP (its session still alive); "
-            "written again after SIGCONT")
+            f"written again after SIGCONT; withdrawn {withdrawn:.2f} s after SIGTERM")
 
 
 def test_bad_token_refused(c):
