@@ -43,6 +43,7 @@ struct probing {
     uint64_t written; /* digest of the opinions last written */
     bool dirty;       /* the opinions in etcd are not (known to be) the latest */
     int tact_ms;
+    int64_t renewed_ms; /* the vote lease's last renewal (monotonic) */
 };
 
 /* Takes a new engine from the mailbox, if there is one (then true). */
@@ -138,35 +139,57 @@ static void publish(struct probing *p, const struct dhaf_probe_result *r, size_t
     }
 }
 
-/* A batch of checks ended: publish at once what changed - once every entry point has been
- * checked (the first round of an engine publishes at its end, not in pieces). */
-static void on_results(void *ud, const struct dhaf_probe_result *r, size_t n)
+/* Renews the vote lease - only while etcd holds our latest opinions, so that a vote we could
+ * not update expires rather than speak for us. r: the opinions to write again if the lease has
+ * expired (NULL: not all known yet; the round's end writes them). */
+static void renew(struct probing *p, const struct dhaf_probe_result *r, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (!r[i].known)
-            return;
-    publish(ud, r, n);
-}
-
-/* Once a round: renew the vote lease - only while etcd holds our latest opinions, so that a
- * vote we could not update expires rather than speak for us. */
-static void keep_vote(struct probing *p, const struct dhaf_probe_result *r, size_t n)
-{
-    publish(p, r, n);
     if (p->dirty || !p->lease)
         return;
     int64_t ttl = 0;
     struct dhaf_err err;
     const struct store *st = cluster_store(p->c);
     int rc = st->ops->keepalive_once(p->ka, &ttl, p->tact_ms < 2000 ? p->tact_ms : 2000, &err);
-    if (rc == DHAF_ENOTFOUND) {
+    if (rc == 0) {
+        p->renewed_ms = dhaf_mono_ms();
+    } else if (rc == DHAF_ENOTFOUND) {
         /* expired (this process or etcd was frozen): the vote is gone; write it again */
         DHAF_LOG(DHAF_LOG_INFO, "event=vote-lease-expired note=\"writing the vote again\"");
         lease_forget(p);
-        publish(p, r, n);
-    } else if (rc) {
+        if (r) /* (else at the end of the round: not every entry point is known yet) */
+            publish(p, r, n);
+    } else {
         vote_warn("lease keep-alive", &err);
     }
+}
+
+static bool all_known(const struct dhaf_probe_result *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!r[i].known)
+            return false;
+    return true;
+}
+
+/* A batch of checks ended: publish at once what changed - once every entry point has been
+ * checked (the first round of an engine publishes at its end, not in pieces) - and renew the
+ * lease when a tact has passed since: a round that checks hang in (to their timeouts) keeps
+ * the vote while it makes progress; a loop that makes none loses it. */
+static void on_results(void *ud, const struct dhaf_probe_result *r, size_t n)
+{
+    struct probing *p = ud;
+    bool known = all_known(r, n);
+    if (known)
+        publish(p, r, n);
+    if (dhaf_mono_ms() - p->renewed_ms >= p->tact_ms)
+        renew(p, known ? r : NULL, known ? n : 0);
+}
+
+/* Once a round: publish what changed, renew the lease. */
+static void keep_vote(struct probing *p, const struct dhaf_probe_result *r, size_t n)
+{
+    publish(p, r, n);
+    renew(p, r, n);
 }
 
 /* Withdraws the vote (probing turned off, or the node stops): revoking the lease deletes it. */

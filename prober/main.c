@@ -206,10 +206,12 @@ struct reporter {
     struct client *cl;
     struct plan *plan;
     uint64_t *seq;
-    uint64_t sent;   /* digest of the opinions last accepted by a node */
-    bool sent_ok;    /* sent is valid */
-    bool refetch;    /* a node said the plan is old */
-    unsigned rounds; /* of the current plan */
+    uint64_t sent;       /* digest of the opinions last accepted by a node */
+    bool sent_ok;        /* sent is valid */
+    bool refetch;        /* a node said the plan is old */
+    unsigned rounds;     /* of the current plan */
+    int64_t sent_ms;     /* when a node last accepted a report (monotonic) */
+    int64_t interval_ms; /* the plan's tact */
 };
 
 /* Reports the opinions of every entry point checked so far to any node. */
@@ -263,20 +265,24 @@ static void report(struct reporter *rp, const struct dhaf_probe_result *r, size_
     } else {
         rp->sent = dhaf_probe_digest(r, n);
         rp->sent_ok = true;
+        rp->sent_ms = dhaf_mono_ms();
         DHAF_LOG(DHAF_LOG_DEBUG, "event=report-sent seq=%llu node=%s results=%zu", seq,
                  cfg->nodes.v[rp->cl->cur], sent);
     }
 }
 
-/* A batch of checks ended: report at once when an opinion changed (once every entry point
- * has been checked: the first round of a plan reports at its end). */
+/* A batch of checks ended: report at once when an opinion changed, or when a tact has passed
+ * since the last report (a round that checks hang in keeps the vote's lease renewed while it
+ * makes progress) - once every entry point has been checked: the first round of a plan
+ * reports at its end. */
 static void on_results(void *ud, const struct dhaf_probe_result *r, size_t n)
 {
     struct reporter *rp = ud;
     for (size_t i = 0; i < n; i++)
         if (!r[i].known)
             return;
-    if (!rp->refetch && (!rp->sent_ok || dhaf_probe_digest(r, n) != rp->sent))
+    if (!rp->refetch && (!rp->sent_ok || dhaf_probe_digest(r, n) != rp->sent ||
+                         dhaf_mono_ms() - rp->sent_ms >= rp->interval_ms))
         report(rp, r, n);
 }
 
@@ -381,6 +387,7 @@ static int run(const struct prober_cfg *cfg)
                      plan.msg->interval_s);
         }
         int64_t interval = (int64_t)(plan.msg->interval_s ? plan.msg->interval_s : 10) * 1000;
+        rp.interval_ms = interval;
         const struct dhaf_probe_result *r;
         size_t n;
         /* a plan's first round checks everything at once (bounded): a vote soon */

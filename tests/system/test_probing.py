@@ -4,8 +4,10 @@ real backends (tests/fakes/backend.py on 127.0.0.x); votes expire with their vot
 with a wrong token never votes. usage: /usr/bin/python3 test_probing.py BUILD_BIN_DIR"""
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -159,6 +161,40 @@ def test_stalled_node_loses_its_vote(c):
             f"written again after SIGCONT; withdrawn {withdrawn:.2f} s after SIGTERM")
 
 
+def test_slow_round_keeps_its_vote():
+    # Checks that take 2.6 s each (an exec checker that sleeps; tact 1 s, vote lease 3 s): a
+    # round lasts about 3.4 s, longer than the lease. The loop renews the lease as checks end,
+    # so the vote stays as long as the loop makes progress.
+    d = tempfile.mkdtemp(prefix="dhaf-slow-")
+    script = os.path.join(d, "slow.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\nsleep 2.6\nexit 0\n")
+    os.chmod(script, 0o755)
+    c = Cluster(BIN, n=1, ttl=15, services=f"""services:
+  - name: web
+    domain: site.test
+    entry-points:
+      - {{name: ep-1, ip: 127.0.0.41}}
+      - {{name: ep-2, ip: 127.0.0.42}}
+    switcher: {{type: exec, init: /bin/true, switch: /bin/true, timeout: 2}}
+    health-checker: {{type: exec, init: /bin/true, check: {script}, timeout: 4}}
+""")
+    try:
+        c.start_all()
+        first = wait_until("node-1's vote", lambda: votes(c).get("node-1"), 10)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 10:  # 3 slow rounds
+            v = votes(c).get("node-1")
+            assert v and v[1] == first[1], \
+                f"the vote was lost or moved {time.monotonic() - t0:.1f} s into slow rounds: {v}"
+            time.sleep(0.2)
+        assert not c.nodes[0].log_events("vote-lease-expired"), "the vote lease expired"
+    finally:
+        c.close()
+        shutil.rmtree(d, ignore_errors=True)
+    return "rounds of 2.6 s checks (3.4 s, vote lease 3 s): the vote stayed on its lease for 10 s"
+
+
 def test_bad_token_refused(c):
     c.start_all()
     bad = c.add_prober("probe-1", "not-the-token").start()
@@ -232,6 +268,8 @@ if __name__ == "__main__":
         ("wrong token / unknown prober: refused, never a vote", with_cluster(test_bad_token_refused)),
         ("a prober whose node dies reports through another node",
          with_cluster(test_prober_survives_node_loss)),
+        ("rounds longer than the vote lease keep the vote while checks end",
+         test_slow_round_keeps_its_vote),
         ("a SIGSTOPped node loses its vote within 3 tacts, its session still alive",
          with_cluster(test_stalled_node_loses_its_vote, ttl=15)),
         ("the first round (checks not spread) gives a vote at once",
