@@ -2,8 +2,8 @@
 /* The built-in prober: a thread that owns the probe engine and runs a round every tact, its
  * checks spread over the tact at stable offsets. The vote (votes/<node>) is written only when
  * an opinion changes - at once, in the middle of a round - and lives on the node's vote lease,
- * which this loop renews once a round: a steady node adds no etcd revisions, and a node whose
- * loop stalls loses its vote within the lease's TTL (VOTE_LEASE_TACTS tacts).
+ * which this loop renews as checks end (once a tact): a steady node adds no etcd revisions, and a
+ * node whose loop stalls loses its vote within the lease's TTL (VOTE_LEASE_TACTS tacts).
  *
  * A reload hands the thread a new engine through a one-slot mailbox: the switch happens
  * between rounds, and no lock is held while checks run or the vote is written. */

@@ -3,9 +3,9 @@
  * pure tally that turns the fresh votes into per-entry-point health (DESIGN "Decision").
  *
  * A vote is written only when an opinion changes (vote_same tells) and lives on the voter's
- * vote lease, which the voter's probe loop renews each round: a vote is fresh while its key
- * exists. The encoding is compact - a reason only for a failing check, its text bounded - so
- * that a vote of 3,000 entry points stays well under etcd's request limit. */
+ * vote lease, which the voter's probe loop renews as its checks end (once a tact): a vote is fresh
+ * while its key exists. The encoding is compact - a reason only for a failing check, its text
+ * bounded - so that a vote of 3,000 entry points stays well under etcd's request limit. */
 #ifndef DHAF_NODE_VOTES_H
 #define DHAF_NODE_VOTES_H
 
@@ -18,7 +18,7 @@
 #include "dhaf/probe.h"
 
 #define VOTE_MAX_RESULTS 4096
-#define VOTE_LEASE_TACTS 3   /* a vote's lease: this many tacts, renewed by its voter each round */
+#define VOTE_LEASE_TACTS 3   /* a vote's lease: this many tacts, renewed by its voter */
 #define VOTE_TEXT_MAX    256 /* longest text accepted from a vote */
 #define VOTE_TEXT_WRITE  120 /* longest text written into one */
 
