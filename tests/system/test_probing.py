@@ -17,7 +17,8 @@ BIN = sys.argv[1] if len(sys.argv) > 1 else "build/bin"
 TOKENS = {"probe-1": "t0ken-one", "probe-2": "t0ken-two"}
 
 
-def services(port):
+def services(port, checker=None):
+    checker = checker or f"{{type: web, port: {port}, path: /ok, timeout: 1, retries: 0}}"
     return f"""services:
   - name: web
     domain: site.test
@@ -25,7 +26,7 @@ def services(port):
       - {{name: ep-1, ip: 127.0.0.41}}
       - {{name: ep-2, ip: 127.0.0.42}}
     switcher: {{type: exec, init: /bin/true, switch: /bin/true, timeout: 2}}
-    health-checker: {{type: web, port: {port}, path: /ok, timeout: 1, retries: 0}}
+    health-checker: {checker}
 probers:
   - {{name: probe-1, token: "{TOKENS['probe-1']}", location: eu}}
   - {{name: probe-2, token: "{TOKENS['probe-2']}", location: us}}
@@ -170,15 +171,8 @@ def test_slow_round_keeps_its_vote():
     with open(script, "w") as f:
         f.write("#!/bin/sh\nsleep 2.6\nexit 0\n")
     os.chmod(script, 0o755)
-    c = Cluster(BIN, n=1, ttl=15, services=f"""services:
-  - name: web
-    domain: site.test
-    entry-points:
-      - {{name: ep-1, ip: 127.0.0.41}}
-      - {{name: ep-2, ip: 127.0.0.42}}
-    switcher: {{type: exec, init: /bin/true, switch: /bin/true, timeout: 2}}
-    health-checker: {{type: exec, init: /bin/true, check: {script}, timeout: 4}}
-""")
+    c = Cluster(BIN, n=1, ttl=15,
+                services=services(0, f"{{type: exec, init: /bin/true, check: {script}, timeout: 4}}"))
     try:
         c.start_all()
         first = wait_until("node-1's vote", lambda: votes(c).get("node-1"), 10)
