@@ -43,7 +43,7 @@ struct probing {
     uint64_t written; /* digest of the opinions last written */
     bool dirty;       /* the opinions in etcd are not (known to be) the latest */
     int tact_ms;
-    int64_t renewed_ms; /* the vote lease's last renewal (monotonic) */
+    int64_t renewed_ms; /* the vote lease's last renewal, or attempt (monotonic) */
 };
 
 /* Takes a new engine from the mailbox, if there is one (then true). */
@@ -149,9 +149,10 @@ static void renew(struct probing *p, const struct dhaf_probe_result *r, size_t n
     int64_t ttl = 0;
     struct dhaf_err err;
     const struct store *st = cluster_store(p->c);
+    p->renewed_ms = dhaf_mono_ms(); /* tried: a failing etcd is not asked after every batch */
     int rc = st->ops->keepalive_once(p->ka, &ttl, p->tact_ms < 2000 ? p->tact_ms : 2000, &err);
     if (rc == 0) {
-        p->renewed_ms = dhaf_mono_ms();
+        /* renewed */
     } else if (rc == DHAF_ENOTFOUND) {
         /* expired (this process or etcd was frozen): the vote is gone; write it again */
         DHAF_LOG(DHAF_LOG_INFO, "event=vote-lease-expired note=\"writing the vote again\"");

@@ -210,7 +210,7 @@ struct reporter {
     bool sent_ok;        /* sent is valid */
     bool refetch;        /* a node said the plan is old */
     unsigned rounds;     /* of the current plan */
-    int64_t sent_ms;     /* when a node last accepted a report (monotonic) */
+    int64_t sent_ms;     /* when a report was last sent, accepted or not (monotonic) */
     int64_t interval_ms; /* the plan's tact */
 };
 
@@ -239,6 +239,7 @@ static void report(struct reporter *rp, const struct dhaf_probe_result *r, size_
     }
     struct dhaf_err err;
     ProtobufCMessage *resp = NULL;
+    rp->sent_ms = dhaf_mono_ms(); /* refused or failed reports are not retried every batch */
     int rc = call_any(rp->cl, "/dhaf.v1.Prober/Report", &rep.base,
                       &dhaf__v1__report_response__descriptor, &resp, &err);
     size_t sent = rep.n_results;
@@ -265,7 +266,6 @@ static void report(struct reporter *rp, const struct dhaf_probe_result *r, size_
     } else {
         rp->sent = dhaf_probe_digest(r, n);
         rp->sent_ok = true;
-        rp->sent_ms = dhaf_mono_ms();
         DHAF_LOG(DHAF_LOG_DEBUG, "event=report-sent seq=%llu node=%s results=%zu", seq,
                  cfg->nodes.v[rp->cl->cur], sent);
     }
