@@ -94,6 +94,10 @@ def test_sigstop_leader_split_brain(c):
     old = c.wait_leader(2)
     frozen = c.node(old)
     wait_until("alive keys", lambda: len(c.etcd.get_prefix(c.prefix + "alive/")) == 3, 5)
+    # The leader records node-up as it sees each alive key: freezing it inside such a write
+    # would log, after waking, an event committed before the freeze.
+    wait_until("node-up of every node recorded",
+               lambda: len({e.get("node") for e in c.events("node-up")}) == 3, 5)
     frozen.signal(signal.SIGSTOP)
     t_stop = time.monotonic()
     new = c.wait_leader(TTL + 2, other_than=old)
