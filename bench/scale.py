@@ -1015,7 +1015,25 @@ class IdleRss:
         self.result = {"seconds": seconds, "rss": rss, "hwm": hwm, "cpu": cpu,
                        "anon": anon, "files": files,
                        "cpu_from": c0[0] - t0 if c0 else None,
-                       "leader": self.etcd.get_json("/dhaf/first-dhaf-cluster/leader")}
+                       "leader": self.etcd.get_json("/dhaf/first-dhaf-cluster/leader"),
+                       "floor": self.library_floor()}
+
+    def library_floor(self):
+        """dhaf-bench-rss-floor's figures: its libraries started as the node starts them, no
+        dhaf code (None when it is not built or failed)."""
+        exe = os.path.join(self.args.bin_dir, "dhaf-bench-rss-floor")
+        if not os.path.exists(exe):
+            return None
+        try:
+            r = subprocess.run([exe], capture_output=True, text=True, timeout=30)
+            floor = json.loads(r.stdout)
+        except (subprocess.SubprocessError, ValueError) as e:
+            progress(f"bench/scale: dhaf-bench-rss-floor failed: {e}")
+            return None
+        if r.returncode != 0:
+            progress(f"bench/scale: dhaf-bench-rss-floor exited {r.returncode}: {r.stderr.strip()}")
+            return None
+        return floor
 
     def report(self):
         print("\n== idle: one dhaf-node with examples/config-n1.dhaf (the seed's example; "
@@ -1030,6 +1048,13 @@ class IdleRss:
             print(f"  of the VmRSS: RssAnon {r['anon'] / KIB:.1f} MiB (the process's own memory), "
                   f"RssFile {r['files'] / KIB:.1f} MiB (pages of its binary and shared libraries, "
                   f"shared with every process that maps them)")
+            f = r["floor"]
+            if f:
+                print(f"  the libraries alone (dhaf-bench-rss-floor: curl, gRPC server + a call, "
+                      f"libmicrohttpd, no dhaf code): VmRSS {f['vm_rss_kib'] / KIB:.1f} MiB "
+                      f"(RssAnon {f['rss_anon_kib'] / KIB:.1f}, RssFile "
+                      f"{f['rss_file_kib'] / KIB:.1f}); dhaf-node adds "
+                      f"{(r['rss'] - f['vm_rss_kib']) / KIB:.1f} MiB")
         if self.failed:
             print(f"  RUN BROKE: {self.failed}")
 

@@ -122,8 +122,11 @@ static void web_finish(void *conf, struct dhaf_cfg_ctx *ctx)
 
 /* The check keeps at most this much of a response body and then stops reading: a body is
  * judged on its first 64 KiB, and an endless body cannot hold the check until its timeout. */
-#define WEB_BODY_MAX   (64 * 1024)
-#define WEB_MAX_REDIRS 5L
+#define WEB_BODY_MAX (64 * 1024)
+/* libcurl's receive buffer per check (its default is 16 KiB): a health answer is short, and
+ * at 1,000 services some hundred checks are in flight at once. A longer body takes more reads. */
+#define WEB_RECV_BUFFER 4096L
+#define WEB_MAX_REDIRS  5L
 
 enum web_reason {
     WR_OK,
@@ -396,6 +399,7 @@ static int job_prepare(struct web_job *j)
     SET(CURLOPT_USERAGENT, "dhaf-web-checker");
     SET(CURLOPT_SSL_VERIFYPEER, c->ignore_ssl_errors ? 0L : 1L);
     SET(CURLOPT_SSL_VERIFYHOST, c->ignore_ssl_errors ? 0L : 2L);
+    SET(CURLOPT_BUFFERSIZE, WEB_RECV_BUFFER);
     SET(CURLOPT_WRITEFUNCTION, job_on_body);
     SET(CURLOPT_WRITEDATA, (void *)j);
     if (j->headers)
@@ -564,9 +568,11 @@ static void job_release(CURLM *multi, struct web_job *j)
         if (multi)
             curl_multi_remove_handle(multi, j->easy);
         curl_easy_cleanup(j->easy);
+        j->easy = NULL;
     }
     curl_slist_free_all(j->headers);
     curl_slist_free_all(j->connect_to);
+    j->headers = j->connect_to = NULL;
     DHAF_FREE(j->url);
     DHAF_FREE(j->body);
     dhaf_codes_release(&j->own_codes);
@@ -615,6 +621,7 @@ static void web_check(struct dhaf_check_target *targets, size_t n)
             struct web_job *j = priv;
             if (job_attempt_done(multi, j, res)) {
                 job_log(j);
+                job_release(multi, j); /* its buffers go now, not with the last of the batch */
                 active--;
             }
         }
