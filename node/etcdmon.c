@@ -292,8 +292,7 @@ static bool recorded_after(struct view *v, const char *kind, uint64_t after)
     bool found = false;
     view_rdlock(v);
     for (size_t i = view_event_after(v, after); i < view_events(v) && !found; i++) {
-        const char *k = dhaf_json_str(view_event_at(v, i)->j, "kind");
-        found = k && strcmp(k, kind) == 0;
+        found = strcmp(view_event_at(v, i)->kind, kind) == 0;
     }
     view_unlock(v);
     return found;

@@ -192,7 +192,7 @@ static json_t *next_event(struct deliverer *d, uint64_t *seq)
     if (i < view_events(v)) {
         const struct view_event *e = view_event_at(v, i);
         *seq = e->seq;
-        j = json_deep_copy(e->j);
+        j = view_event_json(e);
     }
     view_unlock(v);
     return j;

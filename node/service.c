@@ -467,9 +467,11 @@ int svc_events(const struct svc_env *env, const char *service, uint32_t limit,
         return DHAF_EUNAVAILABLE;
     for (size_t i = view_events(v); i-- > 0 && r.n_events < limit;) { /* newest first */
         const struct view_event *ve = view_event_at(v, i);
-        const json_t *j = ve->j;
-        const char *svc = dhaf_json_str(j, "service");
+        const char *svc = ve->service;
         if (of_service ? !svc || strcmp(svc, service) != 0 : svc != NULL)
+            continue;
+        json_t *j = view_event_json(ve);
+        if (!j)
             continue;
         Dhaf__V1__Event *ev = a_alloc(&a, sizeof(*ev));
         dhaf__v1__event__init(ev);
@@ -491,6 +493,7 @@ int svc_events(const struct svc_env *env, const char *service, uint32_t limit,
                     ev->reasons[ev->n_reasons++] =
                         a_str(&a, json_string_value(json_array_get(rs, k)));
         }
+        json_decref(j);
         r.events[r.n_events++] = ev;
     }
     view_unlock(v);

@@ -259,30 +259,59 @@ size_t view_event_after(const struct view *v, uint64_t seq)
     return lo;
 }
 
-static void event_put(struct view *v, uint64_t seq, const struct dhaf_kv *kv)
+/* An event kept as text: one block holding the text, then its kind and service. Returns false
+ * (logged) when the record is not a JSON object. */
+static bool event_make(struct view_event *e, uint64_t seq, const struct dhaf_kv *kv)
 {
     json_t *j = parse(kv);
     if (!j)
+        return false;
+    const char *kind = dhaf_json_str(j, "kind"), *svc = dhaf_json_str(j, "service");
+    size_t kl = kind ? strlen(kind) : 0, sl = svc ? strlen(svc) : 0;
+    char *b = dhaf_xmalloc(kv->value_len + 1 + kl + 1 + (svc ? sl + 1 : 0));
+    memcpy(b, kv->value, kv->value_len);
+    b[kv->value_len] = '\0';
+    char *k = b + kv->value_len + 1;
+    memcpy(k, kind ? kind : "", kl + 1);
+    char *sv = NULL;
+    if (svc) {
+        sv = k + kl + 1;
+        memcpy(sv, svc, sl + 1);
+    }
+    json_decref(j);
+    *e = (struct view_event){.seq = seq, .kind = k, .service = sv, .text = b, .len = kv->value_len};
+    return true;
+}
+
+json_t *view_event_json(const struct view_event *e)
+{
+    return json_loadb(e->text, e->len, 0, NULL);
+}
+
+static void event_put(struct view *v, uint64_t seq, const struct dhaf_kv *kv)
+{
+    struct view_event e;
+    if (!event_make(&e, seq, kv))
         return;
     size_t at = view_event_after(v, seq);
     if (at > 0 && v->events[at - 1].seq == seq) {
-        json_decref(v->events[at - 1].j);
-        v->events[at - 1].j = j;
+        free(v->events[at - 1].text);
+        v->events[at - 1] = e;
         return;
     }
     if (v->n_events == VIEW_EVENTS_MAX) {
         if (at == 0) {
-            json_decref(j); /* older than everything kept */
+            free(e.text); /* older than everything kept */
             return;
         }
-        json_decref(v->events[0].j);
+        free(v->events[0].text);
         memmove(&v->events[0], &v->events[1], (v->n_events - 1) * sizeof(*v->events));
         v->n_events--;
         at--;
     }
     DHAF_GROW(v->events, v->n_events + 1, v->cap_events);
     memmove(&v->events[at + 1], &v->events[at], (v->n_events - at) * sizeof(*v->events));
-    v->events[at] = (struct view_event){seq, j};
+    v->events[at] = e;
     v->n_events++;
 }
 
@@ -292,7 +321,7 @@ static void event_del(struct view *v, uint64_t seq)
     if (at == 0 || v->events[at - 1].seq != seq)
         return;
     at--;
-    json_decref(v->events[at].j);
+    free(v->events[at].text);
     memmove(&v->events[at], &v->events[at + 1], (v->n_events - at - 1) * sizeof(*v->events));
     v->n_events--;
 }
@@ -300,7 +329,7 @@ static void event_del(struct view *v, uint64_t seq)
 static void events_clear(struct view *v)
 {
     for (size_t i = 0; i < v->n_events; i++)
-        json_decref(v->events[i].j);
+        free(v->events[i].text);
     free(v->events);
     v->events = NULL;
     v->n_events = v->cap_events = 0;

@@ -133,15 +133,21 @@ void view_tally(const struct view *v, const struct dhaf_service *svc, struct ep_
  */
 bool view_tally_complete(const struct view *v, int64_t window_ms, int64_t since_ms);
 
-/* An event record from events/<seq>. */
+/* An event record from events/<seq>, kept as its text (a parsed tree costs about five times
+ * as much, and the view may hold thousands while a notifier is down). */
 struct view_event {
     uint64_t seq;
-    json_t *j;
+    const char *kind;    /* "" when the record has none */
+    const char *service; /* NULL: a cluster event */
+    char *text;          /* the record's JSON object; kind and service live in the same block */
+    size_t len;
 };
 
 size_t view_events(const struct view *v);
 /** Events in seq order (oldest first). */
 const struct view_event *view_event_at(const struct view *v, size_t i);
+/** The record of e parsed (a new reference: json_decref it), NULL if out of memory. */
+json_t *view_event_json(const struct view_event *e);
 /** Index of the first event with a seq greater than seq (view_events() when none). */
 size_t view_event_after(const struct view *v, uint64_t seq);
 
