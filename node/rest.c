@@ -3,7 +3,10 @@
  * replies (dhaf_pb_to_json of the gRPC messages), the original dhaf's paths and envelope,
  * /metrics, /healthz and /readyz. Every operation is a call into service.c with the config
  * snapshot current when the request arrived: reads come from the node's view (no etcd round
- * trip), changes go to etcd; no lock is held by the gateway itself. */
+ * trip), changes go to etcd; no lock is held by the gateway itself. Connections are limited
+ * per client address and guarded by rest_guard.c (a deadline for each request to arrive; idle
+ * connections make room for new ones); requests that change state are refused from other
+ * sites (rest_req.c), and never happen on HEAD. */
 #include <netinet/in.h> /* before microhttpd.h: struct sockaddr_in */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -33,20 +36,24 @@
 #include "metrics.h"
 #include "dhaf/pbjson.h"
 #include "rest.h"
+#include "rest_guard.h"
+#include "rest_req.h"
 #include "service.h"
 #include "view.h"
 
-#define BODY_MAX       (64 * 1024)       /* larger bodies get 413 */
-#define DRAIN_MAX      (8 * 1024 * 1024) /* up to this much is read and dropped before the 413 */
-#define PATH_MAX_LEN   512               /* longer paths get 414 (MHD caps the whole head too) */
-#define MAX_SEGMENTS   8
-#define ARGS_MAX       16 /* query parameters */
-#define ARG_KEY_MAX    64
-#define ARG_VALUE_MAX  256
-#define CONN_LIMIT     64
-#define CONN_TIMEOUT_S 30
-#define CONN_MEMORY    (32 * 1024) /* request line + headers must fit */
-#define TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
+#define BODY_MAX        (64 * 1024)       /* larger bodies get 413 */
+#define DRAIN_MAX       (8 * 1024 * 1024) /* up to this much is read and dropped before the 413 */
+#define PATH_MAX_LEN    512               /* longer paths get 414 (MHD caps the whole head too) */
+#define ARGS_MAX        16                /* query parameters */
+#define ARG_KEY_MAX     64
+#define ARG_VALUE_MAX   256
+#define CONN_LIMIT      128         /* beyond: the oldest connection not being answered is cut */
+#define CONN_RESERVE    32          /* beyond CONN_LIMIT while every connection is being answered */
+#define CONN_PER_IP     32          /* connections from one client address */
+#define REQ_DEADLINE_MS 10000       /* TLS handshake + request head + body; idle keep-alive */
+#define CONN_TIMEOUT_S  15          /* no byte moves (a client that does not read its reply) */
+#define CONN_MEMORY     (32 * 1024) /* request line + headers must fit */
+#define TLS_PRIORITIES  "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 
 struct rest {
     struct cluster *c;
@@ -58,13 +65,19 @@ struct rest {
     char addr[300];
     char *host, *cert_file, *key_file, *ca_file; /* as started: a reload cannot change them */
     int port;
+    bool tls;
+    struct rest_guard *guard;
+    const char *names[2]; /* host names that are ours besides localhost (Host checks) */
+    char hostname[256];
 };
 
 /* One request's state, from the first call of the access handler to the completion. */
 struct req {
     char *body;
     size_t len;
-    size_t seen; /* body bytes received, kept or not */
+    size_t seen;     /* body bytes received, kept or not */
+    bool started;    /* the access handler has seen the head */
+    bool bad_target; /* the path encodes a control byte (%00...) */
     bool too_big;
     bool replied;
     int64_t t0_ms;
@@ -347,18 +360,6 @@ static void v1_candidates(struct ctx *x, struct out *o)
         set_msg(o, MHD_HTTP_OK, &m->base);
 }
 
-/* requested_by: printable ASCII, at most 64 characters. */
-static bool valid_by(const char *s)
-{
-    size_t n = strlen(s);
-    if (n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] < 0x20 || s[i] >= 0x7f)
-            return false;
-    return true;
-}
-
 /* POST /api/v1/services/{svc}/switchover: {"entry_point": "...", "requested_by": "..."} or
  * ?entry_point=. */
 static void v1_switchover(struct ctx *x, struct out *o)
@@ -367,53 +368,9 @@ static void v1_switchover(struct ctx *x, struct out *o)
         return;
     char ep[DHAF_NAME_MAX + 1] = "", by[80] = "";
     struct dhaf_err err;
-    if (x->rq->len > 0) {
-        json_t *j = NULL;
-        if (dhaf_json_parse_object(x->rq->body, x->rq->len, "request body", &j, &err) != 0) {
-            v1_error(o, MHD_HTTP_BAD_REQUEST, "INVALID_ARGUMENT", "%s", err.msg);
-            return;
-        }
-        const char *k;
-        json_t *v;
-        bool bad = false;
-        json_object_foreach(j, k, v)
-        {
-            bool is_ep = strcmp(k, "entry_point") == 0, is_by = strcmp(k, "requested_by") == 0;
-            char q[80];
-            if (!is_ep && !is_by) {
-                v1_error(o, MHD_HTTP_BAD_REQUEST, "INVALID_ARGUMENT",
-                         "request body: unknown field \"%s\" (expected entry_point, "
-                         "requested_by)",
-                         clean(q, sizeof(q), k));
-                bad = true;
-                break;
-            }
-            if (!json_is_string(v)) {
-                v1_error(o, MHD_HTTP_BAD_REQUEST, "INVALID_ARGUMENT",
-                         "request body: %s must be a string", k);
-                bad = true;
-                break;
-            }
-            const char *s = json_string_value(v);
-            if (is_ep) {
-                if (!v1_name(o, "entry point", s)) {
-                    bad = true;
-                    break;
-                }
-                snprintf(ep, sizeof(ep), "%s", s);
-            } else if (!valid_by(s)) {
-                v1_error(o, MHD_HTTP_BAD_REQUEST, "INVALID_ARGUMENT",
-                         "request body: requested_by must be printable text of at most 64 "
-                         "characters");
-                bad = true;
-                break;
-            } else {
-                snprintf(by, sizeof(by), "%s", s);
-            }
-        }
-        json_decref(j);
-        if (bad)
-            return;
+    if (x->rq->len > 0 && rest_switchover_body(x->rq->body, x->rq->len, ep, by, &err) != 0) {
+        v1_error(o, MHD_HTTP_BAD_REQUEST, "INVALID_ARGUMENT", "%s", err.msg);
+        return;
     }
     const char *q_ep = arg(x, "entry_point");
     if (q_ep) {
@@ -727,6 +684,19 @@ static void plain_healthz(struct ctx *x, struct out *o)
     set_text(o, MHD_HTTP_OK, "ok\n");
 }
 
+static const char *auth_problem(struct rest *r, const struct dhaf_config *cfg,
+                                struct MHD_Connection *conn);
+
+/* 503 not ready: the details (etcd endpoints, errors) to a caller that passes the API's
+ * authentication; a one-word reason to anyone else. detail is taken. */
+static void not_ready(struct ctx *x, struct out *o, const char *word, char *detail)
+{
+    char *t = auth_problem(x->r, x->env.cfg, x->conn) ? dhaf_xasprintf("not ready: %s\n", word)
+                                                      : dhaf_xasprintf("not ready: %s\n", detail);
+    free(detail);
+    set_body(o, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", t);
+}
+
 /* Ready: etcd accepts writes, the node has its session with etcd and its view is in sync
  * with etcd. An etcd that refuses writes (an alarm) comes first: it is also why a node has no
  * session then. */
@@ -734,20 +704,19 @@ static void plain_readyz(struct ctx *x, struct out *o)
 {
     struct cluster *c = x->r->c;
     if (atomic_load(&x->r->stopping)) {
-        set_text(o, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: the node is stopping\n");
+        not_ready(x, o, "stopping", dhaf_xstrdup("the node is stopping"));
         return;
     }
     if (cluster_etcdmon(c)) {
         struct etcdmon_state es;
         etcdmon_state(cluster_etcdmon(c), &es);
         if (!es.writable) {
-            char *t = dhaf_xasprintf("not ready: %s\n", es.problem);
-            set_body(o, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", t);
+            not_ready(x, o, "etcd", dhaf_xstrdup(es.problem));
             return;
         }
     }
     if (cluster_session_lease(c) == 0) {
-        set_text(o, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: no session with etcd yet\n");
+        not_ready(x, o, "session", dhaf_xstrdup("no session with etcd yet"));
         return;
     }
     struct view *v = cluster_view(c);
@@ -755,10 +724,10 @@ static void plain_readyz(struct ctx *x, struct out *o)
     struct view_sync vs = view_sync(v);
     view_unlock(v);
     if (!vs.synced) {
-        char *t = dhaf_xasprintf("not ready: etcd: not heard from for %.1f s (status is served "
-                                 "from memory, marked stale)\n",
-                                 (double)vs.age_ms / 1000.0);
-        set_body(o, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", t);
+        not_ready(x, o, "etcd",
+                  dhaf_xasprintf("etcd: not heard from for %.1f s (status is served from "
+                                 "memory, marked stale)",
+                                 (double)vs.age_ms / 1000.0));
         return;
     }
     set_text(o, MHD_HTTP_OK, "ready\n");
@@ -805,74 +774,35 @@ struct route {
     unsigned method;
     const char *path; /* '*' is one segment, captured */
     enum family fam;
-    bool open; /* no token needed */
+    bool open;    /* no token needed */
+    bool changes; /* changes state: never on HEAD, never from another site */
     route_fn *fn;
 };
 
 static const struct route routes[] = {
-    {M_GET, "/api/v1/cluster", FAM_V1, false, v1_cluster},
-    {M_GET, "/api/v1/services", FAM_V1, false, v1_services},
-    {M_GET, "/api/v1/services/*", FAM_V1, false, v1_service},
-    {M_GET, "/api/v1/services/*/candidates", FAM_V1, false, v1_candidates},
-    {M_POST, "/api/v1/services/*/switchover", FAM_V1, false, v1_switchover},
-    {M_DELETE, "/api/v1/services/*/switchover", FAM_V1, false, v1_purge},
-    {M_GET, "/api/v1/services/*/events", FAM_V1, false, v1_service_events},
-    {M_GET, "/api/v1/events", FAM_V1, false, v1_cluster_events},
-    {M_DELETE, "/api/v1/nodes/*", FAM_V1, false, v1_decommission},
-    {M_GET, "/api/v1/version", FAM_V1, false, v1_version},
-    {M_GET, "/ping", FAM_ORIG, true, orig_ping},
-    {M_GET, "/dhaf/status", FAM_ORIG, false, orig_dhaf_status},
-    {M_GET, "/services/status", FAM_ORIG, false, orig_services_status},
-    {M_GET, "/service/status", FAM_ORIG, false, orig_service_status},
-    {M_GET, "/switchover", FAM_ORIG, false, orig_switchover},
-    {M_GET, "/switchover/purge", FAM_ORIG, false, orig_purge},
-    {M_GET, "/switchover/candidates", FAM_ORIG, false, orig_candidates},
-    {M_GET, "/dhaf/node/decommission", FAM_ORIG, false, orig_decommission},
-    {M_GET, "/healthz", FAM_PLAIN, true, plain_healthz},
-    {M_GET, "/readyz", FAM_PLAIN, true, plain_readyz},
-    {M_GET, "/metrics", FAM_PLAIN, false, plain_metrics},
+    {M_GET, "/api/v1/cluster", FAM_V1, false, false, v1_cluster},
+    {M_GET, "/api/v1/services", FAM_V1, false, false, v1_services},
+    {M_GET, "/api/v1/services/*", FAM_V1, false, false, v1_service},
+    {M_GET, "/api/v1/services/*/candidates", FAM_V1, false, false, v1_candidates},
+    {M_POST, "/api/v1/services/*/switchover", FAM_V1, false, true, v1_switchover},
+    {M_DELETE, "/api/v1/services/*/switchover", FAM_V1, false, true, v1_purge},
+    {M_GET, "/api/v1/services/*/events", FAM_V1, false, false, v1_service_events},
+    {M_GET, "/api/v1/events", FAM_V1, false, false, v1_cluster_events},
+    {M_DELETE, "/api/v1/nodes/*", FAM_V1, false, true, v1_decommission},
+    {M_GET, "/api/v1/version", FAM_V1, false, false, v1_version},
+    {M_GET, "/ping", FAM_ORIG, true, false, orig_ping},
+    {M_GET, "/dhaf/status", FAM_ORIG, false, false, orig_dhaf_status},
+    {M_GET, "/services/status", FAM_ORIG, false, false, orig_services_status},
+    {M_GET, "/service/status", FAM_ORIG, false, false, orig_service_status},
+    {M_GET, "/switchover", FAM_ORIG, false, true, orig_switchover},
+    {M_GET, "/switchover/purge", FAM_ORIG, false, true, orig_purge},
+    {M_GET, "/switchover/candidates", FAM_ORIG, false, false, orig_candidates},
+    {M_GET, "/dhaf/node/decommission", FAM_ORIG, false, true, orig_decommission},
+    {M_GET, "/healthz", FAM_PLAIN, true, false, plain_healthz},
+    {M_GET, "/readyz", FAM_PLAIN, true, false, plain_readyz},
+    {M_GET, "/metrics", FAM_PLAIN, false, false, plain_metrics},
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
-
-/* Splits path ("/a/b") into segments pointing into buf; false when there are too many. */
-static bool split(const char *path, char *buf, size_t len, char **seg, size_t *n)
-{
-    snprintf(buf, len, "%s", path + 1);
-    *n = 0;
-    char *p = buf;
-    for (;;) {
-        if (*n == MAX_SEGMENTS)
-            return false;
-        seg[(*n)++] = p;
-        char *slash = strchr(p, '/');
-        if (!slash)
-            return true;
-        *slash = '\0';
-        p = slash + 1;
-    }
-}
-
-/* True when the segments match the route's path; caps gets the '*' segments. */
-static bool match(const struct route *rt, char *const *seg, size_t n, const char **caps)
-{
-    char pat[128], *ps[MAX_SEGMENTS];
-    size_t pn;
-    split(rt->path, pat, sizeof(pat), ps, &pn);
-    if (pn != n)
-        return false;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(ps[i], "*") == 0) {
-            if (!seg[i][0])
-                return false;
-            if (k < 2)
-                caps[k++] = seg[i];
-        } else if (strcmp(ps[i], seg[i]) != 0) {
-            return false;
-        }
-    }
-    return true;
-}
 
 static unsigned method_bit(const char *m)
 {
@@ -931,31 +861,96 @@ static const char *auth_problem(struct rest *r, const struct dhaf_config *cfg,
     return ok ? NULL : "invalid token";
 }
 
-/* Query parameters: how many, how long. */
+/* Query parameters: how many, how long, and no NUL or control byte in a name or value
+ * (their decoded lengths count: "%00" would cut the C string and pass unseen). */
 struct argcheck {
     size_t n;
     bool bad;
+    char ctl[ARG_KEY_MAX + 1]; /* the first parameter holding a control byte (cleaned) */
 };
 
-static enum MHD_Result count_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                 const char *value)
+static enum MHD_Result check_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 size_t key_size, const char *value, size_t value_size)
 {
     (void)kind;
     struct argcheck *a = cls;
     a->n++;
-    if (a->n > ARGS_MAX || strlen(key) > ARG_KEY_MAX || (value && strlen(value) > ARG_VALUE_MAX))
+    if (a->n > ARGS_MAX || key_size > ARG_KEY_MAX || (value && value_size > ARG_VALUE_MAX)) {
         a->bad = true;
-    return a->bad ? MHD_NO : MHD_YES;
+        return MHD_NO;
+    }
+    if (!rest_bytes_clean(key, key_size) || (value && !rest_bytes_clean(value, value_size))) {
+        clean(a->ctl, sizeof(a->ctl), key);
+        if (!a->ctl[0])
+            snprintf(a->ctl, sizeof(a->ctl), "?");
+        return MHD_NO;
+    }
+    return MHD_YES;
 }
 
+/* The original's envelope answers its errors with HTTP 400; 401, 403 and 405 (HEAD on a
+ * changing path) keep their status so clients and proxies see them. */
 static void bad_request(struct out *o, enum family fam, unsigned status, const char *code,
                         const char *msg)
 {
     if (fam == FAM_ORIG)
-        orig_fail(o, status == MHD_HTTP_UNAUTHORIZED ? status : MHD_HTTP_BAD_REQUEST, (int)status,
-                  msg);
+        orig_fail(o,
+                  status == MHD_HTTP_UNAUTHORIZED || status == MHD_HTTP_FORBIDDEN ||
+                          status == MHD_HTTP_METHOD_NOT_ALLOWED
+                      ? status
+                      : MHD_HTTP_BAD_REQUEST,
+                  (int)status, msg);
     else
         v1_error(o, status, code, "%s", msg);
+}
+
+/* The connection's own address, numeric ("" when unknown). */
+static void local_ip_of(struct MHD_Connection *conn, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (!ci || getsockname(ci->connect_fd, (struct sockaddr *)&ss, &sl) != 0 ||
+        getnameinfo((struct sockaddr *)&ss, sl, buf, (socklen_t)len, NULL, 0, NI_NUMERICHOST) != 0)
+        buf[0] = '\0';
+}
+
+/* A request that changes state: refused on HEAD (405) and from another site (403). False
+ * after the reply. */
+static bool change_allowed(struct rest *r, const struct dhaf_config *cfg,
+                           struct MHD_Connection *conn, const struct route *hit, const char *method,
+                           const char *url, const char *peer, struct out *o)
+{
+    if (strcmp(method, MHD_HTTP_METHOD_HEAD) == 0) {
+        snprintf(o->allow, sizeof(o->allow), "GET"); /* the changing paths HEAD can reach */
+        bad_request(o, hit->fam, MHD_HTTP_METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED",
+                    "HEAD never changes state: this path changes state, use GET");
+        return false;
+    }
+    char local[INET6_ADDRSTRLEN];
+    local_ip_of(conn, local, sizeof(local));
+    struct rest_site site = {
+        .host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST),
+        .origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ORIGIN),
+        .fetch_site = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-Fetch-Site"),
+        .local_ip = local,
+        .names = r->names,
+        .n_names = sizeof(r->names) / sizeof(r->names[0]),
+        .tls = r->tls,
+        .port = r->port,
+        /* the token (checked before this) is something a web page cannot send */
+        .any_host = cfg->api_token != NULL,
+    };
+    const char *why = rest_cross_site(&site);
+    if (!why)
+        return true;
+    char q[200], qw[200];
+    DHAF_LOG(DHAF_LOG_WARN, "event=rest-refused peer=%s path=\"%s\" reason=\"%s\"", peer,
+             dhaf_log_quote(q, sizeof(q), url), dhaf_log_quote(qw, sizeof(qw), why));
+    bad_request(o, hit->fam, MHD_HTTP_FORBIDDEN, "PERMISSION_DENIED", why);
+    return false;
 }
 
 static void peer_of(struct MHD_Connection *conn, char *buf, size_t len)
@@ -981,16 +976,16 @@ static void dispatch(struct rest *r, const struct dhaf_config *cfg, struct MHD_C
         bad_request(o, fam, MHD_HTTP_URI_TOO_LONG, "URI_TOO_LONG", "the path is too long");
         return;
     }
-    char buf[PATH_MAX_LEN + 2], *seg[MAX_SEGMENTS];
+    char buf[PATH_MAX_LEN + 2], *seg[REST_SEGMENTS_MAX];
     size_t n = 0;
     const struct route *hit = NULL;
     unsigned allowed = 0;
     const char *caps[2] = {NULL, NULL};
-    if (split(url, buf, sizeof(buf), seg, &n)) {
+    if (rest_path_split(url, buf, sizeof(buf), seg, &n)) {
         unsigned m = method_bit(method);
         for (size_t i = 0; i < N_ROUTES; i++) {
             const char *c2[2] = {NULL, NULL};
-            if (!match(&routes[i], seg, n, c2))
+            if (!rest_path_match(routes[i].path, seg, n, c2))
                 continue;
             allowed |= routes[i].method;
             fam = routes[i].fam;
@@ -1013,6 +1008,11 @@ static void dispatch(struct rest *r, const struct dhaf_config *cfg, struct MHD_C
             return;
         }
     }
+    if (rq->bad_target) {
+        bad_request(o, fam == FAM_PLAIN ? FAM_V1 : fam, MHD_HTTP_BAD_REQUEST, "INVALID_ARGUMENT",
+                    "the path contains an encoded NUL or control byte (%00-%1F, %7F)");
+        return;
+    }
     if (!hit && allowed) {
         allow_list(o->allow, sizeof(o->allow), allowed);
         char msg[160];
@@ -1031,8 +1031,8 @@ static void dispatch(struct rest *r, const struct dhaf_config *cfg, struct MHD_C
             orig_fail(o, MHD_HTTP_BAD_REQUEST, 404, "Endpoint not found.");
         return;
     }
-    struct argcheck ac = {0, false};
-    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, count_arg, &ac);
+    struct argcheck ac = {0, false, ""};
+    MHD_get_connection_values_n(conn, MHD_GET_ARGUMENT_KIND, check_arg, &ac);
     if (ac.bad) {
         char msg[160];
         snprintf(msg, sizeof(msg),
@@ -1042,6 +1042,15 @@ static void dispatch(struct rest *r, const struct dhaf_config *cfg, struct MHD_C
         bad_request(o, hit->fam, MHD_HTTP_BAD_REQUEST, "INVALID_ARGUMENT", msg);
         return;
     }
+    if (ac.ctl[0]) {
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "query parameter \"%s\" contains a NUL or control byte (%%00-%%1F, %%7F)", ac.ctl);
+        bad_request(o, hit->fam, MHD_HTTP_BAD_REQUEST, "INVALID_ARGUMENT", msg);
+        return;
+    }
+    if (hit->changes && !change_allowed(r, cfg, conn, hit, method, url, peer, o))
+        return;
     struct ctx x = {.r = r,
                     .conn = conn,
                     .env = {r->c, cfg},
@@ -1052,6 +1061,14 @@ static void dispatch(struct rest *r, const struct dhaf_config *cfg, struct MHD_C
 }
 
 /* ------------------------------------------------------------------ MHD callbacks */
+
+/* The guard's entry of a connection (NULL when it has none). */
+static struct rest_conn *conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
 
 static enum MHD_Result queue(struct MHD_Connection *conn, struct out *o)
 {
@@ -1102,10 +1119,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)version;
     struct rest *r = cls;
     struct req *rq = *con_cls;
-    if (!rq) {
+    if (!rq) { /* uri_log made it; this is a fallback */
         rq = dhaf_xcalloc(1, sizeof(*rq));
         rq->t0_ms = dhaf_mono_ms();
         *con_cls = rq;
+    }
+    if (!rq->started) {
+        rq->started = true;
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > BODY_MAX) {
@@ -1113,8 +1133,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             /* A client waiting for "100 Continue", or one announcing more than we care to
              * read, gets the answer now (the connection closes after it). */
             if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT) ||
-                strtoull(cl, NULL, 10) > DRAIN_MAX)
+                strtoull(cl, NULL, 10) > DRAIN_MAX) {
+                rest_guard_busy(r->guard, conn_of(conn), true);
                 return too_large(conn, url, rq);
+            }
         }
         return MHD_YES;
     }
@@ -1129,7 +1151,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             rq->too_big = true;
             DHAF_FREE(rq->body);
             rq->len = 0;
-            return rq->seen > DRAIN_MAX ? too_large(conn, url, rq) : MHD_YES;
+            if (rq->seen <= DRAIN_MAX)
+                return MHD_YES;
+            rest_guard_busy(r->guard, conn_of(conn), true);
+            return too_large(conn, url, rq);
         }
         rq->body = dhaf_xreallocarray(rq->body, rq->len + n + 1, 1);
         memcpy(rq->body + rq->len, upload_data, n);
@@ -1137,6 +1162,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         rq->body[rq->len] = '\0';
         return MHD_YES;
     }
+    /* the request is in: answering it has no deadline of ours (handlers have their own) */
+    rest_guard_busy(r->guard, conn_of(conn), true);
     if (rq->too_big)
         return too_large(conn, url, rq);
     char peer[INET6_ADDRSTRLEN + 8];
@@ -1161,14 +1188,45 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
-    (void)conn;
+    struct rest *r = cls;
     (void)toe;
     struct req *rq = *con_cls;
     if (rq) {
         free(rq->body);
         free(rq);
         *con_cls = NULL;
+    }
+    /* the next request on this connection has a deadline again */
+    rest_guard_busy(r->guard, conn_of(conn), false);
+}
+
+/* Called with the request target as received, before %-decoding: the request's state starts
+ * here, so a path with an encoded control byte is seen (decoding would cut it at a %00). */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)conn;
+    struct req *rq = dhaf_xcalloc(1, sizeof(*rq));
+    rq->t0_ms = dhaf_mono_ms();
+    rq->bad_target = !rest_target_clean(uri);
+    return rq;
+}
+
+/* Connections open and close: the guard keeps their deadlines (and the socket context holds
+ * the guard's entry). CLOSED comes before libmicrohttpd closes the socket. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct rest *r = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        char peer[INET6_ADDRSTRLEN + 8];
+        peer_of(conn, peer, sizeof(peer));
+        *socket_context = ci ? rest_guard_add(r->guard, ci->connect_fd, peer) : NULL;
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        rest_guard_remove(r->guard, *socket_context);
+        *socket_context = NULL;
     }
 }
 
@@ -1245,6 +1303,7 @@ static void rest_free(struct rest *r)
     free(r->cert_file);
     free(r->key_file);
     free(r->ca_file);
+    rest_guard_free(r->guard);
     dhaf_waker_release(&r->idle);
     free(r);
 }
@@ -1265,6 +1324,12 @@ struct rest *rest_start(struct cluster *c, struct dhaf_err *err)
     r->key_file = dup_or_null(w->tls.key_file);
     r->ca_file = dup_or_null(w->tls.ca_file);
     bool tls = w->tls.cert_file != NULL;
+    r->tls = tls;
+    r->names[0] = r->host;
+    if (gethostname(r->hostname, sizeof(r->hostname)) == 0 && r->hostname[0]) {
+        r->hostname[sizeof(r->hostname) - 1] = '\0';
+        r->names[1] = r->hostname;
+    }
     if (tls) {
         if (!w->tls.key_file) {
             dhaf_err_set(err, DHAF_ECONFIG, "web-api: tls.cert-file needs tls.key-file");
@@ -1275,6 +1340,11 @@ struct rest *rest_start(struct cluster *c, struct dhaf_err *err)
             (w->tls.ca_file && !(r->ca = dhaf_read_pem(w->tls.ca_file, "web-api client CA", err))))
             goto fail;
     }
+    r->guard = rest_guard_new(CONN_LIMIT, REQ_DEADLINE_MS);
+    if (!r->guard) {
+        dhaf_err_set(err, DHAF_EIO, "web-api: cannot start the connection guard's thread");
+        goto fail;
+    }
     int fd = listen_on(r->host, r->port, r->addr, sizeof(r->addr), err);
     if (fd < 0)
         goto fail;
@@ -1283,11 +1353,13 @@ struct rest *rest_start(struct cluster *c, struct dhaf_err *err)
     /* options that only apply with TLS go last, so a plain daemon ends the list earlier */
     r->d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, r, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, r,
-        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_LIMIT,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED, on_completed, r,
-        tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, r->cert, MHD_OPTION_HTTPS_MEM_KEY, r->key,
-        MHD_OPTION_HTTPS_PRIORITIES, TLS_PRIORITIES,
+        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(CONN_LIMIT + CONN_RESERVE), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)CONN_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, r, MHD_OPTION_URI_LOG_CALLBACK, on_uri, r, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, r, tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, r->cert,
+        MHD_OPTION_HTTPS_MEM_KEY, r->key, MHD_OPTION_HTTPS_PRIORITIES, TLS_PRIORITIES,
         r->ca ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, r->ca, MHD_OPTION_END);
     if (!r->d) {
         /* MHD may or may not have closed fd; it is left alone (the node is exiting). */
@@ -1344,7 +1416,10 @@ bool rest_stop(struct rest *r, int deadline_ms)
         return false;
     }
     MHD_stop_daemon(r->d);
-    DHAF_LOG(DHAF_LOG_INFO, "event=rest-stopped addr=%s", r->addr);
+    unsigned long cut_deadline, cut_evicted;
+    rest_guard_counts(r->guard, &cut_deadline, &cut_evicted);
+    DHAF_LOG(DHAF_LOG_INFO, "event=rest-stopped addr=%s cut_deadline=%lu cut_evicted=%lu", r->addr,
+             cut_deadline, cut_evicted);
     rest_free(r);
     return true;
 }
