@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* dhafctl's connection: endpoint and token from flags, environment or the node's config. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "client.h"
 #include "dhaf/alloc.h"
@@ -29,10 +33,59 @@ static const struct dhaf_cfgkey node_api_keys[] = {
 };
 /* clang-format on */
 
+/* A token file: a regular file of at most TOKEN_FILE_MAX bytes, trailing white space removed.
+ * Returns the token (caller frees), or NULL after printing why. */
+#define TOKEN_FILE_MAX 4096
+static char *read_token_file(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        fprintf(stderr, "dhafctl: --token-file %s: %s\n", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size > TOKEN_FILE_MAX) {
+        fprintf(stderr, "dhafctl: --token-file %s: not a regular file of at most %d bytes\n", path,
+                TOKEN_FILE_MAX);
+        close(fd);
+        return NULL;
+    }
+    if (st.st_mode & S_IROTH)
+        fprintf(stderr,
+                "dhafctl: warning: --token-file %s is readable by every user; chmod o-r it\n",
+                path);
+    char *buf = dhaf_xmalloc((size_t)st.st_size + 1);
+    size_t n = 0;
+    while (n < (size_t)st.st_size) {
+        ssize_t r = read(fd, buf + n, (size_t)st.st_size - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    while (n > 0 && strchr(" \t\r\n", buf[n - 1]))
+        n--;
+    buf[n] = '\0';
+    if (n == 0 || memchr(buf, '\0', n) || strpbrk(buf, "\r\n")) {
+        fprintf(stderr, "dhafctl: --token-file %s: %s\n", path,
+                n == 0 ? "is empty" : "holds more than one line (a token is one line)");
+        explicit_bzero(buf, (size_t)st.st_size + 1);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
 int ctl_connect(struct ctl *c)
 {
     const char *endpoint = c->endpoint ? c->endpoint : getenv("DHAF_ENDPOINT");
-    const char *token = c->token ? c->token : getenv("DHAF_TOKEN");
+    if (c->token_file && !c->token && !(c->file_token = read_token_file(c->token_file)))
+        return 2;
+    const char *token = c->token ? c->token : c->file_token ? c->file_token : getenv("DHAF_TOKEN");
     const char *ca = c->ca_file ? c->ca_file : getenv("DHAF_CA");
     if (c->config) {
         struct node_api na;
@@ -118,7 +171,7 @@ int ctl_call(struct ctl *c, const char *method, const ProtobufCMessage *req,
         fprintf(stderr, "dhafctl: cannot reach the node at %s: %s\n", c->target, msg);
     else if (rc == DHAF_EAUTH)
         fprintf(stderr,
-                "dhafctl: refused (%s): give the node's api-token with --token, "
+                "dhafctl: refused (%s): give the node's api-token with --token-file, "
                 "DHAF_TOKEN or --config\n",
                 msg);
     else
@@ -136,5 +189,8 @@ void ctl_close(struct ctl *c)
     if (c->cfg_token)
         explicit_bzero(c->cfg_token, strlen(c->cfg_token));
     free(c->cfg_token);
+    if (c->file_token)
+        explicit_bzero(c->file_token, strlen(c->file_token));
+    free(c->file_token);
     free(c->cfg_ca);
 }

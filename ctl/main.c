@@ -61,13 +61,15 @@ static const struct command commands[] = {
 static void usage(FILE *out)
 {
     fprintf(out, "usage: dhafctl COMMAND [ARGS] [--config FILE | --endpoint HOST:PORT] "
-                 "[--token T] [-o table|json]\n\ncommands:\n");
+                 "[--token-file FILE] [-o table|json]\n\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(out, "  %-22s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\noptions (every command):\n"
                  "  -c, --config FILE      a node's config: its gRPC API address and token\n"
                  "  -e, --endpoint H:P     the node's gRPC API (also DHAF_ENDPOINT)\n"
-                 "  -t, --token T          the API token (also DHAF_TOKEN)\n"
+                 "      --token-file FILE  read the API token from FILE\n"
+                 "  -t, --token T          the API token (visible in ps: prefer --token-file\n"
+                 "                         or DHAF_TOKEN)\n"
                  "      --ca FILE          CA of the node's TLS certificate (also DHAF_CA)\n"
                  "  -o, --output FORMAT    table (default) or json\n"
                  "      --timeout S        seconds to wait for the node (default 5)\n"
@@ -471,15 +473,22 @@ int main(int argc, char **argv)
         return 0;
     }
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},  {"endpoint", required_argument, NULL, 'e'},
-        {"token", required_argument, NULL, 't'},   {"ca", required_argument, NULL, 'A'},
-        {"output", required_argument, NULL, 'o'},  {"timeout", required_argument, NULL, 'T'},
-        {"service", required_argument, NULL, 's'}, {"limit", required_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"endpoint", required_argument, NULL, 'e'},
+        {"token", required_argument, NULL, 't'},
+        {"ca", required_argument, NULL, 'A'},
+        {"token-file", required_argument, NULL, 'F'},
+        {"output", required_argument, NULL, 'o'},
+        {"timeout", required_argument, NULL, 'T'},
+        {"service", required_argument, NULL, 's'},
+        {"limit", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     struct ctl c = {.timeout_ms = 5000, .out = OUT_TABLE};
     c.color = isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
     const char *service = NULL;
+    char *token = NULL; /* --token's value, copied before the argument is wiped */
     int limit = 0, opt;
     optind = 2;
     opterr = 0;
@@ -492,7 +501,23 @@ int main(int argc, char **argv)
             c.endpoint = optarg;
             break;
         case 't':
-            c.token = optarg;
+            /* Every user of the machine sees a process's arguments (ps, /proc/PID/cmdline):
+             * keep a copy, wipe the argument, and say how to avoid it. */
+            if (token)
+                explicit_bzero(token, strlen(token));
+            free(token);
+            c.token = token = strdup(optarg);
+            if (!token) {
+                fprintf(stderr, "dhafctl: out of memory\n");
+                return 1;
+            }
+            memset(optarg, 'x', strlen(optarg));
+            fprintf(stderr, "dhafctl: warning: --token puts the token where every user of this "
+                            "machine can read it (ps, /proc); use --token-file FILE or "
+                            "DHAF_TOKEN instead\n");
+            break;
+        case 'F':
+            c.token_file = optarg;
             break;
         case 'A':
             c.ca_file = optarg;
@@ -540,6 +565,12 @@ int main(int argc, char **argv)
     }
     char **pos = argv + optind;
     int n_pos = argc - optind;
+    if (c.token && c.token_file) {
+        fprintf(stderr, "dhafctl: give --token or --token-file, not both\n");
+        explicit_bzero(token, strlen(token));
+        free(token);
+        return 2;
+    }
     if (n_pos != cmd->n_pos) {
         fprintf(stderr, "dhafctl %s: %s\n\n", cmd->name,
                 n_pos < cmd->n_pos ? "missing argument" : "too many arguments");
@@ -555,5 +586,8 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = cmd->run(&c, service, pos, limit);
     ctl_close(&c);
+    if (token)
+        explicit_bzero(token, strlen(token));
+    free(token);
     return rc;
 }

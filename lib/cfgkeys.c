@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -425,6 +426,48 @@ static bool parse_long(const char *s, long *out)
     return true;
 }
 
+/* Secrets named as ${ENV} are taken out of the environment once read, so that no program this
+ * process starts (exec checkers, switchers, a plugin's children) inherits them; the value is
+ * kept here so that another reference to the same variable (a second key, a reload) still
+ * resolves. */
+struct env_secret {
+    char *name;
+    char *value;
+};
+static pthread_mutex_t env_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct env_secret *env_secrets;
+static size_t n_env_secrets, cap_env_secrets;
+
+/* The value of environment variable name (caller frees), or NULL when it is unset or empty
+ * and was never taken before. Removes it from the environment and wipes its bytes there (the
+ * initial environment is also what /proc/PID/environ shows). */
+static char *take_env_secret(const char *name)
+{
+    pthread_mutex_lock(&env_mu);
+    size_t i = 0;
+    while (i < n_env_secrets && strcmp(env_secrets[i].name, name) != 0)
+        i++;
+    char *env = getenv(name);
+    char *val = NULL;
+    if (env && *env) {
+        val = dhaf_xstrdup(env);
+        if (i == n_env_secrets) {
+            DHAF_GROW(env_secrets, n_env_secrets + 1, cap_env_secrets);
+            env_secrets[n_env_secrets++] = (struct env_secret){dhaf_xstrdup(name), NULL};
+        } else {
+            explicit_bzero(env_secrets[i].value, strlen(env_secrets[i].value));
+            free(env_secrets[i].value);
+        }
+        env_secrets[i].value = dhaf_xstrdup(env);
+        explicit_bzero(env, strlen(env));
+        unsetenv(name);
+    } else if (i < n_env_secrets) {
+        val = dhaf_xstrdup(env_secrets[i].value);
+    }
+    pthread_mutex_unlock(&env_mu);
+    return val;
+}
+
 /* Reads a secret from a file: at most 64 KiB, trailing white space removed. */
 static char *read_secret_file(struct dhaf_cfg_ctx *ctx, const struct ynode *v, const char *path,
                               const char *file)
@@ -630,15 +673,14 @@ static size_t set_value(struct dhaf_cfg_ctx *ctx, const struct dhaf_cfgkey *k, v
                 return 1;
         } else if (s[0] == '$' && s[1] == '{' && s[v->len - 1] == '}') {
             char *name = dhaf_xstrndup(s + 2, v->len - 3);
-            const char *env = getenv(name);
-            if (!env || !*env) {
+            val = take_env_secret(name);
+            if (!val) {
                 cfg_error_at(ctx->rep, v, path, "environment variable %s is not set or empty",
                              name);
                 free(name);
                 return 1;
             }
             free(name);
-            val = dhaf_xstrdup(env);
         }
         break;
     case DHAF_CFG_PATH:

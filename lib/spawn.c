@@ -1,13 +1,20 @@
 /* SPDX-License-Identifier: MIT */
-/* Running programs concurrently with posix_spawn: output capture, deadlines, group kill, reap. */
+/* Running programs concurrently with posix_spawn: output capture, deadlines, group kill, reap;
+ * at a deadline or a cancel, descendants that left the group (setsid) are found by a mark in
+ * their environment and killed too, and this process is a child subreaper so that orphans
+ * come back to be reaped. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,6 +31,14 @@
 /* Right after EOF or a kill the exit is imminent: sweep often, for a while. */
 #define TICK_SOON_MS 1
 #define SOON_FOR_MS  50
+/* Descendants that left the process group (setsid, setpgid, a double fork) are found by a
+ * mark in their environment, inherited from the child: every process carrying the run's mark
+ * is killed when the run ends. Scans of /proc repeat this often while some were found. */
+#define MARK_VAR    "DHAF_SPAWN_ID"
+#define SCAN_MS     10
+#define ENVIRON_MAX (1024 * 1024) /* bytes of a process's environment searched for the mark */
+#define ZOMBIE_AGE  1000          /* ms an adopted zombie nobody reaped waits for its owner */
+#define ZOMBIES_MAX 64
 /* Reads per poll wake-up per child, so one chatty child does not starve the others. */
 #define READS_PER_WAKE 4
 /* Reads of what is left in the pipe once the child is gone. */
@@ -44,6 +59,14 @@ struct run {
     bool cancelled; /* killed because cancel fired */
     int64_t start_ms, deadline_ms;
     int64_t kill_ms; /* when its group was last killed: the grace period starts there */
+    char mark[64];   /* MARK_VAR=<our pid>.<seq>: in its environment and its descendants' */
+    uint64_t seq;
+    char **envp;        /* the child's environment with mark added */
+    int64_t scan_ms;    /* next scan for marked descendants; 0 = none due */
+    pid_t *killed_pids; /* marked descendants killed, until they are reaped or gone */
+    size_t n_killed, cap_killed;
+    size_t found;  /* marked processes the last scan found */
+    bool scanning; /* its scan is due in the current pass */
 };
 
 /* Children that did not die within the grace period after SIGKILL: reaped by a later call.
@@ -82,6 +105,206 @@ static void leftover_sweep(void)
             i++;
     }
     pthread_mutex_unlock(&leftover_mu);
+}
+
+/* This process is made a child subreaper at the first run: what a child leaves behind
+ * (orphans, a setsid grandchild) is re-parented to us instead of to init, so it can be found,
+ * killed and reaped. */
+static pthread_once_t adopt_once = PTHREAD_ONCE_INIT;
+static bool adopting;
+static atomic_uint_fast64_t run_seq;
+
+static void adopt_orphans(void)
+{
+    adopting = prctl(PR_SET_CHILD_SUBREAPER, 1) == 0;
+}
+
+/* The rest of the entry of env[0..len) (NUL-separated) that starts with prefix; NULL if none.
+ * *rest_len gets its length. */
+static const char *env_find(const char *env, size_t len, const char *prefix, size_t *rest_len)
+{
+    size_t pl = strlen(prefix);
+    for (size_t i = 0; i < len;) {
+        const char *e = memchr(env + i, '\0', len - i);
+        size_t el = e ? (size_t)(e - (env + i)) : len - i;
+        if (el >= pl && memcmp(env + i, prefix, pl) == 0) {
+            *rest_len = el - pl;
+            return env + i + pl;
+        }
+        i += el + 1;
+    }
+    return NULL;
+}
+
+/* Reads process pid's environment into *buf (grown as needed, at most ENVIRON_MAX bytes);
+ * returns its length (0 when it cannot be read: gone, a zombie, not ours to read). */
+static size_t read_environ(pid_t pid, char **buf, size_t *cap)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    size_t len = 0;
+    for (;;) {
+        if (len == *cap) {
+            if (*cap >= ENVIRON_MAX)
+                break;
+            *cap = *cap ? *cap * 2 : 16384;
+            *buf = dhaf_xreallocarray(*buf, *cap, 1);
+        }
+        ssize_t r = read(fd, *buf + len, *cap - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    close(fd);
+    return len;
+}
+
+/* One pass over /proc for every run whose scan is due: each process (but us) carrying such a
+ * run's mark is killed and remembered for reaping (but the run's own child, which
+ * finish_child reaps). A run that found some scans again SCAN_MS later. Returns how many runs
+ * were scanned for (their `scanning` is set). */
+static size_t scan_marked(struct run *runs, const struct dhaf_proc *procs, size_t n, int64_t now)
+{
+    size_t due = 0;
+    for (size_t i = 0; i < n; i++) {
+        runs[i].found = 0;
+        runs[i].scanning = runs[i].scan_ms && now >= runs[i].scan_ms;
+        due += runs[i].scanning;
+    }
+    if (!due)
+        return 0;
+    pid_t me = getpid();
+    char prefix[48];
+    snprintf(prefix, sizeof(prefix), MARK_VAR "=%d.", (int)me);
+    char *buf = NULL;
+    size_t cap = 0;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        char *end, num[24];
+        long v = strtol(e->d_name, &end, 10);
+        if (*end || v <= 1 || (pid_t)v == me)
+            continue;
+        pid_t pid = (pid_t)v;
+        size_t len = read_environ(pid, &buf, &cap), rl = 0;
+        const char *rest = len ? env_find(buf, len, prefix, &rl) : NULL;
+        if (!rest || rl == 0 || rl >= sizeof(num))
+            continue;
+        memcpy(num, rest, rl);
+        num[rl] = '\0';
+        unsigned long long seq = strtoull(num, &end, 10);
+        if (*end)
+            continue;
+        for (size_t i = 0; i < n; i++) {
+            struct run *r = &runs[i];
+            if (!r->scanning || r->seq != seq)
+                continue;
+            kill(pid, SIGKILL);
+            r->found++;
+            bool known = pid == procs[i].pid;
+            for (size_t k = 0; k < r->n_killed && !known; k++)
+                known = r->killed_pids[k] == pid;
+            if (!known) {
+                DHAF_GROW(r->killed_pids, r->n_killed + 1, r->cap_killed);
+                r->killed_pids[r->n_killed++] = pid;
+            }
+            break;
+        }
+    }
+    if (d)
+        closedir(d);
+    free(buf);
+    for (size_t i = 0; i < n; i++)
+        if (runs[i].scanning)
+            runs[i].scan_ms = runs[i].found ? now + SCAN_MS : 0;
+    return due;
+}
+
+/* Reaps the killed marked descendants that became our children; forgets those that are gone.
+ * Returns how many are still there. */
+static size_t reap_killed(struct run *r)
+{
+    for (size_t i = 0; i < r->n_killed;) {
+        pid_t pid = r->killed_pids[i], w;
+        do
+            w = waitpid(pid, NULL, WNOHANG);
+        while (w < 0 && errno == EINTR);
+        /* ECHILD: not ours (yet): gone for good, or still below a dying parent of its own */
+        if (w == pid || (w < 0 && kill(pid, 0) < 0 && errno == ESRCH))
+            r->killed_pids[i] = r->killed_pids[--r->n_killed];
+        else
+            i++;
+    }
+    return r->n_killed;
+}
+
+/* An adopted process that exited by itself before its run ended stays our zombie: nobody
+ * else will reap it. Reaps zombie children of ours that have been zombies for ZOMBIE_AGE ms
+ * (a run reaps its own child within a few ms, so those are never touched). At most one
+ * scan of /proc a second. */
+static pthread_mutex_t zombie_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    pid_t pid;
+    int64_t seen_ms;
+} zombies[ZOMBIES_MAX];
+static size_t n_zombies;
+static int64_t zombie_scan_ms;
+
+static void reap_old_zombies(void)
+{
+    int64_t now = dhaf_mono_ms();
+    pthread_mutex_lock(&zombie_mu);
+    if (!adopting || now - zombie_scan_ms < 1000) {
+        pthread_mutex_unlock(&zombie_mu);
+        return;
+    }
+    zombie_scan_ms = now;
+    DIR *d = opendir("/proc");
+    pid_t me = getpid();
+    size_t n_now = 0;
+    pid_t now_z[ZOMBIES_MAX];
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL && n_now < ZOMBIES_MAX) {
+        char *end, path[64], st[512];
+        long v = strtol(e->d_name, &end, 10);
+        if (*end || v <= 1)
+            continue;
+        snprintf(path, sizeof(path), "/proc/%ld/stat", v);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t k = read(fd, st, sizeof(st) - 1);
+        close(fd);
+        if (k <= 0)
+            continue;
+        st[k] = '\0';
+        const char *rp = strrchr(st, ')');
+        char state;
+        int ppid;
+        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && state == 'Z' && ppid == me)
+            now_z[n_now++] = (pid_t)v;
+    }
+    if (d)
+        closedir(d);
+    /* keep the first sighting of each zombie still there; reap the old ones */
+    size_t kept = 0;
+    for (size_t i = 0; i < n_now; i++) {
+        int64_t seen = now;
+        for (size_t j = 0; j < n_zombies; j++)
+            if (zombies[j].pid == now_z[i])
+                seen = zombies[j].seen_ms;
+        if (now - seen >= ZOMBIE_AGE && waitpid(now_z[i], NULL, WNOHANG) == now_z[i])
+            continue;
+        zombies[kept].pid = now_z[i];
+        zombies[kept++].seen_ms = seen;
+    }
+    n_zombies = kept;
+    pthread_mutex_unlock(&zombie_mu);
 }
 
 /* Reads what the pipe has now (at most max_reads reads), keeping the first DHAF_PROC_OUT_MAX
@@ -158,6 +381,20 @@ static void start_one(struct dhaf_proc *p, struct run *r, const posix_spawnattr_
         r->state = RUN_DONE;
         return;
     }
+    r->seq = (uint64_t)atomic_fetch_add(&run_seq, 1);
+    snprintf(r->mark, sizeof(r->mark), MARK_VAR "=%d.%llu", (int)getpid(),
+             (unsigned long long)r->seq);
+    {
+        char *const *from = p->envp ? p->envp : environ;
+        size_t n = 0, k = 0;
+        while (from && from[n])
+            n++;
+        r->envp = dhaf_xcalloc(n + 2, sizeof(char *));
+        r->envp[k++] = r->mark;
+        for (size_t i = 0; i < n; i++)
+            if (strncmp(from[i], MARK_VAR "=", sizeof(MARK_VAR)) != 0)
+                r->envp[k++] = from[i];
+    }
     if (pipe2(pfd, O_CLOEXEC) != 0) {
         rc = errno;
         goto out;
@@ -183,7 +420,7 @@ static void start_one(struct dhaf_proc *p, struct run *r, const posix_spawnattr_
     if ((rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3)) != 0)
         goto out;
 #endif
-    rc = posix_spawn(&p->pid, p->path, &fa, attr, p->argv, p->envp ? p->envp : environ);
+    rc = posix_spawn(&p->pid, p->path, &fa, attr, p->argv, r->envp);
 out:
     if (fa_ok)
         posix_spawn_file_actions_destroy(&fa);
@@ -211,6 +448,9 @@ static void finish_child(struct dhaf_proc *p, struct run *r, int64_t now)
     int st = 0;
     pid_t w;
 
+    /* What left the group (setsid) is not looked for here: that takes a scan of /proc, too
+     * dear after every run of a busy checker; it is adopted (we are a subreaper) and reaped
+     * when it ends. Only a run killed at its deadline or cancelled scans (sweep_running). */
     if (!p->keep_group)
         kill_group(p->pid);
     do
@@ -254,6 +494,7 @@ static void sweep_running(struct dhaf_proc *p, struct run *r, int64_t now)
     if (!r->killed && (now >= r->deadline_ms || cancel)) {
         kill_group(p->pid);
         kill(p->pid, SIGKILL); /* in case it moved itself to another group */
+        r->scan_ms = now;      /* every descendant, in whatever group or session: this pass */
         r->killed = true;
         r->cancelled = cancel;
         r->kill_ms = now;
@@ -273,6 +514,14 @@ static void sweep_running(struct dhaf_proc *p, struct run *r, int64_t now)
  * us because this process is a child subreaper). Without that, the first call ends it. */
 static void sweep_group(struct dhaf_proc *p, struct run *r, int64_t now)
 {
+    /* Marked descendants outside the group: killed again while more keep turning up (one
+     * that was forking when the scan passed), reaped once they are our zombies. */
+    bool grace_over = now - r->kill_ms >= DHAF_SPAWN_KILL_GRACE_MS;
+    if (reap_killed(r) && !grace_over)
+        return;
+    for (size_t i = 0; i < r->n_killed; i++)
+        leftover_add(r->killed_pids[i], p->path);
+    r->n_killed = 0;
     for (;;) {
         pid_t w = waitpid(-p->pid, NULL, WNOHANG);
         if (w > 0)
@@ -280,10 +529,12 @@ static void sweep_group(struct dhaf_proc *p, struct run *r, int64_t now)
         if (w < 0 && errno == EINTR)
             continue;
         if (w == 0) {
-            if (now - r->kill_ms < DHAF_SPAWN_KILL_GRACE_MS)
+            if (!grace_over)
                 return;
             leftover_add(-p->pid, p->path);
         }
+        if (r->scan_ms && !grace_over)
+            return;
         r->state = RUN_DONE;
         return;
     }
@@ -312,7 +563,9 @@ int dhaf_spawn_run_all(struct dhaf_proc *procs, size_t n)
     for (size_t i = 0; i < n; i++)
         if (!procs[i].path || !procs[i].argv || !procs[i].argv[0])
             return DHAF_EINVAL;
+    pthread_once(&adopt_once, adopt_orphans);
     leftover_sweep();
+    reap_old_zombies();
     if (n == 0)
         return 0;
 
@@ -386,6 +639,23 @@ int dhaf_spawn_run_all(struct dhaf_proc *procs, size_t n)
             if (r->state == RUN_DONE)
                 active--;
         }
+        /* One scan of /proc for every run whose descendants are due to be hunted (those that
+         * just ended or timed out), then those runs may finish in this same pass. */
+        if (scan_marked(runs, procs, n, now)) {
+            now = dhaf_mono_ms();
+            for (size_t i = 0; i < n; i++) {
+                struct run *r = &runs[i];
+                if (r->state != RUN_GROUP || !r->scanning)
+                    continue;
+                sweep_group(&procs[i], r, now);
+                if (r->state == RUN_DONE)
+                    active--;
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(runs[i].envp);
+        free(runs[i].killed_pids);
     }
     free(runs);
     free(pfds);

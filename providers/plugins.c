@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "dhaf/alloc.h"
 #include "dhaf/log.h"
@@ -308,10 +309,36 @@ static int by_name(const struct dirent **a, const struct dirent **b)
     return strcmp((*a)->d_name, (*b)->d_name);
 }
 
+/* Code from a file that someone else can write runs as this process: the directory and every
+ * .so must belong to root or to this process's user, and be writable by nobody else. */
+static int check_trusted(const char *what, const char *path, const struct stat *st,
+                         struct dhaf_err *err)
+{
+    uid_t me = geteuid();
+    if (st->st_uid != 0 && st->st_uid != me)
+        return dhaf_err_set(err, DHAF_EINVAL,
+                            "%s %s is owned by uid %u, neither root nor this process's user "
+                            "(uid %u): whoever owns it can run code as dhaf; chown it",
+                            what, path, (unsigned)st->st_uid, (unsigned)me);
+    if (st->st_mode & (S_IWGRP | S_IWOTH))
+        return dhaf_err_set(err, DHAF_EINVAL,
+                            "%s %s is writable by %s (mode %04o): whoever can write it can run "
+                            "code as dhaf; chmod go-w it",
+                            what, path, (st->st_mode & S_IWOTH) ? "every user" : "its group",
+                            (unsigned)(st->st_mode & 07777));
+    return 0;
+}
+
 int dhaf_plugins_load(const char *dir, struct dhaf_err *err)
 {
     size_t keep_provs = n_provs, keep_files = n_files;
     struct dirent **ents = NULL;
+    struct stat dst;
+    if (stat(dir, &dst) == 0 && S_ISDIR(dst.st_mode)) {
+        int rc = check_trusted("extensions directory", dir, &dst, err);
+        if (rc)
+            return rc;
+    }
     int n = scandir(dir, &ents, so_name, by_name);
     if (n < 0) {
         if (errno == ENOENT) {
@@ -329,7 +356,7 @@ int dhaf_plugins_load(const char *dir, struct dhaf_err *err)
         struct stat st;
         if (stat(path, &st) != 0)
             rc = dhaf_err_set(err, DHAF_EIO, "plugin %s: %s", path, strerror(errno));
-        else if (S_ISREG(st.st_mode))
+        else if (S_ISREG(st.st_mode) && (rc = check_trusted("plugin", path, &st, err)) == 0)
             rc = load_file(path, err);
         else
             DHAF_LOG(DHAF_LOG_DEBUG,

@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -188,6 +189,69 @@ static void test_keep_group(void **state)
     assert_no_children();
 }
 
+/* True once pid is gone (not even a zombie), polled for up to 3 s. */
+static bool gone(pid_t pid)
+{
+    int64_t until = mono_ms() + 3000;
+    while (kill(pid, 0) == 0 && mono_ms() < until)
+        usleep(2000);
+    return kill(pid, 0) == -1 && errno == ESRCH;
+}
+
+/* Descendants that left the program's group (setsid: another session) die with the run at
+ * its deadline; after a normal exit they are left to run, as our (the subreaper's) children;
+ * keep_group leaves them alone. */
+static void test_setsid_descendants(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *script;
+        uint32_t timeout_ms;
+        enum dhaf_proc_outcome outcome;
+    } cases[] = {
+        {"setsid sleep 301 >/dev/null 2>&1 & echo $!; sleep 30", 300, DHAF_PROC_TIMEOUT},
+        /* a double fork: the middle process exits, the grandchild is an orphan */
+        {"(setsid sleep 303 >/dev/null 2>&1 & echo $!) ; sleep 30", 300, DHAF_PROC_TIMEOUT},
+    };
+    struct dhaf_proc *p = calloc(1, sizeof(*p));
+    struct shproc s;
+    assert_non_null(p);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        sh(p, &s, cases[i].script, cases[i].timeout_ms);
+        assert_int_equal(dhaf_spawn_run_all(p, 1), 0);
+        assert_int_equal(p->outcome, cases[i].outcome);
+        pid_t bg = (pid_t)atoi(p->out);
+        assert_true(bg > 1);
+        assert_true(gone(bg));
+        assert_no_children();
+    }
+    /* a normal exit: the setsid one lives on, adopted by this process (a subreaper); the
+     * script exits once it has left the group (its session id is its pid) */
+    sh(p, &s,
+       "setsid sleep 302 >/dev/null 2>&1 & b=$!; "
+       "while [ \"$(cut -d' ' -f6 /proc/$b/stat)\" != \"$b\" ]; do :; done; echo $b; exit 0",
+       2000);
+    assert_int_equal(dhaf_spawn_run_all(p, 1), 0);
+    assert_int_equal(p->outcome, DHAF_PROC_EXITED);
+    pid_t adopted = (pid_t)atoi(p->out);
+    assert_true(adopted > 1);
+    assert_int_equal(kill(adopted, 0), 0);
+    assert_int_equal(kill(adopted, SIGKILL), 0);
+    assert_int_equal(waitpid(adopted, NULL, 0), adopted);
+    assert_no_children();
+    /* keep_group: the caller owns what the program started, in its session or another */
+    sh(p, &s, "setsid sleep 304 >/dev/null 2>&1 & echo $!", 2000);
+    p->keep_group = true;
+    assert_int_equal(dhaf_spawn_run_all(p, 1), 0);
+    pid_t bg = (pid_t)atoi(p->out);
+    assert_true(bg > 1);
+    assert_int_equal(kill(bg, 0), 0);
+    assert_int_equal(kill(bg, SIGKILL), 0);
+    assert_int_equal(waitpid(bg, NULL, 0), bg);
+    free(p);
+    assert_no_children();
+}
+
 /* The child sees only 0, 1 and 2, even when we hold a descriptor without O_CLOEXEC. */
 static void test_descriptors(void **state)
 {
@@ -327,6 +391,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outcomes_and_deadlines),
         cmocka_unit_test(test_keep_group),
+        cmocka_unit_test(test_setsid_descendants),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_descriptors),
         cmocka_unit_test(test_closed_stdin),
