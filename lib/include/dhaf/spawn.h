@@ -56,7 +56,14 @@ struct dhaf_proc {
  * other inherited descriptors. One poll() loop reads the outputs and a waitpid(WNOHANG)
  * sweep notices exits; at a child's deadline its whole group gets SIGKILL. After the child
  * is gone, the rest of its group is killed too (unless keep_group), and group members that
- * became our children (when this process is a child subreaper) are reaped as well.
+ * became our children are reaped as well. The first call makes this process a child
+ * subreaper (orphans of its children come back to it), and every child gets DHAF_SPAWN_ID=
+ * <pid>.<seq> in its environment, inherited by its descendants: at a deadline or a cancel,
+ * every process carrying the run's mark is killed too (one scan of /proc, repeated every
+ * 10 ms while more turn up), so `setsid` grandchildren do not outlive a timeout. After a
+ * normal exit they are not looked for (a scan per run is too dear for a busy checker): they
+ * run on as our adopted children. Adopted zombies nobody reaps within 1 s are reaped (at most
+ * one scan of /proc a second). A descendant that clears its environment escapes the mark.
  *
  * The outputs are written into procs; the inputs are only read. Safe to call from several
  * threads at once: it waits only for its own children, never with waitpid(-1). A child that

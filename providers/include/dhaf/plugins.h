@@ -14,7 +14,9 @@
  * (RTLD_NOW | RTLD_LOCAL), reads its DHAF_PLUGIN_ENTRY_SYMBOL array and checks each provider
  * of it: ABI version, kind, type name, key table, config size and the operations of its kind,
  * and that its type is neither built in nor brought by another plugin of the same kind.
- * dir is borrowed; a dir that does not exist holds no plugins (returns 0).
+ * dir is borrowed; a dir that does not exist holds no plugins (returns 0). The directory and
+ * each .so must belong to root or this process's user and not be writable by group or others
+ * (a plugin runs with the daemon's rights): otherwise nothing is loaded.
  *
  * All or nothing: returns 0 with every provider registered, or a negative code with the first
  * refusal in err ("plugin /x/y.so: ABI version 999, this dhaf speaks 1") and nothing of this
