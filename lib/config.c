@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include "cfg_internal.h"
@@ -50,13 +51,16 @@ const struct dhaf_cfgkey dhaf_config_keys[] = {
     API_KEYS("web-api", web_api, "8128"),
     API_KEYS("grpc-api", grpc_api, "8129"),
     {"dhaf.api-token", DHAF_CFG_SECRET, OFF(api_token), false, NULL, 0, 0, NULL, NULL, NULL,
-     "Bearer token both APIs require (also api-token-file or ${ENV})."},
+     "Bearer token both APIs require (also api-token-file or ${ENV}); at least 16 bytes when "
+     "an API is not on loopback."},
     {"dhaf.insecure-api", DHAF_CFG_BOOL, OFF(insecure_api), false, "false", 0, 0, NULL, NULL,
-     NULL, "Allow a non-loopback API without token or TLS."},
+     NULL, "Allow a non-loopback API without authentication (api-token or a client CA) or "
+     "with weak secrets."},
     {"dhaf.probe", DHAF_CFG_BOOL, OFF(probe), false, "true", 0, 0, NULL, NULL, NULL,
      "Run the built-in prober on this node (it votes as the node)."},
     {"dhaf.extensions-dir", DHAF_CFG_PATH, OFF(extensions_dir), false, "extensions", 0, 0, NULL,
-     NULL, NULL, "Directory of plugin .so files."},
+     NULL, NULL, "Directory of plugin .so files; it and every .so must belong to root or "
+     "dhaf's user and be writable by nobody else."},
     {"etcd.hosts", DHAF_CFG_EXTERNAL, 0, true, NULL, 0, 0, NULL, NULL, NULL,
      "etcd endpoints: http(s)://host:port or host:port, comma-separated or a list."},
     {"etcd.username", DHAF_CFG_STR, OFF(etcd.username), false, NULL, 0, 0, NULL, NULL, NULL,
@@ -560,14 +564,102 @@ static void check_api(struct loadctx *lc, const struct dhaf_api *api, const char
     }
     free(prefix);
     struct dhaf_config *cfg = lc->cfg;
-    if (api->host && !dhaf_is_loopback_host(api->host) && !cfg->api_token && !api->tls.cert_file &&
+    /* TLS without client certificates encrypts but lets anyone in: only a token or a client
+     * CA authenticates the caller. */
+    if (api->host && !dhaf_is_loopback_host(api->host) && !cfg->api_token && !api->tls.ca_file &&
         !cfg->insecure_api) {
         char *p = dhaf_xasprintf("dhaf.%s.host", name);
         cfg_error_at(lc->rep, at_key(lc, p), p,
-                     "%s is not a loopback address, and the API has neither api-token nor TLS; "
-                     "set dhaf.api-token (or TLS), or dhaf.insecure-api: true if you mean it",
-                     api->host);
+                     "%s is not a loopback address, and the API has no authentication (neither "
+                     "dhaf.api-token nor dhaf.%s.tls.client-ca-file; TLS alone encrypts but lets "
+                     "anyone in): set dhaf.api-token (16 bytes or more) or a client CA, or "
+                     "dhaf.insecure-api: true if you mean it",
+                     api->host, name);
         free(p);
+    }
+}
+
+/* A secret that lets a caller in from the network must be at least this long. */
+#define STRONG_SECRET_MIN 16
+
+/* Why secret s is too weak to guard an exposed node, or NULL when it is fine. Never quotes s. */
+static const char *weak_secret(const char *s)
+{
+    static const char *const placeholders[] = {"replace-me", "replace_me", "replaceme",
+                                               "change-me",  "change_me",  "changeme"};
+    if (strlen(s) < STRONG_SECRET_MIN)
+        return "is shorter than 16 bytes";
+    for (size_t i = 0; i < sizeof(placeholders) / sizeof(placeholders[0]); i++) {
+        size_t pl = strlen(placeholders[i]);
+        for (const char *c = s; *c; c++)
+            if (strncasecmp(c, placeholders[i], pl) == 0)
+                return "is still the example's placeholder (REPLACE-ME...)";
+    }
+    return NULL;
+}
+
+/* Reports secret (the value of key in section map at path) when it is weak. exposed names the
+ * non-loopback bind; an error unless dhaf.insecure-api, then a warning. */
+static void check_secret(struct loadctx *lc, const struct ynode *map, const char *path,
+                         const char *key, const char *secret, const char *exposed)
+{
+    const char *why = secret ? weak_secret(secret) : NULL;
+    if (!why)
+        return;
+    char *fk = dhaf_xasprintf("%s-file", key);
+    const struct ynode *at = cfg_lookup(map, key);
+    const char *written = key;
+    if (!at || ynode_is_null(at)) {
+        at = cfg_lookup(map, fk);
+        written = fk;
+    }
+    char *p = cfg_join(path, written);
+    const char *fix = "use a random secret of 16 bytes or more (e.g. openssl rand -hex 32)";
+    if (lc->cfg->insecure_api)
+        dhaf_cfg_report_warn(lc->rep, at ? at->line : 0, at ? at->col : 0, p,
+                             "%s, too weak for a node reachable from the network (%s); %s", why,
+                             exposed, fix);
+    else
+        cfg_error_at(lc->rep, at ? at : map, p,
+                     "%s, too weak for a node reachable from the network (%s); %s, or set "
+                     "dhaf.insecure-api: true if you mean it",
+                     why, exposed, fix);
+    free(p);
+    free(fk);
+}
+
+/* On a node whose API is bound to a non-loopback address, the secrets that let a caller in
+ * (api-token, the probers' tokens, a notifier's join-code) must not be weak or placeholders. */
+static void check_secrets(struct loadctx *lc)
+{
+    const struct dhaf_config *cfg = lc->cfg;
+    const struct dhaf_api *apis[] = {&cfg->web_api, &cfg->grpc_api};
+    const char *names[] = {"web-api", "grpc-api"};
+    char exposed[160] = "";
+    for (size_t i = 0; i < 2 && !exposed[0]; i++)
+        if (apis[i]->host && !dhaf_is_loopback_host(apis[i]->host))
+            snprintf(exposed, sizeof(exposed), "dhaf.%s.host is %s", names[i], apis[i]->host);
+    if (!exposed[0])
+        return;
+    const struct ynode *dhaf = ynode_get(lc->root, "dhaf", NULL);
+    check_secret(lc, dhaf ? dhaf : lc->root, "dhaf", "api-token", cfg->api_token, exposed);
+    const struct ynode *pl = ynode_get(lc->root, "probers", NULL);
+    for (size_t i = 0; i < cfg->n_probers && pl && pl->kind == YNODE_SEQ && i < pl->n; i++) {
+        char *p = cfg_index("probers", i);
+        check_secret(lc, pl->items[i], p, "token", cfg->probers[i].token, exposed);
+        free(p);
+    }
+    const struct ynode *nl = ynode_get(lc->root, "notifiers", NULL);
+    for (size_t i = 0; i < cfg->n_notifiers && nl && nl->kind == YNODE_SEQ && i < nl->n; i++) {
+        const struct dhaf_section *s = &cfg->notifiers[i];
+        for (const struct dhaf_cfgkey *k = s->keys; s->conf && k && k->key; k++) {
+            if (k->type != DHAF_CFG_SECRET || strcmp(k->key, "join-code") != 0)
+                continue;
+            char *p = cfg_index("notifiers", i);
+            check_secret(lc, nl->items[i], p, k->key, *(char **)((char *)s->conf + k->offset),
+                         exposed);
+            free(p);
+        }
     }
 }
 
@@ -635,6 +727,7 @@ static void cross_checks(struct loadctx *lc)
     check_tls(lc, &cfg->etcd.client_tls, "etcd.tls", "ca-file");
     check_api(lc, &cfg->web_api, "web-api");
     check_api(lc, &cfg->grpc_api, "grpc-api");
+    check_secrets(lc);
     if (cfg->web_api.port && cfg->web_api.port == cfg->grpc_api.port && cfg->web_api.host &&
         cfg->grpc_api.host && strcmp(cfg->web_api.host, cfg->grpc_api.host) == 0)
         cfg_error_at(lc->rep, at_key(lc, "dhaf.grpc-api.port"), "dhaf.grpc-api.port",

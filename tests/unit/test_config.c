@@ -220,7 +220,11 @@ static const struct bad_case bad_cases[] = {
      1, 52, "dhaf.api-token", "environment variable DHAF_TEST_UNSET_VAR is not set or empty"},
     /* security of the APIs */
     {"public API without token", "dhaf: {cluster-name: c1, node-name: n1, web-api: {host: 0.0.0.0}}\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC,
-     1, 57, "dhaf.web-api.host", "0.0.0.0 is not a loopback address, and the API has neither api-token nor TLS"},
+     1, 57, "dhaf.web-api.host", "0.0.0.0 is not a loopback address, and the API has no authentication"},
+    {"public API with TLS only", "dhaf: {cluster-name: c1, node-name: n1, web-api: {host: 0.0.0.0, tls: {cert-file: c, key-file: k}}}\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC,
+     1, 57, "dhaf.web-api.host", "TLS alone encrypts but lets anyone in"},
+    {"public API with a weak token", "dhaf: {cluster-name: c1, node-name: n1, api-token: short-token, web-api: {host: 0.0.0.0}}\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC,
+     1, 52, "dhaf.api-token", "is shorter than 16 bytes, too weak for a node reachable from the network (dhaf.web-api.host is 0.0.0.0)"},
     {"cert without key", "dhaf: {cluster-name: c1, node-name: n1, grpc-api: {tls: {cert-file: c.pem}}}\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC,
      1, 69, "dhaf.grpc-api.tls.key-file", "missing; cert-file and key-file go together"},
     {"prober without token", HEAD SVC "probers:\n- {name: p1, location: eu}\n", 10, 3, "probers[0].token", "missing; a prober needs a token"},
@@ -388,6 +392,10 @@ static void test_full_example(void **state)
     const struct tg_config *tg = cfg.notifiers[1].conf;
     assert_string_equal(cfg.notifiers[1].name, "tg-anon");
     assert_string_equal(tg->token, "123456:ABC-def_1"); /* from ${ENV} */
+    /* Read three times, then taken out of the environment: children do not inherit it. */
+    assert_null(getenv("DHAF_TEST_TG_TOKEN"));
+    assert_string_equal(cfg.api_token, "123456:ABC-def_1");
+    assert_string_equal(cfg.probers[0].token, "123456:ABC-def_1");
     const struct email_config *em = cfg.notifiers[0].conf;
     assert_int_equal(em->security, EMAIL_SEC_STARTTLS);
     assert_string_equal(cfg.notifiers[0].name, "ops-mail");
@@ -468,6 +476,28 @@ static void test_alias_bomb(void **state)
     assert_int_equal(rep.n_errs, 1);
     assert_non_null(strstr(rep.errs[0].msg, "aliases expand this document past 100000 nodes"));
     assert_int_equal(rep.errs[0].line, 5);
+    dhaf_cfg_report_release(&rep);
+}
+
+/* Anchors are found by name in a hash table: a name anchored again means its latest node. */
+static void test_anchor_lookup(void **state)
+{
+    (void)state;
+    const char *yaml =
+        "dhaf: {cluster-name: &x c1, node-name: &x n1}\n"
+        "etcd: {hosts: &h \"127.0.0.1:2379\"}\n"
+        "services:\n"
+        "- name: *x\n"
+        "  domain: foo.com\n"
+        "  entry-points: [{name: &e ep-1, ip: 10.0.0.1}, {name: ep-2, ip: 10.0.0.2}]\n"
+        "  switcher: {type: exec, init: /bin/true, switch: /bin/true}\n"
+        "  health-checker: {type: tcp, port: 80}\n";
+    struct dhaf_config cfg;
+    struct dhaf_cfg_report rep;
+    assert_int_equal(load(yaml, &cfg, &rep), 0);
+    assert_string_equal(cfg.cluster_name, "c1");
+    assert_non_null(dhaf_config_service(&cfg, "n1"));
+    dhaf_config_release(&cfg);
     dhaf_cfg_report_release(&rep);
 }
 
@@ -664,6 +694,7 @@ int main(void)
         cmocka_unit_test(test_secret_not_in_errors),
         cmocka_unit_test(test_all_errors_at_once),
         cmocka_unit_test(test_alias_bomb),
+        cmocka_unit_test(test_anchor_lookup),
         cmocka_unit_test(test_empty_and_binary),
         cmocka_unit_test(test_file_errors),
         cmocka_unit_test(test_every_provider_defaults_parse),
