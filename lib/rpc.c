@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* gRPC C core wrapper: protobuf-c messages in and out, a thread-per-call server, unary client
- * calls with deadlines and bidirectional client streams. See grpc-core-etcd-facts.md for the
- * traps this code avoids (RECV_INITIAL_METADATA on streams, SO_REUSEPORT, one op of a kind
+/* gRPC C core wrapper: protobuf-c messages in and out, a server that authenticates each call
+ * from its metadata before reading its message and runs handlers on a fixed pool of workers,
+ * unary client calls with deadlines and bidirectional client streams. See grpc-core-etcd-facts.md
+ * for the traps this code avoids (RECV_INITIAL_METADATA on streams, SO_REUSEPORT, one op of a kind
  * outstanding per call, draining completion queues before destroying them). */
 #include <errno.h>
 #include <pthread.h>
@@ -673,19 +674,66 @@ void dhaf_rpc_stream_close(struct dhaf_rpc_stream *s)
 
 /* ------------------------------------------------------------------ server */
 
+/* The server: a fixed pool of threads takes the completions of the server's one completion
+ * queue (new calls, received messages, sent replies, ends of calls) and runs the handlers of
+ * the calls whose message arrived, on the thread that received it (no hand-over); at most
+ * all but RESERVED_POLLERS of them run handlers at once, so a completion (a new call to check,
+ * a refusal, a reply) is always taken at once even while every handler blocks. A new call is
+ * checked from its initial metadata (method, bearer token or the method's auth hook, slots)
+ * before any message is read: a refused call is answered at once and never has its message
+ * received, so it costs no slot, no handler and no memory for its message. An accepted call
+ * takes a slot (total, per peer address, per connection) and must deliver its message within
+ * recv_timeout_ms, or it is cancelled. */
+
+#define DEFAULT_WORKERS       8
+#define DEFAULT_RECV_TIMEOUT  5000
+#define REQUESTS_OUTSTANDING  8
+#define HTTP2_MAX_STREAMS     100
+#define REFUSED_LOGS_A_SECOND 10
+#define RESERVED_POLLERS      2
+
+enum tag_kind { T_REQUEST, T_CLOSE, T_RECV, T_FINISH, T_SEND };
+
+struct call_tag {
+    struct dhaf_rpc_call *c;
+    enum tag_kind kind;
+};
+
+/* How many accepted calls a peer address or a connection holds. */
+struct slot_count {
+    char key[96];
+    int n;
+};
+
 struct dhaf_rpc_server {
     grpc_server *srv;
     grpc_completion_queue *cq;
     const struct dhaf_rpc_method *methods;
     size_t n_methods;
+    size_t *method_max; /* max receive size of each method */
     char *token;
-    int max_calls;
+    int max_calls, max_per_peer, max_per_conn, recv_timeout_ms, n_workers;
     int port;
-    pthread_t thread;
-    atomic_bool stopping;
-    pthread_mutex_t lock;
-    pthread_cond_t idle;
-    int active;
+    pthread_t thread;   /* the first thread of the pool; it joins the others when it ends */
+    pthread_t *workers; /* the others */
+    atomic_bool stopping, shutdown_started, shutdown_seen;
+    atomic_int live;      /* calls handed out by the core and not freed yet */
+    atomic_int requested; /* grpc_server_request_call outstanding */
+    atomic_int queued;    /* calls waiting for a thread to run their handler */
+    atomic_llong next_sweep;
+    pthread_mutex_t lock; /* token, slots, the handler queue */
+    struct dhaf_rpc_call *q_head, *q_tail;
+    int in_handlers, max_handlers;
+    int active; /* accepted calls holding a slot */
+    struct slot_count *peers, *conns;
+    int n_peers, n_conns;
+    pthread_mutex_t send_lock; /* streaming sends wait here for their completion */
+    pthread_cond_t send_done;
+    pthread_mutex_t wait_lock;                   /* the list of calls awaiting their message */
+    struct dhaf_rpc_call *wait_head, *wait_tail; /* oldest first */
+    pthread_mutex_t log_lock;
+    int64_t log_second;
+    int logs_this_second, logs_suppressed;
     char shutdown_tag;
 };
 
@@ -694,7 +742,8 @@ struct dhaf_rpc_call {
     grpc_call *call;
     grpc_call_details details;
     grpc_metadata_array md;
-    grpc_completion_queue *cq;
+    struct call_tag t_request, t_close, t_recv, t_finish, t_send;
+    atomic_int refs;
     const struct dhaf_rpc_method *method;
     char *path;
     char *peer;
@@ -702,19 +751,33 @@ struct dhaf_rpc_call {
     size_t n_md;
     char *cn;
     bool cn_done;
-    int cancelled;
-    bool close_pending;
-    grpc_byte_buffer *reply; /* unary: the one response */
-    bool replied;
+    int cancelled_raw;     /* written by the core when the call ends */
+    atomic_bool cancelled; /* copied from it when the end is seen */
+    bool has_slot;
+    bool waiting; /* in the awaiting-message list */
+    int64_t recv_deadline_ms;
+    struct dhaf_rpc_call *w_prev, *w_next, *q_next;
+    grpc_byte_buffer *recv_bb;
+    ProtobufCMessage *req;
+    grpc_byte_buffer *reply;   /* unary: the one response */
+    grpc_byte_buffer *send_bb; /* streaming: the message being sent */
+    int send_state;            /* streaming: 0 idle, 1 pending, 2 sent, 3 failed */
+    bool initial_sent;
 };
 
 static struct dhaf_rpc_call *call_new(struct dhaf_rpc_server *srv)
 {
     struct dhaf_rpc_call *c = dhaf_xcalloc(1, sizeof(*c));
     c->server = srv;
-    c->cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_call_details_init(&c->details);
     grpc_metadata_array_init(&c->md);
+    c->t_request = (struct call_tag){c, T_REQUEST};
+    c->t_close = (struct call_tag){c, T_CLOSE};
+    c->t_recv = (struct call_tag){c, T_RECV};
+    c->t_finish = (struct call_tag){c, T_FINISH};
+    c->t_send = (struct call_tag){c, T_SEND};
+    atomic_init(&c->refs, 0);
+    atomic_init(&c->cancelled, false);
     return c;
 }
 
@@ -722,7 +785,6 @@ static void call_free(struct dhaf_rpc_call *c)
 {
     if (c->call)
         grpc_call_unref(c->call);
-    cq_destroy(c->cq);
     grpc_call_details_destroy(&c->details);
     grpc_metadata_array_destroy(&c->md);
     for (size_t i = 0; i < c->n_md; i++) {
@@ -734,16 +796,105 @@ static void call_free(struct dhaf_rpc_call *c)
     if (c->peer)
         gpr_free(c->peer);
     free(c->cn);
+    if (c->recv_bb)
+        grpc_byte_buffer_destroy(c->recv_bb);
+    if (c->req)
+        protobuf_c_message_free_unpacked(c->req, NULL);
     if (c->reply)
         grpc_byte_buffer_destroy(c->reply);
+    if (c->send_bb)
+        grpc_byte_buffer_destroy(c->send_bb);
     free(c);
+}
+
+/* "ipv4:127.0.0.1:5555" -> "ipv4:127.0.0.1" (the peer address without the port). */
+static void peer_address(const char *peer, char *out, size_t len)
+{
+    snprintf(out, len, "%s", peer ? peer : "unknown");
+    char *colon = strrchr(out, ':');
+    if (colon && colon != strchr(out, ':'))
+        *colon = '\0';
+}
+
+static struct slot_count *slot_find(struct slot_count *v, int n, const char *key)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(v[i].key, key) == 0)
+            return &v[i];
+    return NULL;
+}
+
+static void slot_drop(struct slot_count *v, int *n, const char *key)
+{
+    struct slot_count *s = slot_find(v, *n, key);
+    if (s && --s->n == 0)
+        *s = v[--*n];
+}
+
+/* Takes a slot for c, or says why not (in why). Called when the call arrives. */
+static bool slot_take(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c, char *why, size_t len)
+{
+    char addr[96], conn[96];
+    peer_address(c->peer, addr, sizeof(addr));
+    snprintf(conn, sizeof(conn), "%s", c->peer ? c->peer : "unknown");
+    pthread_mutex_lock(&srv->lock);
+    struct slot_count *p = slot_find(srv->peers, srv->n_peers, addr);
+    struct slot_count *k = slot_find(srv->conns, srv->n_conns, conn);
+    bool ok = false;
+    if (srv->active >= srv->max_calls)
+        snprintf(why, len, "too many calls in progress (%d); retry later", srv->max_calls);
+    else if (p && p->n >= srv->max_per_peer)
+        snprintf(why, len, "too many calls in progress from this address (%d); retry later",
+                 srv->max_per_peer);
+    else if (k && k->n >= srv->max_per_conn)
+        snprintf(why, len, "too many calls in progress on this connection (%d); retry later",
+                 srv->max_per_conn);
+    else
+        ok = true;
+    if (ok) {
+        srv->active++;
+        if (!p) {
+            p = &srv->peers[srv->n_peers++];
+            snprintf(p->key, sizeof(p->key), "%s", addr);
+            p->n = 0;
+        }
+        if (!k) {
+            k = &srv->conns[srv->n_conns++];
+            snprintf(k->key, sizeof(k->key), "%s", conn);
+            k->n = 0;
+        }
+        p->n++;
+        k->n++;
+        c->has_slot = true;
+    }
+    pthread_mutex_unlock(&srv->lock);
+    return ok;
+}
+
+static void call_unref(struct dhaf_rpc_call *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    struct dhaf_rpc_server *srv = c->server;
+    if (c->has_slot) {
+        char addr[96], conn[96];
+        peer_address(c->peer, addr, sizeof(addr));
+        snprintf(conn, sizeof(conn), "%s", c->peer ? c->peer : "unknown");
+        pthread_mutex_lock(&srv->lock);
+        srv->active--;
+        slot_drop(srv->peers, &srv->n_peers, addr);
+        slot_drop(srv->conns, &srv->n_conns, conn);
+        pthread_mutex_unlock(&srv->lock);
+    }
+    call_free(c);
+    atomic_fetch_sub(&srv->live, 1);
 }
 
 static int request_next(struct dhaf_rpc_server *srv)
 {
     struct dhaf_rpc_call *c = call_new(srv);
-    grpc_call_error ce =
-        grpc_server_request_call(srv->srv, &c->call, &c->details, &c->md, c->cq, srv->cq, c);
+    grpc_call_error ce = grpc_server_request_call(srv->srv, &c->call, &c->details, &c->md, srv->cq,
+                                                  srv->cq, &c->t_request);
     if (ce != GRPC_CALL_OK) {
         call_free(c);
         return -1;
@@ -751,24 +902,19 @@ static int request_next(struct dhaf_rpc_server *srv)
     return 0;
 }
 
-/* Runs one batch on the call's own queue and waits for it. Returns 1 on success. */
-static int call_batch(struct dhaf_rpc_call *c, grpc_op *ops, size_t n)
+/* Answers the call with its status (and the unary reply when OK): the last batch of a call.
+ * The batch holds the caller's reference to the call; released when it completes. */
+static void call_finish(struct dhaf_rpc_call *c, int grpc_status, const char *msg, bool refused)
 {
-    char tag;
-    if (grpc_call_start_batch(c->call, ops, n, &tag, NULL) != GRPC_CALL_OK)
-        return 0;
-    grpc_event ev =
-        grpc_completion_queue_pluck(c->cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    return ev.success;
-}
-
-static void call_finish(struct dhaf_rpc_call *c, int grpc_status, const char *msg,
-                        bool send_initial)
-{
-    grpc_op ops[3];
+    grpc_op ops[4];
     memset(ops, 0, sizeof(ops));
     size_t n = 0;
-    if (send_initial)
+    if (refused) {
+        /* the end of the call, in the same batch: no message is ever received */
+        ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+        ops[n++].data.recv_close_on_server.cancelled = &c->cancelled_raw;
+    }
+    if (!c->initial_sent)
         ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
     if (grpc_status == GRPC_STATUS_OK && c->reply) {
         ops[n].op = GRPC_OP_SEND_MESSAGE;
@@ -779,8 +925,43 @@ static void call_finish(struct dhaf_rpc_call *c, int grpc_status, const char *ms
     ops[n].data.send_status_from_server.status = (grpc_status_code)grpc_status;
     ops[n].data.send_status_from_server.status_details = &details;
     ops[n++].data.send_status_from_server.trailing_metadata_count = 0;
-    call_batch(c, ops, n); /* fails harmlessly when the client is gone */
+    if (grpc_call_start_batch(c->call, ops, n, &c->t_finish, NULL) != GRPC_CALL_OK)
+        call_unref(c); /* fails harmlessly when the client is gone */
     grpc_slice_unref(details);
+}
+
+/* Logs a refused call, at most REFUSED_LOGS_A_SECOND lines a second (a flood of refused calls
+ * must not flood the log): the lines left out are counted in the next one. */
+static void log_refused(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c, const char *why)
+{
+    int64_t sec = dhaf_mono_ms() / 1000;
+    pthread_mutex_lock(&srv->log_lock);
+    if (sec != srv->log_second) {
+        srv->log_second = sec;
+        srv->logs_this_second = 0;
+    }
+    if (srv->logs_this_second >= REFUSED_LOGS_A_SECOND) {
+        srv->logs_suppressed++;
+        pthread_mutex_unlock(&srv->log_lock);
+        return;
+    }
+    srv->logs_this_second++;
+    char m[200], p[100], r[300];
+    DHAF_LOG(DHAF_LOG_WARN,
+             "event=rpc-refused method=\"%s\" peer=\"%s\" reason=\"%s\" suppressed=%d",
+             dhaf_log_quote(m, sizeof(m), c->path ? c->path : ""),
+             dhaf_log_quote(p, sizeof(p), dhaf_rpc_call_peer(c)), dhaf_log_quote(r, sizeof(r), why),
+             srv->logs_suppressed);
+    srv->logs_suppressed = 0;
+    pthread_mutex_unlock(&srv->log_lock);
+}
+
+static void refuse(struct dhaf_rpc_call *c, int grpc_status, const char *why, bool log)
+{
+    if (log)
+        log_refused(c->server, c, why);
+    atomic_store(&c->refs, 1);
+    call_finish(c, grpc_status, why, true);
 }
 
 static int default_auth(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c, struct dhaf_err *err)
@@ -810,22 +991,26 @@ void dhaf_rpc_server_set_token(struct dhaf_rpc_server *srv, const char *token)
     free(old);
 }
 
-static void *call_thread(void *arg)
+static void wait_remove(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c)
 {
-    struct dhaf_rpc_call *c = arg;
-    struct dhaf_rpc_server *srv = c->server;
-    ProtobufCMessage *req = NULL;
-    struct dhaf_err err;
-    dhaf_err_clear(&err);
-    bool initial_sent = false;
+    if (!c->waiting)
+        return;
+    if (c->w_prev)
+        c->w_prev->w_next = c->w_next;
+    else
+        srv->wait_head = c->w_next;
+    if (c->w_next)
+        c->w_next->w_prev = c->w_prev;
+    else
+        srv->wait_tail = c->w_prev;
+    c->w_prev = c->w_next = NULL;
+    c->waiting = false;
+}
 
-    /* RECV_CLOSE_ON_SERVER completes when the call ends; it tells us about cancellation. */
-    char close_tag;
-    grpc_op op;
-    memset(&op, 0, sizeof(op));
-    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    op.data.recv_close_on_server.cancelled = &c->cancelled;
-    c->close_pending = grpc_call_start_batch(c->call, &op, 1, &close_tag, NULL) == GRPC_CALL_OK;
+/* A new call, from its initial metadata only: refuse it at once or start receiving its
+ * message. Nothing here blocks. */
+static void on_new_call(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c)
+{
 
     c->path = grpc_slice_to_c_string(c->details.method);
     c->peer = grpc_call_get_peer(c->call);
@@ -837,46 +1022,131 @@ static void *call_thread(void *arg)
     for (size_t i = 0; i < srv->n_methods; i++)
         if (strcmp(srv->methods[i].path, c->path) == 0)
             c->method = &srv->methods[i];
-
-    int status = GRPC_STATUS_OK;
     if (!c->method) {
-        status = GRPC_STATUS_UNIMPLEMENTED;
-        dhaf_err_set(&err, DHAF_EPROTO, "unknown method %s", c->path);
-        goto finish;
+        char why[200], q[160];
+        snprintf(why, sizeof(why), "unknown method %s", dhaf_log_quote(q, sizeof(q), c->path));
+        refuse(c, GRPC_STATUS_UNIMPLEMENTED, why, false);
+        return;
     }
+    struct dhaf_err err;
+    dhaf_err_clear(&err);
     int rc = c->method->auth ? c->method->auth(c->method->ud, c, &err) : default_auth(srv, c, &err);
     if (rc != 0) {
-        char q[256];
-        DHAF_LOG(DHAF_LOG_WARN, "event=rpc-refused method=%s peer=%s reason=\"%s\"", c->path,
-                 c->peer, dhaf_log_quote(q, sizeof(q), err.msg));
-        status = dhaf_rpc_err_to_status(rc);
-        goto finish;
+        if (!err.msg[0])
+            snprintf(err.msg, sizeof(err.msg), "%s", dhaf_strerror(rc));
+        refuse(c, dhaf_rpc_err_to_status(rc), err.msg, true);
+        return;
     }
-
-    grpc_byte_buffer *bb = NULL;
+    char why[160];
+    if (!slot_take(srv, c, why, sizeof(why))) {
+        refuse(c, GRPC_STATUS_RESOURCE_EXHAUSTED, why, true);
+        return;
+    }
+    /* two references: the end of the call (RECV_CLOSE) and the message -> handler -> reply */
+    atomic_store(&c->refs, 2);
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->cancelled_raw;
+    if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) != GRPC_CALL_OK)
+        call_unref(c);
     grpc_op ops[2];
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
     ops[1].op = GRPC_OP_RECV_MESSAGE;
-    ops[1].data.recv_message.recv_message = &bb;
-    int ok = call_batch(c, ops, 2);
-    initial_sent = true;
-    if (!ok || !bb) {
-        if (bb)
-            grpc_byte_buffer_destroy(bb);
-        status = GRPC_STATUS_INVALID_ARGUMENT;
-        dhaf_err_set(&err, DHAF_EINVAL, "no request message");
-        goto finish;
+    ops[1].data.recv_message.recv_message = &c->recv_bb;
+    c->initial_sent = true;
+    /* listed before the receive starts: its completion may come at once, on another thread */
+    c->recv_deadline_ms = dhaf_mono_ms() + srv->recv_timeout_ms;
+    pthread_mutex_lock(&srv->wait_lock);
+    c->waiting = true;
+    c->w_prev = srv->wait_tail;
+    if (srv->wait_tail)
+        srv->wait_tail->w_next = c;
+    else
+        srv->wait_head = c;
+    srv->wait_tail = c;
+    pthread_mutex_unlock(&srv->wait_lock);
+    if (grpc_call_start_batch(c->call, ops, 2, &c->t_recv, NULL) != GRPC_CALL_OK) {
+        pthread_mutex_lock(&srv->wait_lock);
+        wait_remove(srv, c);
+        pthread_mutex_unlock(&srv->wait_lock);
+        c->initial_sent = false;
+        call_finish(c, GRPC_STATUS_INTERNAL, "cannot receive the request", false);
     }
-    req = unpack(c->method->req_desc, bb);
-    grpc_byte_buffer_destroy(bb);
-    if (!req) {
-        status = GRPC_STATUS_INVALID_ARGUMENT;
-        dhaf_err_set(&err, DHAF_EINVAL, "cannot decode the request as %s",
-                     c->method->req_desc->name);
-        goto finish;
+}
+
+/* The request message arrived (or the call ended without one): decode it. Returns the call
+ * when this thread is to run its handler now (a handler slot was free), else NULL (answered,
+ * or queued for the next thread with a free handler slot). */
+static struct dhaf_rpc_call *on_message(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c,
+                                        bool success)
+{
+    pthread_mutex_lock(&srv->wait_lock);
+    wait_remove(srv, c);
+    pthread_mutex_unlock(&srv->wait_lock);
+    struct dhaf_rpc_call *run = NULL;
+    grpc_byte_buffer *bb = c->recv_bb;
+    c->recv_bb = NULL;
+    size_t max = srv->method_max[c->method - srv->methods];
+    if (!success || !bb) {
+        call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, "no request message", false);
+    } else if (grpc_byte_buffer_length(bb) > max) {
+        char why[160];
+        snprintf(why, sizeof(why), "request of %zu bytes; %s takes at most %zu",
+                 grpc_byte_buffer_length(bb), c->method->path, max);
+        call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, why, false);
+    } else if (!(c->req = unpack(c->method->req_desc, bb))) {
+        char why[200];
+        snprintf(why, sizeof(why), "cannot decode the request as %s", c->method->req_desc->name);
+        call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, why, false);
+    } else {
+        pthread_mutex_lock(&srv->lock);
+        if (srv->in_handlers < srv->max_handlers && !srv->q_head) {
+            srv->in_handlers++;
+            run = c;
+        } else {
+            c->q_next = NULL;
+            if (srv->q_tail)
+                srv->q_tail->q_next = c;
+            else
+                srv->q_head = c;
+            srv->q_tail = c;
+            atomic_fetch_add(&srv->queued, 1);
+        }
+        pthread_mutex_unlock(&srv->lock);
     }
-    rc = c->method->handler(c->method->ud, c, req, &err);
+    if (bb)
+        grpc_byte_buffer_destroy(bb);
+    return run;
+}
+
+/* Cancels the calls whose message is overdue (one thread at a time, every 50 ms). */
+static void sweep_waiting(struct dhaf_rpc_server *srv)
+{
+    int64_t now = dhaf_mono_ms();
+    long long due = atomic_load(&srv->next_sweep);
+    if (now < due || !atomic_compare_exchange_strong(&srv->next_sweep, &due, now + 50))
+        return;
+    pthread_mutex_lock(&srv->wait_lock);
+    while (srv->wait_head && srv->wait_head->recv_deadline_ms <= now) {
+        struct dhaf_rpc_call *c = srv->wait_head;
+        wait_remove(srv, c);
+        char why[120];
+        snprintf(why, sizeof(why), "no request message within %d ms", srv->recv_timeout_ms);
+        log_refused(srv, c, why);
+        /* the pending RECV_MESSAGE then completes without a message (on_message) */
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_DEADLINE_EXCEEDED, why, NULL);
+    }
+    pthread_mutex_unlock(&srv->wait_lock);
+}
+
+static void run_handler(struct dhaf_rpc_call *c)
+{
+    struct dhaf_err err;
+    dhaf_err_clear(&err);
+    int status = GRPC_STATUS_OK;
+    int rc = c->method->handler(c->method->ud, c, c->req, &err);
     if (rc != 0) {
         status = dhaf_rpc_err_to_status(rc);
         /* A handler that gave up because the call's deadline passed answers as the client's
@@ -889,97 +1159,180 @@ static void *call_thread(void *arg)
         status = GRPC_STATUS_INTERNAL;
         dhaf_err_set(&err, DHAF_EINTERNAL, "the handler of %s sent no reply", c->path);
     }
-
-finish:
-    call_finish(c, status, status == GRPC_STATUS_OK ? "" : err.msg, !initial_sent);
-    if (c->close_pending)
-        grpc_completion_queue_pluck(c->cq, &close_tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    if (req)
-        protobuf_c_message_free_unpacked(req, NULL);
-    call_free(c);
-    pthread_mutex_lock(&srv->lock);
-    if (--srv->active == 0)
-        pthread_cond_broadcast(&srv->idle);
-    pthread_mutex_unlock(&srv->lock);
-    return NULL;
+    protobuf_c_message_free_unpacked(c->req, NULL);
+    c->req = NULL;
+    call_finish(c, status, status == GRPC_STATUS_OK ? "" : err.msg, false);
 }
 
-/* Too many calls at once: answer at once from the accept loop, without a thread. */
-static void refuse_busy(struct dhaf_rpc_call *c)
+/* Runs c's handler on this thread (it holds a handler slot), then the queued ones while any. */
+static void run_handlers(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c)
 {
-    char close_tag;
-    grpc_op op;
-    memset(&op, 0, sizeof(op));
-    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    op.data.recv_close_on_server.cancelled = &c->cancelled;
-    bool started = grpc_call_start_batch(c->call, &op, 1, &close_tag, NULL) == GRPC_CALL_OK;
-    call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "too many calls in progress; retry later", true);
-    if (started)
-        grpc_completion_queue_pluck(c->cq, &close_tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    call_free(c);
-}
-
-static void dispatch(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c)
-{
-    pthread_mutex_lock(&srv->lock);
-    bool busy = srv->active >= srv->max_calls;
-    if (!busy)
-        srv->active++;
-    pthread_mutex_unlock(&srv->lock);
-    if (busy) {
-        refuse_busy(c);
-        return;
-    }
-    pthread_t t;
-    if (dhaf_thread_start(&t, true, call_thread, c) != 0) {
+    while (c) {
+        run_handler(c);
+        c = NULL;
         pthread_mutex_lock(&srv->lock);
-        srv->active--;
+        if (srv->q_head) {
+            c = srv->q_head; /* keeps the slot */
+            srv->q_head = c->q_next;
+            if (!srv->q_head)
+                srv->q_tail = NULL;
+            atomic_fetch_sub(&srv->queued, 1);
+        } else {
+            srv->in_handlers--;
+        }
         pthread_mutex_unlock(&srv->lock);
-        refuse_busy(c);
     }
 }
 
-static void *accept_loop(void *arg)
+/* A queued call, when a handler slot is free (taking it). */
+static struct dhaf_rpc_call *queue_pop(struct dhaf_rpc_server *srv)
+{
+    if (atomic_load(&srv->queued) == 0)
+        return NULL;
+    struct dhaf_rpc_call *c = NULL;
+    pthread_mutex_lock(&srv->lock);
+    if (srv->q_head && srv->in_handlers < srv->max_handlers) {
+        c = srv->q_head;
+        srv->q_head = c->q_next;
+        if (!srv->q_head)
+            srv->q_tail = NULL;
+        atomic_fetch_sub(&srv->queued, 1);
+        srv->in_handlers++;
+    }
+    pthread_mutex_unlock(&srv->lock);
+    return c;
+}
+
+static void on_event(struct dhaf_rpc_server *srv, struct call_tag *t, bool success)
+{
+    struct dhaf_rpc_call *c = t->c;
+    switch (t->kind) {
+    case T_REQUEST: {
+        /* counted live before the request is uncounted: the pool ends only when both are 0 */
+        if (success)
+            atomic_fetch_add(&srv->live, 1);
+        atomic_fetch_sub(&srv->requested, 1);
+        bool stopping = atomic_load(&srv->shutdown_started);
+        if (success && !stopping) {
+            on_new_call(srv, c);
+        } else if (success) {
+            refuse(c, GRPC_STATUS_UNAVAILABLE, "the server is stopping", false);
+        } else {
+            call_free(c);
+        }
+        if (!stopping && request_next(srv) == 0)
+            atomic_fetch_add(&srv->requested, 1);
+        break;
+    }
+    case T_CLOSE:
+        atomic_store(&c->cancelled, c->cancelled_raw != 0);
+        call_unref(c);
+        break;
+    case T_RECV:
+        run_handlers(srv, on_message(srv, c, success));
+        break;
+    case T_FINISH:
+        atomic_store(&c->cancelled, true); /* over: a handler still streaming stops */
+        call_unref(c);
+        break;
+    case T_SEND:
+        pthread_mutex_lock(&srv->send_lock);
+        c->send_state = success ? 2 : 3;
+        pthread_cond_broadcast(&srv->send_done);
+        pthread_mutex_unlock(&srv->send_lock);
+        break;
+    }
+}
+
+/* One thread of the pool: takes completions until the server is shut down and every call has
+ * ended. */
+static void *serve(void *arg)
 {
     struct dhaf_rpc_server *srv = arg;
-    bool requested = request_next(srv) == 0;
-    bool shutdown_started = false, shutdown_seen = false;
     for (;;) {
-        if (atomic_load(&srv->stopping) && !shutdown_started) {
-            /* Shutdown is started from this thread, so no request races with it. */
+        if (atomic_load(&srv->stopping) && !atomic_exchange(&srv->shutdown_started, true)) {
             grpc_server_shutdown_and_notify(srv->srv, srv->cq, &srv->shutdown_tag);
             grpc_server_cancel_all_calls(srv->srv);
-            shutdown_started = true;
         }
-        if (shutdown_seen && !requested)
+        if (atomic_load(&srv->shutdown_seen) && atomic_load(&srv->requested) == 0 &&
+            atomic_load(&srv->live) == 0)
             break;
+        struct dhaf_rpc_call *q = queue_pop(srv);
+        if (q) {
+            run_handlers(srv, q);
+            continue;
+        }
         grpc_event ev = grpc_completion_queue_next(srv->cq, deadline_in(100), NULL);
+        sweep_waiting(srv);
         if (ev.type == GRPC_QUEUE_TIMEOUT)
             continue;
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
         if (ev.tag == &srv->shutdown_tag) {
-            shutdown_seen = true;
+            atomic_store(&srv->shutdown_seen, true);
             continue;
         }
-        struct dhaf_rpc_call *c = ev.tag;
-        requested = false;
-        if (ev.success && !shutdown_started) {
-            dispatch(srv, c);
-        } else if (ev.success) {
-            refuse_busy(c); /* arrived while stopping */
-        } else {
-            call_free(c);
-        }
-        if (!shutdown_started)
-            requested = request_next(srv) == 0;
+        on_event(srv, ev.tag, ev.success != 0);
     }
-    /* Handlers of cancelled calls finish on their own; wait for them. */
-    pthread_mutex_lock(&srv->lock);
-    while (srv->active > 0)
-        pthread_cond_wait(&srv->idle, &srv->lock);
-    pthread_mutex_unlock(&srv->lock);
     return NULL;
+}
+
+/* The first thread: serves, then waits for the others. */
+static void *serve_first(void *arg)
+{
+    struct dhaf_rpc_server *srv = arg;
+    serve(srv);
+    for (int i = 0; i < srv->n_workers - 1; i++)
+        pthread_join(srv->workers[i], NULL);
+    return NULL;
+}
+
+static void server_free(struct dhaf_rpc_server *srv)
+{
+    pthread_mutex_destroy(&srv->lock);
+    pthread_mutex_destroy(&srv->wait_lock);
+    pthread_mutex_destroy(&srv->log_lock);
+    pthread_mutex_destroy(&srv->send_lock);
+    pthread_cond_destroy(&srv->send_done);
+    if (srv->token)
+        explicit_bzero(srv->token, strlen(srv->token));
+    free(srv->token);
+    free(srv->method_max);
+    free(srv->workers);
+    free(srv->peers);
+    free(srv->conns);
+    free(srv);
+}
+
+/* Drains the (shut down) queue of a server no thread serves any more, and frees it. Only
+ * requests for calls the core never handed out can be left. */
+static void drain_and_free(struct dhaf_rpc_server *srv)
+{
+    for (;;) {
+        grpc_event ev =
+            grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.tag && ev.tag != &srv->shutdown_tag) {
+            struct call_tag *t = ev.tag;
+            if (t->kind == T_REQUEST)
+                call_free(t->c);
+        }
+    }
+    grpc_completion_queue_destroy(srv->cq);
+    server_free(srv);
+}
+
+/* Shuts down a server whose threads never ran, and frees it. */
+static void server_abort(struct dhaf_rpc_server *srv, bool started)
+{
+    if (started) {
+        grpc_server_shutdown_and_notify(srv->srv, srv->cq, &srv->shutdown_tag);
+        grpc_server_cancel_all_calls(srv->srv);
+    }
+    grpc_server_destroy(srv->srv);
+    grpc_completion_queue_shutdown(srv->cq);
+    drain_and_free(srv);
 }
 
 struct dhaf_rpc_server *dhaf_rpc_server_start(const struct dhaf_rpc_server_opts *opts,
@@ -1029,23 +1382,63 @@ struct dhaf_rpc_server *dhaf_rpc_server_start(const struct dhaf_rpc_server_opts 
     srv->token = opts->bearer_token ? dhaf_xstrdup(opts->bearer_token) : NULL;
     srv->max_calls =
         opts->max_concurrent_calls > 0 ? opts->max_concurrent_calls : DEFAULT_MAX_CALLS;
+    srv->max_per_peer =
+        opts->max_calls_per_peer > 0 ? opts->max_calls_per_peer : (srv->max_calls + 1) / 2;
+    srv->max_per_conn = opts->max_calls_per_connection > 0 ? opts->max_calls_per_connection
+                                                           : (srv->max_calls + 3) / 4;
+    srv->recv_timeout_ms = opts->recv_timeout_ms > 0 ? opts->recv_timeout_ms : DEFAULT_RECV_TIMEOUT;
+    srv->n_workers = opts->workers > 0 ? opts->workers : DEFAULT_WORKERS;
+    if (srv->n_workers < RESERVED_POLLERS + 1)
+        srv->n_workers = RESERVED_POLLERS + 1;
+    srv->max_handlers = srv->n_workers - RESERVED_POLLERS;
+    srv->peers = dhaf_xcalloc((size_t)srv->max_calls, sizeof(*srv->peers));
+    srv->conns = dhaf_xcalloc((size_t)srv->max_calls, sizeof(*srv->conns));
+    srv->workers = dhaf_xcalloc((size_t)srv->n_workers, sizeof(*srv->workers));
+    size_t max_msg = opts->max_message_bytes ? opts->max_message_bytes : DEFAULT_MAX_MESSAGE;
+    if (max_msg > INT32_MAX)
+        max_msg = INT32_MAX;
+    size_t biggest = 0;
+    srv->method_max = dhaf_xcalloc(n + 1, sizeof(*srv->method_max));
+    for (size_t i = 0; i < n; i++) {
+        size_t m = opts->method_max_bytes && opts->method_max_bytes[i] ? opts->method_max_bytes[i]
+                                                                       : max_msg;
+        srv->method_max[i] = m < max_msg ? m : max_msg;
+        if (srv->method_max[i] > biggest)
+            biggest = srv->method_max[i];
+    }
     atomic_init(&srv->stopping, false);
+    atomic_init(&srv->shutdown_started, false);
+    atomic_init(&srv->shutdown_seen, false);
+    atomic_init(&srv->live, 0);
+    atomic_init(&srv->requested, 0);
+    atomic_init(&srv->queued, 0);
+    atomic_init(&srv->next_sweep, 0);
     pthread_mutex_init(&srv->lock, NULL);
-    pthread_cond_init(&srv->idle, NULL);
+    pthread_mutex_init(&srv->wait_lock, NULL);
+    pthread_mutex_init(&srv->log_lock, NULL);
+    pthread_mutex_init(&srv->send_lock, NULL);
+    pthread_cond_init(&srv->send_done, NULL);
 
-    int max_msg = opts->max_message_bytes ? (int)opts->max_message_bytes : DEFAULT_MAX_MESSAGE;
-    grpc_arg args[3] = {
+    grpc_arg args[5] = {
         /* Without this a second server on the same port "succeeds" and steals connections. */
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
+        /* the largest message any method takes; each method's own bound is checked too */
         {.type = GRPC_ARG_INTEGER,
          .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-         .value.integer = max_msg},
+         .value.integer = (int)(biggest ? biggest : 1)},
         /* Clients of a long stream may ping every 10 s. */
         {.type = GRPC_ARG_INTEGER,
          .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
          .value.integer = 5000},
+        /* streams open at once on one connection (the transport's own per-connection bound) */
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_MAX_CONCURRENT_STREAMS,
+         .value.integer = HTTP2_MAX_STREAMS},
+        /* flow-control windows stay at their initial size (64 KiB a stream): a client cannot
+         * make the node buffer much of a message it has not asked for */
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_BDP_PROBE, .value.integer = 0},
     };
-    grpc_channel_args cargs = {.num_args = 3, .args = args};
+    grpc_channel_args cargs = {.num_args = 5, .args = args};
     srv->srv = grpc_server_create(&cargs, NULL);
     srv->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->srv, srv->cq, NULL);
@@ -1054,38 +1447,32 @@ struct dhaf_rpc_server *dhaf_rpc_server_start(const struct dhaf_rpc_server_opts 
     if (srv->port == 0) {
         dhaf_err_set(err, DHAF_EUNAVAILABLE,
                      "cannot listen on %s (address in use, not local, or malformed)", opts->addr);
-        grpc_server_destroy(srv->srv);
-        grpc_completion_queue_shutdown(srv->cq);
-        while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-               GRPC_QUEUE_SHUTDOWN)
-            ;
-        grpc_completion_queue_destroy(srv->cq);
-        free(srv->token);
-        pthread_mutex_destroy(&srv->lock);
-        pthread_cond_destroy(&srv->idle);
-        free(srv);
+        server_abort(srv, false);
         return NULL;
     }
     grpc_server_start(srv->srv);
-    if (dhaf_thread_start(&srv->thread, false, accept_loop, srv) != 0) {
-        dhaf_err_set(err, DHAF_EINTERNAL, "cannot start the server thread");
-        atomic_store(&srv->stopping, true);
-        grpc_server_shutdown_and_notify(srv->srv, srv->cq, &srv->shutdown_tag);
-        grpc_server_cancel_all_calls(srv->srv);
-        while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).tag !=
-               &srv->shutdown_tag)
-            ;
-        grpc_server_destroy(srv->srv);
-        grpc_completion_queue_shutdown(srv->cq);
-        while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-               GRPC_QUEUE_SHUTDOWN)
-            ;
-        grpc_completion_queue_destroy(srv->cq);
-        free(srv->token);
-        free(srv);
+    /* several calls requested at once, so a burst of new calls does not wait for a thread */
+    for (int i = 0; i < REQUESTS_OUTSTANDING; i++)
+        if (request_next(srv) == 0)
+            atomic_fetch_add(&srv->requested, 1);
+    int started = 0;
+    for (; started < srv->n_workers - 1; started++)
+        if (dhaf_thread_start(&srv->workers[started], false, serve, srv) != 0)
+            break;
+    if (started == srv->n_workers - 1 &&
+        dhaf_thread_start(&srv->thread, false, serve_first, srv) == 0)
+        return srv;
+    dhaf_err_set(err, DHAF_EINTERNAL, "cannot start the server threads");
+    if (started == 0) {
+        server_abort(srv, true);
         return NULL;
     }
-    return srv;
+    /* the threads that run shut the server down and end */
+    atomic_store(&srv->stopping, true);
+    for (int i = 0; i < started; i++)
+        pthread_join(srv->workers[i], NULL);
+    server_abort(srv, false);
+    return NULL;
 }
 
 int dhaf_rpc_server_port(const struct dhaf_rpc_server *srv)
@@ -1112,21 +1499,7 @@ bool dhaf_rpc_server_stop_within(struct dhaf_rpc_server *srv, int deadline_ms)
     }
     grpc_server_destroy(srv->srv);
     grpc_completion_queue_shutdown(srv->cq);
-    for (;;) {
-        grpc_event ev =
-            grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-        if (ev.type == GRPC_QUEUE_SHUTDOWN)
-            break;
-        if (ev.tag && ev.tag != &srv->shutdown_tag)
-            call_free(ev.tag);
-    }
-    grpc_completion_queue_destroy(srv->cq);
-    pthread_mutex_destroy(&srv->lock);
-    pthread_cond_destroy(&srv->idle);
-    if (srv->token)
-        explicit_bzero(srv->token, strlen(srv->token));
-    free(srv->token);
-    free(srv);
+    drain_and_free(srv);
     return true;
 }
 
@@ -1138,13 +1511,25 @@ int dhaf_rpc_send(struct dhaf_rpc_call *call, const ProtobufCMessage *msg, struc
         call->reply = pack(msg);
         return 0;
     }
-    grpc_byte_buffer *bb = pack(msg);
+    struct dhaf_rpc_server *srv = call->server;
+    call->send_bb = pack(msg);
     grpc_op op;
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_SEND_MESSAGE;
-    op.data.send_message.send_message = bb;
-    int ok = call_batch(call, &op, 1);
-    grpc_byte_buffer_destroy(bb);
+    op.data.send_message.send_message = call->send_bb;
+    call->send_state = 1;
+    bool ok = false;
+    if (grpc_call_start_batch(call->call, &op, 1, &call->t_send, NULL) == GRPC_CALL_OK) {
+        /* a thread of the pool reports the completion; the call's deadline or a cancel bounds it */
+        pthread_mutex_lock(&srv->send_lock);
+        while (call->send_state == 1)
+            pthread_cond_wait(&srv->send_done, &srv->send_lock);
+        ok = call->send_state == 2;
+        pthread_mutex_unlock(&srv->send_lock);
+    }
+    call->send_state = 0;
+    grpc_byte_buffer_destroy(call->send_bb);
+    call->send_bb = NULL;
     if (!ok)
         return dhaf_err_set(err, DHAF_ECANCELLED, "%s: the client went away", call->path);
     return 0;
@@ -1205,5 +1590,5 @@ int64_t dhaf_rpc_call_remaining_ms(const struct dhaf_rpc_call *call)
 
 bool dhaf_rpc_call_cancelled(const struct dhaf_rpc_call *call)
 {
-    return call->cancelled != 0 || dhaf_rpc_call_remaining_ms(call) == 0;
+    return atomic_load(&call->cancelled) || dhaf_rpc_call_remaining_ms(call) == 0;
 }

@@ -9,6 +9,7 @@
  * with the config snapshot current when it started; the API's lock guards only the plan and
  * the relay table in memory, never a call to etcd. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,13 +139,64 @@ static int authorize(const struct dhaf_config *cfg, struct dhaf_rpc_call *call, 
     return rc;
 }
 
-/* Prober methods check their caller themselves (the token depends on the prober named). */
-static int open_auth(void *ud, struct dhaf_rpc_call *call, struct dhaf_err *err)
+/* At most 10 refusals a second are logged by the prober checks (a flood of refused calls must
+ * not flood the log); the calls are refused all the same. */
+static bool refusal_log_allowed(void)
 {
-    (void)ud;
-    (void)call;
-    (void)err;
-    return 0;
+    static atomic_llong second;
+    static atomic_int count;
+    long long now = dhaf_mono_ms() / 1000;
+    long long was = atomic_load(&second);
+    if (now != was && atomic_compare_exchange_strong(&second, &was, now))
+        atomic_store(&count, 0);
+    return atomic_fetch_add(&count, 1) < 10;
+}
+
+/* Prober methods: before the message is read, the caller must hold a prober's credentials
+ * (the token of a configured prober, or a client certificate whose CN is one's name); the
+ * handler then checks that they are those of the prober the request names (authorize). A
+ * caller without them is refused from its metadata, and its message is never received. A
+ * prober says its name in "x-dhaf-prober": then the credentials must be that prober's, and a
+ * refusal is logged with the name (event=prober-refused). */
+static int prober_auth(void *ud, struct dhaf_rpc_call *call, struct dhaf_err *err)
+{
+    struct api *a = ud;
+    struct snap *s = snap_get(cluster_snaps(a->c));
+    const struct dhaf_config *cfg = &s->cfg;
+    const char *cn = dhaf_rpc_call_peer_cn(call);
+    const char *tok = dhaf_rpc_call_bearer(call);
+    const char *claimed = dhaf_rpc_call_metadata(call, "x-dhaf-prober");
+    bool ok = false, known = false;
+    for (size_t i = 0; i < cfg->n_probers; i++) {
+        const struct dhaf_prober_cfg *p = &cfg->probers[i];
+        if (claimed && strcmp(claimed, p->name) != 0)
+            continue;
+        known = true;
+        /* no early exit: every token is compared, so the time says nothing about which */
+        if (cn && strcmp(cn, p->name) == 0)
+            ok = true;
+        if (p->token && tok && dhaf_rpc_token_equal(tok, p->token))
+            ok = true;
+    }
+    snap_put(s);
+    if (ok)
+        return 0;
+    int rc;
+    if (!claimed)
+        return dhaf_err_set(err, DHAF_EAUTH, "%s prober token",
+                            tok ? "invalid" : "missing \"authorization: Bearer <token>\" with a");
+    char q[200], r[400];
+    if (!known)
+        rc = dhaf_err_set(err, DHAF_EAUTH, "unknown prober \"%s\"",
+                          dhaf_log_quote(q, sizeof(q), claimed));
+    else
+        rc = dhaf_err_set(err, DHAF_EAUTH, "%s token for prober \"%s\"",
+                          tok ? "invalid" : "missing", dhaf_log_quote(q, sizeof(q), claimed));
+    if (refusal_log_allowed())
+        DHAF_LOG(DHAF_LOG_WARN, "event=prober-refused prober=\"%s\" peer=%s reason=\"%s\"",
+                 dhaf_log_quote(q, sizeof(q), claimed), dhaf_rpc_call_peer(call),
+                 dhaf_log_quote(r, sizeof(r), err->msg));
+    return rc;
 }
 
 /* ------------------------------------------------------------------ handlers */
@@ -167,8 +219,11 @@ static int h_get_plan(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessa
         return rc;
     if (!plan)
         return dhaf_err_set(err, DHAF_EINTERNAL, "cannot build the plan");
-    DHAF_LOG(DHAF_LOG_INFO, "event=plan-sent prober=%s location=\"%.64s\" generation=%llx",
-             req->prober, req->location ? req->location : "", (unsigned long long)plan->generation);
+    char qp[200], ql[200];
+    DHAF_LOG(DHAF_LOG_INFO, "event=plan-sent prober=\"%s\" location=\"%s\" generation=%llx",
+             dhaf_log_quote(qp, sizeof(qp), req->prober),
+             dhaf_log_quote(ql, sizeof(ql), req->location ? req->location : ""),
+             (unsigned long long)plan->generation);
     rc = dhaf_rpc_send(call, &plan->base, err);
     dhaf__v1__probe_plan__free_unpacked(plan, NULL);
     return rc;
@@ -311,8 +366,9 @@ static int report_write(const struct store *st, const char *prober, const char *
         if (strcmp(stored, padded) >= 0) {
             unsigned long long have = strtoull(stored, NULL, 10);
             unsigned long long seq = strtoull(padded, NULL, 10);
-            DHAF_LOG(DHAF_LOG_INFO, "event=report-stale prober=%s seq=%llu stored_seq=%llu", prober,
-                     seq, have);
+            char qp[200];
+            DHAF_LOG(DHAF_LOG_INFO, "event=report-stale prober=\"%s\" seq=%llu stored_seq=%llu",
+                     dhaf_log_quote(qp, sizeof(qp), prober), seq, have);
             return dhaf_err_set(err, DHAF_ECONFLICT,
                                 "stale report from prober %s: seq %llu is not newer than the "
                                 "stored seq %llu",
@@ -488,13 +544,21 @@ static const struct dhaf_rpc_method methods_tpl[] = {
     {"/dhaf.v1.Dhaf/GetVersion", &dhaf__v1__get_version_request__descriptor, false, h_version, NULL,
      NULL},
     {"/dhaf.v1.Prober/GetPlan", &dhaf__v1__get_plan_request__descriptor, false, h_get_plan,
-     open_auth, NULL},
-    {"/dhaf.v1.Prober/Report", &dhaf__v1__report_request__descriptor, false, h_report, open_auth,
+     prober_auth, NULL},
+    {"/dhaf.v1.Prober/Report", &dhaf__v1__report_request__descriptor, false, h_report, prober_auth,
      NULL},
 };
 
 #define N_METHODS (sizeof(methods_tpl) / sizeof(methods_tpl[0]))
 static struct dhaf_rpc_method methods[N_METHODS];
+
+/* The largest request each method takes (parallel to methods_tpl): the Dhaf requests and
+ * GetPlan carry a few names; a Report carries up to VOTE_MAX_RESULTS results. */
+#define SMALL_REQUEST (64 * 1024)
+static const size_t methods_max[N_METHODS] = {
+    SMALL_REQUEST, SMALL_REQUEST, SMALL_REQUEST, SMALL_REQUEST, SMALL_REQUEST,   SMALL_REQUEST,
+    SMALL_REQUEST, SMALL_REQUEST, SMALL_REQUEST, SMALL_REQUEST, 4 * 1024 * 1024,
+};
 
 /* ------------------------------------------------------------------ lifecycle */
 
@@ -520,6 +584,7 @@ struct api *api_start(struct cluster *c, struct dhaf_err *err)
                 .key_file = cfg->grpc_api.tls.key_file,
                 .ca_file = cfg->grpc_api.tls.ca_file},
         .bearer_token = cfg->api_token,
+        .method_max_bytes = methods_max,
     };
     a->srv = dhaf_rpc_server_start(&o, methods, N_METHODS, err);
     snap_put(s);

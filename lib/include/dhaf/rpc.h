@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* gRPC over the C core with protobuf-c messages: a server that dispatches unary and
- * server-streaming methods to handlers on their own threads, and a client for unary calls
- * and bidirectional streams. Every client call has a deadline. */
+/* gRPC over the C core with protobuf-c messages: a server that checks each call's credentials
+ * from its initial metadata before reading its message, and runs unary and server-streaming
+ * handlers on a fixed pool of workers fed by one completion queue; and a client for unary
+ * calls and bidirectional streams. Every client call has a deadline. */
 #ifndef DHAF_RPC_H
 #define DHAF_RPC_H
 
@@ -114,7 +115,10 @@ struct dhaf_rpc_call; /* one incoming call, valid during its handler */
 typedef int (*dhaf_rpc_handler_fn)(void *ud, struct dhaf_rpc_call *call,
                                    const ProtobufCMessage *req, struct dhaf_err *err);
 
-/** Decides whether a call may proceed; returns 0 or a negative code (DHAF_EAUTH). */
+/** Decides whether a call may proceed; returns 0 or a negative code (DHAF_EAUTH). It runs
+ *  before the request message is read, on one of the server's threads: it sees only the
+ *  call's metadata, peer and certificate, and must not block (memory work only). A refused
+ *  call is answered at once and its message is never received. */
 typedef int (*dhaf_rpc_auth_fn)(void *ud, struct dhaf_rpc_call *call, struct dhaf_err *err);
 
 struct dhaf_rpc_method {
@@ -127,11 +131,17 @@ struct dhaf_rpc_method {
 };
 
 struct dhaf_rpc_server_opts {
-    const char *addr;         /* "127.0.0.1:8129", "[::]:0", "unix:/path" */
-    struct dhaf_rpc_tls tls;  /* cert_file/key_file; ca_file = require client certs */
-    const char *bearer_token; /* when set, calls must carry "authorization: Bearer <token>" */
-    int max_concurrent_calls; /* 0: 256 */
-    size_t max_message_bytes; /* 0: 4 MiB */
+    const char *addr;             /* "127.0.0.1:8129", "[::]:0", "unix:/path" */
+    struct dhaf_rpc_tls tls;      /* cert_file/key_file; ca_file = require client certs */
+    const char *bearer_token;     /* when set, calls must carry "authorization: Bearer <token>" */
+    int max_concurrent_calls;     /* accepted (authenticated) calls at once; 0: 256 */
+    size_t max_message_bytes;     /* 0: 4 MiB */
+    int max_calls_per_peer;       /* accepted calls at once from one address; 0: half the above */
+    int max_calls_per_connection; /* ... on one connection; 0: a quarter of the total */
+    int recv_timeout_ms;          /* an accepted call's message must arrive within this; 0: 5000 */
+    int workers;                  /* threads of the pool (2 of them never run handlers); 0: 8 */
+    /* per method (parallel to methods; 0 or NULL: max_message_bytes): largest request */
+    const size_t *method_max_bytes;
 };
 
 /**
@@ -143,7 +153,6 @@ struct dhaf_rpc_server *dhaf_rpc_server_start(const struct dhaf_rpc_server_opts 
                                               struct dhaf_err *err);
 /** The port actually bound (useful with port 0). */
 int dhaf_rpc_server_port(const struct dhaf_rpc_server *srv);
-/** Stops accepting, cancels calls in flight, waits for their handlers, frees. NULL is fine. */
 /* Reads a PEM file (certificate, key or CA bundle; at most 256 KiB, must hold a "-----BEGIN"
  * line) into a NUL-terminated buffer the caller frees; NULL with err naming what and path. */
 char *dhaf_read_pem(const char *path, const char *what, struct dhaf_err *err);
@@ -151,6 +160,7 @@ char *dhaf_read_pem(const char *path, const char *what, struct dhaf_err *err);
 /* Replaces the bearer token that calls must carry (NULL: none); calls already authenticated
  * keep running. Thread-safe, for a config reload. */
 void dhaf_rpc_server_set_token(struct dhaf_rpc_server *srv, const char *token);
+/** Stops accepting, cancels calls in flight, waits for their handlers, frees. NULL is fine. */
 void dhaf_rpc_server_stop(struct dhaf_rpc_server *srv);
 /** The same, waiting at most deadline_ms for handlers still running; false when one is still
  *  in a call (then the server is left to the process exit, not freed). */
