@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* dhaf-prober: a remote vantage point. It fetches its probe plan from any reachable node
  * (Prober.GetPlan), runs the same checks as the nodes' built-in prober, and reports every
- * round to any reachable node (Prober.Report), which writes its vote. */
+ * round to any reachable node (Prober.Report), which writes its vote. It talks to a
+ * non-loopback node only over TLS that verifies the node (unless prober.insecure), and runs
+ * a plan's exec checkers only for the programs its own prober.exec-allow names. */
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -11,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +28,7 @@
 #include "dhaf/rpc.h"
 #include "dhaf/v1/prober.pb-c.h"
 #include "dhaf/valid.h"
+#include "plan.h"
 
 struct prober_cfg {
     char *name;
@@ -34,6 +38,8 @@ struct prober_cfg {
     char *ca_file, *cert_file, *key_file, *server_name;
     int timeout;
     char *extensions_dir;
+    bool insecure;                  /* plaintext to non-loopback nodes allowed */
+    struct dhaf_strlist exec_allow; /* programs a plan's exec checker may run */
     int log_level, log_format;
 };
 
@@ -65,7 +71,8 @@ static const struct dhaf_cfgkey prober_keys[] = {
     {"prober.timeout", DHAF_CFG_INT, PC(timeout), false, "3", 1, 60, NULL, NULL, NULL,
      "Seconds a call to a node may take before the next node is tried."},
     {"prober.tls.ca-file", DHAF_CFG_PATH, PC(ca_file), false, NULL, 0, 0, NULL, NULL, NULL,
-     "CA that the nodes' certificate chains to; TLS is on when set."},
+     "CA that the nodes' certificates chain to (default: the system CA store); TLS is on for "
+     "every node when set."},
     {"prober.tls.cert-file", DHAF_CFG_PATH, PC(cert_file), false, NULL, 0, 0, NULL, NULL, NULL,
      "Client certificate (CN = prober name) for mTLS."},
     {"prober.tls.key-file", DHAF_CFG_PATH, PC(key_file), false, NULL, 0, 0, NULL, NULL, NULL,
@@ -74,6 +81,12 @@ static const struct dhaf_cfgkey prober_keys[] = {
      NULL, "Name expected in the nodes' certificate, when it differs from the address."},
     {"prober.extensions-dir", DHAF_CFG_PATH, PC(extensions_dir), false, "extensions", 0, 0, NULL,
      NULL, NULL, "Directory of plugin .so files (plugin health checkers the plan may name)."},
+    {"prober.insecure", DHAF_CFG_BOOL, PC(insecure), false, "false", 0, 0, NULL, NULL, NULL,
+     "Allow plaintext to non-loopback nodes (no TLS, the node is not verified); warned at "
+     "every start."},
+    {"prober.exec-allow", DHAF_CFG_STRLIST, PC(exec_allow), false, NULL, 0, 0, NULL,
+     plan_check_allow_entry, NULL,
+     "Programs a plan's exec checker may run: absolute paths, a directory when it ends in /."},
     {"log.level", DHAF_CFG_ENUM, PC(log_level), false, "info", 0, 0, levels, NULL, NULL,
      "debug, info, warn or error."},
     {"log.format", DHAF_CFG_ENUM, PC(log_format), false, "text", 0, 0, formats, NULL, NULL,
@@ -81,6 +94,76 @@ static const struct dhaf_cfgkey prober_keys[] = {
     {NULL, 0, 0, false, NULL, 0, 0, NULL, NULL, NULL, NULL},
 };
 /* clang-format on */
+
+/* How the prober reaches one node of prober.nodes. */
+struct node_link {
+    char *target;      /* gRPC target, host:port or [v6]:port */
+    bool tls;          /* TLS, verifying the node's certificate */
+    bool plain_public; /* plaintext to a non-loopback node (prober.insecure) */
+};
+
+/* Decides how node v is reached. TLS when asked for (https://, tls.ca-file, tls.cert-file)
+ * and for every non-loopback node; plaintext to a non-loopback node only with
+ * prober.insecure: an explicit http:// to one without it is refused. Returns 0, or -1 with
+ * the rule explained in why. out->target is the caller's to free. */
+static int node_link(const struct prober_cfg *cfg, const char *v, struct node_link *out, char *why,
+                     size_t wl)
+{
+    char *host = NULL;
+    int port;
+    bool https;
+    memset(out, 0, sizeof(*out));
+    if (dhaf_parse_endpoint(v, &host, &port, &https, why, wl) != 0)
+        return -1;
+    bool loopback = dhaf_is_loopback_host(host);
+    bool plain = strncasecmp(v, "http://", 7) == 0;
+    if (plain)
+        out->tls = false;
+    else if (https || cfg->ca_file || cfg->cert_file)
+        out->tls = true;
+    else
+        out->tls = !loopback && !cfg->insecure;
+    if (!out->tls && !loopback && !cfg->insecure) {
+        snprintf(why, wl,
+                 "%s asks for plaintext to a non-loopback node, which would show the prober's "
+                 "token and trust any plan to whoever answers; a prober reaches non-loopback "
+                 "nodes over TLS that verifies the node's certificate (prober.tls.ca-file, or "
+                 "the system CA store): write %s:%d or https://%s:%d, or set prober.insecure: "
+                 "true to allow plaintext",
+                 v, host, port, host, port);
+        free(host);
+        return -1;
+    }
+    out->plain_public = !out->tls && !loopback;
+    out->target = strchr(host, ':') ? dhaf_xasprintf("[%s]:%d", host, port)
+                                    : dhaf_xasprintf("%s:%d", host, port);
+    free(host);
+    return 0;
+}
+
+/* Checks every node's link (errors and warnings go to rep). Returns 0 or DHAF_ECONFIG. */
+static int check_links(const struct prober_cfg *cfg, struct dhaf_cfg_report *rep)
+{
+    int rc = 0;
+    for (size_t i = 0; i < cfg->nodes.n; i++) {
+        char why[700], path[48];
+        struct node_link l;
+        snprintf(path, sizeof(path), "prober.nodes[%zu]", i);
+        if (node_link(cfg, cfg->nodes.v[i], &l, why, sizeof(why)) != 0) {
+            dhaf_cfg_report_error(rep, 0, 0, path, "%s", why);
+            rc = DHAF_ECONFIG;
+            continue;
+        }
+        if (l.plain_public)
+            dhaf_cfg_report_warn(rep, 0, 0, path,
+                                 "%s is not loopback and is reached in plaintext "
+                                 "(prober.insecure: true): the token is readable on the way "
+                                 "and the node is not verified",
+                                 cfg->nodes.v[i]);
+        free(l.target);
+    }
+    return rc;
+}
 
 static atomic_int stop_flag; /* set by the signal thread */
 
@@ -95,81 +178,40 @@ static void nap(int64_t ms)
     }
 }
 
-/* What the plan turned into: services and their checkers. */
-struct plan {
-    Dhaf__V1__ProbePlan *msg;
-    struct dhaf_service *svcs;
-    size_t n;
-    struct dhaf_probe *engine;
-};
-
-static void plan_free(struct plan *p)
+/* Builds the plan a node sent (msg, taken) under the prober's own rules, logs every service
+ * it refuses (the others are still probed), and starts the probe engine on the rest. */
+static int plan_load(struct plan *p, struct dhaf_probe **engine, Dhaf__V1__ProbePlan *msg,
+                     const struct prober_cfg *cfg, struct dhaf_err *err)
 {
-    dhaf_probe_free(p->engine);
-    for (size_t i = 0; i < p->n; i++) {
-        struct dhaf_service *s = &p->svcs[i];
-        for (size_t e = 0; e < s->n_eps; e++) {
-            free(s->eps[e].name);
-            free(s->eps[e].ip);
-        }
-        free(s->eps);
-        free(s->name);
-        free(s->domain);
-        dhaf_section_release(&s->checker);
+    struct plan_policy pol = {.exec_allow = &cfg->exec_allow};
+    int rc = plan_build(p, msg, &pol, err);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < p->n_refused; i++) {
+        char q[500];
+        DHAF_LOG(DHAF_LOG_ERROR,
+                 "event=plan-service-refused service=%s reason=\"%s\" effect=\"not probed, no "
+                 "vote on it\"",
+                 p->refused[i].service, dhaf_log_quote(q, sizeof(q), p->refused[i].why));
     }
-    free(p->svcs);
-    if (p->msg)
-        dhaf__v1__probe_plan__free_unpacked(p->msg, NULL);
-    memset(p, 0, sizeof(*p));
+    struct dhaf_probe_opts o = {.voter = cfg->name, .max_inflight = 0};
+    *engine = dhaf_probe_new(p->svcs, p->n, &o, err);
+    return *engine ? 0 : err->code;
 }
 
-/* Turns a plan message into services with ready checkers; every value is validated again. */
-static int plan_build(struct plan *p, const char *name, struct dhaf_err *err)
+/* Stops the engine (it uses the plan's services), then frees the plan. */
+static void plan_drop(struct plan *p, struct dhaf_probe **engine)
 {
-    const Dhaf__V1__ProbePlan *m = p->msg;
-    p->svcs = dhaf_xcalloc(m->n_services + 1, sizeof(*p->svcs));
-    for (size_t i = 0; i < m->n_services; i++) {
-        const Dhaf__V1__PlanService *ps = m->services[i];
-        struct dhaf_service *s = &p->svcs[p->n++];
-        if (!dhaf_valid_name(ps->name) || !ps->n_entry_points)
-            return dhaf_err_set(err, DHAF_EINVAL, "plan: service %zu is malformed", i);
-        s->name = dhaf_xstrdup(ps->name);
-        s->domain = dhaf_xstrdup(ps->domain);
-        s->eps = dhaf_xcalloc(ps->n_entry_points, sizeof(*s->eps));
-        for (size_t e = 0; e < ps->n_entry_points; e++) {
-            const Dhaf__V1__PlanEntryPoint *pe = ps->entry_points[e];
-            if (!dhaf_valid_name(pe->name) || !dhaf_valid_ip(pe->ip, &s->eps[e].family))
-                return dhaf_err_set(err, DHAF_EINVAL,
-                                    "plan: service %s: entry point %zu is malformed", ps->name, e);
-            s->eps[e].name = dhaf_xstrdup(pe->name);
-            s->eps[e].ip = dhaf_xstrdup(pe->ip);
-            s->n_eps++;
-        }
-        struct dhaf_cfg_report rep;
-        char what[128];
-        snprintf(what, sizeof(what), "plan.%s.health-checker", ps->name);
-        dhaf_cfg_report_init(&rep, "plan");
-        int rc =
-            dhaf_section_load_mem(DHAF_PKIND_CHECKER, ps->checker_json, strlen(ps->checker_json),
-                                  what, dhaf_registry_catalog(), &s->checker, &rep);
-        if (rc) {
-            dhaf_err_set(err, DHAF_EINVAL, "%s: %s", rep.n_errs ? rep.errs[0].path : what,
-                         rep.n_errs ? rep.errs[0].msg : "invalid");
-            dhaf_cfg_report_release(&rep);
-            return rc;
-        }
-        dhaf_cfg_report_release(&rep);
-    }
-    struct dhaf_probe_opts o = {.voter = name, .max_inflight = 0};
-    p->engine = dhaf_probe_new(p->svcs, p->n, &o, err);
-    return p->engine ? 0 : err->code;
+    dhaf_probe_free(*engine);
+    *engine = NULL;
+    plan_free(p);
 }
 
 struct client {
     const struct prober_cfg *cfg;
     struct dhaf_rpc_channel **ch;
     size_t cur;
-    struct dhaf_rpc_md md[2];
+    struct dhaf_rpc_md md[3];
     size_t n_md;
     char auth[600];
 };
@@ -319,29 +361,53 @@ static int run(const struct prober_cfg *cfg)
     struct dhaf_err err;
     struct client cl = {.cfg = cfg};
     cl.ch = dhaf_xcalloc(cfg->nodes.n, sizeof(*cl.ch));
-    struct dhaf_rpc_tls tls = {.tls = cfg->ca_file != NULL || cfg->cert_file != NULL,
-                               .ca_file = cfg->ca_file,
-                               .cert_file = cfg->cert_file,
-                               .key_file = cfg->key_file,
-                               .server_name = cfg->server_name};
     int exit_code = 0;
+    size_t n_plain = 0;
+    char plain[512] = "";
     for (size_t i = 0; i < cfg->nodes.n; i++) {
-        cl.ch[i] = dhaf_rpc_channel_new(cfg->nodes.v[i], &tls, &err);
+        struct node_link l;
+        char why[700];
+        if (node_link(cfg, cfg->nodes.v[i], &l, why, sizeof(why)) != 0) {
+            fprintf(stderr, "dhaf-prober: prober.nodes[%zu]: %s\n", i, why);
+            exit_code = 2;
+            goto out;
+        }
+        struct dhaf_rpc_tls tls = {.tls = l.tls,
+                                   .ca_file = cfg->ca_file,
+                                   .cert_file = cfg->cert_file,
+                                   .key_file = cfg->key_file,
+                                   .server_name = cfg->server_name};
+        cl.ch[i] = dhaf_rpc_channel_new(l.target, &tls, &err);
+        if (l.plain_public) {
+            size_t o = strlen(plain);
+            snprintf(plain + o, sizeof(plain) - o, "%s%s", n_plain++ ? "," : "", l.target);
+        }
+        free(l.target);
         if (!cl.ch[i]) {
             fprintf(stderr, "dhaf-prober: %s\n", err.msg);
             exit_code = 1;
             goto out;
         }
     }
+    if (cfg->insecure)
+        DHAF_LOG(DHAF_LOG_WARN,
+                 "event=insecure-nodes prober=%s plaintext=%zu nodes=\"%s\" msg=\"prober.insecure "
+                 "is true: non-loopback nodes are reached without TLS; the token can be read and "
+                 "a node can be impersonated on the way\"",
+                 cfg->name, n_plain, plain);
     if (cfg->token) {
         snprintf(cl.auth, sizeof(cl.auth), "Bearer %s", cfg->token);
         cl.md[cl.n_md++] = (struct dhaf_rpc_md){"authorization", cl.auth};
     }
     cl.md[cl.n_md++] = (struct dhaf_rpc_md){"x-dhaf-version", DHAF_VERSION};
+    cl.md[cl.n_md++] = (struct dhaf_rpc_md){"x-dhaf-prober", cfg->name}; /* who it claims to be */
+    char qloc[300];
     DHAF_LOG(DHAF_LOG_INFO, "event=prober-start prober=%s location=\"%s\" nodes=%zu version=%s",
-             cfg->name, cfg->location ? cfg->location : "", cfg->nodes.n, DHAF_VERSION);
+             cfg->name, dhaf_log_quote(qloc, sizeof(qloc), cfg->location ? cfg->location : ""),
+             cfg->nodes.n, DHAF_VERSION);
 
     struct plan plan = {0};
+    struct dhaf_probe *engine = NULL;
     /* Each report carries seq + 1. seq starts at this process's start time in wall-clock ms,
      * so it keeps increasing across restarts of the prober: there is one report per round
      * plus one per batch of checks that changed an opinion (a few dozen at most), rounds are
@@ -363,15 +429,13 @@ static int run(const struct prober_cfg *cfg)
             ProtobufCMessage *resp = NULL;
             int rc = call_any(&cl, "/dhaf.v1.Prober/GetPlan", &req.base,
                               &dhaf__v1__probe_plan__descriptor, &resp, &err);
-            if (rc == 0) {
-                plan.msg = (Dhaf__V1__ProbePlan *)resp;
-                rc = plan_build(&plan, cfg->name, &err);
-            }
+            if (rc == 0)
+                rc = plan_load(&plan, &engine, (Dhaf__V1__ProbePlan *)resp, cfg, &err);
             if (rc) {
                 char q[400];
                 DHAF_LOG(DHAF_LOG_ERROR, "event=plan-failed reason=\"%s\"",
                          dhaf_log_quote(q, sizeof(q), err.msg));
-                plan_free(&plan);
+                plan_drop(&plan, &engine);
                 nap(backoff);
                 backoff = backoff * 2 > 10000 ? 10000 : backoff * 2;
                 continue;
@@ -382,24 +446,25 @@ static int run(const struct prober_cfg *cfg)
             rp.rounds = 0;
             start = dhaf_mono_ms();
             DHAF_LOG(DHAF_LOG_INFO,
-                     "event=plan-received node=%s generation=%llx services=%zu interval=%us",
+                     "event=plan-received node=%s generation=%llx services=%zu refused=%zu "
+                     "interval=%us",
                      cfg->nodes.v[cl.cur], (unsigned long long)plan.msg->generation, plan.n,
-                     plan.msg->interval_s);
+                     plan.n_refused, plan.msg->interval_s);
         }
         int64_t interval = (int64_t)(plan.msg->interval_s ? plan.msg->interval_s : 10) * 1000;
         rp.interval_ms = interval;
         const struct dhaf_probe_result *r;
         size_t n;
         /* a plan's first round checks everything at once (bounded): a vote soon */
-        dhaf_probe_round(plan.engine, rp.rounds++ ? (int)(interval * 4 / 5) : 0, &stop_tok,
-                         on_results, &rp, &r, &n);
+        dhaf_probe_round(engine, rp.rounds++ ? (int)(interval * 4 / 5) : 0, &stop_tok, on_results,
+                         &rp, &r, &n);
         if (stop_flag)
             break;
         dhaf_malloc_trim_every(&next_trim, dhaf_mono_ms(), 60000);
         /* Once a round, changed or not: it renews the vote's lease at the node. */
         report(&rp, r, n);
         if (rp.refetch) {
-            plan_free(&plan);
+            plan_drop(&plan, &engine);
             continue;
         }
         /* Rounds start every interval; after one that overran, the next starts at once. */
@@ -409,7 +474,7 @@ static int run(const struct prober_cfg *cfg)
             start = now;
         nap(start - now);
     }
-    plan_free(&plan);
+    plan_drop(&plan, &engine);
     DHAF_LOG(DHAF_LOG_INFO, "event=prober-stopped prober=%s", cfg->name);
 out:
     if (!stop_flag)
@@ -433,6 +498,10 @@ static void usage(FILE *out)
                  "  -c, --config FILE  the prober's config:\n"
                  "                       prober: {name, location, token | token-file,\n"
                  "                                nodes: [host:port, ...], tls: {ca-file, ...},\n"
+                 "                                insecure (plaintext to non-loopback nodes;\n"
+                 "                                default false: TLS verifying the node),\n"
+                 "                                exec-allow: [programs or dirs/ a plan's exec\n"
+                 "                                checker may run; default none],\n"
                  "                                extensions-dir (plugins; default extensions)}\n"
                  "      --check-config validate FILE, print OK or every error (exit 0 / 2)\n"
                  "  -h, --help         this help\n"
@@ -488,6 +557,10 @@ int main(int argc, char **argv)
     if (rc == 0 && !cfg.token && !cfg.cert_file) {
         dhaf_cfg_report_error(&rep, 0, 0, "prober.token",
                               "missing; a prober needs a token or a client certificate");
+        dhaf_cfgkeys_release(prober_keys, &cfg);
+        rc = DHAF_ECONFIG;
+    }
+    if (rc == 0 && check_links(&cfg, &rep) != 0) {
         dhaf_cfgkeys_release(prober_keys, &cfg);
         rc = DHAF_ECONFIG;
     }
