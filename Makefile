@@ -2,12 +2,14 @@
 MAKEFLAGS += --no-print-directory
 BUILD     ?= build
 ASAN_DIR  ?= build-asan
+FUZZ_DIR  ?= build-fuzz
+FUZZ_SECONDS ?= 60
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?= --output-on-failure
 
 SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
-.PHONY: all deps build check asan format lint docs bench demo clean help
+.PHONY: all deps build check asan format lint docs bench demo clean help fuzz
 
 all: build
 
@@ -20,6 +22,7 @@ help:
 	@echo "make format  clang-format every C file in place"
 	@echo "make lint    clang-format check + cppcheck"
 	@echo "make bench   run the benchmarks (figures only; bench/README.md)"
+	@echo "make fuzz    build the libFuzzer targets (clang) in $(FUZZ_DIR)/, run each FUZZ_SECONDS (fuzz/README.md)"
 	@echo "make docs    regenerate the generated parts of docs/ (config reference)"
 	@echo "make demo    etcd, 3 nodes, a prober and a timed failover story on loopback (Ctrl-C stops)"
 
@@ -45,11 +48,19 @@ lint:
 	@clang-format --dry-run -Werror $(SOURCES)
 	@cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr --suppress=missingIncludeSystem -I lib/include -I providers/include \
-	  lib providers node prober ctl
+	  lib providers node prober ctl fuzz
 
 bench: build
 	@BUILD=$(BUILD) bash bench/run.sh
 	@/usr/bin/python3 bench/election.py $(BUILD)/bin
+
+# libFuzzer targets (fuzz/*.c) built by clang with ASan + UBSan in $(FUZZ_DIR)/, each run for
+# FUZZ_SECONDS on a copy of its seed corpus; fails on a crash or leak and names the input.
+fuzz: deps
+	@cmake -S . -B $(FUZZ_DIR) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DDHAF_FUZZ=ON -DDHAF_TESTS=OFF -DDHAF_BENCH=OFF >/dev/null
+	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_all
+	@bash fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS)
 
 docs: build
 	@bash scripts/gen-config-doc.sh $(BUILD)/bin/dhaf-node
@@ -60,7 +71,7 @@ demo: deps build
 	@/usr/bin/python3 scripts/demo.py --bin $(BUILD)/bin
 
 clean:
-	rm -rf $(BUILD) $(ASAN_DIR)
+	rm -rf $(BUILD) $(ASAN_DIR) $(FUZZ_DIR)
 
 # Binaries, systemd units, the sysusers.d file, docs and example configs under $(DESTDIR)$(PREFIX)
 # (docs/deploy.md). Builds $(BUILD) first: configures it only if it was never configured, so

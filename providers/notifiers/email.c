@@ -21,6 +21,7 @@
 #include "dhaf/log.h"
 #include "dhaf/provider.h"
 #include "email.h"
+#include "replies.h"
 
 #define EM(field) offsetof(struct email_config, field)
 
@@ -63,7 +64,6 @@ static void email_finish(void *conf, struct dhaf_cfg_ctx *ctx)
 
 #define EMAIL_CONNECT_MAX_S 10
 #define EMAIL_SUBJECT_MAX   300 /* bytes of UTF-8 before encoding; longer ones are cut */
-#define EMAIL_REPLY_MAX     200 /* of one server reply quoted in an error */
 #define EMAIL_DISPLAY_NAME  "dhaf"
 
 /* One instance: everything copied from the config and the context at init. */
@@ -645,19 +645,13 @@ static size_t on_read(char *buf, size_t size, size_t n, void *ud)
     return k;
 }
 
-/* What the server said, from libcurl's protocol trace: the verbs we sent (never their
- * arguments, which carry credentials during AUTH) and the server's replies. */
-struct trace {
-    char verb[12];     /* the last SMTP command sent: "EHLO", "AUTH", "MAIL", "RCPT", ... */
-    char bad_verb[12]; /* the command the last 4xx/5xx reply answered */
-    char bad_reply[EMAIL_REPLY_MAX];
-};
+/* struct email_trace (what the server said, from libcurl's protocol trace) is in replies.h. */
 
-static int on_debug(CURL *h, curl_infotype type, char *data, size_t size, void *ud)
+int email_on_debug(CURL *h, curl_infotype type, char *data, size_t size, void *ud)
 {
     static const char *const verbs[] = {"EHLO", "HELO", "STARTTLS", "AUTH", "MAIL", "RCPT",
                                         "DATA", "RSET", "QUIT",     "NOOP", NULL};
-    struct trace *t = ud;
+    struct email_trace *t = ud;
     (void)h;
     if (type == CURLINFO_HEADER_OUT) {
         /* AUTH continuations are bare base64 lines: they match no verb and are skipped */
@@ -689,7 +683,7 @@ static int on_debug(CURL *h, curl_infotype type, char *data, size_t size, void *
 /* Replaces every occurrence of secret in text by "***" (server and libcurl texts quoted in
  * errors: a server could echo what it was sent). Very short secrets are left alone: they
  * would match ordinary words, and they are never sent but in AUTH. */
-static void scrub(char *text, const char *secret)
+void email_scrub(char *text, const char *secret)
 {
     size_t sl = secret ? strlen(secret) : 0;
     char *p;
@@ -702,11 +696,11 @@ static void scrub(char *text, const char *secret)
 }
 
 /* Maps libcurl's result and the last SMTP reply to a dhaf code and err. */
-static int smtp_result(const struct email_state *st, CURLcode rc, long code, struct trace *t,
+static int smtp_result(const struct email_state *st, CURLcode rc, long code, struct email_trace *t,
                        char *curl_err, struct dhaf_err *err)
 {
-    scrub(curl_err, st->password);
-    scrub(t->bad_reply, st->password);
+    email_scrub(curl_err, st->password);
+    email_scrub(t->bad_reply, st->password);
     const char *why = curl_err[0] ? curl_err : curl_easy_strerror(rc);
     int out;
     if (rc == CURLE_OPERATION_TIMEDOUT) {
@@ -746,7 +740,7 @@ static int smtp_result(const struct email_state *st, CURLcode rc, long code, str
     }
     if (err)
         err->status = (int)code;
-    scrub(err ? err->msg : NULL, st->password);
+    email_scrub(err ? err->msg : NULL, st->password);
     return out;
 }
 
@@ -759,7 +753,7 @@ static int smtp_send(const struct email_state *st, const char *msg, size_t len,
     if (!h)
         return dhaf_err_set(err, DHAF_EINTERNAL, "email: libcurl could not make a handle");
     struct upload up = {msg, len};
-    struct trace t = {{0}, {0}, {0}};
+    struct email_trace t = {{0}, {0}, {0}};
     char curl_err[CURL_ERROR_SIZE] = "";
     char *mail_from = dhaf_xasprintf("<%s>", st->from);
     char *rcpt_to = dhaf_xasprintf("<%s>", st->to);
@@ -787,7 +781,7 @@ static int smtp_send(const struct email_state *st, const char *msg, size_t len,
     curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_err);
     /* the trace: the debug function sees the protocol lines, nothing goes to stderr */
-    curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, on_debug);
+    curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, email_on_debug);
     curl_easy_setopt(h, CURLOPT_DEBUGDATA, &t);
     curl_easy_setopt(h, CURLOPT_VERBOSE, 1L);
 

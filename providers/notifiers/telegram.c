@@ -25,6 +25,7 @@
 #include "dhaf/json.h"
 #include "dhaf/log.h"
 #include "dhaf/provider.h"
+#include "replies.h"
 #include "telegram.h"
 
 #define TG(field) offsetof(struct tg_config, field)
@@ -70,7 +71,6 @@ static const struct dhaf_cfgkey tg_keys[] = {
 #define TG_SEND_ATTEMPTS      3     /* per chat and notify call */
 #define TG_NOTIFY_BUDGET_MS   30000 /* one notify call, every chat: the leader waits for it */
 #define TG_TEXT_MAX           1000  /* bytes of one piece of event text in a message */
-#define TG_DESC_MAX           200   /* bytes of an API description quoted in errors and logs */
 #define TG_REMEMBERED_EVENTS  16    /* events whose reached chats are remembered for retries */
 #define TG_MAX_RESPONSE       (1024 * 1024)
 
@@ -119,16 +119,7 @@ struct tg_state {
     uint64_t reached_clock;
 };
 
-/* What a Bot API call came back with. */
-struct tg_reply {
-    long status;  /* HTTP status; 0 when no reply arrived */
-    int64_t code; /* error_code of a refusal; 0 otherwise */
-    char desc[TG_DESC_MAX];
-    int64_t retry_after; /* parameters.retry_after (s); -1 when absent */
-    int64_t migrate_to;  /* parameters.migrate_to_chat_id; 0 when absent */
-    json_t *root;        /* the reply when ok (release with tg_reply_release) */
-    const json_t *result;
-};
+/* struct tg_reply (what a Bot API call came back with) is in replies.h. */
 
 static void sleep_ms(int64_t ms)
 {
@@ -296,6 +287,53 @@ static void tg_reply_release(struct tg_reply *rep)
     rep->result = NULL;
 }
 
+/* The reply half of tg_call (declared in replies.h). */
+int tg_parse_reply(const struct dhaf_http_resp *resp, const char *shown, struct tg_reply *rep,
+                   struct dhaf_err *err)
+{
+    struct dhaf_err jerr = {0};
+    json_t *root = NULL;
+    int rc;
+
+    rep->status = resp->status;
+    if (dhaf_json_parse_object(resp->body, resp->body_len, "reply", &root, &jerr) != 0) {
+        rc = dhaf_err_set(err, resp->status >= 500 ? DHAF_EUNAVAILABLE : DHAF_EPROTO,
+                          "POST %s: HTTP %ld: not a Bot API reply (%s)", shown, resp->status,
+                          jerr.msg);
+        goto out;
+    }
+    if (json_is_true(json_object_get(root, "ok")) && resp->status >= 200 && resp->status < 300) {
+        rep->root = root;
+        rep->result = json_object_get(root, "result");
+        root = NULL;
+        rc = 0;
+        goto out;
+    }
+    if (dhaf_json_int(root, "error_code", &rep->code) != 0)
+        rep->code = resp->status;
+    dhaf_http_safe_text(rep->desc, sizeof(rep->desc), dhaf_json_str(root, "description"));
+    const json_t *par = json_object_get(root, "parameters");
+    dhaf_json_int(par, "retry_after", &rep->retry_after);
+    dhaf_json_int(par, "migrate_to_chat_id", &rep->migrate_to);
+    long st = resp->status;
+    const char *hint = "";
+    if (st == 401 || st == 404) {
+        rc = DHAF_EAUTH;
+        hint = " (the bot token is wrong or revoked)";
+    } else if (st == 409) {
+        rc = DHAF_ECONFLICT;
+    } else if (st == 429 || st >= 500) {
+        rc = DHAF_EUNAVAILABLE;
+    } else {
+        rc = DHAF_EPROTO;
+    }
+    rc = dhaf_err_set(err, rc, "POST %s: HTTP %ld: error %lld \"%s\"%s", shown, st,
+                      (long long)rep->code, rep->desc, hint);
+out:
+    json_decref(root);
+    return rc;
+}
+
 /*
  * Calls method with params (a JSON object, borrowed) within timeout_ms; cancellable (the
  * poller's calls) lets destroy cut it short with DHAF_ECANCELLED. Returns 0 with rep->result
@@ -312,8 +350,6 @@ static int tg_call(struct tg_state *tg, const char *method, const json_t *params
     char *body = dhaf_json_dump(params);
     const char *headers[] = {"Content-Type: application/json", NULL};
     struct dhaf_http_resp resp = {0};
-    struct dhaf_err jerr = {0};
-    json_t *root = NULL;
     int rc;
 
     memset(rep, 0, sizeof(*rep));
@@ -328,46 +364,11 @@ static int tg_call(struct tg_state *tg, const char *method, const json_t *params
                                 .max_response = TG_MAX_RESPONSE,
                                 .cancel = cancellable ? &tg->http_cancel : NULL};
     rc = dhaf_http_do(&req, &resp, err);
-    if (rc != 0)
-        goto out;
-    rep->status = resp.status;
-    if (dhaf_json_parse_object(resp.body, resp.body_len, "reply", &root, &jerr) != 0) {
-        rc = dhaf_err_set(err, resp.status >= 500 ? DHAF_EUNAVAILABLE : DHAF_EPROTO,
-                          "POST %s: HTTP %ld: not a Bot API reply (%s)", shown, resp.status,
-                          jerr.msg);
-        goto out;
-    }
-    if (json_is_true(json_object_get(root, "ok")) && resp.status >= 200 && resp.status < 300) {
-        rep->root = root;
-        rep->result = json_object_get(root, "result");
-        root = NULL;
-        goto out;
-    }
-    if (dhaf_json_int(root, "error_code", &rep->code) != 0)
-        rep->code = resp.status;
-    dhaf_http_safe_text(rep->desc, sizeof(rep->desc), dhaf_json_str(root, "description"));
-    const json_t *par = json_object_get(root, "parameters");
-    dhaf_json_int(par, "retry_after", &rep->retry_after);
-    dhaf_json_int(par, "migrate_to_chat_id", &rep->migrate_to);
-    long st = resp.status;
-    const char *hint = "";
-    if (st == 401 || st == 404) {
-        rc = DHAF_EAUTH;
-        hint = " (the bot token is wrong or revoked)";
-    } else if (st == 409) {
-        rc = DHAF_ECONFLICT;
-    } else if (st == 429 || st >= 500) {
-        rc = DHAF_EUNAVAILABLE;
-    } else {
-        rc = DHAF_EPROTO;
-    }
-    rc = dhaf_err_set(err, rc, "POST %s: HTTP %ld: error %lld \"%s\"%s", shown, st,
-                      (long long)rep->code, rep->desc, hint);
-out:
+    if (rc == 0)
+        rc = tg_parse_reply(&resp, shown, rep, err);
     if (rc != 0 && err)
         err->status = (int)rep->status;
     dhaf_http_resp_release(&resp);
-    json_decref(root);
     free(body);
     free(shown);
     free(url);

@@ -25,6 +25,7 @@
 #include "dhaf/log.h"
 #include "dhaf/provider.h"
 #include "fence.h"
+#include "replies.h"
 #include "dhaf/valid.h"
 
 #define CF(field) offsetof(struct cf_config, field)
@@ -72,19 +73,7 @@ struct cf_state {
     const struct dhaf_fence *fence; /* of the operation in progress; NULL = none (init) */
 };
 
-/* What a call came back with, for the caller's decisions. */
-struct cf_reply {
-    long status;     /* HTTP status; 0 when no reply arrived */
-    int64_t cf_code; /* errors[0].code of a refusal; 0 when none */
-    bool unsure;     /* a write may have been applied although no success was seen */
-    json_t *root;    /* the envelope when the call succeeded (caller json_decref) */
-    json_t *result;  /* borrowed from root */
-};
-
-enum cf_shape {
-    CF_ARRAY,  /* result: [...] (list endpoints) */
-    CF_OBJECT, /* result: {...} (create, edit) */
-};
+/* struct cf_reply and enum cf_shape are in replies.h (the fuzz targets use them). */
 
 /* Lower case copy without a trailing dot. Caller frees. */
 static char *dns_name_norm(const char *s)
@@ -175,8 +164,8 @@ static void describe_errors(const json_t *root, char *out, size_t len, int64_t *
 
 /* Judges one HTTP reply: OK only for HTTP 2xx with success:true and a result of the expected
  * shape. Returns 0 with rep->root and rep->result set, or an error in err (never NULL). */
-static int judge(const char *method, const char *url, const struct dhaf_http_resp *resp,
-                 enum cf_shape shape, struct cf_reply *rep, struct dhaf_err *err)
+int cf_judge(const char *method, const char *url, const struct dhaf_http_resp *resp,
+             enum cf_shape shape, struct cf_reply *rep, struct dhaf_err *err)
 {
     json_t *root = NULL;
     struct dhaf_err jerr = {0};
@@ -284,7 +273,7 @@ static int cf_call(struct cf_state *st, const char *method, const char *path, co
             }
         } else {
             rep->status = resp.status;
-            rc = judge(method, url, &resp, shape, rep, err);
+            rc = cf_judge(method, url, &resp, shape, rep, err);
             if (resp.status == 429) {
                 /* Not processed: repeating is safe for every method. */
                 rc = err->code = DHAF_EUNAVAILABLE;

@@ -34,6 +34,7 @@
 #include "dhaf/provider.h"
 #include "fence.h"
 #include "google_cloud.h"
+#include "replies.h"
 
 #define GCP(field) offsetof(struct gcp_config, field)
 
@@ -521,8 +522,8 @@ static int token_fetch(struct gcp *g, int64_t deadline, struct dhaf_err *err)
 /* ---- Compute Engine calls ------------------------------------------------------------------ */
 
 /* Explains a Google error reply: its error.code, status, errors[0].reason and message. */
-static int api_error(const char *method, const char *url, const struct dhaf_http_resp *r,
-                     struct dhaf_err *err)
+int gcp_api_error(const char *method, const char *url, const struct dhaf_http_resp *r,
+                  struct dhaf_err *err)
 {
     char detail[160] = "", msg[GCP_TEXT_MAX + 1] = "", t1[64], t2[64];
     json_t *j = json_loadb(r->body, r->body_len, 0, NULL);
@@ -610,7 +611,7 @@ static int call_once(struct gcp *g, const char *method, const char *url, const c
         }
     } else {
         *unauthorized = resp.status == 401;
-        rc = api_error(method, url, &resp, err);
+        rc = gcp_api_error(method, url, &resp, err);
     }
     dhaf_http_resp_release(&resp);
     return rc;
@@ -724,8 +725,8 @@ out:
 }
 
 /* The operation's name and status, checked. */
-static int op_parse(const json_t *op, const char *where, const char **name, const char **status,
-                    struct dhaf_err *err)
+int gcp_op_parse(const json_t *op, const char *where, const char **name, const char **status,
+                 struct dhaf_err *err)
 {
     *name = dhaf_json_str(op, "name");
     *status = dhaf_json_str(op, "status");
@@ -745,7 +746,7 @@ static int op_parse(const json_t *op, const char *where, const char **name, cons
 }
 
 /* A DONE operation: 0 without `error`, else its errors[].code/message and httpErrorStatusCode. */
-static int op_result(const json_t *op, const char *name, struct dhaf_err *err)
+int gcp_op_result(const json_t *op, const char *name, struct dhaf_err *err)
 {
     const json_t *e = json_object_get(op, "error");
     if (!e)
@@ -785,10 +786,10 @@ static int op_wait(struct gcp *g, json_t *op, int64_t deadline, struct dhaf_err 
     char *url = NULL, *where = dhaf_xasprintf("POST %s/setCommonInstanceMetadata", g->project_url);
     int rc, polls = 0;
     for (;;) {
-        if ((rc = op_parse(op, where, &name, &status, err)) != 0)
+        if ((rc = gcp_op_parse(op, where, &name, &status, err)) != 0)
             break;
         if (strcmp(status, "DONE") == 0) {
-            rc = op_result(op, name, err);
+            rc = gcp_op_result(op, name, err);
             DHAF_LOG(DHAF_LOG_DEBUG,
                      "event=gcp-operation-done service=%s operation=%s polls=%d "
                      "ms=%lld ok=%d",
