@@ -125,16 +125,6 @@ static json_t *jstr(const char *s)
     return j ? j : json_string("");
 }
 
-/* Printable ASCII of untrusted s, cut at 64 characters, for messages. */
-static const char *clean(char *buf, size_t len, const char *s)
-{
-    size_t n = 0;
-    for (; s && *s && n + 1 < len && n < 64; s++)
-        buf[n++] = (*s >= 0x20 && *s < 0x7f) ? *s : '?';
-    buf[n] = '\0';
-    return buf;
-}
-
 static void set_body(struct out *o, unsigned status, const char *ctype, char *body)
 {
     free(o->body);
@@ -277,8 +267,8 @@ static bool v1_name(struct out *o, const char *what, const char *s)
         return true;
     char q[80];
     v1_error(o, MHD_HTTP_BAD_REQUEST, "INVALID_ARGUMENT",
-             "\"%s\" is not a valid %s name (1-64 of A-Z a-z 0-9 _ -)", clean(q, sizeof(q), s),
-             what);
+             "\"%s\" is not a valid %s name (1-64 of A-Z a-z 0-9 _ -)",
+             rest_printable(q, sizeof(q), s), what);
     return false;
 }
 
@@ -297,7 +287,7 @@ static bool v1_limit(struct ctx *x, struct out *o, uint32_t *limit)
     if (!ok || v > 1000) {
         char q[80];
         v1_error(o, MHD_HTTP_BAD_REQUEST, "INVALID_ARGUMENT",
-                 "limit \"%s\" is not a number from 0 to 1000", clean(q, sizeof(q), s));
+                 "limit \"%s\" is not a number from 0 to 1000", rest_printable(q, sizeof(q), s));
         return false;
     }
     *limit = (uint32_t)v;
@@ -547,7 +537,8 @@ static const char *orig_service_name(struct ctx *x, struct out *o)
         return NULL;
     if (!dhaf_valid_name(s) || !dhaf_config_service(x->env.cfg, s)) {
         char q[80], msg[160];
-        snprintf(msg, sizeof(msg), "There is no service named \"%s\".", clean(q, sizeof(q), s));
+        snprintf(msg, sizeof(msg), "There is no service named \"%s\".",
+                 rest_printable(q, sizeof(q), s));
         orig_fail(o, MHD_HTTP_BAD_REQUEST, ORIG_NO_SERVICE, msg);
         return NULL;
     }
@@ -592,7 +583,7 @@ static void orig_switchover(struct ctx *x, struct out *o)
     char q[80], msg[200];
     if (!dhaf_valid_name(ep)) {
         snprintf(msg, sizeof(msg), "Service %s has no entry point \"%s\".", svc,
-                 clean(q, sizeof(q), ep));
+                 rest_printable(q, sizeof(q), ep));
         orig_fail(o, MHD_HTTP_BAD_REQUEST, ORIG_NO_EP, msg);
         return;
     }
@@ -657,7 +648,7 @@ static void orig_decommission(struct ctx *x, struct out *o)
     char q[80], msg[160];
     if (!dhaf_valid_name(node)) {
         snprintf(msg, sizeof(msg), "There is no dhaf node named \"%s\".",
-                 clean(q, sizeof(q), node));
+                 rest_printable(q, sizeof(q), node));
         orig_fail(o, MHD_HTTP_BAD_REQUEST, ORIG_NO_NODE, msg);
         return;
     }
@@ -880,7 +871,7 @@ static enum MHD_Result check_arg(void *cls, enum MHD_ValueKind kind, const char 
         return MHD_NO;
     }
     if (!rest_bytes_clean(key, key_size) || (value && !rest_bytes_clean(value, value_size))) {
-        clean(a->ctl, sizeof(a->ctl), key);
+        rest_printable(a->ctl, sizeof(a->ctl), key);
         if (!a->ctl[0])
             snprintf(a->ctl, sizeof(a->ctl), "?");
         return MHD_NO;

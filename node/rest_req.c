@@ -57,8 +57,7 @@ bool rest_path_match(const char *pattern, char *const *seg, size_t n, const char
     return true;
 }
 
-/* Printable ASCII of untrusted s, cut at 64 characters, for messages. */
-static const char *clean(char *buf, size_t len, const char *s)
+const char *rest_printable(char *buf, size_t len, const char *s)
 {
     size_t n = 0;
     for (; s && *s && n + 1 < len && n < 64; s++)
@@ -95,7 +94,7 @@ int rest_switchover_body(const char *body, size_t len, char *ep, char *by, struc
             rc = dhaf_err_set(err, DHAF_EINVAL,
                               "request body: unknown field \"%s\" (expected entry_point, "
                               "requested_by)",
-                              clean(q, sizeof(q), k));
+                              rest_printable(q, sizeof(q), k));
             break;
         }
         if (!json_is_string(v)) {
@@ -106,7 +105,7 @@ int rest_switchover_body(const char *body, size_t len, char *ep, char *by, struc
         if (is_ep && !dhaf_valid_name(s)) {
             rc = dhaf_err_set(err, DHAF_EINVAL,
                               "\"%s\" is not a valid entry point name (1-64 of A-Z a-z 0-9 _ -)",
-                              clean(q, sizeof(q), s));
+                              rest_printable(q, sizeof(q), s));
             break;
         }
         if (is_by && !valid_by(s)) {

@@ -35,6 +35,10 @@ bool rest_path_match(const char *pattern, char *const *seg, size_t n, const char
  */
 int rest_switchover_body(const char *body, size_t len, char *ep, char *by, struct dhaf_err *err);
 
+/** Printable ASCII of untrusted s (others become '?'), cut at 64 characters, in buf of len
+ * bytes, for messages; returns buf. */
+const char *rest_printable(char *buf, size_t len, const char *s);
+
 /**
  * True when s[0..len) holds no NUL and no other control byte (0x00-0x1f, 0x7f): a query
  * parameter's name or value after %-decoding, with the length libmicrohttpd decoded (a %00

@@ -119,9 +119,13 @@ def make():
     c.b2 = c.add_backend(EP_IPS[1], port)
     c.start_all()
     c.wait_leader(5)
-    wait_until("ep-1 current with three voters on both entry points", lambda: (
-        current(c) == "ep-1" and
-        all(e["voters"] == 3 and e["healthy"] for e in service(c)["entry_points"])), 20)
+    # Every node's view, not only one: the tests read from any of them, and a node's watch may
+    # trail another's by a moment on a busy machine.
+    wait_until("ep-1 current with three voters on both entry points, on every node", lambda: all(
+        current(c, i) == "ep-1" and
+        all(e["voters"] == 3 and e["healthy"] for e in service(c, i)["entry_points"]) and
+        len(ok_json(http(c.nodes[i], "/api/v1/cluster"))["nodes"]) == 3
+        for i in range(len(c.nodes))), 20)
     return c
 
 
@@ -391,6 +395,8 @@ def metrics(node):
 def test_metrics(c):
     wait_until("three healthy votes on both entry points", lambda: all(
         e["votes_healthy"] == 3 and e["voters"] == 3 for e in service(c)["entry_points"]), 15)
+    wait_until("every node's view at the same epoch", lambda: len(
+        {ok_json(http(n, "/api/v1/cluster"))["epoch"] for n in c.nodes}) == 1, 10)
     epoch = ok_json(http(c.nodes[0], "/api/v1/cluster"))["epoch"]
     all_s = [metrics(n) for n in c.nodes]
     leaders = 0
