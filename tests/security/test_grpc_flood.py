@@ -21,17 +21,10 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "system"))
-from dhafsys import Cluster, grpc_modules, run_tests, wait_until  # noqa: E402
+from dhafsys import Cluster, grpc_modules, grpc_or_skip, run_tests, wait_until  # noqa: E402
 
 BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build/bin")
-try:
-    import grpc
-except ImportError:
-    print("skipped: python3-grpcio is not installed (run with /usr/bin/python3)")
-    sys.exit(77)
-if not os.path.exists(os.path.join(BIN, "dhaf-node")):
-    print(f"skipped: no {BIN}/dhaf-node")
-    sys.exit(77)
+grpc = grpc_or_skip(BIN, "dhaf-node")
 
 ASAN = b"__asan_init" in open(os.path.join(BIN, "dhaf-node"), "rb").read()
 API_TOKEN = "grpc-flood-admin-token-0123456789"

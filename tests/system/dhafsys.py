@@ -7,6 +7,7 @@ runs under /usr/bin/python3 with nothing else installed.
 import base64
 import json
 import os
+import sys
 import shutil
 import signal
 import socket
@@ -38,10 +39,24 @@ def grpc_stub_dir(name):
     return _STUB_DIRS[name]
 
 
+def grpc_or_skip(bin_dir, *programs):
+    """The grpc module, once bin_dir holds every program named (and Debian's python3-grpcio is
+    importable); otherwise says why and exits 77, which ctest reports as skipped."""
+    try:
+        import grpc
+    except ImportError:
+        print("skipped: python3-grpcio is not installed (run with /usr/bin/python3)")
+        sys.exit(77)
+    for prog in programs:
+        if not os.path.exists(os.path.join(bin_dir, prog)):
+            print(f"skipped: no {bin_dir}/{prog}")
+            sys.exit(77)
+    return grpc
+
+
 def grpc_modules(name):
     """(dhaf.v1.<name>_pb2, dhaf.v1.<name>_pb2_grpc), generated (grpc_stub_dir) and imported."""
     import importlib
-    import sys
     d = grpc_stub_dir(name)
     if d not in sys.path:
         sys.path.insert(0, d)
