@@ -138,6 +138,8 @@ int dhaf_rpc_err_to_status(int code)
         return GRPC_STATUS_UNAVAILABLE;
     case DHAF_EAUTH:
         return GRPC_STATUS_UNAUTHENTICATED;
+    case DHAF_EDENIED:
+        return GRPC_STATUS_PERMISSION_DENIED;
     case DHAF_ETOOBIG:
         return GRPC_STATUS_RESOURCE_EXHAUSTED;
     case DHAF_ECANCELLED:

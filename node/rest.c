@@ -180,6 +180,9 @@ static void v1_from_err(struct out *o, int rc, const struct dhaf_err *err)
     case DHAF_ECONFLICT:
         v1_error(o, MHD_HTTP_CONFLICT, "FAILED_PRECONDITION", "%s", err->msg);
         break;
+    case DHAF_EDENIED:
+        v1_error(o, MHD_HTTP_FORBIDDEN, "PERMISSION_DENIED", "%s", err->msg);
+        break;
     case DHAF_EUNAVAILABLE:
     case DHAF_ETIMEOUT:
     case DHAF_EUNKNOWN_OUTCOME:

@@ -23,7 +23,8 @@
     X(TOOBIG, -13, "too large")                                                                    \
     X(INTERNAL, -14, "internal error")                                                             \
     X(COMPACTED, -15, "revision compacted")                                                        \
-    X(CANCELLED, -16, "cancelled")
+    X(CANCELLED, -16, "cancelled")                                                                 \
+    X(DENIED, -17, "permission denied")
 
 enum dhaf_errno {
 #define DHAF_ERR_ENUM(name, val, msg) DHAF_E##name = (val),
