@@ -22,6 +22,23 @@
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"text", "json", NULL};
 
+/* A certificate common name as dhaf.admin-cns/read-cns list it: what an X.509 CN holds (at
+ * most 64 characters), without control characters (the list's items come trimmed). */
+static int check_cn(const char *v, char *why, size_t wl)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n > 64) {
+        snprintf(why, wl, "a certificate common name has 1 to 64 characters");
+        return -1;
+    }
+    for (const unsigned char *c = (const unsigned char *)v; *c; c++)
+        if (*c < 0x20 || *c == 0x7f) {
+            snprintf(why, wl, "a control character is no part of a common name");
+            return -1;
+        }
+    return 0;
+}
+
 /* clang-format off */
 #define API_KEYS(sect, field, defport)                                                             \
     {"dhaf." sect ".host", DHAF_CFG_HOST, OFF(field.host), false, "localhost", 0, 0, NULL, NULL,   \
@@ -53,6 +70,14 @@ const struct dhaf_cfgkey dhaf_config_keys[] = {
     {"dhaf.api-token", DHAF_CFG_SECRET, OFF(api_token), false, NULL, 0, 0, NULL, NULL, NULL,
      "Bearer token both APIs require (also api-token-file or ${ENV}); at least 16 bytes when "
      "an API is not on loopback."},
+    {"dhaf.read-token", DHAF_CFG_SECRET, OFF(read_token), false, NULL, 0, 0, NULL, NULL, NULL,
+     "Bearer token that may only read (status, services, candidates, events, version, "
+     "metrics); optional, needs dhaf.api-token or a client CA."},
+    {"dhaf.admin-cns", DHAF_CFG_STRLIST, OFF(admin_cns), false, NULL, 0, 0, NULL, check_cn, NULL,
+     "Client-certificate common names (mTLS) that may change state. Unset, with neither "
+     "read-cns nor api-token: every certificate of the client CA whose CN is not a prober's."},
+    {"dhaf.read-cns", DHAF_CFG_STRLIST, OFF(read_cns), false, NULL, 0, 0, NULL, check_cn, NULL,
+     "Client-certificate common names that may only read."},
     {"dhaf.insecure-api", DHAF_CFG_BOOL, OFF(insecure_api), false, "false", 0, 0, NULL, NULL,
      NULL, "Allow a non-loopback API without authentication (api-token or a client CA) or "
      "with weak secrets."},
@@ -579,6 +604,87 @@ static void check_api(struct loadctx *lc, const struct dhaf_api *api, const char
     }
 }
 
+static bool in_list(const struct dhaf_strlist *l, const char *v)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->v[i], v) == 0)
+            return true;
+    return false;
+}
+
+/* The roles (DESIGN "Secure by default"): tokens tell the admin, the read-only caller and each
+ * prober apart, so no two may be equal; a CN has one role; a read token on an API where anyone
+ * is admin would restrict nothing; CN lists need a client CA. */
+static void check_roles(struct loadctx *lc)
+{
+    const struct dhaf_config *cfg = lc->cfg;
+    if (cfg->read_token && cfg->api_token && strcmp(cfg->read_token, cfg->api_token) == 0)
+        cfg_error_at(lc->rep, at_key(lc, "dhaf.read-token"), "dhaf.read-token",
+                     "is the same as dhaf.api-token; the read-only token must differ from the "
+                     "admin token");
+    for (size_t i = 0; i < cfg->n_probers; i++) {
+        const char *t = cfg->probers[i].token;
+        const char *same = !t                                               ? NULL
+                           : cfg->api_token && !strcmp(t, cfg->api_token)   ? "dhaf.api-token"
+                           : cfg->read_token && !strcmp(t, cfg->read_token) ? "dhaf.read-token"
+                                                                            : NULL;
+        if (same) {
+            char *p = cfg_index("probers", i);
+            char *k = cfg_join(p, "token");
+            const struct ynode *pl = ynode_get(lc->root, "probers", NULL);
+            const struct ynode *at = pl && pl->kind == YNODE_SEQ && i < pl->n
+                                         ? cfg_lookup(pl->items[i], "token")
+                                         : NULL;
+            cfg_error_at(lc->rep, at ? at : lc->root, k,
+                         "is the same as %s; a prober's token may only call the Prober service, "
+                         "so it must differ from the API tokens",
+                         same);
+            free(k);
+            free(p);
+        }
+    }
+    const struct dhaf_api *apis[] = {&cfg->web_api, &cfg->grpc_api};
+    const char *names[] = {"web-api", "grpc-api"};
+    bool any_ca = false;
+    char open_apis[64] = "";
+    for (size_t i = 0; i < 2; i++) {
+        any_ca |= apis[i]->tls.ca_file != NULL;
+        if (!apis[i]->tls.ca_file)
+            snprintf(open_apis + strlen(open_apis), sizeof(open_apis) - strlen(open_apis),
+                     "%sdhaf.%s", open_apis[0] ? " and " : "", names[i]);
+    }
+    if (cfg->read_token && !cfg->api_token && open_apis[0])
+        cfg_error_at(lc->rep, at_key(lc, "dhaf.read-token"), "dhaf.read-token",
+                     "restricts nothing on %s: without dhaf.api-token or a client CA "
+                     "(tls.client-ca-file) every caller there is admin; set dhaf.api-token too",
+                     open_apis);
+    const struct dhaf_strlist *lists[] = {&cfg->admin_cns, &cfg->read_cns};
+    const char *lnames[] = {"dhaf.admin-cns", "dhaf.read-cns"};
+    for (size_t l = 0; l < 2; l++) {
+        if (lists[l]->n && !any_ca)
+            cfg_error_at(lc->rep, at_key(lc, lnames[l]), lnames[l],
+                         "no API asks for client certificates: set "
+                         "dhaf.web-api.tls.client-ca-file or dhaf.grpc-api.tls.client-ca-file");
+        for (size_t i = 0; i < lists[l]->n; i++) {
+            const char *cn = lists[l]->v[i];
+            const char *why = NULL;
+            char buf[160];
+            if (l == 0 && in_list(&cfg->read_cns, cn))
+                why = "is also in dhaf.read-cns; a name has one role";
+            for (size_t p = 0; !why && p < cfg->n_probers; p++)
+                if (cfg->probers[p].name && strcmp(cfg->probers[p].name, cn) == 0) {
+                    snprintf(buf, sizeof(buf),
+                             "is the name of prober %s; a prober's certificate may only call the "
+                             "Prober service",
+                             cn);
+                    why = buf;
+                }
+            if (why)
+                cfg_error_at(lc->rep, at_key(lc, lnames[l]), lnames[l], "\"%s\" %s", cn, why);
+        }
+    }
+}
+
 /* A secret that lets a caller in from the network must be at least this long. */
 #define STRONG_SECRET_MIN 16
 
@@ -643,6 +749,7 @@ static void check_secrets(struct loadctx *lc)
         return;
     const struct ynode *dhaf = ynode_get(lc->root, "dhaf", NULL);
     check_secret(lc, dhaf ? dhaf : lc->root, "dhaf", "api-token", cfg->api_token, exposed);
+    check_secret(lc, dhaf ? dhaf : lc->root, "dhaf", "read-token", cfg->read_token, exposed);
     const struct ynode *pl = ynode_get(lc->root, "probers", NULL);
     for (size_t i = 0; i < cfg->n_probers && pl && pl->kind == YNODE_SEQ && i < pl->n; i++) {
         char *p = cfg_index("probers", i);
@@ -728,6 +835,7 @@ static void cross_checks(struct loadctx *lc)
     check_api(lc, &cfg->web_api, "web-api");
     check_api(lc, &cfg->grpc_api, "grpc-api");
     check_secrets(lc);
+    check_roles(lc);
     if (cfg->web_api.port && cfg->web_api.port == cfg->grpc_api.port && cfg->web_api.host &&
         cfg->grpc_api.host && strcmp(cfg->web_api.host, cfg->grpc_api.host) == 0)
         cfg_error_at(lc->rep, at_key(lc, "dhaf.grpc-api.port"), "dhaf.grpc-api.port",

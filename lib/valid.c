@@ -209,3 +209,32 @@ bool dhaf_parse_long(const char *s, long min, long max, long *out)
     *out = v;
     return true;
 }
+
+bool dhaf_valid_comment(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    if (strlen(s) > DHAF_COMMENT_MAX)
+        return false;
+    while (*p) {
+        unsigned c = *p;
+        size_t more = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2
+                                 : (c & 0xf8) == 0xf0 ? 3 : 4;
+        if (more == 4 || (more == 1 && c < 0xc2) || (c == 0xf4 && p[1] > 0x8f) || c > 0xf4)
+            return false; /* a stray continuation byte, an overlong pair, beyond U+10FFFF */
+        if (more == 0 && (c < 0x20 || c == 0x7f))
+            return false;
+        if (c == 0xe0 && p[1] < 0xa0) /* overlong three-byte form */
+            return false;
+        if (c == 0xed && p[1] > 0x9f) /* UTF-16 surrogates */
+            return false;
+        if (c == 0xf0 && p[1] < 0x90) /* overlong four-byte form */
+            return false;
+        for (size_t i = 1; i <= more; i++)
+            if ((p[i] & 0xc0) != 0x80)
+                return false;
+        if (more == 1 && c == 0xc2 && p[1] < 0xa0) /* C1 control characters */
+            return false;
+        p += 1 + more;
+    }
+    return true;
+}

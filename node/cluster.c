@@ -972,7 +972,8 @@ void cluster_free(struct cluster *c)
     free(c);
 }
 
-int cluster_decommission(struct cluster *c, const char *node, struct dhaf_err *err)
+int cluster_decommission(struct cluster *c, const char *node, const struct event_actor *actor,
+                         struct dhaf_err *err)
 {
     char mkey[512], akey[512], vkey[512], tmp[200];
     snprintf(tmp, sizeof(tmp), "members/%s", node);
@@ -981,26 +982,28 @@ int cluster_decommission(struct cluster *c, const char *node, struct dhaf_err *e
     cluster_key(c, akey, sizeof(akey), tmp);
     snprintf(tmp, sizeof(tmp), "votes/%s", node);
     cluster_key(c, vkey, sizeof(vkey), tmp);
-    /* Atomically: only a member that is not alive is removed, with its vote. */
+    /* Atomically: only a member that is not alive is removed, with its vote, and the audit
+     * event says who asked. */
     struct dhaf_etcd_cmp cmps[2] = {
         {.key = mkey, .target = DHAF_ETCD_CREATE_REV, .result = DHAF_ETCD_GT, .num = 0},
         {.key = akey, .target = DHAF_ETCD_CREATE_REV, .result = DHAF_ETCD_EQ, .num = 0},
     };
     struct dhaf_etcd_op del[2] = {{.type = DHAF_ETCD_OP_DELETE, .key = mkey},
                                   {.type = DHAF_ETCD_OP_DELETE, .key = vkey}};
-    struct dhaf_etcd_op check[2] = {{.type = DHAF_ETCD_OP_GET, .key = mkey},
-                                    {.type = DHAF_ETCD_OP_GET, .key = akey}};
-    struct dhaf_etcd_txn_result res;
-    int rc = store_txn(&c->store, cmps, 2, del, 2, check, 2, &res, err);
+    char detail[400];
+    event_actor_text(actor, detail, sizeof(detail));
+    struct event ev = {
+        .kind = EVK_NODE_DECOMMISSIONED, .node = node, .detail = detail, .actor = actor};
+    int rc = outbox_record_ops(c, cmps, 2, del, 2, &ev, 1, err);
+    if (rc != DHAF_ECONFLICT)
+        return rc;
+    /* A compare failed: say which. */
+    struct dhaf_kvs kvs;
+    rc = store_get(&c->store, mkey, &kvs, err);
     if (rc)
         return rc;
-    bool ok = res.succeeded;
-    bool member = !ok && res.n_gets == 2 && res.gets[0].n == 1;
-    dhaf_etcd_txn_result_release(&res);
-    if (ok) {
-        DHAF_LOG(DHAF_LOG_INFO, "event=node-decommissioned node=%s by=%s", node, c->node);
-        return 0;
-    }
+    bool member = kvs.n == 1;
+    dhaf_kvs_release(&kvs);
     if (!member)
         return dhaf_err_set(err, DHAF_ENOTFOUND, "there is no dhaf node named \"%s\"", node);
     return dhaf_err_set(err, DHAF_ECONFLICT,

@@ -24,6 +24,8 @@
 #include "store.h"
 #include "view.h"
 
+struct event_actor; /* events.h */
+
 enum cluster_role { ROLE_FOLLOWER = 0, ROLE_CANDIDATE = 1, ROLE_LEADER = 2 };
 
 struct cluster;
@@ -102,8 +104,10 @@ enum cluster_role cluster_role(struct cluster *c);
 struct term *cluster_term(struct cluster *c);
 
 /** Removes node from members/ with its vote; refused (DHAF_ECONFLICT) while the node is alive
- *  and DHAF_ENOTFOUND for a node that is not a member. */
-int cluster_decommission(struct cluster *c, const char *node, struct dhaf_err *err);
+ *  and DHAF_ENOTFOUND for a node that is not a member; a node-decommissioned event naming
+ *  actor (borrowed) is written with it. */
+int cluster_decommission(struct cluster *c, const char *node, const struct event_actor *actor,
+                         struct dhaf_err *err);
 
 /** The full etcd key of a path under the cluster prefix ("leader" -> /dhaf/<c>/leader).
  *  Returns buf, or NULL when the key does not fit in len (never a cut key). */

@@ -115,7 +115,23 @@ json_t *event_record(const struct event *ev, uint64_t seq, const char *cluster, 
     set_str(j, "by", by);
     if (epoch)
         json_object_set_new(j, "epoch", json_integer(epoch));
+    if (ev->actor) {
+        set_str(j, "actor", ev->actor->name);
+        set_str(j, "role", ev->actor->role);
+        set_str(j, "peer", ev->actor->peer);
+        if (ev->actor->comment && *ev->actor->comment)
+            set_str(j, "comment", ev->actor->comment);
+    }
     return j;
+}
+
+void event_actor_text(const struct event_actor *a, char *buf, size_t len)
+{
+    snprintf(buf, len, " by %.96s from %.64s", a->name ? a->name : "?", a->peer ? a->peer : "?");
+    if (a->comment && *a->comment) {
+        size_t at = strlen(buf);
+        snprintf(buf + at, len - at, " (comment: \"%.128s\")", a->comment);
+    }
 }
 
 /* Appends " key=value" when the record has key (names: no spaces to quote). */
@@ -147,6 +163,15 @@ void event_log_record(const json_t *rec)
         size_t at = strlen(line);
         snprintf(line + at, sizeof(line) - at, " reasons=\"%s\"",
                  dhaf_log_quote(q, sizeof(q), reasons));
+    }
+    static const char *const quoted[] = {"actor", "role", "peer", "comment"};
+    for (size_t i = 0; i < sizeof(quoted) / sizeof(quoted[0]); i++) {
+        const char *v = dhaf_json_str(rec, quoted[i]);
+        char q[300];
+        size_t at = strlen(line);
+        if (v)
+            snprintf(line + at, sizeof(line) - at, " %s=\"%s\"", quoted[i],
+                     dhaf_log_quote(q, sizeof(q), v));
     }
     int64_t seq = 0;
     dhaf_json_int(rec, "seq", &seq);

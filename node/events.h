@@ -31,6 +31,10 @@ enum event_level { EV_INFO = 1, EV_WARNING = 2, EV_CRITICAL = 3 };
     X(QUORUM, "quorum", EV_INFO, "fresh votes for {service} again: decisions resume")              \
     X(SWITCHOVER_PURGED, "switchover-purged", EV_INFO,                                             \
       "the switchover request of {service} was purged{detail}")                                    \
+    X(SWITCHOVER_REQUESTED, "switchover-requested", EV_INFO,                                       \
+      "a switchover of {service} to {to} was requested{detail}")                                   \
+    X(NODE_DECOMMISSIONED, "node-decommissioned", EV_INFO,                                         \
+      "dhaf node {node} was decommissioned{detail}")                                               \
     X(FAILOVER, "failover", EV_WARNING, "failover of {service} from {from} to {to}{detail}")       \
     X(SWITCHOVER, "switchover", EV_INFO, "switchover of {service} from {from} to {to}{detail}")    \
     X(SWITCHING, "switching", EV_INFO, "switching of {service} from {from} to {to}{detail}")       \
@@ -82,6 +86,14 @@ enum event_level event_level_named(const char *name);
 
 #define EVENT_MAX_REASONS 8
 
+/* Who asked for a change through an API (the audit trail): every string borrowed. */
+struct event_actor {
+    const char *name;    /* the authenticated identity: "api-token", "cn:ops-1", "anonymous" */
+    const char *role;    /* "admin" */
+    const char *peer;    /* the caller's address */
+    const char *comment; /* what the caller said of itself (requested_by); may be NULL */
+};
+
 /* An event as its emitter builds it; every string is borrowed for the call. */
 struct event {
     enum event_kind kind;
@@ -92,14 +104,19 @@ struct event {
     const char *reasons[EVENT_MAX_REASONS];
     size_t n_reasons;
     const char *detail; /* fills {detail}: counts, durations, an error */
+    const struct event_actor *actor; /* a change asked through an API; NULL otherwise */
 };
+
+/** " by <name> from <peer> (comment: \"...\")" into buf, for an event's detail. */
+void event_actor_text(const struct event_actor *a, char *buf, size_t len);
 
 /** The message of ev (its kind's template filled in) into buf (cut to len). */
 void event_render(const struct event *ev, const char *cluster, char *buf, size_t len);
 
 /**
  * The record stored at events/<seq>: {seq, kind, level, service?, node?, from?, to?, reasons?,
- * message, at, by, epoch}. New reference; never NULL.
+ * message, at, by, epoch, actor?, role?, peer?, comment?} (by: the node that wrote it; actor:
+ * who asked for the change). New reference; never NULL.
  */
 json_t *event_record(const struct event *ev, uint64_t seq, const char *cluster, const char *by,
                      int64_t epoch, int64_t at_ms);

@@ -874,7 +874,8 @@ struct duty leader_duty(struct cluster *c)
 /* ------------------------------------------------------------------ requests (any node) */
 
 int leader_request_switchover(struct cluster *c, const struct dhaf_config *cfg, const char *service,
-                              const char *ep, const char *by, struct dhaf_err *err)
+                              const char *ep, const struct event_actor *actor,
+                              struct dhaf_err *err)
 {
     const struct dhaf_service *svc = dhaf_config_service(cfg, service);
     if (!svc)
@@ -882,40 +883,71 @@ int leader_request_switchover(struct cluster *c, const struct dhaf_config *cfg, 
     if (dhaf_service_ep_index(svc, ep) < 0)
         return dhaf_err_set(err, DHAF_ENOTFOUND, "service %s has no entry point \"%.64s\"", service,
                             ep);
-    json_t *j = json_pack("{s:s, s:s, s:I}", "ep", ep, "requested_by", by ? by : "", "at",
-                          (json_int_t)dhaf_clock_wall(cluster_clock(c)));
+    /* requested_by keeps the caller's own words when given (the original's field), else who
+     * it authenticated as; actor is always the authenticated identity */
+    const char *by = actor->comment && *actor->comment ? actor->comment : actor->name;
+    json_t *j = json_pack("{s:s, s:s, s:s, s:I}", "ep", ep, "requested_by", by ? by : "", "actor",
+                          actor->name ? actor->name : "",
+                          "at", (json_int_t)dhaf_clock_wall(cluster_clock(c)));
     char *text = dhaf_json_dump(j);
     json_decref(j);
-    char key[300];
+    char key[300], detail[400];
     svc_key(c, service, "switchover", key, sizeof(key));
-    int rc = store_put(cluster_store(c), key, text, 0, err);
+    event_actor_text(actor, detail, sizeof(detail));
+    struct dhaf_etcd_op put = {.type = DHAF_ETCD_OP_PUT, .key = key, .value = text};
+    struct event ev = {.kind = EVK_SWITCHOVER_REQUESTED,
+                       .service = service,
+                       .to = ep,
+                       .detail = detail,
+                       .actor = actor};
+    int rc = outbox_record_ops(c, NULL, 0, &put, 1, &ev, 1, err);
     free(text);
     return rc;
 }
 
 int leader_purge_switchover(struct cluster *c, const struct dhaf_config *cfg, const char *service,
-                            char *purged, size_t len, struct dhaf_err *err)
+                            const struct event_actor *actor, char *purged, size_t len,
+                            struct dhaf_err *err)
 {
     if (!dhaf_config_service(cfg, service))
         return dhaf_err_set(err, DHAF_ENOTFOUND, "there is no service named \"%.64s\"", service);
     char key[300];
     svc_key(c, service, "switchover", key, sizeof(key));
-    struct dhaf_etcd_op ops[2] = {{.type = DHAF_ETCD_OP_GET, .key = key},
-                                  {.type = DHAF_ETCD_OP_DELETE, .key = key}};
-    struct dhaf_etcd_txn_result res;
-    int rc = store_txn(cluster_store(c), NULL, 0, ops, 2, NULL, 0, &res, err);
-    if (rc)
-        return rc;
     purged[0] = '\0';
-    if (res.n_gets == 1 && res.gets[0].n == 1) {
+    /* The request read, then removed only if it is still that one, with the audit event in
+     * the same transaction; a request written in between makes it read again. */
+    for (int attempt = 0;; attempt++) {
+        struct dhaf_kvs kvs;
+        int rc = store_get(cluster_store(c), key, &kvs, err);
+        if (rc)
+            return rc;
+        int64_t mod = kvs.n == 1 ? kvs.kvs[0].mod_rev : 0;
+        purged[0] = '\0';
         json_t *j = NULL;
-        if (dhaf_json_parse_object(res.gets[0].kvs[0].value, res.gets[0].kvs[0].value_len, key, &j,
-                                   err) == 0) {
+        struct dhaf_err perr;
+        if (kvs.n == 1 &&
+            dhaf_json_parse_object(kvs.kvs[0].value, kvs.kvs[0].value_len, key, &j, &perr) == 0) {
             const char *ep = dhaf_json_str(j, "ep");
             snprintf(purged, len, "%s", ep ? ep : "");
             json_decref(j);
         }
+        dhaf_kvs_release(&kvs);
+        char detail[500], who[400];
+        event_actor_text(actor, who, sizeof(who));
+        snprintf(detail, sizeof(detail), "%s%s", who,
+                 mod ? "" : "; no switchover request was pending");
+        struct dhaf_etcd_cmp cmp = {.key = key,
+                                    .target = DHAF_ETCD_MOD_REV,
+                                    .result = DHAF_ETCD_EQ,
+                                    .num = mod};
+        struct dhaf_etcd_op del = {.type = DHAF_ETCD_OP_DELETE, .key = key};
+        struct event ev = {.kind = EVK_SWITCHOVER_PURGED,
+                           .service = service,
+                           .to = purged[0] ? purged : NULL,
+                           .detail = detail,
+                           .actor = actor};
+        rc = outbox_record_ops(c, &cmp, 1, &del, 1, &ev, 1, err);
+        if (rc != DHAF_ECONFLICT || attempt >= 4)
+            return rc;
     }
-    dhaf_etcd_txn_result_release(&res);
-    return 0;
 }

@@ -12,6 +12,7 @@
 
 #include "cluster.h"
 #include "dhaf/config.h"
+#include "events.h"
 
 /** The decision duty (for cluster_add_duty): a worker looping over leader_decider_round,
  *  woken by the view's votes and requests, the term's end and reloads, or every tact. */
@@ -35,12 +36,17 @@ void leader_decider_free(struct decider *d);
  *  waits at most this long for every voter's vote. */
 int64_t leader_fresh_ms(const struct dhaf_config *cfg);
 
-/** Writes a switchover request (as the APIs do): services/<svc>/switchover. */
+/** Writes a switchover request (as the APIs do): services/<svc>/switchover, with a
+ *  switchover-requested event naming actor (borrowed) in the same transaction. */
 int leader_request_switchover(struct cluster *c, const struct dhaf_config *cfg, const char *service,
-                              const char *ep, const char *by, struct dhaf_err *err);
+                              const char *ep, const struct event_actor *actor,
+                              struct dhaf_err *err);
 
-/** Deletes the switchover request of service; *purged gets the EP it named ("" if none). */
+/** Deletes the switchover request of service with a switchover-purged event naming actor in
+ *  the same transaction (also when none was pending); *purged gets the EP it named ("" if
+ *  none). */
 int leader_purge_switchover(struct cluster *c, const struct dhaf_config *cfg, const char *service,
-                            char *purged, size_t len, struct dhaf_err *err);
+                            const struct event_actor *actor, char *purged, size_t len,
+                            struct dhaf_err *err);
 
 #endif

@@ -230,9 +230,13 @@ static int one_shot(struct dhaf_config *cfg, const char *decommission, const cha
     struct cluster_opts co = {
         .store = store_etcd(etcd), .clock = &dhaf_clock_system, .snaps = snaps};
     struct cluster *c = cluster_new(&co);
+    /* the audit trail's caller: someone on this host with the node's config and etcd access */
+    char who[64];
+    snprintf(who, sizeof(who), "cli:uid-%u", (unsigned)getuid());
+    struct event_actor actor = {.name = who, .role = "admin", .peer = "local"};
     int rc;
     if (decommission) {
-        rc = cluster_decommission(c, decommission, &err);
+        rc = cluster_decommission(c, decommission, &actor, &err);
         if (rc == 0)
             printf("OK. The dhaf node %s has been decommissioned.\n", decommission);
     } else if (switchover) {
@@ -242,12 +246,12 @@ static int one_shot(struct dhaf_config *cfg, const char *decommission, const cha
         if (!colon)
             rc = dhaf_err_set(&err, DHAF_EINVAL, "--switchover takes SERVICE:ENTRY-POINT");
         else
-            rc = leader_request_switchover(c, &s->cfg, svc, colon + 1, s->cfg.node_name, &err);
+            rc = leader_request_switchover(c, &s->cfg, svc, colon + 1, &actor, &err);
         if (rc == 0)
             printf("OK. A switchover of %s to %s has been requested.\n", svc, colon + 1);
     } else {
         char was[80];
-        rc = leader_purge_switchover(c, &s->cfg, purge, was, sizeof(was), &err);
+        rc = leader_purge_switchover(c, &s->cfg, purge, &actor, was, sizeof(was), &err);
         if (rc == 0)
             printf("OK. The switchover requirement of %s has been purged%s%s.\n", purge,
                    was[0] ? " (it was " : "", was[0] ? was : "");

@@ -97,18 +97,18 @@ static void unstage(struct staged *s, bool log)
     s->n = 0;
 }
 
-/* Says which events could not be recorded. A node's own statement (t NULL: leader-lost) is
- * still logged as the event it is, so the operator has it; a leader's event reports a change
- * that was not written either, so it is no event: only event-not-recorded says what it would
+/* Says which events could not be recorded. A node's own statement (statement: leader-lost)
+ * is still logged as the event it is, so the operator has it; a leader's event, or one that
+ * comes with an API's change, reports a change that was not written either, so it is no event: only event-not-recorded says what it would
  * have been (at debug level when the term was over: the next leader decides it again; else at
  * most once per 10 s, with the count held back, since it repeats every round while etcd
  * refuses writes). */
-static void log_unrecorded(struct cluster *c, const struct term *t, const struct event *evs,
-                           size_t n, const struct dhaf_err *err)
+static void log_unrecorded(struct cluster *c, const struct term *t, bool statement,
+                           const struct event *evs, size_t n, const struct dhaf_err *err)
 {
     char q[400], m[600], msg[1024];
     for (size_t i = 0; i < n; i++) {
-        if (!t) {
+        if (statement) {
             json_t *rec = event_record(&evs[i], 0, cluster_name(c), cluster_node(c), 0,
                                        dhaf_clock_wall(cluster_clock(c)));
             event_log_record(rec);
@@ -158,7 +158,7 @@ static int commit(struct cluster *c, struct term *t, const struct dhaf_etcd_cmp 
         if (t)
             rc = term_txn(t, all_cmps, n_cmps + 1, all_ops, n_all, &get, 1, &res, err);
         else
-            rc = store_txn(cluster_store(c), all_cmps + n_cmps, 1, all_ops, n_all, &get, 1, &res,
+            rc = store_txn(cluster_store(c), all_cmps, n_cmps + 1, all_ops, n_all, &get, 1, &res,
                            err);
         if (rc == 0 && !t && !res.succeeded)
             rc = DHAF_ECONFLICT;
@@ -189,7 +189,7 @@ static int commit(struct cluster *c, struct term *t, const struct dhaf_etcd_cmp 
     if (rc == DHAF_ECONFLICT)
         dhaf_err_set(err, DHAF_ECONFLICT, "outbox: the event counter kept changing");
     if (rc != DHAF_EUNKNOWN_OUTCOME)
-        log_unrecorded(c, t, evs, n_evs, err);
+        log_unrecorded(c, t, !t && n_ops == 0, evs, n_evs, err);
     return rc;
 }
 
@@ -203,6 +203,13 @@ int outbox_commit(struct term *t, const struct dhaf_etcd_cmp *cmps, size_t n_cmp
 int outbox_record(struct cluster *c, const struct event *evs, size_t n_evs, struct dhaf_err *err)
 {
     return commit(c, NULL, NULL, 0, NULL, 0, evs, n_evs, err);
+}
+
+int outbox_record_ops(struct cluster *c, const struct dhaf_etcd_cmp *cmps, size_t n_cmps,
+                      const struct dhaf_etcd_op *ops, size_t n_ops, const struct event *evs,
+                      size_t n_evs, struct dhaf_err *err)
+{
+    return commit(c, NULL, cmps, n_cmps, ops, n_ops, evs, n_evs, err);
 }
 
 /* ------------------------------------------------------------------ trimming */

@@ -35,6 +35,15 @@ int outbox_commit(struct term *t, const struct dhaf_etcd_cmp *cmps, size_t n_cmp
  */
 int outbox_record(struct cluster *c, const struct event *evs, size_t n_evs, struct dhaf_err *err);
 
+/**
+ * The same with the caller's compares and ops in the one transaction: a change asked through
+ * an API and its audit event are written together or not at all. DHAF_ECONFLICT: a compare
+ * of the caller's failed, nothing was written.
+ */
+int outbox_record_ops(struct cluster *c, const struct dhaf_etcd_cmp *cmps, size_t n_cmps,
+                      const struct dhaf_etcd_op *ops, size_t n_ops, const struct event *evs,
+                      size_t n_evs, struct dhaf_err *err);
+
 /** The events/<seq> key of seq into buf (NULL when it does not fit). */
 const char *outbox_key(const struct cluster *c, uint64_t seq, char *buf, size_t len);
 

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -25,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "dhaf/alloc.h"
 #include "dhaf/clock.h"
 #include "dhaf/etcd.h"
@@ -104,6 +106,8 @@ struct ctx {
     const char *cap[2]; /* the path's '*' segments */
     const struct req *rq;
     const char *peer;
+    struct access_who who;    /* the caller (routes that are not open) */
+    struct event_actor actor; /* the changes' audit trail: who, its role, peer, comment */
 };
 
 typedef void route_fn(struct ctx *x, struct out *o);
@@ -359,7 +363,7 @@ static void v1_switchover(struct ctx *x, struct out *o)
 {
     if (!v1_name(o, "service", x->cap[0]))
         return;
-    char ep[DHAF_NAME_MAX + 1] = "", by[80] = "";
+    char ep[DHAF_NAME_MAX + 1] = "", by[REST_BY_MAX + 1] = "";
     struct dhaf_err err;
     if (x->rq->len > 0 && rest_switchover_body(x->rq->body, x->rq->len, ep, by, &err) != 0) {
         v1_error(o, MHD_HTTP_BAD_REQUEST, "INVALID_ARGUMENT", "%s", err.msg);
@@ -382,10 +386,9 @@ static void v1_switchover(struct ctx *x, struct out *o)
                  "?entry_point=NAME");
         return;
     }
-    if (!by[0])
-        snprintf(by, sizeof(by), "rest %s", x->peer);
+    x->actor.comment = by;
     Dhaf__V1__SwitchoverResponse *m = NULL;
-    int rc = svc_switchover(&x->env, x->cap[0], ep, by, &m, &err);
+    int rc = svc_switchover(&x->env, x->cap[0], ep, &m, &err);
     if (rc)
         v1_from_err(o, rc, &err);
     else /* recorded; the leader carries it out */
@@ -590,11 +593,9 @@ static void orig_switchover(struct ctx *x, struct out *o)
         orig_fail(o, MHD_HTTP_BAD_REQUEST, ORIG_NO_EP, msg);
         return;
     }
-    char by[80];
-    snprintf(by, sizeof(by), "rest %s", x->peer);
     Dhaf__V1__SwitchoverResponse *m = NULL;
     struct dhaf_err err;
-    int rc = svc_switchover(&x->env, svc, ep, by, &m, &err);
+    int rc = svc_switchover(&x->env, svc, ep, &m, &err);
     if (rc == 0) {
         dhaf__v1__switchover_response__free_unpacked(m, NULL);
         orig_ok(o, NULL);
@@ -678,15 +679,19 @@ static void plain_healthz(struct ctx *x, struct out *o)
     set_text(o, MHD_HTTP_OK, "ok\n");
 }
 
-static const char *auth_problem(struct rest *r, const struct dhaf_config *cfg,
-                                struct MHD_Connection *conn);
+static const char *identify(struct rest *r, const struct dhaf_config *cfg,
+                            struct MHD_Connection *conn, struct access_who *who,
+                            struct dhaf_err *err);
 
 /* 503 not ready: the details (etcd endpoints, errors) to a caller that passes the API's
- * authentication; a one-word reason to anyone else. detail is taken. */
+ * authentication with the read or admin role; a one-word reason to anyone else. detail is
+ * taken. */
 static void not_ready(struct ctx *x, struct out *o, const char *word, char *detail)
 {
-    char *t = auth_problem(x->r, x->env.cfg, x->conn) ? dhaf_xasprintf("not ready: %s\n", word)
-                                                      : dhaf_xasprintf("not ready: %s\n", detail);
+    struct access_who who;
+    struct dhaf_err err;
+    bool known = !identify(x->r, x->env.cfg, x->conn, &who, &err) && who.role >= ACCESS_READ;
+    char *t = dhaf_xasprintf("not ready: %s\n", known ? detail : word);
     free(detail);
     set_body(o, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", t);
 }
@@ -816,45 +821,78 @@ static void allow_list(char *buf, size_t len, unsigned methods)
              methods & M_DELETE ? (methods & (M_GET | M_POST) ? ", DELETE" : "DELETE") : "");
 }
 
-/* Bearer token (when configured) and client certificate (when client-ca-file is set).
- * Returns NULL when the request may pass, else the reason (for the reply and the log). */
-static const char *auth_problem(struct rest *r, const struct dhaf_config *cfg,
-                                struct MHD_Connection *conn)
+/* The common name of the connection's client certificate, verified against the client CA,
+ * into buf. False (with why) when the API asks for client certificates and this one has
+ * none that verifies; true with buf "" when the API asks for none. */
+static bool client_cn(struct rest *r, struct MHD_Connection *conn, char *buf, size_t len,
+                      const char **why)
 {
-    if (r->ca) {
-        const union MHD_ConnectionInfo *ci =
-            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
-        unsigned status = 0;
-        if (!ci || !ci->tls_session ||
-            gnutls_certificate_verify_peers2((gnutls_session_t)ci->tls_session, &status) != 0 ||
-            status != 0)
-            return "a client certificate signed by the configured client CA is required";
+    buf[0] = '\0';
+    if (!r->ca)
+        return true;
+    *why = "a client certificate signed by the configured client CA is required";
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    unsigned status = 0;
+    if (!ci || !ci->tls_session)
+        return false;
+    gnutls_session_t ses = (gnutls_session_t)ci->tls_session;
+    if (gnutls_certificate_verify_peers2(ses, &status) != 0 || status != 0)
+        return false;
+    unsigned n = 0;
+    const gnutls_datum_t *chain = gnutls_certificate_get_peers(ses, &n);
+    gnutls_x509_crt_t crt;
+    if (!chain || n == 0 || gnutls_x509_crt_init(&crt) != 0)
+        return false;
+    size_t sz = len;
+    bool ok = gnutls_x509_crt_import(crt, &chain[0], GNUTLS_X509_FMT_DER) == 0 &&
+              gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, buf, &sz) ==
+                  0;
+    gnutls_x509_crt_deinit(crt);
+    if (!ok || !rest_bytes_clean(buf, strlen(buf))) {
+        buf[0] = '\0';
+        *why = "the client certificate has no readable common name (CN)";
+        return false;
     }
-    const char *want = cfg->api_token;
-    if (!want)
-        return NULL;
+    return true;
+}
+
+/* Who the caller is (access.h): its bearer token, else its client certificate. Returns NULL
+ * when known (*who filled), else the reason for a 401. */
+static const char *identify(struct rest *r, const struct dhaf_config *cfg,
+                            struct MHD_Connection *conn, struct access_who *who,
+                            struct dhaf_err *err)
+{
+    memset(who, 0, sizeof(*who));
+    char cn[128];
+    const char *why = NULL;
+    if (!client_cn(r, conn, cn, sizeof(cn), &why))
+        return why;
     const char *h =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     while (h && *h == ' ')
         h++;
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
-        return "missing \"Authorization: Bearer <api-token>\"";
-    h += 7;
-    while (*h == ' ')
-        h++;
     char tok[1024];
-    size_t n = strlen(h);
-    while (n && (h[n - 1] == ' ' || h[n - 1] == '\t'))
-        n--;
-    if (n == 0 || n >= sizeof(tok))
-        return "invalid token";
-    memcpy(tok, h, n);
-    tok[n] = '\0';
-    bool ok = dhaf_rpc_token_equal(tok, want);
+    bool have_tok = false;
+    if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+        h += 7;
+        while (*h == ' ')
+            h++;
+        size_t n = strlen(h);
+        while (n && (h[n - 1] == ' ' || h[n - 1] == '\t'))
+            n--;
+        if (n == 0 || n >= sizeof(tok))
+            return "invalid token";
+        memcpy(tok, h, n);
+        tok[n] = '\0';
+        have_tok = true;
+    }
+    struct access_creds cr = {
+        .token = have_tok ? tok : NULL, .cn = cn[0] ? cn : NULL, .client_ca = r->ca != NULL};
+    int rc = access_identify(cfg, &cr, who, err);
     explicit_bzero(tok, sizeof(tok));
-    return ok ? NULL : "invalid token";
+    return rc ? err->msg : NULL;
 }
-
 /* Query parameters: how many, how long, and no NUL or control byte in a name or value
  * (their decoded lengths count: "%00" would cut the C string and pass unseen). */
 struct argcheck {
@@ -913,9 +951,9 @@ static void local_ip_of(struct MHD_Connection *conn, char *buf, size_t len)
 
 /* A request that changes state: refused on HEAD (405) and from another site (403). False
  * after the reply. */
-static bool change_allowed(struct rest *r, const struct dhaf_config *cfg,
-                           struct MHD_Connection *conn, const struct route *hit, const char *method,
-                           const char *url, const char *peer, struct out *o)
+static bool change_allowed(struct rest *r, bool by_token, struct MHD_Connection *conn,
+                           const struct route *hit, const char *method, const char *url,
+                           const char *peer, struct out *o)
 {
     if (strcmp(method, MHD_HTTP_METHOD_HEAD) == 0) {
         snprintf(o->allow, sizeof(o->allow), "GET"); /* the changing paths HEAD can reach */
@@ -934,8 +972,9 @@ static bool change_allowed(struct rest *r, const struct dhaf_config *cfg,
         .n_names = sizeof(r->names) / sizeof(r->names[0]),
         .tls = r->tls,
         .port = r->port,
-        /* the token (checked before this) is something a web page cannot send */
-        .any_host = cfg->api_token != NULL,
+        /* a token (checked before this) is something a web page cannot send; a client
+         * certificate or no credential at all, a browser sends by itself */
+        .any_host = by_token,
     };
     const char *why = rest_cross_site(&site);
     if (!why)
@@ -990,8 +1029,10 @@ static void dispatch(struct rest *r, const struct dhaf_config *cfg, struct MHD_C
             }
         }
     }
+    struct access_who who = {0};
+    struct dhaf_err aerr;
     if (!hit || !hit->open) {
-        const char *why = auth_problem(r, cfg, conn);
+        const char *why = identify(r, cfg, conn, &who, &aerr);
         if (why) {
             char q[200], qw[200];
             DHAF_LOG(DHAF_LOG_WARN, "event=rest-refused peer=%s path=\"%s\" reason=\"%s\"", peer,
@@ -1043,14 +1084,29 @@ static void dispatch(struct rest *r, const struct dhaf_config *cfg, struct MHD_C
         bad_request(o, hit->fam, MHD_HTTP_BAD_REQUEST, "INVALID_ARGUMENT", msg);
         return;
     }
-    if (hit->changes && !change_allowed(r, cfg, conn, hit, method, url, peer, o))
+    if (!hit->open &&
+        access_allow(&who, hit->changes ? ACCESS_ADMIN : ACCESS_READ,
+                     hit->changes ? "a change" : "a read", &aerr) != 0) {
+        char q[200], qw[300];
+        DHAF_LOG(DHAF_LOG_WARN, "event=rest-refused peer=%s path=\"%s\" reason=\"%s\"", peer,
+                 dhaf_log_quote(q, sizeof(q), url), dhaf_log_quote(qw, sizeof(qw), aerr.msg));
+        bad_request(o, hit->fam == FAM_PLAIN ? FAM_V1 : hit->fam, MHD_HTTP_FORBIDDEN,
+                    "PERMISSION_DENIED", aerr.msg);
+        return;
+    }
+    if (hit->changes && !change_allowed(r, who.by_token, conn, hit, method, url, peer, o))
         return;
     struct ctx x = {.r = r,
                     .conn = conn,
-                    .env = {r->c, cfg},
+                    .env = {r->c, cfg, NULL},
                     .cap = {caps[0], caps[1]},
                     .rq = rq,
-                    .peer = peer};
+                    .peer = peer,
+                    .who = who};
+    x.actor = (struct event_actor){
+        .name = x.who.name, .role = access_role_name(x.who.role), .peer = peer};
+    if (hit->changes)
+        x.env.actor = &x.actor;
     hit->fn(&x, o);
 }
 

@@ -66,17 +66,6 @@ const char *rest_printable(char *buf, size_t len, const char *s)
     return buf;
 }
 
-static bool valid_by(const char *s)
-{
-    size_t n = strlen(s);
-    if (n > REST_BY_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] < 0x20 || s[i] >= 0x7f)
-            return false;
-    return true;
-}
-
 int rest_switchover_body(const char *body, size_t len, char *ep, char *by, struct dhaf_err *err)
 {
     ep[0] = by[0] = '\0';
@@ -108,10 +97,10 @@ int rest_switchover_body(const char *body, size_t len, char *ep, char *by, struc
                               rest_printable(q, sizeof(q), s));
             break;
         }
-        if (is_by && !valid_by(s)) {
+        if (is_by && !dhaf_valid_comment(s)) {
             rc = dhaf_err_set(err, DHAF_EINVAL,
-                              "request body: requested_by must be printable text of at most %d "
-                              "characters",
+                              "request body: requested_by must be UTF-8 text of at most %d bytes "
+                              "without control characters",
                               REST_BY_MAX);
             break;
         }

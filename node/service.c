@@ -382,9 +382,11 @@ int svc_candidates(const struct svc_env *env, const char *service,
     return 0;
 }
 
-int svc_switchover(const struct svc_env *env, const char *service, const char *ep, const char *by,
+int svc_switchover(const struct svc_env *env, const char *service, const char *ep,
                    Dhaf__V1__SwitchoverResponse **out, struct dhaf_err *err)
 {
+    if (!env->actor)
+        return dhaf_err_set(err, DHAF_EINTERNAL, "a change without a caller");
     Dhaf__V1__ServiceStatus *ss = NULL;
     int rc = svc_get_service(env, service, &ss, err);
     if (rc)
@@ -403,11 +405,9 @@ int svc_switchover(const struct svc_env *env, const char *service, const char *e
     dhaf__v1__service_status__free_unpacked(ss, NULL);
     if (rc)
         return rc;
-    rc = leader_request_switchover(env->c, env->cfg, service, ep, by, err);
+    rc = leader_request_switchover(env->c, env->cfg, service, ep, env->actor, err);
     if (rc)
         return rc;
-    DHAF_LOG(DHAF_LOG_INFO, "event=switchover-requested service=%s to=%s by=\"%.64s\"", service, ep,
-             by ? by : "");
     struct arena a = {0};
     Dhaf__V1__SwitchoverResponse r = DHAF__V1__SWITCHOVER_RESPONSE__INIT;
     char msg[300];
@@ -420,8 +420,10 @@ int svc_switchover(const struct svc_env *env, const char *service, const char *e
 int svc_purge(const struct svc_env *env, const char *service,
               Dhaf__V1__PurgeSwitchoverResponse **out, struct dhaf_err *err)
 {
+    if (!env->actor)
+        return dhaf_err_set(err, DHAF_EINTERNAL, "a change without a caller");
     char was[80];
-    int rc = leader_purge_switchover(env->c, env->cfg, service, was, sizeof(was), err);
+    int rc = leader_purge_switchover(env->c, env->cfg, service, env->actor, was, sizeof(was), err);
     if (rc)
         return rc;
     struct arena a = {0};
@@ -437,7 +439,9 @@ int svc_purge(const struct svc_env *env, const char *service,
 int svc_decommission(const struct svc_env *env, const char *node,
                      Dhaf__V1__DecommissionNodeResponse **out, struct dhaf_err *err)
 {
-    int rc = cluster_decommission(env->c, node ? node : "", err);
+    if (!env->actor)
+        return dhaf_err_set(err, DHAF_EINTERNAL, "a change without a caller");
+    int rc = cluster_decommission(env->c, node ? node : "", env->actor, err);
     if (rc)
         return rc;
     struct arena a = {0};
@@ -485,6 +489,10 @@ int svc_events(const struct svc_env *env, const char *service, uint32_t limit,
         ev->node = a_str(&a, dhaf_json_str(j, "node"));
         ev->message = a_str(&a, dhaf_json_str(j, "message"));
         ev->at_ms = jint(j, "at");
+        ev->actor = a_str(&a, dhaf_json_str(j, "actor"));
+        ev->role = a_str(&a, dhaf_json_str(j, "role"));
+        ev->peer = a_str(&a, dhaf_json_str(j, "peer"));
+        ev->comment = a_str(&a, dhaf_json_str(j, "comment"));
         const json_t *rs = json_object_get(j, "reasons");
         if (json_is_array(rs) && json_array_size(rs)) {
             ev->reasons = a_alloc(&a, json_array_size(rs) * sizeof(char *));

@@ -11,12 +11,14 @@
 
 #include "cluster.h"
 #include "dhaf/config.h"
+#include "events.h"
 #include "dhaf/v1/dhaf.pb-c.h"
 
 /* What the operations need: borrowed for the call. */
 struct svc_env {
     struct cluster *c;
     const struct dhaf_config *cfg; /* the snapshot the request runs with */
+    const struct event_actor *actor; /* who asks (the changes record it); NULL for reads */
 };
 
 int svc_cluster_status(const struct svc_env *env, Dhaf__V1__ClusterStatus **out,
@@ -27,7 +29,8 @@ int svc_get_service(const struct svc_env *env, const char *service, Dhaf__V1__Se
                     struct dhaf_err *err);
 int svc_candidates(const struct svc_env *env, const char *service,
                    Dhaf__V1__SwitchoverCandidates **out, struct dhaf_err *err);
-int svc_switchover(const struct svc_env *env, const char *service, const char *ep, const char *by,
+/* The changes need env->actor (the audit event); its comment is the request's requested_by. */
+int svc_switchover(const struct svc_env *env, const char *service, const char *ep,
                    Dhaf__V1__SwitchoverResponse **out, struct dhaf_err *err);
 int svc_purge(const struct svc_env *env, const char *service,
               Dhaf__V1__PurgeSwitchoverResponse **out, struct dhaf_err *err);

@@ -117,7 +117,7 @@ def weak_and_placeholder_secrets():
 def strong_token_accepted():
     with tempfile.TemporaryDirectory(prefix="dhaf-sec-binds-") as tmp:
         tg = ("notifiers:\n  - {type: tg, token: \"123:" + STRONG + "\", join-code: "
-              f"\"{STRONG}\"}}\n" + f"probers:\n  - {{name: p1, token: \"{STRONG}\"}}\n")
+              f"\"{STRONG}\"}}\n" + f"probers:\n  - {{name: p1, token: \"{STRONG[::-1]}\"}}\n")
         accepted(config(tmp, "strong", dhaf_extra=f"  api-token: {STRONG}\n", extra=tg))
         accepted(config(tmp, "strong-no-tls", tls="", dhaf_extra=f"  api-token: {STRONG}\n"))
     return "32-byte token on 0.0.0.0 with TLS: OK"

@@ -191,19 +191,34 @@ def test_v1_changes(c):
     r = ok_json(http(n, "/api/v1/services/web/switchover", "DELETE"))
     assert r["purged_entry_point"] == "ep-2" and "purged" in r["message"], r
     wait_until("back on ep-1", lambda: current(c) == "ep-1", 10)
-    # the query form, with the peer as requester
+    # the query form, without a comment: the authenticated identity is the requester
     ok_json(http(n, "/api/v1/services/web/switchover?entry_point=ep-2", "POST"), 202)
     pin = c.etcd.get_json(c.prefix + "services/web/switchover")
-    assert pin["ep"] == "ep-2" and pin["requested_by"].startswith("rest 127.0.0.1"), pin
+    assert pin["ep"] == "ep-2" and pin["requested_by"] == "api-token", pin
+    assert pin["actor"] == "api-token", pin
     wait_until("ep-2 current", lambda: current(c) == "ep-2", 10)
     r = ok_json(http(n, "/api/v1/services/web/switchover", "DELETE"))
     assert r["purged_entry_point"] == "ep-2", r
     wait_until("back on ep-1", lambda: current(c) == "ep-1", 10)
     r = ok_json(http(n, "/api/v1/services/web/switchover", "DELETE"))
     assert r["purged_entry_point"] == "", r
-    kinds = [e["kind"] for e in ok_json(http(n, "/api/v1/services/web/events"))["events"]]
+    evs = ok_json(http(n, "/api/v1/services/web/events"))["events"]
+    kinds = [e["kind"] for e in evs]
     assert "switchover" in kinds and "switching" in kinds, kinds
-    return "switchover by body and by query (202, pin in etcd), purge (200), events recorded"
+    # the audit trail: each request and purge is an event naming who asked, from where
+    asked = [e for e in evs if e["kind"] in ("switchover-requested", "switchover-purged")]
+    assert [e["kind"] for e in asked] == ["switchover-purged", "switchover-purged",
+                                          "switchover-requested", "switchover-purged",
+                                          "switchover-requested"], kinds
+    for e in asked:
+        assert e["actor"] == "api-token" and e["role"] == "admin", e
+        assert e["peer"] == "127.0.0.1", e
+        assert "by api-token from 127.0.0.1" in e["message"], e
+    assert asked[-1]["comment"] == "rest-test" and asked[-1]["to"] == "ep-2", asked[-1]
+    assert "comment" not in asked[-3] or not asked[-3]["comment"], asked[-3]
+    assert "no switchover request was pending" in asked[0]["message"], asked[0]
+    return ("switchover by body and by query (202, pin in etcd), purge (200), events recorded "
+            "with the caller's identity, address and comment")
 
 
 # ------------------------------------------------------------------ the original's paths
@@ -524,7 +539,7 @@ def test_hostile_input(c):
         (post(b'{"entry_point":"\xff"}'), 400),
         (post(b'{"entry_point":"\\u0000"}'), 400),
         (post(b'{"entry_point":"ep-1","entry_point":"ep-2"}'), 400),
-        (post(b'{"entry_point":"ep-1","requested_by":"' + b"x" * 100 + b'"}'), 400),
+        (post(b'{"entry_point":"ep-1","requested_by":"' + b"x" * 129 + b'"}'), 400),
         (post(b'{"entry_point":"ep-1","requested_by":"a\\nb"}'), 400),
         (b"GET /api/v1/services HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"t" * 5000 +
          b"\r\n\r\n", 401),

@@ -227,6 +227,21 @@ static const struct bad_case bad_cases[] = {
      1, 52, "dhaf.api-token", "is shorter than 16 bytes, too weak for a node reachable from the network (dhaf.web-api.host is 0.0.0.0)"},
     {"cert without key", "dhaf: {cluster-name: c1, node-name: n1, grpc-api: {tls: {cert-file: c.pem}}}\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC,
      1, 69, "dhaf.grpc-api.tls.key-file", "missing; cert-file and key-file go together"},
+    /* roles */
+    {"read token equals admin token", "dhaf: {cluster-name: c1, node-name: n1, api-token: same-token-0123456789, read-token: same-token-0123456789}\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC,
+     1, 87, "dhaf.read-token", "is the same as dhaf.api-token"},
+    {"read token alone", "dhaf: {cluster-name: c1, node-name: n1, read-token: read-token-0123456789}\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC,
+     1, 53, "dhaf.read-token", "restricts nothing on dhaf.web-api and dhaf.grpc-api"},
+    {"prober token equals admin token", "dhaf: {cluster-name: c1, node-name: n1, api-token: same-token-0123456789}\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC "probers:\n- {name: p1, token: same-token-0123456789}\n",
+     10, 21, "probers[0].token", "is the same as dhaf.api-token; a prober's token may only call the Prober service"},
+    {"admin CNs without client CA", "dhaf: {cluster-name: c1, node-name: n1, admin-cns: [ops]}\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC,
+     1, 52, "dhaf.admin-cns", "no API asks for client certificates"},
+    {"admin CN of a prober", "dhaf: {cluster-name: c1, node-name: n1, admin-cns: [p1], grpc-api: {tls: {cert-file: c, key-file: k, client-ca-file: ca}}}\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC "probers:\n- {name: p1, token: prober-token-0123456789}\n",
+     1, 52, "dhaf.admin-cns", "\"p1\" is the name of prober p1"},
+    {"CN with two roles", "dhaf: {cluster-name: c1, node-name: n1, admin-cns: [ops], read-cns: [ops], grpc-api: {tls: {cert-file: c, key-file: k, client-ca-file: ca}}}\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC,
+     1, 52, "dhaf.admin-cns", "\"ops\" is also in dhaf.read-cns; a name has one role"},
+    {"CN too long", "dhaf: {cluster-name: c1, node-name: n1, read-cns: [" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" "], grpc-api: {tls: {cert-file: c, key-file: k, client-ca-file: ca}}}\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC,
+     1, 52, "dhaf.read-cns[0]", "a certificate common name has 1 to 64 characters"},
     {"prober without token", HEAD SVC "probers:\n- {name: p1, location: eu}\n", 10, 3, "probers[0].token", "missing; a prober needs a token"},
     /* shapes and syntax */
     {"dhaf not a mapping", "dhaf: 5\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC, 1, 7, "dhaf", "expected a mapping, found \"5\""},
@@ -345,6 +360,9 @@ static void test_full_example(void **state)
 {
     (void)state;
     setenv("DHAF_TEST_TG_TOKEN", "123456:ABC-def_1", 1);
+    setenv("DHAF_API_TOKEN", "admin-token-0123456789", 1);
+    setenv("DHAF_READ_TOKEN", "read-token-0123456789", 1);
+    setenv("DHAF_PROBER_EU_TOKEN", "probe-eu-token-0123456789", 1);
     char dir[] = "/tmp/dhaf-cfg-XXXXXX";
     assert_non_null(mkdtemp(dir));
     char secret[256];
@@ -392,10 +410,12 @@ static void test_full_example(void **state)
     const struct tg_config *tg = cfg.notifiers[1].conf;
     assert_string_equal(cfg.notifiers[1].name, "tg-anon");
     assert_string_equal(tg->token, "123456:ABC-def_1"); /* from ${ENV} */
-    /* Read three times, then taken out of the environment: children do not inherit it. */
+    /* Read, then taken out of the environment: children do not inherit it. */
     assert_null(getenv("DHAF_TEST_TG_TOKEN"));
-    assert_string_equal(cfg.api_token, "123456:ABC-def_1");
-    assert_string_equal(cfg.probers[0].token, "123456:ABC-def_1");
+    assert_string_equal(cfg.api_token, "admin-token-0123456789");
+    assert_string_equal(cfg.read_token, "read-token-0123456789");
+    assert_string_equal(cfg.probers[0].token, "probe-eu-token-0123456789");
+    assert_null(getenv("DHAF_API_TOKEN")); /* taken out of the environment */
     const struct email_config *em = cfg.notifiers[0].conf;
     assert_int_equal(em->security, EMAIL_SEC_STARTTLS);
     assert_string_equal(cfg.notifiers[0].name, "ops-mail");
@@ -597,6 +617,9 @@ static void test_mutations(void **state)
     assert_non_null(buf);
     unsigned seed = 12345;
     setenv("DHAF_TEST_TG_TOKEN", "123456:ABC-def_1", 1);
+    setenv("DHAF_API_TOKEN", "admin-token-0123456789", 1);
+    setenv("DHAF_READ_TOKEN", "read-token-0123456789", 1);
+    setenv("DHAF_PROBER_EU_TOKEN", "probe-eu-token-0123456789", 1);
     char dir[] = "/tmp/dhaf-mut-XXXXXX";
     assert_non_null(mkdtemp(dir));
     char secret[256];

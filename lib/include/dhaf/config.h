@@ -98,7 +98,10 @@ struct dhaf_config {
     int tact_post_switch_delay;
     struct dhaf_api web_api;
     struct dhaf_api grpc_api;
-    char *api_token; /* secret */
+    char *api_token;  /* secret: the admin role */
+    char *read_token; /* secret: the read-only role (status, services, events, metrics) */
+    struct dhaf_strlist admin_cns; /* client-certificate CNs with the admin role */
+    struct dhaf_strlist read_cns;  /* ... with the read-only role */
     bool insecure_api;
     bool probe;
     char *extensions_dir;

@@ -17,6 +17,12 @@ bool dhaf_valid_ip(const char *s, int *family);
 /** True when s is a DNS name: dot-separated labels of [A-Za-z0-9-], 1-63 each, 253 in all. */
 bool dhaf_valid_hostname(const char *s);
 
+#define DHAF_COMMENT_MAX 128
+
+/** True when s is a caller's free-text comment fit for events, logs and mails: at most
+ *  DHAF_COMMENT_MAX bytes of well-formed UTF-8 without control characters. */
+bool dhaf_valid_comment(const char *s);
+
 /** True when ip is a loopback address or s is "localhost". */
 bool dhaf_is_loopback_host(const char *s);
 
