@@ -64,6 +64,28 @@ def grpc_modules(name):
             importlib.import_module(f"dhaf.v1.{name}_pb2_grpc"))
 
 
+def make_pki(d, clients=("client",)):
+    """Test certificates in folder d: ca.pem/ca.key (a CA), server.pem/.key (for 127.0.0.1),
+    <cn>.pem/.key for each client common name (client auth), all from the CA, and
+    rogue.pem/.key (self-signed: a client certificate no node should take)."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.pem", "-days", "2", "-subj", "/CN=dhaf test CA")
+    exts = [("server", "subjectAltName=IP:127.0.0.1")]
+    exts += [(cn, "extendedKeyUsage=clientAuth") for cn in clients]
+    for name, ext in exts:
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+                f"{name}.csr", "-subj", f"/CN={name}")
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write(ext + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile",
+                f"{name}.ext")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "rogue.key", "-out",
+            "rogue.pem", "-days", "2", "-subj", "/CN=rogue")
+
+
 _PORT_LOCKS = []  # reservations held for the life of this process
 _PORT_DIR = os.path.join(tempfile.gettempdir(), "dhaf-test-ports")
 

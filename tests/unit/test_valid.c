@@ -141,12 +141,77 @@ static void test_suggest(void **state)
     assert_null(dhaf_cfg_suggest("zzzzzz", keys, 4));
 }
 
+/* The limits and ties that the bounded distance in dhaf_cfg_suggest must keep (each answer was
+ * checked against the full-table version it replaced). */
+static void test_suggest_limits(void **state)
+{
+    (void)state;
+    static const char *const keys_host[] = {"host"};
+    static const char *const node[] = {"node-name"}, *const tact[] = {"tact-interval"};
+    /* Up to 4 letters: 1 edit; up to 8: 2; longer: 3. A swap of neighbours is one edit. */
+    assert_string_equal(dhaf_cfg_suggest("Hsot", keys_host, 1), "host");
+    assert_null(dhaf_cfg_suggest("hxsx", keys_host, 1));
+    assert_string_equal(dhaf_cfg_suggest("nodexnam", node, 1), "node-name");
+    assert_null(dhaf_cfg_suggest("nodxxnam", node, 1));
+    assert_string_equal(dhaf_cfg_suggest("tactinterv", tact, 1), "tact-interval");
+    assert_null(dhaf_cfg_suggest("tactintxrv", tact, 1));
+    /* Equally close: the first candidate; a later one must be strictly closer. */
+    static const char *const de[] = {"abcd", "abce"}, *const ed[] = {"abce", "abcd"};
+    assert_ptr_equal(dhaf_cfg_suggest("abcf", de, 2), de[0]);
+    assert_ptr_equal(dhaf_cfg_suggest("abcf", ed, 2), ed[0]);
+    static const char *const iv[] = {"intrval-s", "interval"};
+    assert_string_equal(dhaf_cfg_suggest("intervals", iv, 2), "interval");
+    /* Same letters apart from case and separators win over any distance. */
+    static const char *const rt[] = {"receive-timeou", "receive_Timeout"};
+    assert_string_equal(dhaf_cfg_suggest("receiveTimeout", rt, 2), "receive_Timeout");
+    static const char *const ax[] = {"ab", "x"};
+    assert_string_equal(dhaf_cfg_suggest("", ax, 2), "x");
+    /* Past 64 characters only the same-letters rule applies. */
+    char a63[64], a64[65], a65[66], up65[66];
+    memset(a63, 'a', 63);
+    a63[63] = '\0';
+    memset(a64, 'a', 64);
+    a64[64] = '\0';
+    memset(a65, 'a', 65);
+    a65[65] = '\0';
+    memset(up65, 'A', 65);
+    up65[65] = '\0';
+    const char *c63[] = {a63}, *c64[] = {a64}, *cup[] = {up65};
+    assert_ptr_equal(dhaf_cfg_suggest(a64, c63, 1), a63);
+    assert_null(dhaf_cfg_suggest(a65, c64, 1));
+    assert_ptr_equal(dhaf_cfg_suggest(a65, cup, 1), up65);
+}
+
+/* A caller's comment (requested_by): UTF-8 text without control characters, bounded. */
+static void test_comment(void **state)
+{
+    (void)state;
+    char long_ok[DHAF_COMMENT_MAX + 1], too_long[DHAF_COMMENT_MAX + 2];
+    memset(long_ok, 'a', DHAF_COMMENT_MAX);
+    long_ok[DHAF_COMMENT_MAX] = '\0';
+    memset(too_long, 'a', DHAF_COMMENT_MAX + 1);
+    too_long[DHAF_COMMENT_MAX + 1] = '\0';
+    static const char *const good[] = {"", "ticket-42 (alice)", "Jürgen", "切换", "\xf0\x9f\x98\x80"};
+    static const char *const bad[] = {
+        "a\nb",         "tab\there",       "del\x7f",        "\xff",         "\xc0\xaf",
+        "\xe0\x80\xaf", "\xed\xa0\x80",    "\xf4\x90\x80\x80", "\xc3",         "\xc2\x85",
+        "\x80",         "\xf0\x8f\xbf\xbf", "\xe2\x82",       "\xf8\x88\x80\x80\x80"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        assert_true(dhaf_valid_comment(good[i]));
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (dhaf_valid_comment(bad[i]))
+            fail_msg("bad comment %zu accepted", i);
+    assert_true(dhaf_valid_comment(long_ok));
+    assert_false(dhaf_valid_comment(too_long));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_comment),
         cmocka_unit_test(test_names),     cmocka_unit_test(test_ips_and_hosts),
         cmocka_unit_test(test_endpoints), cmocka_unit_test(test_codes),
-        cmocka_unit_test(test_suggest),
+        cmocka_unit_test(test_suggest),   cmocka_unit_test(test_suggest_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
