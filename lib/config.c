@@ -632,9 +632,8 @@ static void check_roles(struct loadctx *lc)
             char *p = cfg_index("probers", i);
             char *k = cfg_join(p, "token");
             const struct ynode *pl = ynode_get(lc->root, "probers", NULL);
-            const struct ynode *at = pl && pl->kind == YNODE_SEQ && i < pl->n
-                                         ? cfg_lookup(pl->items[i], "token")
-                                         : NULL;
+            const struct ynode *at =
+                pl && pl->kind == YNODE_SEQ && i < pl->n ? cfg_lookup(pl->items[i], "token") : NULL;
             cfg_error_at(lc->rep, at ? at : lc->root, k,
                          "is the same as %s; a prober's token may only call the Prober service, "
                          "so it must differ from the API tokens",

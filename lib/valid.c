@@ -217,8 +217,11 @@ bool dhaf_valid_comment(const char *s)
         return false;
     while (*p) {
         unsigned c = *p;
-        size_t more = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2
-                                 : (c & 0xf8) == 0xf0 ? 3 : 4;
+        size_t more = c < 0x80             ? 0
+                      : (c & 0xe0) == 0xc0 ? 1
+                      : (c & 0xf0) == 0xe0 ? 2
+                      : (c & 0xf8) == 0xf0 ? 3
+                                           : 4;
         if (more == 4 || (more == 1 && c < 0xc2) || (c == 0xf4 && p[1] > 0x8f) || c > 0xf4)
             return false; /* a stray continuation byte, an overlong pair, beyond U+10FFFF */
         if (more == 0 && (c < 0x20 || c == 0x7f))

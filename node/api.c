@@ -526,10 +526,8 @@ static int actor_of(struct api *a, struct dhaf_rpc_call *call, const char *comme
                             "requested_by: at most 128 bytes of UTF-8 text without control "
                             "characters");
     access_peer_addr(dhaf_rpc_call_peer(call), peer, peer_len);
-    *out = (struct event_actor){.name = who->name,
-                                .role = access_role_name(who->role),
-                                .peer = peer,
-                                .comment = comment};
+    *out = (struct event_actor){
+        .name = who->name, .role = access_role_name(who->role), .peer = peer, .comment = comment};
     return 0;
 }
 
@@ -555,7 +553,6 @@ static int actor_of(struct api *a, struct dhaf_rpc_call *call, const char *comme
         return rc;                                                                                 \
     }
 
-
 DHAF_METHOD(h_cluster, Dhaf__V1__GetClusterStatusRequest,
             svc_cluster_status(&env, (Dhaf__V1__ClusterStatus **)&resp, err))
 DHAF_METHOD(h_services, Dhaf__V1__ListServicesRequest,
@@ -567,8 +564,9 @@ DHAF_METHOD(h_candidates, Dhaf__V1__GetSwitchoverCandidatesRequest,
 /* The changes run with the caller as env.actor; the identity is taken again from the call
  * (its auth hook already let it in). */
 static int with_actor(struct api *a, struct dhaf_rpc_call *call, const char *comment,
-                      struct svc_env *env, int (*op)(struct svc_env *env, const void *req,
-                                                     ProtobufCMessage **resp, struct dhaf_err *err),
+                      struct svc_env *env,
+                      int (*op)(struct svc_env *env, const void *req, ProtobufCMessage **resp,
+                                struct dhaf_err *err),
                       const void *req, ProtobufCMessage **resp, struct dhaf_err *err)
 {
     struct access_who who;
@@ -621,20 +619,21 @@ static const struct dhaf_rpc_method methods_tpl[] = {
      h_cluster, read_auth, NULL},
     {"/dhaf.v1.Dhaf/ListServices", &dhaf__v1__list_services_request__descriptor, false, h_services,
      read_auth, NULL},
-    {"/dhaf.v1.Dhaf/GetService", &dhaf__v1__get_service_request__descriptor, false, h_service, read_auth,
-     NULL},
+    {"/dhaf.v1.Dhaf/GetService", &dhaf__v1__get_service_request__descriptor, false, h_service,
+     read_auth, NULL},
     {"/dhaf.v1.Dhaf/GetSwitchoverCandidates",
-     &dhaf__v1__get_switchover_candidates_request__descriptor, false, h_candidates, read_auth, NULL},
+     &dhaf__v1__get_switchover_candidates_request__descriptor, false, h_candidates, read_auth,
+     NULL},
     {"/dhaf.v1.Dhaf/Switchover", &dhaf__v1__switchover_request__descriptor, false, h_switchover,
      admin_auth, NULL},
     {"/dhaf.v1.Dhaf/PurgeSwitchover", &dhaf__v1__purge_switchover_request__descriptor, false,
      h_purge, admin_auth, NULL},
     {"/dhaf.v1.Dhaf/DecommissionNode", &dhaf__v1__decommission_node_request__descriptor, false,
      h_decommission, admin_auth, NULL},
-    {"/dhaf.v1.Dhaf/ListEvents", &dhaf__v1__list_events_request__descriptor, false, h_events, read_auth,
-     NULL},
-    {"/dhaf.v1.Dhaf/GetVersion", &dhaf__v1__get_version_request__descriptor, false, h_version, read_auth,
-     NULL},
+    {"/dhaf.v1.Dhaf/ListEvents", &dhaf__v1__list_events_request__descriptor, false, h_events,
+     read_auth, NULL},
+    {"/dhaf.v1.Dhaf/GetVersion", &dhaf__v1__get_version_request__descriptor, false, h_version,
+     read_auth, NULL},
     {"/dhaf.v1.Prober/GetPlan", &dhaf__v1__get_plan_request__descriptor, false, h_get_plan,
      prober_auth, NULL},
     {"/dhaf.v1.Prober/Report", &dhaf__v1__report_request__descriptor, false, h_report, prober_auth,

@@ -103,7 +103,7 @@ struct event {
     const char *to;
     const char *reasons[EVENT_MAX_REASONS];
     size_t n_reasons;
-    const char *detail; /* fills {detail}: counts, durations, an error */
+    const char *detail;              /* fills {detail}: counts, durations, an error */
     const struct event_actor *actor; /* a change asked through an API; NULL otherwise */
 };
 

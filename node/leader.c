@@ -874,8 +874,7 @@ struct duty leader_duty(struct cluster *c)
 /* ------------------------------------------------------------------ requests (any node) */
 
 int leader_request_switchover(struct cluster *c, const struct dhaf_config *cfg, const char *service,
-                              const char *ep, const struct event_actor *actor,
-                              struct dhaf_err *err)
+                              const char *ep, const struct event_actor *actor, struct dhaf_err *err)
 {
     const struct dhaf_service *svc = dhaf_config_service(cfg, service);
     if (!svc)
@@ -887,8 +886,8 @@ int leader_request_switchover(struct cluster *c, const struct dhaf_config *cfg, 
      * it authenticated as; actor is always the authenticated identity */
     const char *by = actor->comment && *actor->comment ? actor->comment : actor->name;
     json_t *j = json_pack("{s:s, s:s, s:s, s:I}", "ep", ep, "requested_by", by ? by : "", "actor",
-                          actor->name ? actor->name : "",
-                          "at", (json_int_t)dhaf_clock_wall(cluster_clock(c)));
+                          actor->name ? actor->name : "", "at",
+                          (json_int_t)dhaf_clock_wall(cluster_clock(c)));
     char *text = dhaf_json_dump(j);
     json_decref(j);
     char key[300], detail[400];
@@ -936,10 +935,8 @@ int leader_purge_switchover(struct cluster *c, const struct dhaf_config *cfg, co
         event_actor_text(actor, who, sizeof(who));
         snprintf(detail, sizeof(detail), "%s%s", who,
                  mod ? "" : "; no switchover request was pending");
-        struct dhaf_etcd_cmp cmp = {.key = key,
-                                    .target = DHAF_ETCD_MOD_REV,
-                                    .result = DHAF_ETCD_EQ,
-                                    .num = mod};
+        struct dhaf_etcd_cmp cmp = {
+            .key = key, .target = DHAF_ETCD_MOD_REV, .result = DHAF_ETCD_EQ, .num = mod};
         struct dhaf_etcd_op del = {.type = DHAF_ETCD_OP_DELETE, .key = key};
         struct event ev = {.kind = EVK_SWITCHOVER_PURGED,
                            .service = service,

@@ -99,10 +99,10 @@ static void unstage(struct staged *s, bool log)
 
 /* Says which events could not be recorded. A node's own statement (statement: leader-lost)
  * is still logged as the event it is, so the operator has it; a leader's event, or one that
- * comes with an API's change, reports a change that was not written either, so it is no event: only event-not-recorded says what it would
- * have been (at debug level when the term was over: the next leader decides it again; else at
- * most once per 10 s, with the count held back, since it repeats every round while etcd
- * refuses writes). */
+ * comes with an API's change, reports a change that was not written either, so it is no event: only
+ * event-not-recorded says what it would have been (at debug level when the term was over: the next
+ * leader decides it again; else at most once per 10 s, with the count held back, since it repeats
+ * every round while etcd refuses writes). */
 static void log_unrecorded(struct cluster *c, const struct term *t, bool statement,
                            const struct event *evs, size_t n, const struct dhaf_err *err)
 {

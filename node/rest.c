@@ -846,8 +846,7 @@ static bool client_cn(struct rest *r, struct MHD_Connection *conn, char *buf, si
         return false;
     size_t sz = len;
     bool ok = gnutls_x509_crt_import(crt, &chain[0], GNUTLS_X509_FMT_DER) == 0 &&
-              gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, buf, &sz) ==
-                  0;
+              gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, buf, &sz) == 0;
     gnutls_x509_crt_deinit(crt);
     if (!ok || !rest_bytes_clean(buf, strlen(buf))) {
         buf[0] = '\0';
@@ -1084,9 +1083,8 @@ static void dispatch(struct rest *r, const struct dhaf_config *cfg, struct MHD_C
         bad_request(o, hit->fam, MHD_HTTP_BAD_REQUEST, "INVALID_ARGUMENT", msg);
         return;
     }
-    if (!hit->open &&
-        access_allow(&who, hit->changes ? ACCESS_ADMIN : ACCESS_READ,
-                     hit->changes ? "a change" : "a read", &aerr) != 0) {
+    if (!hit->open && access_allow(&who, hit->changes ? ACCESS_ADMIN : ACCESS_READ,
+                                   hit->changes ? "a change" : "a read", &aerr) != 0) {
         char q[200], qw[300];
         DHAF_LOG(DHAF_LOG_WARN, "event=rest-refused peer=%s path=\"%s\" reason=\"%s\"", peer,
                  dhaf_log_quote(q, sizeof(q), url), dhaf_log_quote(qw, sizeof(qw), aerr.msg));

@@ -11,7 +11,7 @@
 #include "dhaf/err.h"
 #include "dhaf/valid.h"
 
-#define REST_SEGMENTS_MAX 8  /* path segments; more: no route */
+#define REST_SEGMENTS_MAX 8                /* path segments; more: no route */
 #define REST_BY_MAX       DHAF_COMMENT_MAX /* requested_by: dhaf_valid_comment */
 
 /**
@@ -29,9 +29,10 @@ bool rest_path_match(const char *pattern, char *const *seg, size_t n, const char
 
 /**
  * Parses the JSON body of POST /api/v1/services/{svc}/switchover: an object with only
- * "entry_point" (a valid name) and "requested_by" (dhaf_valid_comment: UTF-8 text, at most REST_BY_MAX bytes),
- * both strings, no duplicate keys. ep (DHAF_NAME_MAX + 1 bytes) and by (REST_BY_MAX + 1) get
- * them ("" when absent). Returns 0, or DHAF_EINVAL with err's message fit for a 400.
+ * "entry_point" (a valid name) and "requested_by" (dhaf_valid_comment: UTF-8 text, at most
+ * REST_BY_MAX bytes), both strings, no duplicate keys. ep (DHAF_NAME_MAX + 1 bytes) and by
+ * (REST_BY_MAX + 1) get them ("" when absent). Returns 0, or DHAF_EINVAL with err's message fit for
+ * a 400.
  */
 int rest_switchover_body(const char *body, size_t len, char *ep, char *by, struct dhaf_err *err);
 

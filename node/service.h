@@ -17,7 +17,7 @@
 /* What the operations need: borrowed for the call. */
 struct svc_env {
     struct cluster *c;
-    const struct dhaf_config *cfg; /* the snapshot the request runs with */
+    const struct dhaf_config *cfg;   /* the snapshot the request runs with */
     const struct event_actor *actor; /* who asks (the changes record it); NULL for reads */
 };
 

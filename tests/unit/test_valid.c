@@ -191,11 +191,15 @@ static void test_comment(void **state)
     long_ok[DHAF_COMMENT_MAX] = '\0';
     memset(too_long, 'a', DHAF_COMMENT_MAX + 1);
     too_long[DHAF_COMMENT_MAX + 1] = '\0';
-    static const char *const good[] = {"", "ticket-42 (alice)", "Jürgen", "切换", "\xf0\x9f\x98\x80"};
-    static const char *const bad[] = {
-        "a\nb",         "tab\there",       "del\x7f",        "\xff",         "\xc0\xaf",
-        "\xe0\x80\xaf", "\xed\xa0\x80",    "\xf4\x90\x80\x80", "\xc3",         "\xc2\x85",
-        "\x80",         "\xf0\x8f\xbf\xbf", "\xe2\x82",       "\xf8\x88\x80\x80\x80"};
+    static const char *const good[] = {"", "ticket-42 (alice)", "Jürgen", "切换",
+                                       "\xf0\x9f\x98\x80"};
+    static const char *const bad[] = {"a\nb",         "tab\there",
+                                      "del\x7f",      "\xff",
+                                      "\xc0\xaf",     "\xe0\x80\xaf",
+                                      "\xed\xa0\x80", "\xf4\x90\x80\x80",
+                                      "\xc3",         "\xc2\x85",
+                                      "\x80",         "\xf0\x8f\xbf\xbf",
+                                      "\xe2\x82",     "\xf8\x88\x80\x80\x80"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
         assert_true(dhaf_valid_comment(good[i]));
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -208,10 +212,10 @@ static void test_comment(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_comment),
-        cmocka_unit_test(test_names),     cmocka_unit_test(test_ips_and_hosts),
-        cmocka_unit_test(test_endpoints), cmocka_unit_test(test_codes),
-        cmocka_unit_test(test_suggest),   cmocka_unit_test(test_suggest_limits),
+        cmocka_unit_test(test_comment),        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_ips_and_hosts),  cmocka_unit_test(test_endpoints),
+        cmocka_unit_test(test_codes),          cmocka_unit_test(test_suggest),
+        cmocka_unit_test(test_suggest_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
