@@ -39,6 +39,17 @@ static int check_cn(const char *v, char *why, size_t wl)
     return 0;
 }
 
+/* A host name a browser may put in Host for this node: a DNS name or an IP address. */
+static int check_site_name(const char *v, char *why, size_t wl)
+{
+    if (!dhaf_valid_hostname(v) && !dhaf_valid_ip(v, NULL)) {
+        snprintf(why, wl, "\"%.80s\" is neither a DNS name nor an IP address (no port, no scheme)",
+                 v);
+        return -1;
+    }
+    return 0;
+}
+
 /* clang-format off */
 #define API_KEYS(sect, field, defport)                                                             \
     {"dhaf." sect ".host", DHAF_CFG_HOST, OFF(field.host), false, "localhost", 0, 0, NULL, NULL,   \
@@ -66,6 +77,10 @@ const struct dhaf_cfgkey dhaf_config_keys[] = {
     {"dhaf.tact-post-switch-delay", DHAF_CFG_INT, OFF(tact_post_switch_delay), false, "0", 0,
      3600, NULL, NULL, NULL, "Seconds to wait after a switch before the next decision."},
     API_KEYS("web-api", web_api, "8128"),
+    {"dhaf.web-api.names", DHAF_CFG_STRLIST, OFF(web_api.names), false, NULL, 0, 0, NULL,
+     check_site_name, NULL, "More host names the REST API is reached by (a DNS name, a reverse "
+     "proxy's public name): changes sent with such a Host pass the cross-site check without a "
+     "token. localhost, the bind address and the machine's name always do."},
     API_KEYS("grpc-api", grpc_api, "8129"),
     {"dhaf.api-token", DHAF_CFG_SECRET, OFF(api_token), false, NULL, 0, 0, NULL, NULL, NULL,
      "Bearer token both APIs require (also api-token-file or ${ENV}); at least 16 bytes when "
@@ -835,6 +850,9 @@ static void cross_checks(struct loadctx *lc)
     check_api(lc, &cfg->grpc_api, "grpc-api");
     check_secrets(lc);
     check_roles(lc);
+    if (cfg->web_api.names.n > DHAF_WEB_NAMES_MAX)
+        cfg_error_at(lc->rep, at_key(lc, "dhaf.web-api.names"), "dhaf.web-api.names",
+                     "%zu names; at most %d", cfg->web_api.names.n, DHAF_WEB_NAMES_MAX);
     if (cfg->web_api.port && cfg->web_api.port == cfg->grpc_api.port && cfg->web_api.host &&
         cfg->grpc_api.host && strcmp(cfg->web_api.host, cfg->grpc_api.host) == 0)
         cfg_error_at(lc->rep, at_key(lc, "dhaf.grpc-api.port"), "dhaf.grpc-api.port",

@@ -950,7 +950,8 @@ static void local_ip_of(struct MHD_Connection *conn, char *buf, size_t len)
 
 /* A request that changes state: refused on HEAD (405) and from another site (403). False
  * after the reply. */
-static bool change_allowed(struct rest *r, bool by_token, struct MHD_Connection *conn,
+static bool change_allowed(struct rest *r, const struct dhaf_config *cfg, bool by_token,
+                           struct MHD_Connection *conn,
                            const struct route *hit, const char *method, const char *url,
                            const char *peer, struct out *o)
 {
@@ -962,13 +963,22 @@ static bool change_allowed(struct rest *r, bool by_token, struct MHD_Connection 
     }
     char local[INET6_ADDRSTRLEN];
     local_ip_of(conn, local, sizeof(local));
+    /* ours: the bind address, the machine's name, and dhaf.web-api.names (a reload applies) */
+    const struct dhaf_strlist *more = &cfg->web_api.names;
+    const char *names[2 + DHAF_WEB_NAMES_MAX];
+    size_t n_names = 0;
+    for (size_t i = 0; i < 2; i++)
+        if (r->names[i])
+            names[n_names++] = r->names[i];
+    for (size_t i = 0; i < more->n && i < DHAF_WEB_NAMES_MAX; i++)
+        names[n_names++] = more->v[i];
     struct rest_site site = {
         .host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST),
         .origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ORIGIN),
         .fetch_site = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-Fetch-Site"),
         .local_ip = local,
-        .names = r->names,
-        .n_names = sizeof(r->names) / sizeof(r->names[0]),
+        .names = names,
+        .n_names = n_names,
         .tls = r->tls,
         .port = r->port,
         /* a token (checked before this) is something a web page cannot send; a client
@@ -1092,7 +1102,7 @@ static void dispatch(struct rest *r, const struct dhaf_config *cfg, struct MHD_C
                     "PERMISSION_DENIED", aerr.msg);
         return;
     }
-    if (hit->changes && !change_allowed(r, who.by_token, conn, hit, method, url, peer, o))
+    if (hit->changes && !change_allowed(r, cfg, who.by_token, conn, hit, method, url, peer, o))
         return;
     struct ctx x = {.r = r,
                     .conn = conn,

@@ -14,6 +14,7 @@ usage: /usr/bin/python3 test_rest_csrf.py BUILD_BIN_DIR"""
 import http.client
 import json
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "system"))
@@ -170,6 +171,36 @@ def test_cross_site_refused(c):
         f"{calls(c.d)} are the same-origin control's); reads from any Host 200"
 
 
+def test_extra_names(c):
+    """dhaf.web-api.names: a name the node is reached by (a reverse proxy's public name)
+    passes the Host check without a token; a reload applies it; others stay refused."""
+    n = c.nodes[0]
+    proxy = {"Host": f"dhaf.example.test:{n.rest_port}"}
+    path = "/switchover?serviceName=main&entryPointId=ep-2"
+    s, _, b = req(n, "GET", path, proxy)
+    refused_403(s, b, "a name not configured yet")
+    assert pin(c) is None, pin(c)
+    saved = open(n.config).read()
+    open(n.config, "w").write(saved.replace(
+        f"web-api: {{host: 127.0.0.1, port: {n.rest_port}}}",
+        f"web-api: {{host: 127.0.0.1, port: {n.rest_port}, names: [dhaf.example.test]}}"))
+    seen = len(n.log_events("reloaded"))
+    n.signal(signal.SIGHUP)
+    wait_until("the reload", lambda: len(n.log_events("reloaded")) > seen, 10)
+    s, _, b = req(n, "GET", path, {"Host": "evil.example"})
+    refused_403(s, b, "a foreign Host after the reload")
+    s, _, b = req(n, "GET", path, proxy)
+    assert s == 200 and pin(c) and pin(c)["ep"] == "ep-2", (s, b, pin(c))
+    s, _, b = req(n, "DELETE", "/api/v1/services/main/switchover", proxy)
+    assert s == 200 and pin(c) is None, (s, b)
+    wait_until("back on ep-1", lambda: calls(c.d)[-1:] == ["ep-1"], 15)
+    open(n.config, "w").write(saved)
+    n.signal(signal.SIGHUP)
+    wait_until("the second reload", lambda: len(n.log_events("reloaded")) > seen + 1, 10)
+    return "Host dhaf.example.test: 403 before, 200 after adding it to dhaf.web-api.names " \
+        "(SIGHUP); evil.example still 403"
+
+
 def test_head_changes_nothing(c):
     n = c.nodes[0]
     before = calls(c.d)
@@ -245,6 +276,7 @@ def main():
              lambda: test_cross_site_refused(c)),
             ("HEAD changes nothing", lambda: test_head_changes_nothing(c)),
             ("NUL and control bytes refused", lambda: test_nul_refused(c)),
+            ("dhaf.web-api.names: a proxy's name passes", lambda: test_extra_names(c)),
         ])
     finally:
         c.close()

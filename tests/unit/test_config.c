@@ -242,6 +242,8 @@ static const struct bad_case bad_cases[] = {
      1, 52, "dhaf.admin-cns", "\"ops\" is also in dhaf.read-cns; a name has one role"},
     {"CN too long", "dhaf: {cluster-name: c1, node-name: n1, read-cns: [" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" "], grpc-api: {tls: {cert-file: c, key-file: k, client-ca-file: ca}}}\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC,
      1, 52, "dhaf.read-cns[0]", "a certificate common name has 1 to 64 characters"},
+    {"web-api name with a port", "dhaf: {cluster-name: c1, node-name: n1, web-api: {names: [\"dhaf.example.com:443\"]}}\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC,
+     1, 59, "dhaf.web-api.names[0]", "\"dhaf.example.com:443\" is neither a DNS name nor an IP address"},
     {"prober without token", HEAD SVC "probers:\n- {name: p1, location: eu}\n", 10, 3, "probers[0].token", "missing; a prober needs a token"},
     /* shapes and syntax */
     {"dhaf not a mapping", "dhaf: 5\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC, 1, 7, "dhaf", "expected a mapping, found \"5\""},

@@ -46,10 +46,13 @@ struct dhaf_tls {
     char *ca_file; /* server: client CA (mTLS); client: CA bundle to verify the server */
 };
 
+#define DHAF_WEB_NAMES_MAX 32 /* dhaf.web-api.names */
+
 struct dhaf_api {
     char *host;
     int port;
     struct dhaf_tls tls;
+    struct dhaf_strlist names; /* web-api: more host names it is reached by (Host checks) */
 };
 
 struct dhaf_ep {
