@@ -2,18 +2,26 @@
 /* libFuzzer target: protobuf-c decoding of every request message the node's gRPC API accepts
  * (node/api.c's method table), and of the replies a prober decodes from a node; a decoded
  * message goes through lib/pbjson.c (as the REST gateway shows messages) and is packed and
- * decoded again. The first input byte chooses the message type; the rest is the wire bytes. */
+ * decoded again. A prober's Report also goes through the node's validation (vote_from_report)
+ * against a small config: what it accepts must encode to a vote that every node decodes with
+ * the same results; what it refuses has a message. The first input byte chooses the message
+ * type; the rest is the wire bytes. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "dhaf/config.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
+#include "dhaf/registry.h"
+#include "dhaf/valid.h"
 #include "dhaf/pbjson.h"
 #include "dhaf/v1/dhaf.pb-c.h"
 #include "dhaf/v1/prober.pb-c.h"
+#include "votes.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -38,12 +46,63 @@ static const ProtobufCMessageDescriptor *const messages[] = {
 };
 #define N_MESSAGES (sizeof(messages) / sizeof(messages[0]))
 
+/* The plan the reports are checked against: short names the fuzzer finds (fuzz_grpc.dict). */
+static const char CONFIG[] =
+    "dhaf: {cluster-name: c, node-name: n}\n"
+    "etcd: {hosts: \"127.0.0.1:2379\"}\n"
+    "services:\n"
+    "- {name: web, domain: a.com, entry-points: [{name: e1, ip: 10.0.0.1}, {name: e2, ip: "
+    "10.0.0.2}], switcher: {type: exec, init: /bin/true, switch: /bin/true}, health-checker: "
+    "{type: tcp, port: 80}}\n"
+    "- {name: db, domain: b.com, entry-points: [{name: e1, ip: 10.0.1.1}], switcher: {type: "
+    "exec, init: /bin/true, switch: /bin/true}, health-checker: {type: tcp, port: 5432}}\n";
+static struct dhaf_config cfg;
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
     dhaf_log_setup(DHAF_LOG_ERROR, DHAF_LOG_TEXT);
+    struct dhaf_cfg_report rep;
+    dhaf_cfg_report_init(&rep, "fuzz");
+    if (dhaf_config_load_mem(CONFIG, strlen(CONFIG), "fuzz", ".", dhaf_registry_catalog(), &cfg,
+                             &rep) != 0)
+        abort();
+    dhaf_cfg_report_release(&rep);
     return 0;
+}
+
+/* The node's checks of a prober's report, and the vote it would write. */
+static void report(const Dhaf__V1__ReportRequest *req)
+{
+    struct dhaf_err err = {0};
+    struct dhaf_probe_result *res = vote_from_report(&cfg, req, &err);
+    if (!res) {
+        if (!err.msg[0])
+            abort(); /* a refusal says why */
+        return;
+    }
+    char *text = vote_encode("p1", "prober", req->seq, res, req->n_results);
+    struct vote v;
+    if (vote_decode(text, strlen(text), "votes/p1", &cfg, &v, &err) != 0) {
+        fprintf(stderr, "vote %s: %s\n", text, err.msg);
+        abort(); /* an accepted report became a vote no node can read */
+    }
+    size_t pairs = 0; /* distinct (service, entry point) pairs reported */
+    for (size_t i = 0; i < req->n_results; i++) {
+        bool seen = false;
+        for (size_t k = 0; k < i && !seen; k++)
+            seen = !strcmp(res[k].service, res[i].service) && !strcmp(res[k].ep, res[i].ep);
+        pairs += !seen;
+    }
+    if (v.n != pairs)
+        abort(); /* a result was lost or invented on the way */
+    for (size_t i = 0; i < v.n; i++)
+        if (v.results[i].text && !dhaf_valid_comment(v.results[i].text))
+            abort(); /* a text that would break a log line or a mail */
+    vote_release(&v);
+    free(text);
+    free(res);
 }
 
 /* m packed; caller frees. */
@@ -68,6 +127,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     if (!protobuf_c_message_check(m))
         abort();
+
+    if (desc == &dhaf__v1__report_request__descriptor)
+        report((const Dhaf__V1__ReportRequest *)m);
 
     json_t *j = dhaf_pb_to_json(m);
     if (!json_is_object(j))

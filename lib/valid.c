@@ -210,34 +210,62 @@ bool dhaf_parse_long(const char *s, long min, long max, long *out)
     return true;
 }
 
+/* The length (1-4) of the well-formed UTF-8 character at p, or 0 when the bytes there are
+ * none (a stray continuation byte, an overlong form, a surrogate, beyond U+10FFFF, cut). */
+static size_t utf8_char(const unsigned char *p)
+{
+    unsigned c = p[0];
+    if (c < 0x80)
+        return 1;
+    size_t more = (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : 0;
+    if (!more || c < 0xc2 || c > 0xf4)
+        return 0;
+    for (size_t i = 1; i <= more; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f) || (c == 0xf0 && p[1] < 0x90) ||
+        (c == 0xf4 && p[1] > 0x8f))
+        return 0;
+    return more + 1;
+}
+
+/* A control character: C0, DEL, or C1 (U+0080-U+009F, written c2 80-9f). */
+static bool utf8_control(const unsigned char *p, size_t n)
+{
+    return (n == 1 && (p[0] < 0x20 || p[0] == 0x7f)) || (n == 2 && p[0] == 0xc2 && p[1] < 0xa0);
+}
+
 bool dhaf_valid_comment(const char *s)
 {
-    const unsigned char *p = (const unsigned char *)s;
     if (strlen(s) > DHAF_COMMENT_MAX)
         return false;
-    while (*p) {
-        unsigned c = *p;
-        size_t more = c < 0x80             ? 0
-                      : (c & 0xe0) == 0xc0 ? 1
-                      : (c & 0xf0) == 0xe0 ? 2
-                      : (c & 0xf8) == 0xf0 ? 3
-                                           : 4;
-        if (more == 4 || (more == 1 && c < 0xc2) || (c == 0xf4 && p[1] > 0x8f) || c > 0xf4)
-            return false; /* a stray continuation byte, an overlong pair, beyond U+10FFFF */
-        if (more == 0 && (c < 0x20 || c == 0x7f))
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        size_t n = utf8_char(p);
+        if (!n || utf8_control(p, n))
             return false;
-        if (c == 0xe0 && p[1] < 0xa0) /* overlong three-byte form */
-            return false;
-        if (c == 0xed && p[1] > 0x9f) /* UTF-16 surrogates */
-            return false;
-        if (c == 0xf0 && p[1] < 0x90) /* overlong four-byte form */
-            return false;
-        for (size_t i = 1; i <= more; i++)
-            if ((p[i] & 0xc0) != 0x80)
-                return false;
-        if (more == 1 && c == 0xc2 && p[1] < 0xa0) /* C1 control characters */
-            return false;
-        p += 1 + more;
+        p += n;
     }
     return true;
+}
+
+size_t dhaf_utf8_clean(char *dst, size_t len, const char *src)
+{
+    size_t at = 0;
+    if (!len)
+        return 0;
+    for (const unsigned char *p = (const unsigned char *)src; *p;) {
+        size_t n = utf8_char(p);
+        bool bad = !n || utf8_control(p, n);
+        size_t put = bad ? 1 : n;
+        if (at + put >= len)
+            break; /* never half a character */
+        if (bad)
+            dst[at] = '?';
+        else
+            memcpy(dst + at, p, n);
+        at += put;
+        p += bad ? 1 : n;
+    }
+    dst[at] = '\0';
+    return at;
 }

@@ -401,32 +401,11 @@ static int h_report(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessage
                           (unsigned long long)req->generation, (unsigned long long)gen);
         goto out;
     }
-    if (req->n_results > VOTE_MAX_RESULTS) {
-        rc = dhaf_err_set(err, DHAF_EINVAL, "%zu results; at most %d", req->n_results,
-                          VOTE_MAX_RESULTS);
-        goto out;
-    }
     /* Every result must name an entry point of the plan; otherwise nothing is written. */
-    res = dhaf_xcalloc(req->n_results + 1, sizeof(*res));
-    for (size_t i = 0; i < req->n_results && rc == 0; i++) {
-        const Dhaf__V1__CheckResult *r = req->results[i];
-        const struct dhaf_service *svc = dhaf_config_service(cfg, r->service);
-        if (!svc || dhaf_service_ep_index(svc, r->entry_point) < 0) {
-            rc =
-                dhaf_err_set(err, DHAF_EINVAL, "result %zu: no entry point %.64s/%.64s in the plan",
-                             i, r->service, r->entry_point);
-            break;
-        }
-        if (strlen(r->reason) > 32) {
-            rc = dhaf_err_set(err, DHAF_EINVAL, "result %zu: reason code longer than 32", i);
-            break;
-        }
-        res[i].service = r->service;
-        res[i].ep = r->entry_point;
-        res[i].healthy = r->healthy;
-        res[i].reason = r->reason;
-        snprintf(res[i].text, sizeof(res[i].text), "%s", r->reason_text);
-        res[i].known = true;
+    res = vote_from_report(cfg, req, err);
+    if (!res) {
+        rc = DHAF_EINVAL;
+        goto out;
     }
     char vkey[256], path[128];
     snprintf(path, sizeof(path), "votes/%s", req->prober);

@@ -7,8 +7,52 @@
 #include "dhaf/alloc.h"
 #include "dhaf/clock.h"
 #include "dhaf/json.h"
+#include "dhaf/log.h"
 #include "dhaf/valid.h"
 #include "votes.h"
+
+struct dhaf_probe_result *vote_from_report(const struct dhaf_config *cfg,
+                                           const Dhaf__V1__ReportRequest *req, struct dhaf_err *err)
+{
+    Dhaf__V1__CheckResult *const *results = req->results;
+    size_t n = req->n_results;
+    if (req->seq > INT64_MAX) { /* a vote's seq is a JSON integer: it would be unreadable */
+        dhaf_err_set(err, DHAF_EINVAL, "seq %llu is larger than %lld", (unsigned long long)req->seq,
+                     (long long)INT64_MAX);
+        return NULL;
+    }
+    if (n > VOTE_MAX_RESULTS) {
+        dhaf_err_set(err, DHAF_EINVAL, "%zu results; at most %d", n, VOTE_MAX_RESULTS);
+        return NULL;
+    }
+    struct dhaf_probe_result *res = dhaf_xcalloc(n + 1, sizeof(*res));
+    for (size_t i = 0; i < n; i++) {
+        const Dhaf__V1__CheckResult *r = results[i];
+        const struct dhaf_service *svc = dhaf_config_service(cfg, r->service);
+        char qs[80], qe[80];
+        if (!svc || dhaf_service_ep_index(svc, r->entry_point) < 0) {
+            dhaf_err_set(err, DHAF_EINVAL, "result %zu: no entry point %s/%s in the plan", i,
+                         dhaf_log_quote(qs, sizeof(qs), r->service),
+                         dhaf_log_quote(qe, sizeof(qe), r->entry_point));
+            free(res);
+            return NULL;
+        }
+        if (r->reason[0] && (strlen(r->reason) > 32 || !dhaf_valid_name(r->reason))) {
+            dhaf_err_set(err, DHAF_EINVAL,
+                         "result %zu: reason code \"%s\" is not a code (1-32 of A-Z a-z 0-9 _ -)",
+                         i, dhaf_log_quote(qs, sizeof(qs), r->reason));
+            free(res);
+            return NULL;
+        }
+        res[i].service = r->service;
+        res[i].ep = r->entry_point;
+        res[i].healthy = r->healthy;
+        res[i].reason = r->reason;
+        dhaf_utf8_clean(res[i].text, sizeof(res[i].text), r->reason_text);
+        res[i].known = true;
+    }
+    return res;
+}
 
 char *vote_encode(const char *voter, const char *kind, uint64_t seq,
                   const struct dhaf_probe_result *r, size_t n)
@@ -23,9 +67,9 @@ char *vote_encode(const char *voter, const char *kind, uint64_t seq,
         json_object_set_new(o, "healthy", json_boolean(r[i].healthy));
         if (!r[i].healthy) {
             json_object_set_new(o, "reason", json_string(r[i].reason ? r[i].reason : ""));
-            if (r[i].text[0])
-                json_object_set_new(o, "text",
-                                    json_stringn(r[i].text, strnlen(r[i].text, VOTE_TEXT_WRITE)));
+            char text[VOTE_TEXT_WRITE + 1];
+            if (dhaf_utf8_clean(text, sizeof(text), r[i].text))
+                json_object_set_new(o, "text", json_string(text));
         }
         json_array_append_new(results, o);
     }

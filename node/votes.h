@@ -16,6 +16,7 @@
 #include "dhaf/config.h"
 #include "dhaf/err.h"
 #include "dhaf/probe.h"
+#include "dhaf/v1/prober.pb-c.h"
 
 #define VOTE_MAX_RESULTS 4096
 #define VOTE_LEASE_TACTS 3   /* a vote's lease: this many tacts, renewed by its voter */
@@ -42,7 +43,20 @@ struct vote {
     struct vote_pool *pool; /* where the results' strings live */
 };
 
-/** Encodes a probe round as vote JSON (results not yet known are left out). Caller frees. */
+/**
+ * A remote prober's report as a probe round (for vote_encode), checked against cfg: a seq a
+ * vote can hold (at most INT64_MAX), at most VOTE_MAX_RESULTS results, each naming an entry point
+ * cfg has, with a reason code that is empty or a name of at most 32 characters; texts are copied
+ * cleaned (dhaf_utf8_clean). Returns the array of req->n_results (caller frees; service, ep and
+ * reason point into req), or NULL with DHAF_EINVAL in err: then nothing of the report may be
+ * written.
+ */
+struct dhaf_probe_result *vote_from_report(const struct dhaf_config *cfg,
+                                           const Dhaf__V1__ReportRequest *req,
+                                           struct dhaf_err *err);
+
+/** Encodes a probe round as vote JSON (results not yet known are left out; texts cut at
+ *  VOTE_TEXT_WRITE bytes on a character boundary). Caller frees. */
 char *vote_encode(const char *voter, const char *kind, uint64_t seq,
                   const struct dhaf_probe_result *r, size_t n);
 

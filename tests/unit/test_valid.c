@@ -209,13 +209,36 @@ static void test_comment(void **state)
     assert_false(dhaf_valid_comment(too_long));
 }
 
+/* Untrusted text made fit for JSON and logs: bad bytes and control characters become '?',
+ * and a cut never splits a character. */
+static void test_utf8_clean(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"plain", "plain"},      {"Jürgen", "Jürgen"}, {"a\nb\tc", "a?b?c"},
+        {"\xff\xfeok", "??ok"},  {"\xc3", "?"},        {"\xe2\x82", "??"},
+        {"\xed\xa0\x80", "???"}, {"\xc2\x85x", "??x"}, {"\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80"},
+    };
+    char buf[64];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        dhaf_utf8_clean(buf, sizeof(buf), cases[i][0]);
+        assert_string_equal(buf, cases[i][1]);
+        assert_true(dhaf_valid_comment(buf));
+    }
+    /* "ab" + a 2-byte character into 4 bytes: the character does not fit and is left out */
+    assert_int_equal(dhaf_utf8_clean(buf, 4, "ab\xc3\xbc"), 2);
+    assert_string_equal(buf, "ab");
+    assert_int_equal(dhaf_utf8_clean(buf, 1, "abc"), 0);
+    assert_string_equal(buf, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_comment),        cmocka_unit_test(test_names),
-        cmocka_unit_test(test_ips_and_hosts),  cmocka_unit_test(test_endpoints),
-        cmocka_unit_test(test_codes),          cmocka_unit_test(test_suggest),
-        cmocka_unit_test(test_suggest_limits),
+        cmocka_unit_test(test_comment),   cmocka_unit_test(test_utf8_clean),
+        cmocka_unit_test(test_names),     cmocka_unit_test(test_ips_and_hosts),
+        cmocka_unit_test(test_endpoints), cmocka_unit_test(test_codes),
+        cmocka_unit_test(test_suggest),   cmocka_unit_test(test_suggest_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

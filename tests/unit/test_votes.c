@@ -289,12 +289,62 @@ static void test_large_vote(void **state)
     free(r);
 }
 
+/* A remote prober's report: what the node refuses (nothing is written then) and what it keeps
+ * of what it accepts (texts cleaned, so the vote stays readable JSON). */
+static void test_from_report(void **state)
+{
+    (void)state;
+    Dhaf__V1__CheckResult r1 = DHAF__V1__CHECK_RESULT__INIT, r2 = DHAF__V1__CHECK_RESULT__INIT;
+    r1.service = "web";
+    r1.entry_point = "b-first";
+    r1.healthy = 1;
+    r2.service = "web";
+    r2.entry_point = "a-second";
+    r2.reason = "refused";
+    r2.reason_text = "caf\xe9\nbad";
+    Dhaf__V1__CheckResult *rs[2] = {&r1, &r2};
+    Dhaf__V1__ReportRequest req = DHAF__V1__REPORT_REQUEST__INIT;
+    req.prober = "p1";
+    req.seq = 7;
+    req.results = rs;
+    req.n_results = 2;
+    struct dhaf_err err;
+    struct dhaf_probe_result *res = vote_from_report(&cfg, &req, &err);
+    assert_non_null(res);
+    assert_true(res[0].known && res[0].healthy && res[1].known && !res[1].healthy);
+    assert_string_equal(res[1].text, "caf??bad");
+    char *text = vote_encode("p1", "prober", req.seq, res, 2);
+    struct vote v;
+    assert_int_equal(vote_decode(text, strlen(text), "votes/p1", &cfg, &v, &err), 0);
+    assert_int_equal(v.n, 2);
+    vote_release(&v);
+    free(text);
+    free(res);
+
+    r2.entry_point = "nowhere";
+    assert_null(vote_from_report(&cfg, &req, &err));
+    assert_non_null(strstr(err.msg, "result 1: no entry point web/nowhere in the plan"));
+    r2.entry_point = "a-second";
+    r2.reason = "two words";
+    assert_null(vote_from_report(&cfg, &req, &err));
+    assert_non_null(strstr(err.msg, "is not a code"));
+    r2.reason = "refused";
+    req.seq = (uint64_t)INT64_MAX + 1;
+    assert_null(vote_from_report(&cfg, &req, &err));
+    assert_non_null(strstr(err.msg, "seq 9223372036854775808 is larger than"));
+    req.seq = 7;
+    req.n_results = VOTE_MAX_RESULTS + 1; /* refused before any result is looked at */
+    assert_null(vote_from_report(&cfg, &req, &err));
+    assert_non_null(strstr(err.msg, "results; at most 4096"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tally_table),     cmocka_unit_test(test_priority_is_config_order),
         cmocka_unit_test(test_decode_refuses),  cmocka_unit_test(test_encode_round_trip),
         cmocka_unit_test(test_same_and_digest), cmocka_unit_test(test_large_vote),
+        cmocka_unit_test(test_from_report),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

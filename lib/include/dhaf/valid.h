@@ -23,6 +23,11 @@ bool dhaf_valid_hostname(const char *s);
  *  DHAF_COMMENT_MAX bytes of well-formed UTF-8 without control characters. */
 bool dhaf_valid_comment(const char *s);
 
+/** Copies text src into dst (len bytes, NUL included) as well-formed UTF-8 without control
+ *  characters: a byte that is no part of a valid character, or a control character, becomes
+ *  '?'; the copy ends before a character that does not fit. Returns the length copied. */
+size_t dhaf_utf8_clean(char *dst, size_t len, const char *src);
+
 /** True when ip is a loopback address or s is "localhost". */
 bool dhaf_is_loopback_host(const char *s);
 
