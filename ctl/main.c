@@ -139,8 +139,12 @@ static void print_service(const struct ctl *c, const Dhaf__V1__ServiceStatus *s)
     snprintf(pin, sizeof(pin), "YES (to %s)", s->switchover_requirement);
     table_row(&t, PAINT_NONE, "Switchover is required", PAINT_NONE,
               s->switchover_requirement[0] ? pin : "NO");
-    if (!s->quorum)
-        table_row(&t, PAINT_NONE, "Voters", PAINT_YELLOW, "no fresh votes: decisions suspended");
+    char voters[160];
+    bool short_of = s->voters_fresh < s->voters_needed;
+    snprintf(voters, sizeof(voters), "%u fresh of %u expected (%u needed)%s", s->voters_fresh,
+             s->voters_expected, s->voters_needed,
+             short_of ? ": too few, decisions suspended" : "");
+    table_row(&t, PAINT_NONE, "Voters", short_of || !s->quorum ? PAINT_YELLOW : PAINT_NONE, voters);
     if (s->switching_to[0])
         table_row(&t, PAINT_NONE, "Switching to", PAINT_YELLOW, s->switching_to);
     if (s->provider_error && s->provider_error[0]) {

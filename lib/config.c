@@ -74,6 +74,9 @@ const struct dhaf_cfgkey dhaf_config_keys[] = {
      NULL, NULL, "Seconds between heartbeats (keep-alives of the node's session lease)."},
     {"dhaf.tact-interval", DHAF_CFG_INT, OFF(tact_interval), false, "10", 1, 3600, NULL, NULL,
      NULL, "Seconds between health-check rounds."},
+    {"dhaf.min-voters", DHAF_CFG_INT, OFF(min_voters), false, "0", 0, 256, NULL, NULL, NULL,
+     "Fresh voters a decision needs; 0: a strict majority of the expected voters (the "
+     "configured probers and the member nodes that probe)."},
     {"dhaf.tact-post-switch-delay", DHAF_CFG_INT, OFF(tact_post_switch_delay), false, "0", 0,
      3600, NULL, NULL, NULL, "Seconds to wait after a switch before the next decision."},
     API_KEYS("web-api", web_api, "8128"),

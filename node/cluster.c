@@ -436,6 +436,8 @@ static int register_alive(struct cluster *c, int64_t lease, struct dhaf_err *err
             json_object_set_new(j, "first_seen", json_integer(dhaf_clock_wall(c->clock)));
         }
         json_object_set_new(j, "version", json_string(DHAF_VERSION));
+        /* whether it votes: the quorum counts the member nodes that probe, alive or not */
+        json_object_set_new(j, "probe", json_boolean(c->probe));
         char *member = dhaf_json_dump(j);
         json_decref(j);
         struct dhaf_etcd_cmp cmp = {.key = mkey,

@@ -32,7 +32,7 @@ static enum ep_health health_of(const struct ep_tally *t)
     return t->is_healthy ? EP_UP : EP_DOWN;
 }
 
-void decide(const struct dhaf_service *svc, const struct ep_tally *tally,
+void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const struct quorum *q,
             const struct decide_state *state, const struct decide_request *req,
             struct decide_output *out)
 {
@@ -41,10 +41,15 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally,
     out->target = -1;
     size_t n = svc->n_eps < DECIDE_MAX_EPS ? svc->n_eps : DECIDE_MAX_EPS;
 
-    /* No fresh voter at all: no decision, everything stays as it is. */
-    bool quorum = false;
+    /* Too few fresh voters (fewer than a strict majority of those expected, or than
+     * dhaf.min-voters), or none that checked any entry point: no decision, everything stays as
+     * it is. A lone voter - the last node up, or one cut off with its own view - must not
+     * decide for the cluster. */
+    bool quorum = q->fresh >= q->need && q->fresh > 0;
+    bool checked = false;
     for (size_t e = 0; e < n; e++)
-        quorum |= tally[e].known;
+        checked |= tally[e].known;
+    quorum &= checked;
     if (!quorum) {
         if (state->quorum)
             emit(out, EVK_NO_QUORUM, -1, NULL);

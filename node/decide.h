@@ -22,7 +22,7 @@ enum ep_health { EP_UNKNOWN = 0, EP_UP = 1, EP_DOWN = 2 };
 struct decide_state {
     int current;                        /* index of the current EP; -1 = none known */
     bool panic;                         /* all EPs were down */
-    bool quorum;                        /* there were fresh voters */
+    bool quorum;                        /* there were enough fresh voters (struct quorum) */
     enum ep_health eps[DECIDE_MAX_EPS]; /* last announced health of each EP */
 };
 
@@ -53,9 +53,10 @@ struct decide_output {
 };
 
 /**
- * Decides for one service. tally has svc->n_eps entries (priority = config order). Pure.
+ * Decides for one service. tally has svc->n_eps entries (priority = config order); q says
+ * whether enough voters are fresh (fewer than q->need: no decision, announced once). Pure.
  */
-void decide(const struct dhaf_service *svc, const struct ep_tally *tally,
+void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const struct quorum *q,
             const struct decide_state *state, const struct decide_request *req,
             struct decide_output *out);
 

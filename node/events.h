@@ -27,8 +27,9 @@ enum event_level { EV_INFO = 1, EV_WARNING = 2, EV_CRITICAL = 3 };
       "service {service} is DOWN: no entry point is healthy; nothing is switched until one "       \
       "recovers")                                                                                  \
     X(SERVICE_UP, "service-up", EV_INFO, "service {service} is UP again")                          \
-    X(NO_QUORUM, "no-quorum", EV_WARNING, "no fresh vote for {service}: decisions are suspended")  \
-    X(QUORUM, "quorum", EV_INFO, "fresh votes for {service} again: decisions resume")              \
+    X(NO_QUORUM, "no-quorum", EV_WARNING,                                                          \
+      "too few fresh voters for {service}{detail}: decisions are suspended")                       \
+    X(QUORUM, "quorum", EV_INFO, "enough fresh voters for {service}{detail}: decisions resume")    \
     X(SWITCHOVER_PURGED, "switchover-purged", EV_INFO,                                             \
       "the switchover request of {service} was purged{detail}")                                    \
     X(SWITCHOVER_REQUESTED, "switchover-requested", EV_INFO,                                       \

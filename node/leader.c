@@ -567,7 +567,8 @@ static void request_of(struct view *v, const struct dhaf_service *svc, struct de
 
 /* The events decide() asked for, with their details (details[] holds their text). */
 static size_t events_of(const struct dhaf_service *svc, const struct decide_output *out,
-                        const struct ep_tally *t, struct event *evs, char (*details)[160])
+                        const struct ep_tally *t, const struct quorum *q, struct event *evs,
+                        char (*details)[160])
 {
     size_t n = 0;
     for (size_t k = 0; k < out->n_events; k++) {
@@ -586,6 +587,12 @@ static size_t events_of(const struct dhaf_service *svc, const struct decide_outp
             ev->from = ep_name(svc, de->ep);
             snprintf(details[n], sizeof(details[n]), " (%u of %u voters)", t[de->ep].healthy,
                      t[de->ep].voters);
+            break;
+        case EVK_NO_QUORUM:
+        case EVK_QUORUM:
+            snprintf(details[n], sizeof(details[n]),
+                     " (%u fresh voter%s of %u expected; %u needed)", q->fresh,
+                     q->fresh == 1 ? "" : "s", q->expected, q->need);
             break;
         case EVK_SWITCHOVER_PURGED:
             ev->to = de->ep >= 0 ? ep_name(svc, de->ep) : NULL;
@@ -757,18 +764,19 @@ static bool decide_all(struct decider *d, struct snap *s)
         if (!r->known || !r->confirmed || svc->n_eps > DECIDE_MAX_EPS)
             continue;
         struct ep_tally t[DECIDE_MAX_EPS];
+        struct quorum q;
         struct decide_request req;
         int64_t req_rev;
         view_rdlock(v);
-        view_tally(v, svc, t);
+        view_tally(v, &s->cfg, svc, t, &q);
         request_of(v, svc, &req, &req_rev);
         view_unlock(v);
         log_counts(r, svc, t);
         struct decide_output out;
-        decide(svc, t, &r->st, &req, &out);
+        decide(svc, t, &q, &r->st, &req, &out);
         struct event evs[DECIDE_MAX_EVENTS];
         char details[DECIDE_MAX_EVENTS][160];
-        size_t n_evs = events_of(svc, &out, t, evs, details);
+        size_t n_evs = events_of(svc, &out, t, &q, evs, details);
         if (out.action != ACT_NONE && out.target >= 0) {
             do_switch(d, r, svc, &out, t, req_rev, evs, n_evs);
             switched = true;

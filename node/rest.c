@@ -951,9 +951,8 @@ static void local_ip_of(struct MHD_Connection *conn, char *buf, size_t len)
 /* A request that changes state: refused on HEAD (405) and from another site (403). False
  * after the reply. */
 static bool change_allowed(struct rest *r, const struct dhaf_config *cfg, bool by_token,
-                           struct MHD_Connection *conn,
-                           const struct route *hit, const char *method, const char *url,
-                           const char *peer, struct out *o)
+                           struct MHD_Connection *conn, const struct route *hit, const char *method,
+                           const char *url, const char *peer, struct out *o)
 {
     if (strcmp(method, MHD_HTTP_METHOD_HEAD) == 0) {
         snprintf(o->allow, sizeof(o->allow), "GET"); /* the changing paths HEAD can reach */

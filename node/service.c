@@ -237,7 +237,8 @@ static void vote_details(struct view *v, const struct dhaf_service *svc, size_t 
 }
 
 /* Fills one ServiceStatus from the config and the view (read-locked). */
-static void service_status(struct view *v, const struct dhaf_service *svc, struct arena *a,
+static void service_status(struct view *v, const struct dhaf_config *cfg,
+                           const struct dhaf_service *svc, struct arena *a,
                            Dhaf__V1__ServiceStatus *ss)
 {
     dhaf__v1__service_status__init(ss);
@@ -278,7 +279,11 @@ static void service_status(struct view *v, const struct dhaf_service *svc, struc
     }
     const json_t *eps = st ? json_object_get(st, "eps") : NULL;
     struct ep_tally *t = a_alloc(a, (svc->n_eps + 1) * sizeof(*t));
-    view_tally(v, svc, t);
+    struct quorum q;
+    view_tally(v, cfg, svc, t, &q);
+    ss->voters_fresh = q.fresh;
+    ss->voters_expected = q.expected;
+    ss->voters_needed = q.need;
     ss->entry_points = a_alloc(a, (svc->n_eps + 1) * sizeof(*ss->entry_points));
     for (size_t e = 0; e < svc->n_eps; e++) {
         Dhaf__V1__EntryPointStatus *es = a_alloc(a, sizeof(*es));
@@ -331,7 +336,7 @@ int svc_list_services(const struct svc_env *env, Dhaf__V1__ListServicesResponse 
         return DHAF_EUNAVAILABLE;
     for (size_t i = 0; i < env->cfg->n_services; i++) {
         Dhaf__V1__ServiceStatus *ss = a_alloc(&a, sizeof(*ss));
-        service_status(v, &env->cfg->services[i], &a, ss);
+        service_status(v, env->cfg, &env->cfg->services[i], &a, ss);
         r.services[r.n_services++] = ss;
     }
     view_unlock(v);
@@ -351,7 +356,7 @@ int svc_get_service(const struct svc_env *env, const char *service, Dhaf__V1__Se
     Dhaf__V1__ViewState *vs = read_begin(v, &a, err);
     if (!vs)
         return DHAF_EUNAVAILABLE;
-    service_status(v, svc, &a, &ss);
+    service_status(v, env->cfg, svc, &a, &ss);
     view_unlock(v);
     ss.view = vs;
     *out = (Dhaf__V1__ServiceStatus *)a_finish(&a, &ss.base);

@@ -747,7 +747,8 @@ const struct view_vote *view_voter_at(const struct view *v, size_t i)
     return i < v->n_votes ? &v->votes[i] : NULL;
 }
 
-void view_tally(const struct view *v, const struct dhaf_service *svc, struct ep_tally *out)
+void view_tally(const struct view *v, const struct dhaf_config *cfg, const struct dhaf_service *svc,
+                struct ep_tally *out, struct quorum *q)
 {
     const struct vote *sv[64] = {NULL};
     const struct vote **all = v->n_votes <= 64 ? sv : dhaf_xcalloc(v->n_votes, sizeof(*all));
@@ -755,9 +756,18 @@ void view_tally(const struct view *v, const struct dhaf_service *svc, struct ep_
     for (size_t i = 0; i < v->n_votes; i++)
         if (v->votes[i].ok)
             all[n++] = &v->votes[i].vote;
-    tally_service(svc, all, n, out);
+    unsigned fresh = tally_service(svc, all, n, out);
     if (all != sv)
         free(all);
+    if (!q)
+        return;
+    unsigned expected = (unsigned)cfg->n_probers;
+    const struct recset *m = &v->sets[VS_MEMBERS];
+    for (size_t i = 0; i < m->n; i++) { /* a record without "probe" is from a node that does */
+        const json_t *p = m->v[i].j ? json_object_get(m->v[i].j, "probe") : NULL;
+        expected += !json_is_false(p);
+    }
+    *q = (struct quorum){.fresh = fresh, .expected = expected, .need = quorum_need(cfg, expected)};
 }
 
 bool view_tally_complete(const struct view *v, int64_t window_ms, int64_t since_ms)

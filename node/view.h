@@ -121,8 +121,12 @@ const struct view_vote *view_voter_at(const struct view *v, size_t i);
 
 /** The tally of svc's entry points (out: svc->n_eps entries) from the votes in the view: a
  *  vote is fresh while its key exists (it lives on its voter's vote lease, renewed by the
- *  voter's probe loop each round, so a voter that stalls loses it within the lease's TTL). */
-void view_tally(const struct view *v, const struct dhaf_service *svc, struct ep_tally *out);
+ *  voter's probe loop each round, so a voter that stalls loses it within the lease's TTL).
+ *  q (may be NULL) gets the quorum: the service's fresh voters against the voters expected -
+ *  cfg's probers and the member nodes that probe, alive or not (a frozen node is still
+ *  expected; a decommissioned one is no member). */
+void view_tally(const struct view *v, const struct dhaf_config *cfg, const struct dhaf_service *svc,
+                struct ep_tally *out, struct quorum *q);
 
 /**
  * True when the view may be decided on: it is synced, and every voter that should vote (alive

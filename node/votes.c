@@ -229,9 +229,23 @@ bool vote_same(const struct vote *v, const struct dhaf_probe_result *r, size_t n
     return known == v->n;
 }
 
-void tally_service(const struct dhaf_service *svc, const struct vote *const *votes, size_t n,
-                   struct ep_tally *out)
+unsigned quorum_need(const struct dhaf_config *cfg, unsigned expected)
 {
+    if (cfg->min_voters > 0)
+        return (unsigned)cfg->min_voters;
+    return expected / 2 + 1;
+}
+
+unsigned tally_service(const struct dhaf_service *svc, const struct vote *const *votes, size_t n,
+                       struct ep_tally *out)
+{
+    unsigned fresh = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool any = false;
+        for (size_t e = 0; e < svc->n_eps && !any; e++)
+            any = vote_find(votes[i], svc->name, svc->eps[e].name) != NULL;
+        fresh += any;
+    }
     for (size_t e = 0; e < svc->n_eps; e++) {
         struct ep_tally *t = &out[e];
         memset(t, 0, sizeof(*t));
@@ -254,4 +268,5 @@ void tally_service(const struct dhaf_service *svc, const struct vote *const *vot
         /* Unhealthy only if a strict majority of the voters that checked it says so. */
         t->is_healthy = !(t->known && t->unhealthy * 2 > t->voters);
     }
+    return fresh;
 }

@@ -94,9 +94,21 @@ struct ep_tally {
 
 /**
  * The tally of one service's entry points (out has svc->n_eps entries, in priority order)
- * from the votes given: the caller passes the fresh ones (those whose key exists). Pure.
+ * from the votes given: the caller passes the fresh ones (those whose key exists). Returns how
+ * many of the votes have a result for the service (its fresh voters). Pure.
  */
-void tally_service(const struct dhaf_service *svc, const struct vote *const *votes, size_t n,
-                   struct ep_tally *out);
+unsigned tally_service(const struct dhaf_service *svc, const struct vote *const *votes, size_t n,
+                       struct ep_tally *out);
+
+/* How many voters a service's decision rests on (DESIGN "Decision", quorum of expected
+ * voters): no decision while fresh < need. */
+struct quorum {
+    unsigned fresh;    /* fresh voters with a result for the service */
+    unsigned expected; /* configured probers + member nodes that probe */
+    unsigned need;     /* dhaf.min-voters, else a strict majority of expected; at least 1 */
+};
+
+/** need for expected voters under cfg (see struct quorum). */
+unsigned quorum_need(const struct dhaf_config *cfg, unsigned expected);
 
 #endif

@@ -717,8 +717,8 @@ def systemd_examples():
                 if p.startswith("/etc/dhaf/"):
                     fn = tmp + p
                     os.makedirs(os.path.dirname(fn), exist_ok=True)
-                    with open(fn, "w") as f:
-                        f.write("dummy-token-5e2f\n")
+                    with open(fn, "w") as f:  # one secret per file: tokens must differ
+                        f.write(f"dummy-{abs(hash(p)):016x}\n")
                     os.chmod(fn, 0o640)
             text = text.replace("/etc/dhaf/", tmp + "/etc/dhaf/")
             path = os.path.join(tmp, cfg)

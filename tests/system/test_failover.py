@@ -6,6 +6,7 @@ Cloudflare fake (tests/fakes/cloudflare.py) when it is built.
 usage: /usr/bin/python3 test_failover.py BUILD_BIN_DIR"""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -286,6 +287,47 @@ def test_leader_killed_mid_failover(c):
         ", ".join(f"{e}:{sorted(n)[0]}" for e, n in epochs.items())
 
 
+def vote_says(c, node, ep, healthy):
+    v = c.etcd.get_json(c.prefix + f"votes/{node}") or {}
+    return any(r["service"] == "web" and r["ep"] == ep and r["healthy"] is healthy
+               for r in v.get("results", []))
+
+
+def test_lone_voter(c):
+    """Two of three nodes frozen: the third is 1 of 3 expected voters, fewer than the 2 a
+    decision needs, so its own failing check switches nothing; with the others back, the
+    majority fails over."""
+    c.start_all()
+    wait_points_to(c, "ep-1", 10)
+    keep = next(n for n in c.nodes if n.name != c.wait_leader(2))
+    frozen = [n for n in c.nodes if n is not keep]
+    for n in frozen:
+        n.signal(signal.SIGSTOP)
+    try:
+        wait_until(f"{keep.name} to lead", lambda: c.leader() == keep.name, 15)
+        wait_until("no-quorum", lambda: svc_events(c, "no-quorum"), 15)
+        ev = svc_events(c, "no-quorum")[-1]
+        assert "1 fresh voter of 3 expected; 2 needed" in ev["message"], ev
+        calls = len(c.sw.calls())
+        c.b1.stop()
+        wait_until(f"{keep.name}'s vote says ep-1 is down",
+                   lambda: vote_says(c, keep.name, "ep-1", False), 10)
+        held = time.monotonic()
+        # four tacts with the lone vote saying down: nothing may be switched
+        wait_until("4 s without a decision", lambda: time.monotonic() - held >= 4, 5, 0.2)
+        assert len(c.sw.calls()) == calls and c.sw.points_to() == "ep-1", c.sw.calls()
+        assert state(c).get("current") == "ep-1" and not svc_events(c, "failover"), state(c)
+        assert state(c).get("quorum") is False, state(c)
+    finally:
+        for n in frozen:
+            n.signal(signal.SIGCONT)
+    wait_points_to(c, "ep-2", 20)
+    q = svc_events(c, "quorum")[-1]
+    assert "of 3 expected; 2 needed" in q["message"], q
+    return f"{keep.name} alone (1 of 3 expected): no-quorum, ep-1 down by its vote, no " \
+        "switch for 4 s; the others back: quorum and failover to ep-2"
+
+
 def with_cluster(fn, kind="exec"):
     def run():
         c = make_cluster(free_port(), kind)
@@ -311,4 +353,5 @@ if __name__ == "__main__":
         ("all down: panic, no switch; recovery", with_cluster(test_panic)),
         ("leader kill -9 in the middle of a failover: the new leader finishes it",
          with_cluster(test_leader_killed_mid_failover)),
+        ("a lone voter (2 of 3 nodes frozen) decides nothing", with_cluster(test_lone_voter)),
     ]))

@@ -108,7 +108,8 @@ static void test_table(void **state)
         else if (c->req >= 0)
             req = (struct decide_request){REQ_EP, c->req};
         struct decide_output out;
-        decide(&svc, t, &st, &req, &out);
+        struct quorum q = {3, 3, 2}; /* every voter fresh: the table is about the rules */
+        decide(&svc, t, &q, &st, &req, &out);
         char got[256] = "";
         for (size_t k = 0; k < out.n_events; k++)
             snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s", k ? " " : "",
@@ -135,15 +136,58 @@ static void test_state_is_carried(void **state)
     st.eps[0] = st.eps[1] = st.eps[2] = EP_UP;
     struct decide_request req = {REQ_NONE, -1};
     struct decide_output out;
-    decide(&svc, t, &st, &req, &out);
+    struct quorum q = {3, 3, 2};
+    decide(&svc, t, &q, &st, &req, &out);
     /* the next state records what was announced, so a new leader does not repeat it */
     assert_int_equal(out.next.eps[0], EP_DOWN);
     assert_int_equal(out.next.current, 0); /* only a completed switch changes current */
     struct decide_output again;
     out.next.current = 1;
-    decide(&svc, t, &out.next, &req, &again);
+    decide(&svc, t, &q, &out.next, &req, &again);
     assert_int_equal(again.action, ACT_NONE);
     assert_int_equal(again.n_events, 0);
+}
+
+/* The quorum of expected voters: a decision needs q.need fresh voters (a strict majority of
+ * the expected ones, or dhaf.min-voters); below it nothing is decided, whatever the votes
+ * say, and the transition is announced once each way. */
+static void test_quorum(void **state)
+{
+    (void)state;
+    struct {
+        const char *name;
+        struct quorum q;
+        bool was; /* state.quorum */
+        enum action_kind action;
+        const char *events;
+    } qcases[] = {
+        {"1 of 3 expected says down: no failover", {1, 3, 2}, true, ACT_NONE, "no-quorum"},
+        {"still 1 of 3: silent", {1, 3, 2}, false, ACT_NONE, ""},
+        {"2 of 3 back: failover", {2, 3, 2}, false, ACT_FAILOVER, "quorum ep-down"},
+        {"2 of 4: no majority", {2, 4, 3}, true, ACT_NONE, "no-quorum"},
+        {"3 of 5 with 2 probers: decides", {3, 5, 3}, true, ACT_FAILOVER, "ep-down"},
+        {"a cluster of one: decides", {1, 1, 1}, true, ACT_FAILOVER, "ep-down"},
+        {"min-voters 3, 2 fresh of 2: no decision", {2, 2, 3}, true, ACT_NONE, "no-quorum"},
+        {"need 0 never means no voter", {0, 0, 0}, true, ACT_NONE, "no-quorum"},
+    };
+    for (size_t i = 0; i < sizeof(qcases) / sizeof(qcases[0]); i++) {
+        struct ep_tally t[3];
+        build_tally("DUU", t);
+        struct decide_state st = {.current = 0, .quorum = qcases[i].was};
+        st.eps[0] = st.eps[1] = st.eps[2] = EP_UP;
+        struct decide_request req = {REQ_NONE, -1};
+        struct decide_output out;
+        decide(&svc, t, &qcases[i].q, &st, &req, &out);
+        char got[128] = "";
+        for (size_t k = 0; k < out.n_events; k++)
+            snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s", k ? " " : "",
+                     event_kind_info(out.events[k].kind)->name);
+        if (out.action != qcases[i].action || strcmp(got, qcases[i].events) != 0)
+            fail_msg("case \"%s\": action %s, events \"%s\"", qcases[i].name,
+                     action_name(out.action), got);
+        if (qcases[i].action == ACT_NONE && !strcmp(qcases[i].events, "no-quorum"))
+            assert_int_equal(out.next.eps[0], EP_UP); /* nothing announced without quorum */
+    }
 }
 
 int main(void)
@@ -151,6 +195,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_state_is_carried),
+        cmocka_unit_test(test_quorum),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

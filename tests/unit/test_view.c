@@ -57,7 +57,7 @@ static struct ep_tally primary(struct world *w)
     struct snap *s = snap_get(w->snaps);
     struct ep_tally t[2];
     view_rdlock(w->v);
-    view_tally(w->v, &s->cfg.services[0], t);
+    view_tally(w->v, &s->cfg, &s->cfg.services[0], t, NULL);
     view_unlock(w->v);
     snap_put(s);
     return t[0];

@@ -99,6 +99,7 @@ struct dhaf_config {
     int heartbeat_interval;
     int tact_interval;
     int tact_post_switch_delay;
+    int min_voters; /* fresh voters a decision needs; 0: a strict majority of the expected */
     struct dhaf_api web_api;
     struct dhaf_api grpc_api;
     char *api_token;  /* secret: the admin role */
