@@ -10,8 +10,15 @@ second, as in a small real cluster. Then, one after the other:
 - REST with wrk (`wrk -t2 -c32 -d10s --latency -H "Authorization: Bearer ..."`) against
   /api/v1/services (the v1 JSON API), /services/status (the original dhaf's path and
   envelope) and /healthz (no token check, no status: the HTTP layer alone);
-- gRPC with build/bin/dhaf-bench-api-grpc (bench/api_grpc.c: lib/rpc, the client dhafctl
-  uses, one channel per thread) calling /dhaf.v1.Dhaf/ListServices from 32 threads;
+- gRPC with build/bin/dhaf-bench-api-grpc (bench/api_grpc.c) calling
+  /dhaf.v1.Dhaf/ListServices with 32 calls in flight (as wrk's 32 connections each have one
+  request in flight), by default from one thread driving gRPC core's async API over 4
+  channels: HTTP/2 multiplexes calls over a few connections, as gRPC clients do, and the
+  client then costs less CPU than the node. `--grpc-channels 32` gives one connection per
+  call in flight (wrk's shape; it costs client and node more per call), --grpc-loops adds
+  client threads, and --grpc-sync is the previous client (lib/rpc, the client dhafctl uses:
+  one thread and one channel per call in flight, blocking calls; it burns about as much CPU
+  as the node);
 - the same two status reads over a single connection (wrk -t1 -c1, one gRPC thread): the
   latency of one client alone.
 
@@ -26,8 +33,12 @@ otherwise the REST rows are skipped with a note. Figures only; exit code 1 when 
 (non-2xx replies, errors, or nothing measured). Progress goes to stderr, the table to stdout.
 Every process started here is stopped on exit (also on Ctrl-C and SIGTERM).
 
+With --perf DIR, `perf record -g` samples the node during each run (DIR/<n>-<row>.data; read
+it with `perf report --no-children -i FILE`).
+
 usage: /usr/bin/python3 bench/api.py [BUILD_BIN_DIR] [--seconds S] [--connections N]
-       [--grpc-threads N] [--no-single] [--keep]
+       [--grpc-threads N] [--grpc-channels C] [--grpc-loops L] [--grpc-sync]
+       [--rest-paths P,P] [--runs N] [--perf DIR] [--no-single] [--keep]
 """
 import argparse
 import os
@@ -132,6 +143,8 @@ class Bench:
         self.args = args
         self.cluster = None
         self.child = None
+        self.perf = None
+        self.perf_n = 0
 
     def run_child(self, argv, timeout):
         """Runs a load generator, remembered so that a signal can stop it."""
@@ -188,13 +201,31 @@ class Bench:
                 raise
         progress(f"bench/api: node ready (REST {self.rest}, gRPC {self.grpc}, token set)")
 
-    def measure(self, fn):
+    def measure(self, fn, label):
         """Runs one load generator; adds the node's and the client's CPU ms per 1,000 calls."""
         def children():
             u = resource.getrusage(resource.RUSAGE_CHILDREN)
             return u.ru_utime + u.ru_stime
+        perf = None
+        if self.args.perf:
+            self.perf_n += 1
+            name = re.sub(r"[^A-Za-z0-9]+", "_", label)
+            out = os.path.join(self.args.perf, f"{self.perf_n}-{name}.data")
+            perf = subprocess.Popen(["perf", "record", "-q", "-g", "-o", out, "-p",
+                                     str(self.node.proc.pid)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            self.perf = perf
+            time.sleep(0.5)  # perf attached before the load starts
         c0, k0 = cpu_seconds(self.node.proc.pid), children()
-        r = fn()
+        try:
+            r = fn()
+        finally:
+            if perf:
+                perf.send_signal(signal.SIGINT)
+                perf.wait(30)
+                self.perf = None
+        if perf:
+            progress(f"bench/api: node profile in {out}")
         if r is not None:
             c1, k1 = cpu_seconds(self.node.proc.pid), children()
             per_1k = 1000 * 1000 / r["calls"] if r["calls"] else 0.0
@@ -215,15 +246,19 @@ class Bench:
                 progress(f"bench/api: wrk failed ({rc}): {err.strip()}")
                 return None
             return parse_wrk(out)
-        return self.measure(go)
+        return self.measure(go, f"rest{path}-c{conns}")
 
-    def grpc_calls(self, threads):
+    def grpc_calls(self, threads, channels, loops, sync):
         secs = self.args.seconds
+        opts = ["--threads", str(threads)]
+        if sync:
+            opts.append("--sync")
+        else:
+            opts += ["--channels", str(channels), "--loops", str(loops)]
+        opts += ["--seconds", f"{secs:g}", "--method", "ListServices"]
         argv = [os.path.join(self.args.bin_dir, "dhaf-bench-api-grpc"), "--target", self.grpc,
-                "--token", TOKEN, "--threads", str(threads), "--seconds", f"{secs:g}",
-                "--method", "ListServices"]
-        progress(f"bench/api: dhaf-bench-api-grpc --threads {threads} --seconds {secs:g} "
-                 f"--method ListServices")
+                "--token", TOKEN] + opts
+        progress(f"bench/api: dhaf-bench-api-grpc {' '.join(opts)}")
 
         def go():
             rc, out, err = self.run_child(argv, secs + 30)
@@ -233,9 +268,12 @@ class Bench:
             if err.strip():
                 progress(err.strip())
             return parse_grpc(out)
-        return self.measure(go)
+        return self.measure(go, f"grpc-{threads}")
 
     def close(self):
+        if self.perf and self.perf.poll() is None:
+            self.perf.send_signal(signal.SIGINT)
+            self.perf.wait(30)
         if self.child and self.child.poll() is None:
             self.child.kill()
             self.child.wait()
@@ -254,12 +292,31 @@ def main():
     ap.add_argument("--seconds", type=float, default=10, help="per run (default 10)")
     ap.add_argument("--connections", type=int, default=32, help="wrk -c (default 32)")
     ap.add_argument("--grpc-threads", type=int, default=32,
-                    help="gRPC client threads (default 32)")
+                    help="gRPC calls in flight (default 32)")
+    ap.add_argument("--grpc-channels", type=int, default=4,
+                    help="gRPC channels, each one HTTP/2 connection (default 4)")
+    ap.add_argument("--grpc-loops", type=int, default=1,
+                    help="gRPC client threads, each driving one completion queue (default 1)")
+    ap.add_argument("--grpc-sync", action="store_true",
+                    help="the previous gRPC client: one thread and channel per call in flight, "
+                         "blocking lib/rpc calls")
+    ap.add_argument("--rest-paths", default="/api/v1/services,/services/status,/healthz",
+                    help="REST paths measured with wrk, comma-separated (default all three)")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="measure the REST and gRPC rows this many times over (default 1)")
+    ap.add_argument("--perf", metavar="DIR",
+                    help="perf record -g the node during each run, into DIR")
     ap.add_argument("--no-single", action="store_true",
                     help="leave out the single-connection runs")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     args.bin_dir = os.path.abspath(args.bin_dir)
+    if min(args.grpc_threads, args.grpc_channels, args.grpc_loops, args.runs) < 1:
+        ap.error("--grpc-threads, --grpc-channels, --grpc-loops and --runs take 1 or more")
+    if args.perf:
+        if not shutil.which("perf"):
+            ap.error("--perf needs perf (apt-get install linux-perf)")
+        os.makedirs(args.perf, exist_ok=True)
     for b in ("dhaf-node", "dhaf-bench-api-grpc"):
         if not os.access(os.path.join(args.bin_dir, b), os.X_OK):
             progress(f"bench/api: {args.bin_dir}/{b} not found; run `make build` first")
@@ -278,17 +335,26 @@ def main():
     try:
         bench.start()
         c = args.connections
-        if wrk:
-            for path in ("/api/v1/services", "/services/status", "/healthz"):
-                rows.append(("REST", f"GET {path}", f"wrk 2 thr, {c} conn",
-                             bench.wrk(wrk, path, 2, c)))
-        rows.append(("gRPC", "ListServices", f"{args.grpc_threads} thr, 1 conn each",
-                     bench.grpc_calls(args.grpc_threads)))
+        t = args.grpc_threads
+        ch = min(args.grpc_channels, t)
+        loops = min(args.grpc_loops, t)
+        if args.grpc_sync:
+            who = f"sync {t} thr, 1 conn each"
+        else:
+            who = f"{t} calls, {ch} conn, {loops} thr"
+        for _ in range(args.runs):
+            if wrk:
+                for path in [p for p in args.rest_paths.split(",") if p]:
+                    rows.append(("REST", f"GET {path}", f"wrk 2 thr, {c} conn",
+                                 bench.wrk(wrk, path, 2, c)))
+            rows.append(("gRPC", "ListServices", who,
+                         bench.grpc_calls(t, ch, loops, args.grpc_sync)))
         if not args.no_single:
             if wrk:
                 rows.append(("REST", "GET /api/v1/services", "wrk 1 thr, 1 conn",
                              bench.wrk(wrk, "/api/v1/services", 1, 1)))
-            rows.append(("gRPC", "ListServices", "1 thr, 1 conn", bench.grpc_calls(1)))
+            rows.append(("gRPC", "ListServices", "1 call, 1 conn",
+                         bench.grpc_calls(1, 1, 1, args.grpc_sync)))
     finally:
         bench.close()
 

@@ -678,9 +678,19 @@ void dhaf_rpc_stream_close(struct dhaf_rpc_stream *s)
 
 /* The server: a fixed pool of threads takes the completions of the server's one completion
  * queue (new calls, received messages, sent replies, ends of calls) and runs the handlers of
- * the calls whose message arrived, on the thread that received it (no hand-over); at most
- * all but RESERVED_POLLERS of them run handlers at once, so a completion (a new call to check,
- * a refusal, a reply) is always taken at once even while every handler blocks. A new call is
+ * the calls whose message arrived, on the thread that received it (no hand-over of the call);
+ * at most all but RESERVED_POLLERS of them run handlers at once, so a completion (a new call
+ * to check, a refusal, a reply) is always taken within a few ms (below) even while every
+ * handler blocks.
+ * Only one thread of the pool waits on the queue at a time, the poller: with several threads
+ * in grpc_completion_queue_next, gRPC core hands the polling over to another thread at every
+ * completion it returns (a futex wake and a context switch each, about 3 a call, a third of
+ * the node's CPU under load). The poller takes every completion itself, and also runs the
+ * handler of a message it receives; a second thread, the watcher, looks every WATCH_MS while
+ * calls come in, and takes the poller's role over from a handler that has run for
+ * TAKEOVER_MS (the thread then finishes its handler and waits for a role), so a handler that
+ * blocks delays other completions by a few ms at most, and a quick one (a status read) costs
+ * no hand-over at all. The other threads wait to become the watcher. A new call is
  * checked from its initial metadata (method, bearer token or the method's auth hook, slots)
  * before any message is read: a refused call is answered at once and never has its message
  * received, so it costs no slot, no handler and no memory for its message. An accepted call
@@ -693,6 +703,10 @@ void dhaf_rpc_stream_close(struct dhaf_rpc_stream *s)
 #define HTTP2_MAX_STREAMS     100
 #define REFUSED_LOGS_A_SECOND 10
 #define RESERVED_POLLERS      2
+#define WATCH_MS              1    /* how often the watcher looks while calls come in */
+#define TAKEOVER_MS           2    /* a handler the poller runs longer: another thread polls */
+#define IDLE_WAIT_MS          100  /* the poller's and the watcher's longest wait */
+#define SPARE_WAIT_MS         1000 /* the other threads' (woken when the pool ends) */
 
 enum tag_kind { T_REQUEST, T_CLOSE, T_RECV, T_FINISH, T_SEND };
 
@@ -729,7 +743,15 @@ struct dhaf_rpc_server {
     int active; /* accepted calls holding a slot */
     struct slot_count *peers, *conns;
     int n_peers, n_conns;
-    pthread_mutex_t send_lock; /* streaming sends wait here for their completion */
+    pthread_mutex_t poll_lock;        /* the roles of the pool's threads (see serve()) */
+    pthread_cond_t poll_cv;           /* threads without a role wait here */
+    pthread_cond_t watch_cv;          /* the watcher waits here */
+    bool polling, watching;           /* the poller's and the watcher's roles are taken */
+    bool watcher_idle;                /* the watcher waits long: no handler ran lately */
+    uint64_t poll_epoch;              /* +1 at each takeover from a poller in a handler */
+    int64_t inline_since;             /* when the poller started a handler (mono ms); 0: it polls */
+    uint64_t inline_runs, watch_runs; /* handlers the poller ran; the count the watcher saw */
+    pthread_mutex_t send_lock;        /* streaming sends wait here for their completion */
     pthread_cond_t send_done;
     pthread_mutex_t wait_lock;                   /* the list of calls awaiting their message */
     struct dhaf_rpc_call *wait_head, *wait_tail; /* oldest first */
@@ -749,8 +771,9 @@ struct dhaf_rpc_call {
     const struct dhaf_rpc_method *method;
     char *path;
     char *peer;
-    char *keys[MAX_METADATA], *vals[MAX_METADATA];
+    char **md_kv; /* key i at [2i], its value at [2i+1]: one allocation with the strings */
     size_t n_md;
+    char slot_addr[96], slot_conn[96]; /* the slot's keys (peer address, connection) */
     char *cn;
     bool cn_done;
     int cancelled_raw;     /* written by the core when the call ends */
@@ -789,10 +812,7 @@ static void call_free(struct dhaf_rpc_call *c)
         grpc_call_unref(c->call);
     grpc_call_details_destroy(&c->details);
     grpc_metadata_array_destroy(&c->md);
-    for (size_t i = 0; i < c->n_md; i++) {
-        gpr_free(c->keys[i]);
-        gpr_free(c->vals[i]);
-    }
+    free(c->md_kv);
     if (c->path)
         gpr_free(c->path);
     if (c->peer)
@@ -836,9 +856,9 @@ static void slot_drop(struct slot_count *v, int *n, const char *key)
 /* Takes a slot for c, or says why not (in why). Called when the call arrives. */
 static bool slot_take(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c, char *why, size_t len)
 {
-    char addr[96], conn[96];
-    peer_address(c->peer, addr, sizeof(addr));
-    snprintf(conn, sizeof(conn), "%s", c->peer ? c->peer : "unknown");
+    char *addr = c->slot_addr, *conn = c->slot_conn; /* kept for call_unref */
+    peer_address(c->peer, addr, sizeof(c->slot_addr));
+    snprintf(conn, sizeof(c->slot_conn), "%s", c->peer ? c->peer : "unknown");
     pthread_mutex_lock(&srv->lock);
     struct slot_count *p = slot_find(srv->peers, srv->n_peers, addr);
     struct slot_count *k = slot_find(srv->conns, srv->n_conns, conn);
@@ -879,13 +899,10 @@ static void call_unref(struct dhaf_rpc_call *c)
         return;
     struct dhaf_rpc_server *srv = c->server;
     if (c->has_slot) {
-        char addr[96], conn[96];
-        peer_address(c->peer, addr, sizeof(addr));
-        snprintf(conn, sizeof(conn), "%s", c->peer ? c->peer : "unknown");
         pthread_mutex_lock(&srv->lock);
         srv->active--;
-        slot_drop(srv->peers, &srv->n_peers, addr);
-        slot_drop(srv->conns, &srv->n_conns, conn);
+        slot_drop(srv->peers, &srv->n_peers, c->slot_addr);
+        slot_drop(srv->conns, &srv->n_conns, c->slot_conn);
         pthread_mutex_unlock(&srv->lock);
     }
     call_free(c);
@@ -1009,6 +1026,30 @@ static void wait_remove(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c)
     c->waiting = false;
 }
 
+/* Copies the call's metadata (at most MAX_METADATA entries) as C strings, in one allocation
+ * (a call arrives with a few: one malloc instead of two a key). */
+static void md_copy(struct dhaf_rpc_call *c)
+{
+    size_t n = c->md.count < MAX_METADATA ? c->md.count : MAX_METADATA;
+    if (n == 0)
+        return;
+    size_t bytes = 2 * n * sizeof(char *);
+    for (size_t i = 0; i < n; i++)
+        bytes += GRPC_SLICE_LENGTH(c->md.metadata[i].key) +
+                 GRPC_SLICE_LENGTH(c->md.metadata[i].value) + 2;
+    c->md_kv = dhaf_xmalloc(bytes);
+    char *p = (char *)(c->md_kv + 2 * n);
+    for (size_t i = 0; i < 2 * n; i++) {
+        grpc_slice sl = i % 2 ? c->md.metadata[i / 2].value : c->md.metadata[i / 2].key;
+        size_t len = GRPC_SLICE_LENGTH(sl);
+        memcpy(p, GRPC_SLICE_START_PTR(sl), len);
+        p[len] = '\0';
+        c->md_kv[i] = p;
+        p += len + 1;
+    }
+    c->n_md = n;
+}
+
 /* A new call, from its initial metadata only: refuse it at once or start receiving its
  * message. Nothing here blocks. */
 static void on_new_call(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c)
@@ -1016,11 +1057,7 @@ static void on_new_call(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c)
 
     c->path = grpc_slice_to_c_string(c->details.method);
     c->peer = grpc_call_get_peer(c->call);
-    for (size_t i = 0; i < c->md.count && c->n_md < MAX_METADATA; i++) {
-        c->keys[c->n_md] = grpc_slice_to_c_string(c->md.metadata[i].key);
-        c->vals[c->n_md] = grpc_slice_to_c_string(c->md.metadata[i].value);
-        c->n_md++;
-    }
+    md_copy(c);
     for (size_t i = 0; i < srv->n_methods; i++)
         if (strcmp(srv->methods[i].path, c->path) == 0)
             c->method = &srv->methods[i];
@@ -1054,10 +1091,15 @@ static void on_new_call(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c)
         call_unref(c);
     grpc_op ops[2];
     memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_RECV_MESSAGE;
-    ops[1].data.recv_message.recv_message = &c->recv_bb;
-    c->initial_sent = true;
+    size_t n = 0;
+    /* A unary call's headers leave with its reply (call_finish): one write a call instead of
+     * two. A stream's leave now, before its first message. */
+    if (c->method->server_streaming) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->initial_sent = true;
+    }
+    ops[n].op = GRPC_OP_RECV_MESSAGE;
+    ops[n++].data.recv_message.recv_message = &c->recv_bb;
     /* listed before the receive starts: its completion may come at once, on another thread */
     c->recv_deadline_ms = dhaf_mono_ms() + srv->recv_timeout_ms;
     pthread_mutex_lock(&srv->wait_lock);
@@ -1069,7 +1111,7 @@ static void on_new_call(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c)
         srv->wait_head = c;
     srv->wait_tail = c;
     pthread_mutex_unlock(&srv->wait_lock);
-    if (grpc_call_start_batch(c->call, ops, 2, &c->t_recv, NULL) != GRPC_CALL_OK) {
+    if (grpc_call_start_batch(c->call, ops, n, &c->t_recv, NULL) != GRPC_CALL_OK) {
         pthread_mutex_lock(&srv->wait_lock);
         wait_remove(srv, c);
         pthread_mutex_unlock(&srv->wait_lock);
@@ -1230,7 +1272,7 @@ static void on_event(struct dhaf_rpc_server *srv, struct call_tag *t, bool succe
         atomic_store(&c->cancelled, c->cancelled_raw != 0);
         call_unref(c);
         break;
-    case T_RECV:
+    case T_RECV: /* serve() takes these itself */
         run_handlers(srv, on_message(srv, c, success));
         break;
     case T_FINISH:
@@ -1246,11 +1288,99 @@ static void on_event(struct dhaf_rpc_server *srv, struct call_tag *t, bool succe
     }
 }
 
+enum role { R_NONE, R_WATCHER, R_POLLER };
+
+/* Waits on cv up to ms milliseconds (srv->poll_lock held). */
+static void role_wait(struct dhaf_rpc_server *srv, pthread_cond_t *cv, int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += ms * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(cv, &srv->poll_lock, &ts);
+}
+
+/* A thread without the poller's role: takes the poller's role when it is free, or the
+ * watcher's, or (as the watcher) the poller's from a handler that has run TAKEOVER_MS; else
+ * waits a while. Returns the thread's role; every wait is bounded, so the end of the pool is
+ * seen. */
+static enum role role_next(struct dhaf_rpc_server *srv, enum role role)
+{
+    pthread_mutex_lock(&srv->poll_lock);
+    if (role == R_NONE && !srv->watching) {
+        srv->watching = true;
+        role = R_WATCHER;
+    }
+    bool take = !srv->polling;
+    if (role == R_WATCHER && !take && srv->inline_since &&
+        dhaf_mono_ms() - srv->inline_since >= TAKEOVER_MS) {
+        srv->poll_epoch++; /* the handler's thread sees it and leaves the role */
+        srv->inline_since = 0;
+        take = true;
+    }
+    if (take) {
+        srv->polling = true;
+        if (role == R_WATCHER) {
+            srv->watching = false;
+            pthread_cond_signal(&srv->poll_cv); /* another thread watches */
+        }
+        pthread_mutex_unlock(&srv->poll_lock);
+        return R_POLLER;
+    }
+    if (role == R_WATCHER) {
+        /* short waits only while calls come in: an idle server stays idle */
+        bool active = srv->inline_since || srv->inline_runs != srv->watch_runs;
+        srv->watch_runs = srv->inline_runs;
+        srv->watcher_idle = !active;
+        role_wait(srv, &srv->watch_cv, active ? WATCH_MS : IDLE_WAIT_MS);
+        srv->watcher_idle = false;
+    } else {
+        role_wait(srv, &srv->poll_cv, SPARE_WAIT_MS);
+    }
+    pthread_mutex_unlock(&srv->poll_lock);
+    return role;
+}
+
+/* Leaves a role (to run a queued handler, or at the end). */
+static void role_leave(struct dhaf_rpc_server *srv, enum role role)
+{
+    pthread_mutex_lock(&srv->poll_lock);
+    if (role == R_POLLER)
+        srv->polling = false;
+    if (role == R_WATCHER)
+        srv->watching = false;
+    pthread_cond_signal(&srv->watch_cv); /* the watcher polls at once */
+    pthread_cond_signal(&srv->poll_cv);
+    pthread_mutex_unlock(&srv->poll_lock);
+}
+
+/* The poller runs the handler of the message it received (c holds a handler slot). True when
+ * this thread is still the poller afterwards (the watcher took over if it ran long). */
+static bool run_inline(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c)
+{
+    pthread_mutex_lock(&srv->poll_lock);
+    uint64_t epoch = srv->poll_epoch;
+    srv->inline_since = dhaf_mono_ms();
+    srv->inline_runs++;
+    if (srv->watcher_idle)
+        pthread_cond_signal(&srv->watch_cv); /* the first call after a quiet time */
+    pthread_mutex_unlock(&srv->poll_lock);
+    run_handlers(srv, c);
+    pthread_mutex_lock(&srv->poll_lock);
+    bool still = srv->poll_epoch == epoch;
+    if (still)
+        srv->inline_since = 0;
+    pthread_mutex_unlock(&srv->poll_lock);
+    return still;
+}
+
 /* One thread of the pool: takes completions until the server is shut down and every call has
  * ended. */
 static void *serve(void *arg)
 {
     struct dhaf_rpc_server *srv = arg;
+    enum role role = R_NONE;
     for (;;) {
         if (atomic_load(&srv->stopping) && !atomic_exchange(&srv->shutdown_started, true)) {
             grpc_server_shutdown_and_notify(srv->srv, srv->cq, &srv->shutdown_tag);
@@ -1261,10 +1391,17 @@ static void *serve(void *arg)
             break;
         struct dhaf_rpc_call *q = queue_pop(srv);
         if (q) {
+            if (role != R_NONE)
+                role_leave(srv, role);
+            role = R_NONE;
             run_handlers(srv, q);
             continue;
         }
-        grpc_event ev = grpc_completion_queue_next(srv->cq, deadline_in(100), NULL);
+        if (role != R_POLLER) {
+            role = role_next(srv, role);
+            continue;
+        }
+        grpc_event ev = grpc_completion_queue_next(srv->cq, deadline_in(IDLE_WAIT_MS), NULL);
         sweep_waiting(srv);
         if (ev.type == GRPC_QUEUE_TIMEOUT)
             continue;
@@ -1274,8 +1411,28 @@ static void *serve(void *arg)
             atomic_store(&srv->shutdown_seen, true);
             continue;
         }
-        on_event(srv, ev.tag, ev.success != 0);
+        struct call_tag *t = ev.tag;
+        if (t->kind != T_RECV) {
+            on_event(srv, t, ev.success != 0); /* never blocks */
+            continue;
+        }
+        struct dhaf_rpc_call *c = on_message(srv, t->c, ev.success != 0);
+        if (c && c->method->server_streaming) {
+            /* its sends wait for completions this thread would take: the watcher polls */
+            role_leave(srv, role);
+            role = R_NONE;
+            run_handlers(srv, c);
+        } else if (c && !run_inline(srv, c)) {
+            role = R_NONE;
+        }
     }
+    if (role != R_NONE)
+        role_leave(srv, role);
+    /* the others see the end now */
+    pthread_mutex_lock(&srv->poll_lock);
+    pthread_cond_broadcast(&srv->poll_cv);
+    pthread_cond_broadcast(&srv->watch_cv);
+    pthread_mutex_unlock(&srv->poll_lock);
     return NULL;
 }
 
@@ -1296,6 +1453,9 @@ static void server_free(struct dhaf_rpc_server *srv)
     pthread_mutex_destroy(&srv->log_lock);
     pthread_mutex_destroy(&srv->send_lock);
     pthread_cond_destroy(&srv->send_done);
+    pthread_mutex_destroy(&srv->poll_lock);
+    pthread_cond_destroy(&srv->poll_cv);
+    pthread_cond_destroy(&srv->watch_cv);
     if (srv->token)
         explicit_bzero(srv->token, strlen(srv->token));
     free(srv->token);
@@ -1420,6 +1580,9 @@ struct dhaf_rpc_server *dhaf_rpc_server_start(const struct dhaf_rpc_server_opts 
     pthread_mutex_init(&srv->log_lock, NULL);
     pthread_mutex_init(&srv->send_lock, NULL);
     pthread_cond_init(&srv->send_done, NULL);
+    pthread_mutex_init(&srv->poll_lock, NULL);
+    pthread_cond_init(&srv->poll_cv, NULL);
+    pthread_cond_init(&srv->watch_cv, NULL);
 
     grpc_arg args[5] = {
         /* Without this a second server on the same port "succeeds" and steals connections. */
@@ -1540,8 +1703,8 @@ int dhaf_rpc_send(struct dhaf_rpc_call *call, const ProtobufCMessage *msg, struc
 const char *dhaf_rpc_call_metadata(const struct dhaf_rpc_call *call, const char *key)
 {
     for (size_t i = 0; i < call->n_md; i++)
-        if (strcasecmp(call->keys[i], key) == 0)
-            return call->vals[i];
+        if (strcasecmp(call->md_kv[2 * i], key) == 0)
+            return call->md_kv[2 * i + 1];
     return NULL;
 }
 

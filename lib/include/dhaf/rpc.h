@@ -139,7 +139,7 @@ struct dhaf_rpc_server_opts {
     int max_calls_per_peer;       /* accepted calls at once from one address; 0: half the above */
     int max_calls_per_connection; /* ... on one connection; 0: a quarter of the total */
     int recv_timeout_ms;          /* an accepted call's message must arrive within this; 0: 5000 */
-    int workers;                  /* threads of the pool (2 of them never run handlers); 0: 8 */
+    int workers;                  /* pool threads, at most workers-2 in handlers at once; 0: 8 */
     /* per method (parallel to methods; 0 or NULL: max_message_bytes): largest request */
     const size_t *method_max_bytes;
 };
