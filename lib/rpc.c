@@ -255,6 +255,15 @@ struct dhaf_rpc_channel {
 struct dhaf_rpc_channel *dhaf_rpc_channel_new(const char *target, const struct dhaf_rpc_tls *tls,
                                               struct dhaf_err *err)
 {
+    return dhaf_rpc_channel_new_max(target, tls, CLIENT_MAX_MESSAGE, err);
+}
+
+struct dhaf_rpc_channel *dhaf_rpc_channel_new_max(const char *target,
+                                                  const struct dhaf_rpc_tls *tls,
+                                                  size_t max_receive, struct dhaf_err *err)
+{
+    if (max_receive == 0 || max_receive > CLIENT_MAX_MESSAGE)
+        max_receive = CLIENT_MAX_MESSAGE;
     dhaf_rpc_init();
     grpc_channel_credentials *creds = NULL;
     char *ca = NULL, *cert = NULL, *key = NULL;
@@ -285,7 +294,7 @@ struct dhaf_rpc_channel *dhaf_rpc_channel_new(const char *target, const struct d
         .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, .value.integer = 1};
     args[na++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                             .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-                            .value.integer = CLIENT_MAX_MESSAGE};
+                            .value.integer = (int)max_receive};
     /* Reconnect fast: a restarted etcd member should be used again within a second. */
     args[na++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                             .key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,

@@ -377,7 +377,9 @@ static int run(const struct prober_cfg *cfg)
                                    .cert_file = cfg->cert_file,
                                    .key_file = cfg->key_file,
                                    .server_name = cfg->server_name};
-        cl.ch[i] = dhaf_rpc_channel_new(l.target, &tls, &err);
+        /* the largest reply a node sends is the plan: a bigger one is refused as it arrives,
+         * before it takes memory (plan.c checks the rest) */
+        cl.ch[i] = dhaf_rpc_channel_new_max(l.target, &tls, PLAN_MAX_BYTES + 1024, &err);
         if (l.plain_public) {
             size_t o = strlen(plain);
             snprintf(plain + o, sizeof(plain) - o, "%s%s", n_plain++ ? "," : "", l.target);
@@ -429,6 +431,13 @@ static int run(const struct prober_cfg *cfg)
             ProtobufCMessage *resp = NULL;
             int rc = call_any(&cl, "/dhaf.v1.Prober/GetPlan", &req.base,
                               &dhaf__v1__probe_plan__descriptor, &resp, &err);
+            if (rc == DHAF_ETOOBIG) { /* the channel refused it as it came (RESOURCE_EXHAUSTED) */
+                char was[DHAF_ERR_MSG_MAX];
+                snprintf(was, sizeof(was), "%s", err.msg);
+                dhaf_err_set(&err, DHAF_ETOOBIG,
+                             "plan: the reply is larger than a prober takes (%d bytes): %.300s",
+                             PLAN_MAX_BYTES, was);
+            }
             if (rc == 0)
                 rc = plan_load(&plan, &engine, (Dhaf__V1__ProbePlan *)resp, cfg, &err);
             if (rc) {

@@ -54,6 +54,11 @@ struct dhaf_rpc_channel;
  */
 struct dhaf_rpc_channel *dhaf_rpc_channel_new(const char *target, const struct dhaf_rpc_tls *tls,
                                               struct dhaf_err *err);
+/** The same, refusing replies larger than max_receive bytes (RESOURCE_EXHAUSTED, the reply is
+ *  not kept in memory); 0 or more than the default: the default (64 MiB). */
+struct dhaf_rpc_channel *dhaf_rpc_channel_new_max(const char *target,
+                                                  const struct dhaf_rpc_tls *tls,
+                                                  size_t max_receive, struct dhaf_err *err);
 /** Closes the channel. Calls and streams on it must be finished first. NULL is fine. */
 void dhaf_rpc_channel_free(struct dhaf_rpc_channel *ch);
 /** The target string it was opened with (borrowed). */
