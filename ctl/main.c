@@ -141,8 +141,11 @@ static void print_service(const struct ctl *c, const Dhaf__V1__ServiceStatus *s)
               s->switchover_requirement[0] ? pin : "NO");
     char voters[160];
     bool short_of = s->voters_fresh < s->voters_needed;
-    snprintf(voters, sizeof(voters), "%u fresh of %u expected (%u needed)%s", s->voters_fresh,
-             s->voters_expected, s->voters_needed,
+    char impaired[64] = "";
+    if (s->voters_impaired)
+        snprintf(impaired, sizeof(impaired), ", %u impaired (not counted)", s->voters_impaired);
+    snprintf(voters, sizeof(voters), "%u fresh of %u expected (%u needed)%s%s", s->voters_fresh,
+             s->voters_expected, s->voters_needed, impaired,
              short_of ? ": too few, decisions suspended" : "");
     table_row(&t, PAINT_NONE, "Voters", short_of || !s->quorum ? PAINT_YELLOW : PAINT_NONE, voters);
     if (s->switching_to[0])

@@ -591,8 +591,9 @@ static size_t events_of(const struct dhaf_service *svc, const struct decide_outp
         case EVK_NO_QUORUM:
         case EVK_QUORUM:
             snprintf(details[n], sizeof(details[n]),
-                     " (%u fresh voter%s of %u expected; %u needed)", q->fresh,
-                     q->fresh == 1 ? "" : "s", q->expected, q->need);
+                     " (%u fresh voter%s of %u expected%s%.0u%s; %u needed)", q->fresh,
+                     q->fresh == 1 ? "" : "s", q->expected, q->impaired ? ", " : "", q->impaired,
+                     q->impaired ? " impaired" : "", q->need);
             break;
         case EVK_SWITCHOVER_PURGED:
             ev->to = de->ep >= 0 ? ep_name(svc, de->ep) : NULL;

@@ -41,6 +41,7 @@ struct probing {
     int lease_ttl; /* seconds it was granted for */
     struct store_keepalive *ka;
     uint64_t written; /* digest of the opinions last written */
+    bool impaired;    /* the last vote written said this vantage point looks broken */
     bool dirty;       /* the opinions in etcd are not (known to be) the latest */
     int tact_ms;
     int64_t renewed_ms; /* the vote lease's last renewal, or attempt (monotonic) */
@@ -132,6 +133,14 @@ static void publish(struct probing *p, const struct dhaf_probe_result *r, size_t
         p->dirty = false;
         p->written = d;
         DHAF_LOG(DHAF_LOG_DEBUG, "event=vote-written seq=%llu", (unsigned long long)p->seq);
+        bool impaired = vote_round_impaired(r, n);
+        if (impaired && !p->impaired) /* said once per change: the vote abstains meanwhile */
+            DHAF_LOG(DHAF_LOG_WARN, "event=vantage-impaired note=\"every entry point of every "
+                                    "service fails from this node: its vote counts for nothing "
+                                    "until one passes (its network, resolver or load?)\"");
+        else if (!impaired && p->impaired)
+            DHAF_LOG(DHAF_LOG_INFO, "event=vantage-recovered");
+        p->impaired = impaired;
     } else {
         if (rc == DHAF_ENOTFOUND)
             lease_forget(p); /* the lease expired under us */

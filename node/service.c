@@ -284,6 +284,7 @@ static void service_status(struct view *v, const struct dhaf_config *cfg,
     ss->voters_fresh = q.fresh;
     ss->voters_expected = q.expected;
     ss->voters_needed = q.need;
+    ss->voters_impaired = q.impaired;
     ss->entry_points = a_alloc(a, (svc->n_eps + 1) * sizeof(*ss->entry_points));
     for (size_t e = 0; e < svc->n_eps; e++) {
         Dhaf__V1__EntryPointStatus *es = a_alloc(a, sizeof(*es));

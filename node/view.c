@@ -753,9 +753,15 @@ void view_tally(const struct view *v, const struct dhaf_config *cfg, const struc
     const struct vote *sv[64] = {NULL};
     const struct vote **all = v->n_votes <= 64 ? sv : dhaf_xcalloc(v->n_votes, sizeof(*all));
     size_t n = 0;
-    for (size_t i = 0; i < v->n_votes; i++)
-        if (v->votes[i].ok)
+    unsigned impaired = 0;
+    for (size_t i = 0; i < v->n_votes; i++) {
+        if (!v->votes[i].ok)
+            continue;
+        if (v->votes[i].vote.impaired) /* counted, not tallied */
+            impaired += vote_has_service(&v->votes[i].vote, svc);
+        else
             all[n++] = &v->votes[i].vote;
+    }
     unsigned fresh = tally_service(svc, all, n, out);
     if (all != sv)
         free(all);
@@ -767,7 +773,10 @@ void view_tally(const struct view *v, const struct dhaf_config *cfg, const struc
         const json_t *p = m->v[i].j ? json_object_get(m->v[i].j, "probe") : NULL;
         expected += !json_is_false(p);
     }
-    *q = (struct quorum){.fresh = fresh, .expected = expected, .need = quorum_need(cfg, expected)};
+    *q = (struct quorum){.fresh = fresh,
+                         .impaired = impaired,
+                         .expected = expected,
+                         .need = quorum_need(cfg, expected)};
 }
 
 bool view_tally_complete(const struct view *v, int64_t window_ms, int64_t since_ms)

@@ -54,6 +54,16 @@ struct dhaf_probe_result *vote_from_report(const struct dhaf_config *cfg,
     return res;
 }
 
+bool vote_round_impaired(const struct dhaf_probe_result *r, size_t n)
+{
+    size_t checked = 0, failing = 0;
+    for (size_t i = 0; i < n; i++) {
+        checked += r[i].known;
+        failing += r[i].known && !r[i].healthy;
+    }
+    return checked >= 2 && failing == checked;
+}
+
 char *vote_encode(const char *voter, const char *kind, uint64_t seq,
                   const struct dhaf_probe_result *r, size_t n)
 {
@@ -79,6 +89,8 @@ char *vote_encode(const char *voter, const char *kind, uint64_t seq,
     json_object_set_new(v, "seq", json_integer((json_int_t)seq));
     json_object_set_new(v, "at", json_integer((json_int_t)dhaf_wall_ms()));
     json_object_set_new(v, "results", results);
+    if (vote_round_impaired(r, n))
+        json_object_set_new(v, "impaired", json_true());
     char *text = dhaf_json_dump(v);
     json_decref(v);
     return text;
@@ -170,6 +182,7 @@ int vote_decode(const char *text, size_t len, const char *what, const struct dha
     v->kind = dhaf_xstrdup(kind);
     v->seq = (uint64_t)seq;
     v->at_ms = at;
+    v->impaired = json_is_true(json_object_get(j, "impaired"));
     v->results = dhaf_xcalloc(json_array_size(results) + 1, sizeof(*v->results));
     size_t i;
     const json_t *r;
@@ -236,16 +249,20 @@ unsigned quorum_need(const struct dhaf_config *cfg, unsigned expected)
     return expected / 2 + 1;
 }
 
+bool vote_has_service(const struct vote *v, const struct dhaf_service *svc)
+{
+    for (size_t e = 0; e < svc->n_eps; e++)
+        if (vote_find(v, svc->name, svc->eps[e].name))
+            return true;
+    return false;
+}
+
 unsigned tally_service(const struct dhaf_service *svc, const struct vote *const *votes, size_t n,
                        struct ep_tally *out)
 {
     unsigned fresh = 0;
-    for (size_t i = 0; i < n; i++) {
-        bool any = false;
-        for (size_t e = 0; e < svc->n_eps && !any; e++)
-            any = vote_find(votes[i], svc->name, svc->eps[e].name) != NULL;
-        fresh += any;
-    }
+    for (size_t i = 0; i < n; i++)
+        fresh += vote_has_service(votes[i], svc);
     for (size_t e = 0; e < svc->n_eps; e++) {
         struct ep_tally *t = &out[e];
         memset(t, 0, sizeof(*t));

@@ -38,6 +38,7 @@ struct vote {
     char *kind; /* "node" or "prober" */
     uint64_t seq;
     int64_t at_ms; /* the voter's wall clock: shown, never compared */
+    bool impaired; /* the voter's own vantage point looks broken: the vote counts for nothing */
     struct vote_result *results;
     size_t n;
     struct vote_pool *pool; /* where the results' strings live */
@@ -55,8 +56,18 @@ struct dhaf_probe_result *vote_from_report(const struct dhaf_config *cfg,
                                            const Dhaf__V1__ReportRequest *req,
                                            struct dhaf_err *err);
 
+/**
+ * Whether a round says more about the vantage point than about the services: at least two
+ * entry points checked and every one of them failing (DESIGN "Decision": impaired vantage
+ * points abstain). A voter whose network, resolver or CPU is broken sees everything fail; the
+ * services' own outages rarely take every entry point of every service at once, and then there
+ * is nothing to switch to anyway.
+ */
+bool vote_round_impaired(const struct dhaf_probe_result *r, size_t n);
+
 /** Encodes a probe round as vote JSON (results not yet known are left out; texts cut at
- *  VOTE_TEXT_WRITE bytes on a character boundary). Caller frees. */
+ *  VOTE_TEXT_WRITE bytes on a character boundary; "impaired": true when
+ *  vote_round_impaired). Caller frees. */
 char *vote_encode(const char *voter, const char *kind, uint64_t seq,
                   const struct dhaf_probe_result *r, size_t n);
 
@@ -103,10 +114,14 @@ unsigned tally_service(const struct dhaf_service *svc, const struct vote *const 
 /* How many voters a service's decision rests on (DESIGN "Decision", quorum of expected
  * voters): no decision while fresh < need. */
 struct quorum {
-    unsigned fresh;    /* fresh voters with a result for the service */
+    unsigned fresh;    /* fresh voters with a result for the service, impaired ones left out */
+    unsigned impaired; /* fresh voters whose vote is impaired (they count for nothing) */
     unsigned expected; /* configured probers + member nodes that probe */
     unsigned need;     /* dhaf.min-voters, else a strict majority of expected; at least 1 */
 };
+
+/** True when v has a result for an entry point of svc. */
+bool vote_has_service(const struct vote *v, const struct dhaf_service *svc);
 
 /** need for expected voters under cfg (see struct quorum). */
 unsigned quorum_need(const struct dhaf_config *cfg, unsigned expected);

@@ -97,6 +97,8 @@ char *fx_vote(const char *voter, const char *ops)
                                                  ops[i] == 'h' ? "ok" : "timeout"));
     json_t *v = json_pack("{s:s, s:s, s:i, s:o}", "voter", voter, "kind", "prober", "seq", 1,
                           "results", results);
+    if (ops[2] == '!')
+        json_object_set_new(v, "impaired", json_true());
     char *text = dhaf_json_dump(v);
     json_decref(v);
     return text;

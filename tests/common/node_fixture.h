@@ -59,7 +59,8 @@ void fx_node_release(struct fx_node *n);
  *  view again (so that it sees what the step wrote). */
 void fx_step(struct fx_node *n);
 
-/** A vote of voter on web: each of primary and backup 'h' (healthy) or 'u'. Caller frees. */
+/** A vote of voter on web: each of primary and backup 'h' (healthy) or 'u'; a third character
+ *  '!' marks the vote impaired. Caller frees. */
 char *fx_vote(const char *voter, const char *ops);
 
 /** Writes fx_vote(voter, ops) at /dhaf/fx/votes/<voter> (no lease). */

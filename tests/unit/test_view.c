@@ -108,6 +108,35 @@ static void test_a_vote_lives_with_its_lease(void **state)
     assert_false(has_voter(w, "v2"));
 }
 
+/* The quorum (DESIGN "Decision"): impaired votes are counted apart and tallied for nothing;
+ * the expected voters are the member nodes that probe (a record without "probe" is one that
+ * does) and the configured probers. */
+static void test_quorum_counts(void **state)
+{
+    struct world *w = *state;
+    memstore_put(w->ms, "/dhaf/fx/members/m1", "{\"probe\": true}", 0);
+    memstore_put(w->ms, "/dhaf/fx/members/m2", "{\"probe\": false}", 0);
+    memstore_put(w->ms, "/dhaf/fx/members/m3", "{\"first_seen\": 1}", 0);
+    fx_put_vote(w->ms, "v1", "uh");
+    fx_put_vote(w->ms, "v2", "uu!");
+    fx_put_vote(w->ms, "v3", "hh");
+    view_step(w->v, 0);
+    struct snap *s = snap_get(w->snaps);
+    struct ep_tally t[2];
+    struct quorum q;
+    view_rdlock(w->v);
+    view_tally(w->v, &s->cfg, &s->cfg.services[0], t, &q);
+    view_unlock(w->v);
+    snap_put(s);
+    assert_int_equal(t[0].voters, 2); /* v2 is not tallied */
+    assert_int_equal(t[0].unhealthy, 1);
+    assert_true(t[0].is_healthy); /* 1 of 2: a tie; with v2 it would be 2 of 3 down */
+    assert_int_equal(q.fresh, 2);
+    assert_int_equal(q.impaired, 1);
+    assert_int_equal(q.expected, 2); /* m1 and m3; m2 does not probe; no probers configured */
+    assert_int_equal(q.need, 2);
+}
+
 /* Every node lists the voters in the same order (by name), whatever order their votes came
  * in or went: reasons and vote details read the same from any node. */
 static void test_voters_in_name_order(void **state)
@@ -274,6 +303,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_a_vote_lives_with_its_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quorum_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_voters_in_name_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tally_survives_a_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_complete_again_after_an_outage, setup, teardown),

@@ -289,6 +289,35 @@ static void test_large_vote(void **state)
     free(r);
 }
 
+/* A round where every entry point fails (two or more checked) marks the vote impaired; one
+ * failing entry point alone, or one healthy among them, does not. */
+static void test_impaired(void **state)
+{
+    (void)state;
+    struct dhaf_probe_result r[3] = {
+        {.service = "web", .ep = "b-first", .healthy = false, .reason = "timeout", .known = true},
+        {.service = "web", .ep = "a-second", .healthy = false, .reason = "timeout", .known = true},
+        {.service = "web", .ep = "c-none", .known = false}, /* not checked yet: not counted */
+    };
+    assert_true(vote_round_impaired(r, 3));
+    assert_false(vote_round_impaired(r, 1)); /* one checked: could be the entry point */
+    char *json = vote_encode("p1", "prober", 1, r, 3);
+    struct vote v;
+    struct dhaf_err err;
+    assert_int_equal(vote_decode(json, strlen(json), "votes/p1", &cfg, &v, &err), 0);
+    assert_true(v.impaired);
+    vote_release(&v);
+    free(json);
+    r[1].healthy = true;
+    assert_false(vote_round_impaired(r, 3));
+    json = vote_encode("p1", "prober", 2, r, 3);
+    assert_null(strstr(json, "impaired"));
+    assert_int_equal(vote_decode(json, strlen(json), "votes/p1", &cfg, &v, &err), 0);
+    assert_false(v.impaired);
+    vote_release(&v);
+    free(json);
+}
+
 /* A remote prober's report: what the node refuses (nothing is written then) and what it keeps
  * of what it accepts (texts cleaned, so the vote stays readable JSON). */
 static void test_from_report(void **state)
@@ -344,7 +373,7 @@ int main(void)
         cmocka_unit_test(test_tally_table),     cmocka_unit_test(test_priority_is_config_order),
         cmocka_unit_test(test_decode_refuses),  cmocka_unit_test(test_encode_round_trip),
         cmocka_unit_test(test_same_and_digest), cmocka_unit_test(test_large_vote),
-        cmocka_unit_test(test_from_report),
+        cmocka_unit_test(test_from_report),     cmocka_unit_test(test_impaired),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
