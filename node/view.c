@@ -763,6 +763,18 @@ void view_tally(const struct view *v, const struct dhaf_config *cfg, const struc
             all[n++] = &v->votes[i].vote;
     }
     unsigned fresh = tally_service(svc, all, n, out);
+    bool all_impaired = fresh == 0 && impaired > 0;
+    if (all_impaired) {
+        /* Every fresh voter sees every entry point fail: a real outage of everything, or of
+         * dhaf's whole network - from nowhere is anything up. Their votes are tallied then:
+         * all down means panic (nothing is switched) and service-down is announced, as the
+         * operator must hear; without them it would only be no-quorum. */
+        n = 0;
+        for (size_t i = 0; i < v->n_votes; i++)
+            if (v->votes[i].ok && v->votes[i].vote.impaired)
+                all[n++] = &v->votes[i].vote;
+        fresh = tally_service(svc, all, n, out);
+    }
     if (all != sv)
         free(all);
     if (!q)
@@ -774,7 +786,8 @@ void view_tally(const struct view *v, const struct dhaf_config *cfg, const struc
         expected += !json_is_false(p);
     }
     *q = (struct quorum){.fresh = fresh,
-                         .impaired = impaired,
+                         .impaired = all_impaired ? 0 : impaired,
+                         .all_impaired = all_impaired,
                          .expected = expected,
                          .need = quorum_need(cfg, expected)};
 }

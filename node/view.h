@@ -124,7 +124,9 @@ const struct view_vote *view_voter_at(const struct view *v, size_t i);
  *  voter's probe loop each round, so a voter that stalls loses it within the lease's TTL).
  *  q (may be NULL) gets the quorum: the service's fresh voters against the voters expected -
  *  cfg's probers and the member nodes that probe, alive or not (a frozen node is still
- *  expected; a decommissioned one is no member). */
+ *  expected; a decommissioned one is no member). Impaired votes are left out - unless every
+ *  fresh vote is impaired: then they are the tally (all down: panic, service-down), and
+ *  q->all_impaired says so. */
 void view_tally(const struct view *v, const struct dhaf_config *cfg, const struct dhaf_service *svc,
                 struct ep_tally *out, struct quorum *q);
 

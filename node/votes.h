@@ -116,6 +116,8 @@ unsigned tally_service(const struct dhaf_service *svc, const struct vote *const 
 struct quorum {
     unsigned fresh;    /* fresh voters with a result for the service, impaired ones left out */
     unsigned impaired; /* fresh voters whose vote is impaired (they count for nothing) */
+    bool all_impaired; /* every fresh voter is impaired: their votes are the tally (see
+                          view_tally); fresh counts them, impaired is 0 */
     unsigned expected; /* configured probers + member nodes that probe */
     unsigned need;     /* dhaf.min-voters, else a strict majority of expected; at least 1 */
 };

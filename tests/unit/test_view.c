@@ -135,6 +135,22 @@ static void test_quorum_counts(void **state)
     assert_int_equal(q.impaired, 1);
     assert_int_equal(q.expected, 2); /* m1 and m3; m2 does not probe; no probers configured */
     assert_int_equal(q.need, 2);
+    assert_false(q.all_impaired);
+
+    /* every fresh voter impaired: from nowhere is anything up - their votes are the tally */
+    fx_put_vote(w->ms, "v1", "uu!");
+    fx_put_vote(w->ms, "v3", "uu!");
+    view_step(w->v, 0);
+    s = snap_get(w->snaps);
+    view_rdlock(w->v);
+    view_tally(w->v, &s->cfg, &s->cfg.services[0], t, &q);
+    view_unlock(w->v);
+    snap_put(s);
+    assert_true(q.all_impaired);
+    assert_int_equal(q.fresh, 3);
+    assert_int_equal(t[0].voters, 3);
+    assert_false(t[0].is_healthy);
+    assert_false(t[1].is_healthy);
 }
 
 /* Every node lists the voters in the same order (by name), whatever order their votes came
