@@ -33,6 +33,10 @@ static int cmd_switchover(struct ctl *, const char *, char **, int);
 static int cmd_purge(struct ctl *, const char *, char **, int);
 static int cmd_decommission(struct ctl *, const char *, char **, int);
 static int cmd_events(struct ctl *, const char *, char **, int);
+static int cmd_drain(struct ctl *, const char *, char **, int);
+static int cmd_undrain(struct ctl *, const char *, char **, int);
+static int cmd_pause(struct ctl *, const char *, char **, int);
+static int cmd_resume(struct ctl *, const char *, char **, int);
 static int cmd_probers(struct ctl *, const char *, char **, int);
 static int cmd_version(struct ctl *, const char *, char **, int);
 
@@ -48,6 +52,13 @@ static const struct command commands[] = {
      cmd_switchover},
     {"switchover-purge", "-s SERVICE", "remove the switchover requirement (pin) of SERVICE", true,
      0, cmd_purge},
+    {"drain", "EP -s SERVICE",
+     "never target entry point EP (traffic on it moves to the best other healthy one)", true, 1,
+     cmd_drain},
+    {"undrain", "EP -s SERVICE", "make a drained entry point a target again", true, 1, cmd_undrain},
+    {"pause", "", "show decisions (would-switch events) without carrying them out", false, 0,
+     cmd_pause},
+    {"resume", "", "carry decisions out again after pause", false, 0, cmd_resume},
     {"node-decommission", "NODE", "forget a dhaf node that is gone for good (refused while alive)",
      false, 1, cmd_decommission},
     {"events", "[-s SERVICE] [-n N]", "show the event history, newest first", false, 0, cmd_events},
@@ -150,6 +161,12 @@ static void print_service(const struct ctl *c, const Dhaf__V1__ServiceStatus *s)
     table_row(&t, PAINT_NONE, "Voters", short_of || !s->quorum ? PAINT_YELLOW : PAINT_NONE, voters);
     if (s->switching_to[0])
         table_row(&t, PAINT_NONE, "Switching to", PAINT_YELLOW, s->switching_to);
+    if (s->would_switch_to && s->would_switch_to[0]) {
+        char would[160];
+        snprintf(would, sizeof(would), "a %s to %s (paused: not carried out)", s->would_switch_kind,
+                 s->would_switch_to);
+        table_row(&t, PAINT_NONE, "Would switch", PAINT_YELLOW, would);
+    }
     if (s->provider_error && s->provider_error[0]) {
         char pe[700], at[40];
         fmt_time(at, sizeof(at), s->provider_error_since_ms);
@@ -174,10 +191,12 @@ static void print_service(const struct ctl *c, const Dhaf__V1__ServiceStatus *s)
         snprintf(prio, sizeof(prio), "%u", ep->priority);
         snprintf(votes, sizeof(votes), "%u/%u/%u", ep->votes_healthy, ep->votes_unhealthy,
                  ep->voters);
-        const char *st = ep_state(ep->state);
+        char stb[40];
+        snprintf(stb, sizeof(stb), "%s%s", ep_state(ep->state), ep->drained ? " (drained)" : "");
+        const char *st = stb;
         table_row(&t, PAINT_NONE, prio, PAINT_NONE, ep->name, PAINT_NONE, ep->ip,
                   ep->healthy ? PAINT_GREEN : PAINT_RED, ep->healthy ? "Yes" : "No", PAINT_NONE,
-                  votes, !strcmp(st, "CURRENT") ? PAINT_BOLD : PAINT_NONE, st);
+                  votes, !strncmp(st, "CURRENT", 7) ? PAINT_BOLD : PAINT_NONE, st);
     }
     table_print(&t, stdout, c->color);
     for (size_t e = 0; e < s->n_entry_points; e++)
@@ -232,8 +251,10 @@ static int cmd_status_dhaf(struct ctl *c, const char *svc, char **pos, int limit
         print_json(r_m);
     } else {
         char title[200];
-        snprintf(title, sizeof(title), "Dhaf cluster \"%s\" (leader %s, epoch %lld)", s->cluster,
-                 s->leader[0] ? s->leader : "none", (long long)s->epoch);
+        snprintf(title, sizeof(title), "Dhaf cluster \"%s\" (leader %s, epoch %lld)%s", s->cluster,
+                 s->leader[0] ? s->leader : "none", (long long)s->epoch,
+                 s->paused ? " - PAUSED: decisions are shown, not carried out (dhafctl resume)"
+                           : "");
         struct table t;
         table_init(&t, title, "Node name", "Healthy", "Role", "Version", "gRPC API",
                    (const char *)NULL);
@@ -311,13 +332,76 @@ static int cmd_candidates(struct ctl *c, const char *svc, char **pos, int limit)
     return 0;
 }
 
+/* What dhafctl says of its caller in a change's audit trail ("dhafctl alice@host"). */
+static void caller_comment(char *by, size_t len)
+{
+    char host[64] = "?";
+    gethostname(host, sizeof(host) - 1);
+    const char *user = getenv("USER");
+    snprintf(by, len, "dhafctl %.32s@%.63s", user ? user : "?", host);
+}
+
+static int drain_call(struct ctl *c, const char *svc, const char *ep, bool drain)
+{
+    char by[128];
+    caller_comment(by, sizeof(by));
+    Dhaf__V1__DrainRequest req = DHAF__V1__DRAIN_REQUEST__INIT;
+    req.service = (char *)svc;
+    req.entry_point = (char *)ep;
+    req.comment = by;
+    CALL(c, drain ? "DrainEntryPoint" : "UndrainEntryPoint", req, dhaf__v1__drain_response, r);
+    if (c->out == OUT_JSON)
+        print_json(r_m);
+    else
+        printf("OK. %s\n", ((Dhaf__V1__DrainResponse *)r_m)->message);
+    protobuf_c_message_free_unpacked(r_m, NULL);
+    return 0;
+}
+
+static int cmd_drain(struct ctl *c, const char *svc, char **pos, int limit)
+{
+    (void)limit;
+    return drain_call(c, svc, pos[0], true);
+}
+
+static int cmd_undrain(struct ctl *c, const char *svc, char **pos, int limit)
+{
+    (void)limit;
+    return drain_call(c, svc, pos[0], false);
+}
+
+static int pause_call(struct ctl *c, bool pause)
+{
+    char by[128];
+    caller_comment(by, sizeof(by));
+    Dhaf__V1__PauseRequest req = DHAF__V1__PAUSE_REQUEST__INIT;
+    req.comment = by;
+    CALL(c, pause ? "Pause" : "Resume", req, dhaf__v1__pause_response, r);
+    if (c->out == OUT_JSON)
+        print_json(r_m);
+    else
+        printf("OK. %s\n", ((Dhaf__V1__PauseResponse *)r_m)->message);
+    protobuf_c_message_free_unpacked(r_m, NULL);
+    return 0;
+}
+
+static int cmd_pause(struct ctl *c, const char *svc, char **pos, int limit)
+{
+    (void)svc, (void)pos, (void)limit;
+    return pause_call(c, true);
+}
+
+static int cmd_resume(struct ctl *c, const char *svc, char **pos, int limit)
+{
+    (void)svc, (void)pos, (void)limit;
+    return pause_call(c, false);
+}
+
 static int cmd_switchover(struct ctl *c, const char *svc, char **pos, int limit)
 {
     (void)limit;
-    char by[128], host[64] = "?";
-    gethostname(host, sizeof(host) - 1);
-    const char *user = getenv("USER");
-    snprintf(by, sizeof(by), "dhafctl %s@%s", user ? user : "?", host);
+    char by[128];
+    caller_comment(by, sizeof(by));
     Dhaf__V1__SwitchoverRequest req = DHAF__V1__SWITCHOVER_REQUEST__INIT;
     req.service = (char *)svc;
     req.entry_point = pos[0];

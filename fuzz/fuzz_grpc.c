@@ -43,6 +43,9 @@ static const ProtobufCMessageDescriptor *const messages[] = {
     /* what a prober decodes from a node */
     &dhaf__v1__probe_plan__descriptor,
     &dhaf__v1__report_response__descriptor,
+    /* added later, at the end: the seeds' first byte keeps naming the same message */
+    &dhaf__v1__drain_request__descriptor,
+    &dhaf__v1__pause_request__descriptor,
 };
 #define N_MESSAGES (sizeof(messages) / sizeof(messages[0]))
 

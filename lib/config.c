@@ -74,6 +74,9 @@ const struct dhaf_cfgkey dhaf_config_keys[] = {
      NULL, NULL, "Seconds between heartbeats (keep-alives of the node's session lease)."},
     {"dhaf.tact-interval", DHAF_CFG_INT, OFF(tact_interval), false, "10", 1, 3600, NULL, NULL,
      NULL, "Seconds between health-check rounds."},
+    {"dhaf.dry-run", DHAF_CFG_BOOL, OFF(dry_run), false, "false", 0, 0, NULL, NULL, NULL,
+     "Observe only: while this node leads, decisions are shown (would-switch events) and none "
+     "is carried out - for a node's first days. dhafctl pause does it for the whole cluster."},
     {"dhaf.min-voters", DHAF_CFG_INT, OFF(min_voters), false, "0", 0, 256, NULL, NULL, NULL,
      "Fresh voters a decision needs; 0: a strict majority of the expected voters (the "
      "configured probers and the member nodes that probe)."},

@@ -582,6 +582,44 @@ static int op_decommission(struct svc_env *env, const void *r, ProtobufCMessage 
     return svc_decommission(env, req->name, (Dhaf__V1__DecommissionNodeResponse **)resp, err);
 }
 
+static int op_drain(struct svc_env *env, const void *r, ProtobufCMessage **resp,
+                    struct dhaf_err *err)
+{
+    const Dhaf__V1__DrainRequest *req = r;
+    return svc_drain(env, req->service, req->entry_point, true, (Dhaf__V1__DrainResponse **)resp,
+                     err);
+}
+
+static int op_undrain(struct svc_env *env, const void *r, ProtobufCMessage **resp,
+                      struct dhaf_err *err)
+{
+    const Dhaf__V1__DrainRequest *req = r;
+    return svc_drain(env, req->service, req->entry_point, false, (Dhaf__V1__DrainResponse **)resp,
+                     err);
+}
+
+static int op_pause(struct svc_env *env, const void *r, ProtobufCMessage **resp,
+                    struct dhaf_err *err)
+{
+    (void)r;
+    return svc_pause(env, true, (Dhaf__V1__PauseResponse **)resp, err);
+}
+
+static int op_resume(struct svc_env *env, const void *r, ProtobufCMessage **resp,
+                     struct dhaf_err *err)
+{
+    (void)r;
+    return svc_pause(env, false, (Dhaf__V1__PauseResponse **)resp, err);
+}
+
+DHAF_METHOD(h_drain, Dhaf__V1__DrainRequest,
+            with_actor(a, call, req->comment, &env, op_drain, req, &resp, err))
+DHAF_METHOD(h_undrain, Dhaf__V1__DrainRequest,
+            with_actor(a, call, req->comment, &env, op_undrain, req, &resp, err))
+DHAF_METHOD(h_pause, Dhaf__V1__PauseRequest,
+            with_actor(a, call, req->comment, &env, op_pause, req, &resp, err))
+DHAF_METHOD(h_resume, Dhaf__V1__PauseRequest,
+            with_actor(a, call, req->comment, &env, op_resume, req, &resp, err))
 DHAF_METHOD(h_switchover, Dhaf__V1__SwitchoverRequest,
             with_actor(a, call, req->requested_by, &env, op_switchover, req, &resp, err))
 DHAF_METHOD(h_purge, Dhaf__V1__PurgeSwitchoverRequest,
@@ -613,6 +651,13 @@ static const struct dhaf_rpc_method methods_tpl[] = {
      read_auth, NULL},
     {"/dhaf.v1.Dhaf/GetVersion", &dhaf__v1__get_version_request__descriptor, false, h_version,
      read_auth, NULL},
+    {"/dhaf.v1.Dhaf/DrainEntryPoint", &dhaf__v1__drain_request__descriptor, false, h_drain,
+     admin_auth, NULL},
+    {"/dhaf.v1.Dhaf/UndrainEntryPoint", &dhaf__v1__drain_request__descriptor, false, h_undrain,
+     admin_auth, NULL},
+    {"/dhaf.v1.Dhaf/Pause", &dhaf__v1__pause_request__descriptor, false, h_pause, admin_auth, NULL},
+    {"/dhaf.v1.Dhaf/Resume", &dhaf__v1__pause_request__descriptor, false, h_resume, admin_auth,
+     NULL},
     {"/dhaf.v1.Prober/GetPlan", &dhaf__v1__get_plan_request__descriptor, false, h_get_plan,
      prober_auth, NULL},
     {"/dhaf.v1.Prober/Report", &dhaf__v1__report_request__descriptor, false, h_report, prober_auth,
@@ -625,10 +670,7 @@ static struct dhaf_rpc_method methods[N_METHODS];
 /* The largest request each method takes (parallel to methods_tpl): the Dhaf requests and
  * GetPlan carry a few names; a Report carries up to VOTE_MAX_RESULTS results. */
 #define SMALL_REQUEST (64 * 1024)
-static const size_t methods_max[N_METHODS] = {
-    SMALL_REQUEST, SMALL_REQUEST, SMALL_REQUEST, SMALL_REQUEST, SMALL_REQUEST,   SMALL_REQUEST,
-    SMALL_REQUEST, SMALL_REQUEST, SMALL_REQUEST, SMALL_REQUEST, 4 * 1024 * 1024,
-};
+static size_t methods_max[N_METHODS]; /* filled by api_start */
 
 /* ------------------------------------------------------------------ lifecycle */
 
@@ -643,6 +685,7 @@ struct api *api_start(struct cluster *c, struct dhaf_err *err)
     for (size_t i = 0; i < N_METHODS; i++) {
         methods[i] = methods_tpl[i];
         methods[i].ud = a;
+        methods_max[i] = methods[i].handler == h_report ? 4 * 1024 * 1024 : SMALL_REQUEST;
     }
     char addr[300];
     snprintf(addr, sizeof(addr), strchr(cfg->grpc_api.host, ':') ? "[%s]:%d" : "%s:%d",

@@ -61,10 +61,12 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const 
     out->next.quorum = true;
 
     /* Health transitions of each entry point, announced once (the state remembers). */
-    int best = -1; /* highest-priority healthy EP */
+    int best = -1;   /* highest-priority healthy EP that is not drained: the target */
+    bool up = false; /* any EP healthy, drained or not: the service is not down */
     for (size_t e = 0; e < n; e++) {
         enum ep_health h = health_of(&tally[e]);
-        if (h == EP_UP && best < 0)
+        up |= h == EP_UP;
+        if (h == EP_UP && best < 0 && !req->drained[e])
             best = (int)e;
         if (h != EP_UNKNOWN && h != state->eps[e])
             emit(out, h == EP_UP ? EVK_EP_UP : EVK_EP_DOWN, (int)e, NULL);
@@ -73,7 +75,7 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const 
     }
 
     /* Panic: no entry point is healthy. Nothing is switched; the service is down. */
-    bool panic = best < 0;
+    bool panic = !up;
     if (panic != state->panic)
         emit(out, panic ? EVK_SERVICE_DOWN : EVK_SERVICE_UP, -1, NULL);
     out->next.panic = panic;
@@ -87,6 +89,9 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const 
         (req->kind == REQ_EP && (req->ep < 0 || (size_t)req->ep >= n))) {
         out->purge_request = true;
         emit(out, EVK_SWITCHOVER_PURGED, -1, "the requested entry point is not configured");
+    } else if (req->kind == REQ_EP && req->drained[req->ep]) {
+        out->purge_request = true;
+        emit(out, EVK_SWITCHOVER_PURGED, req->ep, "the requested entry point is drained");
     } else if (req->kind == REQ_EP) {
         enum ep_health rh = health_of(&tally[req->ep]);
         if (rh != EP_UP) {
@@ -98,7 +103,7 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const 
             pinned = true;
         }
     }
-    if (panic)
+    if (panic || best < 0) /* down, or only drained entry points are up: nowhere to go */
         return;
 
     /* No current entry point yet (a new service, or the provider points nowhere we know):
@@ -131,8 +136,16 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const 
         return;
     }
 
+    /* Drained: traffic leaves the current entry point for the best one, gracefully (it is
+     * healthy: nothing is lost on the way). */
+    if (req->drained[cur]) {
+        out->action = ACT_SWITCHING;
+        out->target = best;
+        return;
+    }
+
     /* Switching: back to a healthier higher-priority entry point. */
-    if (cur_h == EP_UP && best >= 0 && best < cur) {
+    if (cur_h == EP_UP && best < cur) {
         out->action = ACT_SWITCHING;
         out->target = best;
     }

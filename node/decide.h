@@ -23,6 +23,8 @@ struct decide_state {
     int current;                        /* index of the current EP; -1 = none known */
     bool panic;                         /* all EPs were down */
     bool quorum;                        /* there were enough fresh voters (struct quorum) */
+    int would_action;                   /* paused: the switch announced as would-switch */
+    int would_target;                   /* (enum action_kind, EP index; 0 and -1: none) */
     enum ep_health eps[DECIDE_MAX_EPS]; /* last announced health of each EP */
 };
 
@@ -31,7 +33,8 @@ enum request_kind { REQ_NONE = 0, REQ_EP, REQ_UNKNOWN_EP };
 
 struct decide_request {
     enum request_kind kind;
-    int ep; /* REQ_EP: its index */
+    int ep;                       /* REQ_EP: its index */
+    bool drained[DECIDE_MAX_EPS]; /* an operator drained it: never a target */
 };
 
 enum action_kind { ACT_NONE = 0, ACT_FAILOVER, ACT_SWITCHOVER, ACT_SWITCHING };

@@ -39,6 +39,14 @@ enum event_level { EV_INFO = 1, EV_WARNING = 2, EV_CRITICAL = 3 };
     X(FAILOVER, "failover", EV_WARNING, "failover of {service} from {from} to {to}{detail}")       \
     X(SWITCHOVER, "switchover", EV_INFO, "switchover of {service} from {from} to {to}{detail}")    \
     X(SWITCHING, "switching", EV_INFO, "switching of {service} from {from} to {to}{detail}")       \
+    X(WOULD_SWITCH, "would-switch", EV_WARNING,                                                    \
+      "dhaf would switch {service} from {from} to {to}{detail}")                                   \
+    X(EP_DRAINED, "ep-drained", EV_INFO, "entry point {to} of {service} was drained{detail}")      \
+    X(EP_UNDRAINED, "ep-undrained", EV_INFO,                                                       \
+      "entry point {to} of {service} is no longer drained{detail}")                                \
+    X(PAUSED, "paused", EV_WARNING,                                                                \
+      "decisions of cluster {cluster} are paused: shown, not carried out{detail}")                 \
+    X(RESUMED, "resumed", EV_INFO, "decisions of cluster {cluster} are carried out again{detail}") \
     X(SWITCH_FAILED, "switch-failed", EV_WARNING,                                                  \
       "switch of {service} to {to} failed (will retry){detail}")                                   \
     X(SWITCH_INTERRUPTED, "switch-interrupted", EV_WARNING,                                        \

@@ -74,8 +74,8 @@ int64_t leader_fresh_ms(const struct dhaf_config *cfg)
 
 static void svc_key(struct cluster *c, const char *svc, const char *leaf, char *buf, size_t len)
 {
-    char path[200];
-    snprintf(path, sizeof(path), "services/%s/%s", svc, leaf);
+    char path[400];
+    snprintf(path, sizeof(path), "services/%.64s/%.300s", svc, leaf);
     cluster_key(c, buf, len, path);
 }
 
@@ -213,6 +213,8 @@ static void parse_state(struct svc_run *r, const struct dhaf_service *svc, const
 {
     memset(&r->st, 0, sizeof(r->st));
     r->st.current = -1;
+    r->st.would_action = ACT_NONE;
+    r->st.would_target = -1;
     r->since = 0;
     r->pending_to = r->pending_from = -1;
     r->pending_kind = NULL;
@@ -232,6 +234,15 @@ static void parse_state(struct svc_run *r, const struct dhaf_service *svc, const
     r->st.current = cur ? dhaf_service_ep_index(svc, cur) : -1;
     r->st.panic = json_is_true(json_object_get(j, "panic"));
     r->st.quorum = json_is_true(json_object_get(j, "quorum"));
+    const json_t *would = json_object_get(j, "would");
+    const char *wk = json_is_object(would) ? dhaf_json_str(would, "kind") : NULL;
+    const char *wt = json_is_object(would) ? dhaf_json_str(would, "to") : NULL;
+    if (wk && wt && (r->st.would_target = dhaf_service_ep_index(svc, wt)) >= 0)
+        r->st.would_action = !strcmp(wk, "failover")     ? ACT_FAILOVER
+                             : !strcmp(wk, "switchover") ? ACT_SWITCHOVER
+                                                         : ACT_SWITCHING;
+    else
+        r->st.would_target = -1;
     int64_t since = 0;
     if (dhaf_json_int(j, "since", &since) == 0)
         r->since = since;
@@ -270,6 +281,10 @@ static char *state_text(struct decider *d, struct svc_run *r, const struct dhaf_
     json_object_set_new(j, "epoch", json_integer(term_epoch(d->t)));
     json_object_set_new(j, "panic", json_boolean(st->panic));
     json_object_set_new(j, "quorum", json_boolean(st->quorum));
+    if (st->would_action != ACT_NONE && st->would_target >= 0)
+        json_object_set_new(j, "would",
+                            json_pack("{s:s, s:s}", "kind", action_name(st->would_action), "to",
+                                      ep_name(svc, st->would_target)));
     json_t *eps = json_object();
     for (size_t e = 0; e < svc->n_eps && e < DECIDE_MAX_EPS; e++)
         json_object_set_new(eps, svc->eps[e].name, json_string(health_word(st->eps[e])));
@@ -549,11 +564,16 @@ static void confirm_all(struct decider *d, struct snap *s)
 
 /* ------------------------------------------------------------------ deciding */
 
-/* The switchover request of svc as the view has it. */
+/* The operator's input for svc as the view has it: the switchover request, the drained
+ * entry points. */
 static void request_of(struct view *v, const struct dhaf_service *svc, struct decide_request *req,
                        int64_t *mod_rev)
 {
-    *req = (struct decide_request){REQ_NONE, -1};
+    memset(req, 0, sizeof(*req));
+    req->kind = REQ_NONE;
+    req->ep = -1;
+    for (size_t e = 0; e < svc->n_eps && e < DECIDE_MAX_EPS; e++)
+        req->drained[e] = view_drained(v, svc->name, svc->eps[e].name) != NULL;
     *mod_rev = 0;
     const struct view_rec *rec = view_find(v, VS_REQUEST, svc->name);
     if (!rec)
@@ -561,15 +581,42 @@ static void request_of(struct view *v, const struct dhaf_service *svc, struct de
     *mod_rev = rec->mod_rev;
     const char *ep = rec->j ? dhaf_json_str(rec->j, "ep") : NULL;
     int idx = ep ? dhaf_service_ep_index(svc, ep) : -1;
-    *req = idx >= 0 ? (struct decide_request){REQ_EP, idx}
-                    : (struct decide_request){REQ_UNKNOWN_EP, -1};
+    req->kind = idx >= 0 ? REQ_EP : REQ_UNKNOWN_EP;
+    req->ep = idx;
+}
+
+/* Paused (control/pause, or dhaf.dry-run): the decision is shown, not carried out. The
+ * action becomes a would-switch event, once per different action (the state remembers it
+ * across leaders); a purge waits too (its event goes with it); announcements of health stay. */
+static void hold(const struct decide_state *st, struct decide_output *out)
+{
+    size_t kept = 0;
+    for (size_t k = 0; k < out->n_events; k++)
+        if (out->events[k].kind != EVK_SWITCHOVER_PURGED)
+            out->events[kept++] = out->events[k];
+    out->n_events = kept;
+    out->purge_request = false;
+    if (out->action == ACT_NONE || out->target < 0) {
+        out->next.would_action = ACT_NONE;
+        out->next.would_target = -1;
+        return;
+    }
+    if ((st->would_action != (int)out->action || st->would_target != out->target) &&
+        out->n_events < DECIDE_MAX_EVENTS)
+        out->events[out->n_events++] =
+            (struct decide_event){EVK_WOULD_SWITCH, out->target, action_name(out->action)};
+    out->next.would_action = out->action;
+    out->next.would_target = out->target;
+    out->action = ACT_NONE;
+    out->target = -1;
 }
 
 /* The events decide() asked for, with their details (details[] holds their text). */
-static size_t events_of(const struct dhaf_service *svc, const struct decide_output *out,
-                        const struct ep_tally *t, const struct quorum *q, struct event *evs,
-                        char (*details)[160])
+static size_t events_of(const struct dhaf_service *svc, const struct decide_state *st,
+                        const struct decide_output *out, const struct ep_tally *t,
+                        const struct quorum *q, struct event *evs, char (*details)[160])
 {
+    const char *cur_name = st->current >= 0 ? ep_name(svc, st->current) : NULL;
     size_t n = 0;
     for (size_t k = 0; k < out->n_events; k++) {
         const struct decide_event *de = &out->events[k];
@@ -587,6 +634,11 @@ static size_t events_of(const struct dhaf_service *svc, const struct decide_outp
             ev->from = ep_name(svc, de->ep);
             snprintf(details[n], sizeof(details[n]), " (%u of %u voters)", t[de->ep].healthy,
                      t[de->ep].voters);
+            break;
+        case EVK_WOULD_SWITCH:
+            ev->from = cur_name;
+            ev->to = ep_name(svc, de->ep);
+            snprintf(details[n], sizeof(details[n]), " (a %s; decisions are paused)", de->why);
             break;
         case EVK_NO_QUORUM:
         case EVK_QUORUM:
@@ -758,6 +810,9 @@ static bool decide_all(struct decider *d, struct snap *s)
     if (d->waiting)
         DHAF_LOG(DHAF_LOG_INFO, "event=decisions-resume epoch=%lld", (long long)term_epoch(d->t));
     d->waiting = false;
+    view_rdlock(v);
+    bool paused = s->cfg.dry_run || view_find(v, VS_CONTROL, "pause") != NULL;
+    view_unlock(v);
     bool switched = false;
     for (size_t i = 0; i < d->n && term_valid(d->t); i++) {
         struct svc_run *r = d->runs[i];
@@ -775,9 +830,11 @@ static bool decide_all(struct decider *d, struct snap *s)
         log_counts(r, svc, t);
         struct decide_output out;
         decide(svc, t, &q, &r->st, &req, &out);
+        if (paused)
+            hold(&r->st, &out);
         struct event evs[DECIDE_MAX_EVENTS];
         char details[DECIDE_MAX_EVENTS][160];
-        size_t n_evs = events_of(svc, &out, t, &q, evs, details);
+        size_t n_evs = events_of(svc, &r->st, &out, t, &q, evs, details);
         if (out.action != ACT_NONE && out.target >= 0) {
             do_switch(d, r, svc, &out, t, req_rev, evs, n_evs);
             switched = true;
@@ -908,6 +965,99 @@ int leader_request_switchover(struct cluster *c, const struct dhaf_config *cfg, 
                        .to = ep,
                        .detail = detail,
                        .actor = actor};
+    int rc = outbox_record_ops(c, NULL, 0, &put, 1, &ev, 1, err);
+    free(text);
+    return rc;
+}
+
+/* The record an operator's change leaves: who, from where, their words, when. */
+static char *actor_record(struct cluster *c, const struct event_actor *actor)
+{
+    json_t *j = json_pack("{s:s, s:s, s:s, s:I}", "actor", actor->name ? actor->name : "", "role",
+                          actor->role ? actor->role : "", "peer", actor->peer ? actor->peer : "",
+                          "at", (json_int_t)dhaf_clock_wall(cluster_clock(c)));
+    if (actor->comment && *actor->comment)
+        json_object_set_new(j, "comment", json_string(actor->comment));
+    char *text = dhaf_json_dump(j);
+    json_decref(j);
+    return text;
+}
+
+int leader_drain(struct cluster *c, const struct dhaf_config *cfg, const char *service,
+                 const char *ep, bool drain, const struct event_actor *actor, struct dhaf_err *err)
+{
+    const struct dhaf_service *svc = dhaf_config_service(cfg, service);
+    if (!svc)
+        return dhaf_err_set(err, DHAF_ENOTFOUND, "there is no service named \"%.64s\"", service);
+    int idx = dhaf_service_ep_index(svc, ep);
+    if (idx < 0)
+        return dhaf_err_set(err, DHAF_ENOTFOUND, "service %s has no entry point \"%.64s\"", service,
+                            ep);
+    char path[100], key[512], detail[400];
+    snprintf(path, sizeof(path), "drained/%.64s", ep);
+    svc_key(c, service, path, key, sizeof(key));
+    event_actor_text(actor, detail, sizeof(detail));
+    struct event ev = {.kind = drain ? EVK_EP_DRAINED : EVK_EP_UNDRAINED,
+                       .service = service,
+                       .to = ep,
+                       .detail = detail,
+                       .actor = actor};
+    if (!drain) { /* only a drained one: the compare says it still is */
+        struct dhaf_etcd_cmp cmp = {
+            .key = key, .target = DHAF_ETCD_CREATE_REV, .result = DHAF_ETCD_GT, .num = 0};
+        struct dhaf_etcd_op del = {.type = DHAF_ETCD_OP_DELETE, .key = key};
+        int rc = outbox_record_ops(c, &cmp, 1, &del, 1, &ev, 1, err);
+        if (rc == DHAF_ECONFLICT)
+            return dhaf_err_set(err, DHAF_ENOTFOUND, "entry point %s of %s is not drained", ep,
+                                service);
+        return rc;
+    }
+    /* Draining every entry point would leave traffic nowhere to go: the last one is kept. */
+    struct dhaf_etcd_cmp cmps[DECIDE_MAX_EPS];
+    size_t n = 0;
+    for (size_t e = 0; e < svc->n_eps && e < DECIDE_MAX_EPS; e++) {
+        if ((int)e == idx)
+            continue;
+        char p2[100], *k = dhaf_xcalloc(1, 512);
+        snprintf(p2, sizeof(p2), "drained/%.64s", svc->eps[e].name);
+        svc_key(c, service, p2, k, 512);
+        cmps[n++] = (struct dhaf_etcd_cmp){
+            .key = k, .target = DHAF_ETCD_CREATE_REV, .result = DHAF_ETCD_EQ, .num = 0};
+    }
+    /* at least one other entry point undrained: any compare of "not drained" that holds */
+    int rc = DHAF_ECONFLICT;
+    char *text = actor_record(c, actor);
+    struct dhaf_etcd_op put = {.type = DHAF_ETCD_OP_PUT, .key = key, .value = text};
+    for (size_t k = 0; k < n && rc == DHAF_ECONFLICT; k++)
+        rc = outbox_record_ops(c, &cmps[k], 1, &put, 1, &ev, 1, err);
+    free(text);
+    for (size_t k = 0; k < n; k++)
+        free((char *)cmps[k].key);
+    if (rc == DHAF_ECONFLICT)
+        return dhaf_err_set(err, DHAF_ECONFLICT,
+                            "every other entry point of %s is drained: draining %s too would "
+                            "leave traffic nowhere to go; undrain one first",
+                            service, ep);
+    return rc;
+}
+
+int leader_pause(struct cluster *c, bool pause, const struct event_actor *actor,
+                 struct dhaf_err *err)
+{
+    char key[300], detail[400];
+    cluster_key(c, key, sizeof(key), "control/pause");
+    event_actor_text(actor, detail, sizeof(detail));
+    struct event ev = {.kind = pause ? EVK_PAUSED : EVK_RESUMED, .detail = detail, .actor = actor};
+    if (!pause) {
+        struct dhaf_etcd_cmp cmp = {
+            .key = key, .target = DHAF_ETCD_CREATE_REV, .result = DHAF_ETCD_GT, .num = 0};
+        struct dhaf_etcd_op del = {.type = DHAF_ETCD_OP_DELETE, .key = key};
+        int rc = outbox_record_ops(c, &cmp, 1, &del, 1, &ev, 1, err);
+        return rc == DHAF_ECONFLICT ? dhaf_err_set(err, DHAF_ENOTFOUND, "decisions are not paused")
+                                    : rc;
+    }
+    char *text = actor_record(c, actor);
+    struct dhaf_etcd_op put = {.type = DHAF_ETCD_OP_PUT, .key = key, .value = text};
     int rc = outbox_record_ops(c, NULL, 0, &put, 1, &ev, 1, err);
     free(text);
     return rc;

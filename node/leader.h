@@ -42,6 +42,18 @@ int leader_request_switchover(struct cluster *c, const struct dhaf_config *cfg, 
                               const char *ep, const struct event_actor *actor,
                               struct dhaf_err *err);
 
+/** Drains (drain) or undrains entry point ep of service: services/<svc>/drained/<ep> with an
+ *  ep-drained / ep-undrained event naming actor, in one transaction. Draining the last
+ *  undrained entry point is refused (DHAF_ECONFLICT); undraining one that is not drained is
+ *  DHAF_ENOTFOUND. */
+int leader_drain(struct cluster *c, const struct dhaf_config *cfg, const char *service,
+                 const char *ep, bool drain, const struct event_actor *actor, struct dhaf_err *err);
+
+/** Pauses (control/pause) or resumes the cluster's decisions, with a paused / resumed event
+ *  naming actor; resuming when not paused is DHAF_ENOTFOUND. */
+int leader_pause(struct cluster *c, bool pause, const struct event_actor *actor,
+                 struct dhaf_err *err);
+
 /** Deletes the switchover request of service with a switchover-purged event naming actor in
  *  the same transaction (also when none was pending); *purged gets the EP it named ("" if
  *  none). */

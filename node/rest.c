@@ -408,6 +408,70 @@ static void v1_purge(struct ctx *x, struct out *o)
         set_msg(o, MHD_HTTP_OK, &m->base);
 }
 
+/* ?comment= of a maintenance request: the caller's words for the audit trail. False after a
+ * 400. */
+static bool v1_comment(struct ctx *x, struct out *o)
+{
+    const char *c = arg(x, "comment");
+    if (c && !dhaf_valid_comment(c)) {
+        v1_error(o, MHD_HTTP_BAD_REQUEST, "INVALID_ARGUMENT",
+                 "comment must be UTF-8 text of at most %d bytes without control characters",
+                 DHAF_COMMENT_MAX);
+        return false;
+    }
+    x->actor.comment = c;
+    return true;
+}
+
+/* POST / DELETE /api/v1/services/{svc}/entry-points/{ep}/drain[?comment=] */
+static void v1_drain_as(struct ctx *x, struct out *o, bool drain)
+{
+    if (!v1_name(o, "service", x->cap[0]) || !v1_name(o, "entry point", x->cap[1]) ||
+        !v1_comment(x, o))
+        return;
+    Dhaf__V1__DrainResponse *m = NULL;
+    struct dhaf_err err;
+    int rc = svc_drain(&x->env, x->cap[0], x->cap[1], drain, &m, &err);
+    if (rc)
+        v1_from_err(o, rc, &err);
+    else
+        set_msg(o, MHD_HTTP_OK, &m->base);
+}
+
+static void v1_drain(struct ctx *x, struct out *o)
+{
+    v1_drain_as(x, o, true);
+}
+
+static void v1_undrain(struct ctx *x, struct out *o)
+{
+    v1_drain_as(x, o, false);
+}
+
+/* POST / DELETE /api/v1/pause[?comment=] */
+static void v1_pause_as(struct ctx *x, struct out *o, bool pause)
+{
+    if (!v1_comment(x, o))
+        return;
+    Dhaf__V1__PauseResponse *m = NULL;
+    struct dhaf_err err;
+    int rc = svc_pause(&x->env, pause, &m, &err);
+    if (rc)
+        v1_from_err(o, rc, &err);
+    else
+        set_msg(o, MHD_HTTP_OK, &m->base);
+}
+
+static void v1_pause(struct ctx *x, struct out *o)
+{
+    v1_pause_as(x, o, true);
+}
+
+static void v1_resume(struct ctx *x, struct out *o)
+{
+    v1_pause_as(x, o, false);
+}
+
 static void v1_events_of(struct ctx *x, struct out *o, const char *service)
 {
     uint32_t limit;
@@ -788,6 +852,10 @@ static const struct route routes[] = {
     {M_GET, "/api/v1/services/*/events", FAM_V1, false, false, v1_service_events},
     {M_GET, "/api/v1/events", FAM_V1, false, false, v1_cluster_events},
     {M_DELETE, "/api/v1/nodes/*", FAM_V1, false, true, v1_decommission},
+    {M_POST, "/api/v1/services/*/entry-points/*/drain", FAM_V1, false, true, v1_drain},
+    {M_DELETE, "/api/v1/services/*/entry-points/*/drain", FAM_V1, false, true, v1_undrain},
+    {M_POST, "/api/v1/pause", FAM_V1, false, true, v1_pause},
+    {M_DELETE, "/api/v1/pause", FAM_V1, false, true, v1_resume},
     {M_GET, "/api/v1/version", FAM_V1, false, false, v1_version},
     {M_GET, "/ping", FAM_ORIG, true, false, orig_ping},
     {M_GET, "/dhaf/status", FAM_ORIG, false, false, orig_dhaf_status},

@@ -160,6 +160,7 @@ int svc_cluster_status(const struct svc_env *env, Dhaf__V1__ClusterStatus **out,
         st.leader_since_ms = jint(lk->j, "since");
         st.epoch = lk->create_rev;
     }
+    st.paused = view_find(v, VS_CONTROL, "pause") != NULL;
     size_t n_members = view_count(v, VS_MEMBERS);
     Dhaf__V1__NodeStatus **nodes = a_alloc(&a, (n_members + 1) * sizeof(*nodes));
     for (size_t i = 0; i < n_members; i++) {
@@ -285,6 +286,9 @@ static void service_status(struct view *v, const struct dhaf_config *cfg,
     ss->voters_expected = q.expected;
     ss->voters_needed = q.need;
     ss->voters_impaired = q.impaired;
+    const json_t *would = st ? json_object_get(st, "would") : NULL;
+    ss->would_switch_kind = a_str(a, json_is_object(would) ? jstr(would, "kind") : NULL);
+    ss->would_switch_to = a_str(a, json_is_object(would) ? jstr(would, "to") : NULL);
     ss->entry_points = a_alloc(a, (svc->n_eps + 1) * sizeof(*ss->entry_points));
     for (size_t e = 0; e < svc->n_eps; e++) {
         Dhaf__V1__EntryPointStatus *es = a_alloc(a, sizeof(*es));
@@ -304,6 +308,7 @@ static void service_status(struct view *v, const struct dhaf_config *cfg,
                                     : DHAF__V1__ENTRY_POINT_STATE__ENTRY_POINT_STATE_DISABLED;
         es->votes_healthy = t[e].healthy;
         es->votes_unhealthy = t[e].unhealthy;
+        es->drained = view_drained(v, svc->name, svc->eps[e].name) != NULL;
         es->voters = t[e].voters;
         if (t[e].reasons[0]) {
             es->reasons = a_alloc(a, sizeof(char *));
@@ -456,6 +461,45 @@ int svc_decommission(const struct svc_env *env, const char *node,
     snprintf(msg, sizeof(msg), "The dhaf node %s has been decommissioned.", node);
     r.message = a_str(&a, msg);
     *out = (Dhaf__V1__DecommissionNodeResponse *)a_finish(&a, &r.base);
+    return 0;
+}
+
+int svc_drain(const struct svc_env *env, const char *service, const char *ep, bool drain,
+              Dhaf__V1__DrainResponse **out, struct dhaf_err *err)
+{
+    if (!env->actor)
+        return dhaf_err_set(err, DHAF_EINTERNAL, "a change without a caller");
+    int rc = leader_drain(env->c, env->cfg, service ? service : "", ep ? ep : "", drain, env->actor,
+                          err);
+    if (rc)
+        return rc;
+    struct arena a = {0};
+    Dhaf__V1__DrainResponse r = DHAF__V1__DRAIN_RESPONSE__INIT;
+    char msg[300];
+    snprintf(msg, sizeof(msg),
+             drain ? "Entry point %s of %s is drained: it is no target; traffic on it moves to "
+                     "the best other healthy one."
+                   : "Entry point %s of %s is no longer drained.",
+             ep, service);
+    r.message = a_str(&a, msg);
+    *out = (Dhaf__V1__DrainResponse *)a_finish(&a, &r.base);
+    return 0;
+}
+
+int svc_pause(const struct svc_env *env, bool pause, Dhaf__V1__PauseResponse **out,
+              struct dhaf_err *err)
+{
+    if (!env->actor)
+        return dhaf_err_set(err, DHAF_EINTERNAL, "a change without a caller");
+    int rc = leader_pause(env->c, pause, env->actor, err);
+    if (rc)
+        return rc;
+    struct arena a = {0};
+    Dhaf__V1__PauseResponse r = DHAF__V1__PAUSE_RESPONSE__INIT;
+    r.message = a_str(&a, pause ? "Decisions are paused: the leader shows what it would switch "
+                                  "(would-switch events) and carries nothing out."
+                                : "Decisions are carried out again.");
+    *out = (Dhaf__V1__PauseResponse *)a_finish(&a, &r.base);
     return 0;
 }
 

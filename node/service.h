@@ -36,6 +36,11 @@ int svc_purge(const struct svc_env *env, const char *service,
               Dhaf__V1__PurgeSwitchoverResponse **out, struct dhaf_err *err);
 int svc_decommission(const struct svc_env *env, const char *node,
                      Dhaf__V1__DecommissionNodeResponse **out, struct dhaf_err *err);
+/* Maintenance (audited with env->actor): drain or undrain an entry point; pause or resume. */
+int svc_drain(const struct svc_env *env, const char *service, const char *ep, bool drain,
+              Dhaf__V1__DrainResponse **out, struct dhaf_err *err);
+int svc_pause(const struct svc_env *env, bool pause, Dhaf__V1__PauseResponse **out,
+              struct dhaf_err *err);
 /** service NULL or "": cluster events. limit 0 = 50; at most 1000. Newest first. */
 int svc_events(const struct svc_env *env, const char *service, uint32_t limit,
                Dhaf__V1__ListEventsResponse **out, struct dhaf_err *err);

@@ -349,7 +349,8 @@ static unsigned apply(struct view *v, const char *key, const struct dhaf_kv *kv,
         unsigned topic;
     } dirs[] = {{"members/", VS_MEMBERS, VIEW_MEMBERS},
                 {"alive/", VS_ALIVE, VIEW_MEMBERS},
-                {"probers/", VS_PROBERS, VIEW_PROBERS}};
+                {"probers/", VS_PROBERS, VIEW_PROBERS},
+                {"control/", VS_CONTROL, VIEW_SERVICES}};
     if (strcmp(k, "leader") == 0) {
         rec_clear(&v->leader);
         if (kv) {
@@ -387,7 +388,15 @@ static unsigned apply(struct view *v, const char *key, const struct dhaf_kv *kv,
             set = VS_STATE;
         else if (strcmp(slash, "/switchover") == 0)
             set = VS_REQUEST;
-        else
+        else if (strncmp(slash, "/drained/", 9) == 0 && slash[9] && !strchr(slash + 9, '/')) {
+            char name[DHAF_NAME_MAX * 3]; /* "<svc>/<ep>" */
+            snprintf(name, sizeof(name), "%.*s/%s", (int)(slash - (k + 9)), k + 9, slash + 9);
+            if (kv)
+                set_put(&v->sets[VS_DRAINED], name, kv);
+            else
+                set_del(&v->sets[VS_DRAINED], name);
+            return VIEW_SERVICES;
+        } else
             return 0;
         char svc[DHAF_NAME_MAX * 2];
         snprintf(svc, sizeof(svc), "%.*s", (int)(slash - (k + 9)), k + 9);
@@ -745,6 +754,13 @@ const struct view_vote *view_vote_of(const struct view *v, const char *voter)
 const struct view_vote *view_voter_at(const struct view *v, size_t i)
 {
     return i < v->n_votes ? &v->votes[i] : NULL;
+}
+
+const struct view_rec *view_drained(const struct view *v, const char *svc, const char *ep)
+{
+    char name[DHAF_NAME_MAX * 3];
+    snprintf(name, sizeof(name), "%s/%s", svc, ep);
+    return view_find(v, VS_DRAINED, name);
 }
 
 void view_tally(const struct view *v, const struct dhaf_config *cfg, const struct dhaf_service *svc,

@@ -94,12 +94,26 @@ struct view_rec {
     int64_t create_rev, mod_rev, lease;
 };
 
-enum view_set { VS_MEMBERS, VS_ALIVE, VS_PROBERS, VS_STATE, VS_REQUEST, VS_N };
+/* VS_DRAINED: services/<svc>/drained/<ep>, named "<svc>/<ep>"; VS_CONTROL: control/<name>
+ * ("pause"). */
+enum view_set {
+    VS_MEMBERS,
+    VS_ALIVE,
+    VS_PROBERS,
+    VS_STATE,
+    VS_REQUEST,
+    VS_DRAINED,
+    VS_CONTROL,
+    VS_N
+};
 
 size_t view_count(const struct view *v, enum view_set set);
 /** Records in name order. */
 const struct view_rec *view_at(const struct view *v, enum view_set set, size_t i);
 const struct view_rec *view_find(const struct view *v, enum view_set set, const char *name);
+
+/** The record of services/<svc>/drained/<ep> ({actor, role, peer, comment?, at}), or NULL. */
+const struct view_rec *view_drained(const struct view *v, const char *svc, const char *ep);
 
 /** The leader key's record (name "leader", create_rev = epoch); NULL when nobody leads. */
 const struct view_rec *view_leader(const struct view *v);

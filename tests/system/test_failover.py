@@ -328,6 +328,77 @@ def test_lone_voter(c):
         "switch for 4 s; the others back: quorum and failover to ep-2"
 
 
+def ctl(c, *args):
+    n = c.nodes[1]
+    return subprocess.run([os.path.join(c.bin_dir, "dhafctl"), *args, "--endpoint",
+                           f"127.0.0.1:{n.grpc_port}"], capture_output=True, text=True,
+                          timeout=20)
+
+
+def rest(c, method, path):
+    import urllib.request
+    import urllib.error
+    req = urllib.request.Request(f"http://127.0.0.1:{c.nodes[2].rest_port}{path}",
+                                 method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_maintenance(c):
+    """drain / undrain (dhafctl and REST), pause / resume: what moves, what waits, and the
+    events that say who asked."""
+    c.start_all()
+    wait_points_to(c, "ep-1", 10)
+    r = ctl(c, "drain", "ep-1", "-s", "web")
+    assert r.returncode == 0 and "drained" in r.stdout, (r.stdout, r.stderr)
+    wait_points_to(c, "ep-2", 10)  # leaves the drained one while it is healthy
+    ev = svc_events(c, "ep-drained")[-1]
+    assert ev["to"] == "ep-1" and ev["actor"] == "anonymous" and \
+        ev["comment"].startswith("dhafctl "), ev
+    assert svc_events(c, "switching")[-1]["to"] == "ep-2"
+    # the last undrained entry point cannot be drained too
+    st, body = rest(c, "POST", "/api/v1/services/web/entry-points/ep-2/drain?comment=t1")
+    assert st == 409 and "nowhere to go" in body["error"]["message"], (st, body)
+    st, body = rest(c, "DELETE", "/api/v1/services/web/entry-points/ep-1/drain?comment=t2")
+    assert st == 200, (st, body)
+    wait_points_to(c, "ep-1", 10)  # back to the top priority
+    ev = svc_events(c, "ep-undrained")[-1]
+    assert ev["comment"] == "t2" and ev["peer"] == "127.0.0.1", ev
+    st, body = rest(c, "DELETE", "/api/v1/services/web/entry-points/ep-1/drain")
+    assert st == 404 and "not drained" in body["error"]["message"], (st, body)
+
+    # pause: the outage is seen and shown, nothing is switched
+    r = ctl(c, "pause")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    wait_until("paused", lambda: c.etcd.get_json(c.prefix + "control/pause"), 5)
+    calls = len(c.sw.calls())
+    c.b1.stop()
+    wait_until("would-switch", lambda: svc_events(c, "would-switch"), 10)
+    ev = svc_events(c, "would-switch")[-1]
+    assert ev["from"] == "ep-1" and ev["to"] == "ep-2" and "failover" in ev["message"], ev
+    assert state(c).get("would") == {"kind": "failover", "to": "ep-2"}, state(c)
+    held = time.monotonic()
+    wait_until("3 s paused", lambda: time.monotonic() - held >= 3, 4, 0.2)
+    assert len(c.sw.calls()) == calls and c.sw.points_to() == "ep-1", c.sw.calls()
+    assert len(svc_events(c, "would-switch")) == 1, svc_events(c, "would-switch")  # once
+    r = ctl(c, "status-service", "-s", "web")
+    assert "Would switch" in r.stdout and "failover to ep-2" in r.stdout, r.stdout
+    r = ctl(c, "status-dhaf")
+    assert "PAUSED" in r.stdout, r.stdout
+    r = ctl(c, "resume")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    wait_points_to(c, "ep-2", 10)
+    kinds = [e["kind"] for e in c.events() if e["kind"] in ("paused", "resumed")]
+    assert kinds == ["paused", "resumed"], kinds
+    one_switcher_per_epoch(c)
+    return "drain moved traffic ep-1 -> ep-2, draining the last one 409, undrain (REST) back " \
+        "to ep-1; paused: ep-1 down shown once as would-switch (failover to ep-2), no switch " \
+        "for 3 s; resume: failover; every change an event with actor and comment"
+
+
 def with_cluster(fn, kind="exec"):
     def run():
         c = make_cluster(free_port(), kind)
@@ -354,4 +425,5 @@ if __name__ == "__main__":
         ("leader kill -9 in the middle of a failover: the new leader finishes it",
          with_cluster(test_leader_killed_mid_failover)),
         ("a lone voter (2 of 3 nodes frozen) decides nothing", with_cluster(test_lone_voter)),
+        ("maintenance: drain, undrain, pause, resume", with_cluster(test_maintenance)),
     ]))

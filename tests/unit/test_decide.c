@@ -102,13 +102,15 @@ static void test_table(void **state)
         struct decide_state st = {.current = c->current, .panic = c->panic, .quorum = c->quorum};
         for (size_t e = 0; e < 3; e++)
             st.eps[e] = c->known[e] == 'U' ? EP_UP : c->known[e] == 'D' ? EP_DOWN : EP_UNKNOWN;
-        struct decide_request req = {REQ_NONE, -1};
+        struct decide_request req = {.kind = REQ_NONE, .ep = -1};
         if (c->req == -2)
             req.kind = REQ_UNKNOWN_EP;
         else if (c->req >= 0)
-            req = (struct decide_request){REQ_EP, c->req};
+            req = (struct decide_request){.kind = REQ_EP, .ep = c->req};
         struct decide_output out;
-        struct quorum q = {3, 3, 2}; /* every voter fresh: the table is about the rules */
+        struct quorum q = {.fresh = 3,
+                           .expected = 3,
+                           .need = 2}; /* every voter fresh: the table is about the rules */
         decide(&svc, t, &q, &st, &req, &out);
         char got[256] = "";
         for (size_t k = 0; k < out.n_events; k++)
@@ -134,9 +136,9 @@ static void test_state_is_carried(void **state)
     build_tally("DUU", t);
     struct decide_state st = {.current = 0, .quorum = true};
     st.eps[0] = st.eps[1] = st.eps[2] = EP_UP;
-    struct decide_request req = {REQ_NONE, -1};
+    struct decide_request req = {.kind = REQ_NONE, .ep = -1};
     struct decide_output out;
-    struct quorum q = {3, 3, 2};
+    struct quorum q = {.fresh = 3, .expected = 3, .need = 2};
     decide(&svc, t, &q, &st, &req, &out);
     /* the next state records what was announced, so a new leader does not repeat it */
     assert_int_equal(out.next.eps[0], EP_DOWN);
@@ -161,21 +163,49 @@ static void test_quorum(void **state)
         enum action_kind action;
         const char *events;
     } qcases[] = {
-        {"1 of 3 expected says down: no failover", {1, 3, 2}, true, ACT_NONE, "no-quorum"},
-        {"still 1 of 3: silent", {1, 3, 2}, false, ACT_NONE, ""},
-        {"2 of 3 back: failover", {2, 3, 2}, false, ACT_FAILOVER, "quorum ep-down"},
-        {"2 of 4: no majority", {2, 4, 3}, true, ACT_NONE, "no-quorum"},
-        {"3 of 5 with 2 probers: decides", {3, 5, 3}, true, ACT_FAILOVER, "ep-down"},
-        {"a cluster of one: decides", {1, 1, 1}, true, ACT_FAILOVER, "ep-down"},
-        {"min-voters 3, 2 fresh of 2: no decision", {2, 2, 3}, true, ACT_NONE, "no-quorum"},
-        {"need 0 never means no voter", {0, 0, 0}, true, ACT_NONE, "no-quorum"},
+        {"1 of 3 expected says down: no failover",
+         {.fresh = 1, .expected = 3, .need = 2},
+         true,
+         ACT_NONE,
+         "no-quorum"},
+        {"still 1 of 3: silent", {.fresh = 1, .expected = 3, .need = 2}, false, ACT_NONE, ""},
+        {"2 of 3 back: failover",
+         {.fresh = 2, .expected = 3, .need = 2},
+         false,
+         ACT_FAILOVER,
+         "quorum ep-down"},
+        {"2 of 4: no majority",
+         {.fresh = 2, .expected = 4, .need = 3},
+         true,
+         ACT_NONE,
+         "no-quorum"},
+        {"3 of 5 with 2 probers: decides",
+         {.fresh = 3, .expected = 5, .need = 3},
+         true,
+         ACT_FAILOVER,
+         "ep-down"},
+        {"a cluster of one: decides",
+         {.fresh = 1, .expected = 1, .need = 1},
+         true,
+         ACT_FAILOVER,
+         "ep-down"},
+        {"min-voters 3, 2 fresh of 2: no decision",
+         {.fresh = 2, .expected = 2, .need = 3},
+         true,
+         ACT_NONE,
+         "no-quorum"},
+        {"need 0 never means no voter",
+         {.fresh = 0, .expected = 0, .need = 0},
+         true,
+         ACT_NONE,
+         "no-quorum"},
     };
     for (size_t i = 0; i < sizeof(qcases) / sizeof(qcases[0]); i++) {
         struct ep_tally t[3];
         build_tally("DUU", t);
         struct decide_state st = {.current = 0, .quorum = qcases[i].was};
         st.eps[0] = st.eps[1] = st.eps[2] = EP_UP;
-        struct decide_request req = {REQ_NONE, -1};
+        struct decide_request req = {.kind = REQ_NONE, .ep = -1};
         struct decide_output out;
         decide(&svc, t, &qcases[i].q, &st, &req, &out);
         char got[128] = "";
@@ -190,12 +220,60 @@ static void test_quorum(void **state)
     }
 }
 
+/* Drained entry points: never a target; a drained current one is left for the best other
+ * healthy one; a request for a drained one is purged; the service is not down while a
+ * drained entry point is up, but nothing is switched to it. */
+static void test_drain(void **state)
+{
+    (void)state;
+    struct {
+        const char *name, *votes, *drained;
+        int current, req;
+        enum action_kind action;
+        int target;
+        const char *events;
+    } dcases[] = {
+        {"current drained: switching to the next", "UUU", "D..", 0, -1, ACT_SWITCHING, 1, ""},
+        {"current drained, next drained too: the third", "UUU", "DD.", 0, -1, ACT_SWITCHING, 2, ""},
+        {"failover skips a drained one", "DUU", ".D.", 0, -1, ACT_FAILOVER, 2, ""},
+        {"no switching back to a drained top priority", "UUU", "D..", 1, -1, ACT_NONE, -1, ""},
+        {"only a drained one is up: no switch, no panic", "DUD", ".D.", 0, -1, ACT_NONE, -1, ""},
+        {"a request for a drained one: purged", "UUU", "..D", 0, 2, ACT_NONE, -1,
+         "switchover-purged"},
+        {"nothing set yet: the best undrained", "UUU", "D..", -1, -1, ACT_SWITCHING, 1, ""},
+    };
+    for (size_t i = 0; i < sizeof(dcases) / sizeof(dcases[0]); i++) {
+        struct ep_tally t[3];
+        build_tally(dcases[i].votes, t);
+        struct decide_state st = {.current = dcases[i].current, .quorum = true};
+        for (size_t e = 0; e < 3; e++)
+            st.eps[e] = dcases[i].votes[e] == 'U' ? EP_UP : EP_DOWN;
+        struct decide_request req = {.kind = dcases[i].req >= 0 ? REQ_EP : REQ_NONE,
+                                     .ep = dcases[i].req};
+        for (size_t e = 0; e < 3; e++)
+            req.drained[e] = dcases[i].drained[e] == 'D';
+        struct quorum q = {.fresh = 3, .expected = 3, .need = 2};
+        struct decide_output out;
+        decide(&svc, t, &q, &st, &req, &out);
+        char got[128] = "";
+        for (size_t k = 0; k < out.n_events; k++)
+            snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s", k ? " " : "",
+                     event_kind_info(out.events[k].kind)->name);
+        if (out.action != dcases[i].action || out.target != dcases[i].target ||
+            strcmp(got, dcases[i].events) != 0)
+            fail_msg("case \"%s\": action %s target %d events \"%s\"", dcases[i].name,
+                     action_name(out.action), out.target, got);
+        assert_false(out.next.panic);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_state_is_carried),
         cmocka_unit_test(test_quorum),
+        cmocka_unit_test(test_drain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -118,7 +118,8 @@ static void test_service_names(void **state)
     assert_string_equal(etcdserverpb__auth__descriptor.name, "etcdserverpb.Auth");
     assert_string_equal(dhaf__v1__dhaf__descriptor.name, "dhaf.v1.Dhaf");
     assert_string_equal(dhaf__v1__prober__descriptor.name, "dhaf.v1.Prober");
-    assert_int_equal(dhaf__v1__dhaf__descriptor.n_methods, 9);
+    assert_int_equal(dhaf__v1__dhaf__descriptor.n_methods,
+                     13); /* + drain, undrain, pause, resume */
     assert_int_equal(dhaf__v1__prober__descriptor.n_methods, 2);
 }
 

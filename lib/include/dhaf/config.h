@@ -100,6 +100,7 @@ struct dhaf_config {
     int tact_interval;
     int tact_post_switch_delay;
     int min_voters; /* fresh voters a decision needs; 0: a strict majority of the expected */
+    bool dry_run;   /* this node, leading, shows its decisions and carries none out */
     struct dhaf_api web_api;
     struct dhaf_api grpc_api;
     char *api_token;  /* secret: the admin role */
