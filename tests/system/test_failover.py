@@ -399,6 +399,24 @@ def test_maintenance(c):
         "for 3 s; resume: failover; every change an event with actor and comment"
 
 
+def test_dry_run(c):
+    """dhaf.dry-run on every node: the first placement and an outage are shown as
+    would-switch, and the switcher is never called."""
+    for n in c.nodes:
+        cfg = open(n.config).read().replace("  tact-interval: 1\n",
+                                            "  tact-interval: 1\n  dry-run: true\n")
+        open(n.config, "w").write(cfg)
+    c.start_all()
+    wait_until("would-switch (first placement)", lambda: svc_events(c, "would-switch"), 15)
+    assert svc_events(c, "would-switch")[-1]["to"] == "ep-1", svc_events(c)
+    c.b1.stop()
+    wait_until("ep-1 down shown", lambda: state(c).get("eps", {}).get("ep-1") == "down", 10)
+    assert c.sw.calls() == [] and state(c).get("current") is None, (c.sw.calls(), state(c))
+    assert not c.etcd.get_json(c.prefix + "control/pause")  # the node's own setting
+    return "dry-run: first placement shown as would-switch to ep-1, ep-1 down announced, " \
+        "the switcher never called"
+
+
 def with_cluster(fn, kind="exec"):
     def run():
         c = make_cluster(free_port(), kind)
@@ -426,4 +444,5 @@ if __name__ == "__main__":
          with_cluster(test_leader_killed_mid_failover)),
         ("a lone voter (2 of 3 nodes frozen) decides nothing", with_cluster(test_lone_voter)),
         ("maintenance: drain, undrain, pause, resume", with_cluster(test_maintenance)),
+        ("dhaf.dry-run: decisions shown, nothing switched", with_cluster(test_dry_run)),
     ]))
