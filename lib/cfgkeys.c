@@ -172,32 +172,71 @@ const char *cfg_show(const struct ynode *n, char *buf, size_t len)
     return buf;
 }
 
-/* Edit distance counting a swap of neighbours as one edit (optimal string alignment). */
-static size_t distance(const char *a, const char *b)
+/* The longest word and candidate measured by distance: names are short, and a longer word gets
+ * no suggestion by distance (only by same_squashed). */
+#define SUGGEST_MAX 64
+
+/* Copies s lower-cased into out (SUGGEST_MAX + 1 bytes), once per string rather than once per
+ * cell of the distance table. Returns the length, or SIZE_MAX (out untouched) when it is longer
+ * than SUGGEST_MAX. */
+static size_t lower_into(const char *s, char *out)
 {
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 64 || lb > 64)
+    size_t n = strlen(s);
+    if (n > SUGGEST_MAX)
         return SIZE_MAX;
-    size_t d[65][65];
-    for (size_t i = 0; i <= la; i++)
-        d[i][0] = i;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (char)tolower((unsigned char)s[i]);
+    out[n] = '\0';
+    return n;
+}
+
+/* Edit distance of a (la) and b (lb) counting a swap of neighbours as one edit (optimal string
+ * alignment), when it is at most k (< SUGGEST_MAX); k + 1 when it is more. Only the answer up to
+ * k matters to the caller, which makes it cheap (the fuzzer and a config full of typos call it
+ * for every candidate of every unknown key):
+ * - a cell d[i][j] is at least |i - j|, so only the band |i - j| <= k is worked out; the cells
+ *   outside it stay k + 1;
+ * - every value is capped at k + 1: min and +1 keep a capped table exact up to k;
+ * - once a whole row exceeds k, so does every later row (a swap reaching back two rows passes
+ *   a cell of the row between that is no larger than it plus one), and the search stops. */
+static size_t distance_within(const char *a, size_t la, const char *b, size_t lb, size_t k)
+{
+    const unsigned char over = (unsigned char)(k + 1);
+    if ((la > lb ? la - lb : lb - la) > k)
+        return over;
+    unsigned char rows[3][SUGGEST_MAX + 1];
+    unsigned char *before = rows[0], *prev = rows[1], *cur = rows[2];
     for (size_t j = 0; j <= lb; j++)
-        d[0][j] = j;
+        prev[j] = j <= k ? (unsigned char)j : over;
     for (size_t i = 1; i <= la; i++) {
-        for (size_t j = 1; j <= lb; j++) {
-            int ca = tolower((unsigned char)a[i - 1]), cb = tolower((unsigned char)b[j - 1]);
-            size_t best = d[i - 1][j - 1] + (ca != cb);
-            if (d[i - 1][j] + 1 < best)
-                best = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < best)
-                best = d[i][j - 1] + 1;
-            if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) &&
-                tolower((unsigned char)a[i - 2]) == cb && d[i - 2][j - 2] + 1 < best)
-                best = d[i - 2][j - 2] + 1;
-            d[i][j] = best;
+        memset(cur, over, lb + 1);
+        size_t lo = i > k ? i - k : 1, hi = i + k < lb ? i + k : lb;
+        unsigned char row_min = over;
+        if (i <= k)
+            cur[0] = row_min = (unsigned char)i;
+        for (size_t j = lo; j <= hi; j++) {
+            unsigned char v = (unsigned char)(prev[j - 1] + (a[i - 1] != b[j - 1]));
+            if (prev[j] + 1 < v)
+                v = (unsigned char)(prev[j] + 1);
+            if (cur[j - 1] + 1 < v)
+                v = (unsigned char)(cur[j - 1] + 1);
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                before[j - 2] + 1 < v)
+                v = (unsigned char)(before[j - 2] + 1);
+            if (v > over)
+                v = over;
+            cur[j] = v;
+            if (v < row_min)
+                row_min = v;
         }
+        if (row_min > k)
+            return over;
+        unsigned char *t = before;
+        before = prev;
+        prev = cur;
+        cur = t;
     }
-    return d[la][lb];
+    return prev[lb];
 }
 
 /* Same letters apart from case, '-' and '_' ("receiveTimeout" vs "receive-timeout"). */
@@ -219,20 +258,31 @@ static bool same_squashed(const char *a, const char *b)
 
 const char *dhaf_cfg_suggest(const char *word, const char *const *cands, size_t n)
 {
+    char lw[SUGGEST_MAX + 1], lc[SUGGEST_MAX + 1];
+    size_t len = strlen(word);
+    size_t limit = len <= 4 ? 1 : (len <= 8 ? 2 : 3);
+    size_t lwlen = lower_into(word, lw);
+    /* The first candidate at the smallest distance, among those within the limit: bestd starts
+     * past the limit, and a later candidate must be strictly closer to replace the best. */
     const char *best = NULL;
-    size_t bestd = SIZE_MAX;
+    size_t bestd = limit + 1;
     for (size_t i = 0; i < n; i++) {
         if (same_squashed(word, cands[i]))
             return cands[i];
-        size_t d = distance(word, cands[i]);
-        if (d < bestd) {
+        if (lwlen == SIZE_MAX || bestd == 0)
+            continue;
+        size_t k = bestd - 1;
+        size_t cl = strlen(cands[i]);
+        if (cl > SUGGEST_MAX || (cl > lwlen ? cl - lwlen : lwlen - cl) > k)
+            continue;
+        lower_into(cands[i], lc);
+        size_t d = distance_within(lw, lwlen, lc, cl, k);
+        if (d <= k) {
             bestd = d;
             best = cands[i];
         }
     }
-    size_t len = strlen(word);
-    size_t limit = len <= 4 ? 1 : (len <= 8 ? 2 : 3);
-    return bestd <= limit ? best : NULL;
+    return best;
 }
 
 const struct ynode *cfg_lookup(const struct ynode *map, const char *dotted)
