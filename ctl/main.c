@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dhaf/clock.h"
 #include "dhaf/valid.h"
 #include "client.h"
 #include "dhaf/pbjson.h"
@@ -28,6 +29,7 @@ struct command {
 static int cmd_status_dhaf(struct ctl *, const char *, char **, int);
 static int cmd_status_services(struct ctl *, const char *, char **, int);
 static int cmd_status_service(struct ctl *, const char *, char **, int);
+static int cmd_explain(struct ctl *, const char *, char **, int);
 static int cmd_candidates(struct ctl *, const char *, char **, int);
 static int cmd_switchover(struct ctl *, const char *, char **, int);
 static int cmd_purge(struct ctl *, const char *, char **, int);
@@ -46,6 +48,9 @@ static const struct command commands[] = {
      cmd_status_services},
     {"status-service", "-s SERVICE", "show one service and its entry points", true, 0,
      cmd_status_service},
+    {"explain", "-s SERVICE",
+     "why: each voter's vote on each entry point, the quorum, the rule that decides, what next",
+     true, 0, cmd_explain},
     {"switchover-candidates", "-s SERVICE", "show the healthy entry points a switchover may use",
      true, 0, cmd_candidates},
     {"switchover-to", "EP -s SERVICE", "switch SERVICE to entry point EP and pin it there", true, 1,
@@ -304,6 +309,75 @@ static int cmd_status_service(struct ctl *c, const char *svc, char **pos, int li
         print_json(r_m);
     else
         print_service(c, (Dhaf__V1__ServiceStatus *)r_m);
+    protobuf_c_message_free_unpacked(r_m, NULL);
+    return 0;
+}
+
+/* The decision of one service taken apart: quorum, rule, next switch, then every vote. */
+static void print_explain(const struct ctl *c, const Dhaf__V1__ServiceStatus *s)
+{
+    char title[200], line[400];
+    struct table t;
+    snprintf(title, sizeof(title), "Service \"%s\" -> Why", s->name);
+    table_init(&t, title, "Key", "Value", (const char *)NULL);
+    table_row(&t, PAINT_NONE, "Current entry point", PAINT_BOLD,
+              s->current_entry_point[0] ? s->current_entry_point : "(none yet)");
+    snprintf(line, sizeof(line), "%u fresh of %u expected, %u needed; %u impaired (not counted)",
+             s->voters_fresh, s->voters_expected, s->voters_needed, s->voters_impaired);
+    table_row(&t, PAINT_NONE, "Voters",
+              s->voters_fresh < s->voters_needed ? PAINT_YELLOW : PAINT_NONE, line);
+    table_row(&t, PAINT_NONE, "Rule", PAINT_NONE, s->decision_rule);
+    if (strcmp(s->next_action, "none") != 0)
+        snprintf(line, sizeof(line), "%s to %s", s->next_action, s->next_target);
+    else
+        snprintf(line, sizeof(line), "nothing to switch");
+    table_row(&t, PAINT_NONE, "Next", PAINT_NONE, line);
+    if (s->last_switch && s->last_switch->kind[0]) {
+        char at[40];
+        fmt_time(at, sizeof(at), s->last_switch->at_ms);
+        snprintf(line, sizeof(line), "%s %s -> %s at %s", s->last_switch->kind,
+                 s->last_switch->from[0] ? s->last_switch->from : "(none)", s->last_switch->to, at);
+        table_row(&t, PAINT_NONE, "Last decision", PAINT_NONE, line);
+    }
+    table_print(&t, stdout, c->color);
+    for (size_t e = 0; e < s->n_entry_points; e++) {
+        const Dhaf__V1__EntryPointStatus *ep = s->entry_points[e];
+        printf("\n");
+        snprintf(title, sizeof(title), "%s (priority %u%s%s): %u of %u counted votes say healthy",
+                 ep->name, ep->priority, ep->drained ? ", drained" : "",
+                 ep->state == DHAF__V1__ENTRY_POINT_STATE__ENTRY_POINT_STATE_CURRENT ? ", current"
+                                                                                     : "",
+                 ep->votes_healthy, ep->voters);
+        table_init(&t, title, "Voter", "Kind", "Opinion", "Reason", "Written", (const char *)NULL);
+        for (size_t k = 0; k < ep->n_votes; k++) {
+            const Dhaf__V1__VoteDetail *vd = ep->votes[k];
+            char reason[300], age[32];
+            snprintf(reason, sizeof(reason), "%s%s%s%s", vd->reason, vd->reason_text[0] ? " " : "",
+                     vd->reason_text, vd->impaired ? " (impaired: not counted)" : "");
+            int64_t now = dhaf_wall_ms(); /* the voter's clock against ours: roughly */
+            if (vd->at_ms > 0 && vd->at_ms <= now)
+                snprintf(age, sizeof(age), "%.1f s ago", (double)(now - vd->at_ms) / 1000.0);
+            else
+                snprintf(age, sizeof(age), "-");
+            table_row(&t, PAINT_NONE, vd->voter, PAINT_NONE, vd->kind,
+                      vd->healthy ? PAINT_GREEN : PAINT_RED, vd->healthy ? "healthy" : "DOWN",
+                      PAINT_NONE, reason, PAINT_NONE, age);
+        }
+        table_print(&t, stdout, c->color);
+    }
+}
+
+static int cmd_explain(struct ctl *c, const char *svc, char **pos, int limit)
+{
+    (void)pos, (void)limit;
+    Dhaf__V1__GetServiceRequest req = DHAF__V1__GET_SERVICE_REQUEST__INIT;
+    req.service = (char *)svc;
+    CALL(c, "GetService", req, dhaf__v1__service_status, r);
+    warn_stale(((Dhaf__V1__ServiceStatus *)r_m)->view);
+    if (c->out == OUT_JSON)
+        print_json(r_m);
+    else
+        print_explain(c, (Dhaf__V1__ServiceStatus *)r_m);
     protobuf_c_message_free_unpacked(r_m, NULL);
     return 0;
 }

@@ -2,6 +2,8 @@
 /* The decision engine (pure): failover, switchover, switching, panic and quorum. */
 #include <string.h>
 
+#include "dhaf/json.h"
+
 #include "decide.h"
 
 const char *action_name(enum action_kind a)
@@ -54,6 +56,7 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const 
         if (state->quorum)
             emit(out, EVK_NO_QUORUM, -1, NULL);
         out->next.quorum = false;
+        out->rule = "no quorum: too few fresh voters, nothing is decided";
         return;
     }
     if (!state->quorum)
@@ -103,14 +106,19 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const 
             pinned = true;
         }
     }
-    if (panic || best < 0) /* down, or only drained entry points are up: nowhere to go */
+    if (panic || best < 0) { /* down, or only drained entry points are up: nowhere to go */
+        out->rule = panic ? "panic: no entry point is healthy, nothing is switched"
+                          : "only drained entry points are healthy: nowhere to switch to";
         return;
+    }
 
     /* No current entry point yet (a new service, or the provider points nowhere we know):
      * send traffic where the operator asked, else to the highest priority. */
     if (cur < 0) {
         out->action = pinned ? ACT_SWITCHOVER : ACT_SWITCHING;
         out->target = pinned ? req->ep : best;
+        out->rule = pinned ? "no current entry point: the requested one"
+                           : "no current entry point: the highest-priority healthy one";
         return;
     }
 
@@ -119,6 +127,8 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const 
     if (cur_h == EP_DOWN) {
         out->action = ACT_FAILOVER;
         out->target = best;
+        out->rule = "failover: a majority of the fresh voters says the current entry point is "
+                    "down; to the highest-priority healthy one";
         if (req->kind == REQ_EP && !out->purge_request) {
             out->purge_request = true;
             emit(out, EVK_SWITCHOVER_PURGED, req->ep, "a failover took precedence");
@@ -133,6 +143,9 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const 
             out->action = ACT_SWITCHOVER;
             out->target = req->ep;
         }
+        out->rule = req->ep != cur ? "switchover: an operator asked for a healthy entry point"
+                                   : "pinned: a switchover request holds traffic here (purge "
+                                     "it to let dhaf switch back)";
         return;
     }
 
@@ -141,6 +154,7 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const 
     if (req->drained[cur]) {
         out->action = ACT_SWITCHING;
         out->target = best;
+        out->rule = "drained: the current entry point is drained; to the best other healthy one";
         return;
     }
 
@@ -148,5 +162,38 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const 
     if (cur_h == EP_UP && best < cur) {
         out->action = ACT_SWITCHING;
         out->target = best;
+        out->rule = "switching: a higher-priority entry point is healthy again";
+        return;
+    }
+    out->rule = cur_h == EP_UP ? "steady: the current entry point is healthy and none of "
+                                 "higher priority is"
+                               : "steady: no voter has checked the current entry point";
+}
+
+void decide_state_from_json(const struct dhaf_service *svc, const json_t *j,
+                            struct decide_state *st)
+{
+    memset(st, 0, sizeof(*st));
+    st->current = -1;
+    st->would_target = -1;
+    if (!json_is_object(j))
+        return;
+    const char *cur = dhaf_json_str(j, "current");
+    st->current = cur ? dhaf_service_ep_index(svc, cur) : -1;
+    st->panic = json_is_true(json_object_get(j, "panic"));
+    st->quorum = json_is_true(json_object_get(j, "quorum"));
+    const json_t *would = json_object_get(j, "would");
+    const char *wk = json_is_object(would) ? dhaf_json_str(would, "kind") : NULL;
+    const char *wt = json_is_object(would) ? dhaf_json_str(would, "to") : NULL;
+    if (wk && wt && (st->would_target = dhaf_service_ep_index(svc, wt)) >= 0)
+        st->would_action = !strcmp(wk, "failover")     ? ACT_FAILOVER
+                           : !strcmp(wk, "switchover") ? ACT_SWITCHOVER
+                                                       : ACT_SWITCHING;
+    else
+        st->would_target = -1;
+    const json_t *eps = json_object_get(j, "eps");
+    for (size_t e = 0; e < svc->n_eps && e < DECIDE_MAX_EPS; e++) {
+        const char *h = dhaf_json_str(eps, svc->eps[e].name);
+        st->eps[e] = h && !strcmp(h, "up") ? EP_UP : h && !strcmp(h, "down") ? EP_DOWN : EP_UNKNOWN;
     }
 }

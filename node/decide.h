@@ -53,6 +53,7 @@ struct decide_output {
     struct decide_state next; /* the state to store (current is changed by the switch only) */
     struct decide_event events[DECIDE_MAX_EVENTS];
     size_t n_events;
+    const char *rule; /* which rule decided, in words (static): for explain */
 };
 
 /**
@@ -62,6 +63,11 @@ struct decide_output {
 void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const struct quorum *q,
             const struct decide_state *state, const struct decide_request *req,
             struct decide_output *out);
+
+/** The parts of a services/<svc>/state record (j; NULL or not an object: nothing known) that
+ *  decide() reads. */
+void decide_state_from_json(const struct dhaf_service *svc, const json_t *j,
+                            struct decide_state *st);
 
 /** "failover", "switchover", "switching", "none". */
 const char *action_name(enum action_kind a);

@@ -230,29 +230,10 @@ static void parse_state(struct svc_run *r, const struct dhaf_service *svc, const
     }
     if (!j)
         return;
-    const char *cur = dhaf_json_str(j, "current");
-    r->st.current = cur ? dhaf_service_ep_index(svc, cur) : -1;
-    r->st.panic = json_is_true(json_object_get(j, "panic"));
-    r->st.quorum = json_is_true(json_object_get(j, "quorum"));
-    const json_t *would = json_object_get(j, "would");
-    const char *wk = json_is_object(would) ? dhaf_json_str(would, "kind") : NULL;
-    const char *wt = json_is_object(would) ? dhaf_json_str(would, "to") : NULL;
-    if (wk && wt && (r->st.would_target = dhaf_service_ep_index(svc, wt)) >= 0)
-        r->st.would_action = !strcmp(wk, "failover")     ? ACT_FAILOVER
-                             : !strcmp(wk, "switchover") ? ACT_SWITCHOVER
-                                                         : ACT_SWITCHING;
-    else
-        r->st.would_target = -1;
+    decide_state_from_json(svc, j, &r->st);
     int64_t since = 0;
     if (dhaf_json_int(j, "since", &since) == 0)
         r->since = since;
-    const json_t *eps = json_object_get(j, "eps");
-    for (size_t e = 0; e < svc->n_eps && e < DECIDE_MAX_EPS; e++) {
-        const char *h = dhaf_json_str(eps, svc->eps[e].name);
-        r->st.eps[e] = h && !strcmp(h, "up")     ? EP_UP
-                       : h && !strcmp(h, "down") ? EP_DOWN
-                                                 : EP_UNKNOWN;
-    }
     json_t *ls = json_object_get(j, "last_switch");
     if (json_is_object(ls))
         r->last_switch = json_incref(ls);

@@ -10,7 +10,9 @@
 #include <time.h>
 
 #include "cluster.h"
+#include "decide.h"
 #include "dhaf/alloc.h"
+#include "dhaf/clock.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
 #include "etcdmon.h"
@@ -233,8 +235,44 @@ static void vote_details(struct view *v, const struct dhaf_service *svc, size_t 
         vd->healthy = r->healthy;
         vd->reason = a_str(a, r->reason);
         vd->reason_text = a_str(a, r->text);
+        vd->impaired = vv->vote.impaired;
+        vd->kind = a_str(a, vv->vote.kind);
+        vd->at_ms = vv->vote.at_ms;
         es->votes[es->n_votes++] = vd;
     }
+}
+
+/* What the leader's rules make of the view now (decide() on this node's tally): the rule and
+ * the switch it leads to. The leader decides the same from the same etcd state, unless its
+ * view is ahead or behind by a watch event. */
+static void explain(struct view *v, const struct dhaf_service *svc, const json_t *st,
+                    const struct ep_tally *t, const struct quorum *q, struct arena *a,
+                    Dhaf__V1__ServiceStatus *ss)
+{
+    if (svc->n_eps > DECIDE_MAX_EPS) {
+        ss->decision_rule = ss->next_action = ss->next_target = "";
+        return;
+    }
+    struct decide_state ds;
+    decide_state_from_json(svc, st, &ds);
+    struct decide_request req = {.kind = REQ_NONE, .ep = -1};
+    for (size_t e = 0; e < svc->n_eps; e++)
+        req.drained[e] = view_drained(v, svc->name, svc->eps[e].name) != NULL;
+    const struct view_rec *rr = view_find(v, VS_REQUEST, svc->name);
+    if (rr) {
+        const char *ep = rr->j ? dhaf_json_str(rr->j, "ep") : NULL;
+        req.ep = ep ? dhaf_service_ep_index(svc, ep) : -1;
+        req.kind = req.ep >= 0 ? REQ_EP : REQ_UNKNOWN_EP;
+    }
+    struct decide_output out;
+    decide(svc, t, q, &ds, &req, &out);
+    bool paused = view_find(v, VS_CONTROL, "pause") != NULL;
+    char rule[300];
+    snprintf(rule, sizeof(rule), "%s%s", out.rule ? out.rule : "",
+             paused && out.action != ACT_NONE ? " (paused: not carried out)" : "");
+    ss->decision_rule = a_str(a, rule);
+    ss->next_action = a_str(a, action_name(out.action));
+    ss->next_target = a_str(a, out.target >= 0 ? svc->eps[out.target].name : "");
 }
 
 /* Fills one ServiceStatus from the config and the view (read-locked). */
@@ -286,6 +324,7 @@ static void service_status(struct view *v, const struct dhaf_config *cfg,
     ss->voters_expected = q.expected;
     ss->voters_needed = q.need;
     ss->voters_impaired = q.impaired;
+    explain(v, svc, st, t, &q, a, ss);
     const json_t *would = st ? json_object_get(st, "would") : NULL;
     ss->would_switch_kind = a_str(a, json_is_object(would) ? jstr(would, "kind") : NULL);
     ss->would_switch_to = a_str(a, json_is_object(would) ? jstr(would, "to") : NULL);
@@ -310,12 +349,18 @@ static void service_status(struct view *v, const struct dhaf_config *cfg,
         es->votes_unhealthy = t[e].unhealthy;
         es->drained = view_drained(v, svc->name, svc->eps[e].name) != NULL;
         es->voters = t[e].voters;
-        if (t[e].reasons[0]) {
-            es->reasons = a_alloc(a, sizeof(char *));
-            es->reasons[0] = a_str(a, t[e].reasons);
-            es->n_reasons = 1;
-        }
         vote_details(v, svc, e, a, es);
+        /* one reason a failing vote that counts: "node-2: timeout no answer in 1 s" */
+        es->reasons = a_alloc(a, (es->n_votes + 1) * sizeof(char *));
+        for (size_t k = 0; k < es->n_votes; k++) {
+            const Dhaf__V1__VoteDetail *vd = es->votes[k];
+            if (vd->healthy || (vd->impaired && !q.all_impaired))
+                continue;
+            char line[400];
+            snprintf(line, sizeof(line), "%s: %s%s%s", vd->voter, vd->reason,
+                     vd->reason_text[0] ? " " : "", vd->reason_text);
+            es->reasons[es->n_reasons++] = a_str(a, line);
+        }
         if (es->healthy)
             ss->up = 1;
         ss->entry_points[ss->n_entry_points++] = es;

@@ -47,6 +47,7 @@ struct dhaf_probe_result *vote_from_report(const struct dhaf_config *cfg,
         res[i].service = r->service;
         res[i].ep = r->entry_point;
         res[i].healthy = r->healthy;
+        res[i].held = r->held;
         res[i].reason = r->reason;
         dhaf_utf8_clean(res[i].text, sizeof(res[i].text), r->reason_text);
         res[i].known = true;
@@ -59,23 +60,32 @@ bool vote_round_impaired(const struct dhaf_probe_result *r, size_t n)
     size_t checked = 0, failing = 0;
     for (size_t i = 0; i < n; i++) {
         checked += r[i].known;
-        failing += r[i].known && !r[i].healthy;
+        failing += r[i].known && (!r[i].healthy || r[i].held);
     }
     return checked >= 2 && failing == checked;
+}
+
+/* The opinion a vote carries for r: a held failure reads healthy (not yet witnessed), unless
+ * the round is impaired - then the vote says what was seen, and counts for nothing. */
+static bool carried(const struct dhaf_probe_result *r, bool impaired)
+{
+    return r->healthy && !(impaired && r->held);
 }
 
 char *vote_encode(const char *voter, const char *kind, uint64_t seq,
                   const struct dhaf_probe_result *r, size_t n)
 {
     json_t *results = json_array();
+    bool impaired = vote_round_impaired(r, n);
     for (size_t i = 0; i < n; i++) {
         if (!r[i].known)
             continue;
         json_t *o = json_object();
+        bool healthy = carried(&r[i], impaired);
         json_object_set_new(o, "service", json_string(r[i].service));
         json_object_set_new(o, "ep", json_string(r[i].ep));
-        json_object_set_new(o, "healthy", json_boolean(r[i].healthy));
-        if (!r[i].healthy) {
+        json_object_set_new(o, "healthy", json_boolean(healthy));
+        if (!healthy) {
             json_object_set_new(o, "reason", json_string(r[i].reason ? r[i].reason : ""));
             char text[VOTE_TEXT_WRITE + 1];
             if (dhaf_utf8_clean(text, sizeof(text), r[i].text))
@@ -89,16 +99,16 @@ char *vote_encode(const char *voter, const char *kind, uint64_t seq,
     json_object_set_new(v, "seq", json_integer((json_int_t)seq));
     json_object_set_new(v, "at", json_integer((json_int_t)dhaf_wall_ms()));
     json_object_set_new(v, "results", results);
-    if (vote_round_impaired(r, n))
+    if (impaired)
         json_object_set_new(v, "impaired", json_true());
     char *text = dhaf_json_dump(v);
     json_decref(v);
     return text;
 }
 
-static const char *reason_of(const struct dhaf_probe_result *r)
+static const char *reason_of(const struct dhaf_probe_result *r, bool impaired)
 {
-    return r->healthy ? "" : r->reason ? r->reason : "";
+    return carried(r, impaired) ? "" : r->reason ? r->reason : "";
 }
 
 /* Results are kept in (service, entry point) order, so a tally finds one by binary search. */
@@ -231,12 +241,16 @@ const struct vote_result *vote_find(const struct vote *v, const char *service, c
 bool vote_same(const struct vote *v, const struct dhaf_probe_result *r, size_t n)
 {
     size_t known = 0;
+    bool impaired = vote_round_impaired(r, n);
+    if (impaired != v->impaired)
+        return false;
     for (size_t i = 0; i < n; i++) {
         if (!r[i].known)
             continue;
         known++;
         const struct vote_result *vr = vote_find(v, r[i].service, r[i].ep);
-        if (!vr || vr->healthy != r[i].healthy || strcmp(vr->reason, reason_of(&r[i])) != 0)
+        if (!vr || vr->healthy != carried(&r[i], impaired) ||
+            strcmp(vr->reason, reason_of(&r[i], impaired)) != 0)
             return false;
     }
     return known == v->n;

@@ -274,6 +274,7 @@ static void report(struct reporter *rp, const struct dhaf_probe_result *r, size_
         c->service = (char *)r[i].service;
         c->entry_point = (char *)r[i].ep;
         c->healthy = r[i].healthy;
+        c->held = r[i].held;
         c->reason = (char *)r[i].reason;
         c->reason_text = (char *)r[i].text;
         c->latency_ms = r[i].latency_ms;

@@ -31,11 +31,13 @@ struct svc_state {
 };
 
 struct ep_state {
-    size_t svc;    /* index into the probe's services */
-    uint64_t hash; /* of voter, service and entry point: picks its slot */
-    bool known;    /* an opinion exists */
-    bool opinion;  /* healthy? */
-    int streak;    /* results in a row against the opinion */
+    size_t svc;      /* index into the probe's services */
+    uint64_t hash;   /* of voter, service and entry point: picks its slot */
+    bool known;      /* an opinion exists */
+    bool opinion;    /* healthy? */
+    int streak;      /* results in a row against the opinion */
+    bool held;       /* turned unhealthy, not yet witnessed by another's pass (see probe.h) */
+    int64_t fail_at; /* held: when the check that turned it started (monotonic ms) */
 };
 
 /* An entry point in its type's queue, with its offset in the current round. */
@@ -62,7 +64,8 @@ struct run {
     struct dhaf_check_target *targets; /* copies, contiguous for check() */
     size_t *eps;                       /* the entry point of each target */
     size_t n;
-    bool threaded; /* false: it ran on the round's thread (no thread could be made) */
+    int64_t started; /* monotonic ms: a pass here vouches for the vantage point since then */
+    bool threaded;   /* false: it ran on the round's thread (no thread could be made) */
     pthread_t thread;
     struct run *next_done;
 };
@@ -301,6 +304,7 @@ static void start_run(struct dhaf_probe *p, struct round *rd, struct ptype *t, s
     r->type = t;
     r->prov = t->prov;
     r->n = n;
+    r->started = dhaf_mono_ms();
     r->targets = dhaf_xcalloc(n, sizeof(*r->targets));
     r->eps = dhaf_xcalloc(n, sizeof(*r->eps));
     for (size_t i = 0; i < n; i++) {
@@ -328,24 +332,55 @@ static void start_run(struct dhaf_probe *p, struct round *rd, struct ptype *t, s
     }
 }
 
+/* Publishes k's opinion: healthy while it is held. */
+static void show(struct dhaf_probe *p, size_t k)
+{
+    p->out[k].healthy = p->eps[k].opinion || p->eps[k].held;
+    p->out[k].held = p->eps[k].held;
+}
+
 /* Takes the results of an ended run into the opinions. */
 static void finish_run(struct dhaf_probe *p, struct round *rd, struct run *r)
 {
     if (r->threaded)
         pthread_join(r->thread, NULL);
+    bool witness = false; /* a pass here vouches for the vantage point since r started */
     for (size_t i = 0; i < r->n; i++) {
         size_t k = r->eps[i];
         const struct dhaf_section *hc = &p->svcs[p->eps[k].svc].svc->checker;
         const struct dhaf_check_result *raw = &p->raw[k];
-        smooth(&p->eps[k], raw->healthy, hc->rise > 0 ? hc->rise : 1, hc->fall > 0 ? hc->fall : 1);
+        struct ep_state *st = &p->eps[k];
+        bool was = st->known && st->opinion;
+        smooth(st, raw->healthy, hc->rise > 0 ? hc->rise : 1, hc->fall > 0 ? hc->fall : 1);
+        if (was && !st->opinion && p->n >= 2) { /* turned unhealthy: held until witnessed */
+            st->held = true;
+            st->fail_at = r->started;
+        } else if (st->opinion) {
+            st->held = false;
+        }
+        witness |= raw->healthy;
         struct dhaf_probe_result *o = &p->out[k];
-        o->healthy = p->eps[k].opinion;
+        show(p, k);
         o->raw_healthy = raw->healthy;
         o->reason = raw->reason ? raw->reason : "internal";
         snprintf(o->text, sizeof(o->text), "%s", raw->text);
         o->latency_ms = raw->latency_ms;
         o->known = true;
         o->fresh = true;
+    }
+    /* Another entry point passed a check that started after a held one failed: that failure
+     * is the entry point's, not this vantage point's. */
+    for (size_t k = 0; witness && k < p->n; k++) {
+        struct ep_state *st = &p->eps[k];
+        if (!st->held || st->fail_at > r->started)
+            continue;
+        bool other = false;
+        for (size_t i = 0; i < r->n && !other; i++)
+            other = r->eps[i] != k && p->raw[r->eps[i]].healthy;
+        if (other) {
+            st->held = false;
+            show(p, k);
+        }
     }
     r->type->running--;
     rd->inflight -= (int)r->n;
@@ -490,7 +525,7 @@ uint64_t dhaf_probe_digest(const struct dhaf_probe_result *r, size_t n)
             continue;
         h = fnv_str(h, r[i].service);
         h = fnv_str(h, r[i].ep);
-        h = fnv_str(h, r[i].healthy ? "h" : "u");
+        h = fnv_str(h, r[i].healthy ? (r[i].held ? "held" : "h") : "u");
         h = fnv_str(h, r[i].healthy || !r[i].reason ? "" : r[i].reason);
     }
     return h;

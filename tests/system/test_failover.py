@@ -388,6 +388,18 @@ def test_maintenance(c):
     assert "Would switch" in r.stdout and "failover to ep-2" in r.stdout, r.stdout
     r = ctl(c, "status-dhaf")
     assert "PAUSED" in r.stdout, r.stdout
+    # explain: the rule, the next switch, and each voter's vote on ep-1 with its reason
+    r = ctl(c, "explain", "-s", "web")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "failover: a majority of the fresh voters says the current entry point is down" in \
+        r.stdout and "(paused: not carried out)" in r.stdout, r.stdout
+    assert "failover to ep-2" in r.stdout and "3 fresh of 3 expected, 2 needed" in r.stdout, \
+        r.stdout
+    ep1 = r.stdout.split("ep-1 (priority 1")[1].split("ep-2 (priority 2")[0]
+    assert ep1.count("DOWN") == 3 and "connect" in ep1, ep1
+    j = json.loads(ctl(c, "explain", "-s", "web", "-o", "json").stdout)
+    assert j["next_action"] == "failover" and j["next_target"] == "ep-2", j
+    assert len(j["entry_points"][0]["reasons"]) == 3, j["entry_points"][0]
     r = ctl(c, "resume")
     assert r.returncode == 0, (r.stdout, r.stderr)
     wait_points_to(c, "ep-2", 10)

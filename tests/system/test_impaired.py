@@ -154,6 +154,12 @@ def test_impaired_probers_abstain(c):
     assert v.get("impaired") is True and not any(r["healthy"] for r in v["results"]), v
     for k in ("ep-down", "service-down", "failover"):
         assert len(c.events(k, service="web")) == before[k], (k, c.events(k, service="web"))
+    # explain shows them, marked; the decision rests on the node's vote alone: no quorum
+    ep1 = s["entry_points"][0]
+    marked = {v["voter"]: v.get("impaired", False) for v in ep1["votes"]}
+    assert marked == {"node-1": False, "p1": True, "p2": True}, ep1
+    assert ep1.get("reasons", []) == [], ep1  # impaired reasons do not count
+    assert s["decision_rule"].startswith("no quorum"), s
 
     ip("-n", NS, "link", "set", SVC_P, "up")
     wait_until("3 fresh voters again",

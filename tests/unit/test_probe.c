@@ -691,6 +691,48 @@ static void test_callback_and_smoothing(void **state)
     dhaf_config_release(&cfg);
 }
 
+/* An opinion that turns unhealthy is held (published healthy) until another entry point
+ * passes a check started since: a vantage point whose network breaks must not see its first
+ * failing checks as the entry points' failure. With nothing passing, every failure stays held
+ * and the round reads as impaired; a pass elsewhere releases it. */
+static void test_failure_held_until_witnessed(void **state)
+{
+    (void)state;
+    int a_port, b_port;
+    int a = test_bind("127.0.0.56", 16, &a_port); /* listening, then closed */
+    int b = test_bind("127.0.0.57", -1, &b_port); /* refusing, then listening */
+    assert_true(a >= 0 && b >= 0);
+    static struct yaml y;
+    yaml_begin(&y);
+    char hc[160];
+    snprintf(hc, sizeof(hc), "type: tcp, port: %d, timeout: 2", a_port);
+    yaml_service(&y, "a", "127.0.0.56", hc);
+    snprintf(hc, sizeof(hc), "type: tcp, port: %d, timeout: 2", b_port);
+    yaml_service(&y, "b", "127.0.0.57", hc);
+    struct dhaf_config cfg;
+    yaml_load(&y, &cfg);
+    struct dhaf_probe *p = engine(&cfg, "node-1", 0);
+    const struct dhaf_probe_result *r;
+    size_t n;
+    dhaf_probe_round(p, 100, NULL, NULL, NULL, &r, &n);
+    assert_true(r[0].healthy && !r[0].held && !r[1].healthy && !r[1].held);
+    close(a); /* a fails now, and nothing passes: held, published healthy */
+    dhaf_probe_round(p, 100, NULL, NULL, NULL, &r, &n);
+    assert_false(r[0].raw_healthy);
+    assert_true(r[0].healthy && r[0].held);
+    assert_false(r[1].healthy);
+    for (size_t k = 0; k < n; k++) /* every one failing or held: a vote of it is impaired */
+        assert_true(!r[k].healthy || r[k].held);
+    assert_int_equal(listen(b, 16), 0); /* b passes: a's failure is a's own */
+    dhaf_probe_round(p, 100, NULL, NULL, NULL, &r, &n);
+    assert_true(r[1].healthy && !r[1].held);
+    assert_false(r[0].healthy);
+    assert_false(r[0].held);
+    close(b);
+    dhaf_probe_free(p);
+    dhaf_config_release(&cfg);
+}
+
 /* A plugin's check() is called from one thread at a time, even when its calls of different
  * slots would overlap (each takes 80 ms; slots are 50 ms apart). */
 static void test_plugin_one_call_at_a_time(void **state)
@@ -772,6 +814,7 @@ int main(void)
         cmocka_unit_test(test_max_inflight),
         cmocka_unit_test(test_stop_mid_round),
         cmocka_unit_test(test_callback_and_smoothing),
+        cmocka_unit_test(test_failure_held_until_witnessed),
         cmocka_unit_test(test_plugin_one_call_at_a_time),
         cmocka_unit_test(test_checkers_on_small_stacks),
     };

@@ -308,7 +308,16 @@ static void test_impaired(void **state)
     assert_true(v.impaired);
     vote_release(&v);
     free(json);
+    /* a held failure (published healthy, not yet witnessed) counts as failing, and the
+     * impaired vote says what was seen */
     r[1].healthy = true;
+    r[1].held = true;
+    assert_true(vote_round_impaired(r, 3));
+    json = vote_encode("p1", "prober", 2, r, 3);
+    assert_non_null(strstr(json, "\"impaired\":true"));
+    assert_null(strstr(json, "\"healthy\":true"));
+    free(json);
+    r[1].held = false;
     assert_false(vote_round_impaired(r, 3));
     json = vote_encode("p1", "prober", 2, r, 3);
     assert_null(strstr(json, "impaired"));

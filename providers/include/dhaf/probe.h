@@ -26,6 +26,9 @@ struct dhaf_probe_result {
     bool known;         /* checked at least once (false: "not checked yet", healthy false) */
     bool fresh;         /* checked in the current round (false: the previous opinion) */
     uint32_t offset_ms; /* when its check starts in the current round, from the round's start */
+    bool held;          /* its opinion turned unhealthy, but no other entry point has passed a
+                           check started since: healthy stays published until one does (the
+                           vantage point itself may be what failed); see dhaf_probe_round */
 };
 
 /* How an engine runs its rounds. */
@@ -59,6 +62,12 @@ typedef void (*dhaf_probe_cb)(void *ud, const struct dhaf_probe_result *all, siz
  * entry point and spread). At most max_inflight checks are in flight; checks that are due
  * together run in one check() call of their checker, on a short-lived thread of the round.
  * A plugin's check() is never called from two threads at once (docs/extensions.md).
+ *
+ * An opinion that turns unhealthy is held (published healthy, held true) until another entry
+ * point passes a check that started at or after the failing one: a vantage point whose own
+ * network breaks fails its checks one after the other as the round goes on, and the first
+ * ones must not read as the entry points' failure. With every entry point failing, every one
+ * ends held (the vote is then impaired). With a single entry point nothing is held.
  *
  * cb (may be NULL) gets every entry point's opinion after each group of checks ends. stop
  * (may be NULL): once it fires, no further check starts and the round returns as soon as the
