@@ -37,7 +37,10 @@ struct ep_state {
     bool opinion;    /* healthy? */
     int streak;      /* results in a row against the opinion */
     bool held;       /* turned unhealthy, not yet witnessed by another's pass (see probe.h) */
-    int64_t fail_at; /* held: when the check that turned it started (monotonic ms) */
+    int64_t fail_at; /* held: when the failing result came in (monotonic ms) */
+    int64_t vouched; /* held: when another entry point passed since (0: not yet) */
+    bool inflight;   /* a check of it runs */
+    size_t type;     /* index into the probe's types */
 };
 
 /* An entry point in its type's queue, with its offset in the current round. */
@@ -81,6 +84,8 @@ struct dhaf_probe {
     struct dhaf_probe_result *out;
     size_t n; /* entry points in all */
     int max_inflight;
+    bool want_witness; /* a failure was held: check another entry point now (see probe.h) */
+    bool want_confirm; /* a held failure was vouched for: check it again now */
 
     /* Between the round's thread, the runs' threads and the stop hook. */
     pthread_mutex_t lock;
@@ -202,6 +207,7 @@ struct dhaf_probe *dhaf_probe_new(const struct dhaf_service *svcs, size_t n,
     for (k = 0; k < total; k++) {
         struct ptype *t = type_of(p, p->svcs[p->eps[k].svc].prov);
         t->queue[t->n++].ep = k;
+        p->eps[k].type = (size_t)(t - p->types);
     }
     return p;
 }
@@ -296,8 +302,10 @@ struct round {
     size_t runs;  /* check() calls in flight */
 };
 
-/* Starts the next n entry points of t's queue in one check() call. */
-static void start_run(struct dhaf_probe *p, struct round *rd, struct ptype *t, size_t n)
+/* Starts the next n entry points of t's queue in one check() call (eps NULL), or the n
+ * entry points eps (a witness). */
+static void start_run(struct dhaf_probe *p, struct round *rd, struct ptype *t, size_t n,
+                      const size_t *eps)
 {
     struct run *r = dhaf_xcalloc(1, sizeof(*r));
     r->p = p;
@@ -308,14 +316,16 @@ static void start_run(struct dhaf_probe *p, struct round *rd, struct ptype *t, s
     r->targets = dhaf_xcalloc(n, sizeof(*r->targets));
     r->eps = dhaf_xcalloc(n, sizeof(*r->eps));
     for (size_t i = 0; i < n; i++) {
-        size_t k = t->queue[t->next + i].ep;
+        size_t k = eps ? eps[i] : t->queue[t->next + i].ep;
+        p->eps[k].inflight = true;
         r->eps[i] = k;
         r->targets[i] = p->targets[k];
         memset(&p->raw[k], 0, sizeof(p->raw[k]));
         p->raw[k].reason = "internal";
         snprintf(p->raw[k].text, sizeof(p->raw[k].text), "the checker gave no result");
     }
-    t->next += n;
+    if (!eps)
+        t->next += n;
     t->running++;
     rd->inflight += (int)n;
     rd->runs++;
@@ -350,13 +360,23 @@ static void finish_run(struct dhaf_probe *p, struct round *rd, struct run *r)
         const struct dhaf_section *hc = &p->svcs[p->eps[k].svc].svc->checker;
         const struct dhaf_check_result *raw = &p->raw[k];
         struct ep_state *st = &p->eps[k];
+        st->inflight = false;
         bool was = st->known && st->opinion;
         smooth(st, raw->healthy, hc->rise > 0 ? hc->rise : 1, hc->fall > 0 ? hc->fall : 1);
         if (was && !st->opinion && p->n >= 2) { /* turned unhealthy: held until witnessed */
             st->held = true;
-            st->fail_at = r->started;
+            st->fail_at = dhaf_mono_ms(); /* the failure may have come at any time of the check */
+            st->vouched = 0;
+            p->want_witness = true;
+            DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-held service=%s ep=%s", p->out[k].service,
+                     p->out[k].ep);
         } else if (st->opinion) {
             st->held = false;
+        } else if (st->held && st->vouched && r->started >= st->vouched && !raw->healthy) {
+            /* failing again while the vantage point is known to work: the entry point's */
+            st->held = false;
+            DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-confirmed service=%s ep=%s", p->out[k].service,
+                     p->out[k].ep);
         }
         witness |= raw->healthy;
         struct dhaf_probe_result *o = &p->out[k];
@@ -368,18 +388,22 @@ static void finish_run(struct dhaf_probe *p, struct round *rd, struct run *r)
         o->known = true;
         o->fresh = true;
     }
-    /* Another entry point passed a check that started after a held one failed: that failure
-     * is the entry point's, not this vantage point's. */
+    /* Another entry point passed a check that started after a held one failed: the vantage
+     * point works now. The held failure may still be its own (it failed while the vantage
+     * point was broken, and has recovered since): it is checked again at once, and only a
+     * failure of that check is published. */
     for (size_t k = 0; witness && k < p->n; k++) {
         struct ep_state *st = &p->eps[k];
-        if (!st->held || st->fail_at > r->started)
+        if (!st->held || st->vouched || st->fail_at > r->started)
             continue;
         bool other = false;
         for (size_t i = 0; i < r->n && !other; i++)
             other = r->eps[i] != k && p->raw[r->eps[i]].healthy;
         if (other) {
-            st->held = false;
-            show(p, k);
+            st->vouched = dhaf_mono_ms();
+            p->want_confirm = true;
+            DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-witnessed service=%s ep=%s", p->out[k].service,
+                     p->out[k].ep);
         }
     }
     r->type->running--;
@@ -425,7 +449,7 @@ static int64_t start_due(struct dhaf_probe *p, struct round *rd)
         pthread_mutex_unlock(&p->lock);
         if (stopping)
             break;
-        start_run(p, rd, first, n);
+        start_run(p, rd, first, n, NULL);
     }
     int64_t next = 0;
     for (size_t i = 0; i < p->n_types; i++) {
@@ -437,6 +461,46 @@ static int64_t start_due(struct dhaf_probe *p, struct round *rd)
             next = at;
     }
     return next;
+}
+
+/* A failure was held: checks another entry point now, one that is healthy, not held and not
+ * in flight (a plugin's type only when no call of it runs), so that the failure is
+ * witnessed - or the vantage point found broken - within a check's time, not at that entry
+ * point's turn in the next round. */
+static void start_witness(struct dhaf_probe *p, struct round *rd)
+{
+    p->want_witness = false;
+    if (rd->inflight >= p->max_inflight)
+        return;
+    for (size_t k = 0; k < p->n; k++) {
+        const struct ep_state *st = &p->eps[k];
+        struct ptype *t = &p->types[st->type];
+        if (!st->known || !st->opinion || st->held || st->inflight || (t->plugin && t->running > 0))
+            continue;
+        DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-witness service=%s ep=%s", p->out[k].service,
+                 p->out[k].ep);
+        start_run(p, rd, t, 1, &k);
+        return;
+    }
+}
+
+/* Held failures vouched for by a pass elsewhere: each is checked again now (not while a
+ * check of it runs: its result is taken when it ends). */
+static void start_confirms(struct dhaf_probe *p, struct round *rd)
+{
+    p->want_confirm = false;
+    for (size_t k = 0; k < p->n; k++) {
+        struct ep_state *st = &p->eps[k];
+        struct ptype *t = &p->types[st->type];
+        if (!st->held || !st->vouched)
+            continue;
+        if (st->inflight || rd->inflight >= p->max_inflight || (t->plugin && t->running > 0)) {
+            p->want_confirm = true; /* later, when it can */
+            continue;
+        }
+        st->vouched = dhaf_mono_ms(); /* the confirming check starts now */
+        start_run(p, rd, t, 1, &k);
+    }
 }
 
 static bool all_started(const struct dhaf_probe *p)
@@ -472,8 +536,13 @@ void dhaf_probe_round(struct dhaf_probe *p, int spread_ms, struct dhaf_cancel *s
      * taken with p->lock held: the hook takes them in that order. */
     bool hooked = dhaf_cancel_hook(stop, wake_stop, p);
     bool stopped = !hooked && dhaf_cancel_fired(stop);
+    p->want_witness = false;
     for (;;) {
         int64_t wake_at = stopped ? 0 : start_due(p, &rd);
+        if (!stopped && p->want_witness)
+            start_witness(p, &rd);
+        if (!stopped && p->want_confirm)
+            start_confirms(p, &rd);
         if (rd.runs == 0 && (stopped || all_started(p)))
             break;
         pthread_mutex_lock(&p->lock);

@@ -82,6 +82,7 @@ class NsProber(Prober):
   nodes: ["{NODE_IP}:{grpc_port}"]
   timeout: 2
   insecure: true
+log: {{level: debug}}
 """)
 
     def start(self):

@@ -64,7 +64,8 @@ typedef void (*dhaf_probe_cb)(void *ud, const struct dhaf_probe_result *all, siz
  * A plugin's check() is never called from two threads at once (docs/extensions.md).
  *
  * An opinion that turns unhealthy is held (published healthy, held true) until another entry
- * point passes a check that started at or after the failing one: a vantage point whose own
+ * point passes a check that started after the failing result came in (at once: a witness
+ * check of a healthy entry point starts then): a vantage point whose own
  * network breaks fails its checks one after the other as the round goes on, and the first
  * ones must not read as the entry points' failure. With every entry point failing, every one
  * ends held (the vote is then impaired). With a single entry point nothing is held.
