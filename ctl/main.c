@@ -298,9 +298,10 @@ static int cmd_status_services(struct ctl *c, const char *svc, char **pos, int l
     return 0;
 }
 
-static int cmd_status_service(struct ctl *c, const char *svc, char **pos, int limit)
+/* GetService, shown by print (or as JSON). */
+static int show_service(struct ctl *c, const char *svc,
+                        void (*print)(const struct ctl *, const Dhaf__V1__ServiceStatus *))
 {
-    (void)pos, (void)limit;
     Dhaf__V1__GetServiceRequest req = DHAF__V1__GET_SERVICE_REQUEST__INIT;
     req.service = (char *)svc;
     CALL(c, "GetService", req, dhaf__v1__service_status, r);
@@ -308,9 +309,15 @@ static int cmd_status_service(struct ctl *c, const char *svc, char **pos, int li
     if (c->out == OUT_JSON)
         print_json(r_m);
     else
-        print_service(c, (Dhaf__V1__ServiceStatus *)r_m);
+        print(c, (Dhaf__V1__ServiceStatus *)r_m);
     protobuf_c_message_free_unpacked(r_m, NULL);
     return 0;
+}
+
+static int cmd_status_service(struct ctl *c, const char *svc, char **pos, int limit)
+{
+    (void)pos, (void)limit;
+    return show_service(c, svc, print_service);
 }
 
 /* The decision of one service taken apart: quorum, rule, next switch, then every vote. */
@@ -370,16 +377,7 @@ static void print_explain(const struct ctl *c, const Dhaf__V1__ServiceStatus *s)
 static int cmd_explain(struct ctl *c, const char *svc, char **pos, int limit)
 {
     (void)pos, (void)limit;
-    Dhaf__V1__GetServiceRequest req = DHAF__V1__GET_SERVICE_REQUEST__INIT;
-    req.service = (char *)svc;
-    CALL(c, "GetService", req, dhaf__v1__service_status, r);
-    warn_stale(((Dhaf__V1__ServiceStatus *)r_m)->view);
-    if (c->out == OUT_JSON)
-        print_json(r_m);
-    else
-        print_explain(c, (Dhaf__V1__ServiceStatus *)r_m);
-    protobuf_c_message_free_unpacked(r_m, NULL);
-    return 0;
+    return show_service(c, svc, print_explain);
 }
 
 static int cmd_candidates(struct ctl *c, const char *svc, char **pos, int limit)

@@ -64,6 +64,20 @@ def grpc_modules(name):
             importlib.import_module(f"dhaf.v1.{name}_pb2_grpc"))
 
 
+def web_service_yaml(ips, port, name="web",
+                     switcher="{type: exec, init: /bin/true, switch: /bin/true, timeout: 2}"):
+    """A services: list with one service of entry points ep-1, ep-2, ... on ips, checked by
+    the web checker on port (/ok, timeout 1 s, no retry)."""
+    eps = "".join(f"      - {{name: ep-{i + 1}, ip: {ip}}}\n" for i, ip in enumerate(ips))
+    return f"""services:
+  - name: {name}
+    domain: site.test
+    entry-points:
+{eps}    switcher: {switcher}
+    health-checker: {{type: web, port: {port}, path: /ok, timeout: 1, retries: 0}}
+"""
+
+
 def make_pki(d, clients=("client",)):
     """Test certificates in folder d: ca.pem/ca.key (a CA), server.pem/.key (for 127.0.0.1),
     <cn>.pem/.key for each client common name (client auth), all from the CA, and

@@ -27,7 +27,8 @@ import sys
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dhafsys import Cluster, Prober, free_port, run_tests, wait_until  # noqa: E402
+from dhafsys import (Cluster, Prober, free_port, run_tests, wait_until,  # noqa: E402
+                     web_service_yaml)
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "build/bin"
 if os.geteuid() != 0 or not shutil.which("ip"):
@@ -103,15 +104,7 @@ def status(n):
 
 def make():
     port = free_port()
-    services = f"""services:
-  - name: web
-    domain: site.test
-    entry-points:
-      - {{name: ep-1, ip: {EP_IPS[0]}}}
-      - {{name: ep-2, ip: {EP_IPS[1]}}}
-    switcher: {{type: exec, init: /bin/true, switch: /bin/true, timeout: 2}}
-    health-checker: {{type: web, port: {port}, path: /ok, timeout: 1, retries: 0}}
-probers:
+    services = web_service_yaml(EP_IPS, port) + f"""probers:
   - {{name: p1, token: "{TOKEN}p1"}}
   - {{name: p2, token: "{TOKEN}p2"}}
 """

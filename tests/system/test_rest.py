@@ -19,7 +19,8 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dhafsys import Cluster, free_port, make_pki, run_tests, wait_until  # noqa: E402
+from dhafsys import (Cluster, free_port, make_pki, run_tests, wait_until,  # noqa: E402
+                     web_service_yaml)
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "build/bin"
 TOKEN = "rest-test-token-7f3a"
@@ -90,15 +91,7 @@ def set_in_dhaf_section(node, text):
 
 
 def services_yaml(port):
-    return f"""services:
-  - name: web
-    domain: site.test
-    entry-points:
-      - {{name: ep-1, ip: {EP_IPS[0]}}}
-      - {{name: ep-2, ip: {EP_IPS[1]}}}
-    switcher: {{type: exec, init: /bin/true, switch: /bin/true, timeout: 2}}
-    health-checker: {{type: web, port: {port}, path: /ok, timeout: 1, retries: 0}}
-"""
+    return web_service_yaml(EP_IPS, port)
 
 
 def service(c, node=0):

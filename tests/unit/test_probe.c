@@ -632,21 +632,32 @@ static void test_stop_mid_round(void **state)
     dhaf_config_release(&cfg);
 }
 
+/* Two tcp services in y: one listening on ip_up (then closed by the test: *up), one refusing
+ * on ip_down (then listening: *down), with the checker options extra. */
+static void two_services(struct yaml *y, const char *names[2], const char *ip_up,
+                         const char *ip_down, const char *extra, int *up, int *down)
+{
+    int up_port, down_port;
+    *up = test_bind(ip_up, 16, &up_port);
+    *down = test_bind(ip_down, -1, &down_port);
+    assert_true(*up >= 0 && *down >= 0);
+    char hc[160];
+    snprintf(hc, sizeof(hc), "type: tcp, port: %d, timeout: 2%s", up_port, extra);
+    yaml_service(y, names[0], ip_up, hc);
+    snprintf(hc, sizeof(hc), "type: tcp, port: %d, timeout: 2%s", down_port, extra);
+    yaml_service(y, names[1], ip_down, hc);
+}
+
 /* The callback sees every entry point each time; rise and fall still smooth opinions. */
 static void test_callback_and_smoothing(void **state)
 {
     (void)state;
-    int up_port, down_port;
-    int up = test_bind("127.0.0.54", 16, &up_port);     /* listening, then closed */
-    int down = test_bind("127.0.0.55", -1, &down_port); /* refusing, then listening */
-    assert_true(up >= 0 && down >= 0);
+    int up, down;
     static struct yaml y;
     yaml_begin(&y);
     char hc[160];
-    snprintf(hc, sizeof(hc), "type: tcp, port: %d, timeout: 2, rise: 2, fall: 2", up_port);
-    yaml_service(&y, "up", "127.0.0.54", hc);
-    snprintf(hc, sizeof(hc), "type: tcp, port: %d, timeout: 2, rise: 2, fall: 2", down_port);
-    yaml_service(&y, "down", "127.0.0.55", hc);
+    two_services(&y, (const char *[2]){"up", "down"}, "127.0.0.54", "127.0.0.55",
+                 ", rise: 2, fall: 2", &up, &down);
     for (int i = 0; i < 6; i++) {
         char name[16];
         snprintf(name, sizeof(name), "s%02d", i);
@@ -698,17 +709,10 @@ static void test_callback_and_smoothing(void **state)
 static void test_failure_held_until_witnessed(void **state)
 {
     (void)state;
-    int a_port, b_port;
-    int a = test_bind("127.0.0.56", 16, &a_port); /* listening, then closed */
-    int b = test_bind("127.0.0.57", -1, &b_port); /* refusing, then listening */
-    assert_true(a >= 0 && b >= 0);
+    int a, b; /* a listening, then closed; b refusing, then listening */
     static struct yaml y;
     yaml_begin(&y);
-    char hc[160];
-    snprintf(hc, sizeof(hc), "type: tcp, port: %d, timeout: 2", a_port);
-    yaml_service(&y, "a", "127.0.0.56", hc);
-    snprintf(hc, sizeof(hc), "type: tcp, port: %d, timeout: 2", b_port);
-    yaml_service(&y, "b", "127.0.0.57", hc);
+    two_services(&y, (const char *[2]){"a", "b"}, "127.0.0.56", "127.0.0.57", "", &a, &b);
     struct dhaf_config cfg;
     yaml_load(&y, &cfg);
     struct dhaf_probe *p = engine(&cfg, "node-1", 0);
