@@ -74,6 +74,12 @@ const struct dhaf_cfgkey dhaf_config_keys[] = {
      NULL, NULL, "Seconds between heartbeats (keep-alives of the node's session lease)."},
     {"dhaf.tact-interval", DHAF_CFG_INT, OFF(tact_interval), false, "10", 1, 3600, NULL, NULL,
      NULL, "Seconds between health-check rounds."},
+    {"dhaf.switch-back-delay", DHAF_CFG_INT, OFF(switch_back_delay), false, "3", 0, 1000, NULL,
+     NULL, NULL, "Tacts a higher-priority entry point must be healthy by a strict majority "
+     "before traffic switches back to it (a failover never waits)."},
+    {"dhaf.auto-switch-back", DHAF_CFG_BOOL, OFF(auto_switch_back), false, "true", 0, 0, NULL,
+     NULL, NULL, "Switch back to a higher-priority entry point once it is healthy again; false: "
+     "only a switchover moves traffic back."},
     {"dhaf.dry-run", DHAF_CFG_BOOL, OFF(dry_run), false, "false", 0, 0, NULL, NULL, NULL,
      "Observe only: while this node leads, decisions are shown (would-switch events) and none "
      "is carried out - for a node's first days. dhafctl pause does it for the whole cluster."},

@@ -158,11 +158,22 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const 
         return;
     }
 
-    /* Switching: back to a healthier higher-priority entry point. */
+    /* Switching: back to a higher-priority entry point healthy again - by a strict majority
+     * (a tie keeps traffic where it is) for switch_back_ms, unless failback is manual. */
     if (cur_h == EP_UP && best < cur) {
-        out->action = ACT_SWITCHING;
-        out->target = best;
-        out->rule = "switching: a higher-priority entry point is healthy again";
+        const struct ep_tally *bt = &tally[best];
+        bool strict = bt->healthy * 2 > bt->voters;
+        if (req->manual_failback) {
+            out->rule = "failback is manual (dhaf.auto-switch-back: false): a higher-priority "
+                        "entry point is healthy; a switchover takes traffic back";
+        } else if (!strict || req->strict_up_ms[best] < req->switch_back_ms) {
+            out->rule = "switching back waits: the higher-priority entry point must be healthy "
+                        "by a strict majority for dhaf.switch-back-delay";
+        } else {
+            out->action = ACT_SWITCHING;
+            out->target = best;
+            out->rule = "switching: a higher-priority entry point is healthy again";
+        }
         return;
     }
     out->rule = cur_h == EP_UP ? "steady: the current entry point is healthy and none of "

@@ -35,6 +35,12 @@ struct decide_request {
     enum request_kind kind;
     int ep;                       /* REQ_EP: its index */
     bool drained[DECIDE_MAX_EPS]; /* an operator drained it: never a target */
+    /* Damping of switching back (config and the leader's memory; zeros: none): how long each
+     * EP has been healthy by a strict majority (-1: it is not), how long that must be before
+     * traffic goes back to it, and whether it goes back at all. */
+    int64_t strict_up_ms[DECIDE_MAX_EPS];
+    int64_t switch_back_ms;
+    bool manual_failback;
 };
 
 enum action_kind { ACT_NONE = 0, ACT_FAILOVER, ACT_SWITCHOVER, ACT_SWITCHING };

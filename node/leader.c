@@ -55,6 +55,8 @@ struct svc_run {
     } shown[DECIDE_MAX_EPS]; /* the counts last logged (not whole tallies: 1,000 services x 64
                                 entry points of reasons would be 34 MB) */
     bool shown_valid;
+    int64_t strict_up_since[DECIDE_MAX_EPS]; /* monotonic ms an EP became healthy by a strict
+                                                majority (0: it is not); this leader's memory */
 };
 
 struct decider {
@@ -810,6 +812,17 @@ static bool decide_all(struct decider *d, struct snap *s)
         view_unlock(v);
         log_counts(r, svc, t);
         struct decide_output out;
+        int64_t now = dhaf_clock_mono(cluster_clock(d->c));
+        for (size_t e = 0; e < svc->n_eps; e++) {
+            bool strict = t[e].known && t[e].healthy * 2 > t[e].voters;
+            if (!strict)
+                r->strict_up_since[e] = 0;
+            else if (!r->strict_up_since[e])
+                r->strict_up_since[e] = now;
+            req.strict_up_ms[e] = strict ? now - r->strict_up_since[e] : -1;
+        }
+        req.switch_back_ms = (int64_t)s->cfg.switch_back_delay * s->cfg.tact_interval * 1000;
+        req.manual_failback = !s->cfg.auto_switch_back;
         decide(svc, t, &q, &r->st, &req, &out);
         if (paused)
             hold(&r->st, &out);

@@ -245,9 +245,9 @@ static void vote_details(struct view *v, const struct dhaf_service *svc, size_t 
 /* What the leader's rules make of the view now (decide() on this node's tally): the rule and
  * the switch it leads to. The leader decides the same from the same etcd state, unless its
  * view is ahead or behind by a watch event. */
-static void explain(struct view *v, const struct dhaf_service *svc, const json_t *st,
-                    const struct ep_tally *t, const struct quorum *q, struct arena *a,
-                    Dhaf__V1__ServiceStatus *ss)
+static void explain(struct view *v, const struct dhaf_config *cfg, const struct dhaf_service *svc,
+                    const json_t *st, const struct ep_tally *t, const struct quorum *q,
+                    struct arena *a, Dhaf__V1__ServiceStatus *ss)
 {
     if (svc->n_eps > DECIDE_MAX_EPS) {
         ss->decision_rule = ss->next_action = ss->next_target = "";
@@ -255,9 +255,17 @@ static void explain(struct view *v, const struct dhaf_service *svc, const json_t
     }
     struct decide_state ds;
     decide_state_from_json(svc, st, &ds);
-    struct decide_request req = {.kind = REQ_NONE, .ep = -1};
-    for (size_t e = 0; e < svc->n_eps; e++)
+    /* The leader's clock of how long each entry point has been healthy is its own: here a
+     * switch back reads as waiting until the leader makes it. */
+    struct decide_request req = {.kind = REQ_NONE,
+                                 .ep = -1,
+                                 .switch_back_ms =
+                                     (int64_t)cfg->switch_back_delay * cfg->tact_interval * 1000,
+                                 .manual_failback = !cfg->auto_switch_back};
+    for (size_t e = 0; e < svc->n_eps; e++) {
         req.drained[e] = view_drained(v, svc->name, svc->eps[e].name) != NULL;
+        req.strict_up_ms[e] = req.switch_back_ms ? -1 : 0;
+    }
     const struct view_rec *rr = view_find(v, VS_REQUEST, svc->name);
     if (rr) {
         const char *ep = rr->j ? dhaf_json_str(rr->j, "ep") : NULL;
@@ -324,7 +332,7 @@ static void service_status(struct view *v, const struct dhaf_config *cfg,
     ss->voters_expected = q.expected;
     ss->voters_needed = q.need;
     ss->voters_impaired = q.impaired;
-    explain(v, svc, st, t, &q, a, ss);
+    explain(v, cfg, svc, st, t, &q, a, ss);
     const json_t *would = st ? json_object_get(st, "would") : NULL;
     ss->would_switch_kind = a_str(a, json_is_object(would) ? jstr(would, "kind") : NULL);
     ss->would_switch_to = a_str(a, json_is_object(would) ? jstr(would, "to") : NULL);

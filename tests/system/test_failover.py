@@ -203,9 +203,12 @@ def test_story(c):
 
     c.b1.start()
     t0 = time.monotonic()
-    wait_points_to(c, "ep-1", 10)
+    wait_points_to(c, "ep-1", 15)
     t_back = time.monotonic() - t0
     assert svc_events(c, "switching")[-1]["to"] == "ep-1"
+    # damping: back only after ep-1 was healthy by a strict majority for switch-back-delay
+    # (default 3 tacts of 1 s), not at its first good check
+    assert t_back >= 3.0, f"switched back after {t_back:.1f} s, before the 3 s delay"
 
     r = cli(c, "--switchover", "web:ep-2")
     assert r.returncode == 0, r.stderr

@@ -267,6 +267,46 @@ static void test_drain(void **state)
     }
 }
 
+/* Damping: switching back waits for a strict majority held for switch_back_ms, and never
+ * happens with manual failback; a failover never waits. */
+static void test_switch_back_damping(void **state)
+{
+    (void)state;
+    struct {
+        const char *name, *votes;
+        int current;
+        int64_t up_ms, delay_ms;
+        bool manual;
+        enum action_kind action;
+        int target;
+    } bcases[] = {
+        {"healthy 1 s of 3: waits", "UUU", 1, 1000, 3000, false, ACT_NONE, -1},
+        {"healthy 3 s of 3: back", "UUU", 1, 3000, 3000, false, ACT_SWITCHING, 0},
+        {"a tie is no strict majority: waits", "tUU", 1, 5000, 0, false, ACT_NONE, -1},
+        {"manual failback: stays", "UUU", 1, 9000, 3000, true, ACT_NONE, -1},
+        {"failover never waits", "DUU", 0, -1, 3000, true, ACT_FAILOVER, 1},
+    };
+    for (size_t i = 0; i < sizeof(bcases) / sizeof(bcases[0]); i++) {
+        struct ep_tally t[3];
+        build_tally(bcases[i].votes, t);
+        struct decide_state st = {.current = bcases[i].current, .quorum = true};
+        for (size_t e = 0; e < 3; e++)
+            st.eps[e] = bcases[i].votes[e] == 'D' ? EP_DOWN : EP_UP;
+        struct decide_request req = {.kind = REQ_NONE,
+                                     .ep = -1,
+                                     .switch_back_ms = bcases[i].delay_ms,
+                                     .manual_failback = bcases[i].manual};
+        for (size_t e = 0; e < 3; e++)
+            req.strict_up_ms[e] = bcases[i].up_ms;
+        struct quorum q = {.fresh = 3, .expected = 3, .need = 2};
+        struct decide_output out;
+        decide(&svc, t, &q, &st, &req, &out);
+        if (out.action != bcases[i].action || out.target != bcases[i].target)
+            fail_msg("case \"%s\": action %s target %d (%s)", bcases[i].name,
+                     action_name(out.action), out.target, out.rule);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -274,6 +314,7 @@ int main(void)
         cmocka_unit_test(test_state_is_carried),
         cmocka_unit_test(test_quorum),
         cmocka_unit_test(test_drain),
+        cmocka_unit_test(test_switch_back_damping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
