@@ -39,7 +39,7 @@ struct ep_state {
     bool held;       /* turned unhealthy, not yet witnessed by another's pass (see probe.h) */
     int64_t fail_at; /* held: when the failing result came in (monotonic ms) */
     int64_t vouched; /* held: when another entry point passed since (0: not yet) */
-    bool inflight;   /* a check of it runs */
+    int inflight;    /* checks of it that run (a witness may overlap its turn) */
     size_t type;     /* index into the probe's types */
 };
 
@@ -68,7 +68,8 @@ struct run {
     size_t *eps;                       /* the entry point of each target */
     size_t n;
     int64_t started; /* monotonic ms: a pass here vouches for the vantage point since then */
-    bool threaded;   /* false: it ran on the round's thread (no thread could be made) */
+    struct dhaf_check_result *res; /* the run's own results: two runs may check one EP */
+    bool threaded; /* false: it ran on the round's thread (no thread could be made) */
     pthread_t thread;
     struct run *next_done;
 };
@@ -79,7 +80,6 @@ struct dhaf_probe {
     struct ptype *types;
     size_t n_types;
     struct dhaf_check_target *targets; /* one per entry point, what each run copies */
-    struct dhaf_check_result *raw;     /* written by the runs' threads, read once they end */
     struct ep_state *eps;
     struct dhaf_probe_result *out;
     size_t n; /* entry points in all */
@@ -145,7 +145,6 @@ struct dhaf_probe *dhaf_probe_new(const struct dhaf_service *svcs, size_t n,
         total += svcs[i].n_eps;
     p->n = total;
     p->targets = dhaf_xcalloc(total ? total : 1, sizeof(*p->targets));
-    p->raw = dhaf_xcalloc(total ? total : 1, sizeof(*p->raw));
     p->eps = dhaf_xcalloc(total ? total : 1, sizeof(*p->eps));
     p->out = dhaf_xcalloc(total ? total : 1, sizeof(*p->out));
     p->max_inflight = o && o->max_inflight ? o->max_inflight : PROBE_MAX_INFLIGHT;
@@ -190,7 +189,7 @@ struct dhaf_probe *dhaf_probe_new(const struct dhaf_service *svcs, size_t n,
             t->ep_name = svcs[i].eps[e].name;
             t->ep_ip = svcs[i].eps[e].ip;
             t->family = svcs[i].eps[e].family;
-            t->result = &p->raw[k];
+            t->result = NULL; /* each run has its own results (start_run) */
             p->eps[k].svc = i;
             p->eps[k].hash = ep_hash(voter, svcs[i].name, svcs[i].eps[e].name);
             struct dhaf_probe_result *r = &p->out[k];
@@ -224,7 +223,6 @@ void dhaf_probe_free(struct dhaf_probe *p)
     free(p->types);
     free(p->svcs);
     free(p->targets);
-    free(p->raw);
     free(p->eps);
     free(p->out);
     pthread_mutex_destroy(&p->lock);
@@ -315,14 +313,15 @@ static void start_run(struct dhaf_probe *p, struct round *rd, struct ptype *t, s
     r->started = dhaf_mono_ms();
     r->targets = dhaf_xcalloc(n, sizeof(*r->targets));
     r->eps = dhaf_xcalloc(n, sizeof(*r->eps));
+    r->res = dhaf_xcalloc(n, sizeof(*r->res));
     for (size_t i = 0; i < n; i++) {
         size_t k = eps ? eps[i] : t->queue[t->next + i].ep;
-        p->eps[k].inflight = true;
+        p->eps[k].inflight++;
         r->eps[i] = k;
         r->targets[i] = p->targets[k];
-        memset(&p->raw[k], 0, sizeof(p->raw[k]));
-        p->raw[k].reason = "internal";
-        snprintf(p->raw[k].text, sizeof(p->raw[k].text), "the checker gave no result");
+        r->targets[i].result = &r->res[i];
+        r->res[i].reason = "internal";
+        snprintf(r->res[i].text, sizeof(r->res[i].text), "the checker gave no result");
     }
     if (!eps)
         t->next += n;
@@ -358,9 +357,9 @@ static void finish_run(struct dhaf_probe *p, struct round *rd, struct run *r)
     for (size_t i = 0; i < r->n; i++) {
         size_t k = r->eps[i];
         const struct dhaf_section *hc = &p->svcs[p->eps[k].svc].svc->checker;
-        const struct dhaf_check_result *raw = &p->raw[k];
+        const struct dhaf_check_result *raw = &r->res[i];
         struct ep_state *st = &p->eps[k];
-        st->inflight = false;
+        st->inflight--;
         bool was = st->known && st->opinion;
         smooth(st, raw->healthy, hc->rise > 0 ? hc->rise : 1, hc->fall > 0 ? hc->fall : 1);
         if (was && !st->opinion && p->n >= 2) { /* turned unhealthy: held until witnessed */
@@ -398,7 +397,7 @@ static void finish_run(struct dhaf_probe *p, struct round *rd, struct run *r)
             continue;
         bool other = false;
         for (size_t i = 0; i < r->n && !other; i++)
-            other = r->eps[i] != k && p->raw[r->eps[i]].healthy;
+            other = r->eps[i] != k && r->res[i].healthy;
         if (other) {
             st->vouched = dhaf_mono_ms();
             p->want_confirm = true;
@@ -411,6 +410,7 @@ static void finish_run(struct dhaf_probe *p, struct round *rd, struct run *r)
     rd->runs--;
     free(r->targets);
     free(r->eps);
+    free(r->res);
     free(r);
 }
 

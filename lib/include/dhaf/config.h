@@ -99,8 +99,8 @@ struct dhaf_config {
     int heartbeat_interval;
     int tact_interval;
     int tact_post_switch_delay;
-    int min_voters; /* fresh voters a decision needs; 0: a strict majority of the expected */
-    bool dry_run;   /* this node, leading, shows its decisions and carries none out */
+    int min_voters;        /* fresh voters a decision needs; 0: a strict majority of the expected */
+    bool dry_run;          /* this node, leading, shows its decisions and carries none out */
     int switch_back_delay; /* tacts a higher-priority EP must be healthy before switching back */
     bool auto_switch_back; /* false: failback only by a switchover */
     struct dhaf_api web_api;
