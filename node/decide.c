@@ -208,3 +208,9 @@ void decide_state_from_json(const struct dhaf_service *svc, const json_t *j,
         st->eps[e] = h && !strcmp(h, "up") ? EP_UP : h && !strcmp(h, "down") ? EP_DOWN : EP_UNKNOWN;
     }
 }
+
+void decide_damping(const struct dhaf_config *cfg, struct decide_request *req)
+{
+    req->switch_back_ms = (int64_t)cfg->switch_back_delay * cfg->tact_interval * 1000;
+    req->manual_failback = !cfg->auto_switch_back;
+}

@@ -75,6 +75,9 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const 
 void decide_state_from_json(const struct dhaf_service *svc, const json_t *j,
                             struct decide_state *st);
 
+/** The damping settings of cfg into req (dhaf.switch-back-delay in ms, auto-switch-back). */
+void decide_damping(const struct dhaf_config *cfg, struct decide_request *req);
+
 /** "failover", "switchover", "switching", "none". */
 const char *action_name(enum action_kind a);
 

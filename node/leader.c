@@ -213,10 +213,7 @@ static const char *health_word(enum ep_health h)
  * it shows in progress (state.switching) as r's pending switch. */
 static void parse_state(struct svc_run *r, const struct dhaf_service *svc, const struct dhaf_kv *kv)
 {
-    memset(&r->st, 0, sizeof(r->st));
-    r->st.current = -1;
-    r->st.would_action = ACT_NONE;
-    r->st.would_target = -1;
+    decide_state_from_json(svc, NULL, &r->st); /* nothing known, until the record says */
     r->since = 0;
     r->pending_to = r->pending_from = -1;
     r->pending_kind = NULL;
@@ -547,27 +544,6 @@ static void confirm_all(struct decider *d, struct snap *s)
 
 /* ------------------------------------------------------------------ deciding */
 
-/* The operator's input for svc as the view has it: the switchover request, the drained
- * entry points. */
-static void request_of(struct view *v, const struct dhaf_service *svc, struct decide_request *req,
-                       int64_t *mod_rev)
-{
-    memset(req, 0, sizeof(*req));
-    req->kind = REQ_NONE;
-    req->ep = -1;
-    for (size_t e = 0; e < svc->n_eps && e < DECIDE_MAX_EPS; e++)
-        req->drained[e] = view_drained(v, svc->name, svc->eps[e].name) != NULL;
-    *mod_rev = 0;
-    const struct view_rec *rec = view_find(v, VS_REQUEST, svc->name);
-    if (!rec)
-        return;
-    *mod_rev = rec->mod_rev;
-    const char *ep = rec->j ? dhaf_json_str(rec->j, "ep") : NULL;
-    int idx = ep ? dhaf_service_ep_index(svc, ep) : -1;
-    req->kind = idx >= 0 ? REQ_EP : REQ_UNKNOWN_EP;
-    req->ep = idx;
-}
-
 /* Paused (control/pause, or dhaf.dry-run): the decision is shown, not carried out. The
  * action becomes a would-switch event, once per different action (the state remembers it
  * across leaders); a purge waits too (its event goes with it); announcements of health stay. */
@@ -808,7 +784,7 @@ static bool decide_all(struct decider *d, struct snap *s)
         int64_t req_rev;
         view_rdlock(v);
         view_tally(v, &s->cfg, svc, t, &q);
-        request_of(v, svc, &req, &req_rev);
+        view_request(v, svc, &req, &req_rev);
         view_unlock(v);
         log_counts(r, svc, t);
         struct decide_output out;
@@ -821,8 +797,7 @@ static bool decide_all(struct decider *d, struct snap *s)
                 r->strict_up_since[e] = now;
             req.strict_up_ms[e] = strict ? now - r->strict_up_since[e] : -1;
         }
-        req.switch_back_ms = (int64_t)s->cfg.switch_back_delay * s->cfg.tact_interval * 1000;
-        req.manual_failback = !s->cfg.auto_switch_back;
+        decide_damping(&s->cfg, &req);
         decide(svc, t, &q, &r->st, &req, &out);
         if (paused)
             hold(&r->st, &out);

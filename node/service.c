@@ -257,21 +257,12 @@ static void explain(struct view *v, const struct dhaf_config *cfg, const struct 
     decide_state_from_json(svc, st, &ds);
     /* The leader's clock of how long each entry point has been healthy is its own: here a
      * switch back reads as waiting until the leader makes it. */
-    struct decide_request req = {.kind = REQ_NONE,
-                                 .ep = -1,
-                                 .switch_back_ms =
-                                     (int64_t)cfg->switch_back_delay * cfg->tact_interval * 1000,
-                                 .manual_failback = !cfg->auto_switch_back};
-    for (size_t e = 0; e < svc->n_eps; e++) {
-        req.drained[e] = view_drained(v, svc->name, svc->eps[e].name) != NULL;
+    struct decide_request req;
+    int64_t req_rev;
+    view_request(v, svc, &req, &req_rev);
+    decide_damping(cfg, &req);
+    for (size_t e = 0; e < svc->n_eps; e++)
         req.strict_up_ms[e] = req.switch_back_ms ? -1 : 0;
-    }
-    const struct view_rec *rr = view_find(v, VS_REQUEST, svc->name);
-    if (rr) {
-        const char *ep = rr->j ? dhaf_json_str(rr->j, "ep") : NULL;
-        req.ep = ep ? dhaf_service_ep_index(svc, ep) : -1;
-        req.kind = req.ep >= 0 ? REQ_EP : REQ_UNKNOWN_EP;
-    }
     struct decide_output out;
     decide(svc, t, q, &ds, &req, &out);
     bool paused = view_find(v, VS_CONTROL, "pause") != NULL;

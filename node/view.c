@@ -13,6 +13,7 @@
 #include "dhaf/json.h"
 #include "dhaf/log.h"
 #include "dhaf/valid.h"
+#include "decide.h"
 #include "view.h"
 
 struct recset {
@@ -754,6 +755,24 @@ const struct view_vote *view_vote_of(const struct view *v, const char *voter)
 const struct view_vote *view_voter_at(const struct view *v, size_t i)
 {
     return i < v->n_votes ? &v->votes[i] : NULL;
+}
+
+void view_request(const struct view *v, const struct dhaf_service *svc, struct decide_request *req,
+                  int64_t *mod_rev)
+{
+    memset(req, 0, sizeof(*req));
+    req->kind = REQ_NONE;
+    req->ep = -1;
+    for (size_t e = 0; e < svc->n_eps && e < DECIDE_MAX_EPS; e++)
+        req->drained[e] = view_drained(v, svc->name, svc->eps[e].name) != NULL;
+    *mod_rev = 0;
+    const struct view_rec *rec = view_find(v, VS_REQUEST, svc->name);
+    if (!rec)
+        return;
+    *mod_rev = rec->mod_rev;
+    const char *ep = rec->j ? dhaf_json_str(rec->j, "ep") : NULL;
+    req->ep = ep ? dhaf_service_ep_index(svc, ep) : -1;
+    req->kind = req->ep >= 0 ? REQ_EP : REQ_UNKNOWN_EP;
 }
 
 const struct view_rec *view_drained(const struct view *v, const char *svc, const char *ep)

@@ -115,6 +115,14 @@ const struct view_rec *view_find(const struct view *v, enum view_set set, const 
 /** The record of services/<svc>/drained/<ep> ({actor, role, peer, comment?, at}), or NULL. */
 const struct view_rec *view_drained(const struct view *v, const char *svc, const char *ep);
 
+struct decide_request; /* decide.h */
+
+/** The operator's input for svc as the view has it (for decide()): the switchover request
+ *  (*mod_rev: its revision, 0 when none) and the drained entry points; the damping fields
+ *  are left zero for the caller. */
+void view_request(const struct view *v, const struct dhaf_service *svc, struct decide_request *req,
+                  int64_t *mod_rev);
+
 /** The leader key's record (name "leader", create_rev = epoch); NULL when nobody leads. */
 const struct view_rec *view_leader(const struct view *v);
 

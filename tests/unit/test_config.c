@@ -281,6 +281,36 @@ static void test_bad_configs(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* dhaf.web-api.names holds at most DHAF_WEB_NAMES_MAX names: one more is refused. */
+static void test_web_names_limit(void **state)
+{
+    (void)state;
+    char yaml[4096];
+    for (int n = DHAF_WEB_NAMES_MAX; n <= DHAF_WEB_NAMES_MAX + 1; n++) {
+        int at = snprintf(yaml, sizeof(yaml),
+                          "dhaf: {cluster-name: c1, node-name: n1, web-api: {names: [");
+        for (int i = 0; i < n; i++)
+            at += snprintf(yaml + at, sizeof(yaml) - (size_t)at, "%sn%d.example.com", i ? ", " : "",
+                           i);
+        snprintf(yaml + at, sizeof(yaml) - (size_t)at,
+                 "]}}\netcd: {hosts: \"127.0.0.1:2379\"}\n" SVC);
+        struct dhaf_config cfg;
+        struct dhaf_cfg_report rep;
+        int rc = load(yaml, &cfg, &rep);
+        if (n == DHAF_WEB_NAMES_MAX) {
+            assert_int_equal(rc, 0);
+            assert_int_equal(cfg.web_api.names.n, DHAF_WEB_NAMES_MAX);
+        } else {
+            assert_int_equal(rc, DHAF_ECONFIG);
+            assert_int_equal(rep.n_errs, 1);
+            assert_string_equal(rep.errs[0].path, "dhaf.web-api.names");
+            assert_non_null(strstr(rep.errs[0].msg, "33 names; at most 32"));
+        }
+        dhaf_cfg_report_release(&rep);
+        dhaf_config_release(&cfg);
+    }
+}
+
 static void test_case_count(void **state)
 {
     (void)state;
@@ -713,6 +743,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_case_count),
+        cmocka_unit_test(test_web_names_limit),
         cmocka_unit_test(test_seed_example),
         cmocka_unit_test(test_full_example),
         cmocka_unit_test(test_world_readable_secret_warns),
