@@ -521,7 +521,7 @@ class ScaleRun:
             self.nodes.append(ScaleNode(CLUSTER, name, a.bin_dir, self.workdir,
                                         self.etcd.endpoint, services=services, tact=a.tact))
         for nd in self.nodes:
-            nd.start()
+            nd.start("--log-level", a.log_level)
         # The probers start once the nodes' gRPC ports answer: a prober started earlier is
         # refused, and gRPC 1.51 may then keep its channel broken for seconds (docs/internals
         # "Wedged channels"), which would be counted in the start-up time here.
@@ -529,6 +529,8 @@ class ScaleRun:
             poll(f"{nd.name}'s gRPC port", lambda: self.listening(nd), 30, 0.05)
         for name, token in PROBERS.items():
             p = ScaleProber(name, a.bin_dir, self.workdir, self.nodes, token, location="bench")
+            with open(p.config, "a") as f:
+                f.write(f"log: {{level: {a.log_level}}}\n")
             self.probers.append(p)
             p.start()
 
@@ -1129,6 +1131,9 @@ def main():
                     help="web: every service checked over HTTP; mix: every 4th by tcp")
     ap.add_argument("--seed", type=int, default=1, help="seed of the random pauses")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    ap.add_argument("--log-level", default="info", choices=("debug", "info", "warn", "error"),
+                    help="the nodes' and probers' log level (default info; debug shows each "
+                    "voter's held, witnessed and confirmed failures and its vote writes)")
     args = ap.parse_args()
     try:
         counts = [int(x) for x in args.services.split(",") if x.strip()]

@@ -37,6 +37,7 @@ struct ep_state {
     bool opinion;    /* healthy? */
     int streak;      /* results in a row against the opinion */
     bool held;       /* turned unhealthy, not yet witnessed by another's pass (see probe.h) */
+    bool recheck;    /* held: its re-check beside a witness has not started yet */
     int64_t fail_at; /* held: when the failing result came in (monotonic ms) */
     int64_t vouched; /* held: when another entry point passed since (0: not yet) */
     int inflight;    /* checks of it that run (a witness may overlap its turn) */
@@ -82,9 +83,10 @@ struct dhaf_probe {
     struct dhaf_check_target *targets; /* one per entry point, what each run copies */
     struct ep_state *eps;
     struct dhaf_probe_result *out;
-    size_t n; /* entry points in all */
+    size_t *pick; /* the entry points of a re-check run (start_rechecks) */
+    size_t n;     /* entry points in all */
     int max_inflight;
-    bool want_witness; /* a failure was held: check another entry point now (see probe.h) */
+    bool want_witness; /* a failure was held: check it again beside another now (probe.h) */
     bool want_confirm; /* a held failure was vouched for: check it again now */
 
     /* Between the round's thread, the runs' threads and the stop hook. */
@@ -147,6 +149,7 @@ struct dhaf_probe *dhaf_probe_new(const struct dhaf_service *svcs, size_t n,
     p->targets = dhaf_xcalloc(total ? total : 1, sizeof(*p->targets));
     p->eps = dhaf_xcalloc(total ? total : 1, sizeof(*p->eps));
     p->out = dhaf_xcalloc(total ? total : 1, sizeof(*p->out));
+    p->pick = dhaf_xcalloc(total + 1, sizeof(*p->pick));
     p->max_inflight = o && o->max_inflight ? o->max_inflight : PROBE_MAX_INFLIGHT;
     if (p->max_inflight < 0) {
         dhaf_err_set(err, DHAF_EINVAL, "probe: max-inflight %d is negative", p->max_inflight);
@@ -225,6 +228,7 @@ void dhaf_probe_free(struct dhaf_probe *p)
     free(p->targets);
     free(p->eps);
     free(p->out);
+    free(p->pick);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->cond);
     free(p);
@@ -348,6 +352,15 @@ static void show(struct dhaf_probe *p, size_t k)
     p->out[k].held = p->eps[k].held;
 }
 
+/* Another entry point of run r than its i-th passed its check. */
+static bool other_passed(const struct run *r, size_t i)
+{
+    for (size_t j = 0; j < r->n; j++)
+        if (j != i && r->eps[j] != r->eps[i] && r->res[j].healthy)
+            return true;
+    return false;
+}
+
 /* Takes the results of an ended run into the opinions. */
 static void finish_run(struct dhaf_probe *p, struct round *rd, struct run *r)
 {
@@ -364,6 +377,7 @@ static void finish_run(struct dhaf_probe *p, struct round *rd, struct run *r)
         smooth(st, raw->healthy, hc->rise > 0 ? hc->rise : 1, hc->fall > 0 ? hc->fall : 1);
         if (was && !st->opinion && p->n >= 2) { /* turned unhealthy: held until witnessed */
             st->held = true;
+            st->recheck = true;
             st->fail_at = dhaf_mono_ms(); /* the failure may have come at any time of the check */
             st->vouched = 0;
             p->want_witness = true;
@@ -371,9 +385,13 @@ static void finish_run(struct dhaf_probe *p, struct round *rd, struct run *r)
                      p->out[k].ep);
         } else if (st->opinion) {
             st->held = false;
-        } else if (st->held && st->vouched && r->started >= st->vouched && !raw->healthy) {
-            /* failing again while the vantage point is known to work: the entry point's */
+            st->recheck = false;
+        } else if (st->held && !raw->healthy && r->started >= st->fail_at &&
+                   ((st->vouched && r->started >= st->vouched) || other_passed(r, i))) {
+            /* failing again while the vantage point is known to work - a pass elsewhere came
+             * before this check started, or in the same run: the entry point's own failure */
             st->held = false;
+            st->recheck = false;
             DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-confirmed service=%s ep=%s", p->out[k].service,
                      p->out[k].ep);
         }
@@ -400,6 +418,7 @@ static void finish_run(struct dhaf_probe *p, struct round *rd, struct run *r)
             other = r->eps[i] != k && r->res[i].healthy;
         if (other) {
             st->vouched = dhaf_mono_ms();
+            st->recheck = false; /* the confirming check follows */
             p->want_confirm = true;
             DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-witnessed service=%s ep=%s", p->out[k].service,
                      p->out[k].ep);
@@ -463,15 +482,23 @@ static int64_t start_due(struct dhaf_probe *p, struct round *rd)
     return next;
 }
 
-/* A failure was held: checks another entry point now, one that is healthy, not held and not
- * in flight (a plugin's type only when no call of it runs), so that the failure is
- * witnessed - or the vantage point found broken - within a check's time, not at that entry
- * point's turn in the next round. */
+/* Witness, re-check and confirming checks are what a failover waits for: they start before
+ * the scheduled ones, and may pass max_inflight by a quarter of it. Room left for them: */
+static int priority_room(const struct dhaf_probe *p, const struct round *rd)
+{
+    int reserve = p->max_inflight / 4 > 4 ? p->max_inflight / 4 : 4;
+    return p->max_inflight + reserve - rd->inflight;
+}
+
+/* Checks another entry point now (of any type), one that is healthy, not held and not in
+ * flight (a plugin's type only when no call of it runs): for held failures whose own type has
+ * no such entry point to re-check them beside. */
 static void start_witness(struct dhaf_probe *p, struct round *rd)
 {
-    p->want_witness = false;
-    if (rd->inflight >= p->max_inflight)
+    if (priority_room(p, rd) <= 0) {
+        p->want_witness = true; /* when a check ends */
         return;
+    }
     for (size_t k = 0; k < p->n; k++) {
         const struct ep_state *st = &p->eps[k];
         struct ptype *t = &p->types[st->type];
@@ -484,6 +511,54 @@ static void start_witness(struct dhaf_probe *p, struct round *rd)
     }
 }
 
+/*
+ * Failures just held are checked again at once, each type's in one run beside a witness: an
+ * entry point of that type that is healthy, not held and not in flight. A pass of the witness
+ * in the same run shows the vantage point working while they fail again: they are confirmed
+ * (finish_run) within one check's time, not a witness's and then a confirming check's; a
+ * failure of the witness holds it in turn. A type without a witness gets one from another
+ * type (its pass then vouches, and a confirming check follows). An entry point in flight, a
+ * plugin's type while a call of it runs, and what finds no room wait for a check to end.
+ */
+static void start_rechecks(struct dhaf_probe *p, struct round *rd)
+{
+    p->want_witness = false;
+    bool lone = false; /* a type had held failures and no witness */
+    for (size_t ti = 0; ti < p->n_types; ti++) {
+        const struct ptype *t = &p->types[ti];
+        int room = priority_room(p, rd) - 1; /* (the witness's) */
+        size_t n = 0, witness = SIZE_MAX;
+        for (size_t k = 0; k < p->n; k++) {
+            const struct ep_state *st = &p->eps[k];
+            if (st->type != ti)
+                continue;
+            if (st->held && st->recheck) {
+                if (st->inflight || (t->plugin && t->running > 0) || (int)n >= room)
+                    p->want_witness = true;
+                else
+                    p->pick[n++] = k;
+            } else if (witness == SIZE_MAX && st->known && st->opinion && !st->held &&
+                       !st->inflight) {
+                witness = k;
+            }
+        }
+        if (n == 0)
+            continue;
+        for (size_t i = 0; i < n; i++)
+            p->eps[p->pick[i]].recheck = false;
+        if (witness != SIZE_MAX) {
+            DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-recheck type=%s checks=%zu witness=%s/%s",
+                     t->prov->type, n, p->out[witness].service, p->out[witness].ep);
+            p->pick[n++] = witness;
+        } else {
+            lone = true;
+        }
+        start_run(p, rd, &p->types[ti], n, p->pick);
+    }
+    if (lone)
+        start_witness(p, rd);
+}
+
 /* Held failures vouched for by a pass elsewhere: each is checked again now (not while a
  * check of it runs: its result is taken when it ends). */
 static void start_confirms(struct dhaf_probe *p, struct round *rd)
@@ -494,7 +569,7 @@ static void start_confirms(struct dhaf_probe *p, struct round *rd)
         struct ptype *t = &p->types[st->type];
         if (!st->held || !st->vouched)
             continue;
-        if (st->inflight || rd->inflight >= p->max_inflight || (t->plugin && t->running > 0)) {
+        if (st->inflight || priority_room(p, rd) <= 0 || (t->plugin && t->running > 0)) {
             p->want_confirm = true; /* later, when it can */
             continue;
         }
@@ -536,13 +611,13 @@ void dhaf_probe_round(struct dhaf_probe *p, int spread_ms, struct dhaf_cancel *s
      * taken with p->lock held: the hook takes them in that order. */
     bool hooked = dhaf_cancel_hook(stop, wake_stop, p);
     bool stopped = !hooked && dhaf_cancel_fired(stop);
-    p->want_witness = false;
+    p->want_witness = true; /* a re-check left over from a stopped round starts first */
     for (;;) {
-        int64_t wake_at = stopped ? 0 : start_due(p, &rd);
         if (!stopped && p->want_witness)
-            start_witness(p, &rd);
+            start_rechecks(p, &rd);
         if (!stopped && p->want_confirm)
             start_confirms(p, &rd);
+        int64_t wake_at = stopped ? 0 : start_due(p, &rd);
         if (rd.runs == 0 && (stopped || all_started(p)))
             break;
         pthread_mutex_lock(&p->lock);

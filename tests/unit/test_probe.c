@@ -737,6 +737,82 @@ static void test_failure_held_until_witnessed(void **state)
     dhaf_config_release(&cfg);
 }
 
+/* What the re-check test's callback saw of entry point 0. */
+struct recheck_seen {
+    int64_t t0;
+    int calls;          /* callbacks so far */
+    int held_call;      /* the callback that first showed it held (0: none yet) */
+    int confirmed_call; /* the one that first showed it failing, not held */
+    int64_t confirmed_ms;
+};
+
+static void on_recheck(void *ud, const struct dhaf_probe_result *all, size_t n)
+{
+    struct recheck_seen *s = ud;
+    (void)n;
+    s->calls++;
+    if (!s->held_call && all[0].held)
+        s->held_call = s->calls;
+    if (s->held_call && !s->confirmed_call && !all[0].healthy && !all[0].held) {
+        s->confirmed_call = s->calls;
+        s->confirmed_ms = dhaf_mono_ms() - s->t0;
+    }
+}
+
+/* A failure just held is checked again at once beside a witness of its type, in one call: the
+ * witness's pass there confirms it - one check after the failure, long before the witness's
+ * own turn in the round (a witness, then a confirming check, took two). */
+static void test_failure_rechecked_beside_witness(void **state)
+{
+    (void)state;
+    enum { SPREAD = 1000, SLOTS = SPREAD / 50 };
+    /* names whose turns are far apart: the first early in the round, the second late */
+    char names[2][8] = {"", ""};
+    for (int i = 0; i < 100 && !names[0][0]; i++) {
+        char svc[8], ep[12];
+        snprintf(svc, sizeof(svc), "a%d", i);
+        snprintf(ep, sizeof(ep), "ep-%s", svc);
+        if (fnv_ep("node-1", svc, ep) % SLOTS <= 1)
+            snprintf(names[0], sizeof(names[0]), "%s", svc);
+    }
+    for (int i = 0; i < 100 && !names[1][0]; i++) {
+        char svc[8], ep[12];
+        snprintf(svc, sizeof(svc), "b%d", i);
+        snprintf(ep, sizeof(ep), "ep-%s", svc);
+        if (fnv_ep("node-1", svc, ep) % SLOTS >= 14)
+            snprintf(names[1], sizeof(names[1]), "%s", svc);
+    }
+    assert_true(names[0][0] && names[1][0]);
+    int a, b; /* a listening, then closed; b the witness, listening throughout */
+    static struct yaml y;
+    yaml_begin(&y);
+    two_services(&y, (const char *[2]){names[0], names[1]}, "127.0.0.58", "127.0.0.59", "", &a, &b);
+    assert_int_equal(listen(b, 16), 0);
+    struct dhaf_config cfg;
+    yaml_load(&y, &cfg);
+    struct dhaf_probe *p = engine(&cfg, "node-1", 0);
+    const struct dhaf_probe_result *r;
+    size_t n;
+    dhaf_probe_round(p, 0, NULL, NULL, NULL, &r, &n);
+    assert_true(r[0].healthy && r[1].healthy);
+    close(a);
+    struct recheck_seen s = {.t0 = dhaf_mono_ms()};
+    dhaf_probe_round(p, SPREAD, NULL, on_recheck, &s, &r, &n);
+    print_message("turns %u and %u ms; held at callback %d, confirmed at callback %d (%lld ms)\n",
+                  r[0].offset_ms, r[1].offset_ms, s.held_call, s.confirmed_call,
+                  (long long)s.confirmed_ms);
+    assert_true(r[0].offset_ms <= 100 && r[1].offset_ms >= 700);
+    assert_int_equal(s.held_call, 1);             /* its own turn's check failed: held */
+    assert_int_equal(s.confirmed_call, 2);        /* the next call - the re-check - confirmed it */
+    assert_true(s.confirmed_ms < r[1].offset_ms); /* before the witness's own turn */
+    assert_false(r[0].healthy);
+    assert_false(r[0].held);
+    assert_true(r[1].healthy);
+    close(b);
+    dhaf_probe_free(p);
+    dhaf_config_release(&cfg);
+}
+
 /* A plugin's check() is called from one thread at a time, even when its calls of different
  * slots would overlap (each takes 80 ms; slots are 50 ms apart). */
 static void test_plugin_one_call_at_a_time(void **state)
@@ -819,6 +895,7 @@ int main(void)
         cmocka_unit_test(test_stop_mid_round),
         cmocka_unit_test(test_callback_and_smoothing),
         cmocka_unit_test(test_failure_held_until_witnessed),
+        cmocka_unit_test(test_failure_rechecked_beside_witness),
         cmocka_unit_test(test_plugin_one_call_at_a_time),
         cmocka_unit_test(test_checkers_on_small_stacks),
     };

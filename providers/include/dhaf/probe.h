@@ -63,12 +63,16 @@ typedef void (*dhaf_probe_cb)(void *ud, const struct dhaf_probe_result *all, siz
  * together run in one check() call of their checker, on a short-lived thread of the round.
  * A plugin's check() is never called from two threads at once (docs/extensions.md).
  *
- * An opinion that turns unhealthy is held (published healthy, held true) until another entry
- * point passes a check that started after the failing result came in (at once: a witness
- * check of a healthy entry point starts then): a vantage point whose own
- * network breaks fails its checks one after the other as the round goes on, and the first
- * ones must not read as the entry points' failure. With every entry point failing, every one
- * ends held (the vote is then impaired). With a single entry point nothing is held.
+ * An opinion that turns unhealthy is held (published healthy, held true) until it fails again
+ * while the vantage point is seen working: at once, it is checked again in one call beside a
+ * witness (a healthy entry point of its checker type), and a pass of the witness there
+ * confirms the failure; otherwise (the witness failed too, or its type has none) it stays held
+ * until another entry point passes a check that started after the failing result came in, and
+ * then a confirming check of it fails. A vantage point whose own network breaks fails its
+ * checks one after the other as the round goes on, and the first ones must not read as the
+ * entry points' failure. With every entry point failing, every one ends held (the vote is then
+ * impaired). With a single entry point nothing is held. These checks start before the
+ * scheduled ones and may pass max_inflight by a quarter of it (at least 4).
  *
  * cb (may be NULL) gets every entry point's opinion after each group of checks ends. stop
  * (may be NULL): once it fires, no further check starts and the round returns as soon as the
