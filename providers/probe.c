@@ -73,6 +73,15 @@ struct run {
     bool threaded; /* false: it ran on the round's thread (no thread could be made) */
     pthread_t thread;
     struct run *next_done;
+    struct ready *ready; /* one per target: queued by dhaf_check_done (run is then set) */
+    bool *taken;         /* the round's thread has taken the target's result */
+};
+
+/* A result its checker has finished before the rest of its call (dhaf_check_done). */
+struct ready {
+    struct run *run;
+    size_t i;
+    struct ready *next;
 };
 
 struct dhaf_probe {
@@ -91,10 +100,15 @@ struct dhaf_probe {
 
     /* Between the round's thread, the runs' threads and the stop hook. */
     pthread_mutex_t lock;
-    pthread_cond_t cond; /* a run ended or stop fired */
+    pthread_cond_t cond; /* a run ended, a result is ready, or stop fired */
     struct run *done;    /* ended runs the round's thread has not taken yet */
+    struct ready *ready; /* finished results of runs still going, not taken yet */
     bool stopping;
+    size_t n_held; /* entry points held (the round's thread's) */
 };
+
+/* The run whose check() this thread is in (dhaf_check_done finds it here). */
+static __thread struct run *this_run;
 
 /* 64-bit FNV-1a of voter "\0" service "\0" ep, the same on every machine and in every run,
  * xor-folded: FNV's low bits depend on the low bits of the input bytes only, and the slot is
@@ -288,7 +302,10 @@ static void *run_main(void *arg)
 {
     struct run *r = arg;
     struct dhaf_probe *p = r->p;
+    struct run *outer = this_run; /* (a run on the round's thread) */
+    this_run = r;
     r->prov->check(r->targets, r->n);
+    this_run = outer;
     pthread_mutex_lock(&p->lock);
     r->next_done = p->done;
     p->done = r;
@@ -318,6 +335,8 @@ static void start_run(struct dhaf_probe *p, struct round *rd, struct ptype *t, s
     r->targets = dhaf_xcalloc(n, sizeof(*r->targets));
     r->eps = dhaf_xcalloc(n, sizeof(*r->eps));
     r->res = dhaf_xcalloc(n, sizeof(*r->res));
+    r->ready = dhaf_xcalloc(n, sizeof(*r->ready));
+    r->taken = dhaf_xcalloc(n, sizeof(*r->taken));
     for (size_t i = 0; i < n; i++) {
         size_t k = eps ? eps[i] : t->queue[t->next + i].ep;
         p->eps[k].inflight++;
@@ -345,6 +364,22 @@ static void start_run(struct dhaf_probe *p, struct round *rd, struct ptype *t, s
     }
 }
 
+void dhaf_check_done(const struct dhaf_check_target *t)
+{
+    struct run *r = this_run;
+    if (!r || !t || t < r->targets || t >= r->targets + r->n)
+        return; /* not a target of this thread's run */
+    size_t i = (size_t)(t - r->targets);
+    struct dhaf_probe *p = r->p;
+    pthread_mutex_lock(&p->lock);
+    if (!r->ready[i].run) {
+        r->ready[i] = (struct ready){.run = r, .i = i, .next = p->ready};
+        p->ready = &r->ready[i];
+        pthread_cond_signal(&p->cond);
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
 /* Publishes k's opinion: healthy while it is held. */
 static void show(struct dhaf_probe *p, size_t k)
 {
@@ -352,84 +387,121 @@ static void show(struct dhaf_probe *p, size_t k)
     p->out[k].held = p->eps[k].held;
 }
 
-/* Another entry point of run r than its i-th passed its check. */
+static void set_held(struct dhaf_probe *p, struct ep_state *st, bool held)
+{
+    if (held != st->held)
+        p->n_held += held ? 1 : (size_t)-1;
+    st->held = held;
+    if (!held)
+        st->recheck = false;
+}
+
+/* A held failure is the entry point's own: failing again while the vantage point works. */
+static void confirm(struct dhaf_probe *p, size_t k)
+{
+    set_held(p, &p->eps[k], false);
+    show(p, k);
+    DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-confirmed service=%s ep=%s", p->out[k].service,
+             p->out[k].ep);
+}
+
+/* Another entry point than the i-th target's passed in run r (a result taken). */
 static bool other_passed(const struct run *r, size_t i)
 {
     for (size_t j = 0; j < r->n; j++)
-        if (j != i && r->eps[j] != r->eps[i] && r->res[j].healthy)
+        if (r->taken[j] && r->eps[j] != r->eps[i] && r->res[j].healthy)
             return true;
     return false;
 }
 
-/* Takes the results of an ended run into the opinions. */
+/* The i-th target of run r passed: the vantage point worked when r started. Held failures
+ * re-checked in r and failing there are confirmed (then true); those that came in before r
+ * started and are not vouched for yet are vouched for now - a confirming check of each
+ * follows. */
+static bool witnessed(struct dhaf_probe *p, const struct run *r, size_t i)
+{
+    size_t by = r->eps[i];
+    bool confirmed = false;
+    for (size_t j = 0; j < r->n; j++) {
+        size_t k = r->eps[j];
+        if (r->taken[j] && k != by && !r->res[j].healthy && p->eps[k].held &&
+            r->started >= p->eps[k].fail_at) {
+            confirm(p, k);
+            confirmed = true;
+        }
+    }
+    for (size_t k = 0; p->n_held && k < p->n; k++) {
+        struct ep_state *st = &p->eps[k];
+        if (k == by || !st->held || st->vouched || st->fail_at > r->started)
+            continue;
+        st->vouched = dhaf_mono_ms();
+        st->recheck = false; /* the confirming check follows */
+        p->want_confirm = true;
+        DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-witnessed service=%s ep=%s", p->out[k].service,
+                 p->out[k].ep);
+    }
+    return confirmed;
+}
+
+/* Takes the i-th result of run r into the opinions (once). True when what is published of its
+ * entry point changed. */
+static bool take_result(struct dhaf_probe *p, struct round *rd, struct run *r, size_t i)
+{
+    if (r->taken[i])
+        return false;
+    r->taken[i] = true;
+    size_t k = r->eps[i];
+    const struct dhaf_section *hc = &p->svcs[p->eps[k].svc].svc->checker;
+    const struct dhaf_check_result *raw = &r->res[i];
+    struct ep_state *st = &p->eps[k];
+    struct dhaf_probe_result *o = &p->out[k];
+    st->inflight--;
+    rd->inflight--;
+    bool pub_healthy = o->healthy, pub_held = o->held, pub_known = o->known;
+    const char *pub_reason = o->reason;
+    bool was = st->known && st->opinion;
+    smooth(st, raw->healthy, hc->rise > 0 ? hc->rise : 1, hc->fall > 0 ? hc->fall : 1);
+    if (was && !st->opinion && p->n >= 2) { /* turned unhealthy: held until witnessed */
+        set_held(p, st, true);
+        st->recheck = true;
+        st->fail_at = dhaf_mono_ms(); /* the failure may have come at any time of the check */
+        st->vouched = 0;
+        p->want_witness = true;
+        DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-held service=%s ep=%s", o->service, o->ep);
+    } else if (st->opinion) {
+        set_held(p, st, false);
+    } else if (st->held && !raw->healthy && r->started >= st->fail_at &&
+               ((st->vouched && r->started >= st->vouched) || other_passed(r, i))) {
+        /* failing again while the vantage point is known to work - a pass elsewhere came
+         * before this check started, or in the same run */
+        confirm(p, k);
+    }
+    show(p, k);
+    o->raw_healthy = raw->healthy;
+    o->reason = raw->reason ? raw->reason : "internal";
+    snprintf(o->text, sizeof(o->text), "%s", raw->text);
+    o->latency_ms = raw->latency_ms;
+    o->known = true;
+    o->fresh = true;
+    bool others = raw->healthy && witnessed(p, r, i);
+    return others || o->healthy != pub_healthy || o->held != pub_held || !pub_known ||
+           (!o->healthy && strcmp(o->reason, pub_reason) != 0);
+}
+
+/* An ended run: takes the results not taken yet, and frees it. */
 static void finish_run(struct dhaf_probe *p, struct round *rd, struct run *r)
 {
     if (r->threaded)
         pthread_join(r->thread, NULL);
-    bool witness = false; /* a pass here vouches for the vantage point since r started */
-    for (size_t i = 0; i < r->n; i++) {
-        size_t k = r->eps[i];
-        const struct dhaf_section *hc = &p->svcs[p->eps[k].svc].svc->checker;
-        const struct dhaf_check_result *raw = &r->res[i];
-        struct ep_state *st = &p->eps[k];
-        st->inflight--;
-        bool was = st->known && st->opinion;
-        smooth(st, raw->healthy, hc->rise > 0 ? hc->rise : 1, hc->fall > 0 ? hc->fall : 1);
-        if (was && !st->opinion && p->n >= 2) { /* turned unhealthy: held until witnessed */
-            st->held = true;
-            st->recheck = true;
-            st->fail_at = dhaf_mono_ms(); /* the failure may have come at any time of the check */
-            st->vouched = 0;
-            p->want_witness = true;
-            DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-held service=%s ep=%s", p->out[k].service,
-                     p->out[k].ep);
-        } else if (st->opinion) {
-            st->held = false;
-            st->recheck = false;
-        } else if (st->held && !raw->healthy && r->started >= st->fail_at &&
-                   ((st->vouched && r->started >= st->vouched) || other_passed(r, i))) {
-            /* failing again while the vantage point is known to work - a pass elsewhere came
-             * before this check started, or in the same run: the entry point's own failure */
-            st->held = false;
-            st->recheck = false;
-            DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-confirmed service=%s ep=%s", p->out[k].service,
-                     p->out[k].ep);
-        }
-        witness |= raw->healthy;
-        struct dhaf_probe_result *o = &p->out[k];
-        show(p, k);
-        o->raw_healthy = raw->healthy;
-        o->reason = raw->reason ? raw->reason : "internal";
-        snprintf(o->text, sizeof(o->text), "%s", raw->text);
-        o->latency_ms = raw->latency_ms;
-        o->known = true;
-        o->fresh = true;
-    }
-    /* Another entry point passed a check that started after a held one failed: the vantage
-     * point works now. The held failure may still be its own (it failed while the vantage
-     * point was broken, and has recovered since): it is checked again at once, and only a
-     * failure of that check is published. */
-    for (size_t k = 0; witness && k < p->n; k++) {
-        struct ep_state *st = &p->eps[k];
-        if (!st->held || st->vouched || st->fail_at > r->started)
-            continue;
-        bool other = false;
-        for (size_t i = 0; i < r->n && !other; i++)
-            other = r->eps[i] != k && r->res[i].healthy;
-        if (other) {
-            st->vouched = dhaf_mono_ms();
-            st->recheck = false; /* the confirming check follows */
-            p->want_confirm = true;
-            DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-witnessed service=%s ep=%s", p->out[k].service,
-                     p->out[k].ep);
-        }
-    }
+    for (size_t i = 0; i < r->n; i++)
+        take_result(p, rd, r, i);
     r->type->running--;
-    rd->inflight -= (int)r->n;
     rd->runs--;
     free(r->targets);
     free(r->eps);
     free(r->res);
+    free(r->ready);
+    free(r->taken);
     free(r);
 }
 
@@ -578,6 +650,15 @@ static void start_confirms(struct dhaf_probe *p, struct round *rd)
     }
 }
 
+/* Starts the re-checks and confirming checks that are wanted. */
+static void start_priority(struct dhaf_probe *p, struct round *rd)
+{
+    if (p->want_witness)
+        start_rechecks(p, rd);
+    if (p->want_confirm)
+        start_confirms(p, rd);
+}
+
 static bool all_started(const struct dhaf_probe *p)
 {
     for (size_t i = 0; i < p->n_types; i++)
@@ -605,6 +686,7 @@ void dhaf_probe_round(struct dhaf_probe *p, int spread_ms, struct dhaf_cancel *s
     pthread_mutex_lock(&p->lock);
     p->stopping = false;
     p->done = NULL;
+    p->ready = NULL;
     pthread_mutex_unlock(&p->lock);
     /* The hook wakes the wait below. Without one (the token's hook slots are all taken) a
      * fired stop is still seen, when the next check ends or is due. The token's lock is never
@@ -613,19 +695,19 @@ void dhaf_probe_round(struct dhaf_probe *p, int spread_ms, struct dhaf_cancel *s
     bool stopped = !hooked && dhaf_cancel_fired(stop);
     p->want_witness = true; /* a re-check left over from a stopped round starts first */
     for (;;) {
-        if (!stopped && p->want_witness)
-            start_rechecks(p, &rd);
-        if (!stopped && p->want_confirm)
-            start_confirms(p, &rd);
+        if (!stopped)
+            start_priority(p, &rd);
         int64_t wake_at = stopped ? 0 : start_due(p, &rd);
         if (rd.runs == 0 && (stopped || all_started(p)))
             break;
         pthread_mutex_lock(&p->lock);
-        while (!p->done && !p->stopping)
+        while (!p->done && !p->ready && !p->stopping)
             if (!dhaf_cond_wait_until(&p->cond, &p->lock, wake_at))
                 break; /* the next check is due */
         struct run *done = p->done;
+        struct ready *ready = p->ready;
         p->done = NULL;
+        p->ready = NULL;
         if (p->stopping) {
             stopped = true;
             p->stopping = false; /* seen: from now on only the runs' ends wake the wait */
@@ -633,13 +715,19 @@ void dhaf_probe_round(struct dhaf_probe *p, int spread_ms, struct dhaf_cancel *s
         pthread_mutex_unlock(&p->lock);
         if (!hooked && !stopped)
             stopped = dhaf_cancel_fired(stop);
-        if (!done)
-            continue;
+        /* A run's ready results were queued before it ended: they are taken first. */
+        bool changed = false;
+        for (; ready; ready = ready->next)
+            changed |= take_result(p, &rd, ready->run, ready->i);
+        if (!done && !changed)
+            continue; /* (the published opinions are as the callback last saw them) */
         while (done) {
             struct run *next = done->next_done;
             finish_run(p, &rd, done);
             done = next;
         }
+        if (!stopped) /* before cb, which may write a vote */
+            start_priority(p, &rd);
         if (cb)
             cb(ud, p->out, p->n);
     }

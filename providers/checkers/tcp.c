@@ -17,6 +17,7 @@
 
 #include "dhaf/clock.h"
 #include "dhaf/alloc.h"
+#include "dhaf/probe.h"
 #include "dhaf/provider.h"
 #include "tcp.h"
 
@@ -125,6 +126,7 @@ static void finish(struct probe *pr, enum tcp_status s, const char *fmt, ...)
     pr->fd = -1;
     DHAF_FREE(pr->buf);
     pr->phase = PH_DONE;
+    dhaf_check_done(pr->t); /* the engine takes it now, not with the slowest of the call */
 }
 
 static void finish_errno(struct probe *pr, const char *what, int err)

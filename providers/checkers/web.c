@@ -17,6 +17,7 @@
 
 #include "dhaf/alloc.h"
 #include "dhaf/log.h"
+#include "dhaf/probe.h"
 #include "dhaf/provider.h"
 #include "dhaf/valid.h"
 #include "web.h"
@@ -621,6 +622,7 @@ static void web_check(struct dhaf_check_target *targets, size_t n)
             struct web_job *j = priv;
             if (job_attempt_done(multi, j, res)) {
                 job_log(j);
+                dhaf_check_done(j->t); /* taken now, not with the slowest of the batch */
                 job_release(multi, j); /* its buffers go now, not with the last of the batch */
                 active--;
             }

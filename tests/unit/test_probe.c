@@ -492,6 +492,7 @@ static void test_hung_check_delays_nothing(void **state)
     int64_t took = dhaf_mono_ms() - t0;
     assert_int_equal(accepts_wait(N_LISTEN), N_LISTEN);
     assert_int_equal(r[0].offset_ms, 0);
+    int same_call = 0;
     assert_false(r[0].raw_healthy);
     assert_string_equal(r[0].reason, "expect");
     for (int k = 0; k < N_LISTEN; k++) {
@@ -499,11 +500,12 @@ static void test_hung_check_delays_nothing(void **state)
         assert_true(at >= r[k + 1].offset_ms);
         assert_true(at < r[k + 1].offset_ms + LATE_MS);
         assert_true(r[k + 1].healthy);
-        /* reported when its own check() call ended: the ones in the hung entry point's call
-         * wait for it, the others do not */
-        if (r[k + 1].offset_ms > 0)
-            assert_true(s.fresh_ms[k + 1] - t0 < r[k + 1].offset_ms + LATE_MS);
+        /* reported as its own check ended (dhaf_check_done), also the ones in the hung entry
+         * point's call: they do not wait for it */
+        assert_true(s.fresh_ms[k + 1] - t0 < r[k + 1].offset_ms + LATE_MS);
+        same_call += r[k + 1].offset_ms == 0;
     }
+    assert_true(same_call > 0); /* (the names put some in the hung one's call) */
     print_message("round with a hung check: %lld ms\n", (long long)took);
     assert_true(took >= 950 && took < 1000 + LATE_MS);
     seen_release(&s);
@@ -737,12 +739,23 @@ static void test_failure_held_until_witnessed(void **state)
     dhaf_config_release(&cfg);
 }
 
+/* Lines in a file (0 when there is none). */
+static int count_lines(const char *path)
+{
+    char *t = test_read_file(path);
+    int n = 0;
+    for (const char *c = t; c && *c; c++)
+        n += *c == '\n';
+    free(t);
+    return n;
+}
+
 /* What the re-check test's callback saw of entry point 0. */
 struct recheck_seen {
     int64_t t0;
-    int calls;          /* callbacks so far */
-    int held_call;      /* the callback that first showed it held (0: none yet) */
-    int confirmed_call; /* the one that first showed it failing, not held */
+    const char *calls; /* the file where entry point 0's check program writes a line per run */
+    bool held;         /* a callback showed it held */
+    int confirmed_at;  /* its checks (lines) when a callback first showed it failing, not held */
     int64_t confirmed_ms;
 };
 
@@ -750,18 +763,32 @@ static void on_recheck(void *ud, const struct dhaf_probe_result *all, size_t n)
 {
     struct recheck_seen *s = ud;
     (void)n;
-    s->calls++;
-    if (!s->held_call && all[0].held)
-        s->held_call = s->calls;
-    if (s->held_call && !s->confirmed_call && !all[0].healthy && !all[0].held) {
-        s->confirmed_call = s->calls;
+    s->held |= all[0].held;
+    if (s->held && !s->confirmed_at && !all[0].healthy && !all[0].held) {
+        s->confirmed_at = count_lines(s->calls);
         s->confirmed_ms = dhaf_mono_ms() - s->t0;
     }
 }
 
+/* The [start, end) of the i-th run of a check program that wrote "start end" lines. */
+static void nth_run(const char *path, int i, long long *start, long long *end)
+{
+    char *t = test_read_file(path);
+    assert_non_null(t);
+    const char *c = t;
+    for (int k = 0; k < i && c; k++) {
+        c = strchr(c, '\n');
+        c = c ? c + 1 : NULL;
+    }
+    assert_non_null(c);
+    assert_int_equal(sscanf(c, "%lld %lld", start, end), 2);
+    free(t);
+}
+
 /* A failure just held is checked again at once beside a witness of its type, in one call: the
- * witness's pass there confirms it - one check after the failure, long before the witness's
- * own turn in the round (a witness, then a confirming check, took two). */
+ * witness's pass there confirms it at its second check, the two side by side and long before
+ * the witness's own turn in the round (a witness's check, then a confirming one, took two
+ * checks' time one after the other). */
 static void test_failure_rechecked_beside_witness(void **state)
 {
     (void)state;
@@ -783,11 +810,30 @@ static void test_failure_rechecked_beside_witness(void **state)
             snprintf(names[1], sizeof(names[1]), "%s", svc);
     }
     assert_true(names[0][0] && names[1][0]);
-    int a, b; /* a listening, then closed; b the witness, listening throughout */
+    /* a check program that counts its runs per entry point and fails while down-<ep> exists */
+    char dir[64], script[128], sh[512], calls[160], down[160];
+    assert_int_equal(test_tmpdir(dir, sizeof(dir), "probe-recheck"), 0);
+    snprintf(script, sizeof(script), "%s/check.sh", dir);
+    snprintf(sh, sizeof(sh),
+             "#!/bin/sh\n"
+             "s=$(date +%%s%%N)\n"
+             "sleep 0.2\n"
+             "rc=0; [ -e %s/down-$1 ] && rc=1\n"
+             "echo \"$s $(date +%%s%%N)\" >> %s/calls-$1\n"
+             "exit $rc\n",
+             dir, dir);
+    FILE *f = fopen(script, "w");
+    assert_non_null(f);
+    fputs(sh, f);
+    fclose(f);
+    assert_int_equal(chmod(script, 0755), 0);
     static struct yaml y;
     yaml_begin(&y);
-    two_services(&y, (const char *[2]){names[0], names[1]}, "127.0.0.58", "127.0.0.59", "", &a, &b);
-    assert_int_equal(listen(b, 16), 0);
+    for (int i = 0; i < 2; i++) {
+        char hc[256];
+        snprintf(hc, sizeof(hc), "type: exec, init: /bin/true, check: %s, timeout: 5", script);
+        yaml_service(&y, names[i], "127.0.0.1", hc);
+    }
     struct dhaf_config cfg;
     yaml_load(&y, &cfg);
     struct dhaf_probe *p = engine(&cfg, "node-1", 0);
@@ -795,22 +841,33 @@ static void test_failure_rechecked_beside_witness(void **state)
     size_t n;
     dhaf_probe_round(p, 0, NULL, NULL, NULL, &r, &n);
     assert_true(r[0].healthy && r[1].healthy);
-    close(a);
-    struct recheck_seen s = {.t0 = dhaf_mono_ms()};
+    snprintf(calls, sizeof(calls), "%s/calls-ep-%s", dir, names[0]);
+    snprintf(down, sizeof(down), "%s/down-ep-%s", dir, names[0]);
+    assert_int_equal(count_lines(calls), 1);
+    f = fopen(down, "w"); /* the first entry point fails from now on */
+    assert_non_null(f);
+    fclose(f);
+    struct recheck_seen s = {.t0 = dhaf_mono_ms(), .calls = calls};
     dhaf_probe_round(p, SPREAD, NULL, on_recheck, &s, &r, &n);
-    print_message("turns %u and %u ms; held at callback %d, confirmed at callback %d (%lld ms)\n",
-                  r[0].offset_ms, r[1].offset_ms, s.held_call, s.confirmed_call,
-                  (long long)s.confirmed_ms);
+    print_message("turns %u and %u ms; confirmed after %d checks of it (%lld ms)\n", r[0].offset_ms,
+                  r[1].offset_ms, s.confirmed_at - 1, (long long)s.confirmed_ms);
     assert_true(r[0].offset_ms <= 100 && r[1].offset_ms >= 700);
-    assert_int_equal(s.held_call, 1);             /* its own turn's check failed: held */
-    assert_int_equal(s.confirmed_call, 2);        /* the next call - the re-check - confirmed it */
+    assert_true(s.held);                      /* its own turn's check failed: held */
+    assert_int_equal(s.confirmed_at, 1 + 2);  /* the re-check beside the witness confirmed it */
+    long long a_start, a_end, b_start, b_end; /* its re-check and the witness's check: at once */
+    nth_run(calls, 2, &a_start, &a_end);
+    snprintf(down, sizeof(down), "%s/calls-ep-%s", dir, names[1]);
+    nth_run(down, 1, &b_start, &b_end);
+    print_message("re-check 0..%lld ms, witness %lld..%lld ms\n", (a_end - a_start) / 1000000,
+                  (b_start - a_start) / 1000000, (b_end - a_start) / 1000000);
+    assert_true(b_start < a_end && a_start < b_end);
     assert_true(s.confirmed_ms < r[1].offset_ms); /* before the witness's own turn */
     assert_false(r[0].healthy);
     assert_false(r[0].held);
     assert_true(r[1].healthy);
-    close(b);
     dhaf_probe_free(p);
     dhaf_config_release(&cfg);
+    test_rmrf(dir);
 }
 
 /* A plugin's check() is called from one thread at a time, even when its calls of different

@@ -13,6 +13,7 @@
 #include "dhaf/cancel.h"
 #include "dhaf/config.h"
 #include "dhaf/err.h"
+#include "dhaf/provider.h"
 
 /* The voter's opinion of one entry point. */
 struct dhaf_probe_result {
@@ -85,6 +86,16 @@ typedef void (*dhaf_probe_cb)(void *ud, const struct dhaf_probe_result *all, siz
 void dhaf_probe_round(struct dhaf_probe *p, int spread_ms, struct dhaf_cancel *stop,
                       dhaf_probe_cb cb, void *ud, const struct dhaf_probe_result **out,
                       size_t *n_out);
+
+/**
+ * For checkers built into dhaf: t's result is final - the engine may take it now rather than
+ * when the whole check() call returns (the slowest of its targets), so that a failure is held,
+ * re-checked and published one check's time after it came. Call it from the thread in
+ * check(), at most once per target, after the last write to t->result. Outside an engine's
+ * run (a checker called directly, as in tests) it does nothing. A checker that never calls it
+ * has its results taken when check() returns.
+ */
+void dhaf_check_done(const struct dhaf_check_target *t);
 
 /** Destroys the checkers' instances and frees p (NULL: nothing). Not during a round. */
 void dhaf_probe_free(struct dhaf_probe *p);
