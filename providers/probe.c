@@ -71,6 +71,7 @@ struct run {
     int64_t started; /* monotonic ms: a pass here vouches for the vantage point since then */
     struct dhaf_check_result *res; /* the run's own results: two runs may check one EP */
     bool threaded; /* false: it ran on the round's thread (no thread could be made) */
+    bool priority; /* a re-check, witness or confirming check: every result is taken early */
     pthread_t thread;
     struct run *next_done;
     struct ready *ready; /* one per target: queued by dhaf_check_done (run is then set) */
@@ -346,6 +347,7 @@ static void start_run(struct dhaf_probe *p, struct round *rd, struct ptype *t, s
         r->res[i].reason = "internal";
         snprintf(r->res[i].text, sizeof(r->res[i].text), "the checker gave no result");
     }
+    r->priority = eps != NULL;
     if (!eps)
         t->next += n;
     t->running++;
@@ -370,6 +372,9 @@ void dhaf_check_done(const struct dhaf_check_target *t)
     if (!r || !t || t < r->targets || t >= r->targets + r->n)
         return; /* not a target of this thread's run */
     size_t i = (size_t)(t - r->targets);
+    if (!r->priority && t->result && t->result->healthy)
+        return; /* a pass of a scheduled check changes nothing urgent: taken at the call's end
+                   (a wake-up of the round's thread per check cost more than it gave) */
     struct dhaf_probe *p = r->p;
     pthread_mutex_lock(&p->lock);
     if (!r->ready[i].run) {

@@ -90,10 +90,11 @@ void dhaf_probe_round(struct dhaf_probe *p, int spread_ms, struct dhaf_cancel *s
 /**
  * For checkers built into dhaf: t's result is final - the engine may take it now rather than
  * when the whole check() call returns (the slowest of its targets), so that a failure is held,
- * re-checked and published one check's time after it came. Call it from the thread in
- * check(), at most once per target, after the last write to t->result. Outside an engine's
- * run (a checker called directly, as in tests) it does nothing. A checker that never calls it
- * has its results taken when check() returns.
+ * re-checked and published one check's time after it came. (It takes failures, and every
+ * result of a re-check, witness or confirming check, early; a scheduled pass waits.) Call it from
+ * the thread in check(), at most once per target, after the last write to t->result. Outside an
+ * engine's run (a checker called directly, as in tests) it does nothing. A checker that never calls
+ * it has its results taken when check() returns.
  */
 void dhaf_check_done(const struct dhaf_check_target *t);
 
