@@ -80,6 +80,12 @@ const struct dhaf_cfgkey dhaf_config_keys[] = {
     {"dhaf.auto-switch-back", DHAF_CFG_BOOL, OFF(auto_switch_back), false, "true", 0, 0, NULL,
      NULL, NULL, "Switch back to a higher-priority entry point once it is healthy again; false: "
      "only a switchover moves traffic back."},
+    {"dhaf.flap-threshold", DHAF_CFG_INT, OFF(flap_threshold), false, "3", 0, 1000, NULL, NULL,
+     NULL, "Flap damping: each time an entry point goes down adds 1 to its penalty, which halves "
+     "every dhaf.flap-half-life; at this penalty it is held down (no failover or switch back "
+     "goes to it while another is healthy) until the penalty falls below half of it. 0: off."},
+    {"dhaf.flap-half-life", DHAF_CFG_INT, OFF(flap_half_life), false, "300", 1, 86400, NULL,
+     NULL, NULL, "Seconds in which an entry point's flap penalty halves (dhaf.flap-threshold)."},
     {"dhaf.dry-run", DHAF_CFG_BOOL, OFF(dry_run), false, "false", 0, 0, NULL, NULL, NULL,
      "Observe only: while this node leads, decisions are shown (would-switch events) and none "
      "is carried out - for a node's first days. dhafctl pause does it for the whole cluster."},

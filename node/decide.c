@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The decision engine (pure): failover, switchover, switching, panic and quorum. */
+#include <math.h>
 #include <string.h>
 
 #include "dhaf/json.h"
@@ -65,17 +66,25 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const 
 
     /* Health transitions of each entry point, announced once (the state remembers). */
     int best = -1;   /* highest-priority healthy EP that is not drained: the target */
+    int calm = -1;   /* ... and not held down for flapping: preferred */
     bool up = false; /* any EP healthy, drained or not: the service is not down */
     for (size_t e = 0; e < n; e++) {
         enum ep_health h = health_of(&tally[e]);
         up |= h == EP_UP;
         if (h == EP_UP && best < 0 && !req->drained[e])
             best = (int)e;
+        if (h == EP_UP && calm < 0 && !req->drained[e] && !req->flapping[e])
+            calm = (int)e;
         if (h != EP_UNKNOWN && h != state->eps[e])
             emit(out, h == EP_UP ? EVK_EP_UP : EVK_EP_DOWN, (int)e, NULL);
         if (h != EP_UNKNOWN)
             out->next.eps[e] = h;
     }
+
+    /* An entry point that flaps is a target only when no other healthy one is. */
+    bool flap_skipped = calm >= 0 && calm != best;
+    if (calm >= 0)
+        best = calm;
 
     /* Panic: no entry point is healthy. Nothing is switched; the service is down. */
     bool panic = !up;
@@ -176,6 +185,11 @@ void decide(const struct dhaf_service *svc, const struct ep_tally *tally, const 
         }
         return;
     }
+    if (cur_h == EP_UP && flap_skipped) {
+        out->rule = "steady: a higher-priority entry point is healthy but flaps: it is held down "
+                    "until its penalty decays (dhaf.flap-threshold, dhaf.flap-half-life)";
+        return;
+    }
     out->rule = cur_h == EP_UP ? "steady: the current entry point is healthy and none of "
                                  "higher priority is"
                                : "steady: no voter has checked the current entry point";
@@ -213,4 +227,26 @@ void decide_damping(const struct dhaf_config *cfg, struct decide_request *req)
 {
     req->switch_back_ms = (int64_t)cfg->switch_back_delay * cfg->tact_interval * 1000;
     req->manual_failback = !cfg->auto_switch_back;
+}
+
+bool flap_update(struct flap *f, int64_t now_ms, bool went_down, int threshold, int half_life_s)
+{
+    if (threshold <= 0) {
+        bool was = f->held;
+        *f = (struct flap){0};
+        return was;
+    }
+    if (f->at_ms && now_ms > f->at_ms && f->penalty > 0)
+        f->penalty *= (float)exp2(-(double)(now_ms - f->at_ms) / (half_life_s * 1000.0));
+    f->at_ms = now_ms;
+    if (f->penalty < 0.001f)
+        f->penalty = 0;
+    if (went_down)
+        f->penalty += 1;
+    /* held at the threshold, the penalty rounded (three quick downs make 2.9, not 3); released
+     * below half of it */
+    bool held = f->held ? f->penalty >= threshold / 2.0f : f->penalty + 0.5f >= (float)threshold;
+    bool changed = held != f->held;
+    f->held = held;
+    return changed;
 }

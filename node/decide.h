@@ -41,6 +41,8 @@ struct decide_request {
     int64_t strict_up_ms[DECIDE_MAX_EPS];
     int64_t switch_back_ms;
     bool manual_failback;
+    bool flapping[DECIDE_MAX_EPS]; /* held down by its flap penalty: a target only when no
+                                      other healthy entry point is */
 };
 
 enum action_kind { ACT_NONE = 0, ACT_FAILOVER, ACT_SWITCHOVER, ACT_SWITCHING };
@@ -77,6 +79,20 @@ void decide_state_from_json(const struct dhaf_service *svc, const json_t *j,
 
 /** The damping settings of cfg into req (dhaf.switch-back-delay in ms, auto-switch-back). */
 void decide_damping(const struct dhaf_config *cfg, struct decide_request *req);
+
+/* An entry point's flap penalty (the leader's memory). */
+struct flap {
+    float penalty; /* +1 per time it went down, halving every half-life */
+    int64_t at_ms; /* when penalty was last brought up to date (monotonic ms; 0: never) */
+    bool held;     /* held down: penalty reached the threshold, not yet below half of it */
+};
+
+/**
+ * Brings f up to now_ms (the penalty decays), adds 1 when the entry point went down just now,
+ * and holds it down at threshold, releasing it below threshold/2 (threshold 0: off, f
+ * cleared). Returns true when held changed. Pure but for f.
+ */
+bool flap_update(struct flap *f, int64_t now_ms, bool went_down, int threshold, int half_life_s);
 
 /** "failover", "switchover", "switching", "none". */
 const char *action_name(enum action_kind a);

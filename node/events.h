@@ -65,7 +65,12 @@ enum event_level { EV_INFO = 1, EV_WARNING = 2, EV_CRITICAL = 3 };
       "etcd refuses the writes of cluster {cluster}: {detail}; no decision is recorded or acted "  \
       "on until it accepts them again")                                                            \
     X(ETCD_ALARM_CLEARED, "etcd-alarm-cleared", EV_INFO,                                           \
-      "etcd accepts the writes of cluster {cluster} again{detail}; decisions resume")
+      "etcd accepts the writes of cluster {cluster} again{detail}; decisions resume")              \
+    X(EP_FLAPPING, "ep-flapping", EV_WARNING,                                                      \
+      "entry point {from} of {service} flaps: held down, no traffic goes to it while another "     \
+      "is healthy{detail}")                                                                        \
+    X(EP_CALM, "ep-calm", EV_INFO,                                                                 \
+      "entry point {from} of {service} no longer flaps: it may take traffic again{detail}")
 
 enum event_kind {
 #define EVENT_ENUM(id, name, level, tmpl) EVK_##id,

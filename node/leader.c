@@ -55,6 +55,8 @@ struct svc_run {
     } shown[DECIDE_MAX_EPS]; /* the counts last logged (not whole tallies: 1,000 services x 64
                                 entry points of reasons would be 34 MB) */
     bool shown_valid;
+    struct flap *flap; /* one per EP (n_flap): its flap penalty; this leader's memory */
+    size_t n_flap;
     int64_t strict_up_since[DECIDE_MAX_EPS]; /* monotonic ms an EP became healthy by a strict
                                                 majority (0: it is not); this leader's memory */
 };
@@ -131,6 +133,7 @@ static void run_free(struct svc_run *r)
         json_decref(r->last_switch);
     free(r->name);
     free(r->fingerprint);
+    free(r->flap);
     free(r);
 }
 
@@ -193,6 +196,8 @@ static void sync_runs(struct decider *d, struct snap *s)
         r->sw = dhaf_registry_find(DHAF_PKIND_SWITCHER, svc->switcher.type);
         r->st.current = -1;
         r->pending_to = r->pending_from = -1;
+        r->n_flap = svc->n_eps;
+        r->flap = dhaf_xcalloc(svc->n_eps ? svc->n_eps : 1, sizeof(*r->flap));
     }
     for (size_t k = 0; k < d->n; k++)
         run_free(d->runs[k]);
@@ -747,6 +752,34 @@ static void log_counts(struct svc_run *r, const struct dhaf_service *svc, const 
     r->shown_valid = true;
 }
 
+/* Brings the flap penalties of r up to now, counting the entry points out says went down;
+ * writes an ep-flapping / ep-calm event for each that is held down or released (returns their
+ * number; evs and details have room for one per entry point). */
+static size_t flap_events(struct svc_run *r, const struct dhaf_service *svc,
+                          const struct dhaf_config *cfg, const struct decide_output *out,
+                          int64_t now, struct event *evs, char (*details)[160])
+{
+    size_t n = 0;
+    for (size_t e = 0; e < r->n_flap && e < DECIDE_MAX_EPS; e++) {
+        bool down = false;
+        for (size_t k = 0; k < out->n_events; k++)
+            down |= out->events[k].kind == EVK_EP_DOWN && out->events[k].ep == (int)e;
+        if (!flap_update(&r->flap[e], now, down, cfg->flap_threshold, cfg->flap_half_life))
+            continue;
+        bool held = r->flap[e].held;
+        snprintf(details[n], sizeof(details[n]), " (penalty %.1f; %s at %d%s)",
+                 (double)r->flap[e].penalty, held ? "held down" : "released below",
+                 held ? cfg->flap_threshold : cfg->flap_threshold / 2,
+                 held ? ", halving every dhaf.flap-half-life" : "");
+        evs[n] = (struct event){.kind = held ? EVK_EP_FLAPPING : EVK_EP_CALM,
+                                .service = svc->name,
+                                .from = ep_name(svc, (int)e),
+                                .detail = details[n]};
+        n++;
+    }
+    return n;
+}
+
 /* Decides for every service; returns true when a switch happened. */
 static bool decide_all(struct decider *d, struct snap *s)
 {
@@ -798,12 +831,15 @@ static bool decide_all(struct decider *d, struct snap *s)
             req.strict_up_ms[e] = strict ? now - r->strict_up_since[e] : -1;
         }
         decide_damping(&s->cfg, &req);
+        for (size_t e = 0; e < r->n_flap && e < DECIDE_MAX_EPS; e++)
+            req.flapping[e] = r->flap[e].held;
         decide(svc, t, &q, &r->st, &req, &out);
         if (paused)
             hold(&r->st, &out);
-        struct event evs[DECIDE_MAX_EVENTS];
-        char details[DECIDE_MAX_EVENTS][160];
+        struct event evs[DECIDE_MAX_EVENTS + DECIDE_MAX_EPS];
+        char details[DECIDE_MAX_EVENTS + DECIDE_MAX_EPS][160];
         size_t n_evs = events_of(svc, &r->st, &out, t, &q, evs, details);
+        n_evs += flap_events(r, svc, &s->cfg, &out, now, evs + n_evs, details + n_evs);
         if (out.action != ACT_NONE && out.target >= 0) {
             do_switch(d, r, svc, &out, t, req_rev, evs, n_evs);
             switched = true;

@@ -307,6 +307,69 @@ static void test_switch_back_damping(void **state)
     }
 }
 
+/* A flapping entry point (held down by its penalty) is a target only when no other healthy
+ * one is: no switch back to it, no failover to it while another is up, but better it than
+ * nothing. */
+static void test_flapping_held_down(void **state)
+{
+    (void)state;
+    struct {
+        const char *name, *votes, *flapping;
+        int current;
+        enum action_kind action;
+        int target;
+    } fcases[] = {
+        {"no switch back to a flapping one", "UUU", "x..", 1, ACT_NONE, -1},
+        {"the control: back when it is calm", "UUU", "...", 1, ACT_SWITCHING, 0},
+        {"failover skips a flapping one", "DUU", ".x.", 0, ACT_FAILOVER, 2},
+        {"a flapping one rather than none", "DUD", ".x.", 0, ACT_FAILOVER, 1},
+    };
+    for (size_t i = 0; i < sizeof(fcases) / sizeof(fcases[0]); i++) {
+        struct ep_tally t[3];
+        build_tally(fcases[i].votes, t);
+        struct decide_state st = {.current = fcases[i].current, .quorum = true};
+        for (size_t e = 0; e < 3; e++)
+            st.eps[e] = fcases[i].votes[e] == 'D' ? EP_DOWN : EP_UP;
+        struct decide_request req = {.kind = REQ_NONE, .ep = -1};
+        for (size_t e = 0; e < 3; e++)
+            req.flapping[e] = fcases[i].flapping[e] == 'x';
+        struct quorum q = {.fresh = 3, .expected = 3, .need = 2};
+        struct decide_output out;
+        decide(&svc, t, &q, &st, &req, &out);
+        if (out.action != fcases[i].action || out.target != fcases[i].target)
+            fail_msg("case \"%s\": action %s target %d (%s)", fcases[i].name,
+                     action_name(out.action), out.target, out.rule);
+    }
+}
+
+/* The flap penalty: +1 per time down, halving every half-life; held down at the threshold,
+ * released below half of it; threshold 0 is off. */
+static void test_flap_penalty(void **state)
+{
+    (void)state;
+    struct flap f = {0};
+    int64_t t = 1000000;
+    assert_false(flap_update(&f, t, true, 3, 60));         /* 1 */
+    assert_false(flap_update(&f, t + 10000, true, 3, 60)); /* 1 * 2^(-10/60) + 1 = 1.89 */
+    assert_false(f.held);
+    assert_true(flap_update(&f, t + 20000, true, 3, 60)); /* 2.68: 3, rounded: held down */
+    assert_true(f.held);
+    assert_false(flap_update(&f, t + 65000, false, 3, 60)); /* 1.59: not below 1.5 yet */
+    assert_true(f.held);
+    assert_true(flap_update(&f, t + 75000, false, 3, 60)); /* 1.41: released */
+    assert_false(f.held);
+    /* downs a few half-lives apart never add up */
+    struct flap slow = {0};
+    for (int k = 0; k < 10; k++)
+        assert_false(flap_update(&slow, t + k * 120000, true, 3, 60));
+    assert_true(slow.penalty < 1.5f);
+    /* threshold 0: off; a held entry point is released at once */
+    f.held = true;
+    assert_true(flap_update(&f, t + 77000, true, 0, 60));
+    assert_false(f.held);
+    assert_false(flap_update(&f, t + 78000, true, 0, 60));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -315,6 +378,8 @@ int main(void)
         cmocka_unit_test(test_quorum),
         cmocka_unit_test(test_drain),
         cmocka_unit_test(test_switch_back_damping),
+        cmocka_unit_test(test_flapping_held_down),
+        cmocka_unit_test(test_flap_penalty),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -486,6 +486,41 @@ static void test_read_back_fails_after_switch(void **state)
     assert_false(state_has(w, "\"switching\""));
 }
 
+/* Flap damping with the defaults (threshold 3, half-life 300 s, switch back after 3 tacts):
+ * the third time the primary goes down within a few seconds it is held down (ep-flapping);
+ * healthy again, traffic stays on the backup until the penalty has decayed below half the
+ * threshold (ep-calm, about one half-life later), then goes back. */
+static void test_flapping_entry_point_held_down(void **state)
+{
+    struct world *w = *state;
+    static const char *const up[4] = {"hh", "hh", "hh", "hh"};
+    static const char *const down[4] = {"uh", "uh", "uh", "uh"};
+    run_for(w, 1000, up);
+    int calls = switch_calls(w);
+    for (int flap = 1; flap <= 3; flap++) {
+        run_for(w, 1000, down); /* failover to backup */
+        assert_int_equal(switch_calls(w), calls + 1);
+        calls++;
+        assert_int_equal(fx_count_events(w->ms, "ep-flapping"), flap == 3);
+        run_for(w, 5000, up); /* switch back after 3 tacts - but not after the third flap */
+        if (flap < 3) {
+            assert_int_equal(switch_calls(w), calls + 1);
+            calls++;
+        }
+    }
+    char cur[32];
+    current_in_state(w, cur, sizeof(cur));
+    assert_string_equal(cur, "backup");
+    run_for(w, 200000, up); /* penalty 2.9 -> 1.8: still held down */
+    assert_int_equal(switch_calls(w), calls);
+    assert_int_equal(fx_count_events(w->ms, "ep-calm"), 0);
+    run_for(w, 120000, up); /* -> 1.4: released, and traffic goes back */
+    assert_int_equal(fx_count_events(w->ms, "ep-calm"), 1);
+    assert_int_equal(switch_calls(w), calls + 1);
+    current_in_state(w, cur, sizeof(cur));
+    assert_string_equal(cur, "primary");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -498,6 +533,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_frozen_voters_lose_their_votes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_provider_read_back_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_back_fails_after_switch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flapping_entry_point_held_down, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -103,6 +103,8 @@ struct dhaf_config {
     bool dry_run;          /* this node, leading, shows its decisions and carries none out */
     int switch_back_delay; /* tacts a higher-priority EP must be healthy before switching back */
     bool auto_switch_back; /* false: failback only by a switchover */
+    int flap_threshold;    /* an EP whose flap penalty reaches it is held down (0: off) */
+    int flap_half_life;    /* seconds in which a flap penalty halves */
     struct dhaf_api web_api;
     struct dhaf_api grpc_api;
     char *api_token;  /* secret: the admin role */
