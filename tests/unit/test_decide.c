@@ -267,6 +267,20 @@ static void test_drain(void **state)
     }
 }
 
+/* Decides with three fresh voters of three whose tally is votes (build_tally), every entry
+ * point announced as it is now (D: down, else up) and current the current one. */
+static void decide_three(const char *votes, int current, const struct decide_request *req,
+                         struct decide_output *out)
+{
+    struct ep_tally t[3];
+    build_tally(votes, t);
+    struct decide_state st = {.current = current, .quorum = true};
+    for (size_t e = 0; e < 3; e++)
+        st.eps[e] = votes[e] == 'D' ? EP_DOWN : EP_UP;
+    struct quorum q = {.fresh = 3, .expected = 3, .need = 2};
+    decide(&svc, t, &q, &st, req, out);
+}
+
 /* Damping: switching back waits for a strict majority held for switch_back_ms, and never
  * happens with manual failback; a failover never waits. */
 static void test_switch_back_damping(void **state)
@@ -287,20 +301,14 @@ static void test_switch_back_damping(void **state)
         {"failover never waits", "DUU", 0, -1, 3000, true, ACT_FAILOVER, 1},
     };
     for (size_t i = 0; i < sizeof(bcases) / sizeof(bcases[0]); i++) {
-        struct ep_tally t[3];
-        build_tally(bcases[i].votes, t);
-        struct decide_state st = {.current = bcases[i].current, .quorum = true};
-        for (size_t e = 0; e < 3; e++)
-            st.eps[e] = bcases[i].votes[e] == 'D' ? EP_DOWN : EP_UP;
         struct decide_request req = {.kind = REQ_NONE,
                                      .ep = -1,
                                      .switch_back_ms = bcases[i].delay_ms,
                                      .manual_failback = bcases[i].manual};
         for (size_t e = 0; e < 3; e++)
             req.strict_up_ms[e] = bcases[i].up_ms;
-        struct quorum q = {.fresh = 3, .expected = 3, .need = 2};
         struct decide_output out;
-        decide(&svc, t, &q, &st, &req, &out);
+        decide_three(bcases[i].votes, bcases[i].current, &req, &out);
         if (out.action != bcases[i].action || out.target != bcases[i].target)
             fail_msg("case \"%s\": action %s target %d (%s)", bcases[i].name,
                      action_name(out.action), out.target, out.rule);
@@ -325,17 +333,11 @@ static void test_flapping_held_down(void **state)
         {"a flapping one rather than none", "DUD", ".x.", 0, ACT_FAILOVER, 1},
     };
     for (size_t i = 0; i < sizeof(fcases) / sizeof(fcases[0]); i++) {
-        struct ep_tally t[3];
-        build_tally(fcases[i].votes, t);
-        struct decide_state st = {.current = fcases[i].current, .quorum = true};
-        for (size_t e = 0; e < 3; e++)
-            st.eps[e] = fcases[i].votes[e] == 'D' ? EP_DOWN : EP_UP;
         struct decide_request req = {.kind = REQ_NONE, .ep = -1};
         for (size_t e = 0; e < 3; e++)
             req.flapping[e] = fcases[i].flapping[e] == 'x';
-        struct quorum q = {.fresh = 3, .expected = 3, .need = 2};
         struct decide_output out;
-        decide(&svc, t, &q, &st, &req, &out);
+        decide_three(fcases[i].votes, fcases[i].current, &req, &out);
         if (out.action != fcases[i].action || out.target != fcases[i].target)
             fail_msg("case \"%s\": action %s target %d (%s)", fcases[i].name,
                      action_name(out.action), out.target, out.rule);

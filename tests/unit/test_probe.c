@@ -525,6 +525,16 @@ static void test_hung_check_delays_nothing(void **state)
     dhaf_config_release(&cfg);
 }
 
+/* Writes an executable program at path. */
+static void write_program(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    assert_int_equal(chmod(path, 0755), 0);
+}
+
 /* The bound: an exec check that records its start and end; 16 of them with max_inflight 4. */
 static void test_max_inflight(void **state)
 {
@@ -539,11 +549,7 @@ static void test_max_inflight(void **state)
              "sleep 0.15\n"
              "echo \"$s $(date +%%s%%N)\" > %s/times-$1\n",
              dir);
-    FILE *f = fopen(script, "w");
-    assert_non_null(f);
-    fputs(sh, f);
-    fclose(f);
-    assert_int_equal(chmod(script, 0755), 0);
+    write_program(script, sh);
     static struct yaml y;
     yaml_begin(&y);
     for (int i = 0; i < N; i++) {
@@ -834,11 +840,7 @@ static void test_failure_rechecked_beside_witness(void **state)
              "echo \"$s $(date +%%s%%N)\" >> %s/calls-$1\n"
              "exit $rc\n",
              dir, dir);
-    FILE *f = fopen(script, "w");
-    assert_non_null(f);
-    fputs(sh, f);
-    fclose(f);
-    assert_int_equal(chmod(script, 0755), 0);
+    write_program(script, sh);
     static struct yaml y;
     yaml_begin(&y);
     for (int i = 0; i < 2; i++) {
@@ -856,7 +858,7 @@ static void test_failure_rechecked_beside_witness(void **state)
     snprintf(calls, sizeof(calls), "%s/calls-ep-%s", dir, names[0]);
     snprintf(down, sizeof(down), "%s/down-ep-%s", dir, names[0]);
     assert_int_equal(count_lines(calls), 1);
-    f = fopen(down, "w"); /* the first entry point fails from now on */
+    FILE *f = fopen(down, "w"); /* the first entry point fails from now on */
     assert_non_null(f);
     fclose(f);
     struct recheck_seen s = {.t0 = dhaf_mono_ms(), .calls = calls};
