@@ -74,7 +74,7 @@ def tls_apis(node, dhaf_lines):
     open(node.config, "w").write(cfg)
 
 
-def stub(node, cn):
+def grpc_stub(node, cn):
     creds = grpc.ssl_channel_credentials(
         root_certificates=open(f"{PKI}/ca.pem", "rb").read(),
         private_key=open(f"{PKI}/{cn}.key", "rb").read(),
@@ -85,7 +85,7 @@ def stub(node, cn):
 
 def rpc(node, cn, method, req, token=None):
     """(grpc status code name, reply or error text)."""
-    s, ch = stub(node, cn)
+    s, ch = grpc_stub(node, cn)
     md = [("authorization", f"Bearer {token}")] if token else None
     try:
         return "OK", getattr(s, method)(req, metadata=md, timeout=10)
