@@ -17,6 +17,7 @@
 #include "access.h"
 #include "api.h"
 #include "service.h"
+#include "suspects.h"
 #include "dhaf/alloc.h"
 #include "dhaf/clock.h"
 #include "dhaf/json.h"
@@ -26,7 +27,20 @@
 #include "dhaf/valid.h"
 #include "votes.h"
 
-#define MAX_RELAYS 256
+#define MAX_RELAYS    256
+#define MAX_WATCHERS  16  /* probers streaming suspicions at once (a worker thread each) */
+#define SUSPECT_RING  64  /* the latest suspicions, for the streams to catch up with */
+#define WATCH_WAIT_MS 500 /* a stream looks at its call this often while nothing comes */
+
+struct suspicion {
+    char svc[DHAF_NAME_MAX + 1], ep[DHAF_NAME_MAX + 1], voter[DHAF_NAME_MAX + 1];
+};
+
+/* A prober's stream of suspicions: a newer stream of the same prober ends it. */
+struct watcher {
+    char name[DHAF_NAME_MAX + 1]; /* "": a free slot */
+    uint64_t gen;
+};
 
 struct relay {
     char name[DHAF_NAME_MAX + 1];
@@ -45,6 +59,15 @@ struct api {
     uint64_t generation;
     struct relay relays[MAX_RELAYS];
     size_t n_relays;
+    struct suspects *sus; /* the probers' first failures of current entry points */
+
+    /* WatchSuspects: the view's suspicions, for the probers' streams (under lock) */
+    pthread_cond_t sus_cv; /* a suspicion came, a watcher was replaced, or the api stops */
+    struct suspicion ring[SUSPECT_RING];
+    uint64_t sus_seq; /* suspicions seen; ring[(seq - 1) % SUSPECT_RING] is the latest */
+    struct watcher watchers[MAX_WATCHERS];
+    uint64_t watch_gen;
+    bool stopping;
 };
 
 /* ------------------------------------------------------------------ plan */
@@ -407,6 +430,7 @@ static int h_report(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessage
         rc = DHAF_EINVAL;
         goto out;
     }
+    suspects_raise(a->sus, req->prober, res, req->n_results); /* first: others start checking */
     char vkey[256], path[128];
     snprintf(path, sizeof(path), "votes/%s", req->prober);
     cluster_key(a->c, vkey, sizeof(vkey), path);
@@ -452,6 +476,110 @@ out:
     resp.accepted = 1;
     resp.generation = gen;
     return dhaf_rpc_send(call, &resp.base, err);
+}
+
+/* A suspicion in the view (the view's thread): kept for the probers' streams. */
+static void on_suspect(void *ud, const char *svc, const char *ep, const char *voter)
+{
+    struct api *a = ud;
+    pthread_mutex_lock(&a->lock);
+    struct suspicion *x = &a->ring[a->sus_seq++ % SUSPECT_RING];
+    snprintf(x->svc, sizeof(x->svc), "%s", svc);
+    snprintf(x->ep, sizeof(x->ep), "%s", ep);
+    snprintf(x->voter, sizeof(x->voter), "%s", voter);
+    pthread_cond_broadcast(&a->sus_cv);
+    pthread_mutex_unlock(&a->lock);
+}
+
+/* Takes a watcher slot for prober (its own, or a free one): the stream's generation, or 0 when
+ * every slot is taken by other probers. Lock held. */
+static uint64_t watcher_claim(struct api *a, const char *prober)
+{
+    struct watcher *w = NULL;
+    for (size_t i = 0; i < MAX_WATCHERS && !w; i++)
+        if (strcmp(a->watchers[i].name, prober) == 0)
+            w = &a->watchers[i];
+    for (size_t i = 0; i < MAX_WATCHERS && !w; i++)
+        if (!a->watchers[i].name[0])
+            w = &a->watchers[i];
+    if (!w)
+        return 0;
+    snprintf(w->name, sizeof(w->name), "%s", prober);
+    w->gen = ++a->watch_gen;
+    pthread_cond_broadcast(&a->sus_cv); /* an older stream of the prober ends */
+    return w->gen;
+}
+
+/* Whether the stream gen is still the prober's current one; false also frees nothing. */
+static bool watcher_current(const struct api *a, uint64_t gen)
+{
+    for (size_t i = 0; i < MAX_WATCHERS; i++)
+        if (a->watchers[i].gen == gen && a->watchers[i].name[0])
+            return true;
+    return false;
+}
+
+static void watcher_release(struct api *a, uint64_t gen)
+{
+    for (size_t i = 0; i < MAX_WATCHERS; i++)
+        if (a->watchers[i].gen == gen)
+            a->watchers[i].name[0] = 0;
+}
+
+static int h_watch_suspects(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessage *msg,
+                            struct dhaf_err *err)
+{
+    struct api *a = ud;
+    const Dhaf__V1__WatchSuspectsRequest *req = (const Dhaf__V1__WatchSuspectsRequest *)msg;
+    struct snap *s = snap_get(cluster_snaps(a->c));
+    int rc = authorize(&s->cfg, call, req->prober, err);
+    snap_put(s);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&a->lock);
+    uint64_t gen = a->stopping ? 0 : watcher_claim(a, req->prober);
+    uint64_t seen = a->sus_seq; /* from now on */
+    pthread_mutex_unlock(&a->lock);
+    if (!gen)
+        return dhaf_err_set(err, DHAF_ETOOBIG, "%d probers already watch suspicions here",
+                            MAX_WATCHERS);
+    DHAF_LOG(DHAF_LOG_DEBUG, "event=suspects-watch-start prober=%s", req->prober);
+    for (;;) {
+        /* the stream ends a little before its deadline, so that the prober sees an end, not
+         * a deadline error */
+        if (dhaf_rpc_call_cancelled(call) || dhaf_rpc_call_remaining_ms(call) < 2 * WATCH_WAIT_MS)
+            break;
+        struct suspicion batch[8];
+        size_t n = 0;
+        pthread_mutex_lock(&a->lock);
+        if (a->sus_seq == seen && !a->stopping && watcher_current(a, gen)) {
+            dhaf_cond_wait_until(&a->sus_cv, &a->lock, dhaf_mono_ms() + WATCH_WAIT_MS);
+        }
+        bool over = a->stopping || !watcher_current(a, gen);
+        if (a->sus_seq - seen > SUSPECT_RING) /* too slow a reader: the oldest are gone */
+            seen = a->sus_seq - SUSPECT_RING;
+        for (; !over && seen < a->sus_seq && n < sizeof(batch) / sizeof(batch[0]); seen++)
+            batch[n++] = a->ring[seen % SUSPECT_RING];
+        pthread_mutex_unlock(&a->lock);
+        if (over)
+            break;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            if (strcmp(batch[i].voter, req->prober) == 0)
+                continue; /* its own */
+            Dhaf__V1__Suspicion m = DHAF__V1__SUSPICION__INIT;
+            m.service = batch[i].svc;
+            m.entry_point = batch[i].ep;
+            m.voter = batch[i].voter;
+            rc = dhaf_rpc_send(call, &m.base, err);
+        }
+        if (rc)
+            break;
+    }
+    pthread_mutex_lock(&a->lock);
+    watcher_release(a, gen);
+    pthread_mutex_unlock(&a->lock);
+    DHAF_LOG(DHAF_LOG_DEBUG, "event=suspects-watch-end prober=%s", req->prober);
+    return rc == DHAF_ECANCELLED ? 0 : rc;
 }
 
 /* ------------------------------------------------------------------ dhaf.v1.Dhaf */
@@ -662,6 +790,8 @@ static const struct dhaf_rpc_method methods_tpl[] = {
      prober_auth, NULL},
     {"/dhaf.v1.Prober/Report", &dhaf__v1__report_request__descriptor, false, h_report, prober_auth,
      NULL},
+    {"/dhaf.v1.Prober/WatchSuspects", &dhaf__v1__watch_suspects_request__descriptor, true,
+     h_watch_suspects, prober_auth, NULL},
 };
 
 #define N_METHODS (sizeof(methods_tpl) / sizeof(methods_tpl[0]))
@@ -678,7 +808,9 @@ struct api *api_start(struct cluster *c, struct dhaf_err *err)
 {
     struct api *a = dhaf_xcalloc(1, sizeof(*a));
     a->c = c;
+    a->sus = suspects_new(c);
     pthread_mutex_init(&a->lock, NULL);
+    dhaf_cond_init_mono(&a->sus_cv);
     struct snap *s = snap_get(cluster_snaps(c));
     const struct dhaf_config *cfg = &s->cfg;
     plan_build(a, cfg);
@@ -697,15 +829,20 @@ struct api *api_start(struct cluster *c, struct dhaf_err *err)
                 .key_file = cfg->grpc_api.tls.key_file,
                 .ca_file = cfg->grpc_api.tls.ca_file},
         .method_max_bytes = methods_max,
+        /* the default pool, and a thread for each prober's stream of suspicions */
+        .workers = 8 + (int)(cfg->n_probers < MAX_WATCHERS ? cfg->n_probers : MAX_WATCHERS),
     };
     a->srv = dhaf_rpc_server_start(&o, methods, N_METHODS, err);
     snap_put(s);
     if (!a->srv) {
         free(a->plan);
         pthread_mutex_destroy(&a->lock);
+        pthread_cond_destroy(&a->sus_cv);
+        suspects_free(a->sus);
         free(a);
         return NULL;
     }
+    view_on_suspect(cluster_view(c), on_suspect, a);
     DHAF_LOG(DHAF_LOG_INFO, "event=grpc-listening addr=%s tls=%s plan_generation=%llx", addr,
              o.tls.tls ? "on" : "off", (unsigned long long)a->generation);
     return a;
@@ -728,6 +865,11 @@ bool api_stop(struct api *a, int deadline_ms)
 {
     if (!a)
         return true;
+    view_off_suspect(cluster_view(a->c), on_suspect, a);
+    pthread_mutex_lock(&a->lock);
+    a->stopping = true; /* the streams end */
+    pthread_cond_broadcast(&a->sus_cv);
+    pthread_mutex_unlock(&a->lock);
     if (!dhaf_rpc_server_stop_within(a->srv, deadline_ms))
         return false; /* a call may still use a: left to the process exit */
     /* The probers' votes stay on their leases: a prober reports to another node, which renews
@@ -738,6 +880,8 @@ bool api_stop(struct api *a, int deadline_ms)
             st->ops->keepalive_free(a->relays[i].ka);
     free(a->plan);
     pthread_mutex_destroy(&a->lock);
+    pthread_cond_destroy(&a->sus_cv);
+    suspects_free(a->sus);
     free(a);
     return true;
 }

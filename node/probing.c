@@ -18,6 +18,8 @@
 #include "dhaf/probe.h"
 #include "metrics.h"
 #include "probing.h"
+#include "suspects.h"
+#include "view.h"
 #include "votes.h"
 
 struct probing {
@@ -44,7 +46,8 @@ struct probing {
     bool impaired;    /* the last vote written said this vantage point looks broken */
     bool dirty;       /* the opinions in etcd are not (known to be) the latest */
     int tact_ms;
-    int64_t renewed_ms; /* the vote lease's last renewal, or attempt (monotonic) */
+    int64_t renewed_ms;   /* the vote lease's last renewal, or attempt (monotonic) */
+    struct suspects *sus; /* the thread's: its first failures of current entry points */
 };
 
 /* Takes a new engine from the mailbox, if there is one (then true). */
@@ -67,6 +70,14 @@ static bool take_mail(struct probing *p)
     dhaf_probe_free(old);
     snap_put(old_snap);
     return taken;
+}
+
+static bool mail_waiting(struct probing *p)
+{
+    pthread_mutex_lock(&p->lock);
+    bool m = p->has_next;
+    pthread_mutex_unlock(&p->lock);
+    return m;
 }
 
 static bool stopping(struct probing *p)
@@ -189,6 +200,7 @@ static void on_results(void *ud, const struct dhaf_probe_result *r, size_t n)
 {
     struct probing *p = ud;
     bool known = all_known(r, n);
+    suspects_raise(p->sus, cluster_node(p->c), r, n); /* first: the others start checking */
     if (known)
         publish(p, r, n);
     if (dhaf_mono_ms() - p->renewed_ms >= p->tact_ms)
@@ -249,11 +261,27 @@ static void *probe_thread(void *arg)
         int64_t now = dhaf_mono_ms();
         if (start < now)
             start = now;
-        while (!stopping(p) && dhaf_mono_ms() < start)
-            dhaf_waker_wait(&p->wake, start);
+        while (!stopping(p) && dhaf_mono_ms() < start && !mail_waiting(p)) {
+            if (p->engine) /* burst checks, asked by other voters, run meanwhile */
+                dhaf_probe_idle(p->engine, start, &p->stop_tok, on_results, p);
+            else
+                dhaf_waker_wait(&p->wake, start);
+        }
     }
     withdraw(p, 300);
     return NULL;
+}
+
+/* Another voter suspects an entry point (the view's thread): the engine checks it at once. */
+static void on_suspect(void *ud, const char *svc, const char *ep, const char *voter)
+{
+    struct probing *p = ud;
+    if (strcmp(voter, cluster_node(p->c)) == 0)
+        return; /* our own */
+    pthread_mutex_lock(&p->lock);
+    if (p->engine) /* (the thread's engine: replaced under this lock only) */
+        dhaf_probe_suspect(p->engine, svc, ep);
+    pthread_mutex_unlock(&p->lock);
 }
 
 static void probing_free(struct probing *p)
@@ -267,6 +295,7 @@ static void probing_free(struct probing *p)
     pthread_mutex_destroy(&p->lock);
     dhaf_waker_release(&p->wake);
     dhaf_cancel_destroy(&p->stop_tok);
+    suspects_free(p->sus);
     free(p);
 }
 
@@ -275,6 +304,7 @@ struct probing *probing_start(struct cluster *c, struct dhaf_err *err)
     struct probing *p = dhaf_xcalloc(1, sizeof(*p));
     p->c = c;
     p->dirty = true;
+    p->sus = suspects_new(c);
     pthread_mutex_init(&p->lock, NULL);
     dhaf_waker_init(&p->wake);
     dhaf_cancel_init(&p->stop_tok);
@@ -289,6 +319,7 @@ struct probing *probing_start(struct cluster *c, struct dhaf_err *err)
         return NULL;
     }
     p->running = true;
+    view_on_suspect(cluster_view(c), on_suspect, p); /* (the first hook: there is room) */
     return p;
 }
 
@@ -310,6 +341,8 @@ void probing_switch(struct probing *p, struct dhaf_probe *engine, struct snap *s
     p->next = engine;
     p->next_snap = s;
     p->has_next = true;
+    if (p->engine)
+        dhaf_probe_wake(p->engine); /* ends the wait between rounds */
     pthread_mutex_unlock(&p->lock);
     dhaf_probe_free(old);
     snap_put(old_snap);
@@ -320,6 +353,7 @@ bool probing_stop(struct probing *p, int deadline_ms)
 {
     if (!p)
         return true;
+    view_off_suspect(cluster_view(p->c), on_suspect, p);
     pthread_mutex_lock(&p->lock);
     p->stop = true;
     pthread_mutex_unlock(&p->lock);

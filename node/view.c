@@ -54,9 +54,13 @@ struct view {
     int64_t behind_rev; /* a revision under the prefix the view had not reached at the last
                            check: it must have it by the next one */
 
-    pthread_mutex_t sub_lock;
+    pthread_mutex_t sub_lock; /* guards the subscribers and the suspect hook */
     struct sub *subs;
     size_t n_subs, cap_subs;
+    struct {
+        view_suspect_fn fn;
+        void *ud;
+    } hooks[VIEW_SUSPECT_HOOKS];
 
     pthread_t t;
     struct dhaf_waker nap; /* the thread's pause between failed loads; kicked by view_stop */
@@ -522,6 +526,50 @@ static void check_in_step(struct view *v)
     v->behind_rev = latest > have ? latest : 0;
 }
 
+/* A suspect/<svc>/<ep> written: the hook hears of it. */
+static void suspect_seen(struct view *v, const struct dhaf_kv *kv)
+{
+    if (strncmp(kv->key, v->prefix, v->plen) != 0 || strncmp(kv->key + v->plen, "suspect/", 8) != 0)
+        return;
+    const char *svc = kv->key + v->plen + 8, *slash = strchr(svc, '/');
+    if (!slash || slash == svc || !slash[1] || strchr(slash + 1, '/') ||
+        slash - svc >= DHAF_NAME_MAX * 2)
+        return;
+    char name[DHAF_NAME_MAX * 2];
+    snprintf(name, sizeof(name), "%.*s", (int)(slash - svc), svc);
+    json_t *j = parse(kv);
+    const char *voter = j ? dhaf_json_str(j, "voter") : NULL;
+    pthread_mutex_lock(&v->sub_lock);
+    for (size_t i = 0; i < VIEW_SUSPECT_HOOKS; i++)
+        if (v->hooks[i].fn)
+            v->hooks[i].fn(v->hooks[i].ud, name, slash + 1, voter ? voter : "");
+    pthread_mutex_unlock(&v->sub_lock);
+    json_decref(j);
+}
+
+bool view_on_suspect(struct view *v, view_suspect_fn fn, void *ud)
+{
+    bool added = false;
+    pthread_mutex_lock(&v->sub_lock);
+    for (size_t i = 0; i < VIEW_SUSPECT_HOOKS && !added; i++)
+        if (!v->hooks[i].fn) {
+            v->hooks[i].fn = fn;
+            v->hooks[i].ud = ud;
+            added = true;
+        }
+    pthread_mutex_unlock(&v->sub_lock);
+    return added;
+}
+
+void view_off_suspect(struct view *v, view_suspect_fn fn, void *ud)
+{
+    pthread_mutex_lock(&v->sub_lock);
+    for (size_t i = 0; i < VIEW_SUSPECT_HOOKS; i++)
+        if (v->hooks[i].fn == fn && v->hooks[i].ud == ud)
+            v->hooks[i].fn = NULL;
+    pthread_mutex_unlock(&v->sub_lock);
+}
+
 void view_step(struct view *v, int timeout_ms)
 {
     unsigned topics = 0;
@@ -540,6 +588,9 @@ void view_step(struct view *v, int timeout_ms)
             if (ev.revision > v->revision)
                 v->revision = ev.revision;
             pthread_rwlock_unlock(&v->lock);
+            for (size_t i = 0; i < ev.n; i++)
+                if (ev.v[i].type == DHAF_ETCD_EV_PUT)
+                    suspect_seen(v, &ev.v[i].kv);
             dhaf_etcd_events_release(&ev);
         } else if (rc == DHAF_ECOMPACTED || rc == DHAF_EAUTH) {
             char q[300];

@@ -70,6 +70,18 @@ void view_step(struct view *v, int timeout_ms);
 void view_subscribe(struct view *v, struct dhaf_waker *w, unsigned topics, unsigned bits);
 void view_unsubscribe(struct view *v, struct dhaf_waker *w);
 
+/**
+ * Burst confirmation (suspects.h): fn is called from the view's thread for every suspect/<svc>/<ep>
+ * written while the view watches (not for those found by a load: they are old news), with the
+ * voter the value names ("" when it names none). It must be quick (no I/O). At most
+ * VIEW_SUSPECT_HOOKS hooks (false when full); view_off_suspect removes one (after it returns,
+ * that fn is not running).
+ */
+#define VIEW_SUSPECT_HOOKS 4
+typedef void (*view_suspect_fn)(void *ud, const char *svc, const char *ep, const char *voter);
+bool view_on_suspect(struct view *v, view_suspect_fn fn, void *ud);
+void view_off_suspect(struct view *v, view_suspect_fn fn, void *ud);
+
 /* ---- reading: every accessor below needs the read lock held (view_rdlock .. view_unlock);
  * pointers they return are valid until view_unlock. */
 

@@ -48,6 +48,7 @@ struct dhaf_probe_result *vote_from_report(const struct dhaf_config *cfg,
         res[i].ep = r->entry_point;
         res[i].healthy = r->healthy;
         res[i].held = r->held;
+        res[i].suspect = r->suspect && r->held;
         res[i].reason = r->reason;
         dhaf_utf8_clean(res[i].text, sizeof(res[i].text), r->reason_text);
         res[i].known = true;

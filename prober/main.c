@@ -275,6 +275,7 @@ static void report(struct reporter *rp, const struct dhaf_probe_result *r, size_
         c->entry_point = (char *)r[i].ep;
         c->healthy = r[i].healthy;
         c->held = r[i].held;
+        c->suspect = r[i].suspect;
         c->reason = (char *)r[i].reason;
         c->reason_text = (char *)r[i].text;
         c->latency_ms = r[i].latency_ms;
@@ -314,6 +315,98 @@ static void report(struct reporter *rp, const struct dhaf_probe_result *r, size_
     }
 }
 
+/* Burst confirmation: a thread keeps a stream of suspicions (Prober.WatchSuspects) open to one
+ * node and asks the engine to check each suspected entry point at once. */
+#define WATCH_STREAM_MS 60000 /* a stream's deadline: then another is opened */
+
+struct watch {
+    const struct client *cl; /* channels and metadata: read only here */
+    pthread_mutex_t lock;    /* guards engine: the main loop replaces it under this lock */
+    struct dhaf_probe *engine;
+    pthread_t t;
+    bool running;
+};
+
+static void watch_engine(struct watch *w, struct dhaf_probe *engine)
+{
+    pthread_mutex_lock(&w->lock);
+    w->engine = engine;
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* One stream from node i, until it ends: 0 when it ended at its deadline (or the prober
+ * stops), else the error. */
+static int watch_once(struct watch *w, size_t i, struct dhaf_err *err)
+{
+    const struct prober_cfg *cfg = w->cl->cfg;
+    struct dhaf_rpc_stream *st = dhaf_rpc_stream_open(w->cl->ch[i], "/dhaf.v1.Prober/WatchSuspects",
+                                                      w->cl->md, w->cl->n_md, WATCH_STREAM_MS, err);
+    if (!st)
+        return err->code ? err->code : DHAF_EUNAVAILABLE;
+    Dhaf__V1__WatchSuspectsRequest req = DHAF__V1__WATCH_SUSPECTS_REQUEST__INIT;
+    req.prober = (char *)cfg->name;
+    int rc = dhaf_rpc_stream_send(st, &req.base, cfg->timeout * 1000, err);
+    if (rc == 0)
+        rc = dhaf_rpc_stream_close_send(st, cfg->timeout * 1000, err);
+    while (rc == 0 && !stop_flag) {
+        ProtobufCMessage *m = NULL;
+        rc = dhaf_rpc_stream_recv(st, &dhaf__v1__suspicion__descriptor, &m, 500, err);
+        if (rc == DHAF_ETIMEOUT) {
+            rc = 0; /* (a look at stop_flag) */
+            continue;
+        }
+        if (rc)
+            break;
+        const Dhaf__V1__Suspicion *x = (const Dhaf__V1__Suspicion *)m;
+        pthread_mutex_lock(&w->lock);
+        bool known = w->engine && dhaf_probe_suspect(w->engine, x->service, x->entry_point);
+        pthread_mutex_unlock(&w->lock);
+        char qs[80], qe[80], qv[80];
+        DHAF_LOG(DHAF_LOG_DEBUG, "event=suspect-heard service=%s ep=%s voter=%s checked=%s",
+                 dhaf_log_quote(qs, sizeof(qs), x->service),
+                 dhaf_log_quote(qe, sizeof(qe), x->entry_point),
+                 dhaf_log_quote(qv, sizeof(qv), x->voter), known ? "yes" : "no");
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    dhaf_rpc_stream_close(st);
+    if (rc == DHAF_ECANCELLED && err->status == 0)
+        rc = 0; /* the node ended it (its deadline came) */
+    return stop_flag ? 0 : rc;
+}
+
+static void *watch_thread(void *arg)
+{
+    struct watch *w = arg;
+    const struct prober_cfg *cfg = w->cl->cfg;
+    size_t node = 0;
+    int64_t backoff = 500;
+    bool warned = false;
+    while (!stop_flag) {
+        struct dhaf_err err = {0};
+        int64_t t0 = dhaf_mono_ms();
+        int rc = watch_once(w, node, &err);
+        if (stop_flag)
+            break;
+        if (rc == 0 && dhaf_mono_ms() - t0 >= 1000) {
+            backoff = 500;
+            warned = false;
+            continue; /* a stream that lasted: open the next at once */
+        }
+        if (rc && !warned) { /* once per failure streak; each attempt at debug level */
+            char q[300];
+            DHAF_LOG(DHAF_LOG_WARN,
+                     "event=suspects-watch-failed node=%s reason=\"%s\" effect=\"this prober "
+                     "checks suspected entry points at its own pace until a stream opens\"",
+                     cfg->nodes.v[node], dhaf_log_quote(q, sizeof(q), err.msg));
+            warned = true;
+        }
+        node = (node + 1) % cfg->nodes.n; /* another node next time */
+        nap(backoff);
+        backoff = backoff * 2 > 10000 ? 10000 : backoff * 2;
+    }
+    return NULL;
+}
+
 /* A batch of checks ended: report at once when an opinion changed, or when a tact has passed
  * since the last report (a round that checks hang in keeps the vote's lease renewed while it
  * makes progress) - once every entry point has been checked: the first round of a plan
@@ -321,10 +414,13 @@ static void report(struct reporter *rp, const struct dhaf_probe_result *r, size_
 static void on_results(void *ud, const struct dhaf_probe_result *r, size_t n)
 {
     struct reporter *rp = ud;
-    for (size_t i = 0; i < n; i++)
+    bool suspect = false; /* (to be relayed at once, even when no opinion changed) */
+    for (size_t i = 0; i < n; i++) {
         if (!r[i].known)
             return;
-    if (!rp->refetch && (!rp->sent_ok || dhaf_probe_digest(r, n) != rp->sent ||
+        suspect |= r[i].suspect;
+    }
+    if (!rp->refetch && (!rp->sent_ok || suspect || dhaf_probe_digest(r, n) != rp->sent ||
                          dhaf_mono_ms() - rp->sent_ms >= rp->interval_ms))
         report(rp, r, n);
 }
@@ -423,6 +519,13 @@ static int run(const struct prober_cfg *cfg)
     struct reporter rp = {.cl = &cl, .plan = &plan, .seq = &seq};
     int64_t start = dhaf_mono_ms();
     int64_t next_trim = start + 30000; /* memory back to the OS, once a minute */
+    struct watch w = {.cl = &cl};
+    pthread_mutex_init(&w.lock, NULL);
+    w.running = dhaf_thread_start(&w.t, false, watch_thread, &w) == 0;
+    if (!w.running)
+        DHAF_LOG(DHAF_LOG_WARN, "event=suspects-watch-failed reason=\"no thread\" "
+                                "effect=\"suspected entry points are checked at this prober's "
+                                "own pace\"");
     while (!stop_flag) {
         if (!plan.msg) {
             Dhaf__V1__GetPlanRequest req = DHAF__V1__GET_PLAN_REQUEST__INIT;
@@ -441,11 +544,13 @@ static int run(const struct prober_cfg *cfg)
             }
             if (rc == 0)
                 rc = plan_load(&plan, &engine, (Dhaf__V1__ProbePlan *)resp, cfg, &err);
+            if (rc == 0)
+                watch_engine(&w, engine);
             if (rc) {
                 char q[400];
                 DHAF_LOG(DHAF_LOG_ERROR, "event=plan-failed reason=\"%s\"",
                          dhaf_log_quote(q, sizeof(q), err.msg));
-                plan_drop(&plan, &engine);
+                plan_drop(&plan, &engine); /* (not given to the watch) */
                 nap(backoff);
                 backoff = backoff * 2 > 10000 ? 10000 : backoff * 2;
                 continue;
@@ -474,6 +579,7 @@ static int run(const struct prober_cfg *cfg)
         /* Once a round, changed or not: it renews the vote's lease at the node. */
         report(&rp, r, n);
         if (rp.refetch) {
+            watch_engine(&w, NULL);
             plan_drop(&plan, &engine);
             continue;
         }
@@ -482,8 +588,12 @@ static int run(const struct prober_cfg *cfg)
         int64_t now = dhaf_mono_ms();
         if (start < now)
             start = now;
-        nap(start - now);
+        /* Burst checks of entry points other voters suspect run meanwhile. */
+        dhaf_probe_idle(engine, start, &stop_tok, on_results, &rp);
     }
+    if (w.running)
+        pthread_join(w.t, NULL); /* (stop_flag is set: it ends within half a second) */
+    pthread_mutex_destroy(&w.lock);
     plan_drop(&plan, &engine);
     DHAF_LOG(DHAF_LOG_INFO, "event=prober-stopped prober=%s", cfg->name);
 out:

@@ -23,6 +23,14 @@
 #define PROBE_MAX_SLOTS    64  /* but never into more than this many */
 /* Checkers run event loops (libcurl multi, poll, posix_spawn), not deep recursions. */
 #define PROBE_STACK_SIZE (256 * 1024)
+/* Another voter's suspicion re-checks an entry point at once, but not more often than this. */
+#define PROBE_BURST_GAP_MS 250
+/* A scheduled check still running after this long, and 3 times its entry point's usual time,
+ * is suspect: other voters check at once rather than after its timeout (a hung backend). */
+#define PROBE_SLOW_MS 100
+/* More checks than this turning slow at once speak of the vantage point (its CPU, its network),
+ * not of the entry points: none is suspected. */
+#define PROBE_SLOW_MAX 4
 
 struct svc_state {
     const struct dhaf_service *svc;
@@ -31,17 +39,20 @@ struct svc_state {
 };
 
 struct ep_state {
-    size_t svc;      /* index into the probe's services */
-    uint64_t hash;   /* of voter, service and entry point: picks its slot */
-    bool known;      /* an opinion exists */
-    bool opinion;    /* healthy? */
-    int streak;      /* results in a row against the opinion */
-    bool held;       /* turned unhealthy, not yet witnessed by another's pass (see probe.h) */
-    bool recheck;    /* held: its re-check beside a witness has not started yet */
-    int64_t fail_at; /* held: when the failing result came in (monotonic ms) */
-    int64_t vouched; /* held: when another entry point passed since (0: not yet) */
-    int inflight;    /* checks of it that run (a witness may overlap its turn) */
-    size_t type;     /* index into the probe's types */
+    size_t svc;        /* index into the probe's services */
+    uint64_t hash;     /* of voter, service and entry point: picks its slot */
+    bool known;        /* an opinion exists */
+    bool opinion;      /* healthy? */
+    int streak;        /* results in a row against the opinion */
+    bool held;         /* turned unhealthy, not yet witnessed by another's pass (see probe.h) */
+    bool recheck;      /* held: its re-check beside a witness has not started yet */
+    int64_t fail_at;   /* held: when the failing result came in (monotonic ms) */
+    int64_t vouched;   /* held: when another entry point passed since (0: not yet) */
+    int inflight;      /* checks of it that run (a witness may overlap its turn) */
+    size_t type;       /* index into the probe's types */
+    bool burst;        /* another voter suspects it: check it now, beside a witness */
+    int64_t burst_at;  /* when its last burst check started (monotonic ms; 0: never) */
+    uint32_t usual_ms; /* its passing checks' time, smoothed (0: none yet) */
 };
 
 /* An entry point in its type's queue, with its offset in the current round. */
@@ -70,13 +81,19 @@ struct run {
     size_t n;
     int64_t started; /* monotonic ms: a pass here vouches for the vantage point since then */
     struct dhaf_check_result *res; /* the run's own results: two runs may check one EP */
-    bool threaded; /* false: it ran on the round's thread (no thread could be made) */
-    bool priority; /* a re-check, witness or confirming check: every result is taken early */
+    bool threaded;   /* false: it ran on the round's thread (no thread could be made) */
+    bool priority;   /* a re-check, witness or confirming check: every result is taken early */
+    bool burst;      /* checks asked for by another voter's suspicion, beside a witness */
+    int64_t slow_at; /* a scheduled run: when its checks still running turn suspect (0: done) */
+    struct run *next_flying; /* the round's runs in flight (the round's thread's) */
     pthread_t thread;
     struct run *next_done;
     struct ready *ready; /* one per target: queued by dhaf_check_done (run is then set) */
     bool *taken;         /* the round's thread has taken the target's result */
+    uint8_t *mark;       /* per target: MARK_FINISHED (its checker's thread, atomic), MARK_SLOW */
 };
+
+enum { MARK_FINISHED = 1, MARK_SLOW = 2 };
 
 /* A result its checker has finished before the rest of its call (dhaf_check_done). */
 struct ready {
@@ -98,6 +115,7 @@ struct dhaf_probe {
     int max_inflight;
     bool want_witness; /* a failure was held: check it again beside another now (probe.h) */
     bool want_confirm; /* a held failure was vouched for: check it again now */
+    bool want_burst;   /* a suspected entry point waits for its burst check */
 
     /* Between the round's thread, the runs' threads and the stop hook. */
     pthread_mutex_t lock;
@@ -105,7 +123,11 @@ struct dhaf_probe {
     struct run *done;    /* ended runs the round's thread has not taken yet */
     struct ready *ready; /* finished results of runs still going, not taken yet */
     bool stopping;
-    size_t n_held; /* entry points held (the round's thread's) */
+    bool *asked;      /* per entry point: dhaf_probe_suspect asked for a check of it */
+    size_t n_asked;   /* how many are asked and not taken by the round's thread yet */
+    bool woken;       /* dhaf_probe_wake: an idle wait ends */
+    size_t n_held;    /* entry points held (the round's thread's) */
+    size_t n_suspect; /* results flagged suspect since the callback last saw them */
 };
 
 /* The run whose check() this thread is in (dhaf_check_done finds it here). */
@@ -165,6 +187,7 @@ struct dhaf_probe *dhaf_probe_new(const struct dhaf_service *svcs, size_t n,
     p->eps = dhaf_xcalloc(total ? total : 1, sizeof(*p->eps));
     p->out = dhaf_xcalloc(total ? total : 1, sizeof(*p->out));
     p->pick = dhaf_xcalloc(total + 1, sizeof(*p->pick));
+    p->asked = dhaf_xcalloc(total ? total : 1, sizeof(*p->asked));
     p->max_inflight = o && o->max_inflight ? o->max_inflight : PROBE_MAX_INFLIGHT;
     if (p->max_inflight < 0) {
         dhaf_err_set(err, DHAF_EINVAL, "probe: max-inflight %d is negative", p->max_inflight);
@@ -244,6 +267,7 @@ void dhaf_probe_free(struct dhaf_probe *p)
     free(p->eps);
     free(p->out);
     free(p->pick);
+    free(p->asked);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->cond);
     free(p);
@@ -317,15 +341,16 @@ static void *run_main(void *arg)
 
 /* The state of one round, kept by the round's thread. */
 struct round {
-    int64_t t0;   /* when it started (monotonic ms) */
-    int inflight; /* checks in flight */
-    size_t runs;  /* check() calls in flight */
+    int64_t t0;         /* when it started (monotonic ms) */
+    int inflight;       /* checks in flight */
+    size_t runs;        /* check() calls in flight */
+    struct run *flying; /* those calls */
 };
 
 /* Starts the next n entry points of t's queue in one check() call (eps NULL), or the n
- * entry points eps (a witness). */
+ * entry points eps (a re-check, witness, confirming or burst check). */
 static void start_run(struct dhaf_probe *p, struct round *rd, struct ptype *t, size_t n,
-                      const size_t *eps)
+                      const size_t *eps, bool burst)
 {
     struct run *r = dhaf_xcalloc(1, sizeof(*r));
     r->p = p;
@@ -338,6 +363,7 @@ static void start_run(struct dhaf_probe *p, struct round *rd, struct ptype *t, s
     r->res = dhaf_xcalloc(n, sizeof(*r->res));
     r->ready = dhaf_xcalloc(n, sizeof(*r->ready));
     r->taken = dhaf_xcalloc(n, sizeof(*r->taken));
+    r->mark = dhaf_xcalloc(n, sizeof(*r->mark));
     for (size_t i = 0; i < n; i++) {
         size_t k = eps ? eps[i] : t->queue[t->next + i].ep;
         p->eps[k].inflight++;
@@ -348,6 +374,11 @@ static void start_run(struct dhaf_probe *p, struct round *rd, struct ptype *t, s
         snprintf(r->res[i].text, sizeof(r->res[i].text), "the checker gave no result");
     }
     r->priority = eps != NULL;
+    r->burst = burst;
+    if (!r->priority) /* when its first check may turn slow (mark_slow) */
+        r->slow_at = r->started + PROBE_SLOW_MS;
+    r->next_flying = rd->flying;
+    rd->flying = r;
     if (!eps)
         t->next += n;
     t->running++;
@@ -372,6 +403,7 @@ void dhaf_check_done(const struct dhaf_check_target *t)
     if (!r || !t || t < r->targets || t >= r->targets + r->n)
         return; /* not a target of this thread's run */
     size_t i = (size_t)(t - r->targets);
+    __atomic_or_fetch(&r->mark[i], MARK_FINISHED, __ATOMIC_RELAXED); /* (not slow: done) */
     if (!r->priority && t->result && t->result->healthy)
         return; /* a pass of a scheduled check changes nothing urgent: taken at the call's end
                    (a wake-up of the round's thread per check cost more than it gave) */
@@ -430,7 +462,7 @@ static bool witnessed(struct dhaf_probe *p, const struct run *r, size_t i)
     for (size_t j = 0; j < r->n; j++) {
         size_t k = r->eps[j];
         if (r->taken[j] && k != by && !r->res[j].healthy && p->eps[k].held &&
-            r->started >= p->eps[k].fail_at) {
+            (r->burst || r->started >= p->eps[k].fail_at)) {
             confirm(p, k);
             confirmed = true;
         }
@@ -466,19 +498,39 @@ static bool take_result(struct dhaf_probe *p, struct round *rd, struct run *r, s
     const char *pub_reason = o->reason;
     bool was = st->known && st->opinion;
     smooth(st, raw->healthy, hc->rise > 0 ? hc->rise : 1, hc->fall > 0 ? hc->fall : 1);
+    bool burst_confirmed = false;
     if (was && !st->opinion && p->n >= 2) { /* turned unhealthy: held until witnessed */
         set_held(p, st, true);
-        st->recheck = true;
-        st->fail_at = dhaf_mono_ms(); /* the failure may have come at any time of the check */
         st->vouched = 0;
-        p->want_witness = true;
-        DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-held service=%s ep=%s", o->service, o->ep);
+        if (r->burst) {
+            /* its witness runs beside it: a pass there (taken already, or later in witnessed)
+             * confirms it; without one, finish_run asks for a re-check */
+            st->fail_at = r->started;
+            st->recheck = false;
+            burst_confirmed = other_passed(r, i);
+        } else {
+            st->fail_at = dhaf_mono_ms(); /* the failure may have come at any time of the check */
+            st->recheck = true;
+            p->want_witness = true;
+            if (!(r->mark[i] & MARK_SLOW)) { /* (not suspected already, as slow) */
+                o->suspect = true;           /* other voters may check it at once (probe.h) */
+                p->n_suspect++;
+            }
+        }
+        DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-held service=%s ep=%s%s", o->service, o->ep,
+                 r->burst ? " burst=1" : "");
+        if (burst_confirmed)
+            confirm(p, k);
     } else if (st->opinion) {
         set_held(p, st, false);
-    } else if (st->held && !raw->healthy && r->started >= st->fail_at &&
-               ((st->vouched && r->started >= st->vouched) || other_passed(r, i))) {
+    } else if (st->held && !raw->healthy &&
+               (r->burst
+                    ? other_passed(r, i)
+                    : r->started >= st->fail_at &&
+                          ((st->vouched && r->started >= st->vouched) || other_passed(r, i)))) {
         /* failing again while the vantage point is known to work - a pass elsewhere came
-         * before this check started, or in the same run */
+         * before this check started, or in the same run (a burst check may have started
+         * beside the check that failed first: a second failing check all the same) */
         confirm(p, k);
     }
     show(p, k);
@@ -486,6 +538,8 @@ static bool take_result(struct dhaf_probe *p, struct round *rd, struct run *r, s
     o->reason = raw->reason ? raw->reason : "internal";
     snprintf(o->text, sizeof(o->text), "%s", raw->text);
     o->latency_ms = raw->latency_ms;
+    if (raw->healthy) /* (a quarter of each new pass: one slow pass moves it a little) */
+        st->usual_ms = st->usual_ms ? (3 * st->usual_ms + raw->latency_ms) / 4 : raw->latency_ms;
     o->known = true;
     o->fresh = true;
     bool others = raw->healthy && witnessed(p, r, i);
@@ -493,20 +547,35 @@ static bool take_result(struct dhaf_probe *p, struct round *rd, struct run *r, s
            (!o->healthy && strcmp(o->reason, pub_reason) != 0);
 }
 
-/* An ended run: takes the results not taken yet, and frees it. */
+/* An ended run: takes the results not taken yet, and frees it. A failure held in a burst run
+ * that its witness did not confirm (it failed too, or there was none) is re-checked as any
+ * other held failure. */
 static void finish_run(struct dhaf_probe *p, struct round *rd, struct run *r)
 {
     if (r->threaded)
         pthread_join(r->thread, NULL);
     for (size_t i = 0; i < r->n; i++)
         take_result(p, rd, r, i);
+    for (size_t i = 0; r->burst && i < r->n; i++) {
+        struct ep_state *st = &p->eps[r->eps[i]];
+        if (st->held && !st->vouched && !st->recheck && st->fail_at == r->started) {
+            st->recheck = true;
+            p->want_witness = true;
+        }
+    }
     r->type->running--;
     rd->runs--;
+    for (struct run **q = &rd->flying; *q; q = &(*q)->next_flying)
+        if (*q == r) {
+            *q = r->next_flying;
+            break;
+        }
     free(r->targets);
     free(r->eps);
     free(r->res);
     free(r->ready);
     free(r->taken);
+    free(r->mark);
     free(r);
 }
 
@@ -545,7 +614,7 @@ static int64_t start_due(struct dhaf_probe *p, struct round *rd)
         pthread_mutex_unlock(&p->lock);
         if (stopping)
             break;
-        start_run(p, rd, first, n, NULL);
+        start_run(p, rd, first, n, NULL, false);
     }
     int64_t next = 0;
     for (size_t i = 0; i < p->n_types; i++) {
@@ -583,7 +652,7 @@ static void start_witness(struct dhaf_probe *p, struct round *rd)
             continue;
         DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-witness service=%s ep=%s", p->out[k].service,
                  p->out[k].ep);
-        start_run(p, rd, t, 1, &k);
+        start_run(p, rd, t, 1, &k, false);
         return;
     }
 }
@@ -630,7 +699,7 @@ static void start_rechecks(struct dhaf_probe *p, struct round *rd)
         } else {
             lone = true;
         }
-        start_run(p, rd, &p->types[ti], n, p->pick);
+        start_run(p, rd, &p->types[ti], n, p->pick, false);
     }
     if (lone)
         start_witness(p, rd);
@@ -651,13 +720,73 @@ static void start_confirms(struct dhaf_probe *p, struct round *rd)
             continue;
         }
         st->vouched = dhaf_mono_ms(); /* the confirming check starts now */
-        start_run(p, rd, t, 1, &k);
+        start_run(p, rd, t, 1, &k, false);
     }
 }
 
-/* Starts the re-checks and confirming checks that are wanted. */
+/*
+ * Entry points another voter suspects (dhaf_probe_suspect) are checked at once, each type's in
+ * one run beside a witness (as start_rechecks does): a failure there beside a witness's pass is
+ * confirmed in one check's time (take_result). One that this voter already sees failing, or
+ * checked in a burst less than PROBE_BURST_GAP_MS ago, is not checked again. One whose scheduled
+ * check is in flight is checked beside it: that check may have started before the trouble (or
+ * hang to its timeout), and either failing check beside a witness's pass confirms.
+ */
+static void start_bursts(struct dhaf_probe *p, struct round *rd)
+{
+    pthread_mutex_lock(&p->lock);
+    for (size_t k = 0; p->n_asked && k < p->n; k++) {
+        if (p->asked[k]) {
+            p->asked[k] = false;
+            p->n_asked--;
+            p->eps[k].burst = true;
+            p->want_burst = true;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (!p->want_burst)
+        return;
+    p->want_burst = false;
+    int64_t now = dhaf_mono_ms();
+    for (size_t ti = 0; ti < p->n_types; ti++) {
+        const struct ptype *t = &p->types[ti];
+        int room = priority_room(p, rd) - 1; /* (the witness's) */
+        size_t n = 0, witness = SIZE_MAX;
+        for (size_t k = 0; k < p->n; k++) {
+            struct ep_state *st = &p->eps[k];
+            if (st->type != ti)
+                continue;
+            if (st->burst) {
+                if (!st->known || !st->opinion || st->held ||
+                    (st->burst_at && now - st->burst_at < PROBE_BURST_GAP_MS))
+                    st->burst = false; /* nothing to learn from a check now */
+                else if ((t->plugin && t->running > 0) || (int)n >= room)
+                    p->want_burst = true; /* when a check ends */
+                else
+                    p->pick[n++] = k;
+            } else if (witness == SIZE_MAX && st->known && st->opinion && !st->held &&
+                       !st->inflight) {
+                witness = k;
+            }
+        }
+        if (n == 0)
+            continue;
+        for (size_t i = 0; i < n; i++) {
+            p->eps[p->pick[i]].burst = false;
+            p->eps[p->pick[i]].burst_at = now;
+            DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-burst service=%s ep=%s",
+                     p->out[p->pick[i]].service, p->out[p->pick[i]].ep);
+        }
+        if (witness != SIZE_MAX)
+            p->pick[n++] = witness;
+        start_run(p, rd, &p->types[ti], n, p->pick, true);
+    }
+}
+
+/* Starts the burst checks, re-checks and confirming checks that are wanted. */
 static void start_priority(struct dhaf_probe *p, struct round *rd)
 {
+    start_bursts(p, rd);
     if (p->want_witness)
         start_rechecks(p, rd);
     if (p->want_confirm)
@@ -682,12 +811,94 @@ static void wake_stop(void *arg)
     pthread_mutex_unlock(&p->lock);
 }
 
-void dhaf_probe_round(struct dhaf_probe *p, int spread_ms, struct dhaf_cancel *stop,
-                      dhaf_probe_cb cb, void *ud, const struct dhaf_probe_result **out,
-                      size_t *n_out)
+static int64_t slow_after(const struct ep_state *st)
 {
-    struct round rd = {.t0 = dhaf_mono_ms()};
-    plan_round(p, spread_ms);
+    return 3 * (int64_t)st->usual_ms > PROBE_SLOW_MS ? 3 * (int64_t)st->usual_ms : PROBE_SLOW_MS;
+}
+
+/* Whether the i-th check of run r is running past its entry point's slow time at now (and not
+ * flagged yet); else *next gets the time it would be, when later. */
+static bool is_slow(const struct dhaf_probe *p, const struct run *r, size_t i, int64_t now,
+                    int64_t *next)
+{
+    const struct ep_state *st = &p->eps[r->eps[i]];
+    uint8_t mark = __atomic_load_n(&r->mark[i], __ATOMIC_RELAXED);
+    if (r->taken[i] || (mark & (MARK_FINISHED | MARK_SLOW)) || !st->known || !st->opinion ||
+        st->held)
+        return false;
+    int64_t at = r->started + slow_after(st);
+    if (at <= now)
+        return true;
+    *next = !*next || at < *next ? at : *next;
+    return false;
+}
+
+/* Scheduled checks running past their slow time (PROBE_SLOW_MS, or 3 times their entry
+ * point's usual time) are flagged suspect, once each - a hung backend is suspected long before
+ * its check's timeout - unless more than PROBE_SLOW_MAX turn slow at once. True when one was
+ * flagged. *next: the earliest slow time still ahead (0: none). */
+static bool mark_slow(struct dhaf_probe *p, struct round *rd, int64_t *next)
+{
+    int64_t now = dhaf_mono_ms(), unused = 0;
+    size_t slow = 0;
+    for (struct run *r = rd->flying; r; r = r->next_flying)
+        if (r->slow_at && r->slow_at <= now)
+            for (size_t i = 0; i < r->n; i++)
+                slow += is_slow(p, r, i, now, &unused);
+    *next = 0;
+    for (struct run *r = rd->flying; r; r = r->next_flying) {
+        if (!r->slow_at)
+            continue;
+        if (r->slow_at > now) {
+            *next = !*next || r->slow_at < *next ? r->slow_at : *next;
+            continue;
+        }
+        int64_t later = 0;
+        for (size_t i = 0; i < r->n; i++) {
+            if (!is_slow(p, r, i, now, &later))
+                continue;
+            __atomic_or_fetch(&r->mark[i], MARK_SLOW, __ATOMIC_RELAXED);
+            size_t k = r->eps[i];
+            if (slow > PROBE_SLOW_MAX || p->out[k].suspect)
+                continue;
+            p->out[k].suspect = true;
+            p->n_suspect++;
+            p->eps[k].burst = true; /* this voter too checks it again at once, beside a witness: a
+                                       hung backend fails that check a little after the first */
+            p->want_burst = true;
+            DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-slow service=%s ep=%s after_ms=%lld",
+                     p->out[k].service, p->out[k].ep, (long long)(now - r->started));
+        }
+        r->slow_at = later;
+        if (later)
+            *next = !*next || later < *next ? later : *next;
+    }
+    if (slow > PROBE_SLOW_MAX)
+        DHAF_LOG(DHAF_LOG_DEBUG,
+                 "event=probe-slow-many checks=%zu note=\"none suspected: the "
+                 "vantage point's own load or network, more likely\"",
+                 slow);
+    return slow > 0 && slow <= PROBE_SLOW_MAX;
+}
+
+/* The results flagged suspect have been seen by the callback. */
+static void clear_suspects(struct dhaf_probe *p)
+{
+    for (size_t k = 0; p->n_suspect && k < p->n; k++)
+        if (p->out[k].suspect) {
+            p->out[k].suspect = false;
+            p->n_suspect--;
+        }
+}
+
+/*
+ * The loop of a round (scheduled: the round's checks are started as they are due; it ends when
+ * all have started and ended) or of an idle wait (only burst checks and what they lead to; it
+ * ends at until_ms, or on dhaf_probe_wake, once no check is in flight).
+ */
+static void run_loop(struct dhaf_probe *p, struct round *rd, bool scheduled, int64_t until_ms,
+                     struct dhaf_cancel *stop, dhaf_probe_cb cb, void *ud)
+{
     pthread_mutex_lock(&p->lock);
     p->stopping = false;
     p->done = NULL;
@@ -698,15 +909,29 @@ void dhaf_probe_round(struct dhaf_probe *p, int spread_ms, struct dhaf_cancel *s
      * taken with p->lock held: the hook takes them in that order. */
     bool hooked = dhaf_cancel_hook(stop, wake_stop, p);
     bool stopped = !hooked && dhaf_cancel_fired(stop);
-    p->want_witness = true; /* a re-check left over from a stopped round starts first */
+    bool woken = false;
     for (;;) {
         if (!stopped)
-            start_priority(p, &rd);
-        int64_t wake_at = stopped ? 0 : start_due(p, &rd);
-        if (rd.runs == 0 && (stopped || all_started(p)))
+            start_priority(p, rd);
+        int64_t wake_at = stopped                     ? 0
+                          : scheduled                 ? start_due(p, rd)
+                          : dhaf_mono_ms() < until_ms ? until_ms
+                                                      : 0; /* (past: wait for the runs) */
+        int64_t slow_at = 0;
+        bool slow = !stopped && mark_slow(p, rd, &slow_at);
+        if (slow_at && (!wake_at || slow_at < wake_at))
+            wake_at = slow_at;
+        if (slow) {
+            start_priority(p, rd); /* its own second check (mark_slow) */
+            if (cb)                /* a suspicion to send (no result changed) */
+                cb(ud, p->out, p->n);
+            clear_suspects(p);
+        }
+        if (rd->runs == 0 &&
+            (stopped || (scheduled ? all_started(p) : woken || dhaf_mono_ms() >= until_ms)))
             break;
         pthread_mutex_lock(&p->lock);
-        while (!p->done && !p->ready && !p->stopping)
+        while (!p->done && !p->ready && !p->stopping && !p->n_asked && (scheduled || !p->woken))
             if (!dhaf_cond_wait_until(&p->cond, &p->lock, wake_at))
                 break; /* the next check is due */
         struct run *done = p->done;
@@ -717,32 +942,79 @@ void dhaf_probe_round(struct dhaf_probe *p, int spread_ms, struct dhaf_cancel *s
             stopped = true;
             p->stopping = false; /* seen: from now on only the runs' ends wake the wait */
         }
+        if (!scheduled && p->woken) {
+            woken = true;
+            p->woken = false;
+        }
         pthread_mutex_unlock(&p->lock);
         if (!hooked && !stopped)
             stopped = dhaf_cancel_fired(stop);
         /* A run's ready results were queued before it ended: they are taken first. */
         bool changed = false;
         for (; ready; ready = ready->next)
-            changed |= take_result(p, &rd, ready->run, ready->i);
+            changed |= take_result(p, rd, ready->run, ready->i);
         if (!done && !changed)
             continue; /* (the published opinions are as the callback last saw them) */
         while (done) {
             struct run *next = done->next_done;
-            finish_run(p, &rd, done);
+            finish_run(p, rd, done);
             done = next;
         }
         if (!stopped) /* before cb, which may write a vote */
-            start_priority(p, &rd);
+            start_priority(p, rd);
         if (cb)
             cb(ud, p->out, p->n);
+        clear_suspects(p);
     }
     if (hooked)
         dhaf_cancel_unhook(stop, wake_stop, p);
     if (stopped)
-        DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-round-stopped after_ms=%lld",
-                 (long long)(dhaf_mono_ms() - rd.t0));
+        DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-%s-stopped after_ms=%lld",
+                 scheduled ? "round" : "idle", (long long)(dhaf_mono_ms() - rd->t0));
+}
+
+void dhaf_probe_round(struct dhaf_probe *p, int spread_ms, struct dhaf_cancel *stop,
+                      dhaf_probe_cb cb, void *ud, const struct dhaf_probe_result **out,
+                      size_t *n_out)
+{
+    struct round rd = {.t0 = dhaf_mono_ms()};
+    plan_round(p, spread_ms);
+    p->want_witness = true; /* a re-check left over from a stopped round starts first */
+    run_loop(p, &rd, true, 0, stop, cb, ud);
     *out = p->out;
     *n_out = p->n;
+}
+
+void dhaf_probe_idle(struct dhaf_probe *p, int64_t until_ms, struct dhaf_cancel *stop,
+                     dhaf_probe_cb cb, void *ud)
+{
+    struct round rd = {.t0 = dhaf_mono_ms()};
+    run_loop(p, &rd, false, until_ms, stop, cb, ud);
+}
+
+bool dhaf_probe_suspect(struct dhaf_probe *p, const char *service, const char *ep)
+{
+    for (size_t k = 0; k < p->n; k++) {
+        if (strcmp(p->targets[k].service, service) != 0 || strcmp(p->targets[k].ep_name, ep) != 0)
+            continue;
+        pthread_mutex_lock(&p->lock);
+        if (!p->asked[k]) {
+            p->asked[k] = true;
+            p->n_asked++;
+            pthread_cond_signal(&p->cond);
+        }
+        pthread_mutex_unlock(&p->lock);
+        return true;
+    }
+    return false;
+}
+
+void dhaf_probe_wake(struct dhaf_probe *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->woken = true;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
 }
 
 static uint64_t fnv_str(uint64_t h, const char *s)

@@ -249,7 +249,8 @@ class Node:
         self.tact = tact
         self.write_config(cluster, etcd_endpoint, ttl, extra)
 
-    def write_config(self, cluster, etcd_endpoint, ttl, extra="", log_level="info"):
+    def write_config(self, cluster, etcd_endpoint, ttl, extra="", log_level="info", dhaf_extra=""):
+        """dhaf_extra: more lines of the dhaf: section, each indented by two spaces."""
         with open(self.config, "w") as f:
             f.write(f"""dhaf:
   cluster-name: {cluster}
@@ -257,7 +258,7 @@ class Node:
   heartbeat-interval: 1
   healthy-node-status-ttl: {ttl}
   tact-interval: {self.tact}
-  grpc-api: {{host: 127.0.0.1, port: {self.grpc_port}}}
+{dhaf_extra}  grpc-api: {{host: 127.0.0.1, port: {self.grpc_port}}}
   web-api: {{host: 127.0.0.1, port: {self.rest_port}}}
 etcd:
   hosts: {etcd_endpoint}

@@ -2,6 +2,7 @@
 """Health checks from every vantage point: three nodes and two remote dhaf-probers vote on
 real backends (tests/fakes/backend.py on 127.0.0.x); votes expire with their voter; a prober
 with a wrong token never votes. usage: /usr/bin/python3 test_probing.py BUILD_BIN_DIR"""
+import datetime
 import json
 import os
 import shutil
@@ -241,6 +242,70 @@ def test_first_vote_at_start(c):
     return f"3 votes {time.monotonic() - t0:.2f} s after start (tact-interval 10 s)"
 
 
+def log_time(ts):
+    """Seconds since the epoch of a log line's ts=2026-01-02T03:04:05.678Z."""
+    d = datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ")
+    return d.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def test_burst_confirmation(c):
+    # A tact of 10 s: without burst confirmation the next voter's failing check comes up to
+    # 10 s after the first. With it, the first failing check of the current entry point writes
+    # suspect/web/ep-1 and the other voters check it at once - the nodes from their views, the
+    # probers from their WatchSuspects streams: every vote says ep-1 down within about a
+    # check's time of the first failing check.
+    for n in c.nodes:
+        text = open(n.config).read()
+        open(n.config, "w").write(text.replace("tact-interval: 1", "tact-interval: 10"))
+        n.start("--log-level", "debug")
+    for name in ("probe-1", "probe-2"):
+        p = c.add_prober(name, TOKENS[name])
+        with open(p.config, "a") as f:
+            f.write("log: {level: debug}\n")
+        p.start()
+    voters = c.nodes + c.probers
+    wait_until("a vote from each voter", lambda: len(votes(c)) == 5, 15)
+    wait_until("both probers watching suspicions",
+               lambda: sum(len(n.log_events("suspects-watch-start")) for n in c.nodes) >= 2, 15)
+    wait_until("ep-1 current", lambda: (c.etcd.get_json(c.prefix + "services/web/state") or {})
+               .get("current") == "ep-1", 15)
+
+    def down_in(v):
+        return any(r["ep"] == "ep-1" and not r["healthy"] for r in v["results"])
+
+    c.backends[0].stop()  # ep-1 refuses connections from now on
+    wait_until("every vote to say ep-1 down",
+               lambda: all(down_in(v) for v, _ in votes(c).values()) and len(votes(c)) == 5,
+               25, 0.01)
+    all_down = time.time()
+    firsts = {}
+    for n in voters:
+        f = next((e for e in n.log_events("web-check")
+                  if e.get("ep") == "ep-1" and e.get("healthy") == "false"), None)
+        assert f, f"{n.name} logged no failing check of ep-1"
+        firsts[n.name] = log_time(f["ts"])
+    origin = min(firsts, key=firsts.get)
+    spread = all_down - firsts[origin]
+    sus = c.etcd.get_prefix(c.prefix + "suspect/")
+    key = c.prefix + "suspect/web/ep-1"
+    assert key in sus, f"no suspect/web/ep-1 in etcd: {sorted(sus)}"
+    val, lease, _ = sus[key]
+    assert lease != 0, "the suspicion is not on a lease"
+    suspecter = json.loads(val)["voter"]
+    assert suspecter in firsts, val
+    # (a voter whose own turn came within a few ms of the first has nothing to check)
+    bursts = [v.name for v in voters if v.name != suspecter and
+              any(e.get("ep") == "ep-1" for e in v.log_events("probe-burst"))]
+    assert len(bursts) >= 2, f"voters that checked ep-1 at once on the suspicion: {bursts}"
+    for p in c.probers:
+        heard = [e for e in p.log_events("suspect-heard") if e.get("ep") == "ep-1"]
+        assert p.name == suspecter or heard, f"{p.name} did not hear of the suspicion"
+    assert spread < 2.0, (f"every vote said ep-1 down {spread:.2f} s after {origin}'s first "
+                          f"failing check (tact 10 s): {firsts}")
+    return (f"{suspecter} suspected ep-1; {', '.join(bursts)} checked it at once; all 5 votes "
+            f"down {spread * 1000:.0f} ms after the first failing check (tact 10 s)")
+
+
 def with_cluster(fn, ttl=3):
     def run():
         c = cluster(ttl)
@@ -268,4 +333,6 @@ if __name__ == "__main__":
          with_cluster(test_stalled_node_loses_its_vote, ttl=15)),
         ("the first round (checks not spread) gives a vote at once",
          with_cluster(test_first_vote_at_start)),
+        ("burst confirmation: one voter's failing check makes the others check at once",
+         with_cluster(test_burst_confirmation)),
     ]))

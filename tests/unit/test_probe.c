@@ -775,6 +775,8 @@ struct recheck_seen {
     bool held;         /* a callback showed it held */
     int confirmed_at;  /* its checks (lines) when a callback first showed it failing, not held */
     int64_t confirmed_ms;
+    int suspects; /* callbacks that flagged it suspect */
+    bool burst;   /* a burst check: confirmed without a callback showing it held first */
 };
 
 static void on_recheck(void *ud, const struct dhaf_probe_result *all, size_t n)
@@ -782,7 +784,8 @@ static void on_recheck(void *ud, const struct dhaf_probe_result *all, size_t n)
     struct recheck_seen *s = ud;
     (void)n;
     s->held |= all[0].held;
-    if (s->held && !s->confirmed_at && !all[0].healthy && !all[0].held) {
+    s->suspects += all[0].suspect;
+    if ((s->held || s->burst) && !s->confirmed_at && !all[0].healthy && !all[0].held) {
         s->confirmed_at = count_lines(s->calls);
         s->confirmed_ms = dhaf_mono_ms() - s->t0;
     }
@@ -803,16 +806,16 @@ static void nth_run(const char *path, int i, long long *start, long long *end)
     free(t);
 }
 
-/* A failure just held is checked again at once beside a witness of its type, in one call: the
- * witness's pass there confirms it at its second check, the two side by side and long before
- * the witness's own turn in the round (a witness's check, then a confirming one, took two
- * checks' time one after the other). */
-static void test_failure_rechecked_beside_witness(void **state)
+enum { SPREAD = 1000, SLOTS = SPREAD / 50 };
+
+/* Two exec-checked services whose turns in a round of SPREAD ms are far apart (names[0] early,
+ * names[1] late); their check program sleeps 0.2 s, appends "start end" (ns) to dir/calls-<ep>
+ * and fails while dir/down-<ep> exists (and sleeps 2 s more while dir/hang-<ep> does). An engine of
+ * node-1 after a first round (all healthy). */
+static struct dhaf_probe *two_far_apart(struct dhaf_config *cfg, char *dir, size_t dir_len,
+                                        char names[2][8])
 {
-    (void)state;
-    enum { SPREAD = 1000, SLOTS = SPREAD / 50 };
-    /* names whose turns are far apart: the first early in the round, the second late */
-    char names[2][8] = {"", ""};
+    names[0][0] = names[1][0] = 0;
     for (int i = 0; i < 100 && !names[0][0]; i++) {
         char svc[8], ep[12];
         snprintf(svc, sizeof(svc), "a%d", i);
@@ -828,18 +831,18 @@ static void test_failure_rechecked_beside_witness(void **state)
             snprintf(names[1], sizeof(names[1]), "%s", svc);
     }
     assert_true(names[0][0] && names[1][0]);
-    /* a check program that counts its runs per entry point and fails while down-<ep> exists */
-    char dir[64], script[128], sh[512], calls[160], down[160];
-    assert_int_equal(test_tmpdir(dir, sizeof(dir), "probe-recheck"), 0);
+    char script[128], sh[512];
+    assert_int_equal(test_tmpdir(dir, dir_len, "probe-recheck"), 0);
     snprintf(script, sizeof(script), "%s/check.sh", dir);
     snprintf(sh, sizeof(sh),
              "#!/bin/sh\n"
              "s=$(date +%%s%%N)\n"
              "sleep 0.2\n"
+             "[ -e %s/hang-$1 ] && sleep 2\n"
              "rc=0; [ -e %s/down-$1 ] && rc=1\n"
              "echo \"$s $(date +%%s%%N)\" >> %s/calls-$1\n"
              "exit $rc\n",
-             dir, dir);
+             dir, dir, dir);
     write_program(script, sh);
     static struct yaml y;
     yaml_begin(&y);
@@ -848,13 +851,27 @@ static void test_failure_rechecked_beside_witness(void **state)
         snprintf(hc, sizeof(hc), "type: exec, init: /bin/true, check: %s, timeout: 5", script);
         yaml_service(&y, names[i], "127.0.0.1", hc);
     }
-    struct dhaf_config cfg;
-    yaml_load(&y, &cfg);
-    struct dhaf_probe *p = engine(&cfg, "node-1", 0);
+    yaml_load(&y, cfg);
+    struct dhaf_probe *p = engine(cfg, "node-1", 0);
     const struct dhaf_probe_result *r;
     size_t n;
     dhaf_probe_round(p, 0, NULL, NULL, NULL, &r, &n);
     assert_true(r[0].healthy && r[1].healthy);
+    return p;
+}
+
+/* A failure just held is checked again at once beside a witness of its type, in one call: the
+ * witness's pass there confirms it at its second check, the two side by side and long before
+ * the witness's own turn in the round (a witness's check, then a confirming one, took two
+ * checks' time one after the other). */
+static void test_failure_rechecked_beside_witness(void **state)
+{
+    (void)state;
+    char names[2][8], dir[64], calls[160], down[160];
+    struct dhaf_config cfg;
+    struct dhaf_probe *p = two_far_apart(&cfg, dir, sizeof(dir), names);
+    const struct dhaf_probe_result *r;
+    size_t n;
     snprintf(calls, sizeof(calls), "%s/calls-ep-%s", dir, names[0]);
     snprintf(down, sizeof(down), "%s/down-ep-%s", dir, names[0]);
     assert_int_equal(count_lines(calls), 1);
@@ -867,6 +884,7 @@ static void test_failure_rechecked_beside_witness(void **state)
                   r[1].offset_ms, s.confirmed_at - 1, (long long)s.confirmed_ms);
     assert_true(r[0].offset_ms <= 100 && r[1].offset_ms >= 700);
     assert_true(s.held);                      /* its own turn's check failed: held */
+    assert_int_equal(s.suspects, 1);          /* and other voters were asked, once */
     assert_int_equal(s.confirmed_at, 1 + 2);  /* the re-check beside the witness confirmed it */
     long long a_start, a_end, b_start, b_end; /* its re-check and the witness's check: at once */
     nth_run(calls, 2, &a_start, &a_end);
@@ -879,6 +897,119 @@ static void test_failure_rechecked_beside_witness(void **state)
     assert_false(r[0].healthy);
     assert_false(r[0].held);
     assert_true(r[1].healthy);
+    dhaf_probe_free(p);
+    dhaf_config_release(&cfg);
+    test_rmrf(dir);
+}
+
+/* Another voter's suspicion (dhaf_probe_suspect) checks the entry point at once between rounds
+ * (dhaf_probe_idle), beside a witness: its failure there is confirmed by that one check - not held
+ * for a re-check, and not flagged suspect again (no echo between voters); one already failing
+ * is not checked, one asked twice is checked once; the wait lasts until its end, and
+ * dhaf_probe_wake ends the next one at once. */
+static void test_suspect_checked_at_once(void **state)
+{
+    (void)state;
+    char names[2][8], dir[64], calls[160], other[160], down[160], ep[16];
+    struct dhaf_config cfg;
+    struct dhaf_probe *p = two_far_apart(&cfg, dir, sizeof(dir), names);
+    snprintf(calls, sizeof(calls), "%s/calls-ep-%s", dir, names[0]);
+    snprintf(other, sizeof(other), "%s/calls-ep-%s", dir, names[1]);
+    snprintf(down, sizeof(down), "%s/down-ep-%s", dir, names[0]);
+    FILE *f = fopen(down, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(ep, sizeof(ep), "ep-%s", names[0]);
+    assert_false(dhaf_probe_suspect(p, names[0], "ep-nope"));
+    assert_false(dhaf_probe_suspect(p, "nope", ep));
+    assert_true(dhaf_probe_suspect(p, names[0], ep)); /* asked before the wait: it starts at once */
+    struct recheck_seen s = {.t0 = dhaf_mono_ms(), .calls = calls, .burst = true};
+    dhaf_probe_idle(p, s.t0 + 600, NULL, on_recheck, &s);
+    int64_t waited = dhaf_mono_ms() - s.t0;
+    print_message("confirmed after %d checks of it (%lld ms); waited %lld ms\n", s.confirmed_at - 1,
+                  (long long)s.confirmed_ms, (long long)waited);
+    assert_int_equal(s.confirmed_at, 1 + 1); /* the burst check alone confirmed it */
+    assert_true(s.confirmed_ms < 500);
+    assert_false(s.held);
+    assert_int_equal(s.suspects, 0);
+    assert_true(waited >= 600 && waited < 1500);
+    long long a_start, a_end, b_start, b_end; /* the check and its witness: side by side */
+    nth_run(calls, 1, &a_start, &a_end);
+    nth_run(other, 1, &b_start, &b_end);
+    assert_true(b_start < a_end && a_start < b_end);
+    /* asked twice before it starts: checked once (alone: the other one is down, no witness) */
+    char ep1[16];
+    snprintf(ep1, sizeof(ep1), "ep-%s", names[1]);
+    int before = count_lines(other);
+    assert_true(dhaf_probe_suspect(p, names[1], ep1));
+    assert_true(dhaf_probe_suspect(p, names[1], ep1));
+    dhaf_probe_idle(p, dhaf_mono_ms() + 1, NULL, NULL, NULL); /* returns once it has ended */
+    assert_int_equal(count_lines(other), before + 1);
+    assert_int_equal(count_lines(calls), 2); /* and the failing one was not checked again */
+    dhaf_probe_wake(p);                      /* before the wait: it ends at once */
+    int64_t t1 = dhaf_mono_ms();
+    dhaf_probe_idle(p, t1 + 5000, NULL, NULL, NULL);
+    assert_true(dhaf_mono_ms() - t1 < 1000);
+    const struct dhaf_probe_result *r;
+    size_t n;
+    dhaf_probe_round(p, 0, NULL, NULL, NULL, &r, &n);
+    assert_false(r[0].healthy); /* it stays down */
+    assert_true(r[1].healthy);
+    dhaf_probe_free(p);
+    dhaf_config_release(&cfg);
+    test_rmrf(dir);
+}
+
+struct slow_seen {
+    int64_t t0;
+    int64_t suspect_ms; /* when a callback first flagged entry point 0 suspect (0: never) */
+    int flagged;        /* callbacks that did */
+};
+
+static void on_slow(void *ud, const struct dhaf_probe_result *all, size_t n)
+{
+    struct slow_seen *s = ud;
+    (void)n;
+    if (all[0].suspect && !s->flagged++)
+        s->suspect_ms = dhaf_mono_ms() - s->t0;
+}
+
+/* A scheduled check still running at 3 times its entry point's usual time (here 3 x ~0.2 s) is
+ * flagged suspect once, long before it ends (a hung backend: other voters check it at once),
+ * and this voter checks it again at once itself; the other entry point is not flagged. */
+static void test_slow_check_suspected(void **state)
+{
+    (void)state;
+    char names[2][8], dir[64], calls[160], hang[160];
+    struct dhaf_config cfg;
+    struct dhaf_probe *p = two_far_apart(&cfg, dir, sizeof(dir), names);
+    const struct dhaf_probe_result *r;
+    size_t n;
+    dhaf_probe_round(p, 0, NULL, NULL, NULL, &r, &n); /* a second pass: its usual time known */
+    snprintf(calls, sizeof(calls), "%s/calls-ep-%s", dir, names[0]);
+    snprintf(hang, sizeof(hang), "%s/hang-ep-%s", dir, names[0]);
+    FILE *f = fopen(hang, "w");
+    assert_non_null(f);
+    fclose(f);
+    struct slow_seen s = {.t0 = dhaf_mono_ms()};
+    dhaf_probe_round(p, 0, NULL, on_slow, &s, &r, &n);
+    int64_t took = dhaf_mono_ms() - s.t0;
+    print_message("flagged suspect after %lld ms; the round took %lld ms\n",
+                  (long long)s.suspect_ms, (long long)took);
+    assert_int_equal(s.flagged, 1);
+    assert_true(s.suspect_ms >= 400 && s.suspect_ms < 1500); /* 3 x usual, before its end */
+    assert_true(took >= 2000);
+    assert_true(r[0].healthy && r[1].healthy);   /* slow, not failing: nothing changed */
+    assert_int_equal(count_lines(calls), 2 + 2); /* its scheduled check and its own second */
+    long long a_start, a_end, b_start, b_end;
+    nth_run(calls, 2, &a_start, &a_end);
+    nth_run(calls, 3, &b_start, &b_end);
+    if (b_start < a_start) { /* (the lines are in the order the checks ended) */
+        long long t = a_start;
+        a_start = b_start;
+        b_start = t;
+    }
+    assert_true((b_start - a_start) / 1000000 >= 300 && b_start < a_end);
     dhaf_probe_free(p);
     dhaf_config_release(&cfg);
     test_rmrf(dir);
@@ -967,6 +1098,8 @@ int main(void)
         cmocka_unit_test(test_callback_and_smoothing),
         cmocka_unit_test(test_failure_held_until_witnessed),
         cmocka_unit_test(test_failure_rechecked_beside_witness),
+        cmocka_unit_test(test_suspect_checked_at_once),
+        cmocka_unit_test(test_slow_check_suspected),
         cmocka_unit_test(test_plugin_one_call_at_a_time),
         cmocka_unit_test(test_checkers_on_small_stacks),
     };

@@ -120,7 +120,7 @@ static void test_service_names(void **state)
     assert_string_equal(dhaf__v1__prober__descriptor.name, "dhaf.v1.Prober");
     assert_int_equal(dhaf__v1__dhaf__descriptor.n_methods,
                      13); /* + drain, undrain, pause, resume */
-    assert_int_equal(dhaf__v1__prober__descriptor.n_methods, 2);
+    assert_int_equal(dhaf__v1__prober__descriptor.n_methods, 3); /* + WatchSuspects */
 }
 
 int main(void)

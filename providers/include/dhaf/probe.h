@@ -30,6 +30,9 @@ struct dhaf_probe_result {
     bool held;          /* its opinion turned unhealthy, but no other entry point has passed a
                            check started since: healthy stays published until one does (the
                            vantage point itself may be what failed); see dhaf_probe_round */
+    bool suspect;       /* set for one callback: its opinion was just held after a failing
+                           scheduled check - other voters may check it at once
+                           (dhaf_probe_suspect); not set by the failures of burst checks */
 };
 
 /* How an engine runs its rounds. */
@@ -97,6 +100,27 @@ void dhaf_probe_round(struct dhaf_probe *p, int spread_ms, struct dhaf_cancel *s
  * it has its results taken when check() returns.
  */
 void dhaf_check_done(const struct dhaf_check_target *t);
+
+/**
+ * Waits until until_ms (monotonic), running the burst checks that dhaf_probe_suspect asks for
+ * meanwhile and what follows from them, and calling cb as a round does. Returns at until_ms,
+ * when stop fires, or when dhaf_probe_wake is called (also before this call), once no check is
+ * in flight. For the time between rounds; the same thread as the rounds.
+ */
+void dhaf_probe_idle(struct dhaf_probe *p, int64_t until_ms, struct dhaf_cancel *stop,
+                     dhaf_probe_cb cb, void *ud);
+
+/**
+ * Another voter suspects this entry point (its first failing check): check it at once - in the
+ * round or idle wait in progress, or in the next - in one call beside a witness of its checker
+ * type; a failure there while the witness passes is confirmed in that one check's time. Asked
+ * again while it waits, it is checked once; it is not checked when this voter already holds it
+ * failing, nor twice within 250 ms. Any thread. False when p has no such entry point.
+ */
+bool dhaf_probe_suspect(struct dhaf_probe *p, const char *service, const char *ep);
+
+/** Ends dhaf_probe_idle early (the one in progress, or the next one). Any thread. */
+void dhaf_probe_wake(struct dhaf_probe *p);
 
 /** Destroys the checkers' instances and frees p (NULL: nothing). Not during a round. */
 void dhaf_probe_free(struct dhaf_probe *p);
