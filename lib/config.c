@@ -86,6 +86,12 @@ const struct dhaf_cfgkey dhaf_config_keys[] = {
      "goes to it while another is healthy) until the penalty falls below half of it. 0: off."},
     {"dhaf.flap-half-life", DHAF_CFG_INT, OFF(flap_half_life), false, "300", 1, 86400, NULL,
      NULL, NULL, "Seconds in which an entry point's flap penalty halves (dhaf.flap-threshold)."},
+    {"dhaf.provider-check-interval", DHAF_CFG_INT, OFF(provider_check_interval), false, "60", 0,
+     86400, NULL, NULL, NULL,
+     "Seconds between the leader's reads of where each service's switcher really sends traffic "
+     "(at most 2 reads a second in all, for the providers' rate limits): a target changed by "
+     "hand is reported (provider-drift) and set back to the decided entry point - or, paused, "
+     "only reported. 0: off."},
     {"dhaf.dry-run", DHAF_CFG_BOOL, OFF(dry_run), false, "false", 0, 0, NULL, NULL, NULL,
      "Observe only: while this node leads, decisions are shown (would-switch events) and none "
      "is carried out - for a node's first days. dhafctl pause does it for the whole cluster."},

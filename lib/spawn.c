@@ -694,6 +694,45 @@ const char *dhaf_proc_first_line(const struct dhaf_proc *p, char *buf, size_t le
     return NULL;
 }
 
+const char *dhaf_proc_excerpt(const struct dhaf_proc *p, char *buf, size_t len)
+{
+    if (len == 0)
+        return NULL;
+    size_t k = 0;
+    bool brk = false, sp = false; /* a line break, a blank or control character pending */
+    const unsigned char *s = (const unsigned char *)p->out, *end = s + p->out_len;
+    for (; s < end; s++) {
+        if (*s == '\n' || *s == '\r') {
+            brk |= k > 0;
+            continue;
+        }
+        if (*s <= ' ' || *s == 0x7f) {
+            sp |= k > 0;
+            continue;
+        }
+        const char *sep = brk ? " | " : sp ? " " : "";
+        size_t n = strlen(sep);
+        if (k + n + 1 >= len)
+            break;
+        memcpy(buf + k, sep, n);
+        k += n;
+        brk = sp = false;
+        buf[k++] = (char)*s;
+    }
+    /* Do not end in the middle of a UTF-8 sequence. */
+    size_t start = k;
+    while (start > 0 && ((unsigned char)buf[start - 1] & 0xc0) == 0x80)
+        start--;
+    if (start > 0 && ((unsigned char)buf[start - 1] & 0x80)) {
+        unsigned char lead = (unsigned char)buf[start - 1];
+        size_t need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
+        if (k - (start - 1) < need)
+            k = start - 1;
+    }
+    buf[k] = '\0';
+    return k ? buf : NULL;
+}
+
 const char *dhaf_proc_describe(const struct dhaf_proc *p, char *buf, size_t len)
 {
     switch (p->outcome) {

@@ -70,7 +70,9 @@ enum event_level { EV_INFO = 1, EV_WARNING = 2, EV_CRITICAL = 3 };
       "entry point {from} of {service} flaps: held down, no traffic goes to it while another "     \
       "is healthy{detail}")                                                                        \
     X(EP_CALM, "ep-calm", EV_INFO,                                                                 \
-      "entry point {from} of {service} no longer flaps: it may take traffic again{detail}")
+      "entry point {from} of {service} no longer flaps: it may take traffic again{detail}")        \
+    X(PROVIDER_DRIFT, "provider-drift", EV_WARNING,                                                \
+      "the switcher of {service} sends traffic to {from}, not to the decided {to}{detail}")
 
 enum event_kind {
 #define EVENT_ENUM(id, name, level, tmpl) EVK_##id,

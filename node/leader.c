@@ -59,6 +59,11 @@ struct svc_run {
     size_t n_flap;
     int64_t strict_up_since[DECIDE_MAX_EPS]; /* monotonic ms an EP became healthy by a strict
                                                 majority (0: it is not); this leader's memory */
+    int64_t next_check;  /* the next read for drift (monotonic ms; 0: not scheduled yet) */
+    bool drift_said;     /* a provider-drift event said the provider sends traffic to ... */
+    int drift_to;        /* ... this entry point (-1: none of them) */
+    int switch_fails;    /* switch calls failed in a row: one switch-failed event per streak */
+    int64_t next_switch; /* when a failed switch is tried again (monotonic ms) */
 };
 
 struct decider {
@@ -67,8 +72,10 @@ struct decider {
     struct dhaf_fence fence; /* the term's lease, for every switcher call */
     struct svc_run **runs;   /* one allocation each: a switcher keeps a pointer to its ctx */
     size_t n;
-    uint64_t gen; /* snapshot generation the runs were made for */
-    bool waiting; /* "the view is not complete yet" said */
+    uint64_t gen;         /* snapshot generation the runs were made for */
+    bool waiting;         /* "the view is not complete yet" said */
+    int64_t check_window; /* the second of the provider drift reads' rate limit (monotonic) */
+    int checks;           /* reads in it */
 };
 
 int64_t leader_fresh_ms(const struct dhaf_config *cfg)
@@ -360,9 +367,12 @@ static void load_states(struct decider *d, struct snap *s)
 
 /* ------------------------------------------------------------------ the provider */
 
-#define READ_BACKOFF_FIRST_MS 1000
-#define READ_BACKOFF_MAX_MS   30000
-#define RENEW_WAIT_MS         1000 /* for a lease renewal before a long switcher call */
+#define READ_BACKOFF_FIRST_MS   1000
+#define READ_BACKOFF_MAX_MS     30000
+#define SWITCH_BACKOFF_FIRST_MS 1000 /* a failed switch is tried again after 1 s, 2 s, ... */
+#define SWITCH_BACKOFF_MAX_MS   60000
+#define PROVIDER_CHECKS_PER_S   2 /* drift reads, all services together (providers' rate limits) */
+#define RENEW_WAIT_MS           1000 /* for a lease renewal before a long switcher call */
 
 static int64_t fence_left_ms(void *ud)
 {
@@ -547,6 +557,113 @@ static void confirm_all(struct decider *d, struct snap *s)
     }
 }
 
+/* ------------------------------------------------------------------ provider drift */
+
+/* r's next drift read: an interval from now, plus up to a quarter of one that depends on the
+ * service (the services' reads spread out). */
+static void schedule_check(struct decider *d, struct svc_run *r, const struct dhaf_config *cfg)
+{
+    int64_t iv = (int64_t)cfg->provider_check_interval * 1000;
+    uint64_t h = 1469598103934665603ull;
+    for (const unsigned char *c = (const unsigned char *)r->name; *c; c++)
+        h = (h ^ *c) * 1099511628211ull;
+    r->next_check =
+        dhaf_clock_mono(cluster_clock(d->c)) + iv + (int64_t)(h % (uint64_t)(iv / 4 + 1));
+}
+
+/* Reads where r's provider sends traffic; when it is not the decided entry point (changed by
+ * hand, by another tool, or by a switch we do not know of), says so (provider-drift, once per
+ * drift) and sets it back - unless decisions are paused: then it only says so. */
+static void check_drift(struct decider *d, struct svc_run *r, const struct dhaf_service *svc,
+                        bool paused)
+{
+    struct dhaf_err err = {0};
+    int real, cur = r->st.current;
+    if (read_provider(d, r, -1, &real, &err) != 0) {
+        char q[400];
+        DHAF_LOG_LIMITED("provider-check-failed", DHAF_LOG_WARN,
+                         "event=provider-check-failed service=%s reason=\"%s\" note=\"read again "
+                         "in dhaf.provider-check-interval; decisions go on\"",
+                         svc->name, dhaf_log_quote(q, sizeof(q), err.msg));
+        return;
+    }
+    if (!term_valid(d->t))
+        return;
+    if (real == cur) {
+        if (r->drift_said)
+            DHAF_LOG(DHAF_LOG_INFO, "event=provider-drift-gone service=%s current=%s", svc->name,
+                     ep_name(svc, cur));
+        r->drift_said = false;
+        return;
+    }
+    bool news = !r->drift_said || r->drift_to != real;
+    const char *seen = real >= 0 ? ep_name(svc, real) : "(none)";
+    char detail[DHAF_ERR_MSG_MAX + 96];
+    bool back = false;
+    if (paused) {
+        snprintf(detail, sizeof(detail), " (decisions are paused: not set back)");
+    } else {
+        int64_t t0 = dhaf_clock_mono(cluster_clock(d->c));
+        back = call_switch(d, r, cur, real, &err) == 0;
+        if (back)
+            snprintf(detail, sizeof(detail), "; set back to %s in %lld ms", ep_name(svc, cur),
+                     (long long)(dhaf_clock_mono(cluster_clock(d->c)) - t0));
+        else
+            snprintf(detail, sizeof(detail),
+                     "; setting it back failed (tried again in dhaf.provider-check-interval): %s",
+                     err.msg);
+    }
+    char q[DHAF_ERR_MSG_MAX + 200];
+    DHAF_LOG(DHAF_LOG_WARN, "event=provider-drift service=%s points_to=%s decided=%s detail=\"%s\"",
+             svc->name, seen, ep_name(svc, cur), dhaf_log_quote(q, sizeof(q), detail));
+    r->drift_said = !back; /* set back: a later drift is news again */
+    r->drift_to = real;
+    if (!(news || back) || !term_valid(d->t))
+        return;
+    struct event ev = {.kind = EVK_PROVIDER_DRIFT,
+                       .service = svc->name,
+                       .from = seen,
+                       .to = ep_name(svc, cur),
+                       .detail = detail};
+    struct dhaf_err e2;
+    if (outbox_commit(d->t, NULL, 0, NULL, 0, &ev, 1, &e2) != 0 && e2.code != DHAF_EFENCED)
+        log_err("event-not-recorded", svc->name, &e2);
+}
+
+/* The drift reads that are due, at most PROVIDER_CHECKS_PER_S a second. */
+static void check_all(struct decider *d, struct snap *s)
+{
+    const struct dhaf_config *cfg = &s->cfg;
+    if (cfg->provider_check_interval <= 0)
+        return;
+    struct view *v = cluster_view(d->c);
+    view_rdlock(v);
+    bool paused = cfg->dry_run || view_find(v, VS_CONTROL, "pause") != NULL;
+    view_unlock(v);
+    for (size_t i = 0; i < d->n && term_valid(d->t); i++) {
+        struct svc_run *r = d->runs[i];
+        if (!r->known || !r->confirmed || r->pending_to >= 0 || !r->ready || !r->sw->current ||
+            r->st.current < 0)
+            continue;
+        int64_t now = dhaf_clock_mono(cluster_clock(d->c));
+        if (!r->next_check) {
+            schedule_check(d, r, cfg);
+            continue;
+        }
+        if (now < r->next_check)
+            continue;
+        if (now - d->check_window >= 1000) {
+            d->check_window = now;
+            d->checks = 0;
+        }
+        if (d->checks >= PROVIDER_CHECKS_PER_S)
+            break; /* the others in the next second */
+        d->checks++;
+        schedule_check(d, r, cfg);
+        check_drift(d, r, &cfg->services[i], paused);
+    }
+}
+
 /* ------------------------------------------------------------------ deciding */
 
 /* Paused (control/pause, or dhaf.dry-run): the decision is shown, not carried out. The
@@ -677,9 +794,24 @@ static void do_switch(struct decider *d, struct svc_run *r, const struct dhaf_se
     char detail[700];
     if (rc != 0) {
         /* Maybe applied, maybe not (or refused because the provider changed): the provider
-         * is read before the next decision; `switching` stays until then. */
+         * is read before the next decision; `switching` stays until then. The switch is tried
+         * again after a back-off, and said once per streak of failures. */
         r->confirmed = false;
         r->next_read = 0;
+        int64_t wait = SWITCH_BACKOFF_FIRST_MS;
+        for (int k = 0; k < r->switch_fails && wait < SWITCH_BACKOFF_MAX_MS; k++)
+            wait *= 2;
+        wait = wait < SWITCH_BACKOFF_MAX_MS ? wait : SWITCH_BACKOFF_MAX_MS;
+        r->next_switch = dhaf_clock_mono(clk) + wait;
+        if (r->switch_fails++ > 0 || err.code == DHAF_EFENCED) {
+            char q[600];
+            DHAF_LOG(DHAF_LOG_WARN,
+                     "event=switch-failed-again service=%s to=%s attempt=%d retry_in_ms=%lld "
+                     "reason=\"%s\"",
+                     svc->name, ep_name(svc, out->target), r->switch_fails, (long long)wait,
+                     dhaf_log_quote(q, sizeof(q), err.msg));
+            return;
+        }
         snprintf(detail, sizeof(detail), ": %s", err.msg);
         struct event ev = {.kind = EVK_SWITCH_FAILED,
                            .service = svc->name,
@@ -713,12 +845,16 @@ static void do_switch(struct decider *d, struct svc_run *r, const struct dhaf_se
         r->since = dhaf_clock_wall(clk);
     } else {
         bool why = from >= 0 && t[from].unhealthy;
-        snprintf(detail, sizeof(detail), " done in %lld ms%s%s", (long long)took, why ? "; " : "",
-                 why ? t[from].reasons : "");
+        char tries[64] = "";
+        if (r->switch_fails > 0)
+            snprintf(tries, sizeof(tries), " after %d failed attempts", r->switch_fails);
+        snprintf(detail, sizeof(detail), " done in %lld ms%s%s%s", (long long)took, tries,
+                 why ? "; " : "", why ? t[from].reasons : "");
         switch_landed(d, r, svc, kind, from, out->target, detail, &ev);
     }
     r->st.current = real;
     r->pending_to = r->pending_from = -1;
+    r->switch_fails = 0;
     struct state_change done = {.st = &r->st, .evs = &ev, .n_evs = 1};
     if (commit_state(d, r, svc, &done, &err) != 0) {
         log_err("switch-not-recorded", svc->name, &err);
@@ -840,7 +976,12 @@ static bool decide_all(struct decider *d, struct snap *s)
         char details[DECIDE_MAX_EVENTS + DECIDE_MAX_EPS][160];
         size_t n_evs = events_of(svc, &r->st, &out, t, &q, evs, details);
         n_evs += flap_events(r, svc, &s->cfg, &out, now, evs + n_evs, details + n_evs);
-        if (out.action != ACT_NONE && out.target >= 0) {
+        if (out.action == ACT_NONE)
+            r->switch_fails = 0; /* a streak of failed switches ends with the need for one */
+        if (out.action != ACT_NONE && out.target >= 0 && r->switch_fails > 0 &&
+            now < r->next_switch) {
+            continue; /* a failed switch waits for its back-off (do_switch) */
+        } else if (out.action != ACT_NONE && out.target >= 0) {
             do_switch(d, r, svc, &out, t, req_rev, evs, n_evs);
             switched = true;
         } else if (n_evs || out.purge_request || memcmp(&out.next, &r->st, sizeof(r->st)) != 0) {
@@ -878,6 +1019,7 @@ bool leader_decider_round(struct decider *d)
     load_states(d, s);
     confirm_all(d, s);
     bool switched = decide_all(d, s);
+    check_all(d, s);
     snap_put(s);
     return switched;
 }

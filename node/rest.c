@@ -760,9 +760,28 @@ static void not_ready(struct ctx *x, struct out *o, const char *word, char *deta
     set_body(o, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", t);
 }
 
+/* The first service whose switcher the leader cannot initialise or read (its state's
+ * provider_error): what to say, or NULL when there is none. */
+static char *provider_trouble(struct view *v)
+{
+    char *why = NULL;
+    view_rdlock(v);
+    for (size_t i = 0; i < view_count(v, VS_STATE) && !why; i++) {
+        const struct view_rec *rec = view_at(v, VS_STATE, i);
+        json_t *pe = rec->j ? json_object_get(rec->j, "provider_error") : NULL;
+        if (json_is_object(pe))
+            why = dhaf_xasprintf("provider: this node leads and cannot initialise or read the "
+                                 "switcher of %s: %s",
+                                 rec->name,
+                                 dhaf_json_str(pe, "error") ? dhaf_json_str(pe, "error") : "?");
+    }
+    view_unlock(v);
+    return why;
+}
+
 /* Ready: etcd accepts writes, the node has its session with etcd and its view is in sync
- * with etcd. An etcd that refuses writes (an alarm) comes first: it is also why a node has no
- * session then. */
+ * with etcd; the leader can also initialise and read every service's switcher. An etcd that
+ * refuses writes (an alarm) comes first: it is also why a node has no session then. */
 static void plain_readyz(struct ctx *x, struct out *o)
 {
     struct cluster *c = x->r->c;
@@ -791,6 +810,11 @@ static void plain_readyz(struct ctx *x, struct out *o)
                   dhaf_xasprintf("etcd: not heard from for %.1f s (status is served from "
                                  "memory, marked stale)",
                                  (double)vs.age_ms / 1000.0));
+        return;
+    }
+    char *why = cluster_role(c) == ROLE_LEADER ? provider_trouble(v) : NULL;
+    if (why) {
+        not_ready(x, o, "provider", why);
         return;
     }
     set_text(o, MHD_HTTP_OK, "ready\n");

@@ -85,8 +85,8 @@ static int run(const struct exec_sw *x, const struct exec_run *how, struct dhaf_
     if (p->outcome == DHAF_PROC_CANCELLED)
         return dhaf_err_set(err, DHAF_EFENCED,
                             "exec switcher %s: %s (this node's leadership ended)", how->path, what);
-    char line[200];
-    bool said = dhaf_proc_first_line(p, line, sizeof(line)) != NULL;
+    char line[DHAF_ERR_MSG_MAX]; /* as much of its output as the error has room for */
+    bool said = dhaf_proc_excerpt(p, line, sizeof(line)) != NULL;
     return dhaf_err_set(err, p->outcome == DHAF_PROC_TIMEOUT ? DHAF_ETIMEOUT : DHAF_EIO,
                         "exec switcher %s: %s%s%s%s", how->path, what,
                         clamped && p->outcome == DHAF_PROC_TIMEOUT

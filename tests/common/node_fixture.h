@@ -72,5 +72,7 @@ void fx_renew(struct memstore *ms, int64_t lease);
 
 /** The number of event records (events/<seq>) of kind in the store; kind NULL counts all. */
 size_t fx_count_events(struct memstore *ms, const char *kind);
+/** The record (JSON text) of the last event of kind in ms, or NULL when none. Caller frees. */
+char *fx_last_event(struct memstore *ms, const char *kind);
 
 #endif

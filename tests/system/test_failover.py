@@ -432,6 +432,68 @@ def test_dry_run(c):
         "the switcher never called"
 
 
+def set_dhaf(c, line):
+    """Adds line to the dhaf: section of every node's config."""
+    for n in c.nodes:
+        cfg = open(n.config).read().replace("  tact-interval: 1\n",
+                                            f"  tact-interval: 1\n  {line}\n")
+        open(n.config, "w").write(cfg)
+
+
+def test_provider_drift(c):
+    """The DNS record is changed by hand at Cloudflare: the leader's periodic read (every
+    dhaf.provider-check-interval, 2 s here) finds it, says so once (provider-drift) and sets
+    the record back to the decided entry point."""
+    set_dhaf(c, "provider-check-interval: 2")
+    c.start_all()
+    wait_points_to(c, "ep-1", 20)
+    c.sw.call("/_fake/set", {"name": "site.test", "content": EP_IPS["ep-2"]})
+    t0 = time.monotonic()
+    assert c.sw.points_to() == "ep-2"
+    wait_until("the record set back to ep-1", lambda: c.sw.points_to() == "ep-1", 10, 0.05)
+    took = time.monotonic() - t0
+    ev = wait_until("a provider-drift event", lambda: svc_events(c, "provider-drift"), 5)
+    assert len(ev) == 1 and ev[0]["from"] == "ep-2" and ev[0]["to"] == "ep-1", ev
+    assert "set back to ep-1" in ev[0]["message"], ev
+    assert state(c).get("current") == "ep-1", state(c)
+    return f"record changed by hand to ep-2; set back to ep-1 {took:.1f} s later: {ev[0]['message']}"
+
+
+def readyz(n):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{n.rest_port}/readyz", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_switcher_cannot_init(c):
+    """A switcher whose init fails (its script broken): one provider-unread event, the leader's
+    /readyz says why (503 provider: ...), the followers stay ready; once the script works,
+    /readyz is 200 again and the service is placed."""
+    init = os.path.join(c.sw_dir, "sw-init.sh")
+    broken = os.path.join(c.sw_dir, "broken")
+    text = open(init).read().replace(
+        "#!/bin/sh\n", f"#!/bin/sh\n[ -f {broken} ] && {{ echo 'cannot reach the API' >&2; exit 2; }}\n")
+    open(init, "w").write(text)
+    open(broken, "w").close()
+    c.start_all()
+    lead = c.node(c.wait_leader(10))
+    st, body = wait_until("the leader's /readyz 503",
+                          lambda: (lambda r: r if r[0] == 503 else None)(readyz(lead)), 15, 0.1)
+    assert "provider" in body and "cannot reach the API" in body, body
+    for n in c.nodes:
+        if n is not lead:
+            assert wait_until(f"{n.name} ready", lambda n=n: readyz(n)[0] == 200, 10, 0.1)
+    assert len(svc_events(c, "provider-unread")) == 1, svc_events(c)
+    os.unlink(broken)
+    wait_until("the leader's /readyz 200", lambda: readyz(lead)[0] == 200, 40, 0.2)
+    wait_points_to(c, "ep-1", 10)
+    return f"leader's /readyz: {st} {body.strip()[:100]}...; 200 once init works"
+
+
 def with_cluster(fn, kind="exec"):
     def run():
         c = make_cluster(free_port(), kind)
@@ -460,4 +522,8 @@ if __name__ == "__main__":
         ("a lone voter (2 of 3 nodes frozen) decides nothing", with_cluster(test_lone_voter)),
         ("maintenance: drain, undrain, pause, resume", with_cluster(test_maintenance)),
         ("dhaf.dry-run: decisions shown, nothing switched", with_cluster(test_dry_run)),
+        ("cloudflare: a record changed by hand is set back (provider-drift)",
+         with_cluster(test_provider_drift, "cloudflare")),
+        ("a switcher that cannot start: the leader's /readyz says why, until it can",
+         with_cluster(test_switcher_cannot_init)),
     ]))

@@ -521,6 +521,92 @@ static void test_flapping_entry_point_held_down(void **state)
     assert_string_equal(cur, "primary");
 }
 
+/* The provider is changed by hand (the exec switcher's state file says backup): within
+ * dhaf.provider-check-interval (60 s, plus up to 15 s of stagger) the leader reads it, says so
+ * once (provider-drift) and sets it back to the decided primary; later reads find it right. */
+static void test_provider_drift_set_back(void **state)
+{
+    struct world *w = *state;
+    static const char *const up[4] = {"hh", "hh", "hh", "hh"};
+    run_for(w, 1000, up);
+    int calls = switch_calls(w);
+    set_file(w, "current", "backup\n");
+    run_for(w, 50000, up); /* not read yet: the first read is 60-75 s after the term began */
+    assert_int_equal(fx_count_events(w->ms, "provider-drift"), 0);
+    run_for(w, 26000, up);
+    assert_int_equal(fx_count_events(w->ms, "provider-drift"), 1);
+    assert_int_equal(switch_calls(w), calls + 1);
+    char *ev = fx_last_event(w->ms, "provider-drift");
+    assert_non_null(ev);
+    assert_non_null(strstr(ev, "\"from\":\"backup\""));
+    assert_non_null(strstr(ev, "set back to primary"));
+    free(ev);
+    char cur[32];
+    current_in_state(w, cur, sizeof(cur));
+    assert_string_equal(cur, "primary");
+    run_for(w, 80000, up); /* read again: right, nothing said or done */
+    assert_int_equal(fx_count_events(w->ms, "provider-drift"), 1);
+    assert_int_equal(switch_calls(w), calls + 1);
+}
+
+/* Paused, a drift is reported once and not set back. */
+static void test_provider_drift_paused(void **state)
+{
+    struct world *w = *state;
+    static const char *const up[4] = {"hh", "hh", "hh", "hh"};
+    run_for(w, 1000, up);
+    assert_int_equal(memstore_put(w->ms, "/dhaf/fx/control/pause", "{\"by\":\"test\"}", 0), 0);
+    int calls = switch_calls(w);
+    set_file(w, "current", "backup\n");
+    run_for(w, 160000, up); /* two reads or more */
+    assert_int_equal(fx_count_events(w->ms, "provider-drift"), 1);
+    assert_int_equal(switch_calls(w), calls);
+    char *ev = fx_last_event(w->ms, "provider-drift");
+    assert_non_null(ev);
+    assert_non_null(strstr(ev, "paused: not set back"));
+    free(ev);
+}
+
+/* A failing switch script is tried again after 1 s, 2 s, 4 s ... - not every tact - and the
+ * streak is one switch-failed event carrying the start of its output (several lines, joined);
+ * when it works again the failover says after how many failed attempts. */
+static void test_failing_switch_backs_off(void **state)
+{
+    struct world *w = *state;
+    static const char *const up[4] = {"hh", "hh", "hh", "hh"};
+    static const char *const down[4] = {"uh", "uh", "uh", "uh"};
+    run_for(w, 1000, up);
+    char path[160], body[400];
+    snprintf(path, sizeof(path), "%s/switch.sh", w->dir);
+    snprintf(body, sizeof(body),
+             "#!/bin/sh\necho \"$1\" >> %s\necho 'error: API refused' >&2\n"
+             "echo 'hint: check the token' >&2\nexit 3\n",
+             w->log);
+    write_script(path, body);
+    int calls = switch_calls(w);
+    run_for(w, 20000, down); /* tried at 0, 1, 3, 7 and 15 s */
+    int tries = switch_calls(w) - calls;
+    print_message("%d switch calls in 20 s\n", tries);
+    assert_true(tries >= 4 && tries <= 6);
+    assert_int_equal(fx_count_events(w->ms, "switch-failed"), 1);
+    char *ev = fx_last_event(w->ms, "switch-failed");
+    assert_non_null(ev);
+    assert_non_null(strstr(ev, "exit code 3"));
+    assert_non_null(strstr(ev, "error: API refused | hint: check the token"));
+    free(ev);
+    snprintf(body, sizeof(body), "#!/bin/sh\necho \"$1\" >> %s\necho \"$1\" > %s\n", w->log,
+             w->current);
+    write_script(path, body);
+    run_for(w, 20000, down); /* the next attempt (at 31 s) works */
+    assert_int_equal(fx_count_events(w->ms, "failover"), 1);
+    ev = fx_last_event(w->ms, "failover");
+    assert_non_null(strstr(ev, "failed attempts"));
+    free(ev);
+    char cur[32];
+    current_in_state(w, cur, sizeof(cur));
+    assert_string_equal(cur, "backup");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -534,6 +620,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_provider_read_back_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_back_fails_after_switch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flapping_entry_point_held_down, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_provider_drift_set_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_provider_drift_paused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failing_switch_backs_off, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

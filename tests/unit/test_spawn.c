@@ -334,6 +334,33 @@ static void test_first_line_and_describe(void **state)
             assert_string_equal(buf, "");
         }
     }
+    /* the excerpt: lines joined with " | ", blanks and control characters one space each */
+    static const struct {
+        const char *out;
+        size_t len;
+        const char *want;
+    } ex[] = {
+        {"", 8, NULL},
+        {"\n \r\n\t\n", 8, NULL},
+        {"  error: API refused \r\n\nhint:\tcheck\001 it\n", 64,
+         "error: API refused | hint: check it"},
+        {"abc\ndef", 6, "abc"}, /* " | d" does not fit */
+        {"ab\xc3\xa9z", 4, "ab"},
+        {"ab\xc3\xa9", 5, "ab\xc3\xa9"},
+    };
+    for (size_t i = 0; i < sizeof(ex) / sizeof(ex[0]); i++) {
+        char buf[64];
+        p->out_len = strlen(ex[i].out);
+        memcpy(p->out, ex[i].out, p->out_len + 1);
+        const char *got = dhaf_proc_excerpt(p, buf, ex[i].len);
+        if (ex[i].want) {
+            assert_non_null(got);
+            assert_string_equal(got, ex[i].want);
+        } else {
+            assert_null(got);
+            assert_string_equal(buf, "");
+        }
+    }
     char b[96];
     p->outcome = DHAF_PROC_EXITED;
     p->exit_code = 3;

@@ -105,6 +105,7 @@ struct dhaf_config {
     bool auto_switch_back; /* false: failback only by a switchover */
     int flap_threshold;    /* an EP whose flap penalty reaches it is held down (0: off) */
     int flap_half_life;    /* seconds in which a flap penalty halves */
+    int provider_check_interval; /* seconds between the leader's reads of each provider (0: off) */
     struct dhaf_api web_api;
     struct dhaf_api grpc_api;
     char *api_token;  /* secret: the admin role */

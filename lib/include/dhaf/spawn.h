@@ -83,6 +83,10 @@ int dhaf_spawn_run_all(struct dhaf_proc *procs, size_t n);
  * non-blank line (buf then holds "").
  */
 const char *dhaf_proc_first_line(const struct dhaf_proc *p, char *buf, size_t len);
+/** The start of p's output (stdout and stderr) as one line: control characters and line breaks
+ *  become " | " between the parts, cut to fit buf (never in a UTF-8 sequence). NULL when the
+ *  program printed nothing but blanks (buf is then ""). */
+const char *dhaf_proc_excerpt(const struct dhaf_proc *p, char *buf, size_t len);
 
 /**
  * Describes how p ended, for operators: "exit code 3", "killed after 5 s", "killed by signal 11
