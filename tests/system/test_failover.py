@@ -481,9 +481,10 @@ def test_switcher_cannot_init(c):
     open(broken, "w").close()
     c.start_all()
     lead = c.node(c.wait_leader(10))
-    st, body = wait_until("the leader's /readyz 503",
-                          lambda: (lambda r: r if r[0] == 503 else None)(readyz(lead)), 15, 0.1)
-    assert "provider" in body and "cannot reach the API" in body, body
+    st, body = wait_until("the leader's /readyz 503 for its provider",
+                          lambda: (lambda r: r if r[0] == 503 and "provider" in r[1] else None)(
+                              readyz(lead)), 15, 0.1)
+    assert "cannot reach the API" in body, body
     for n in c.nodes:
         if n is not lead:
             assert wait_until(f"{n.name} ready", lambda n=n: readyz(n)[0] == 200, 10, 0.1)
