@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The built-in prober: a thread that owns the probe engine and runs a round every tact, its
- * checks spread over the tact at stable offsets. The vote (votes/<node>) is written only when
+ * checks spread over the tact at stable offsets, the nodes' rounds spread evenly over the tact
+ * (next_round). The vote (votes/<node>) is written only when
  * an opinion changes - at once, in the middle of a round - and lives on the node's vote lease,
  * which this loop renews as checks end (once a tact): a steady node adds no etcd revisions, and a
  * node whose loop stalls loses its vote within the lease's TTL (VOTE_LEASE_TACTS tacts).
@@ -227,6 +228,36 @@ static void withdraw(struct probing *p, int timeout_ms)
     p->written = 0;
 }
 
+/*
+ * When this node's next round starts (monotonic ms). Rounds start at the same point of every
+ * tact of the wall clock, this node's rank among the member nodes (by name) over their number:
+ * with entry point offsets that do not depend on the voter (probing_prepare), the nodes' checks
+ * of an entry point are spread evenly over the tact - a failure is seen by the first node's
+ * check within tact/n, not wherever each process happened to start. Never sooner than half a
+ * tact after the last round began (the rank may change); after a round that took a tact or
+ * more (checks near their timeouts), at once: the vote lease is renewed as rounds make progress.
+ */
+static int64_t next_round(struct probing *p, int64_t last)
+{
+    struct view *v = cluster_view(p->c);
+    size_t rank = 0, n = 0;
+    view_rdlock(v);
+    n = view_count(v, VS_MEMBERS);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(view_at(v, VS_MEMBERS, i)->name, cluster_node(p->c)) == 0)
+            rank = i;
+    view_unlock(v);
+    int64_t tact = p->tact_ms, phase = n ? (int64_t)rank * tact / (int64_t)n : 0;
+    int64_t now = dhaf_mono_ms(), wall = dhaf_wall_ms();
+    if (now - last >= tact)
+        return now;
+    int64_t wait = ((phase - wall % tact) % tact + tact) % tact; /* to the next such point */
+    int64_t at = now + wait;
+    if (at < last + tact / 2)
+        at += tact;
+    return at;
+}
+
 static void *probe_thread(void *arg)
 {
     struct probing *p = arg;
@@ -256,11 +287,8 @@ static void *probe_thread(void *arg)
         } else {
             withdraw(p, 1000);
         }
-        /* Rounds start every tact; after one that overran, the next starts at once. */
-        start += p->tact_ms;
-        int64_t now = dhaf_mono_ms();
-        if (start < now)
-            start = now;
+        /* Rounds start every tact at this node's phase; after one that overran, at the next. */
+        start = next_round(p, start);
         while (!stopping(p) && dhaf_mono_ms() < start && !mail_waiting(p)) {
             if (p->engine) /* burst checks, asked by other voters, run meanwhile */
                 dhaf_probe_idle(p->engine, start, &p->stop_tok, on_results, p);
@@ -327,7 +355,10 @@ int probing_prepare(const struct dhaf_config *cfg, const char *voter, struct dha
                     struct dhaf_err *err)
 {
     *engine = NULL;
-    struct dhaf_probe_opts o = {.voter = voter, .max_inflight = 0};
+    /* The entry points' offsets in a round are the same on every node: the nodes' rounds are
+     * spread over the tact instead (next_round). */
+    (void)voter;
+    struct dhaf_probe_opts o = {.voter = "", .max_inflight = 0};
     if (cfg->probe && !(*engine = dhaf_probe_new(cfg->services, cfg->n_services, &o, err)))
         return err->code ? err->code : DHAF_EINVAL;
     return 0;

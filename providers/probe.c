@@ -636,6 +636,12 @@ static int priority_room(const struct dhaf_probe *p, const struct round *rd)
     return p->max_inflight + reserve - rd->inflight;
 }
 
+/* Whether st may witness for another entry point of its type: healthy, not held, idle. */
+static bool can_witness(const struct ep_state *st)
+{
+    return st->known && st->opinion && !st->held && !st->inflight;
+}
+
 /* Checks another entry point now (of any type), one that is healthy, not held and not in
  * flight (a plugin's type only when no call of it runs): for held failures whose own type has
  * no such entry point to re-check them beside. */
@@ -648,13 +654,70 @@ static void start_witness(struct dhaf_probe *p, struct round *rd)
     for (size_t k = 0; k < p->n; k++) {
         const struct ep_state *st = &p->eps[k];
         struct ptype *t = &p->types[st->type];
-        if (!st->known || !st->opinion || st->held || st->inflight || (t->plugin && t->running > 0))
+        if (!can_witness(st) || (t->plugin && t->running > 0))
             continue;
         DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-witness service=%s ep=%s", p->out[k].service,
                  p->out[k].ep);
         start_run(p, rd, t, 1, &k, false);
         return;
     }
+}
+
+/* What pick_of_type does with an entry point: check it now (> 0), not now (< 0; the function
+ * may ask for a later look), or it is not wanted at all (0: a witness, maybe). full: the run
+ * has no room left. */
+typedef int (*want_fn)(struct dhaf_probe *p, struct ep_state *st, const struct ptype *t, bool full);
+
+/* A held failure waiting for its re-check. */
+static int want_recheck(struct dhaf_probe *p, struct ep_state *st, const struct ptype *t, bool full)
+{
+    if (!st->held || !st->recheck)
+        return 0;
+    if (st->inflight || (t->plugin && t->running > 0) || full) {
+        p->want_witness = true; /* when a check ends */
+        return -1;
+    }
+    return 1;
+}
+
+/* A suspected entry point (start_bursts). */
+static int want_burst(struct dhaf_probe *p, struct ep_state *st, const struct ptype *t, bool full)
+{
+    if (!st->burst)
+        return 0;
+    if (!st->known || !st->opinion || st->held ||
+        (st->burst_at && dhaf_mono_ms() - st->burst_at < PROBE_BURST_GAP_MS)) {
+        st->burst = false; /* nothing to learn from a check now */
+        return -1;
+    }
+    if ((t->plugin && t->running > 0) || full) {
+        p->want_burst = true; /* when a check ends */
+        return -1;
+    }
+    return 1;
+}
+
+/* Fills p->pick with the entry points of type ti that want says to check now (as many as fit
+ * under priority_room, one place kept for a witness); *witness: an entry point of the type
+ * that can witness for them (SIZE_MAX: none). Returns how many were picked. */
+static size_t pick_of_type(struct dhaf_probe *p, struct round *rd, size_t ti, want_fn want,
+                           size_t *witness)
+{
+    const struct ptype *t = &p->types[ti];
+    int room = priority_room(p, rd) - 1; /* (the witness's) */
+    size_t n = 0;
+    *witness = SIZE_MAX;
+    for (size_t k = 0; k < p->n; k++) {
+        struct ep_state *st = &p->eps[k];
+        if (st->type != ti)
+            continue;
+        int w = want(p, st, t, (int)n >= room);
+        if (w > 0)
+            p->pick[n++] = k;
+        else if (w == 0 && *witness == SIZE_MAX && can_witness(st))
+            *witness = k;
+    }
+    return n;
 }
 
 /*
@@ -672,22 +735,7 @@ static void start_rechecks(struct dhaf_probe *p, struct round *rd)
     bool lone = false; /* a type had held failures and no witness */
     for (size_t ti = 0; ti < p->n_types; ti++) {
         const struct ptype *t = &p->types[ti];
-        int room = priority_room(p, rd) - 1; /* (the witness's) */
-        size_t n = 0, witness = SIZE_MAX;
-        for (size_t k = 0; k < p->n; k++) {
-            const struct ep_state *st = &p->eps[k];
-            if (st->type != ti)
-                continue;
-            if (st->held && st->recheck) {
-                if (st->inflight || (t->plugin && t->running > 0) || (int)n >= room)
-                    p->want_witness = true;
-                else
-                    p->pick[n++] = k;
-            } else if (witness == SIZE_MAX && st->known && st->opinion && !st->held &&
-                       !st->inflight) {
-                witness = k;
-            }
-        }
+        size_t witness, n = pick_of_type(p, rd, ti, want_recheck, &witness);
         if (n == 0)
             continue;
         for (size_t i = 0; i < n; i++)
@@ -749,26 +797,7 @@ static void start_bursts(struct dhaf_probe *p, struct round *rd)
     p->want_burst = false;
     int64_t now = dhaf_mono_ms();
     for (size_t ti = 0; ti < p->n_types; ti++) {
-        const struct ptype *t = &p->types[ti];
-        int room = priority_room(p, rd) - 1; /* (the witness's) */
-        size_t n = 0, witness = SIZE_MAX;
-        for (size_t k = 0; k < p->n; k++) {
-            struct ep_state *st = &p->eps[k];
-            if (st->type != ti)
-                continue;
-            if (st->burst) {
-                if (!st->known || !st->opinion || st->held ||
-                    (st->burst_at && now - st->burst_at < PROBE_BURST_GAP_MS))
-                    st->burst = false; /* nothing to learn from a check now */
-                else if ((t->plugin && t->running > 0) || (int)n >= room)
-                    p->want_burst = true; /* when a check ends */
-                else
-                    p->pick[n++] = k;
-            } else if (witness == SIZE_MAX && st->known && st->opinion && !st->held &&
-                       !st->inflight) {
-                witness = k;
-            }
-        }
+        size_t witness, n = pick_of_type(p, rd, ti, want_burst, &witness);
         if (n == 0)
             continue;
         for (size_t i = 0; i < n; i++) {
