@@ -6,7 +6,7 @@ For each N of --services: one etcd with its default flags (only the data dir and
 ports are set, plus --quota-backend-bytes with --quota), three dhaf-node processes (each
 probing, so three voters) and two dhaf-prober agents (remote voters, in the nodes' `probers:`
 section with their tokens): five voters. The nodes run their defaults (leader-key-ttl 15 s,
-heartbeat 5 s) except tact-interval (--tact, default 1 s). Services svc-0001 .. svc-N each
+heartbeat 5 s) except tact-interval (--tact, default 1 s) and flap-threshold 0 (the failover rounds stop one target again and again). Services svc-0001 .. svc-N each
 have three entry points on distinct loopback addresses and the same web check (GET /ok,
 timeout --check-timeout, retries --retries; --checkers mix makes every 4th service's check
 tcp); all share one exec switcher whose switch script appends `time node epoch service ep`
@@ -430,11 +430,14 @@ class ScaleNode(Node):
     short test timings)."""
 
     def write_config(self, cluster, etcd_endpoint, ttl, extra="", log_level="info"):
+        # flap-threshold 0: the failover rounds stop the same target again and again on
+        # purpose; flap damping would hold it down from the third round on
         with open(self.config, "w") as f:
             f.write(f"""dhaf:
   cluster-name: {cluster}
   node-name: {self.name}
   tact-interval: {self.tact}
+  flap-threshold: 0
   grpc-api: {{host: 127.0.0.1, port: {self.grpc_port}}}
   web-api: {{host: 127.0.0.1, port: {self.rest_port}}}
 etcd:

@@ -975,8 +975,8 @@ static void on_slow(void *ud, const struct dhaf_probe_result *all, size_t n)
 }
 
 /* A scheduled check still running at 3 times its entry point's usual time (here 3 x ~0.2 s) is
- * flagged suspect once, long before it ends (a hung backend: other voters check it at once),
- * and this voter checks it again at once itself; the other entry point is not flagged. */
+ * flagged suspect once, long before it ends (a hung backend: other voters check it at once);
+ * it starts no other check of this voter's. */
 static void test_slow_check_suspected(void **state)
 {
     (void)state;
@@ -1000,16 +1000,7 @@ static void test_slow_check_suspected(void **state)
     assert_true(s.suspect_ms >= 400 && s.suspect_ms < 1500); /* 3 x usual, before its end */
     assert_true(took >= 2000);
     assert_true(r[0].healthy && r[1].healthy);   /* slow, not failing: nothing changed */
-    assert_int_equal(count_lines(calls), 2 + 2); /* its scheduled check and its own second */
-    long long a_start, a_end, b_start, b_end;
-    nth_run(calls, 2, &a_start, &a_end);
-    nth_run(calls, 3, &b_start, &b_end);
-    if (b_start < a_start) { /* (the lines are in the order the checks ended) */
-        long long t = a_start;
-        a_start = b_start;
-        b_start = t;
-    }
-    assert_true((b_start - a_start) / 1000000 >= 300 && b_start < a_end);
+    assert_int_equal(count_lines(calls), 2 + 1); /* its scheduled check only */
     dhaf_probe_free(p);
     dhaf_config_release(&cfg);
     test_rmrf(dir);
