@@ -1006,6 +1006,55 @@ static void test_slow_check_suspected(void **state)
     test_rmrf(dir);
 }
 
+static void count_suspects(void *ud, const struct dhaf_probe_result *all, size_t n)
+{
+    int *flagged = ud;
+    for (size_t k = 0; k < n; k++)
+        *flagged += all[k].suspect;
+}
+
+/* Six entry points slow in one round (here every check after the first round sleeps 2 s more):
+ * the vantage point's own load, more likely - at most PROBE_SLOW_MAX (4) are flagged, and
+ * none once more than that turned slow together. */
+static void test_many_slow_checks_not_suspected(void **state)
+{
+    (void)state;
+    char dir[64], script[128], sh[256], flag[128];
+    assert_int_equal(test_tmpdir(dir, sizeof(dir), "probe-slow-many"), 0);
+    snprintf(script, sizeof(script), "%s/check.sh", dir);
+    snprintf(flag, sizeof(flag), "%s/hang", dir);
+    snprintf(sh, sizeof(sh), "#!/bin/sh\n[ -e %s ] && sleep 2\nexit 0\n", flag);
+    write_program(script, sh);
+    static struct yaml y;
+    yaml_begin(&y);
+    for (int i = 0; i < 6; i++) {
+        char name[8], hc[256];
+        snprintf(name, sizeof(name), "m%d", i);
+        snprintf(hc, sizeof(hc), "type: exec, init: /bin/true, check: %s, timeout: 5", script);
+        yaml_service(&y, name, "127.0.0.1", hc);
+    }
+    struct dhaf_config cfg;
+    yaml_load(&y, &cfg);
+    struct dhaf_probe *p = engine(&cfg, "node-1", 0);
+    const struct dhaf_probe_result *r;
+    size_t n;
+    dhaf_probe_round(p, 0, NULL, NULL, NULL, &r, &n);
+    dhaf_probe_round(p, 0, NULL, NULL, NULL, &r, &n); /* usual times known */
+    assert_int_equal(n, 6);
+    FILE *f = fopen(flag, "w");
+    assert_non_null(f);
+    fclose(f);
+    int flagged = 0;
+    dhaf_probe_round(p, 0, NULL, count_suspects, &flagged, &r, &n);
+    print_message("%d of 6 slow checks flagged suspect\n", flagged);
+    assert_int_equal(flagged, 0);
+    for (size_t k = 0; k < n; k++)
+        assert_true(r[k].healthy);
+    dhaf_probe_free(p);
+    dhaf_config_release(&cfg);
+    test_rmrf(dir);
+}
+
 /* A plugin's check() is called from one thread at a time, even when its calls of different
  * slots would overlap (each takes 80 ms; slots are 50 ms apart). */
 static void test_plugin_one_call_at_a_time(void **state)
@@ -1091,6 +1140,7 @@ int main(void)
         cmocka_unit_test(test_failure_rechecked_beside_witness),
         cmocka_unit_test(test_suspect_checked_at_once),
         cmocka_unit_test(test_slow_check_suspected),
+        cmocka_unit_test(test_many_slow_checks_not_suspected),
         cmocka_unit_test(test_plugin_one_call_at_a_time),
         cmocka_unit_test(test_checkers_on_small_stacks),
     };
