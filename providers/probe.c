@@ -87,7 +87,8 @@ struct run {
     struct dhaf_check_result *res; /* the run's own results: two runs may check one EP */
     bool threaded;   /* false: it ran on the round's thread (no thread could be made) */
     bool priority;   /* a re-check, witness or confirming check: every result is taken early */
-    bool burst;      /* checks asked for by another voter's suspicion, beside a witness */
+    size_t burst;    /* a burst run: its first `burst` targets are the suspected entry points
+                        (another voter asked), the rest their witness */
     int64_t slow_at; /* a scheduled run: when its checks still running turn suspect (0: done) */
     struct run *next_flying; /* the round's runs in flight (the round's thread's) */
     pthread_t thread;
@@ -355,7 +356,7 @@ struct round {
 /* Starts the next n entry points of t's queue in one check() call (eps NULL), or the n
  * entry points eps (a re-check, witness, confirming or burst check). */
 static void start_run(struct dhaf_probe *p, struct round *rd, struct ptype *t, size_t n,
-                      const size_t *eps, bool burst)
+                      const size_t *eps, size_t burst)
 {
     struct run *r = dhaf_xcalloc(1, sizeof(*r));
     r->p = p;
@@ -467,7 +468,7 @@ static bool witnessed(struct dhaf_probe *p, const struct run *r, size_t i)
     for (size_t j = 0; j < r->n; j++) {
         size_t k = r->eps[j];
         if (r->taken[j] && k != by && !r->res[j].healthy && p->eps[k].held &&
-            (r->burst || r->started >= p->eps[k].fail_at)) {
+            (j < r->burst || r->started >= p->eps[k].fail_at)) {
             confirm(p, k);
             confirmed = true;
         }
@@ -504,10 +505,11 @@ static bool take_result(struct dhaf_probe *p, struct round *rd, struct run *r, s
     bool was = st->known && st->opinion;
     smooth(st, raw->healthy, hc->rise > 0 ? hc->rise : 1, hc->fall > 0 ? hc->fall : 1);
     bool burst_confirmed = false;
+    bool suspected = i < r->burst;          /* a burst check of it (not its witness's check) */
     if (was && !st->opinion && p->n >= 2) { /* turned unhealthy: held until witnessed */
         set_held(p, st, true);
         st->vouched = 0;
-        if (r->burst) {
+        if (suspected) {
             /* its witness runs beside it: a pass there (taken already, or later in witnessed)
              * confirms it; without one, finish_run asks for a re-check */
             st->fail_at = r->started;
@@ -523,13 +525,13 @@ static bool take_result(struct dhaf_probe *p, struct round *rd, struct run *r, s
             }
         }
         DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-held service=%s ep=%s%s", o->service, o->ep,
-                 r->burst ? " burst=1" : "");
+                 suspected ? " burst=1" : "");
         if (burst_confirmed)
             confirm(p, k);
     } else if (st->opinion) {
         set_held(p, st, false);
     } else if (st->held && !raw->healthy &&
-               (r->burst
+               (suspected
                     ? other_passed(r, i)
                     : r->started >= st->fail_at &&
                           ((st->vouched && r->started >= st->vouched) || other_passed(r, i)))) {
@@ -561,7 +563,7 @@ static void finish_run(struct dhaf_probe *p, struct round *rd, struct run *r)
         pthread_join(r->thread, NULL);
     for (size_t i = 0; i < r->n; i++)
         take_result(p, rd, r, i);
-    for (size_t i = 0; r->burst && i < r->n; i++) {
+    for (size_t i = 0; i < r->burst; i++) {
         struct ep_state *st = &p->eps[r->eps[i]];
         if (st->held && !st->vouched && !st->recheck && st->fail_at == r->started) {
             st->recheck = true;
@@ -619,7 +621,7 @@ static int64_t start_due(struct dhaf_probe *p, struct round *rd)
         pthread_mutex_unlock(&p->lock);
         if (stopping)
             break;
-        start_run(p, rd, first, n, NULL, false);
+        start_run(p, rd, first, n, NULL, 0);
     }
     int64_t next = 0;
     for (size_t i = 0; i < p->n_types; i++) {
@@ -663,7 +665,7 @@ static void start_witness(struct dhaf_probe *p, struct round *rd)
             continue;
         DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-witness service=%s ep=%s", p->out[k].service,
                  p->out[k].ep);
-        start_run(p, rd, t, 1, &k, false);
+        start_run(p, rd, t, 1, &k, 0);
         return;
     }
 }
@@ -752,7 +754,7 @@ static void start_rechecks(struct dhaf_probe *p, struct round *rd)
         } else {
             lone = true;
         }
-        start_run(p, rd, &p->types[ti], n, p->pick, false);
+        start_run(p, rd, &p->types[ti], n, p->pick, 0);
     }
     if (lone)
         start_witness(p, rd);
@@ -773,7 +775,7 @@ static void start_confirms(struct dhaf_probe *p, struct round *rd)
             continue;
         }
         st->vouched = dhaf_mono_ms(); /* the confirming check starts now */
-        start_run(p, rd, t, 1, &k, false);
+        start_run(p, rd, t, 1, &k, 0);
     }
 }
 
@@ -811,9 +813,10 @@ static void start_bursts(struct dhaf_probe *p, struct round *rd)
             DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-burst service=%s ep=%s",
                      p->out[p->pick[i]].service, p->out[p->pick[i]].ep);
         }
+        size_t suspected = n;
         if (witness != SIZE_MAX)
             p->pick[n++] = witness;
-        start_run(p, rd, &p->types[ti], n, p->pick, true);
+        start_run(p, rd, &p->types[ti], n, p->pick, suspected);
     }
 }
 

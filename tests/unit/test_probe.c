@@ -1006,6 +1006,46 @@ static void test_slow_check_suspected(void **state)
     test_rmrf(dir);
 }
 
+static void on_witness(void *ud, const struct dhaf_probe_result *all, size_t n)
+{
+    bool *held = ud;
+    (void)n;
+    *held |= all[1].held;
+}
+
+/* The witness of a burst check is not suspected itself: when it fails there (beside the
+ * suspected entry point's pass) its failure is held and checked again like any first failure -
+ * one failing check does not confirm it. */
+static void test_burst_witness_failure_held(void **state)
+{
+    (void)state;
+    char names[2][8], dir[64], other[160], down[160], ep[16];
+    struct dhaf_config cfg;
+    struct dhaf_probe *p = two_far_apart(&cfg, dir, sizeof(dir), names);
+    snprintf(other, sizeof(other), "%s/calls-ep-%s", dir, names[1]);
+    snprintf(down, sizeof(down), "%s/down-ep-%s", dir, names[1]);
+    FILE *f = fopen(down, "w"); /* the witness-to-be fails from now on */
+    assert_non_null(f);
+    fclose(f);
+    int before = count_lines(other);
+    snprintf(ep, sizeof(ep), "ep-%s", names[0]);
+    assert_true(dhaf_probe_suspect(p, names[0], ep)); /* it passes; names[1] is its witness */
+    bool held = false;
+    dhaf_probe_idle(p, dhaf_mono_ms() + 1, NULL, on_witness, &held);
+    const struct dhaf_probe_result *r;
+    size_t n;
+    dhaf_probe_round(p, 0, NULL, NULL, NULL, &r, &n);
+    print_message("witness checked %d times; held first: %s\n", count_lines(other) - before,
+                  held ? "yes" : "no");
+    assert_true(held);
+    assert_true(count_lines(other) - before >= 2);
+    assert_false(r[1].healthy); /* confirmed by the checks that followed */
+    assert_true(r[0].healthy);
+    dhaf_probe_free(p);
+    dhaf_config_release(&cfg);
+    test_rmrf(dir);
+}
+
 static void count_suspects(void *ud, const struct dhaf_probe_result *all, size_t n)
 {
     int *flagged = ud;
@@ -1140,6 +1180,7 @@ int main(void)
         cmocka_unit_test(test_failure_rechecked_beside_witness),
         cmocka_unit_test(test_suspect_checked_at_once),
         cmocka_unit_test(test_slow_check_suspected),
+        cmocka_unit_test(test_burst_witness_failure_held),
         cmocka_unit_test(test_many_slow_checks_not_suspected),
         cmocka_unit_test(test_plugin_one_call_at_a_time),
         cmocka_unit_test(test_checkers_on_small_stacks),
