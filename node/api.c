@@ -20,6 +20,7 @@
 #include "suspects.h"
 #include "dhaf/alloc.h"
 #include "dhaf/clock.h"
+#include "dhaf/hash.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
 #include "dhaf/rpc.h"
@@ -72,13 +73,11 @@ struct api {
 
 /* ------------------------------------------------------------------ plan */
 
+/* The plan's generation: FNV-1a from the start value the first versions used (not FNV's own
+ * offset basis), so that nodes of two versions give one plan the same generation. */
 static uint64_t fnv1a(const uint8_t *p, size_t n)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
+    uint64_t h = dhaf_fnv1a(1469598103934665603ull, p, n);
     return h ? h : 1;
 }
 

@@ -17,6 +17,7 @@
 
 #include "decide.h"
 #include "dhaf/alloc.h"
+#include "dhaf/hash.h"
 #include "dhaf/json.h"
 #include "dhaf/log.h"
 #include "dhaf/provider.h"
@@ -564,9 +565,7 @@ static void confirm_all(struct decider *d, struct snap *s)
 static void schedule_check(struct decider *d, struct svc_run *r, const struct dhaf_config *cfg)
 {
     int64_t iv = (int64_t)cfg->provider_check_interval * 1000;
-    uint64_t h = 1469598103934665603ull;
-    for (const unsigned char *c = (const unsigned char *)r->name; *c; c++)
-        h = (h ^ *c) * 1099511628211ull;
+    uint64_t h = dhaf_fnv1a_str(DHAF_FNV_OFFSET, r->name);
     r->next_check =
         dhaf_clock_mono(cluster_clock(d->c)) + iv + (int64_t)(h % (uint64_t)(iv / 4 + 1));
 }

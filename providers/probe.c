@@ -12,6 +12,7 @@
 
 #include "dhaf/alloc.h"
 #include "dhaf/clock.h"
+#include "dhaf/hash.h"
 #include "dhaf/log.h"
 #include "dhaf/plugins.h"
 #include "dhaf/probe.h"
@@ -1052,25 +1053,16 @@ void dhaf_probe_wake(struct dhaf_probe *p)
     pthread_mutex_unlock(&p->lock);
 }
 
-static uint64_t fnv_str(uint64_t h, const char *s)
-{
-    do {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ull;
-    } while (*s++);
-    return h;
-}
-
 uint64_t dhaf_probe_digest(const struct dhaf_probe_result *r, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = DHAF_FNV_OFFSET;
     for (size_t i = 0; i < n; i++) {
         if (!r[i].known)
             continue;
-        h = fnv_str(h, r[i].service);
-        h = fnv_str(h, r[i].ep);
-        h = fnv_str(h, r[i].healthy ? (r[i].held ? "held" : "h") : "u");
-        h = fnv_str(h, r[i].healthy || !r[i].reason ? "" : r[i].reason);
+        h = dhaf_fnv1a_str(h, r[i].service);
+        h = dhaf_fnv1a_str(h, r[i].ep);
+        h = dhaf_fnv1a_str(h, r[i].healthy ? (r[i].held ? "held" : "h") : "u");
+        h = dhaf_fnv1a_str(h, r[i].healthy || !r[i].reason ? "" : r[i].reason);
     }
     return h;
 }

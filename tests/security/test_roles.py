@@ -74,7 +74,8 @@ def tls_apis(node, dhaf_lines):
     open(node.config, "w").write(cfg)
 
 
-def grpc_stub(node, cn):
+def mtls_client(node, cn):
+    """(dhaf.v1.Dhaf client, channel) to node over TLS with cn's client certificate."""
     creds = grpc.ssl_channel_credentials(
         root_certificates=open(f"{PKI}/ca.pem", "rb").read(),
         private_key=open(f"{PKI}/{cn}.key", "rb").read(),
@@ -85,7 +86,7 @@ def grpc_stub(node, cn):
 
 def rpc(node, cn, method, req, token=None):
     """(grpc status code name, reply or error text)."""
-    s, ch = grpc_stub(node, cn)
+    s, ch = mtls_client(node, cn)
     md = [("authorization", f"Bearer {token}")] if token else None
     try:
         return "OK", getattr(s, method)(req, metadata=md, timeout=10)
