@@ -16,6 +16,7 @@
 
 #include "dhaf/json.h"
 #include "leader.h"
+#include "suspects.h"
 #include "node_fixture.h"
 
 struct world {
@@ -607,6 +608,66 @@ static void test_failing_switch_backs_off(void **state)
     assert_string_equal(cur, "backup");
 }
 
+/* suspect/ writes of the current entry point since *mark (MS_TXN calls: the test writes no
+ * other key meanwhile). */
+static int suspicions_since(struct world *w, uint64_t *mark)
+{
+    uint64_t now = memstore_calls(w->ms, MS_TXN);
+    int n = (int)(now - *mark);
+    *mark = now;
+    return n;
+}
+
+/* Suspicions (node/suspects.c): written for the service's current entry point only, on a
+ * lease, naming the voter; none from an impaired round, none when more than
+ * SUSPECT_MAX_AT_ONCE are flagged together, and at most SUSPECT_MAX_PER_S a second. */
+static void test_suspicion_limits(void **state)
+{
+    struct world *w = *state;
+    vote(w, "hh", "hh", "hh", "hh");
+    leader_decider_round(w->d); /* web's current entry point: primary */
+    view_step(w->a.view, 0);
+    struct dhaf_probe_result r[SUSPECT_MAX_AT_ONCE + 1];
+    memset(r, 0, sizeof(r));
+    for (size_t i = 0; i < SUSPECT_MAX_AT_ONCE + 1; i++)
+        r[i] = (struct dhaf_probe_result){
+            .service = "web", .ep = i == 1 ? "backup" : "primary", .healthy = true, .known = true};
+    struct suspects *s = suspects_new(w->a.c);
+    uint64_t mark = memstore_calls(w->ms, MS_TXN);
+    r[1].suspect = true; /* backup is not current: nothing */
+    suspects_raise(s, "v0", r, 2);
+    assert_int_equal(suspicions_since(w, &mark), 0);
+    r[1].suspect = false;
+    r[0].suspect = true;
+    suspects_raise(s, "v0", r, 2);
+    assert_int_equal(suspicions_since(w, &mark), 1);
+    char *v = memstore_value(w->ms, "/dhaf/fx/suspect/web/primary");
+    assert_non_null(v);
+    assert_non_null(strstr(v, "\"voter\":\"v0\""));
+    free(v);
+    r[0].held = true; /* every entry point failing or held: impaired, nothing */
+    r[1].healthy = false;
+    suspects_raise(s, "v0", r, 2);
+    assert_int_equal(suspicions_since(w, &mark), 0);
+    r[0].held = false;
+    r[1].healthy = true;
+    for (size_t i = 0; i < SUSPECT_MAX_AT_ONCE + 1; i++)
+        r[i].suspect = true; /* too many at once: nothing */
+    suspects_raise(s, "v0", r, SUSPECT_MAX_AT_ONCE + 1);
+    assert_int_equal(suspicions_since(w, &mark), 0);
+    suspects_free(s);
+    s = suspects_new(w->a.c); /* a fresh second for the rate */
+    for (size_t i = 1; i < SUSPECT_MAX_AT_ONCE + 1; i++)
+        r[i].suspect = false;
+    int64_t t0 = dhaf_mono_ms();
+    for (int i = 0; i < SUSPECT_MAX_PER_S + 5; i++)
+        suspects_raise(s, "v0", r, 2);
+    int written = suspicions_since(w, &mark);
+    if (dhaf_mono_ms() - t0 < 1000) /* (a machine that slow would open a new second) */
+        assert_int_equal(written, SUSPECT_MAX_PER_S);
+    suspects_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -623,6 +684,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_provider_drift_set_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_provider_drift_paused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failing_switch_backs_off, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_suspicion_limits, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
