@@ -250,3 +250,61 @@ bool flap_update(struct flap *f, int64_t now_ms, bool went_down, int threshold, 
     f->held = held;
     return changed;
 }
+
+/* Paused (control/pause, or dhaf.dry-run): the decision is shown, not carried out. The
+ * action becomes a would-switch event, once per different action (the state remembers it
+ * across leaders); a purge waits too (its event goes with it); announcements of health stay. */
+static void hold(const struct decide_state *st, struct decide_output *out)
+{
+    size_t kept = 0;
+    for (size_t k = 0; k < out->n_events; k++)
+        if (out->events[k].kind != EVK_SWITCHOVER_PURGED)
+            out->events[kept++] = out->events[k];
+    out->n_events = kept;
+    out->purge_request = false;
+    if (out->action == ACT_NONE || out->target < 0) {
+        out->next.would_action = ACT_NONE;
+        out->next.would_target = -1;
+        return;
+    }
+    if ((st->would_action != (int)out->action || st->would_target != out->target) &&
+        out->n_events < DECIDE_MAX_EVENTS)
+        out->events[out->n_events++] =
+            (struct decide_event){EVK_WOULD_SWITCH, out->target, action_name(out->action)};
+    out->next.would_action = out->action;
+    out->next.would_target = out->target;
+    out->action = ACT_NONE;
+    out->target = -1;
+}
+
+void decide_round(const struct dhaf_config *cfg, const struct dhaf_service *svc,
+                  const struct ep_tally *t, const struct quorum *q, const struct decide_state *st,
+                  struct decide_request *req, bool paused, int64_t now_ms,
+                  struct decide_memory *mem, struct decide_output *out, bool *flap_changed)
+{
+    size_t n = svc->n_eps < DECIDE_MAX_EPS ? svc->n_eps : DECIDE_MAX_EPS;
+    for (size_t e = 0; e < n; e++) {
+        bool strict = t[e].known && t[e].healthy * 2 > t[e].voters;
+        if (!strict)
+            mem->strict_up_since[e] = 0;
+        else if (!mem->strict_up_since[e])
+            mem->strict_up_since[e] = now_ms;
+        req->strict_up_ms[e] = strict ? now_ms - mem->strict_up_since[e] : -1;
+    }
+    decide_damping(cfg, req);
+    for (size_t e = 0; e < mem->n_flap && e < n; e++)
+        req->flapping[e] = mem->flap[e].held;
+    decide(svc, t, q, st, req, out);
+    if (paused)
+        hold(st, out);
+    for (size_t e = 0; e < n; e++) {
+        flap_changed[e] = false;
+        if (e >= mem->n_flap)
+            continue;
+        bool down = false;
+        for (size_t k = 0; k < out->n_events; k++)
+            down |= out->events[k].kind == EVK_EP_DOWN && out->events[k].ep == (int)e;
+        flap_changed[e] =
+            flap_update(&mem->flap[e], now_ms, down, cfg->flap_threshold, cfg->flap_half_life);
+    }
+}

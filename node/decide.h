@@ -94,6 +94,28 @@ struct flap {
  */
 bool flap_update(struct flap *f, int64_t now_ms, bool went_down, int threshold, int half_life_s);
 
+/* The leader's memory of one service between its rounds (not in etcd: a new leader starts
+ * afresh). */
+struct decide_memory {
+    int64_t strict_up_since[DECIDE_MAX_EPS]; /* monotonic ms each EP became healthy by a strict
+                                                majority (0: it is not) */
+    struct flap *flap;                       /* one per EP (n_flap): its flap penalty */
+    size_t n_flap;
+};
+
+/**
+ * One round of the leader for one service, as dhaf-node and dhaf-sim both run it: the damping
+ * inputs from cfg and mem into req (how long each EP has been healthy by a strict majority,
+ * the switch-back delay, flap holds), decide(), then - paused - the action shown as a
+ * would-switch instead (once per different action; a purge waits), and the flap penalties
+ * brought up to now_ms from the entry points that went down. flap_changed (svc->n_eps
+ * entries) tells which holds changed: announce them. Pure but for mem.
+ */
+void decide_round(const struct dhaf_config *cfg, const struct dhaf_service *svc,
+                  const struct ep_tally *t, const struct quorum *q, const struct decide_state *st,
+                  struct decide_request *req, bool paused, int64_t now_ms,
+                  struct decide_memory *mem, struct decide_output *out, bool *flap_changed);
+
 /** "failover", "switchover", "switching", "none". */
 const char *action_name(enum action_kind a);
 

@@ -56,15 +56,12 @@ struct svc_run {
     } shown[DECIDE_MAX_EPS]; /* the counts last logged (not whole tallies: 1,000 services x 64
                                 entry points of reasons would be 34 MB) */
     bool shown_valid;
-    struct flap *flap; /* one per EP (n_flap): its flap penalty; this leader's memory */
-    size_t n_flap;
-    int64_t strict_up_since[DECIDE_MAX_EPS]; /* monotonic ms an EP became healthy by a strict
-                                                majority (0: it is not); this leader's memory */
-    int64_t next_check;  /* the next read for drift (monotonic ms; 0: not scheduled yet) */
-    bool drift_said;     /* a provider-drift event said the provider sends traffic to ... */
-    int drift_to;        /* ... this entry point (-1: none of them) */
-    int switch_fails;    /* switch calls failed in a row: one switch-failed event per streak */
-    int64_t next_switch; /* when a failed switch is tried again (monotonic ms) */
+    struct decide_memory mem; /* damping: this leader's memory */
+    int64_t next_check;       /* the next read for drift (monotonic ms; 0: not scheduled yet) */
+    bool drift_said;          /* a provider-drift event said the provider sends traffic to ... */
+    int drift_to;             /* ... this entry point (-1: none of them) */
+    int switch_fails;         /* switch calls failed in a row: one switch-failed event per streak */
+    int64_t next_switch;      /* when a failed switch is tried again (monotonic ms) */
 };
 
 struct decider {
@@ -141,7 +138,7 @@ static void run_free(struct svc_run *r)
         json_decref(r->last_switch);
     free(r->name);
     free(r->fingerprint);
-    free(r->flap);
+    free(r->mem.flap);
     free(r);
 }
 
@@ -204,8 +201,8 @@ static void sync_runs(struct decider *d, struct snap *s)
         r->sw = dhaf_registry_find(DHAF_PKIND_SWITCHER, svc->switcher.type);
         r->st.current = -1;
         r->pending_to = r->pending_from = -1;
-        r->n_flap = svc->n_eps;
-        r->flap = dhaf_xcalloc(svc->n_eps ? svc->n_eps : 1, sizeof(*r->flap));
+        r->mem.n_flap = svc->n_eps;
+        r->mem.flap = dhaf_xcalloc(svc->n_eps ? svc->n_eps : 1, sizeof(*r->mem.flap));
     }
     for (size_t k = 0; k < d->n; k++)
         run_free(d->runs[k]);
@@ -665,32 +662,6 @@ static void check_all(struct decider *d, struct snap *s)
 
 /* ------------------------------------------------------------------ deciding */
 
-/* Paused (control/pause, or dhaf.dry-run): the decision is shown, not carried out. The
- * action becomes a would-switch event, once per different action (the state remembers it
- * across leaders); a purge waits too (its event goes with it); announcements of health stay. */
-static void hold(const struct decide_state *st, struct decide_output *out)
-{
-    size_t kept = 0;
-    for (size_t k = 0; k < out->n_events; k++)
-        if (out->events[k].kind != EVK_SWITCHOVER_PURGED)
-            out->events[kept++] = out->events[k];
-    out->n_events = kept;
-    out->purge_request = false;
-    if (out->action == ACT_NONE || out->target < 0) {
-        out->next.would_action = ACT_NONE;
-        out->next.would_target = -1;
-        return;
-    }
-    if ((st->would_action != (int)out->action || st->would_target != out->target) &&
-        out->n_events < DECIDE_MAX_EVENTS)
-        out->events[out->n_events++] =
-            (struct decide_event){EVK_WOULD_SWITCH, out->target, action_name(out->action)};
-    out->next.would_action = out->action;
-    out->next.would_target = out->target;
-    out->action = ACT_NONE;
-    out->target = -1;
-}
-
 /* The events decide() asked for, with their details (details[] holds their text). */
 static size_t events_of(const struct dhaf_service *svc, const struct decide_state *st,
                         const struct decide_output *out, const struct ep_tally *t,
@@ -887,26 +858,22 @@ static void log_counts(struct svc_run *r, const struct dhaf_service *svc, const 
     r->shown_valid = true;
 }
 
-/* Brings the flap penalties of r up to now, counting the entry points out says went down;
- * writes an ep-flapping / ep-calm event for each that is held down or released (returns their
+/* An ep-flapping / ep-calm event for each entry point whose hold changed (returns their
  * number; evs and details have room for one per entry point). */
-static size_t flap_events(struct svc_run *r, const struct dhaf_service *svc,
-                          const struct dhaf_config *cfg, const struct decide_output *out,
-                          int64_t now, struct event *evs, char (*details)[160])
+static size_t flap_events(const struct svc_run *r, const struct dhaf_service *svc,
+                          const struct dhaf_config *cfg, const bool *changed, struct event *evs,
+                          char (*details)[160])
 {
     size_t n = 0;
-    for (size_t e = 0; e < r->n_flap && e < DECIDE_MAX_EPS; e++) {
-        bool down = false;
-        for (size_t k = 0; k < out->n_events; k++)
-            down |= out->events[k].kind == EVK_EP_DOWN && out->events[k].ep == (int)e;
-        if (!flap_update(&r->flap[e], now, down, cfg->flap_threshold, cfg->flap_half_life))
+    for (size_t e = 0; e < r->mem.n_flap && e < DECIDE_MAX_EPS; e++) {
+        if (!changed[e])
             continue;
-        bool held = r->flap[e].held;
-        snprintf(details[n], sizeof(details[n]), " (penalty %.1f; %s at %d%s)",
-                 (double)r->flap[e].penalty, held ? "held down" : "released below",
-                 held ? cfg->flap_threshold : cfg->flap_threshold / 2,
-                 held ? ", halving every dhaf.flap-half-life" : "");
-        evs[n] = (struct event){.kind = held ? EVK_EP_FLAPPING : EVK_EP_CALM,
+        const struct flap *f = &r->mem.flap[e];
+        snprintf(details[n], sizeof(details[n]), " (penalty %.1f; %s at %d%s)", (double)f->penalty,
+                 f->held ? "held down" : "released below",
+                 f->held ? cfg->flap_threshold : cfg->flap_threshold / 2,
+                 f->held ? ", halving every dhaf.flap-half-life" : "");
+        evs[n] = (struct event){.kind = f->held ? EVK_EP_FLAPPING : EVK_EP_CALM,
                                 .service = svc->name,
                                 .from = ep_name(svc, (int)e),
                                 .detail = details[n]};
@@ -957,24 +924,12 @@ static bool decide_all(struct decider *d, struct snap *s)
         log_counts(r, svc, t);
         struct decide_output out;
         int64_t now = dhaf_clock_mono(cluster_clock(d->c));
-        for (size_t e = 0; e < svc->n_eps; e++) {
-            bool strict = t[e].known && t[e].healthy * 2 > t[e].voters;
-            if (!strict)
-                r->strict_up_since[e] = 0;
-            else if (!r->strict_up_since[e])
-                r->strict_up_since[e] = now;
-            req.strict_up_ms[e] = strict ? now - r->strict_up_since[e] : -1;
-        }
-        decide_damping(&s->cfg, &req);
-        for (size_t e = 0; e < r->n_flap && e < DECIDE_MAX_EPS; e++)
-            req.flapping[e] = r->flap[e].held;
-        decide(svc, t, &q, &r->st, &req, &out);
-        if (paused)
-            hold(&r->st, &out);
+        bool flap_changed[DECIDE_MAX_EPS];
+        decide_round(&s->cfg, svc, t, &q, &r->st, &req, paused, now, &r->mem, &out, flap_changed);
         struct event evs[DECIDE_MAX_EVENTS + DECIDE_MAX_EPS];
         char details[DECIDE_MAX_EVENTS + DECIDE_MAX_EPS][160];
         size_t n_evs = events_of(svc, &r->st, &out, t, &q, evs, details);
-        n_evs += flap_events(r, svc, &s->cfg, &out, now, evs + n_evs, details + n_evs);
+        n_evs += flap_events(r, svc, &s->cfg, flap_changed, evs + n_evs, details + n_evs);
         if (out.action == ACT_NONE)
             r->switch_fails = 0; /* a streak of failed switches ends with the need for one */
         if (out.action != ACT_NONE && out.target >= 0 && r->switch_fails > 0 &&

@@ -839,43 +839,18 @@ void view_tally(const struct view *v, const struct dhaf_config *cfg, const struc
     const struct vote *sv[64] = {NULL};
     const struct vote **all = v->n_votes <= 64 ? sv : dhaf_xcalloc(v->n_votes, sizeof(*all));
     size_t n = 0;
-    unsigned impaired = 0;
-    for (size_t i = 0; i < v->n_votes; i++) {
-        if (!v->votes[i].ok)
-            continue;
-        if (v->votes[i].vote.impaired) /* counted, not tallied */
-            impaired += vote_has_service(&v->votes[i].vote, svc);
-        else
+    for (size_t i = 0; i < v->n_votes; i++)
+        if (v->votes[i].ok)
             all[n++] = &v->votes[i].vote;
-    }
-    unsigned fresh = tally_service(svc, all, n, out);
-    bool all_impaired = fresh == 0 && impaired > 0;
-    if (all_impaired) {
-        /* Every fresh voter sees every entry point fail: a real outage of everything, or of
-         * dhaf's whole network - from nowhere is anything up. Their votes are tallied then:
-         * all down means panic (nothing is switched) and service-down is announced, as the
-         * operator must hear; without them it would only be no-quorum. */
-        n = 0;
-        for (size_t i = 0; i < v->n_votes; i++)
-            if (v->votes[i].ok && v->votes[i].vote.impaired)
-                all[n++] = &v->votes[i].vote;
-        fresh = tally_service(svc, all, n, out);
-    }
-    if (all != sv)
-        free(all);
-    if (!q)
-        return;
     unsigned expected = (unsigned)cfg->n_probers;
     const struct recset *m = &v->sets[VS_MEMBERS];
     for (size_t i = 0; i < m->n; i++) { /* a record without "probe" is from a node that does */
         const json_t *p = m->v[i].j ? json_object_get(m->v[i].j, "probe") : NULL;
         expected += !json_is_false(p);
     }
-    *q = (struct quorum){.fresh = fresh,
-                         .impaired = all_impaired ? 0 : impaired,
-                         .all_impaired = all_impaired,
-                         .expected = expected,
-                         .need = quorum_need(cfg, expected)};
+    tally_votes(cfg, svc, all, n, expected, out, q);
+    if (all != sv)
+        free(all);
 }
 
 bool view_tally_complete(const struct view *v, int64_t window_ms, int64_t since_ms)

@@ -302,3 +302,37 @@ unsigned tally_service(const struct dhaf_service *svc, const struct vote *const 
     }
     return fresh;
 }
+
+unsigned tally_votes(const struct dhaf_config *cfg, const struct dhaf_service *svc,
+                     const struct vote *const *votes, size_t n, unsigned expected,
+                     struct ep_tally *out, struct quorum *q)
+{
+    const struct vote *sv[64] = {NULL};
+    const struct vote **use = n <= 64 ? sv : dhaf_xcalloc(n, sizeof(*use));
+    size_t k = 0;
+    unsigned impaired = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (votes[i]->impaired) /* counted, not tallied */
+            impaired += vote_has_service(votes[i], svc);
+        else
+            use[k++] = votes[i];
+    }
+    unsigned fresh = tally_service(svc, use, k, out);
+    bool all_impaired = fresh == 0 && impaired > 0;
+    if (all_impaired) {
+        /* Every fresh voter sees every entry point fail: a real outage of everything, or of
+         * dhaf's whole network - from nowhere is anything up. Their votes are tallied then:
+         * all down means panic (nothing is switched) and service-down is announced, as the
+         * operator must hear; without them it would only be no-quorum. */
+        fresh = tally_service(svc, votes, n, out);
+    }
+    if (use != sv)
+        free(use);
+    if (q)
+        *q = (struct quorum){.fresh = fresh,
+                             .impaired = all_impaired ? 0 : impaired,
+                             .all_impaired = all_impaired,
+                             .expected = expected,
+                             .need = quorum_need(cfg, expected)};
+    return fresh;
+}

@@ -122,6 +122,16 @@ struct quorum {
     unsigned need;     /* dhaf.min-voters, else a strict majority of expected; at least 1 */
 };
 
+/**
+ * The tally of svc from every fresh vote (impaired ones included) and its quorum for expected
+ * voters: impaired votes count for nothing, unless every fresh voter is impaired - then they
+ * are the tally (all down: panic, announced; nothing is switched). What the leader's view
+ * and dhaf-sim both run. Returns the fresh voters tallied. Pure; q may be NULL.
+ */
+unsigned tally_votes(const struct dhaf_config *cfg, const struct dhaf_service *svc,
+                     const struct vote *const *votes, size_t n, unsigned expected,
+                     struct ep_tally *out, struct quorum *q);
+
 /** True when v has a result for an entry point of svc. */
 bool vote_has_service(const struct vote *v, const struct dhaf_service *svc);
 
