@@ -33,9 +33,10 @@ static void pause_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-/* Splits the harness's "a:1,b:2" into a client over those endpoints. */
-static struct dhaf_etcd *client(const struct etcd_cluster *c, const char *user, const char *pw,
-                                int timeout_ms, struct dhaf_err *err)
+/* Splits the harness's "a:1,b:2" into a client over those endpoints, the first one tried being
+ * endpoint `first` (the list rotated). */
+static struct dhaf_etcd *client_at(const struct etcd_cluster *c, size_t first, const char *user,
+                                   const char *pw, int timeout_ms, struct dhaf_err *err)
 {
     static char buf[8][64];
     const char *eps[8];
@@ -48,12 +49,21 @@ static struct dhaf_etcd *client(const struct etcd_cluster *c, const char *user, 
         eps[n] = buf[n];
         n++;
     }
-    struct dhaf_etcd_opts o = {.endpoints = eps,
+    const char *rot[8];
+    for (size_t i = 0; i < n; i++)
+        rot[i] = eps[(first + i) % n];
+    struct dhaf_etcd_opts o = {.endpoints = rot,
                                .n_endpoints = n,
                                .username = user,
                                .password = pw,
                                .timeout_ms = timeout_ms};
     return dhaf_etcd_new(&o, err);
+}
+
+static struct dhaf_etcd *client(const struct etcd_cluster *c, const char *user, const char *pw,
+                                int timeout_ms, struct dhaf_err *err)
+{
+    return client_at(c, 0, user, pw, timeout_ms, err);
 }
 
 /* Index of the member whose client port the client currently uses. */
@@ -656,17 +666,33 @@ static void test_watch_needs_leader(void **state)
     etcd_cluster_stop(&c);
 }
 
+/* A guarded write sent to a frozen member times out and is retried on the next one, where it
+ * succeeds. The member frozen is a follower: a frozen leader would cost an election. On a
+ * loaded machine the healthy member's attempt may time out too and yet be applied later; the
+ * third attempt's compares then fail, and the honest answer is DHAF_EUNKNOWN_OUTCOME (CI saw
+ * it once) - accepted only then, and the write must have been applied exactly once. */
 static void test_guarded_retry_after_timeout(void **state)
 {
     (void)state;
     struct etcd_cluster c;
     assert_int_equal(etcd_cluster_start(&c, 3), 0);
     struct dhaf_err err;
-    struct dhaf_etcd *e = client(&c, NULL, NULL, 800, &err);
+    struct dhaf_etcd *e = NULL;
+    for (size_t first = 0; first < c.n && !e; first++) {
+        e = client_at(&c, first, NULL, NULL, 800, &err);
+        assert_non_null(e);
+        struct dhaf_etcd_status st;
+        assert_int_equal(dhaf_etcd_status(e, &st, &err), 0);
+        if (st.leader == 0 || st.leader == st.member) {
+            dhaf_etcd_free(e);
+            e = NULL;
+        }
+    }
+    assert_non_null(e);
     struct dhaf_kvs kvs;
     assert_int_equal(dhaf_etcd_get(e, "/t/g", &kvs, &err), 0);
     dhaf_kvs_release(&kvs);
-    /* freeze the member in use; the two others keep quorum */
+    /* freeze the follower in use; the leader and the other keep quorum */
     size_t frozen = member_of(&c, e);
     assert_int_equal(kill(c.m[frozen].pid, SIGSTOP), 0);
     struct dhaf_etcd_cmp cmp = {
@@ -674,19 +700,26 @@ static void test_guarded_retry_after_timeout(void **state)
     struct dhaf_etcd_op put = {.type = DHAF_ETCD_OP_PUT, .key = "/t/g/k", .value = "v"};
     struct dhaf_etcd_txn_result res;
     int64_t t0 = now_ms();
-    int rc;
-    while ((rc = dhaf_etcd_txn(e, &cmp, 1, &put, 1, NULL, 0, &res, &err)) != 0 &&
-           rc != DHAF_EUNKNOWN_OUTCOME && now_ms() - t0 < 8000)
-        ;
+    int rc = dhaf_etcd_txn(e, &cmp, 1, &put, 1, NULL, 0, &res, &err);
     int64_t took = now_ms() - t0;
-    /* the frozen member cannot have applied it: the retry succeeds */
-    assert_int_equal(rc, 0);
-    assert_true(res.succeeded);
-    dhaf_etcd_txn_result_release(&res);
-    assert_int_not_equal(member_of(&c, e), frozen);
-    printf("guarded write retried past a frozen member in %lld ms\n", (long long)took);
+    if (rc == DHAF_EUNKNOWN_OUTCOME && took >= 2 * 800) {
+        printf("guarded write: two attempts timed out (%lld ms): %s\n", (long long)took, err.msg);
+    } else {
+        /* the frozen member cannot have applied it: the retry succeeds */
+        if (rc)
+            print_message("guarded write: %s\n", err.msg);
+        assert_int_equal(rc, 0);
+        assert_true(res.succeeded);
+        dhaf_etcd_txn_result_release(&res);
+        assert_int_not_equal(member_of(&c, e), frozen);
+        printf("guarded write retried past a frozen member in %lld ms\n", (long long)took);
+    }
     assert_int_equal(kill(c.m[frozen].pid, SIGCONT), 0);
-    assert_int_equal(dhaf_etcd_get(e, "/t/g/k", &kvs, &err), 0);
+    int64_t t1 = now_ms();
+    while ((rc = dhaf_etcd_get(e, "/t/g/k", &kvs, &err)) != 0 && now_ms() - t1 < 5000)
+        ;
+    assert_int_equal(rc, 0);
+    assert_int_equal(kvs.n, 1);
     assert_int_equal(kvs.kvs[0].version, 1);
     dhaf_kvs_release(&kvs);
     dhaf_etcd_free(e);
