@@ -96,10 +96,11 @@ struct run {
     struct run *next_done;
     struct ready *ready; /* one per target: queued by dhaf_check_done (run is then set) */
     bool *taken;         /* the round's thread has taken the target's result */
-    uint8_t *mark;       /* per target: MARK_FINISHED (its checker's thread, atomic), MARK_SLOW */
+    uint8_t *mark;       /* per target: MARK_FINISHED (its checker's thread, atomic), MARK_SLOW,
+                            MARK_WEAK (weak_failure) */
 };
 
-enum { MARK_FINISHED = 1, MARK_SLOW = 2 };
+enum { MARK_FINISHED = 1, MARK_SLOW = 2, MARK_WEAK = 4 };
 
 /* A result its checker has finished before the rest of its call (dhaf_check_done). */
 struct ready {
@@ -468,8 +469,9 @@ static bool witnessed(struct dhaf_probe *p, const struct run *r, size_t i)
     bool confirmed = false;
     for (size_t j = 0; j < r->n; j++) {
         size_t k = r->eps[j];
+        bool burst = j < r->burst && !(r->mark[j] & MARK_WEAK);
         if (r->taken[j] && k != by && !r->res[j].healthy && p->eps[k].held &&
-            (j < r->burst || r->started >= p->eps[k].fail_at)) {
+            (burst || r->started >= p->eps[k].fail_at)) {
             confirm(p, k);
             confirmed = true;
         }
@@ -485,6 +487,18 @@ static bool witnessed(struct dhaf_probe *p, const struct run *r, size_t i)
                  p->out[k].ep);
     }
     return confirmed;
+}
+
+/* Whether a burst check's failure is weak evidence: a timeout of an entry point whose usual
+ * time is at least half of what this check took - the same slow backend tipping over its
+ * timeout now and then, not a backend that changed (bench/decision's "slow" scenario). It is
+ * held and checked again, as a first failure; a hung backend that answered fast before is
+ * still confirmed by its burst check. */
+static bool weak_failure(const struct ep_state *st, const struct dhaf_check_result *raw,
+                         int64_t took_ms)
+{
+    return !raw->healthy && raw->reason && strcmp(raw->reason, "timeout") == 0 &&
+           st->usual_ms > 0 && 2 * (int64_t)st->usual_ms >= took_ms;
 }
 
 /* Takes the i-th result of run r into the opinions (once). True when what is published of its
@@ -506,11 +520,14 @@ static bool take_result(struct dhaf_probe *p, struct round *rd, struct run *r, s
     bool was = st->known && st->opinion;
     smooth(st, raw->healthy, hc->rise > 0 ? hc->rise : 1, hc->fall > 0 ? hc->fall : 1);
     bool burst_confirmed = false;
-    bool suspected = i < r->burst;          /* a burst check of it (not its witness's check) */
+    bool suspected = i < r->burst; /* a burst check of it (not its witness's check) */
+    bool weak = suspected && weak_failure(st, raw, dhaf_mono_ms() - r->started);
+    if (weak)
+        __atomic_or_fetch(&r->mark[i], MARK_WEAK, __ATOMIC_RELAXED);
     if (was && !st->opinion && p->n >= 2) { /* turned unhealthy: held until witnessed */
         set_held(p, st, true);
         st->vouched = 0;
-        if (suspected) {
+        if (suspected && !weak) {
             /* its witness runs beside it: a pass there (taken already, or later in witnessed)
              * confirms it; without one, finish_run asks for a re-check */
             st->fail_at = r->started;
@@ -520,13 +537,15 @@ static bool take_result(struct dhaf_probe *p, struct round *rd, struct run *r, s
             st->fail_at = dhaf_mono_ms(); /* the failure may have come at any time of the check */
             st->recheck = true;
             p->want_witness = true;
-            if (!(r->mark[i] & MARK_SLOW)) { /* (not suspected already, as slow) */
-                o->suspect = true;           /* other voters may check it at once (probe.h) */
+            if (!suspected && !(r->mark[i] & MARK_SLOW)) { /* (not suspected already) */
+                o->suspect = true; /* other voters may check it at once (probe.h) */
                 p->n_suspect++;
             }
         }
         DHAF_LOG(DHAF_LOG_DEBUG, "event=probe-held service=%s ep=%s%s", o->service, o->ep,
-                 suspected ? " burst=1" : "");
+                 weak        ? " burst=1 weak=1"
+                 : suspected ? " burst=1"
+                             : "");
         if (burst_confirmed)
             confirm(p, k);
     } else if (st->opinion) {

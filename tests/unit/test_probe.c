@@ -809,11 +809,11 @@ static void nth_run(const char *path, int i, long long *start, long long *end)
 enum { SPREAD = 1000, SLOTS = SPREAD / 50 };
 
 /* Two exec-checked services whose turns in a round of SPREAD ms are far apart (names[0] early,
- * names[1] late); their check program sleeps 0.2 s, appends "start end" (ns) to dir/calls-<ep>
- * and fails while dir/down-<ep> exists (and sleeps 2 s more while dir/hang-<ep> does). An engine of
- * node-1 after a first round (all healthy). */
-static struct dhaf_probe *two_far_apart(struct dhaf_config *cfg, char *dir, size_t dir_len,
-                                        char names[2][8])
+ * names[1] late); their check program sleeps `sleep` s (timeout `timeout` s), appends
+ * "start end" (ns) to dir/calls-<ep> and fails while dir/down-<ep> exists (and sleeps 2 s more
+ * while dir/hang-<ep> does). An engine of node-1 after a first round (all healthy). */
+static struct dhaf_probe *two_far_apart_ex(struct dhaf_config *cfg, char *dir, size_t dir_len,
+                                           char names[2][8], const char *sleep, int timeout)
 {
     names[0][0] = names[1][0] = 0;
     for (int i = 0; i < 100 && !names[0][0]; i++) {
@@ -837,18 +837,19 @@ static struct dhaf_probe *two_far_apart(struct dhaf_config *cfg, char *dir, size
     snprintf(sh, sizeof(sh),
              "#!/bin/sh\n"
              "s=$(date +%%s%%N)\n"
-             "sleep 0.2\n"
+             "sleep %s\n"
              "[ -e %s/hang-$1 ] && sleep 2\n"
              "rc=0; [ -e %s/down-$1 ] && rc=1\n"
              "echo \"$s $(date +%%s%%N)\" >> %s/calls-$1\n"
              "exit $rc\n",
-             dir, dir, dir);
+             sleep, dir, dir, dir);
     write_program(script, sh);
     static struct yaml y;
     yaml_begin(&y);
     for (int i = 0; i < 2; i++) {
         char hc[256];
-        snprintf(hc, sizeof(hc), "type: exec, init: /bin/true, check: %s, timeout: 5", script);
+        snprintf(hc, sizeof(hc), "type: exec, init: /bin/true, check: %s, timeout: %d", script,
+                 timeout);
         yaml_service(&y, names[i], "127.0.0.1", hc);
     }
     yaml_load(&y, cfg);
@@ -858,6 +859,12 @@ static struct dhaf_probe *two_far_apart(struct dhaf_config *cfg, char *dir, size
     dhaf_probe_round(p, 0, NULL, NULL, NULL, &r, &n);
     assert_true(r[0].healthy && r[1].healthy);
     return p;
+}
+
+static struct dhaf_probe *two_far_apart(struct dhaf_config *cfg, char *dir, size_t dir_len,
+                                        char names[2][8])
+{
+    return two_far_apart_ex(cfg, dir, dir_len, names, "0.2", 5);
 }
 
 /* A failure just held is checked again at once beside a witness of its type, in one call: the
@@ -1046,6 +1053,48 @@ static void test_burst_witness_failure_held(void **state)
     test_rmrf(dir);
 }
 
+/* A burst check that times out is weak evidence when the entry point usually takes at least
+ * half of that time (here 0.6 s of a 1 s timeout: a slow backend tipping over its timeout now
+ * and then): held, checked again beside a witness, and confirmed by that second failure only,
+ * about two timeouts after the suspicion. When it usually answers in 0.2 s, the same hang is
+ * confirmed by the burst check alone, one timeout after. */
+static void test_burst_timeout_weak_when_usually_slow(void **state)
+{
+    (void)state;
+    for (int slow = 0; slow < 2; slow++) {
+        char names[2][8], dir[64], calls[160], hang[160], ep[16];
+        struct dhaf_config cfg;
+        struct dhaf_probe *p =
+            two_far_apart_ex(&cfg, dir, sizeof(dir), names, slow ? "0.6" : "0.2", 1);
+        const struct dhaf_probe_result *r;
+        size_t n;
+        dhaf_probe_round(p, 0, NULL, NULL, NULL, &r, &n); /* a second pass: its usual time */
+        snprintf(calls, sizeof(calls), "%s/calls-ep-%s", dir, names[0]);
+        snprintf(hang, sizeof(hang), "%s/hang-ep-%s", dir, names[0]);
+        FILE *f = fopen(hang, "w");
+        assert_non_null(f);
+        fclose(f);
+        snprintf(ep, sizeof(ep), "ep-%s", names[0]);
+        assert_true(dhaf_probe_suspect(p, names[0], ep));
+        struct recheck_seen s = {.t0 = dhaf_mono_ms(), .calls = calls, .burst = true};
+        dhaf_probe_idle(p, s.t0 + 3500, NULL, on_recheck, &s);
+        print_message("usually %s s: held first %s, confirmed after %lld ms\n",
+                      slow ? "0.6" : "0.2", s.held ? "yes" : "no", (long long)s.confirmed_ms);
+        assert_true(s.confirmed_ms > 0);
+        if (slow) {
+            assert_true(s.held);
+            assert_true(s.confirmed_ms >= 1900); /* its burst and its re-check timed out */
+        } else {
+            assert_false(s.held);
+            assert_true(s.confirmed_ms >= 900 && s.confirmed_ms < 1800);
+        }
+        assert_int_equal(s.suspects, 0); /* a burst check never flags suspect again */
+        dhaf_probe_free(p);
+        dhaf_config_release(&cfg);
+        test_rmrf(dir);
+    }
+}
+
 static void count_suspects(void *ud, const struct dhaf_probe_result *all, size_t n)
 {
     int *flagged = ud;
@@ -1181,6 +1230,7 @@ int main(void)
         cmocka_unit_test(test_suspect_checked_at_once),
         cmocka_unit_test(test_slow_check_suspected),
         cmocka_unit_test(test_burst_witness_failure_held),
+        cmocka_unit_test(test_burst_timeout_weak_when_usually_slow),
         cmocka_unit_test(test_many_slow_checks_not_suspected),
         cmocka_unit_test(test_plugin_one_call_at_a_time),
         cmocka_unit_test(test_checkers_on_small_stacks),
