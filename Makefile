@@ -48,7 +48,7 @@ lint:
 	@clang-format --dry-run -Werror $(SOURCES)
 	@cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr --suppress=missingIncludeSystem -I lib/include -I providers/include \
-	  lib providers node prober ctl fuzz
+	  lib providers node prober ctl sim fuzz
 
 bench: build
 	@BUILD=$(BUILD) bash bench/run.sh
