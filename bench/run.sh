@@ -4,7 +4,7 @@
 # (build/bin/dhaf-bench-rpc) beside the Python grpcio and etcdctl peers, then bench/probe.sh
 # (the web checker beside blackbox_exporter on 1,000 local HTTP targets), then
 # bench/failover.py (backend stop to switcher call over 20 rounds, beside HAProxy's DOWN),
-# bench/api.py (status requests/s) and bench/scale.py (etcd load, CPU, RSS and failover time
+# bench/decision.c (false and missed failovers over simulated outages), bench/api.py (status requests/s) and bench/scale.py (etcd load, CPU, RSS and failover time
 # at N services).
 # Builds nothing (run `make build` first).
 # usage: bench/run.sh [dhaf-bench-rpc options, e.g. --seconds 5]
@@ -64,6 +64,18 @@ if [ "${FAILOVER_ARGS:-}" != skip ]; then
     step /usr/bin/python3 "$src/bench/failover.py" "$build/bin" ${FAILOVER_ARGS:-} || {
         frc=$?
         [ $rc -ne 0 ] || rc=$frc
+    }
+fi
+
+# bench/decision.c: false and missed failovers of dhaf's rule, the original's and a local
+# checker over 1,000 simulated outages (virtual time, about 1 s). DECISION_ARGS: its options,
+# e.g. "--voters 5 --retries 0"; DECISION_ARGS=skip leaves it out.
+if [ "${DECISION_ARGS:-}" != skip ]; then
+    echo
+    # shellcheck disable=SC2086 # DECISION_ARGS is a list of options
+    step "$build/bin/dhaf-bench-decision" ${DECISION_ARGS:-} || {
+        drc=$?
+        [ $rc -ne 0 ] || rc=$drc
     }
 fi
 

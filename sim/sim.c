@@ -199,6 +199,7 @@ struct sim {
     struct decide_state st;
     struct decide_memory mem;
     struct flap flap[SIM_MAX_EPS];
+    bool complete;  /* every voter had voted once (or a vote lease passed): decisions */
     bool switching; /* a switch in flight */
     int switch_to;
     const char *switch_kind;
@@ -357,6 +358,11 @@ static void switch_landed(struct sim *s)
 
 /* ------------------------------------------------------------------ dhaf: the leader */
 
+static int64_t lease_ms(const struct sim *s)
+{
+    return (int64_t)VOTE_LEASE_TACTS * s->tact_ms;
+}
+
 static void dhaf_decide(struct sim *s)
 {
     if (s->switching)
@@ -366,6 +372,10 @@ static void dhaf_decide(struct sim *s)
     for (size_t i = 0; i < s->o->n_voters; i++)
         if (s->v[i].has_seen && s->now < s->v[i].lease_until)
             fresh[n++] = &s->v[i].seen;
+    /* as a new term: decisions once every voter has a vote, or a vote lease after the start */
+    if (!s->complete && n < s->o->n_voters && s->now < lease_ms(s))
+        return;
+    s->complete = true;
     struct ep_tally t[SIM_MAX_EPS];
     struct quorum q;
     tally_votes(s->o->cfg, s->o->svc, fresh, n, (unsigned)s->o->n_voters, t, &q);
@@ -376,8 +386,9 @@ static void dhaf_decide(struct sim *s)
     s->out->n_decisions++;
     for (size_t k = 0; k < out.n_events; k++) {
         const struct decide_event *de = &out.events[k];
-        trace(s, "event=%s ep=%s fresh=%u impaired=%u need=%u", event_kind_info(de->kind)->name,
-              ename(s, de->ep), q.fresh, q.impaired, q.need);
+        trace(s, "event=%s%s%s fresh=%u impaired=%u need=%u", event_kind_info(de->kind)->name,
+              de->ep >= 0 ? " ep=" : "", de->ep >= 0 ? ename(s, de->ep) : "", q.fresh, q.impaired,
+              q.need);
     }
     for (size_t e = 0; e < s->n_eps; e++)
         if (changed[e])
@@ -391,11 +402,6 @@ static void dhaf_decide(struct sim *s)
 }
 
 /* ------------------------------------------------------------------ dhaf: a voter */
-
-static int64_t lease_ms(const struct sim *s)
-{
-    return (int64_t)VOTE_LEASE_TACTS * s->tact_ms;
-}
 
 /* What a vote says (known, healthy, held of each entry point): a vote is written when it
  * changes, as vote_same decides in dhaf-node. */

@@ -750,9 +750,9 @@ def dockerfile_stages():
 
 
 def needed_packages():
-    """{soname: Debian package} of the libraries the three binaries link directly."""
+    """{soname: Debian package} of the libraries the four binaries link directly."""
     out = {}
-    for exe in ("dhaf-node", "dhaf-prober", "dhafctl"):
+    for exe in ("dhaf-node", "dhaf-prober", "dhafctl", "dhaf-sim"):
         r = subprocess.run(["readelf", "-d", os.path.join(BIN, exe)], capture_output=True,
                            text=True, timeout=30)
         assert r.returncode == 0, r.stderr
@@ -811,7 +811,7 @@ def docker_file():
     assert ep and cmd and "dhaf-node" in json.loads(cmd[-1]) + json.loads(ep[-1]), (ep, cmd)
     copies = [r for w, r in final["lines"] if w == "COPY"]
     copied = " ".join(copies)
-    for exe in ("dhaf-node", "dhaf-prober", "dhafctl"):
+    for exe in ("dhaf-node", "dhaf-prober", "dhafctl", "dhaf-sim"):
         assert f"/out/usr/bin/{exe}" in copied, f"{exe} is not copied into the final image"
     notes = []
     sanitized = "libasan" in subprocess.run(["ldd", os.path.join(BIN, "dhaf-node")],
@@ -856,7 +856,7 @@ def make_install():
         root = os.path.join(dest, "usr")
         docs = sorted(f for f in os.listdir(os.path.join(SRC, "docs")) if f.endswith(".md"))
         examples = ["config-n1.dhaf", "full.dhaf", "node.dhaf", "prober.dhaf"]
-        want = (["bin/dhaf-node", "bin/dhaf-prober", "bin/dhafctl",
+        want = (["bin/dhaf-node", "bin/dhaf-prober", "bin/dhafctl", "bin/dhaf-sim",
                  "lib/systemd/system/dhaf-node.service", "lib/systemd/system/dhaf-prober.service",
                  "lib/sysusers.d/dhaf.conf", "share/bash-completion/completions/dhafctl",
                  "share/doc/dhaf/README.md"]
@@ -868,7 +868,7 @@ def make_install():
                 open(os.path.join(root, "share/doc/dhaf/README.md"), "rb") as b:
             assert a.read() == b.read(), "the installed README.md is not the project's README"
         assert "deploy.md" in docs, "docs/deploy.md is missing"
-        for exe in ("dhaf-node", "dhaf-prober", "dhafctl"):
+        for exe in ("dhaf-node", "dhaf-prober", "dhafctl", "dhaf-sim"):
             p = os.path.join(root, "bin", exe)
             assert os.stat(p).st_mode & stat.S_IXOTH, f"{exe} is not executable"
             r = subprocess.run([p, "--version"], capture_output=True, text=True, timeout=30)
