@@ -417,7 +417,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "dhaf-sim: %s\n", err.msg);
         return 1;
     }
-    char gen[SIM_MAX_VOTERS][16], declared[4096];
+    char gen[SIM_MAX_VOTERS][32], declared[4096];
     if (!n_names && !n_voters)
         n_names = sim_timeline_voters(text, declared, sizeof(declared), names, SIM_MAX_VOTERS);
     if (!n_names) {
