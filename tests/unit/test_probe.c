@@ -808,6 +808,14 @@ static void nth_run(const char *path, int i, long long *start, long long *end)
 
 enum { SPREAD = 1000, SLOTS = SPREAD / 50 };
 
+/* Creates the empty file path (a flag the check program looks at). */
+static void touch(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+}
+
 /* Two exec-checked services whose turns in a round of SPREAD ms are far apart (names[0] early,
  * names[1] late); their check program sleeps `sleep` s (timeout `timeout` s), appends
  * "start end" (ns) to dir/calls-<ep> and fails while dir/down-<ep> exists (and sleeps 2 s more
@@ -882,9 +890,7 @@ static void test_failure_rechecked_beside_witness(void **state)
     snprintf(calls, sizeof(calls), "%s/calls-ep-%s", dir, names[0]);
     snprintf(down, sizeof(down), "%s/down-ep-%s", dir, names[0]);
     assert_int_equal(count_lines(calls), 1);
-    FILE *f = fopen(down, "w"); /* the first entry point fails from now on */
-    assert_non_null(f);
-    fclose(f);
+    touch(down); /* the first entry point fails from now on */
     struct recheck_seen s = {.t0 = dhaf_mono_ms(), .calls = calls};
     dhaf_probe_round(p, SPREAD, NULL, on_recheck, &s, &r, &n);
     print_message("turns %u and %u ms; confirmed after %d checks of it (%lld ms)\n", r[0].offset_ms,
@@ -923,9 +929,7 @@ static void test_suspect_checked_at_once(void **state)
     snprintf(calls, sizeof(calls), "%s/calls-ep-%s", dir, names[0]);
     snprintf(other, sizeof(other), "%s/calls-ep-%s", dir, names[1]);
     snprintf(down, sizeof(down), "%s/down-ep-%s", dir, names[0]);
-    FILE *f = fopen(down, "w");
-    assert_non_null(f);
-    fclose(f);
+    touch(down);
     snprintf(ep, sizeof(ep), "ep-%s", names[0]);
     assert_false(dhaf_probe_suspect(p, names[0], "ep-nope"));
     assert_false(dhaf_probe_suspect(p, "nope", ep));
@@ -995,9 +999,7 @@ static void test_slow_check_suspected(void **state)
     dhaf_probe_round(p, 0, NULL, NULL, NULL, &r, &n); /* a second pass: its usual time known */
     snprintf(calls, sizeof(calls), "%s/calls-ep-%s", dir, names[0]);
     snprintf(hang, sizeof(hang), "%s/hang-ep-%s", dir, names[0]);
-    FILE *f = fopen(hang, "w");
-    assert_non_null(f);
-    fclose(f);
+    touch(hang);
     struct slow_seen s = {.t0 = dhaf_mono_ms()};
     dhaf_probe_round(p, 0, NULL, on_slow, &s, &r, &n);
     int64_t took = dhaf_mono_ms() - s.t0;
@@ -1031,9 +1033,7 @@ static void test_burst_witness_failure_held(void **state)
     struct dhaf_probe *p = two_far_apart(&cfg, dir, sizeof(dir), names);
     snprintf(other, sizeof(other), "%s/calls-ep-%s", dir, names[1]);
     snprintf(down, sizeof(down), "%s/down-ep-%s", dir, names[1]);
-    FILE *f = fopen(down, "w"); /* the witness-to-be fails from now on */
-    assert_non_null(f);
-    fclose(f);
+    touch(down); /* the witness-to-be fails from now on */
     int before = count_lines(other);
     snprintf(ep, sizeof(ep), "ep-%s", names[0]);
     assert_true(dhaf_probe_suspect(p, names[0], ep)); /* it passes; names[1] is its witness */
@@ -1071,9 +1071,7 @@ static void test_burst_timeout_weak_when_usually_slow(void **state)
         dhaf_probe_round(p, 0, NULL, NULL, NULL, &r, &n); /* a second pass: its usual time */
         snprintf(calls, sizeof(calls), "%s/calls-ep-%s", dir, names[0]);
         snprintf(hang, sizeof(hang), "%s/hang-ep-%s", dir, names[0]);
-        FILE *f = fopen(hang, "w");
-        assert_non_null(f);
-        fclose(f);
+        touch(hang);
         snprintf(ep, sizeof(ep), "ep-%s", names[0]);
         assert_true(dhaf_probe_suspect(p, names[0], ep));
         struct recheck_seen s = {.t0 = dhaf_mono_ms(), .calls = calls, .burst = true};
