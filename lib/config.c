@@ -901,12 +901,24 @@ static int load_tree(struct ynode *root, const char *dir, const struct dhaf_cfg_
     return rep->n_errs ? DHAF_ECONFIG : 0;
 }
 
+static int by_service_name(const void *a, const void *b)
+{
+    return strcmp((*(const struct dhaf_service *const *)a)->name,
+                  (*(const struct dhaf_service *const *)b)->name);
+}
+
 static int finish(int rc, struct ynode *root, struct dhaf_config *cfg)
 {
     ynode_free(root);
     if (rc) {
         dhaf_config_release(cfg);
         return rc;
+    }
+    if (cfg->n_services) { /* (names are validated, present and unique) */
+        cfg->by_name = dhaf_xcalloc(cfg->n_services, sizeof(*cfg->by_name));
+        for (size_t i = 0; i < cfg->n_services; i++)
+            cfg->by_name[i] = &cfg->services[i];
+        qsort(cfg->by_name, cfg->n_services, sizeof(*cfg->by_name), by_service_name);
     }
     return 0;
 }
@@ -958,6 +970,7 @@ void dhaf_config_release(struct dhaf_config *cfg)
         dhaf_cfgkeys_release(service_keys, s);
     }
     free(cfg->services);
+    free(cfg->by_name);
     for (size_t i = 0; i < cfg->n_notifiers; i++)
         dhaf_section_release(&cfg->notifiers[i]);
     free(cfg->notifiers);
@@ -975,6 +988,20 @@ void dhaf_config_release(struct dhaf_config *cfg)
 
 const struct dhaf_service *dhaf_config_service(const struct dhaf_config *cfg, const char *name)
 {
+    if (cfg->by_name) {
+        size_t lo = 0, hi = cfg->n_services;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            int c = strcmp(cfg->by_name[mid]->name, name);
+            if (c == 0)
+                return cfg->by_name[mid];
+            if (c < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        return NULL;
+    }
     for (size_t i = 0; i < cfg->n_services; i++)
         if (cfg->services[i].name && strcmp(cfg->services[i].name, name) == 0)
             return &cfg->services[i];

@@ -553,6 +553,43 @@ static void test_anchor_lookup(void **state)
     dhaf_cfg_report_release(&rep);
 }
 
+/* dhaf_config_service finds every service of a loaded config by a binary search over the
+ * names sorted at load (here given in no order), and nothing else; a config built by hand
+ * (no index) is searched in order. */
+static void test_service_lookup(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"web", "api", "zeta", "alpha", "mid", "b", "a1", "z0"};
+    size_t n = sizeof(names) / sizeof(names[0]);
+    char yaml[4096];
+    size_t off = (size_t)snprintf(yaml, sizeof(yaml),
+                                  "dhaf: {cluster-name: c1, node-name: n1}\n"
+                                  "etcd: {hosts: \"127.0.0.1:2379\"}\nservices:\n");
+    for (size_t i = 0; i < n; i++)
+        off += (size_t)snprintf(yaml + off, sizeof(yaml) - off,
+                                "- name: %s\n  domain: %s.com\n"
+                                "  entry-points: [{name: ep-1, ip: 10.0.0.1}]\n"
+                                "  switcher: {type: exec, init: /bin/true, switch: /bin/true}\n"
+                                "  health-checker: {type: tcp, port: 80}\n",
+                                names[i], names[i]);
+    struct dhaf_config cfg;
+    struct dhaf_cfg_report rep;
+    assert_int_equal(load(yaml, &cfg, &rep), 0);
+    assert_non_null(cfg.by_name);
+    for (size_t i = 0; i < n; i++) {
+        const struct dhaf_service *s = dhaf_config_service(&cfg, names[i]);
+        assert_ptr_equal(s, &cfg.services[i]); /* config order kept: the index is apart */
+    }
+    static const char *const absent[] = {"", "0", "ab", "mi", "zz", "web2", "Web"};
+    for (size_t i = 0; i < sizeof(absent) / sizeof(absent[0]); i++)
+        assert_null(dhaf_config_service(&cfg, absent[i]));
+    struct dhaf_config by_hand = {.services = cfg.services, .n_services = n};
+    assert_ptr_equal(dhaf_config_service(&by_hand, "mid"), &cfg.services[4]);
+    assert_null(dhaf_config_service(&by_hand, "nope"));
+    dhaf_config_release(&cfg);
+    dhaf_cfg_report_release(&rep);
+}
+
 static void test_empty_and_binary(void **state)
 {
     (void)state;
@@ -756,6 +793,7 @@ int main(void)
         cmocka_unit_test(test_every_provider_defaults_parse),
         cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_section_json_round_trip),
+        cmocka_unit_test(test_service_lookup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

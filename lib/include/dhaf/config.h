@@ -123,6 +123,8 @@ struct dhaf_config {
 
     struct dhaf_service *services;
     size_t n_services;
+    const struct dhaf_service **by_name; /* services sorted by name, for dhaf_config_service's
+                                            binary search (NULL: a config built by hand) */
     struct dhaf_section *notifiers;
     size_t n_notifiers;
     struct dhaf_prober_cfg *probers;
@@ -146,7 +148,8 @@ int dhaf_config_load_mem(const char *text, size_t len, const char *name, const c
 /** Frees everything cfg owns and zeroes it. */
 void dhaf_config_release(struct dhaf_config *cfg);
 
-/** Finds a service by name; NULL when absent. */
+/** Finds a service by name; NULL when absent. O(log n) for a loaded config (votes name
+ *  every service: a linear search per result was O(n^2) at 1,000 services). */
 const struct dhaf_service *dhaf_config_service(const struct dhaf_config *cfg, const char *name);
 
 /** Position of ep in svc's list (0 = highest priority); -1 when absent. */
