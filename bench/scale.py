@@ -655,8 +655,45 @@ class ScaleRun:
                 row[f"{name}_rss_kib"] = ""
         return row
 
+    def probe_rounds(self):
+        """{node: (rounds, overran, seconds)} from each node's /metrics (the built-in prober's
+        counters); a node that does not answer is left out."""
+        out = {}
+        for n in self.nodes:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{n.rest_port}/metrics",
+                                            timeout=5) as r:
+                    text = r.read().decode()
+            except OSError:
+                continue
+            v = {}
+            for line in text.splitlines():
+                for key in ("dhaf_probe_rounds_total", "dhaf_probe_rounds_overran_total",
+                            "dhaf_probe_round_seconds_total"):
+                    if line.startswith(key + " "):
+                        v[key] = float(line.split()[1])
+            if len(v) == 3:
+                out[n.name] = (v["dhaf_probe_rounds_total"],
+                               v["dhaf_probe_rounds_overran_total"],
+                               v["dhaf_probe_round_seconds_total"])
+        return out
+
+    @staticmethod
+    def rounds_text(r0, r1):
+        """'rounds N, overran K (x %), mean T ms' of the nodes' probers between two samples."""
+        n = k = secs = 0
+        for name, (a, b, c) in r1.items():
+            if name in r0:
+                n += a - r0[name][0]
+                k += b - r0[name][1]
+                secs += c - r0[name][2]
+        if not n:
+            return "n/a"
+        return f"{n:.0f} rounds, {k:.0f} overran ({100 * k / n:.0f} %), mean {1000 * secs / n:.0f} ms"
+
     def run_steady(self, seconds, sample_every=0):
         procs = self.processes()
+        rounds0 = self.probe_rounds()
         mark = len(self.sw.calls())
         leader0 = self.leader()
         st0 = self.etcd.status()
@@ -696,6 +733,7 @@ class ScaleRun:
             if rev <= st1["revision"]:
                 events[ev.get("kind", "?")] = events.get(ev.get("kind", "?"), 0) + 1
         vote = self.etcd.range(self.prefix + "votes/node-1")
+        rounds = self.rounds_text(rounds0, self.probe_rounds())
         dt = t1 - t0
         self.steady = {
             "seconds": dt, "leader0": leader0, "leader1": leader1, "wall0": wall0,
@@ -706,7 +744,7 @@ class ScaleRun:
             "cpu": {name: (cpu1[name] - cpu0[name]) / dt * 100 for name, _r, _p in procs},
             "mem": mem, "roles": {name: role for name, role, _p in procs},
             "calls": calls, "events": events, "alarms": sorted(alarms_seen),
-            "vote_bytes": len(vote[0][1]) if vote else 0,
+            "vote_bytes": len(vote[0][1]) if vote else 0, "rounds": rounds,
             "machine_busy": (mach1[0] - mach0[0]) / dt,
             "drops": None if drops0 is None or drops1 is None else drops1 - drops0,
         }
@@ -785,11 +823,13 @@ class ScaleRun:
         print(f"failover rounds: stop of {VICTIM}'s ep-1 target ({VICTIM_IP}) -> switch "
               f"script call for ep-2", flush=True)
         rev = self.etcd.status()["revision"]
+        rounds0 = self.probe_rounds()
         try:
             anchor = self.run_round(0, self.rng.random() * self.args.tact, None)
             for r in range(1, rounds + 1):
                 anchor = self.run_round(r, pauses[r - 1], anchor)
         finally:
+            self.rounds_probe = self.rounds_text(rounds0, self.probe_rounds())
             # what the rounds did to the other services (all healthy all along)
             for _rev, ev in self.events_since(rev):
                 if ev.get("service") and ev.get("service") != VICTIM:
@@ -869,6 +909,7 @@ class ScaleRun:
              f"{fmt_size(s['use0'])} -> {fmt_size(s['use1'])}", ""),
             ("etcd alarms", ", ".join(s["alarms"]) or "none", "never NOSPACE"),
             ("one vote's value (votes/node-1)", fmt_size(s["vote_bytes"]), ""),
+            ("nodes' prober rounds", s["rounds"], ""),
             ("false failovers (switch calls)", str(f["false"]), T_FALSE),
             ("false alarms (ep-down, no-quorum ...)", str(f["alarms"]), "0"),
             ("events in the window", ", ".join(f"{k} {v}" for k, v in
@@ -897,6 +938,7 @@ class ScaleRun:
               f"(target: median <= {T_RATIO}x the one at N=1)")
         print(f"  switch back, restart -> switch call: min {min(back):.0f} ms, median "
               f"{statistics.median(back):.0f} ms, max {max(back):.0f} ms")
+        print(f"  nodes' prober rounds meanwhile: {getattr(self, 'rounds_probe', 'n/a')}")
         others = sum(len(x["others"]) for x in self.rounds)
         print(f"  other services during the rounds: {others} switch calls; events: "
               + (", ".join(f"{k} {v}" for k, v in sorted(self.round_events.items())) or "none"))

@@ -75,6 +75,15 @@ void metrics_check_latency(uint32_t latency_ms)
     atomic_fetch_add(&lat_count, 1);
 }
 
+static atomic_uint_fast64_t rounds, rounds_overran, rounds_ms;
+
+void metrics_probe_round(int64_t took_ms, bool overran)
+{
+    atomic_fetch_add(&rounds, 1);
+    atomic_fetch_add(&rounds_overran, overran ? 1 : 0);
+    atomic_fetch_add(&rounds_ms, took_ms > 0 ? (uint64_t)took_ms : 0);
+}
+
 /* ------------------------------------------------------------------ etcd */
 
 static atomic_uint_fast64_t compactions;
@@ -168,6 +177,20 @@ static void render_latency(FILE *f)
     fprintf(f, "dhaf_check_latency_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
     fprintf(f, "dhaf_check_latency_seconds_sum %.3f\n", atomic_load(&lat_sum_ms) / 1000.0);
     fprintf(f, "dhaf_check_latency_seconds_count %llu\n", (unsigned long long)cum);
+}
+
+static void render_rounds(FILE *f)
+{
+    help(f, "dhaf_probe_rounds_total", "counter", "Rounds of the built-in prober.");
+    fprintf(f, "dhaf_probe_rounds_total %llu\n", (unsigned long long)atomic_load(&rounds));
+    help(f, "dhaf_probe_rounds_overran_total", "counter",
+         "Rounds of the built-in prober that took a tact or more: the next one started late, "
+         "not at this node's phase (the prober is behind: too many checks for the machine).");
+    fprintf(f, "dhaf_probe_rounds_overran_total %llu\n",
+            (unsigned long long)atomic_load(&rounds_overran));
+    help(f, "dhaf_probe_round_seconds_total", "counter",
+         "Time the built-in prober's rounds took, summed.");
+    fprintf(f, "dhaf_probe_round_seconds_total %.3f\n", atomic_load(&rounds_ms) / 1000.0);
 }
 
 static void render_eps(FILE *f, const Dhaf__V1__ListServicesResponse *ls)
@@ -285,6 +308,7 @@ char *metrics_render(const struct metrics_view *v)
         render_eps(f, v->ls);
     render_switches(f, v->ls);
     render_latency(f);
+    render_rounds(f);
     help(f, "dhaf_etcd_errors_total", "counter",
          "etcd calls that failed on every endpoint (this process).");
     fprintf(f, "dhaf_etcd_errors_total %llu\n", (unsigned long long)v->etcd_errors);

@@ -18,6 +18,10 @@ void metrics_switch(const char *service, const char *kind);
 /** Records one health check's latency in the check latency histogram. Thread-safe. */
 void metrics_check_latency(uint32_t latency_ms);
 
+/** Counts one round of the built-in prober that took took_ms; overran: a tact or more (the
+ *  next round could not start at this node's phase - the prober is behind). Thread-safe. */
+void metrics_probe_round(int64_t took_ms, bool overran);
+
 /** Counts one compaction of etcd's history this node made, at revision. Thread-safe. */
 void metrics_compaction(int64_t revision);
 

@@ -275,8 +275,12 @@ static void *probe_thread(void *arg)
         if (p->engine) {
             const struct dhaf_probe_result *r;
             size_t n;
+            int64_t t0 = dhaf_mono_ms();
             dhaf_probe_round(p->engine, first ? 0 : p->tact_ms * 4 / 5, &p->stop_tok, on_results, p,
                              &r, &n);
+            int64_t took = dhaf_mono_ms() - t0;
+            if (!first)
+                metrics_probe_round(took, took >= p->tact_ms);
             first = false;
             if (stopping(p))
                 break;
