@@ -431,6 +431,12 @@ def test_metrics(c):
         assert all(buckets[i][1] <= buckets[i + 1][1] for i in range(len(buckets) - 1)), buckets
         assert buckets[-1][1] == g("dhaf_check_latency_seconds_count") > 0
         assert g("dhaf_check_latency_seconds_sum") >= 0
+        for k in ("dhaf_probe_rounds_total", "dhaf_probe_rounds_overran_total",
+                  "dhaf_probe_round_seconds_total"):
+            assert t[k] == "counter", (k, t.get(k))
+        assert g("dhaf_probe_rounds_total") > 0  # the nodes have been probing a while
+        assert 0 <= g("dhaf_probe_rounds_overran_total") <= g("dhaf_probe_rounds_total")
+        assert g("dhaf_probe_round_seconds_total") > 0
     assert leaders == 1, "exactly one node says it leads"
     # the switches of the tests above were done by the leader and counted there
     lead = next(s for s, _ in all_s if s[("dhaf_leader", frozenset())] == 1)
