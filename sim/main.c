@@ -273,7 +273,8 @@ static int record_main(int argc, char **argv)
         dhaf_etcd_events_release(&ev);
     }
     int64_t t = dhaf_mono_ms() - start;
-    fprintf(out, "%lld.%03llds end\n", (long long)(t / 1000), (long long)(t % 1000));
+    if (w) /* (a timeline was begun: it ends, also after an error) */
+        fprintf(out, "%lld.%03llds end\n", (long long)(t / 1000), (long long)(t % 1000));
     if (rc)
         fprintf(stderr, "dhaf-sim: record: %s\n", err.msg);
     else

@@ -61,6 +61,16 @@ def test_command_line():
     assert r.returncode == 1 and "missing.tl: No such file" in r.stderr, r
     r = sim("-c", CONFIG, "-s", "nope", "-", stdin="")
     assert r.returncode == 1 and "no service nope" in r.stderr, r
+    # record: an etcd that does not answer is an error, said at once
+    unreachable = os.path.join(TMP, "unreachable.yaml")
+    with open(CONFIG) as f, open(unreachable, "w") as g:
+        g.write(f.read().replace("127.0.0.1:2379", f"127.0.0.1:{free_port()}"))
+    r = subprocess.run([SIM, "record", "-c", unreachable, "--duration", "5"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "dhaf-sim: record: " in r.stderr, r
+    assert r.stdout == "", r.stdout
+    r = sim("record", "-c", CONFIG, "--duration", "0")
+    assert r.returncode == 2 and "--duration wants a whole number" in r.stderr, r
     bad = os.path.join(TMP, "bad.yaml")
     with open(bad, "w") as f:
         f.write("dhaf:\n  tact-intervall: 1\n")

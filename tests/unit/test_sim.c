@@ -302,6 +302,20 @@ static void test_run_refuses(void **state)
     o.n_voters = 0;
     assert_int_equal(sim_run(&o, &w, out, &err), DHAF_EINVAL);
     assert_non_null(strstr(err.msg, "voters"));
+    o.n_voters = SIM_MAX_VOTERS + 1;
+    assert_int_equal(sim_run(&o, &w, out, &err), DHAF_EINVAL);
+    assert_non_null(strstr(err.msg, "1 to 16 voters, not 17"));
+    /* a service of more entry points than the engine models */
+    struct dhaf_ep eps[SIM_MAX_EPS + 1] = {{0}};
+    struct dhaf_service big = {.name = "big", .eps = eps, .n_eps = SIM_MAX_EPS + 1};
+    o.n_voters = 3;
+    o.svc = &big;
+    assert_int_equal(sim_run(&o, &w, out, &err), DHAF_EINVAL);
+    assert_non_null(strstr(err.msg, "1 to 8 entry points"));
+    o.svc = &cfg.services[0];
+    o.timeout_ms = 0;
+    assert_int_equal(sim_run(&o, &w, out, &err), DHAF_EINVAL);
+    assert_non_null(strstr(err.msg, "timeout"));
 }
 
 int main(void)
