@@ -23,7 +23,6 @@
  * right, or before it was), missed failovers (no switch within 30 s of its becoming right),
  * time from the outage to the switch (p50, p99), and switches per outage (flapping shows
  * there). Figures only: it exits non-zero only when it cannot run. */
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,10 +67,7 @@ static uint64_t rng_state;
 
 static double unit(void)
 {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return (double)((z ^ (z >> 31)) >> 11) / 9007199254740992.0;
+    return sim_random_unit(&rng_state);
 }
 
 static int64_t between(int64_t lo, int64_t hi)
@@ -247,21 +243,9 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: dhaf-bench-decision [--outages N] [--voters N] [--seed N] [--tact S]\n"
                  "                           [--timeout MS] [--retries N]\n"
-                 "Replays N outages (default 1000) of seven scenarios under dhaf's rule, the\n"
+                 "Replays N outages (default 1000) of eight scenarios under dhaf's rule, the\n"
                  "original dhaf's rule and a local HAProxy-like checker; prints false and missed\n"
                  "failovers, time to switch and switches per outage (bench/decision.c).\n");
-}
-
-static int num(const char *opt, const char *v, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    *out = strtol(v, &end, 10);
-    if (errno || end == v || *end || *out < lo || *out > hi) {
-        fprintf(stderr, "dhaf-bench-decision: %s wants %ld..%ld, not \"%s\"\n", opt, lo, hi, v);
-        return 2;
-    }
-    return 0;
 }
 
 int main(int argc, char **argv)
@@ -277,22 +261,23 @@ int main(int argc, char **argv)
         int rc = 0;
         switch (c) {
         case 'o':
-            rc = num("--outages", optarg, 1, 1000000, &outages);
+            rc = sim_option_long("dhaf-bench-decision", "--outages", optarg, 1, 1000000, &outages);
             break;
         case 'n':
-            rc = num("--voters", optarg, 1, SIM_MAX_VOTERS, &voters);
+            rc = sim_option_long("dhaf-bench-decision", "--voters", optarg, 1, SIM_MAX_VOTERS,
+                                 &voters);
             break;
         case 's':
-            rc = num("--seed", optarg, 0, 2147483647, &seed);
+            rc = sim_option_long("dhaf-bench-decision", "--seed", optarg, 0, 2147483647, &seed);
             break;
         case 't':
-            rc = num("--tact", optarg, 1, 3600, &tact);
+            rc = sim_option_long("dhaf-bench-decision", "--tact", optarg, 1, 3600, &tact);
             break;
         case 'T':
-            rc = num("--timeout", optarg, 1, 3600000, &timeout);
+            rc = sim_option_long("dhaf-bench-decision", "--timeout", optarg, 1, 3600000, &timeout);
             break;
         case 'r':
-            rc = num("--retries", optarg, 0, 100, &retries);
+            rc = sim_option_long("dhaf-bench-decision", "--retries", optarg, 0, 100, &retries);
             break;
         case 'h':
             usage(stdout);

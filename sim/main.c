@@ -17,6 +17,7 @@
 #include "dhaf/json.h"
 #include "dhaf/registry.h"
 #include "sim.h"
+#include "store.h"
 
 static void usage(FILE *out)
 {
@@ -75,19 +76,6 @@ static void checker_limits(const struct dhaf_service *svc, int *timeout_ms, int 
         *retries = json_is_integer(r) ? (int)json_integer_value(r) : 0;
     if (j)
         json_decref(j);
-}
-
-static int parse_int(const char *opt, const char *v, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    *out = strtol(v, &end, 10);
-    if (errno || end == v || *end || *out < lo || *out > hi) {
-        fprintf(stderr, "dhaf-sim: %s wants a whole number from %ld to %ld, not \"%s\"\n", opt, lo,
-                hi, v);
-        return 2;
-    }
-    return 0;
 }
 
 /* Loads and validates path, its report on stderr. */
@@ -165,7 +153,7 @@ static int record_main(int argc, char **argv)
             config = optarg;
             break;
         case 'd':
-            if (parse_int("--duration", optarg, 1, 31 * 86400, &duration))
+            if (sim_option_long("dhaf-sim", "--duration", optarg, 1, 31 * 86400, &duration))
                 return 2;
             break;
         case 'o':
@@ -194,16 +182,8 @@ static int record_main(int argc, char **argv)
         dhaf_config_release(&cfg);
         return 1;
     }
-    struct dhaf_etcd_opts eo = {.endpoints = (const char *const *)cfg.etcd.hosts,
-                                .n_endpoints = cfg.etcd.n_hosts,
-                                .tls = cfg.etcd.tls,
-                                .ca_file = cfg.etcd.client_tls.ca_file,
-                                .cert_file = cfg.etcd.client_tls.cert_file,
-                                .key_file = cfg.etcd.client_tls.key_file,
-                                .username = cfg.etcd.username,
-                                .password = cfg.etcd.password};
     struct dhaf_err err;
-    struct dhaf_etcd *e = dhaf_etcd_new(&eo, &err);
+    struct dhaf_etcd *e = store_etcd_client(&cfg, &err);
     struct dhaf_etcd_watch *w = NULL;
     int rc = e ? 0 : 1;
     char members[300], votes[300];
@@ -357,7 +337,7 @@ int main(int argc, char **argv)
             service = optarg;
             break;
         case 'n':
-            if (parse_int("--voters", optarg, 1, SIM_MAX_VOTERS, &n_voters))
+            if (sim_option_long("dhaf-sim", "--voters", optarg, 1, SIM_MAX_VOTERS, &n_voters))
                 return 2;
             break;
         case OPT_VOTER:
@@ -368,15 +348,15 @@ int main(int argc, char **argv)
             names[n_names++] = optarg;
             break;
         case OPT_TIMEOUT:
-            if (parse_int("--timeout", optarg, 1, 3600000, &timeout))
+            if (sim_option_long("dhaf-sim", "--timeout", optarg, 1, 3600000, &timeout))
                 return 2;
             break;
         case OPT_RETRIES:
-            if (parse_int("--retries", optarg, 0, 100, &retries))
+            if (sim_option_long("dhaf-sim", "--retries", optarg, 0, 100, &retries))
                 return 2;
             break;
         case OPT_SEED:
-            if (parse_int("--seed", optarg, 0, 2147483647, &seed))
+            if (sim_option_long("dhaf-sim", "--seed", optarg, 0, 2147483647, &seed))
                 return 2;
             break;
         case 'q':

@@ -2,6 +2,7 @@
 /* dhaf-sim's engine (sim.h): a discrete-event loop per rule over the same world. */
 #include "sim.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -28,22 +29,36 @@ const char *sim_rule_name(enum sim_rule r)
 
 /* ------------------------------------------------------------------ random draws */
 
-static uint64_t rnd_next(uint64_t *s)
+uint64_t sim_random(uint64_t *state)
 {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
 }
 
-static double rnd_unit(uint64_t *s)
+double sim_random_unit(uint64_t *state)
 {
-    return (double)(rnd_next(s) >> 11) / 9007199254740992.0;
+    return (double)(sim_random(state) >> 11) / 9007199254740992.0;
+}
+
+int sim_option_long(const char *prog, const char *opt, const char *value, long lo, long hi,
+                    long *out)
+{
+    char *end;
+    errno = 0;
+    *out = strtol(value, &end, 10);
+    if (errno || end == value || *end || *out < lo || *out > hi) {
+        fprintf(stderr, "%s: %s wants a whole number from %ld to %ld, not \"%s\"\n", prog, opt, lo,
+                hi, value);
+        return 2;
+    }
+    return 0;
 }
 
 static double rnd_normal(uint64_t *s, double mean, double sd)
 {
-    double u = rnd_unit(s), v = rnd_unit(s);
+    double u = sim_random_unit(s), v = sim_random_unit(s);
     if (u < 1e-12)
         u = 1e-12;
     return mean + sd * sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
@@ -145,6 +160,8 @@ struct run {
     bool weak[SIM_MAX_EPS]; /* a burst failure that is weak evidence: held, not confirmed */
     int64_t ends[SIM_MAX_EPS];
     int suspected; /* RUN_BURST / RUN_RECHECK: the entry point checked again (-1: none) */
+    int raise;     /* RUN_ROUND: its scheduled check of the current entry point failed - a
+                      suspicion once the checks ending with it are taken (-1: none) */
     uint64_t serial;
     bool used;
 };
@@ -166,6 +183,7 @@ struct voter {
     bool round_pending;  /* an EV_ROUND is queued */
     bool round_running;  /* a scheduled round has checks in flight */
     int64_t lease_until; /* the vote lease's end as etcd sees it (0: no vote) */
+    bool expire_queued;  /* an EV_EXPIRE is queued (one at a time) */
     struct vote seen;    /* the leader's copy */
     bool has_seen;
     char *in_flight; /* written, not yet at the leader */
@@ -204,7 +222,7 @@ struct sim {
     int switch_to;
     const char *switch_kind;
     /* local */
-    int fails[SIM_MAX_EPS], rises[SIM_MAX_EPS];
+    int rises[SIM_MAX_EPS];
     bool up[SIM_MAX_EPS];
 };
 
@@ -295,11 +313,11 @@ static bool attempt(struct sim *s, int vi, int e, int64_t t, int64_t *took, bool
         break;
     }
     case SIM_FLAKY:
-        ok = rnd_unit(&s->rng) >= a;
-        d = ok ? 5 + (int64_t)(rnd_unit(&s->rng) * 25) : 1;
+        ok = sim_random_unit(&s->rng) >= a;
+        d = ok ? 5 + (int64_t)(sim_random_unit(&s->rng) * 25) : 1;
         break;
     default:
-        d = 5 + (int64_t)(rnd_unit(&s->rng) * 25), ok = true;
+        d = 5 + (int64_t)(sim_random_unit(&s->rng) * 25), ok = true;
         break;
     }
     *timed_out = false;
@@ -424,10 +442,8 @@ static void dv_publish(struct sim *s, int vi, bool renew)
     int64_t etcd = s->o->etcd_ms > 0 ? s->o->etcd_ms : 5;
     uint64_t sig = vote_sig(v, s->n_eps);
     if (v->sent && v->sent_sig == sig && v->lease_until > s->now) {
-        if (renew) {
-            v->lease_until = s->now + lease_ms(s);
-            at(s, v->lease_until, EV_EXPIRE, vi, -1, 0);
-        }
+        if (renew)
+            v->lease_until = s->now + lease_ms(s); /* (the queued EV_EXPIRE looks again) */
         return;
     }
     struct dhaf_probe_result r[SIM_MAX_EPS];
@@ -448,7 +464,10 @@ static void dv_publish(struct sim *s, int vi, bool renew)
     v->in_flight = dhaf_xstrdup(v->sent);
     v->lease_until = s->now + etcd + lease_ms(s);
     at(s, s->now + etcd, EV_VOTE, vi, -1, 0);
-    at(s, v->lease_until, EV_EXPIRE, vi, -1, 0);
+    if (!v->expire_queued) {
+        v->expire_queued = true;
+        at(s, v->lease_until, EV_EXPIRE, vi, -1, 0);
+    }
 }
 
 static void run_at(struct sim *s, int64_t t, enum ev_type type, const struct run *r, int slot,
@@ -476,6 +495,7 @@ static int new_run(struct sim *s, enum run_kind kind, int vi)
                       .gen = s->v[vi].gen,
                       .started = s->now,
                       .suspected = -1,
+                      .raise = -1,
                       .used = true};
     return (int)i;
 }
@@ -567,7 +587,7 @@ static void vouch(struct sim *s, int vi, int by, int64_t started)
     }
 }
 
-static void dv_result(struct sim *s, struct run *r, int k, bool *changed, bool *round_fail)
+static void dv_result(struct sim *s, struct run *r, int k)
 {
     struct voter *v = &s->v[r->voter];
     int e = r->eps[k];
@@ -583,15 +603,12 @@ static void dv_result(struct sim *s, struct run *r, int k, bool *changed, bool *
         st->usual_ms = st->usual_ms ? (3 * st->usual_ms + took) / 4 : took;
     bool was_healthy = st->known && st->opinion && !st->held;
     if (ok) {
-        *changed |= !st->known || !st->opinion || st->held;
         st->known = st->opinion = true;
         st->held = st->vouched = false;
         vouch(s, r->voter, e, r->started);
         return;
     }
-    *round_fail = true;
     if (!st->known || s->n_eps < 2) { /* nothing to hold against */
-        *changed |= !st->known || st->opinion;
         st->known = true;
         st->opinion = false;
         st->held = false;
@@ -603,23 +620,20 @@ static void dv_result(struct sim *s, struct run *r, int k, bool *changed, bool *
     if (st->held && (st->vouched || (r->suspected == e && beside_pass))) {
         st->held = st->vouched = false; /* confirmed */
         st->opinion = false;
-        *changed = true;
         return;
     }
     if (was_healthy && r->kind == RUN_BURST && r->suspected == e && beside_pass && !weak) {
         st->opinion = false; /* a suspicion confirmed beside a pass */
-        *changed = true;
         return;
     }
     if (was_healthy) {
         st->held = true;
         st->vouched = false;
         st->fail_at = s->now;
-        *changed = true;
         r->weak[k] = weak;
         if (r->kind == RUN_ROUND || weak) {
             if (r->kind == RUN_ROUND && e == s->st.current)
-                r->suspected = -2 - e; /* a suspicion, unless the round is impaired */
+                r->raise = e; /* a suspicion, unless the round is impaired */
             start_pair(s, RUN_RECHECK, r->voter, e);
         }
     }
@@ -632,22 +646,31 @@ static void dv_round_end(struct sim *s, struct run *r)
     dv_publish(s, r->voter, true);
 }
 
+/* Marks the checks of r that end now as done - taken together, as one engine callback: the
+ * other EV_CHECKs of the same moment then find nothing new. Returns them as a bit mask. */
+static unsigned take_ended(struct sim *s, struct run *r)
+{
+    unsigned taken = 0;
+    for (int k = 0; k < r->n; k++)
+        if (!r->done[k] && r->ends[k] == s->now) {
+            r->done[k] = true;
+            r->pending--;
+            taken |= 1u << k;
+        }
+    return taken;
+}
+
 static void dv_check_end(struct sim *s, int ri)
 {
     struct run *r = s->runs[ri];
-    bool changed = false, any_fail = false;
-    /* the checks of the run that end now are taken together (one engine callback) */
-    for (int k = 0; k < r->n; k++) {
-        if (r->done[k] || r->ends[k] != s->now)
-            continue;
-        r->done[k] = true;
-        r->pending--;
-    }
+    unsigned taken = take_ended(s, r);
+    if (!taken)
+        return;
     /* a pass first: a failure beside it reads as the entry point's */
     for (int pass = 1; pass >= 0; pass--)
         for (int k = 0; k < r->n; k++)
-            if (r->done[k] && r->ends[k] == s->now && r->ok[k] == (bool)pass)
-                dv_result(s, r, k, &changed, &any_fail);
+            if ((taken >> k & 1) && r->ok[k] == (bool)pass)
+                dv_result(s, r, k);
     if (r->kind != RUN_ROUND) {
         /* a failure of a pair held for its witness's result: decided when the witness ends */
         for (int k = 0; k < r->n; k++) {
@@ -661,14 +684,13 @@ static void dv_check_end(struct sim *s, int ri)
                 if (beside) {
                     st->held = st->vouched = false;
                     st->opinion = false;
-                    changed = true;
                 }
             }
         }
     }
-    if (r->suspected <= -2 && r->kind == RUN_ROUND) {
-        int e = -2 - r->suspected;
-        r->suspected = -1;
+    if (r->raise >= 0) {
+        int e = r->raise;
+        r->raise = -1;
         /* none from an impaired round: every entry point failing */
         size_t failing = 0;
         for (size_t x = 0; x < s->n_eps; x++)
@@ -676,7 +698,6 @@ static void dv_check_end(struct sim *s, int ri)
         if (failing < s->n_eps)
             suspect(s, r->voter, e);
     }
-    (void)changed;
     dv_publish(s, r->voter, true); /* a change is written; checks ending renew the lease */
     if (r->pending == 0) {
         if (r->kind == RUN_ROUND)
@@ -741,11 +762,7 @@ static void orig_round(struct sim *s, int vi)
 static void orig_check_end(struct sim *s, int ri)
 {
     struct run *r = s->runs[ri];
-    for (int k = 0; k < r->n; k++)
-        if (!r->done[k] && r->ends[k] == s->now) {
-            r->done[k] = true;
-            r->pending--;
-        }
+    take_ended(s, r);
     if (r->pending)
         return;
     /* the tact's opinions are written together, then it sleeps a tact-interval */
@@ -807,14 +824,12 @@ static void local_follow(struct sim *s)
 static void local_check_end(struct sim *s, int ri)
 {
     struct run *r = s->runs[ri];
+    unsigned taken = take_ended(s, r);
     for (int k = 0; k < r->n; k++) {
-        if (r->done[k] || r->ends[k] != s->now)
+        if (!(taken >> k & 1))
             continue;
-        r->done[k] = true;
-        r->pending--;
         int e = r->eps[k];
         if (r->ok[k]) {
-            s->fails[e] = 0;
             if (!s->up[e] && ++s->rises[e] >= LOCAL_RISE) {
                 s->up[e] = true;
                 trace(s, "event=ep-up ep=%s", ename(s, e));
@@ -854,10 +869,10 @@ static void stalls_make(struct sim *s, struct voter_env *env, double gap, double
     env->n_stalls = 0;
     size_t cap = 0;
     for (int64_t t = s->now;;) {
-        t += (int64_t)(-log(1.0 - rnd_unit(&s->rng)) * gap) + 1;
+        t += (int64_t)(-log(1.0 - sim_random_unit(&s->rng)) * gap) + 1;
         if (t >= s->w->end_ms)
             break;
-        int64_t len = (int64_t)(longest * (0.2 + 0.8 * rnd_unit(&s->rng))) + 1;
+        int64_t len = (int64_t)(longest * (0.2 + 0.8 * sim_random_unit(&s->rng))) + 1;
         DHAF_GROW(env->stalls, env->n_stalls + 1, cap);
         env->stalls[env->n_stalls++] = (struct stall){t, t + len};
         t += len;
@@ -1049,7 +1064,11 @@ static void step(struct sim *s, const struct ev *e)
         break;
     }
     case EV_EXPIRE:
-        if (v->has_seen && s->now >= v->lease_until) {
+        v->expire_queued = false;
+        if (s->now < v->lease_until) { /* renewed meanwhile: look again when it may end */
+            v->expire_queued = true;
+            at(s, v->lease_until, EV_EXPIRE, e->voter, -1, 0);
+        } else if (v->has_seen) {
             vote_release(&v->seen);
             v->has_seen = false;
             free(v->sent); /* the next vote is written whole */
@@ -1107,15 +1126,18 @@ int sim_run(const struct sim_opts *o, const struct sim_world *w,
                             "simulate: the check timeout, retries or tact is not usable");
     for (size_t i = 0; i < w->n_changes; i++) {
         const struct sim_change *c = &w->changes[i];
-        bool voter = c->kind != SIM_BACKEND;
-        if ((i && c->at_ms < w->changes[i - 1].at_ms) || c->at_ms < 0 || c->kind >= SIM_N_CHANGES ||
-            (voter && (c->voter < 0 || (size_t)c->voter >= o->n_voters)) ||
-            ((c->kind == SIM_BACKEND || c->kind == SIM_NET) &&
-             (c->ep < (c->kind == SIM_NET ? -1 : 0) || c->ep >= (int)o->svc->n_eps)))
-            return dhaf_err_set(err, DHAF_EINVAL,
-                                "simulate: change %zu is out of order or names no voter or "
-                                "entry point of the service",
-                                i + 1);
+        const char *why = NULL;
+        if (c->at_ms < 0 || (i && c->at_ms < w->changes[i - 1].at_ms))
+            why = "is out of order (changes are sorted by time, from 0)";
+        else if (c->kind >= SIM_N_CHANGES)
+            why = "is of no known kind";
+        else if (c->kind != SIM_BACKEND && (c->voter < 0 || (size_t)c->voter >= o->n_voters))
+            why = "names no voter of the simulation";
+        else if ((c->kind == SIM_BACKEND || c->kind == SIM_NET) &&
+                 (c->ep < (c->kind == SIM_NET ? -1 : 0) || c->ep >= (int)o->svc->n_eps))
+            why = "names no entry point of the service";
+        if (why)
+            return dhaf_err_set(err, DHAF_EINVAL, "simulate: change %zu %s", i + 1, why);
     }
     for (int rule = 0; rule < SIM_N_RULES; rule++) {
         struct sim *s = dhaf_xcalloc(1, sizeof(*s));

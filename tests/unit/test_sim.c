@@ -295,6 +295,7 @@ static void test_run_refuses(void **state)
     struct dhaf_err err;
     assert_int_equal(sim_run(&o, &w, out, &err), DHAF_EINVAL);
     assert_non_null(strstr(err.msg, "change 1"));
+    assert_non_null(strstr(err.msg, "names no voter"));
     bad[0].voter = 0;
     w.n_changes = 2;
     assert_int_equal(sim_run(&o, &w, out, &err), DHAF_EINVAL);
