@@ -122,21 +122,6 @@ static int load_plugins(const char *path)
     return rc != 0 ? 2 : 0;
 }
 
-static struct dhaf_etcd *etcd_from(const struct dhaf_config *cfg, struct dhaf_err *err)
-{
-    struct dhaf_etcd_opts o = {
-        .endpoints = (const char *const *)cfg->etcd.hosts,
-        .n_endpoints = cfg->etcd.n_hosts,
-        .tls = cfg->etcd.tls,
-        .ca_file = cfg->etcd.client_tls.ca_file,
-        .cert_file = cfg->etcd.client_tls.cert_file,
-        .key_file = cfg->etcd.client_tls.key_file,
-        .username = cfg->etcd.username,
-        .password = cfg->etcd.password,
-    };
-    return dhaf_etcd_new(&o, err);
-}
-
 /* What SIGHUP may change without a restart; the rest is kept, with a warning. */
 static bool same_identity(const struct dhaf_config *a, const struct dhaf_config *b)
 {
@@ -182,7 +167,7 @@ static void reload(const char *path, struct parts *pt, const struct log_override
     if (!same_identity(&cur->cfg, &fresh))
         why = "cluster-name, node-name and etcd.hosts change only with a restart; the running "
               "configuration is kept";
-    else if (probing_prepare(&fresh, cluster_node(pt->c), &engine, &err) != 0)
+    else if (probing_prepare(&fresh, &engine, &err) != 0)
         why = dhaf_log_quote(q, sizeof(q), err.msg);
     snap_put(cur);
     if (why) {
@@ -220,7 +205,7 @@ static int one_shot(struct dhaf_config *cfg, const char *decommission, const cha
 {
     apply_log(cfg, lo);
     struct dhaf_err err;
-    struct dhaf_etcd *etcd = etcd_from(cfg, &err);
+    struct dhaf_etcd *etcd = store_etcd_client(cfg, &err);
     if (!etcd) {
         fprintf(stderr, "dhaf-node: %s\n", err.msg);
         return 1;
@@ -334,7 +319,7 @@ static int run(const char *path, struct dhaf_config *initial, const struct log_o
     struct dhaf_err err;
     char q[400];
     struct parts pt = {0};
-    pt.etcd = etcd_from(initial, &err);
+    pt.etcd = store_etcd_client(initial, &err);
     if (!pt.etcd) {
         DHAF_LOG(DHAF_LOG_ERROR, "event=start-failed reason=\"%s\"",
                  dhaf_log_quote(q, sizeof(q), err.msg));

@@ -341,7 +341,7 @@ struct probing *probing_start(struct cluster *c, struct dhaf_err *err)
     dhaf_waker_init(&p->wake);
     dhaf_cancel_init(&p->stop_tok);
     p->snap = snap_get(cluster_snaps(c));
-    if (probing_prepare(&p->snap->cfg, cluster_node(c), &p->engine, err) != 0) {
+    if (probing_prepare(&p->snap->cfg, &p->engine, err) != 0) {
         probing_free(p);
         return NULL;
     }
@@ -355,13 +355,11 @@ struct probing *probing_start(struct cluster *c, struct dhaf_err *err)
     return p;
 }
 
-int probing_prepare(const struct dhaf_config *cfg, const char *voter, struct dhaf_probe **engine,
-                    struct dhaf_err *err)
+int probing_prepare(const struct dhaf_config *cfg, struct dhaf_probe **engine, struct dhaf_err *err)
 {
     *engine = NULL;
     /* The entry points' offsets in a round are the same on every node: the nodes' rounds are
      * spread over the tact instead (next_round). */
-    (void)voter;
     struct dhaf_probe_opts o = {.voter = "", .max_inflight = 0};
     if (cfg->probe && !(*engine = dhaf_probe_new(cfg->services, cfg->n_services, &o, err)))
         return err->code ? err->code : DHAF_EINVAL;

@@ -22,7 +22,7 @@ struct probing *probing_start(struct cluster *c, struct dhaf_err *err);
  * parts, which a snapshot keeps where they are). *engine is NULL when cfg does not probe.
  * Returns 0, or an error when a checker cannot start (the reload must then be refused).
  */
-int probing_prepare(const struct dhaf_config *cfg, const char *voter, struct dhaf_probe **engine,
+int probing_prepare(const struct dhaf_config *cfg, struct dhaf_probe **engine,
                     struct dhaf_err *err);
 
 /** Hands the prober a new engine (taken; may be NULL: no probing) made from snapshot s's

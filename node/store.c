@@ -274,3 +274,18 @@ int store_put(const struct store *s, const char *key, const char *value, int64_t
         dhaf_etcd_txn_result_release(&res);
     return rc;
 }
+
+struct dhaf_etcd *store_etcd_client(const struct dhaf_config *cfg, struct dhaf_err *err)
+{
+    struct dhaf_etcd_opts o = {
+        .endpoints = (const char *const *)cfg->etcd.hosts,
+        .n_endpoints = cfg->etcd.n_hosts,
+        .tls = cfg->etcd.tls,
+        .ca_file = cfg->etcd.client_tls.ca_file,
+        .cert_file = cfg->etcd.client_tls.cert_file,
+        .key_file = cfg->etcd.client_tls.key_file,
+        .username = cfg->etcd.username,
+        .password = cfg->etcd.password,
+    };
+    return dhaf_etcd_new(&o, err);
+}

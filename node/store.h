@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dhaf/config.h"
 #include "dhaf/err.h"
 #include "dhaf/etcd.h"
 
@@ -58,6 +59,10 @@ struct store {
 
 /** A store over an etcd client (borrowed; must outlive every use of the store). */
 struct store store_etcd(struct dhaf_etcd *etcd);
+
+/** An etcd client as cfg's etcd section says (hosts, TLS, client certificate, user):
+ *  dhaf-node's, and dhaf-sim record's. NULL with err when it cannot be made. */
+struct dhaf_etcd *store_etcd_client(const struct dhaf_config *cfg, struct dhaf_err *err);
 
 /* Is told the outcome of every write made through an observed store: rc 0 (etcd applied it,
  * or answered that a compare failed) or the error. Called on the writer's thread, with no
