@@ -109,3 +109,23 @@ bool dhaf_join_within(pthread_t t, int64_t ms)
     struct timespec ts = ts_of(dhaf_wall_ms() + ms);
     return pthread_timedjoin_np(t, NULL, &ts) == 0;
 }
+
+int64_t dhaf_backoff_ms(int failures, int64_t first, int64_t max)
+{
+    int64_t wait = first;
+    for (int k = 1; k < failures && wait < max; k++)
+        wait *= 2;
+    return wait < max ? wait : max;
+}
+
+bool dhaf_rate_take(struct dhaf_rate *r, int64_t now_ms, int max_per_s)
+{
+    if (now_ms - r->window_ms >= 1000) {
+        r->window_ms = now_ms;
+        r->n = 0;
+    }
+    if (r->n >= max_per_s)
+        return false;
+    r->n++;
+    return true;
+}

@@ -70,10 +70,9 @@ struct decider {
     struct dhaf_fence fence; /* the term's lease, for every switcher call */
     struct svc_run **runs;   /* one allocation each: a switcher keeps a pointer to its ctx */
     size_t n;
-    uint64_t gen;         /* snapshot generation the runs were made for */
-    bool waiting;         /* "the view is not complete yet" said */
-    int64_t check_window; /* the second of the provider drift reads' rate limit (monotonic) */
-    int checks;           /* reads in it */
+    uint64_t gen;                /* snapshot generation the runs were made for */
+    bool waiting;                /* "the view is not complete yet" said */
+    struct dhaf_rate check_rate; /* the provider drift reads' rate limit (monotonic) */
 };
 
 int64_t leader_fresh_ms(const struct dhaf_config *cfg)
@@ -385,11 +384,7 @@ static void read_failed(struct decider *d, struct svc_run *r, const struct dhaf_
 {
     const struct dhaf_clock *clk = cluster_clock(d->c);
     bool news = r->read_fails == 0 || strcmp(r->read_error, e->msg) != 0;
-    int64_t wait = READ_BACKOFF_FIRST_MS;
-    for (int k = 0; k < r->read_fails && wait < READ_BACKOFF_MAX_MS; k++)
-        wait *= 2;
-    if (wait > READ_BACKOFF_MAX_MS)
-        wait = READ_BACKOFF_MAX_MS;
+    int64_t wait = dhaf_backoff_ms(r->read_fails + 1, READ_BACKOFF_FIRST_MS, READ_BACKOFF_MAX_MS);
     if (r->read_fails++ == 0)
         r->unread_since = dhaf_clock_wall(clk);
     r->next_read = dhaf_clock_mono(clk) + wait;
@@ -648,13 +643,8 @@ static void check_all(struct decider *d, struct snap *s)
         }
         if (now < r->next_check)
             continue;
-        if (now - d->check_window >= 1000) {
-            d->check_window = now;
-            d->checks = 0;
-        }
-        if (d->checks >= PROVIDER_CHECKS_PER_S)
+        if (!dhaf_rate_take(&d->check_rate, now, PROVIDER_CHECKS_PER_S))
             break; /* the others in the next second */
-        d->checks++;
         schedule_check(d, r, cfg);
         check_drift(d, r, &cfg->services[i], paused);
     }
@@ -767,12 +757,12 @@ static void do_switch(struct decider *d, struct svc_run *r, const struct dhaf_se
          * is read before the next decision; `switching` stays until then. The switch is tried
          * again after a back-off, and said once per streak of failures. */
         r->confirmed = false;
-        r->next_read = 0;
-        int64_t wait = SWITCH_BACKOFF_FIRST_MS;
-        for (int k = 0; k < r->switch_fails && wait < SWITCH_BACKOFF_MAX_MS; k++)
-            wait *= 2;
-        wait = wait < SWITCH_BACKOFF_MAX_MS ? wait : SWITCH_BACKOFF_MAX_MS;
+        int64_t wait =
+            dhaf_backoff_ms(r->switch_fails + 1, SWITCH_BACKOFF_FIRST_MS, SWITCH_BACKOFF_MAX_MS);
         r->next_switch = dhaf_clock_mono(clk) + wait;
+        /* read at once - unless the switcher cannot be read: then confirm() would call it
+         * again, and that waits for the back-off too */
+        r->next_read = r->sw->current ? 0 : r->next_switch;
         if (r->switch_fails++ > 0 || err.code == DHAF_EFENCED) {
             char q[600];
             DHAF_LOG(DHAF_LOG_WARN,
@@ -934,8 +924,12 @@ static bool decide_all(struct decider *d, struct snap *s)
             r->switch_fails = 0; /* a streak of failed switches ends with the need for one */
         if (out.action != ACT_NONE && out.target >= 0 && r->switch_fails > 0 &&
             now < r->next_switch) {
-            continue; /* a failed switch waits for its back-off (do_switch) */
-        } else if (out.action != ACT_NONE && out.target >= 0) {
+            /* a failed switch waits for its back-off (do_switch); what else the round found
+             * (events, health) is recorded meanwhile, and the switch is decided again later */
+            out.action = ACT_NONE;
+            out.target = -1;
+        }
+        if (out.action != ACT_NONE && out.target >= 0) {
             do_switch(d, r, svc, &out, t, req_rev, evs, n_evs);
             switched = true;
         } else if (n_evs || out.purge_request || memcmp(&out.next, &r->st, sizeof(r->st)) != 0) {

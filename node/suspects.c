@@ -18,12 +18,11 @@
 
 struct suspects {
     struct cluster *c;
-    pthread_mutex_t lock; /* guards what follows; never held across a call to etcd */
-    int64_t lease;        /* shared by the suspicions written within half its TTL (0: none) */
-    int64_t lease_ms;     /* when it was granted (monotonic) */
-    int lease_ttl;        /* seconds */
-    int64_t window_ms;    /* the current second of the rate limit */
-    int in_window;        /* suspicions written in it */
+    pthread_mutex_t lock;  /* guards what follows; never held across a call to etcd */
+    int64_t lease;         /* shared by the suspicions written within half its TTL (0: none) */
+    int64_t lease_ms;      /* when it was granted (monotonic) */
+    int lease_ttl;         /* seconds */
+    struct dhaf_rate rate; /* suspicions written (SUSPECT_MAX_PER_S) */
 };
 
 struct suspects *suspects_new(struct cluster *c)
@@ -62,7 +61,7 @@ static int64_t lease_for(struct suspects *s, struct dhaf_err *err)
     snap_put(sn);
     if (ttl < 2)
         ttl = 2;
-    int64_t now = dhaf_mono_ms();
+    int64_t now = dhaf_clock_mono(cluster_clock(s->c));
     pthread_mutex_lock(&s->lock);
     int64_t id = s->lease && s->lease_ttl == ttl && now - s->lease_ms < ttl * 500LL ? s->lease : 0;
     pthread_mutex_unlock(&s->lock);
@@ -98,14 +97,9 @@ void suspects_raise(struct suspects *s, const char *voter, const struct dhaf_pro
     for (size_t i = 0; i < n; i++) {
         if (!r[i].suspect || !is_current(v, r[i].service, r[i].ep))
             continue;
-        int64_t now = dhaf_mono_ms();
+        int64_t now = dhaf_clock_mono(cluster_clock(s->c));
         pthread_mutex_lock(&s->lock);
-        if (now - s->window_ms >= 1000) {
-            s->window_ms = now;
-            s->in_window = 0;
-        }
-        bool over = s->in_window >= SUSPECT_MAX_PER_S;
-        s->in_window += !over;
+        bool over = !dhaf_rate_take(&s->rate, now, SUSPECT_MAX_PER_S);
         pthread_mutex_unlock(&s->lock);
         if (over) {
             DHAF_LOG(DHAF_LOG_DEBUG,
@@ -120,7 +114,8 @@ void suspects_raise(struct suspects *s, const char *voter, const struct dhaf_pro
         int64_t lease = lease_for(s, &err);
         int rc = DHAF_EUNAVAILABLE;
         if (lease && cluster_key(s->c, key, sizeof(key), path)) {
-            json_t *j = json_pack("{s:s, s:I}", "voter", voter, "at", (json_int_t)dhaf_wall_ms());
+            json_t *j = json_pack("{s:s, s:I}", "voter", voter, "at",
+                                  (json_int_t)dhaf_clock_wall(cluster_clock(s->c)));
             char *text = dhaf_json_dump(j);
             json_decref(j);
             rc = store_put(cluster_store(s->c), key, text, lease, &err);

@@ -315,9 +315,13 @@ static void report(struct reporter *rp, const struct dhaf_probe_result *r, size_
     }
 }
 
+/* Waits after failed plan fetches or suspicion streams: 0.5 s, doubled each time, at most 10 s. */
+#define BACKOFF_FIRST_MS 500
+#define BACKOFF_MAX_MS   10000
+
 /* Burst confirmation: a thread keeps a stream of suspicions (Prober.WatchSuspects) open to one
  * node and asks the engine to check each suspected entry point at once. */
-#define WATCH_STREAM_MS 60000 /* a stream's deadline: then another is opened */
+#define WATCH_STREAM_MS  60000 /* a stream's deadline: then another is opened */
 
 struct watch {
     const struct client *cl; /* channels and metadata: read only here */
@@ -379,7 +383,7 @@ static void *watch_thread(void *arg)
     struct watch *w = arg;
     const struct prober_cfg *cfg = w->cl->cfg;
     size_t node = 0;
-    int64_t backoff = 500;
+    int fails = 0;
     bool warned = false;
     while (!stop_flag) {
         struct dhaf_err err = {0};
@@ -388,7 +392,7 @@ static void *watch_thread(void *arg)
         if (stop_flag)
             break;
         if (rc == 0 && dhaf_mono_ms() - t0 >= 1000) {
-            backoff = 500;
+            fails = 0;
             warned = false;
             continue; /* a stream that lasted: open the next at once */
         }
@@ -401,8 +405,7 @@ static void *watch_thread(void *arg)
             warned = true;
         }
         node = (node + 1) % cfg->nodes.n; /* another node next time */
-        nap(backoff);
-        backoff = backoff * 2 > 10000 ? 10000 : backoff * 2;
+        nap(dhaf_backoff_ms(++fails, BACKOFF_FIRST_MS, BACKOFF_MAX_MS));
     }
     return NULL;
 }
@@ -515,7 +518,7 @@ static int run(const struct prober_cfg *cfg)
      * a new process must not start lower; only a wall clock set back by more than the downtime
      * delays its reports, until the clock has caught up. */
     uint64_t seq = (uint64_t)dhaf_wall_ms();
-    int64_t backoff = 500;
+    int fails = 0; /* plan fetches failed in a row */
     struct reporter rp = {.cl = &cl, .plan = &plan, .seq = &seq};
     int64_t start = dhaf_mono_ms();
     int64_t next_trim = start + 30000; /* memory back to the OS, once a minute */
@@ -551,11 +554,10 @@ static int run(const struct prober_cfg *cfg)
                 DHAF_LOG(DHAF_LOG_ERROR, "event=plan-failed reason=\"%s\"",
                          dhaf_log_quote(q, sizeof(q), err.msg));
                 plan_drop(&plan, &engine); /* (not given to the watch) */
-                nap(backoff);
-                backoff = backoff * 2 > 10000 ? 10000 : backoff * 2;
+                nap(dhaf_backoff_ms(++fails, BACKOFF_FIRST_MS, BACKOFF_MAX_MS));
                 continue;
             }
-            backoff = 500;
+            fails = 0;
             rp.refetch = false;
             rp.sent_ok = false;
             rp.rounds = 0;

@@ -83,4 +83,18 @@ int dhaf_thread_start(pthread_t *t, bool detached, void *(*fn)(void *), void *ar
 /** Joins t, waiting at most ms; true when it ended (false: it is still running). */
 bool dhaf_join_within(pthread_t t, int64_t ms);
 
+/** The wait after `failures` failures in a row (1 or more): first, doubled for each further
+ *  one, at most max (ms). */
+int64_t dhaf_backoff_ms(int failures, int64_t first, int64_t max);
+
+/* At most a number of events per second of a clock (a window restarted each second). */
+struct dhaf_rate {
+    int64_t window_ms; /* the current second's start */
+    int n;             /* events taken in it */
+};
+
+/** Takes one event at now_ms if fewer than max_per_s were taken in the current second. Not
+ *  thread-safe: the caller locks. */
+bool dhaf_rate_take(struct dhaf_rate *r, int64_t now_ms, int max_per_s);
+
 #endif
