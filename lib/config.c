@@ -986,21 +986,17 @@ void dhaf_config_release(struct dhaf_config *cfg)
     memset(cfg, 0, sizeof(*cfg));
 }
 
+static int name_is(const void *name, const void *svc)
+{
+    return strcmp(name, (*(const struct dhaf_service *const *)svc)->name);
+}
+
 const struct dhaf_service *dhaf_config_service(const struct dhaf_config *cfg, const char *name)
 {
     if (cfg->by_name) {
-        size_t lo = 0, hi = cfg->n_services;
-        while (lo < hi) {
-            size_t mid = lo + (hi - lo) / 2;
-            int c = strcmp(cfg->by_name[mid]->name, name);
-            if (c == 0)
-                return cfg->by_name[mid];
-            if (c < 0)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        return NULL;
+        const struct dhaf_service *const *hit =
+            bsearch(name, cfg->by_name, cfg->n_services, sizeof(*cfg->by_name), name_is);
+        return hit ? *hit : NULL;
     }
     for (size_t i = 0; i < cfg->n_services; i++)
         if (cfg->services[i].name && strcmp(cfg->services[i].name, name) == 0)

@@ -145,14 +145,8 @@ static __thread struct run *this_run;
  * taken modulo a small number (often a power of two). */
 static uint64_t ep_hash(const char *voter, const char *service, const char *ep)
 {
-    const char *parts[3] = {voter, service, ep};
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < 3; i++) {
-        for (const unsigned char *c = (const unsigned char *)parts[i]; *c; c++)
-            h = (h ^ *c) * 0x100000001b3ULL;
-        if (i < 2)
-            h *= 0x100000001b3ULL; /* the separating NUL: h ^ 0 == h */
-    }
+    uint64_t h = dhaf_fnv1a_str(dhaf_fnv1a_str(DHAF_FNV_OFFSET, voter), service);
+    h = dhaf_fnv1a(h, ep, strlen(ep));
     return h ^ (h >> 32);
 }
 
