@@ -608,6 +608,29 @@ static void test_failing_switch_backs_off(void **state)
     assert_string_equal(cur, "backup");
 }
 
+/* A switch that keeps failing is tried again at most once a minute (SWITCH_BACKOFF_MAX_MS):
+ * 1, 2, 4 ... 32 s, then 60 s between attempts; still one switch-failed event. */
+static void test_switch_backoff_capped(void **state)
+{
+    struct world *w = *state;
+    static const char *const up[4] = {"hh", "hh", "hh", "hh"};
+    static const char *const down[4] = {"uh", "uh", "uh", "uh"};
+    run_for(w, 1000, up);
+    char path[160], body[200];
+    snprintf(path, sizeof(path), "%s/switch.sh", w->dir);
+    snprintf(body, sizeof(body), "#!/bin/sh\necho \"$1\" >> %s\nexit 3\n", w->log);
+    write_script(path, body);
+    int calls = switch_calls(w);
+    run_for(w, 64000, down); /* tried at 0, 1, 3, 7, 15, 31 and 63 s */
+    int first = switch_calls(w) - calls;
+    run_for(w, 180000, down); /* then at 123, 183 and 243 s: a minute apart */
+    int later = switch_calls(w) - calls - first;
+    print_message("%d switch calls in 64 s, %d in the next 180 s\n", first, later);
+    assert_true(first >= 6 && first <= 8);
+    assert_int_equal(later, 3); /* doubling on, it would be 1 (at 127 s) */
+    assert_int_equal(fx_count_events(w->ms, "switch-failed"), 1);
+}
+
 /* suspect/ writes of the current entry point since *mark (MS_TXN calls: the test writes no
  * other key meanwhile). */
 static int suspicions_since(struct world *w, uint64_t *mark)
@@ -685,6 +708,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_provider_drift_set_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_provider_drift_paused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failing_switch_backs_off, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_switch_backoff_capped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_suspicion_limits, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
