@@ -59,6 +59,11 @@ def test_command_line():
     assert "-:3: the service has no such entry point (\"ep-7\")" in r.stderr, r.stderr
     r = sim("-c", CONFIG, os.path.join(TMP, "missing.tl"))
     assert r.returncode == 1 and "missing.tl: No such file" in r.stderr, r
+    big = os.path.join(TMP, "big.tl")  # a timeline past 16 MiB is refused, not read on
+    with open(big, "w") as f:
+        f.write(("# " + "x" * 1021 + "\n") * (16 * 1024 + 1))
+    r = sim("-c", CONFIG, big)
+    assert r.returncode == 1 and "a timeline is at most 16 MiB" in r.stderr, r
     r = sim("-c", CONFIG, "-s", "nope", "-", stdin="")
     assert r.returncode == 1 and "no service nope" in r.stderr, r
     # record: an etcd that does not answer is an error, said at once

@@ -203,6 +203,14 @@ static void test_timeline_errors(void **state)
                  "the vote is another voter's (\"node-1\")");
     expect_error("10s vote node-1\n", "a vote line is <time> vote <voter>");
     expect_error("10s vote node-9 -\n", "no such voter");
+    size_t huge = (4u << 20) + 64; /* a vote line past 4 MiB */
+    char *big = malloc(huge + 1);
+    assert_non_null(big);
+    memset(big, 'x', huge);
+    memcpy(big, "10s vote node-1 {", 17);
+    big[huge] = '\0';
+    expect_error(big, "t.tl:1: the line is longer than 4 MiB");
+    free(big);
     char longl[600];
     memset(longl, 'a', sizeof(longl) - 1);
     longl[sizeof(longl) - 1] = '\0';
