@@ -24,6 +24,7 @@
 #include "dhaf/err.h"
 #include "dhaf/log.h"
 #include "dhaf/spawn.h"
+#include "dhaf/valid.h"
 
 /* A child's exit usually shows as EOF on its pipe first; this tick also catches an exit
  * whose pipe stays open (a background grandchild holds it). */
@@ -712,25 +713,27 @@ const char *dhaf_proc_excerpt(const struct dhaf_proc *p, char *buf, size_t len)
         }
         const char *sep = brk ? " | " : sp ? " " : "";
         size_t n = strlen(sep);
-        if (k + n + 1 >= len)
+        /* a character's bytes go together (by its lead byte): never half of one */
+        size_t c = *s >= 0xf0 ? 4 : *s >= 0xe0 ? 3 : *s >= 0xc0 ? 2 : 1;
+        if (c > (size_t)(end - s))
+            c = (size_t)(end - s);
+        if (k + n + c + 1 > len)
             break;
         memcpy(buf + k, sep, n);
         k += n;
         brk = sp = false;
-        buf[k++] = (char)*s;
-    }
-    /* Do not end in the middle of a UTF-8 sequence. */
-    size_t start = k;
-    while (start > 0 && ((unsigned char)buf[start - 1] & 0xc0) == 0x80)
-        start--;
-    if (start > 0 && ((unsigned char)buf[start - 1] & 0x80)) {
-        unsigned char lead = (unsigned char)buf[start - 1];
-        size_t need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
-        if (k - (start - 1) < need)
-            k = start - 1;
+        memcpy(buf + k, s, c);
+        k += c;
+        s += c - 1;
     }
     buf[k] = '\0';
-    return k ? buf : NULL;
+    if (!k)
+        return NULL;
+    /* what is no valid UTF-8 (the program's bytes are only text by convention) becomes '?' */
+    char *raw = dhaf_xstrdup(buf);
+    dhaf_utf8_clean(buf, len, raw);
+    free(raw);
+    return buf;
 }
 
 const char *dhaf_proc_describe(const struct dhaf_proc *p, char *buf, size_t len)

@@ -85,14 +85,18 @@ static int run(const struct exec_sw *x, const struct exec_run *how, struct dhaf_
     if (p->outcome == DHAF_PROC_CANCELLED)
         return dhaf_err_set(err, DHAF_EFENCED,
                             "exec switcher %s: %s (this node's leadership ended)", how->path, what);
-    char line[DHAF_ERR_MSG_MAX]; /* as much of its output as the error has room for */
-    bool said = dhaf_proc_excerpt(p, line, sizeof(line)) != NULL;
-    return dhaf_err_set(err, p->outcome == DHAF_PROC_TIMEOUT ? DHAF_ETIMEOUT : DHAF_EIO,
-                        "exec switcher %s: %s%s%s%s", how->path, what,
-                        clamped && p->outcome == DHAF_PROC_TIMEOUT
-                            ? " (the end of the leader's lease came before timeout)"
-                            : "",
-                        said ? ": " : "", said ? line : "");
+    char head[DHAF_ERR_MSG_MAX];
+    int hn = snprintf(head, sizeof(head), "exec switcher %s: %s%s", how->path, what,
+                      clamped && p->outcome == DHAF_PROC_TIMEOUT
+                          ? " (the end of the leader's lease came before timeout)"
+                          : "");
+    /* as much of its output as the error has room for after that (the excerpt is cut on a
+     * character and a line, the message must not cut it again) */
+    size_t room = hn > 0 && (size_t)hn + 3 < sizeof(head) ? sizeof(head) - (size_t)hn - 2 : 0;
+    char line[DHAF_ERR_MSG_MAX];
+    bool said = room > 1 && dhaf_proc_excerpt(p, line, room) != NULL;
+    return dhaf_err_set(err, p->outcome == DHAF_PROC_TIMEOUT ? DHAF_ETIMEOUT : DHAF_EIO, "%s%s%s",
+                        head, said ? ": " : "", said ? line : "");
 }
 
 static int exec_sw_current(void *state, const struct dhaf_fence *fence, int *ep,

@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "dhaf/valid.h"
+
 #include "config_load.h"
 #include "dhaf/cancel.h"
 #include "dhaf/clock.h"
@@ -134,6 +136,34 @@ static void test_lease_over_starts_nothing(void **state)
     assert_null(file_read(s->dir, "called"));
 }
 
+/* A failing script that prints a lot (here 2,000 two-byte characters): the error carries
+ * the start of its output, cut on a whole character within the message's 511 bytes, never
+ * mid-character by the message itself. */
+static void test_long_output_cut_whole(void **state)
+{
+    struct sw *s = *state;
+    for (int odd = 0; odd < 2; odd++) { /* (both parities of where 511 bytes fall) */
+        char body[400];
+        snprintf(body, sizeof(body),
+                 "#!/bin/sh\n%si=0; while [ $i -lt 2000 ]; do printf '\\303\\251'; "
+                 "i=$((i+1)); done\nexit 4\n",
+                 odd ? "printf x; " : "");
+        file_write(s->dir, "switch.sh", body, 0755);
+        struct test_fence f;
+        struct dhaf_err err;
+        assert_int_equal(
+            sw_to_from(&dhaf_switcher_exec, s->st, 1, 0, test_fence_init(&f, 60000, NULL), &err),
+            DHAF_EIO);
+        size_t n = strlen(err.msg);
+        print_message("%zu bytes: ...%s\n", n, err.msg + (n > 40 ? n - 40 : 0));
+        assert_non_null(strstr(err.msg, odd ? "exit code 4: x\xc3\xa9" : "exit code 4: \xc3\xa9"));
+        assert_true(n > 400 && n < DHAF_ERR_MSG_MAX);
+        assert_true(strcmp(err.msg + n - 2, "\xc3\xa9") == 0); /* ends on a whole character */
+        char clean[DHAF_ERR_MSG_MAX];
+        assert_int_equal(dhaf_utf8_clean(clean, sizeof(clean), err.msg), n); /* valid UTF-8 */
+    }
+}
+
 /* The program's 8 s timeout is cut to the 300 ms left of the lease. */
 static void test_timeout_cut_to_the_lease(void **state)
 {
@@ -202,6 +232,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_env_and_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_over_starts_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_output_cut_whole, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_cut_to_the_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_term_close_kills_the_script, setup, teardown),
     };

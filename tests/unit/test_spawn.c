@@ -347,6 +347,7 @@ static void test_first_line_and_describe(void **state)
         {"abc\ndef", 6, "abc"}, /* " | d" does not fit */
         {"ab\xc3\xa9z", 4, "ab"},
         {"ab\xc3\xa9", 5, "ab\xc3\xa9"},
+        {"ok \xff\xfe then \xe2\x82", 64, "ok ?? then ??"}, /* not UTF-8: '?' each */
     };
     for (size_t i = 0; i < sizeof(ex) / sizeof(ex[0]); i++) {
         char buf[64];
