@@ -137,46 +137,43 @@ void fx_renew(struct memstore *ms, int64_t lease)
     st.ops->keepalive_free(ka);
 }
 
-char *fx_last_event(struct memstore *ms, const char *kind)
+/* The events of kind (NULL: every one) in ms: how many, and *last (when not NULL) the text of
+ * the one created last (caller frees; NULL when none). */
+static size_t events_of_kind(struct memstore *ms, const char *kind, char **last)
 {
-    char *last = NULL;
+    size_t n = 0;
+    int64_t rev = -1;
     struct store st = memstore_store(ms);
     struct dhaf_kvs kvs;
     struct dhaf_err err;
     assert_int_equal(st.ops->get(st.ud, "/dhaf/fx/events/", true, 0, &kvs, &err), 0);
-    int64_t rev = -1;
     for (size_t i = 0; i < kvs.n; i++) {
         json_t *j = NULL;
         if (dhaf_json_parse_object(kvs.kvs[i].value, kvs.kvs[i].value_len, "event", &j, &err))
             continue;
         const char *k = dhaf_json_str(j, "kind");
-        if (k && strcmp(k, kind) == 0 && kvs.kvs[i].create_rev > rev) {
-            rev = kvs.kvs[i].create_rev;
-            free(last);
-            last = strndup(kvs.kvs[i].value, kvs.kvs[i].value_len);
+        if (!kind || (k && strcmp(k, kind) == 0)) {
+            n++;
+            if (last && kvs.kvs[i].create_rev > rev) {
+                rev = kvs.kvs[i].create_rev;
+                free(*last);
+                *last = strndup(kvs.kvs[i].value, kvs.kvs[i].value_len);
+            }
         }
         json_decref(j);
     }
     dhaf_kvs_release(&kvs);
+    return n;
+}
+
+char *fx_last_event(struct memstore *ms, const char *kind)
+{
+    char *last = NULL;
+    events_of_kind(ms, kind, &last);
     return last;
 }
 
 size_t fx_count_events(struct memstore *ms, const char *kind)
 {
-    size_t n = 0;
-    struct store st = memstore_store(ms);
-    struct dhaf_kvs kvs;
-    struct dhaf_err err;
-    assert_int_equal(st.ops->get(st.ud, "/dhaf/fx/events/", true, 0, &kvs, &err), 0);
-    for (size_t i = 0; i < kvs.n; i++) {
-        json_t *j = NULL;
-        if (dhaf_json_parse_object(kvs.kvs[i].value, kvs.kvs[i].value_len, "event", &j, &err))
-            continue;
-        const char *k = dhaf_json_str(j, "kind");
-        if (!kind || (k && strcmp(k, kind) == 0))
-            n++;
-        json_decref(j);
-    }
-    dhaf_kvs_release(&kvs);
-    return n;
+    return events_of_kind(ms, kind, NULL);
 }
