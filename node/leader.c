@@ -622,15 +622,11 @@ static void check_drift(struct decider *d, struct svc_run *r, const struct dhaf_
 }
 
 /* The drift reads that are due, at most PROVIDER_CHECKS_PER_S a second. */
-static void check_all(struct decider *d, struct snap *s)
+static void check_all(struct decider *d, struct snap *s, bool paused)
 {
     const struct dhaf_config *cfg = &s->cfg;
     if (cfg->provider_check_interval <= 0)
         return;
-    struct view *v = cluster_view(d->c);
-    view_rdlock(v);
-    bool paused = cfg->dry_run || view_find(v, VS_CONTROL, "pause") != NULL;
-    view_unlock(v);
     for (size_t i = 0; i < d->n && term_valid(d->t); i++) {
         struct svc_run *r = d->runs[i];
         if (!r->known || !r->confirmed || r->pending_to >= 0 || !r->ready || !r->sw->current ||
@@ -873,7 +869,7 @@ static size_t flap_events(const struct svc_run *r, const struct dhaf_service *sv
 }
 
 /* Decides for every service; returns true when a switch happened. */
-static bool decide_all(struct decider *d, struct snap *s)
+static bool decide_all(struct decider *d, struct snap *s, bool paused)
 {
     struct view *v = cluster_view(d->c);
     int64_t fresh = leader_fresh_ms(&s->cfg);
@@ -894,9 +890,6 @@ static bool decide_all(struct decider *d, struct snap *s)
     if (d->waiting)
         DHAF_LOG(DHAF_LOG_INFO, "event=decisions-resume epoch=%lld", (long long)term_epoch(d->t));
     d->waiting = false;
-    view_rdlock(v);
-    bool paused = s->cfg.dry_run || view_find(v, VS_CONTROL, "pause") != NULL;
-    view_unlock(v);
     bool switched = false;
     for (size_t i = 0; i < d->n && term_valid(d->t); i++) {
         struct svc_run *r = d->runs[i];
@@ -966,8 +959,13 @@ bool leader_decider_round(struct decider *d)
     sync_runs(d, s);
     load_states(d, s);
     confirm_all(d, s);
-    bool switched = decide_all(d, s);
-    check_all(d, s);
+    /* paused (control/pause, or dhaf.dry-run): decisions and drift are shown, not acted on */
+    struct view *v = cluster_view(d->c);
+    view_rdlock(v);
+    bool paused = s->cfg.dry_run || view_find(v, VS_CONTROL, "pause") != NULL;
+    view_unlock(v);
+    bool switched = decide_all(d, s, paused);
+    check_all(d, s, paused);
     snap_put(s);
     return switched;
 }
