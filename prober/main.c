@@ -321,7 +321,7 @@ static void report(struct reporter *rp, const struct dhaf_probe_result *r, size_
 
 /* Burst confirmation: a thread keeps a stream of suspicions (Prober.WatchSuspects) open to one
  * node and asks the engine to check each suspected entry point at once. */
-#define WATCH_STREAM_MS  60000 /* a stream's deadline: then another is opened */
+#define WATCH_STREAM_MS 60000 /* a stream's deadline: then another is opened */
 
 struct watch {
     const struct client *cl; /* channels and metadata: read only here */
