@@ -535,6 +535,14 @@ static void write_program(const char *path, const char *text)
     assert_int_equal(chmod(path, 0755), 0);
 }
 
+/* The end of a test of an engine on a config in a temporary directory. */
+static void far_end(struct dhaf_probe *p, struct dhaf_config *cfg, const char *dir)
+{
+    dhaf_probe_free(p);
+    dhaf_config_release(cfg);
+    test_rmrf(dir);
+}
+
 /* The bound: an exec check that records its start and end; 16 of them with max_inflight 4. */
 static void test_max_inflight(void **state)
 {
@@ -585,9 +593,7 @@ static void test_max_inflight(void **state)
     print_message("at most %d checks at once (bound %d)\n", most, MAX);
     assert_true(most <= MAX);
     assert_true(most >= 2); /* and they did run side by side */
-    dhaf_probe_free(p);
-    dhaf_config_release(&cfg);
-    test_rmrf(dir);
+    far_end(p, &cfg, dir);
 }
 
 static void *fire_after_first(void *arg)
@@ -875,6 +881,12 @@ static struct dhaf_probe *two_far_apart(struct dhaf_config *cfg, char *dir, size
     return two_far_apart_ex(cfg, dir, dir_len, names, "0.2", 5);
 }
 
+/* dir/<kind>-ep-<name>: a file of two_far_apart's check program (calls-, down-, hang-). */
+static void far_file(char *buf, size_t len, const char *dir, const char *kind, const char *name)
+{
+    snprintf(buf, len, "%s/%s-ep-%s", dir, kind, name);
+}
+
 /* A failure just held is checked again at once beside a witness of its type, in one call: the
  * witness's pass there confirms it at its second check, the two side by side and long before
  * the witness's own turn in the round (a witness's check, then a confirming one, took two
@@ -887,8 +899,8 @@ static void test_failure_rechecked_beside_witness(void **state)
     struct dhaf_probe *p = two_far_apart(&cfg, dir, sizeof(dir), names);
     const struct dhaf_probe_result *r;
     size_t n;
-    snprintf(calls, sizeof(calls), "%s/calls-ep-%s", dir, names[0]);
-    snprintf(down, sizeof(down), "%s/down-ep-%s", dir, names[0]);
+    far_file(calls, sizeof(calls), dir, "calls", names[0]);
+    far_file(down, sizeof(down), dir, "down", names[0]);
     assert_int_equal(count_lines(calls), 1);
     touch(down); /* the first entry point fails from now on */
     struct recheck_seen s = {.t0 = dhaf_mono_ms(), .calls = calls};
@@ -901,7 +913,7 @@ static void test_failure_rechecked_beside_witness(void **state)
     assert_int_equal(s.confirmed_at, 1 + 2);  /* the re-check beside the witness confirmed it */
     long long a_start, a_end, b_start, b_end; /* its re-check and the witness's check: at once */
     nth_run(calls, 2, &a_start, &a_end);
-    snprintf(down, sizeof(down), "%s/calls-ep-%s", dir, names[1]);
+    far_file(down, sizeof(down), dir, "calls", names[1]);
     nth_run(down, 1, &b_start, &b_end);
     print_message("re-check 0..%lld ms, witness %lld..%lld ms\n", (a_end - a_start) / 1000000,
                   (b_start - a_start) / 1000000, (b_end - a_start) / 1000000);
@@ -910,9 +922,7 @@ static void test_failure_rechecked_beside_witness(void **state)
     assert_false(r[0].healthy);
     assert_false(r[0].held);
     assert_true(r[1].healthy);
-    dhaf_probe_free(p);
-    dhaf_config_release(&cfg);
-    test_rmrf(dir);
+    far_end(p, &cfg, dir);
 }
 
 /* Another voter's suspicion (dhaf_probe_suspect) checks the entry point at once between rounds
@@ -926,9 +936,9 @@ static void test_suspect_checked_at_once(void **state)
     char names[2][8], dir[64], calls[160], other[160], down[160], ep[16];
     struct dhaf_config cfg;
     struct dhaf_probe *p = two_far_apart(&cfg, dir, sizeof(dir), names);
-    snprintf(calls, sizeof(calls), "%s/calls-ep-%s", dir, names[0]);
-    snprintf(other, sizeof(other), "%s/calls-ep-%s", dir, names[1]);
-    snprintf(down, sizeof(down), "%s/down-ep-%s", dir, names[0]);
+    far_file(calls, sizeof(calls), dir, "calls", names[0]);
+    far_file(other, sizeof(other), dir, "calls", names[1]);
+    far_file(down, sizeof(down), dir, "down", names[0]);
     touch(down);
     snprintf(ep, sizeof(ep), "ep-%s", names[0]);
     assert_false(dhaf_probe_suspect(p, names[0], "ep-nope"));
@@ -966,9 +976,7 @@ static void test_suspect_checked_at_once(void **state)
     dhaf_probe_round(p, 0, NULL, NULL, NULL, &r, &n);
     assert_false(r[0].healthy); /* it stays down */
     assert_true(r[1].healthy);
-    dhaf_probe_free(p);
-    dhaf_config_release(&cfg);
-    test_rmrf(dir);
+    far_end(p, &cfg, dir);
 }
 
 struct slow_seen {
@@ -997,8 +1005,8 @@ static void test_slow_check_suspected(void **state)
     const struct dhaf_probe_result *r;
     size_t n;
     dhaf_probe_round(p, 0, NULL, NULL, NULL, &r, &n); /* a second pass: its usual time known */
-    snprintf(calls, sizeof(calls), "%s/calls-ep-%s", dir, names[0]);
-    snprintf(hang, sizeof(hang), "%s/hang-ep-%s", dir, names[0]);
+    far_file(calls, sizeof(calls), dir, "calls", names[0]);
+    far_file(hang, sizeof(hang), dir, "hang", names[0]);
     touch(hang);
     struct slow_seen s = {.t0 = dhaf_mono_ms()};
     dhaf_probe_round(p, 0, NULL, on_slow, &s, &r, &n);
@@ -1010,9 +1018,7 @@ static void test_slow_check_suspected(void **state)
     assert_true(took >= 2000);
     assert_true(r[0].healthy && r[1].healthy);   /* slow, not failing: nothing changed */
     assert_int_equal(count_lines(calls), 2 + 1); /* its scheduled check only */
-    dhaf_probe_free(p);
-    dhaf_config_release(&cfg);
-    test_rmrf(dir);
+    far_end(p, &cfg, dir);
 }
 
 static void on_witness(void *ud, const struct dhaf_probe_result *all, size_t n)
@@ -1031,8 +1037,8 @@ static void test_burst_witness_failure_held(void **state)
     char names[2][8], dir[64], other[160], down[160], ep[16];
     struct dhaf_config cfg;
     struct dhaf_probe *p = two_far_apart(&cfg, dir, sizeof(dir), names);
-    snprintf(other, sizeof(other), "%s/calls-ep-%s", dir, names[1]);
-    snprintf(down, sizeof(down), "%s/down-ep-%s", dir, names[1]);
+    far_file(other, sizeof(other), dir, "calls", names[1]);
+    far_file(down, sizeof(down), dir, "down", names[1]);
     touch(down); /* the witness-to-be fails from now on */
     int before = count_lines(other);
     snprintf(ep, sizeof(ep), "ep-%s", names[0]);
@@ -1048,9 +1054,7 @@ static void test_burst_witness_failure_held(void **state)
     assert_true(count_lines(other) - before >= 2);
     assert_false(r[1].healthy); /* confirmed by the checks that followed */
     assert_true(r[0].healthy);
-    dhaf_probe_free(p);
-    dhaf_config_release(&cfg);
-    test_rmrf(dir);
+    far_end(p, &cfg, dir);
 }
 
 /* A burst check that times out is weak evidence when the entry point usually takes at least
@@ -1069,8 +1073,8 @@ static void test_burst_timeout_weak_when_usually_slow(void **state)
         const struct dhaf_probe_result *r;
         size_t n;
         dhaf_probe_round(p, 0, NULL, NULL, NULL, &r, &n); /* a second pass: its usual time */
-        snprintf(calls, sizeof(calls), "%s/calls-ep-%s", dir, names[0]);
-        snprintf(hang, sizeof(hang), "%s/hang-ep-%s", dir, names[0]);
+        far_file(calls, sizeof(calls), dir, "calls", names[0]);
+        far_file(hang, sizeof(hang), dir, "hang", names[0]);
         touch(hang);
         snprintf(ep, sizeof(ep), "ep-%s", names[0]);
         assert_true(dhaf_probe_suspect(p, names[0], ep));
@@ -1087,9 +1091,7 @@ static void test_burst_timeout_weak_when_usually_slow(void **state)
             assert_true(s.confirmed_ms >= 900 && s.confirmed_ms < 1800);
         }
         assert_int_equal(s.suspects, 0); /* a burst check never flags suspect again */
-        dhaf_probe_free(p);
-        dhaf_config_release(&cfg);
-        test_rmrf(dir);
+        far_end(p, &cfg, dir);
     }
 }
 
@@ -1137,9 +1139,7 @@ static void test_many_slow_checks_not_suspected(void **state)
     assert_int_equal(flagged, 0);
     for (size_t k = 0; k < n; k++)
         assert_true(r[k].healthy);
-    dhaf_probe_free(p);
-    dhaf_config_release(&cfg);
-    test_rmrf(dir);
+    far_end(p, &cfg, dir);
 }
 
 /* A plugin's check() is called from one thread at a time, even when its calls of different
