@@ -3,11 +3,11 @@
 """A local fake of the Cloudflare API v4 for tests (provider-apis.md section 1).
 
 Usage:
-    cloudflare.py --port P --token T --zone foo.com [--zone-status active] [--zone-paused]
+    cloudflare.py [--host ADDR] --port P --token T --zone foo.com [--zone-status active] [--zone-paused]
                   [--record name:type:content[:proxied]]... [--max-per-page N] [--log FILE]
                   [--watch-stdin]
 
-Plain HTTP on 127.0.0.1. Prints "LISTENING <port>" (flushed) once it accepts connections;
+Plain HTTP on 127.0.0.1 (or --host ADDR). Prints "LISTENING <port>" (flushed) once it accepts connections;
 --port 0 picks a free port. Threaded, quiet, exits on SIGTERM or SIGINT; with --watch-stdin
 also when its stdin reaches EOF, so a crashed test cannot leave it behind.
 
@@ -706,7 +706,7 @@ def parse_record(spec, zone):
 
 
 def main():
-    ap = fakelib.arg_parser("Fake Cloudflare API v4 for dhaf tests.")
+    ap = fakelib.arg_parser("Fake Cloudflare API v4 for dhaf tests.", host=True)
     ap.add_argument("--token", required=True)
     ap.add_argument("--zone", required=True)
     ap.add_argument("--zone-status", default="active")
