@@ -9,7 +9,11 @@ CTEST_ARGS ?= --output-on-failure
 
 SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
-.PHONY: all deps build check asan format lint docs bench demo clean help fuzz
+ROUNDS    ?= 10
+SOAK      ?= 0
+SEED      ?=
+
+.PHONY: all deps build check asan format lint docs bench demo clean help fuzz chaos
 
 all: build
 
@@ -23,6 +27,7 @@ help:
 	@echo "make lint    clang-format check + cppcheck"
 	@echo "make bench   run the benchmarks (figures only; bench/README.md)"
 	@echo "make fuzz    build the libFuzzer targets (clang) in $(FUZZ_DIR)/, run each FUZZ_SECONDS (fuzz/README.md)"
+	@echo "make chaos   3 etcd members, 3 nodes, 2 probers under random faults, invariants checked (ROUNDS=10, SEED=, SOAK=seconds; root)"
 	@echo "make docs    regenerate the generated parts of docs/ (config reference)"
 	@echo "make demo    etcd, 3 nodes, a prober and a timed failover story on loopback (Ctrl-C stops)"
 
@@ -61,6 +66,12 @@ fuzz: deps
 	  -DDHAF_FUZZ=ON -DDHAF_TESTS=OFF -DDHAF_BENCH=OFF >/dev/null
 	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_all
 	@bash fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS)
+
+# The fault campaign (tests/chaos/chaos.py, docs/chaos.md): network namespaces, so root.
+# ROUNDS rounds of random faults from SEED (printed; random when empty), or SOAK seconds.
+chaos: deps build
+	@/usr/bin/python3 tests/chaos/chaos.py $(BUILD)/bin --rounds $(ROUNDS) \
+	  $(if $(SEED),--seed $(SEED)) $(if $(filter-out 0,$(SOAK)),--soak $(SOAK) --out chaos-soak)
 
 docs: build
 	@bash scripts/gen-config-doc.sh $(BUILD)/bin/dhaf-node

@@ -19,6 +19,8 @@ PKGS_TEST=(
   clang-format cppcheck curl openssl
   # make fuzz: clang and its libFuzzer runtime (libclang_rt.fuzzer-x86_64.a)
   clang libclang-rt-14-dev
+  # make chaos: network namespaces (iproute2), partitions (nftables), the soak's plot
+  iproute2 nftables gnuplot-nox
 )
 
 missing=()
