@@ -161,23 +161,25 @@ class Proc:
             self.ready(self)
 
     def kill(self):
-        self.down = True
-        if self.proc and self.proc.poll() is None:
-            if self.stopped:
-                os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait()
-        self.stopped = False
+        """kill -9 (on purpose: not a crash)."""
+        self._end(graceful=False)
 
     def terminate(self):
+        """SIGTERM, then SIGKILL after 10 s (on purpose: not a crash)."""
+        self._end(graceful=True)
+
+    def _end(self, graceful):
         self.down = True
         if self.proc and self.proc.poll() is None:
             if self.stopped:
                 os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
+            if graceful:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    pass
+            if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
         self.stopped = False
@@ -883,8 +885,9 @@ probers:
                f"{settle:.1f}" if settle is not None else "-",
                f"{calm * 1000:.0f}" if calm is not None else "-", v)
         self.rows.append(row)
-        print(f"{row[0]:5d}  {row[1]:34.34s}  {row[2]:24.24s}  {row[3]:4d}  {row[4]:>6s}  "
-              f"{row[5]:>7s}  {row[6]:3d}", flush=True)
+        start = time.strftime("%H:%M:%S", time.gmtime(base))  # UTC, as the nodes' logs
+        print(f"{row[0]:5d}  {start:8s}  {row[1]:34.34s}  {row[2]:24.24s}  {row[3]:4d}  "
+              f"{row[4]:>6s}  {row[5]:>7s}  {row[6]:3d}", flush=True)
         for v in self.violations[self.shown:]:
             print(f"       ! {v}", flush=True)
         self.shown = len(self.violations)
@@ -1108,7 +1111,8 @@ def report(run, started, n_events, copies):
     print(f"switch decisions: {sum(kinds.values())} "
           f"({', '.join(f'{k} {v}' for k, v in sorted(kinds.items())) or 'none'})")
     took, t = sorted(run.owed_took), run.tally
-    print(f"backend outages: {len(run.outages)} (+ {len(run.calm)} calm); of the entry point in "
+    print(f"backend outages: {len(run.outages) - len(run.calm)} (+ {len(run.calm)} calm); of "
+          f"the entry point in "
           f"use: {t['current']}: {t['unseen']} not seen by a quorum, {t['nowhere']} with nowhere "
           f"to go, {t['ended']} ended within {BOUND_S:.0f} s unswitched, {len(took)} switched" +
           (f" after {took[0]:.1f} .. {took[-1]:.1f} s (median {took[len(took) // 2]:.1f} s)"
@@ -1215,7 +1219,7 @@ def main():
     rc = 1
     try:
         run.setup()
-        print(f"{'round':>5s}  {'faults':34s}  {'backends down':24s}  {'sw':>4s}  "
+        print(f"{'round':>5s}  {'start':8s}  {'faults':34s}  {'backends down':24s}  {'sw':>4s}  "
               f"{'settle':>6s}  {'calm ms':>7s}  {'viol':>3s}", flush=True)
         i = 0
         while True:
