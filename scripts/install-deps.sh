@@ -15,7 +15,7 @@ PKGS_BUILD=(
 # Tests, the demo and code hygiene.
 PKGS_TEST=(
   libcmocka-dev etcd-server etcd-client
-  python3 python3-grpcio python3-protobuf python3-aiosmtpd
+  python3 python3-grpcio python3-protobuf python3-aiosmtpd python3-yaml
   clang-format cppcheck curl openssl
   # make fuzz: clang and its libFuzzer runtime (libclang_rt.fuzzer-x86_64.a)
   clang libclang-rt-14-dev
