@@ -75,6 +75,7 @@ no nft, no etcd).
 import argparse
 import base64
 import bisect
+import datetime
 import json
 import os
 import random
@@ -332,6 +333,7 @@ class Checker:
         self.kv = {}
         self.vote_at = {}  # voter -> (time of its last change, previous parsed vote or None)
         self.decisions = []  # (time, service, kind, from, to)
+        self.decided_at = []  # each decision's switching.at (the leader's clock, ms)
         self.current = {s: [] for s in SERVICES}  # [(time, current, switching_to)]
         self.events = {}  # seq -> kind
         self.violations = []
@@ -366,6 +368,7 @@ class Checker:
             self.current[svc].append((t, j.get("current"), sw.get("to")))
         if sw and (sw.get("to"), sw.get("from")) != (osw.get("to"), osw.get("from")):
             self.decide(t, svc, sw.get("kind", "?"), sw.get("from") or "", sw.get("to"))
+            self.decided_at.append(sw.get("at"))  # the leader's own time of it (ms), shown
 
     def opinions(self, t, svc, ep):
         """(surely unhealthy, surely healthy, at most fresh voters with a result, at most fresh
@@ -963,7 +966,32 @@ probers:
                 self.violations.append(f"(a) {ch.get('method')} {ch.get('name')} -> "
                                        f"{ch.get('content')} from {who} after epoch {high}")
             high = max(high, ep)
+            self.check_decided(ch, who)
         self._epoch_seen = (len(lines), high)
+
+    def check_decided(self, ch, who):
+        """(a), second half: a provider write goes where etcd's history says - the entry
+        point of the service's latest switch decision before it, or its recorded current (a
+        drift set back). A leader that calls the provider without its fenced write breaks it."""
+        svc = next((s for s in SERVICES if ch.get("name") == f"{s}.site.test"), None)
+        if svc is None or not (200 <= int(ch.get("status") or 0) < 300):
+            return
+        ep = next((e for e, ip in SERVICES[svc]["eps"].items() if ip == ch.get("content")), "?")
+        try:
+            t = datetime.datetime.strptime(ch["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                tzinfo=datetime.timezone.utc).timestamp()
+        except (KeyError, ValueError):
+            return
+        # a decision to ep in the minute before (its switch may be retried), seen at most 2 s
+        # late; or ep current or being switched to around t (a drift set back, a retry)
+        if any(d[1] == svc and d[4] == ep and t - 60 <= d[0] <= t + 2
+               for d in self.checker.decisions):
+            return
+        around = self.checker.current_at(svc, t) + self.checker.current_at(svc, t + 2)
+        if ep not in around:
+            self.violations.append(f"(a) {svc}: a provider write to {ep} by {who} at "
+                                   f"{ch['time']} that no decision made (current then: "
+                                   f"{around[0]}, switching to {around[1]})")
 
     def hit_voters(self, t0, t1):
         """(voters hit by a fault at some time in [t0, t1], whether etcd may have refused
@@ -1233,6 +1261,10 @@ def main():
                 break
         n_events, copies = run.check_events()
         run.check(i)
+        with open(run.path("decisions.jsonl"), "w") as f:  # for whoever reads a failure
+            for d, at in zip(run.checker.decisions, run.checker.decided_at):
+                f.write(json.dumps({"seen": d[0], "at_ms": at, "service": d[1], "kind": d[2],
+                                    "from": d[3], "to": d[4]}) + "\n")
         report(run, started, n_events, copies)
         if args.soak and run.samples:
             plot(run, args.out or workdir)

@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: MIT
 """The chaos checker's own test: made-up histories that break (a)-(d) must be reported, and
 the ones that keep them must not. Pure Python: no root, no processes."""
+import datetime
 import json
 import os
 import sys
@@ -103,6 +104,41 @@ def main():
                                     "headers": {"X-Dhaf-Leader": who}}) + "\n")
         run.check_epochs()
         ok &= expect("a write of epoch 5 after epoch 9", run.violations, ["(a)"])
+
+        # (a): provider writes where a decision (or the recorded current) says, or not.
+        run = chaos.Run("/nonexistent", 1, d, 0)
+        run.cf_log = os.path.join(d, "cf2.jsonl")
+        t = 1_800_000_000.0
+        run.checker.decisions = [(t, "web", "failover", "ep-1", "ep-2")]
+        run.checker.current["web"] = [(t - 60, "ep-1", None), (t, "ep-1", "ep-2")]
+        with open(run.cf_log, "w") as f:
+            for dt, ip in ((0.1, "198.18.0.52"), (0.2, "198.18.0.53")):
+                stamp = datetime.datetime.fromtimestamp(t + dt, datetime.timezone.utc)
+                f.write(json.dumps({"method": "PATCH", "name": "web.site.test", "status": 200,
+                                    "content": ip, "time": stamp.strftime(
+                                        "%Y-%m-%dT%H:%M:%S.%fZ"),
+                                    "headers": {"X-Dhaf-Leader": "node-1 epoch 5"}}) + "\n")
+        run.check_epochs()
+        ok &= expect("a write to ep-2 as decided, then one to ep-3 nobody decided",
+                     run.violations, ["(a)"])
+        # the write of a switch back, then a failover decided 1 s later (within the 2 s the
+        # recorders may lag): the write was decided all the same
+        run = chaos.Run("/nonexistent", 1, d, 0)
+        run.cf_log = os.path.join(d, "cf3.jsonl")
+        run.checker.decisions = [(t, "web", "switching", "ep-2", "ep-1"),
+                                 (t + 1, "web", "failover", "ep-1", "ep-2")]
+        run.checker.current["web"] = [(t - 60, "ep-2", None), (t, "ep-2", "ep-1"),
+                                      (t + 0.1, "ep-1", None), (t + 1, "ep-1", "ep-2"),
+                                      (t + 1.1, "ep-2", None)]
+        with open(run.cf_log, "w") as f:
+            stamp = datetime.datetime.fromtimestamp(t + 0.02, datetime.timezone.utc)
+            f.write(json.dumps({"method": "PATCH", "name": "web.site.test", "status": 200,
+                                "content": "198.18.0.51",
+                                "time": stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                                "headers": {"X-Dhaf-Leader": "node-1 epoch 5"}}) + "\n")
+        run.check_epochs()
+        ok &= expect("a switch back's write with the next decision 1 s later", run.violations,
+                     [])
 
         # (c): the entry point in use down for 10 s, no switch; then the same, seen by too
         # few voters; then one that was switched away from.
