@@ -701,6 +701,36 @@ static size_t events_of(const struct dhaf_service *svc, const struct decide_stat
     return n;
 }
 
+/* Whether the view holds every vote etcd holds now. A switch is decided on the view's votes;
+ * a view behind etcd (its watch stalled on a member cut off from the others, until the view's
+ * own check reloads it) would switch on votes that have changed since - found by the fault
+ * campaign: a switch back to an entry point four of five voters already saw down. So before
+ * each switch, one read of the newest vote's revision: when the view has not reached it, the
+ * switch waits, and the watch (or the reload) brings the votes and a new decision. A vote
+ * deleted (its lease expired) is not seen this way; it makes a voter stale, and the view
+ * learns it from the same watch. */
+static bool votes_seen(struct decider *d, const struct dhaf_service *svc)
+{
+    char prefix[256];
+    cluster_key(d->c, prefix, sizeof(prefix), "votes/");
+    const struct store *s = cluster_store(d->c);
+    int64_t newest = 0;
+    struct dhaf_err err;
+    if (s->ops->latest_mod(s->ud, prefix, &newest, &err) != 0) {
+        log_err("switch-deferred", svc->name, &err);
+        return false;
+    }
+    struct view_sync vs = view_sync(cluster_view(d->c));
+    if (newest <= vs.revision)
+        return true;
+    DHAF_LOG_LIMITED("switch-deferred", DHAF_LOG_WARN,
+                     "event=switch-deferred service=%s reason=\"the view has not seen the newest "
+                     "votes (a vote at etcd revision %lld, the view at %lld): decided again when "
+                     "it has\"",
+                     svc->name, (long long)newest, (long long)vs.revision);
+    return false;
+}
+
 /* Carries out out->action for r: fenced mark (`switching`), the switcher's call under the
  * lease, a read-back of the provider, fenced commit. Whatever leaves the outcome unsure keeps
  * `switching` and makes the service wait for a successful read of the provider. */
@@ -710,6 +740,8 @@ static void do_switch(struct decider *d, struct svc_run *r, const struct dhaf_se
 {
     struct dhaf_err err;
     const char *kind = action_name(out->action);
+    if (!votes_seen(d, svc))
+        return;
     struct state_change ch = {.st = &out->next,
                               .purge = out->purge_request,
                               .request_rev = req_rev,

@@ -228,6 +228,33 @@ static void test_state_and_events_together(void **state)
     assert_int_equal(switch_calls(w), calls + 1);
 }
 
+/* The view behind etcd: it still has the votes that called the primary down, etcd already
+ * has newer ones that call it up (a watch stalled on a member cut off from the others). No
+ * switch on the stale view; once the view has the votes, none is needed. */
+static void test_no_switch_on_a_stale_view(void **state)
+{
+    struct world *w = *state;
+    vote(w, "hh", "hh", "hh", "hh");
+    leader_decider_round(w->d);
+    int calls = switch_calls(w);
+    vote(w, "uh", "uh", "uh", "hh"); /* the view has these */
+    for (int i = 0; i < 4; i++) {    /* etcd has these too; the view not yet */
+        char name[8];
+        snprintf(name, sizeof(name), "v%d", i);
+        fx_put_vote(w->ms, name, "hh");
+    }
+    leader_decider_round(w->d);
+    assert_int_equal(switch_calls(w), calls);
+    assert_int_equal(fx_count_events(w->ms, "failover"), 0);
+    char cur[64];
+    current_in_state(w, cur, sizeof(cur));
+    assert_string_equal(cur, "primary");
+    view_step(w->a.view, 0); /* the votes arrive: nothing to do */
+    leader_decider_round(w->d);
+    assert_int_equal(switch_calls(w), calls);
+    assert_int_equal(fx_count_events(w->ms, "failover"), 0);
+}
+
 static void test_lost_answer_is_read_again(void **state)
 {
     struct world *w = *state;
@@ -707,6 +734,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_flapping_entry_point_held_down, setup, teardown),
         cmocka_unit_test_setup_teardown(test_provider_drift_set_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_provider_drift_paused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_switch_on_a_stale_view, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failing_switch_backs_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_switch_backoff_capped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_suspicion_limits, setup, teardown),
