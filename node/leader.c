@@ -720,7 +720,10 @@ static bool votes_seen(struct decider *d, const struct dhaf_service *svc)
         log_err("switch-deferred", svc->name, &err);
         return false;
     }
-    struct view_sync vs = view_sync(cluster_view(d->c));
+    struct view *v = cluster_view(d->c);
+    view_rdlock(v);
+    struct view_sync vs = view_sync(v);
+    view_unlock(v);
     if (newest <= vs.revision)
         return true;
     DHAF_LOG_LIMITED("switch-deferred", DHAF_LOG_WARN,
