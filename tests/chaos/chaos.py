@@ -91,6 +91,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import netlab  # noqa: E402
 
+sys.path.insert(0, os.path.join(HERE, "..", "system"))
+from dhafsys import wait_until  # noqa: E402
+
 FAKES = os.path.join(HERE, "..", "fakes")
 ETCD = os.environ.get("DHAF_TEST_ETCD", "/usr/bin/etcd")
 ETCDCTL = os.environ.get("DHAF_TEST_ETCDCTL", "/usr/bin/etcdctl")
@@ -441,6 +444,7 @@ class Run:
         self.faults = []  # {"what", "t0", "t1", "voters", "blind"}
         self.violations = []
         self.shown = 0  # violations printed so far
+        self.cf_log, self.cf_at, self.epoch_high = None, 0, 0  # (a): the fake's log, read so far
         self.recorders = []
         self.rev_done = 0  # the checker has every change up to this revision
         self.checker = Checker()
@@ -451,16 +455,15 @@ class Run:
         self.tally = {"current": 0, "unseen": 0, "nowhere": 0, "ended": 0}
         self.owed_took = []
         self.nospace = [0, 0]  # nospace faults, of which etcd raised the alarm
-        self.rows = []
         self.samples = []  # soak: (t, {name: (rss, fds)}, db_size)
 
     # -------------------------------------------------------------- set-up
     def endpoints(self):
         return ",".join(f"http://{self.lab.addr(m)}:2379" for m in MEMBERS)
 
-    def etcdctl_args(self, timeout=True):
-        a = self.lab.exec_args("ctl") + [ETCDCTL, f"--endpoints={self.endpoints()}"]
-        return a + (["--command-timeout=3s", "--dial-timeout=2s"] if timeout else [])
+    def etcdctl_args(self):
+        return self.lab.exec_args("ctl") + [ETCDCTL, f"--endpoints={self.endpoints()}",
+                                            "--command-timeout=3s", "--dial-timeout=2s"]
 
     def ctl(self, *args, input=None, timeout=15):
         env = dict(os.environ, ETCDCTL_API="3")
@@ -596,18 +599,13 @@ probers:
         p.logfile = self.path(f"smtp-{self.sink_n}.log")
         p.start()
 
-    def wait(self, what, fn, timeout):
-        deadline = now() + timeout
-        last = None
-        while now() < deadline:
-            try:
-                last = fn()
-            except Exception as e:  # a probe may fail while things start or break
-                last = e
-            if last and not isinstance(last, Exception):
-                return last
-            time.sleep(0.1)
-        raise TimeoutError(f"{what} (last: {last!r})")
+    @staticmethod
+    def wait(what, fn, timeout):
+        """dhafsys.wait_until (polled every 0.1 s), raising TimeoutError."""
+        try:
+            return wait_until(what, fn, timeout, 0.1)
+        except AssertionError as e:
+            raise TimeoutError(str(e)) from None
 
     # -------------------------------------------------------------- observation
     def fake(self, path, body=None):
@@ -887,7 +885,6 @@ probers:
         row = (i, " + ".join(labels), " ".join(flips) or "-", n_sw,
                f"{settle:.1f}" if settle is not None else "-",
                f"{calm * 1000:.0f}" if calm is not None else "-", v)
-        self.rows.append(row)
         start = time.strftime("%H:%M:%S", time.gmtime(base))  # UTC, as the nodes' logs
         print(f"{row[0]:5d}  {start:8s}  {row[1]:34.34s}  {row[2]:24.24s}  {row[3]:4d}  "
               f"{row[4]:>6s}  {row[5]:>7s}  {row[6]:3d}", flush=True)
@@ -944,14 +941,17 @@ probers:
         self.check_procs(i)
 
     def check_epochs(self):
-        seen = getattr(self, "_epoch_seen", (0, 0))  # (lines read, highest epoch)
+        """(a) over the provider writes logged since the last call (read from cf_at on)."""
         try:
             with open(self.cf_log) as f:
-                lines = f.read().splitlines()
+                f.seek(self.cf_at)
+                text = f.read()
         except OSError:
             return
-        n, high = seen
-        for line in lines[n:]:
+        done = text.rfind("\n") + 1  # a line still being written waits for the next call
+        self.cf_at += done
+        high = self.epoch_high
+        for line in text[:done].splitlines():
             try:
                 ch = json.loads(line)
             except ValueError:
@@ -967,7 +967,7 @@ probers:
                                        f"{ch.get('content')} from {who} after epoch {high}")
             high = max(high, ep)
             self.check_decided(ch, who)
-        self._epoch_seen = (len(lines), high)
+        self.epoch_high = high
 
     def check_decided(self, ch, who):
         """(a), second half: a provider write goes where etcd's history says - the entry
