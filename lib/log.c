@@ -2,6 +2,7 @@
 /* Logging to stderr: key=value text lines or JSON objects, one write(2) per line; the
  * rate limiter of repeated failures. */
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -46,10 +47,13 @@ int dhaf_log_format_parse(const char *s, enum dhaf_log_format *out)
     return 0;
 }
 
-/* Appends s to buf as a JSON string body (without quotes), escaping as needed. */
-static size_t json_escape(char *buf, size_t cap, size_t at, const char *s, size_t n)
+/* Appends s to buf as a JSON string body (without quotes), escaping as needed. unquote: s is
+ * the inside of a quoted log value, whose \" and \\ (dhaf_log_quote) stand for " and \. */
+static size_t json_escape(char *buf, size_t cap, size_t at, const char *s, size_t n, bool unquote)
 {
     for (size_t i = 0; i < n && at + 7 < cap; i++) {
+        if (unquote && s[i] == '\\' && i + 1 < n && (s[i + 1] == '"' || s[i + 1] == '\\'))
+            i++;
         unsigned char c = (unsigned char)s[i];
         if (c == '"' || c == '\\') {
             buf[at++] = '\\';
@@ -63,8 +67,55 @@ static size_t json_escape(char *buf, size_t cap, size_t at, const char *s, size_
     return at;
 }
 
-/* Converts `k=v k2="v 2"` into JSON members appended to buf. Text that is not a pair goes
- * into "msg". */
+/* Whether v (unquoted in the text line) is written bare in JSON: a number in JSON's grammar
+ * without an exponent (`-12`, `0.25`; not `007`, `1.`, `0x1f`, `1e5`, `127.0.0.1`), or true or
+ * false. Everything else, and every quoted value, is a string. */
+static bool json_bare(const char *v, size_t n)
+{
+    if ((n == 4 && !memcmp(v, "true", 4)) || (n == 5 && !memcmp(v, "false", 5)))
+        return true;
+    size_t i = 0;
+    if (i < n && v[i] == '-')
+        i++;
+    if (i == n || v[i] < '0' || v[i] > '9')
+        return false;
+    if (v[i] == '0' && i + 1 < n && v[i + 1] >= '0' && v[i + 1] <= '9')
+        return false; /* a leading zero: an identifier, not a number */
+    while (i < n && v[i] >= '0' && v[i] <= '9')
+        i++;
+    if (i < n && v[i] == '.') {
+        size_t frac = ++i;
+        while (i < n && v[i] >= '0' && v[i] <= '9')
+            i++;
+        if (i == frac)
+            return false;
+    }
+    return i == n && n <= 24;
+}
+
+/* Keys whose values are names or identifiers: strings in JSON whatever they look like, so a
+ * field keeps one type (a hex lease or hash of digits only, an entry point named "2"). So is
+ * every key ending in "_id". */
+static const char *const string_keys[] = {
+    "cluster", "commit",  "current", "domain",  "ep",    "from", "generation", "git_commit",
+    "hash",    "key",     "lease",   "member",  "name",  "node", "pending",    "plan_generation",
+    "prober",  "service", "to",      "version", "voter", "zone", "id",
+};
+
+static bool string_key(const char *k, size_t n)
+{
+    if (n >= 3 && !memcmp(k + n - 3, "_id", 3))
+        return true;
+    for (size_t i = 0; i < sizeof(string_keys) / sizeof(string_keys[0]); i++)
+        if (strlen(string_keys[i]) == n && !memcmp(string_keys[i], k, n))
+            return true;
+    return false;
+}
+
+/* Converts `k=v k2="v 2"` into JSON members appended to buf: a quoted value is a string, an
+ * unquoted one a number or boolean when it is one (json_bare) and its key is not a name's
+ * (string_key), else a string. Text that is
+ * not a pair goes into "msg". */
 static size_t pairs_to_json(char *buf, size_t cap, size_t at, const char *s)
 {
     const char *p = s;
@@ -78,7 +129,7 @@ static size_t pairs_to_json(char *buf, size_t cap, size_t at, const char *s)
             p++;
         if (*p != '=') { /* not a pair: the rest is a message */
             at += (size_t)snprintf(buf + at, cap - at, ",\"msg\":\"");
-            at = json_escape(buf, cap, at, k, strlen(k));
+            at = json_escape(buf, cap, at, k, strlen(k), false);
             at += (size_t)snprintf(buf + at, cap - at, "\"");
             break;
         }
@@ -86,7 +137,8 @@ static size_t pairs_to_json(char *buf, size_t cap, size_t at, const char *s)
         p++;
         const char *v;
         size_t vlen;
-        if (*p == '"') {
+        bool quoted = *p == '"';
+        if (quoted) {
             v = ++p;
             while (*p && !(*p == '"' && p[-1] != '\\'))
                 p++;
@@ -100,9 +152,13 @@ static size_t pairs_to_json(char *buf, size_t cap, size_t at, const char *s)
             vlen = (size_t)(p - v);
         }
         at += (size_t)snprintf(buf + at, cap - at, ",\"");
-        at = json_escape(buf, cap, at, k, klen);
+        at = json_escape(buf, cap, at, k, klen, false);
+        if (!quoted && json_bare(v, vlen) && !string_key(k, klen) && at + vlen + 16 < cap) {
+            at += (size_t)snprintf(buf + at, cap - at, "\":%.*s", (int)vlen, v);
+            continue;
+        }
         at += (size_t)snprintf(buf + at, cap - at, "\":\"");
-        at = json_escape(buf, cap, at, v, vlen);
+        at = json_escape(buf, cap, at, v, vlen, quoted);
         at += (size_t)snprintf(buf + at, cap - at, "\"");
     }
     return at;

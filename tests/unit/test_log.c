@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* lib/log's rate limiter in virtual time: one line per key per 10 s with the count held back,
+/* lib/log: the rate limiter in virtual time: one line per key per 10 s with the count held back,
  * keys independent, nothing evaluated or counted below the level threshold, and the lines
- * DHAF_LOG_LIMITED really writes (stderr captured in a file). */
+ * DHAF_LOG_LIMITED really writes (stderr captured in a file); the JSON line's value types. */
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "dhaf/log.h"
 #include "vclock.h"
@@ -151,12 +152,71 @@ static void test_macro_writes_the_lines(void **state)
     free(out);
 }
 
+static void json_line(void)
+{
+    char q[64];
+    dhaf_log_setup(DHAF_LOG_INFO, DHAF_LOG_JSON);
+    DHAF_LOG(DHAF_LOG_INFO,
+             "event=web-check port=8129 ms=0.25 delta=-3 rev=0 healthy=true stale=false "
+             "ip=127.0.0.1 id=007 pct=1. hex=0x1f exp=1e5 version=0.1.0 name=\"42\" flag=\"true\" "
+             "reason=\"%s\" word=True lease=7587 ep=2 zone_id=12",
+             dhaf_log_quote(q, sizeof(q), "said \"no\" 7"));
+    dhaf_log_setup(DHAF_LOG_INFO, DHAF_LOG_TEXT);
+    DHAF_LOG(DHAF_LOG_INFO, "event=web-check port=8129 healthy=true name=\"42\"");
+}
+
+/* JSON logs: numbers and booleans bare, everything else (and everything quoted, and the values
+ * of names and identifiers) a string, a quoted value's escapes undone; the text line unchanged. */
+static void test_json_types(void **state)
+{
+    (void)state;
+    char *out = capture(json_line);
+    char *nl = strchr(out, '\n');
+    assert_non_null(nl);
+    *nl = '\0';
+    json_error_t jerr;
+    json_t *j = json_loads(out, 0, &jerr);
+    if (!j)
+        fail_msg("not JSON: %s: %s", jerr.text, out);
+    assert_string_equal(json_string_value(json_object_get(j, "level")), "info");
+    assert_string_equal(json_string_value(json_object_get(j, "event")), "web-check");
+    assert_true(json_is_integer(json_object_get(j, "port")));
+    assert_int_equal(json_integer_value(json_object_get(j, "port")), 8129);
+    assert_true(json_is_real(json_object_get(j, "ms")));
+    assert_true(json_real_value(json_object_get(j, "ms")) == 0.25);
+    assert_int_equal(json_integer_value(json_object_get(j, "delta")), -3);
+    assert_true(json_is_integer(json_object_get(j, "rev")));
+    assert_true(json_is_true(json_object_get(j, "healthy")));
+    assert_true(json_is_false(json_object_get(j, "stale")));
+    static const char *const strings[][2] = {
+        {"ip", "127.0.0.1"},  {"id", "007"},
+        {"pct", "1."},        {"hex", "0x1f"},
+        {"exp", "1e5"},       {"name", "42"},
+        {"version", "0.1.0"}, {"flag", "true"},
+        {"word", "True"},     {"reason", "said \"no\" 7"},
+        {"lease", "7587"},    {"ep", "2"},
+        {"zone_id", "12"},
+    };
+    for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
+        json_t *v = json_object_get(j, strings[i][0]);
+        if (!json_is_string(v))
+            fail_msg("%s is not a string in %s", strings[i][0], out);
+        assert_string_equal(json_string_value(v), strings[i][1]);
+    }
+    json_decref(j);
+    /* the text format is as before: values as written */
+    assert_string_equal(strstr(nl + 1, "event="), "event=web-check port=8129 healthy=true "
+                                                  "name=\"42\"\n");
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_one_line_per_window, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keys_are_independent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_macro_writes_the_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_json_types, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
