@@ -717,7 +717,7 @@ void dhaf_rpc_stream_close(struct dhaf_rpc_stream *s)
 #define IDLE_WAIT_MS          100  /* the poller's and the watcher's longest wait */
 #define SPARE_WAIT_MS         1000 /* the other threads' (woken when the pool ends) */
 
-enum tag_kind { T_REQUEST, T_CLOSE, T_RECV, T_FINISH, T_SEND };
+enum tag_kind { T_REQUEST, T_CLOSE, T_RECV, T_FINISH, T_SEND, T_MORE };
 
 struct call_tag {
     struct dhaf_rpc_call *c;
@@ -762,7 +762,8 @@ struct dhaf_rpc_server {
     uint64_t inline_runs, watch_runs; /* handlers the poller ran; the count the watcher saw */
     pthread_mutex_t send_lock;        /* streaming sends wait here for their completion */
     pthread_cond_t send_done;
-    pthread_mutex_t wait_lock;                   /* the list of calls awaiting their message */
+    pthread_cond_t recv_done;  /* bidirectional calls' further messages (send_lock) */
+    pthread_mutex_t wait_lock; /* the list of calls awaiting their message */
     struct dhaf_rpc_call *wait_head, *wait_tail; /* oldest first */
     pthread_mutex_t log_lock;
     int64_t log_second;
@@ -775,7 +776,7 @@ struct dhaf_rpc_call {
     grpc_call *call;
     grpc_call_details details;
     grpc_metadata_array md;
-    struct call_tag t_request, t_close, t_recv, t_finish, t_send;
+    struct call_tag t_request, t_close, t_recv, t_finish, t_send, t_more;
     atomic_int refs;
     const struct dhaf_rpc_method *method;
     char *path;
@@ -796,6 +797,9 @@ struct dhaf_rpc_call {
     grpc_byte_buffer *reply;   /* unary: the one response */
     grpc_byte_buffer *send_bb; /* streaming: the message being sent */
     int send_state;            /* streaming: 0 idle, 1 pending, 2 sent, 3 failed */
+    grpc_byte_buffer *more_bb; /* bidirectional: the next request message */
+    int more_state;            /* bidirectional: 0 idle, 1 pending, 2 received, 3 failed */
+    bool input_ended;          /* bidirectional: the client closed its side */
     bool initial_sent;
 };
 
@@ -810,6 +814,7 @@ static struct dhaf_rpc_call *call_new(struct dhaf_rpc_server *srv)
     c->t_recv = (struct call_tag){c, T_RECV};
     c->t_finish = (struct call_tag){c, T_FINISH};
     c->t_send = (struct call_tag){c, T_SEND};
+    c->t_more = (struct call_tag){c, T_MORE};
     atomic_init(&c->refs, 0);
     atomic_init(&c->cancelled, false);
     return c;
@@ -835,6 +840,8 @@ static void call_free(struct dhaf_rpc_call *c)
         grpc_byte_buffer_destroy(c->reply);
     if (c->send_bb)
         grpc_byte_buffer_destroy(c->send_bb);
+    if (c->more_bb)
+        grpc_byte_buffer_destroy(c->more_bb);
     free(c);
 }
 
@@ -1103,7 +1110,7 @@ static void on_new_call(struct dhaf_rpc_server *srv, struct dhaf_rpc_call *c)
     size_t n = 0;
     /* A unary call's headers leave with its reply (call_finish): one write a call instead of
      * two. A stream's leave now, before its first message. */
-    if (c->method->server_streaming) {
+    if (c->method->flow != DHAF_RPC_UNARY) {
         ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
         c->initial_sent = true;
     }
@@ -1208,7 +1215,7 @@ static void run_handler(struct dhaf_rpc_call *c)
             status = GRPC_STATUS_DEADLINE_EXCEEDED;
         if (!err.msg[0])
             snprintf(err.msg, sizeof(err.msg), "%s", dhaf_strerror(rc));
-    } else if (!c->method->server_streaming && !c->reply) {
+    } else if (c->method->flow == DHAF_RPC_UNARY && !c->reply) {
         status = GRPC_STATUS_INTERNAL;
         dhaf_err_set(&err, DHAF_EINTERNAL, "the handler of %s sent no reply", c->path);
     }
@@ -1293,6 +1300,13 @@ static void on_event(struct dhaf_rpc_server *srv, struct call_tag *t, bool succe
         c->send_state = success ? 2 : 3;
         pthread_cond_broadcast(&srv->send_done);
         pthread_mutex_unlock(&srv->send_lock);
+        break;
+    case T_MORE:
+        pthread_mutex_lock(&srv->send_lock);
+        c->more_state = success ? 2 : 3;
+        pthread_cond_broadcast(&srv->recv_done);
+        pthread_mutex_unlock(&srv->send_lock);
+        call_unref(c); /* the receive's own reference (dhaf_rpc_recv) */
         break;
     }
 }
@@ -1426,7 +1440,7 @@ static void *serve(void *arg)
             continue;
         }
         struct dhaf_rpc_call *c = on_message(srv, t->c, ev.success != 0);
-        if (c && c->method->server_streaming) {
+        if (c && c->method->flow != DHAF_RPC_UNARY) {
             /* its sends wait for completions this thread would take: the watcher polls */
             role_leave(srv, role);
             role = R_NONE;
@@ -1462,6 +1476,7 @@ static void server_free(struct dhaf_rpc_server *srv)
     pthread_mutex_destroy(&srv->log_lock);
     pthread_mutex_destroy(&srv->send_lock);
     pthread_cond_destroy(&srv->send_done);
+    pthread_cond_destroy(&srv->recv_done);
     pthread_mutex_destroy(&srv->poll_lock);
     pthread_cond_destroy(&srv->poll_cv);
     pthread_cond_destroy(&srv->watch_cv);
@@ -1589,6 +1604,7 @@ struct dhaf_rpc_server *dhaf_rpc_server_start(const struct dhaf_rpc_server_opts 
     pthread_mutex_init(&srv->log_lock, NULL);
     pthread_mutex_init(&srv->send_lock, NULL);
     pthread_cond_init(&srv->send_done, NULL);
+    dhaf_cond_init_mono(&srv->recv_done);
     pthread_mutex_init(&srv->poll_lock, NULL);
     pthread_cond_init(&srv->poll_cv, NULL);
     pthread_cond_init(&srv->watch_cv, NULL);
@@ -1679,7 +1695,7 @@ bool dhaf_rpc_server_stop_within(struct dhaf_rpc_server *srv, int deadline_ms)
 
 int dhaf_rpc_send(struct dhaf_rpc_call *call, const ProtobufCMessage *msg, struct dhaf_err *err)
 {
-    if (!call->method->server_streaming) {
+    if (call->method->flow == DHAF_RPC_UNARY) {
         if (call->reply)
             return dhaf_err_set(err, DHAF_EINTERNAL, "%s: a unary call has one reply", call->path);
         call->reply = pack(msg);
@@ -1707,6 +1723,65 @@ int dhaf_rpc_send(struct dhaf_rpc_call *call, const ProtobufCMessage *msg, struc
     if (!ok)
         return dhaf_err_set(err, DHAF_ECANCELLED, "%s: the client went away", call->path);
     return 0;
+}
+
+int dhaf_rpc_recv(struct dhaf_rpc_call *call, ProtobufCMessage **msg, int timeout_ms,
+                  struct dhaf_err *err)
+{
+    *msg = NULL;
+    if (call->method->flow != DHAF_RPC_BIDI)
+        return dhaf_err_set(err, DHAF_EINVAL, "%s takes one request message", call->path);
+    if (call->input_ended)
+        return 0;
+    struct dhaf_rpc_server *srv = call->server;
+    pthread_mutex_lock(&srv->send_lock); /* a completion writes more_state */
+    bool idle = call->more_state == 0;
+    pthread_mutex_unlock(&srv->send_lock);
+    if (idle) {
+        grpc_op op;
+        memset(&op, 0, sizeof(op));
+        op.op = GRPC_OP_RECV_MESSAGE;
+        op.data.recv_message.recv_message = &call->more_bb;
+        /* the receive holds the call: it may complete after the handler has returned (a
+         * receive left pending by a timeout), and only then may the call be freed */
+        atomic_fetch_add(&call->refs, 1);
+        call->more_state = 1;
+        if (grpc_call_start_batch(call->call, &op, 1, &call->t_more, NULL) != GRPC_CALL_OK) {
+            call->more_state = 0;
+            atomic_fetch_sub(&call->refs, 1); /* the handler's reference remains */
+            return dhaf_err_set(err, DHAF_ECANCELLED, "%s: the stream is closed", call->path);
+        }
+    }
+    int64_t deadline = timeout_ms > 0 ? dhaf_mono_ms() + timeout_ms : 0;
+    pthread_mutex_lock(&srv->send_lock);
+    while (call->more_state == 1)
+        if (!dhaf_cond_wait_until(&srv->recv_done, &srv->send_lock, deadline))
+            break;
+    int state = call->more_state;
+    if (state != 1)
+        call->more_state = 0;
+    pthread_mutex_unlock(&srv->send_lock);
+    if (state == 1)
+        return dhaf_err_set(err, DHAF_ETIMEOUT, "%s: no request within %d ms", call->path,
+                            timeout_ms);
+    if (state == 3)
+        return dhaf_err_set(err, DHAF_ECANCELLED, "%s: the client went away", call->path);
+    grpc_byte_buffer *bb = call->more_bb;
+    call->more_bb = NULL;
+    if (!bb) {
+        call->input_ended = true;
+        return 0;
+    }
+    int rc = 0;
+    size_t max = srv->method_max[call->method - srv->methods];
+    if (grpc_byte_buffer_length(bb) > max)
+        rc = dhaf_err_set(err, DHAF_ETOOBIG, "request of %zu bytes; %s takes at most %zu",
+                          grpc_byte_buffer_length(bb), call->path, max);
+    else if (!(*msg = unpack(call->method->req_desc, bb)))
+        rc = dhaf_err_set(err, DHAF_EINVAL, "cannot decode the request as %s",
+                          call->method->req_desc->name);
+    grpc_byte_buffer_destroy(bb);
+    return rc;
 }
 
 const char *dhaf_rpc_call_metadata(const struct dhaf_rpc_call *call, const char *key)

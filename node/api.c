@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* gRPC API of the node: dhaf.v1.Dhaf (the operations of service.c) and dhaf.v1.Prober. A
+/* gRPC API of the node: dhaf.v1.Dhaf (the operations of service.c) and dhaf.v1.Prober, beside
+ * grpc.health.v1.Health (health.c: no credentials) and server reflection (reflect.c: the read
+ * role), whose methods this file's table registers on the same server. A
  * remote prober authenticates with its token (or a client certificate whose CN is its name),
  * fetches the plan, and reports each round; the node validates the report against the plan
  * and writes votes/<prober> and probers/<prober> on a lease of its own for that prober
@@ -16,6 +18,7 @@
 
 #include "access.h"
 #include "api.h"
+#include "metrics.h"
 #include "service.h"
 #include "suspects.h"
 #include "dhaf/alloc.h"
@@ -26,6 +29,10 @@
 #include "dhaf/rpc.h"
 #include "dhaf/v1/prober.pb-c.h"
 #include "dhaf/valid.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "grpc/reflection/v1/reflection.pb-c.h"
+#include "health.h"
+#include "reflect.h"
 #include "votes.h"
 
 #define MAX_RELAYS    256
@@ -60,7 +67,8 @@ struct api {
     uint64_t generation;
     struct relay relays[MAX_RELAYS];
     size_t n_relays;
-    struct suspects *sus; /* the probers' first failures of current entry points */
+    struct suspects *sus;  /* the probers' first failures of current entry points */
+    struct health *health; /* grpc.health.v1.Health */
 
     /* WatchSuspects: the view's suspicions, for the probers' streams (under lock) */
     pthread_cond_t sus_cv; /* a suspicion came, a watcher was replaced, or the api stops */
@@ -471,6 +479,7 @@ out:
     snap_put(s);
     if (rc)
         return rc;
+    metrics_prober_report(req->prober);
     Dhaf__V1__ReportResponse resp = DHAF__V1__REPORT_RESPONSE__INIT;
     resp.accepted = 1;
     resp.generation = gen;
@@ -791,6 +800,19 @@ static const struct dhaf_rpc_method methods_tpl[] = {
      NULL},
     {"/dhaf.v1.Prober/WatchSuspects", &dhaf__v1__watch_suspects_request__descriptor, true,
      h_watch_suspects, prober_auth, NULL},
+    /* health: no credentials (probes send none); ud is the struct health (api_start) */
+    {"/grpc.health.v1.Health/Check", &grpc__health__v1__health_check_request__descriptor, false,
+     health_check, health_auth, NULL},
+    {"/grpc.health.v1.Health/Watch", &grpc__health__v1__health_check_request__descriptor, true,
+     health_watch, health_auth, NULL},
+    /* reflection: the read role, as the API's other reads; both packages decode as v1 (the
+     * same messages on the wire) */
+    {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+     &grpc__reflection__v1__server_reflection_request__descriptor, DHAF_RPC_BIDI, reflect_handler,
+     read_auth, NULL},
+    {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+     &grpc__reflection__v1__server_reflection_request__descriptor, DHAF_RPC_BIDI, reflect_handler,
+     read_auth, NULL},
 };
 
 #define N_METHODS (sizeof(methods_tpl) / sizeof(methods_tpl[0]))
@@ -808,6 +830,7 @@ struct api *api_start(struct cluster *c, struct dhaf_err *err)
     struct api *a = dhaf_xcalloc(1, sizeof(*a));
     a->c = c;
     a->sus = suspects_new(c);
+    a->health = health_new(c);
     pthread_mutex_init(&a->lock, NULL);
     dhaf_cond_init_mono(&a->sus_cv);
     struct snap *s = snap_get(cluster_snaps(c));
@@ -815,7 +838,7 @@ struct api *api_start(struct cluster *c, struct dhaf_err *err)
     plan_build(a, cfg);
     for (size_t i = 0; i < N_METHODS; i++) {
         methods[i] = methods_tpl[i];
-        methods[i].ud = a;
+        methods[i].ud = methods[i].auth == health_auth ? (void *)a->health : (void *)a;
         methods_max[i] = methods[i].handler == h_report ? 4 * 1024 * 1024 : SMALL_REQUEST;
     }
     char addr[300];
@@ -828,8 +851,10 @@ struct api *api_start(struct cluster *c, struct dhaf_err *err)
                 .key_file = cfg->grpc_api.tls.key_file,
                 .ca_file = cfg->grpc_api.tls.ca_file},
         .method_max_bytes = methods_max,
-        /* the default pool, and a thread for each prober's stream of suspicions */
-        .workers = 8 + (int)(cfg->n_probers < MAX_WATCHERS ? cfg->n_probers : MAX_WATCHERS),
+        /* the default pool, and a thread for each prober's stream of suspicions, health
+         * watch and reflection stream */
+        .workers = 8 + (int)(cfg->n_probers < MAX_WATCHERS ? cfg->n_probers : MAX_WATCHERS) +
+                   HEALTH_MAX_WATCHES + REFLECT_MAX_STREAMS,
     };
     a->srv = dhaf_rpc_server_start(&o, methods, N_METHODS, err);
     snap_put(s);
@@ -838,6 +863,7 @@ struct api *api_start(struct cluster *c, struct dhaf_err *err)
         pthread_mutex_destroy(&a->lock);
         pthread_cond_destroy(&a->sus_cv);
         suspects_free(a->sus);
+        health_free(a->health);
         free(a);
         return NULL;
     }
@@ -869,6 +895,7 @@ bool api_stop(struct api *a, int deadline_ms)
     a->stopping = true; /* the streams end */
     pthread_cond_broadcast(&a->sus_cv);
     pthread_mutex_unlock(&a->lock);
+    health_stop(a->health); /* not serving from now on; its watches end */
     if (!dhaf_rpc_server_stop_within(a->srv, deadline_ms))
         return false; /* a call may still use a: left to the process exit */
     /* The probers' votes stay on their leases: a prober reports to another node, which renews
@@ -881,6 +908,7 @@ bool api_stop(struct api *a, int deadline_ms)
     pthread_mutex_destroy(&a->lock);
     pthread_cond_destroy(&a->sus_cv);
     suspects_free(a->sus);
+    health_free(a->health);
     free(a);
     return true;
 }

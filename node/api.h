@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The node's gRPC API on dhaf.grpc-api: dhaf.v1.Dhaf (status from the view, changes to etcd)
- * and dhaf.v1.Prober (plans and reports of remote probers). */
+ * and dhaf.v1.Prober (plans and reports of remote probers), with gRPC's health service
+ * (health.c) and server reflection (reflect.c) on the same port. */
 #ifndef DHAF_NODE_API_H
 #define DHAF_NODE_API_H
 

@@ -12,6 +12,8 @@
 #include "dhaf/v1/dhaf.pb-c.h"
 #include "dhaf/v1/prober.pb-c.h"
 #include "etcdserverpb/rpc.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "grpc/reflection/v1/reflection.pb-c.h"
 
 static void expect_bytes(const ProtobufCMessage *m, const uint8_t *want, size_t n)
 {
@@ -121,6 +123,13 @@ static void test_service_names(void **state)
     assert_int_equal(dhaf__v1__dhaf__descriptor.n_methods,
                      13); /* + drain, undrain, pause, resume */
     assert_int_equal(dhaf__v1__prober__descriptor.n_methods, 3); /* + WatchSuspects */
+    /* gRPC's own services on the node's port (node/api.c builds their paths by hand) */
+    assert_string_equal(grpc__health__v1__health__descriptor.name, "grpc.health.v1.Health");
+    assert_int_equal(grpc__health__v1__health__descriptor.n_methods, 2); /* Check, Watch */
+    assert_string_equal(grpc__reflection__v1__server_reflection__descriptor.name,
+                        "grpc.reflection.v1.ServerReflection");
+    assert_int_equal(grpc__reflection__v1__server_reflection__descriptor.n_methods, 1);
+    assert_int_equal(GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN, 3);
 }
 
 int main(void)

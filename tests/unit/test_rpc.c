@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* lib/rpc in one process over loopback: unary and streaming calls, bearer tokens, unknown
- * methods, deadlines, error mapping, SO_REUSEPORT off, a clean stop under load, and
+ * methods, deadlines, error mapping, SO_REUSEPORT off, a clean stop under load,
+ * bidirectional calls (dhaf_rpc_recv), and
  * credentials checked before the message, call limits and the receive deadline. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #define PLAN   "/dhaf.v1.Prober/GetPlan"
 #define REPORT "/dhaf.v1.Prober/Report"
 #define STREAM "/dhaf.test/Stream"
+#define BIDI   "/dhaf.test/Bidi"
 
 /* GetPlan: echoes the prober name as location; "fail" → NOT_FOUND; "slow" sleeps until the
  * client gives up. */
@@ -67,9 +69,42 @@ static int auth_open(void *ud, struct dhaf_rpc_call *call, struct dhaf_err *err)
     return 0;
 }
 
+/* Bidirectional: answers each request with generation = 2 x seq, and with 9999 when no
+ * request came for 300 ms (the receive stays pending and is waited for again); ends with OK
+ * when the client closes its side. */
+static int h_bidi(void *ud, struct dhaf_rpc_call *call, const ProtobufCMessage *first,
+                  struct dhaf_err *err)
+{
+    (void)ud;
+    ProtobufCMessage *next = NULL;
+    const ProtobufCMessage *req = first;
+    int rc = 0;
+    while (rc == 0) {
+        Dhaf__V1__ReportResponse resp = DHAF__V1__REPORT_RESPONSE__INIT;
+        resp.generation = req ? 2 * ((const Dhaf__V1__ReportRequest *)req)->seq : 9999;
+        rc = dhaf_rpc_send(call, &resp.base, err);
+        if (next)
+            protobuf_c_message_free_unpacked(next, NULL);
+        next = NULL;
+        if (rc)
+            break;
+        rc = dhaf_rpc_recv(call, &next, 300, err);
+        if (rc == DHAF_ETIMEOUT) {
+            rc = 0;
+            req = NULL;
+            continue;
+        }
+        if (rc || !next)
+            break;
+        req = next;
+    }
+    return rc;
+}
+
 static const struct dhaf_rpc_method methods[] = {
     {PLAN, &dhaf__v1__get_plan_request__descriptor, false, h_plan, NULL, NULL},
     {STREAM, &dhaf__v1__report_request__descriptor, true, h_stream, auth_open, NULL},
+    {BIDI, &dhaf__v1__report_request__descriptor, DHAF_RPC_BIDI, h_bidi, auth_open, NULL},
 };
 
 struct fixture {
@@ -83,7 +118,7 @@ static int setup(void **state)
     static struct fixture f;
     struct dhaf_err err;
     struct dhaf_rpc_server_opts o = {.addr = "127.0.0.1:0", .bearer_token = "s3cret"};
-    f.srv = dhaf_rpc_server_start(&o, methods, 2, &err);
+    f.srv = dhaf_rpc_server_start(&o, methods, sizeof(methods) / sizeof(methods[0]), &err);
     if (!f.srv) {
         fprintf(stderr, "server: %s\n", err.msg);
         return -1;
@@ -225,6 +260,61 @@ static void test_stream_recv_timeout_keeps_pending(void **state)
     assert_int_equal(dhaf_rpc_stream_recv(s, &dhaf__v1__report_response__descriptor, &m, 100, &err),
                      DHAF_ETIMEOUT);
     dhaf_rpc_stream_close(s);
+}
+
+static uint64_t bidi_next(struct dhaf_rpc_stream *s)
+{
+    struct dhaf_err err;
+    ProtobufCMessage *m = NULL;
+    assert_int_equal(
+        dhaf_rpc_stream_recv(s, &dhaf__v1__report_response__descriptor, &m, 3000, &err), 0);
+    uint64_t g = ((Dhaf__V1__ReportResponse *)m)->generation;
+    protobuf_c_message_free_unpacked(m, NULL);
+    return g;
+}
+
+static void bidi_send(struct dhaf_rpc_stream *s, uint64_t seq)
+{
+    struct dhaf_err err;
+    Dhaf__V1__ReportRequest req = DHAF__V1__REPORT_REQUEST__INIT;
+    req.seq = seq;
+    assert_int_equal(dhaf_rpc_stream_send(s, &req.base, 2000, &err), 0);
+}
+
+/* Requests and replies interleaved on one call; a receive that timed out on the server is
+ * waited for again; the client's half-close ends the call with OK; a cancel mid-call ends
+ * the handler (the server stops cleanly in teardown). */
+static void test_bidi(void **state)
+{
+    struct fixture *f = *state;
+    struct dhaf_err err;
+    struct dhaf_rpc_stream *s = dhaf_rpc_stream_open(f->ch, BIDI, NULL, 0, 10000, &err);
+    assert_non_null(s);
+    bidi_send(s, 1);
+    assert_int_equal(bidi_next(s), 2);
+    bidi_send(s, 5);
+    assert_int_equal(bidi_next(s), 10);
+    assert_int_equal(bidi_next(s), 9999); /* nothing sent for 300 ms */
+    bidi_send(s, 7);
+    uint64_t g = bidi_next(s);
+    while (g == 9999) /* more timeouts may have passed on a slow machine */
+        g = bidi_next(s);
+    assert_int_equal(g, 14);
+    assert_int_equal(dhaf_rpc_stream_close_send(s, 2000, &err), 0);
+    ProtobufCMessage *m = NULL;
+    int rc;
+    while ((rc = dhaf_rpc_stream_recv(s, &dhaf__v1__report_response__descriptor, &m, 3000, &err)) ==
+           0)
+        protobuf_c_message_free_unpacked(m, NULL); /* a 9999 sent before the close arrived */
+    assert_int_equal(rc, DHAF_ECANCELLED);
+    assert_int_equal(err.status, 0); /* OK */
+    dhaf_rpc_stream_close(s);
+
+    s = dhaf_rpc_stream_open(f->ch, BIDI, NULL, 0, 10000, &err);
+    assert_non_null(s);
+    bidi_send(s, 3);
+    assert_int_equal(bidi_next(s), 6);
+    dhaf_rpc_stream_close(s); /* cancelled while the handler waits for the next request */
 }
 
 static void test_reuseport_off(void **state)
@@ -399,6 +489,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_stream),
         cmocka_unit_test(test_stream_recv_timeout_keeps_pending),
+        cmocka_unit_test(test_bidi),
         cmocka_unit_test(test_reuseport_off),
     };
     const struct CMUnitTest standalone[] = {

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* gRPC over the C core with protobuf-c messages: a server that checks each call's credentials
- * from its initial metadata before reading its message, and runs unary and server-streaming
- * handlers on a fixed pool of workers fed by one completion queue; and a client for unary
- * calls and bidirectional streams. Every client call has a deadline. */
+ * from its initial metadata before reading its message, and runs unary, server-streaming and
+ * bidirectional handlers on a fixed pool of workers fed by one completion queue; and a client
+ * for unary calls and bidirectional streams. Every client call has a deadline. */
 #ifndef DHAF_RPC_H
 #define DHAF_RPC_H
 
@@ -126,10 +126,18 @@ typedef int (*dhaf_rpc_handler_fn)(void *ud, struct dhaf_rpc_call *call,
  *  call is answered at once and its message is never received. */
 typedef int (*dhaf_rpc_auth_fn)(void *ud, struct dhaf_rpc_call *call, struct dhaf_err *err);
 
+/* How a method's messages flow (0 and 1 are what a plain false / true says). */
+enum dhaf_rpc_flow {
+    DHAF_RPC_UNARY = 0,         /* one request, one reply */
+    DHAF_RPC_SERVER_STREAM = 1, /* one request, replies sent one by one with dhaf_rpc_send */
+    DHAF_RPC_BIDI = 2, /* both ways: the handler runs on the first request message and reads
+                        * the next ones with dhaf_rpc_recv */
+};
+
 struct dhaf_rpc_method {
     const char *path; /* "/dhaf.v1.Dhaf/GetClusterStatus" */
     const ProtobufCMessageDescriptor *req_desc;
-    bool server_streaming;
+    enum dhaf_rpc_flow flow;
     dhaf_rpc_handler_fn handler;
     dhaf_rpc_auth_fn auth; /* NULL: the server's bearer token rule */
     void *ud;
@@ -174,6 +182,16 @@ bool dhaf_rpc_server_stop_within(struct dhaf_rpc_server *srv, int deadline_ms);
 /** Sends a response message (see dhaf_rpc_handler_fn). Returns 0 or a negative code
  *  (DHAF_ECANCELLED when the client went away). */
 int dhaf_rpc_send(struct dhaf_rpc_call *call, const ProtobufCMessage *msg, struct dhaf_err *err);
+/**
+ * Receives the next request message of a bidirectional call (the first one is the handler's
+ * req), waiting at most timeout_ms (<= 0: until the call ends). Returns 0 and *msg (caller
+ * frees with protobuf_c_message_free_unpacked), or 0 and *msg NULL when the client closed its
+ * side (no more requests); DHAF_ETIMEOUT when nothing came in time (the receive stays
+ * pending: call again, or return); DHAF_ECANCELLED when the client went away or the server
+ * stops; DHAF_ETOOBIG / DHAF_EINVAL for a message over the method's size or not decodable.
+ */
+int dhaf_rpc_recv(struct dhaf_rpc_call *call, ProtobufCMessage **msg, int timeout_ms,
+                  struct dhaf_err *err);
 /** Value of request metadata key (borrowed, valid during the call), or NULL. */
 const char *dhaf_rpc_call_metadata(const struct dhaf_rpc_call *call, const char *key);
 /** The token of an "authorization: Bearer <token>" header, or NULL. */
