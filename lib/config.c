@@ -92,6 +92,11 @@ const struct dhaf_cfgkey dhaf_config_keys[] = {
      "(at most 2 reads a second in all, for the providers' rate limits): a target changed by "
      "hand is reported (provider-drift) and set back to the decided entry point - or, paused, "
      "only reported. 0: off."},
+    {"dhaf.config-drift-grace", DHAF_CFG_INT, OFF(config_drift_grace), false, "30", 0, 3600, NULL,
+     NULL, NULL,
+     "Seconds the alive nodes' config hashes may differ (a rolling change of the config) before "
+     "the leader records a config-drift event; status, /readyz and /metrics show a drift at "
+     "once."},
     {"dhaf.dry-run", DHAF_CFG_BOOL, OFF(dry_run), false, "false", 0, 0, NULL, NULL, NULL,
      "Observe only: while this node leads, decisions are shown (would-switch events) and none "
      "is carried out - for a node's first days. dhafctl pause does it for the whole cluster."},
@@ -198,6 +203,32 @@ static const struct dhaf_cfgkey checker_keys[] = {
     {NULL, 0, 0, false, NULL, 0, 0, NULL, NULL, NULL, NULL},
 };
 
+/* Event kinds are lower-case words joined by '-' ("ep-down"); which ones exist, the catalog
+ * says (load_section). */
+static int check_kind_form(const char *v, char *why, size_t wl)
+{
+    bool ok = *v && *v != '-';
+    for (const char *p = v; ok && *p; p++)
+        ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-';
+    if (!ok)
+        snprintf(why, wl, "\"%.60s\" is not an event kind (lower-case words joined by '-', "
+                 "like ep-down)", v);
+    return ok ? 0 : -1;
+}
+
+static const char *const severities[] = {"info", "warning", "critical", NULL};
+
+static const struct dhaf_cfgkey notifier_keys[] = {
+    {"min-severity", DHAF_CFG_ENUM, SEC(min_severity), false, "info", 0, 0, severities, NULL,
+     NULL, "Lowest severity sent: info (every event), warning or critical."},
+    {"events", DHAF_CFG_STRLIST, SEC(events), false, NULL, 0, 0, NULL, check_kind_form, NULL,
+     "Event kinds sent (a list, or \"a,b\"); absent: every kind. An unknown kind is an error."},
+    {"repeat-window", DHAF_CFG_INT, SEC(repeat_window), false, "0", 0, 86400, NULL, NULL, NULL,
+     "Seconds in which repeats of an event (same kind, service, node and entry points) are "
+     "held after the first and then sent as one message with a count; 0: off."},
+    {NULL, 0, 0, false, NULL, 0, 0, NULL, NULL, NULL, NULL},
+};
+
 #define PRB(field) offsetof(struct dhaf_prober_cfg, field)
 static const struct dhaf_cfgkey prober_keys[] = {
     {"name", DHAF_CFG_NAME, PRB(name), true, NULL, 0, 0, NULL, NULL, NULL, "Name of the prober."},
@@ -292,6 +323,39 @@ static void unique_name(struct loadctx *lc, const struct ynode *list, size_t i,
 
 /* ------------------------------------------------------------------ providers */
 
+/* Every kind in a notifier's events: names one the catalog knows. Returns the errors found. */
+static size_t check_event_kinds(struct loadctx *lc, const struct ynode *v, const char *path,
+                                const struct dhaf_section *out)
+{
+    if (!lc->cat || !lc->cat->event_kind_at || !out->events.n)
+        return 0;
+    const char *names[256];
+    size_t n = 0;
+    while (n < 256 && (names[n] = lc->cat->event_kind_at(lc->cat, n)) != NULL)
+        n++;
+    const struct ynode *ev = ynode_get(v, "events", NULL);
+    char *epath = cfg_join(path, "events");
+    size_t errs = 0;
+    for (size_t i = 0; i < out->events.n; i++) {
+        const char *kind = out->events.v[i];
+        size_t k = 0;
+        while (k < n && strcmp(names[k], kind) != 0)
+            k++;
+        if (k < n)
+            continue;
+        const struct ynode *at = ev && ev->kind == YNODE_SEQ && i < ev->n ? ev->items[i] : ev;
+        char *ipath = ev && ev->kind == YNODE_SEQ ? cfg_index(epath, i) : dhaf_xstrdup(epath);
+        const char *s = dhaf_cfg_suggest(kind, names, n);
+        cfg_error_at(lc->rep, at ? at : v, ipath,
+                     "unknown event kind \"%.60s\"%s%s%s; see docs/config.md for the kinds", kind,
+                     s ? " (did you mean \"" : "", s ? s : "", s ? "\"?)" : "");
+        free(ipath);
+        errs++;
+    }
+    free(epath);
+    return errs;
+}
+
 static void load_section(struct loadctx *lc, const struct ynode *v, const struct ynode *parent,
                          const char *path, enum dhaf_pkind kind, struct dhaf_section *out)
 {
@@ -345,7 +409,8 @@ static void load_section(struct loadctx *lc, const struct ynode *v, const struct
 
     static const char *const extra_sw[] = {"type", NULL};
     static const char *const extra_hc[] = {"type", "rise", "fall", NULL};
-    static const char *const extra_ntf[] = {"type", "name", NULL};
+    static const char *const extra_ntf[] = {"type",   "name",          "min-severity",
+                                            "events", "repeat-window", NULL};
     struct dhaf_cfg_ctx c = section(lc, v, path, schema.keys, parent);
     c.extra = kind == DHAF_PKIND_NOTIFIER  ? extra_ntf
               : kind == DHAF_PKIND_CHECKER ? extra_hc
@@ -356,6 +421,15 @@ static void load_section(struct loadctx *lc, const struct ynode *v, const struct
         struct dhaf_cfg_ctx cc = section(lc, v, path, checker_keys, parent);
         cc.skip_unknown = true;
         errs += cfg_apply(&cc, out);
+    }
+    if (kind == DHAF_PKIND_NOTIFIER) {
+        /* the filters and repeat collapsing belong to every notifier: node/notify.c runs them */
+        struct dhaf_cfg_ctx nc = section(lc, v, path, notifier_keys, parent);
+        nc.skip_unknown = true;
+        size_t nerrs = cfg_apply(&nc, out);
+        if (nerrs == 0)
+            nerrs = check_event_kinds(lc, v, path, out);
+        errs += nerrs;
     }
     if (errs == 0 && schema.finish)
         schema.finish(out->conf, &c);
@@ -952,6 +1026,7 @@ int dhaf_config_load(const char *path, const struct dhaf_cfg_catalog *cat, struc
 
 void dhaf_section_release(struct dhaf_section *s)
 {
+    dhaf_cfgkeys_release(notifier_keys, s);
     dhaf_cfgkeys_release(s->keys, s->conf);
     DHAF_FREE(s->conf);
     DHAF_FREE(s->type);
@@ -1022,6 +1097,8 @@ void dhaf_config_write_reference(FILE *out)
     dhaf_cfgkeys_write_reference(out, "services[].entry-points[].", ep_keys);
     fprintf(out, "\n### Every health checker\n\n");
     dhaf_cfgkeys_write_reference(out, "services[].health-checker.", checker_keys);
+    fprintf(out, "\n### Every notifier\n\n");
+    dhaf_cfgkeys_write_reference(out, "notifiers[].", notifier_keys);
     fprintf(out, "\n### Probers\n\n");
     dhaf_cfgkeys_write_reference(out, "probers[].", prober_keys);
 }
@@ -1055,6 +1132,8 @@ char *dhaf_section_to_json(const struct dhaf_section *s)
         json_object_set_new(o, "rise", json_integer(s->rise));
     if (s->fall)
         json_object_set_new(o, "fall", json_integer(s->fall));
+    if (s->min_severity > 0 || s->events.n || s->repeat_window)
+        dhaf_cfgkeys_to_json(notifier_keys, s, o);
     char *text = dhaf_json_dump(o);
     json_decref(o);
     return text;

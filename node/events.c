@@ -19,6 +19,11 @@ const struct event_kind_info *event_kind_info(enum event_kind kind)
     return &kinds[kind <= EVK_UNKNOWN ? kind : EVK_UNKNOWN];
 }
 
+const char *event_kind_name_at(size_t i)
+{
+    return i < EVK_N ? kinds[i].name : NULL;
+}
+
 enum event_kind event_kind_named(const char *name)
 {
     for (int k = 0; name && k < EVK_N; k++)

@@ -72,7 +72,11 @@ enum event_level { EV_INFO = 1, EV_WARNING = 2, EV_CRITICAL = 3 };
     X(EP_CALM, "ep-calm", EV_INFO,                                                                 \
       "entry point {from} of {service} no longer flaps: it may take traffic again{detail}")        \
     X(PROVIDER_DRIFT, "provider-drift", EV_WARNING,                                                \
-      "the switcher of {service} sends traffic to {from}, not to the decided {to}{detail}")
+      "the switcher of {service} sends traffic to {from}, not to the decided {to}{detail}")        \
+    X(CONFIG_DRIFT, "config-drift", EV_WARNING,                                                    \
+      "the nodes of cluster {cluster} run different configs{detail}")                              \
+    X(CONFIG_DRIFT_CLEARED, "config-drift-cleared", EV_INFO,                                       \
+      "the nodes of cluster {cluster} run the same config again{detail}")
 
 enum event_kind {
 #define EVENT_ENUM(id, name, level, tmpl) EVK_##id,
@@ -90,6 +94,9 @@ struct event_kind_info {
 
 /** The table row of kind (EVK_UNKNOWN: name "event", level info). */
 const struct event_kind_info *event_kind_info(enum event_kind kind);
+
+/** The name of the i-th kind of the table; NULL past the end (for config checks). */
+const char *event_kind_name_at(size_t i);
 
 /** The kind named name (a lookup in the table); EVK_UNKNOWN when none has that name. */
 enum event_kind event_kind_named(const char *name);

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Notifier workers: a supervisor per term that starts one worker per notifier (and restarts
- * changed ones on reload); each worker delivers the view's events after its cursor. */
+ * changed ones on reload); each worker delivers the view's events after its cursor, through
+ * the notifier's filters and repeat collapsing; the node's config catalog (event kinds). */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +14,9 @@
 #include "dhaf/provider.h"
 #include "dhaf/registry.h"
 #include "events.h"
+#include "metrics.h"
 #include "notify.h"
+#include "repeats.h"
 #include "worker.h"
 
 #define BACKOFF_MIN_MS 500
@@ -30,8 +34,9 @@ struct deliverer {
     char prefix[300]; /* ext/notifier/<type>/<name>/ (full key) */
     struct dhaf_kv_store store;
     struct dhaf_provider_ctx ctx;
-    uint64_t cursor;  /* the last seq delivered (or skipped) */
-    bool cursor_read; /* cursor holds what etcd has */
+    uint64_t cursor;         /* the last seq delivered (or skipped) */
+    bool cursor_read;        /* cursor holds what etcd has */
+    struct repeats *repeats; /* held repeats (ext/.../repeats, saved with the cursor) */
 };
 
 static void log_err(const char *event, const struct deliverer *d, const struct dhaf_err *err)
@@ -148,23 +153,125 @@ static int deliver(struct deliverer *d, uint64_t seq, const json_t *j)
     int rc = d->prov->notify(d->state, &ev, &err);
     int64_t took = dhaf_clock_mono(clk) - t0;
     if (rc == 0) {
+        metrics_notify(d->sec->name, d->sec->type, METRICS_NOTIFY_SENT);
         DHAF_LOG(DHAF_LOG_INFO, "event=notified notifier=%s kind=%s seq=%" PRIu64 " took_ms=%lld",
                  d->sec->name, ev.kind, seq, (long long)took);
         return 0;
     }
     if (rc == DHAF_EUNAVAILABLE || rc == DHAF_ETIMEOUT) {
+        metrics_notify(d->sec->name, d->sec->type, METRICS_NOTIFY_RETRY);
         log_err("notify-retry", d, &err);
         return 1;
     }
+    metrics_notify(d->sec->name, d->sec->type, METRICS_NOTIFY_GIVEN_UP);
     log_err("notify-given-up", d, &err);
     return 0;
+}
+
+/* True when record j passes the notifier's filters (min-severity, events). */
+static bool wanted(const struct deliverer *d, const json_t *j)
+{
+    const char *kind = dhaf_json_str(j, "kind");
+    const char *level = dhaf_json_str(j, "level");
+    enum event_level lv =
+        level ? event_level_named(level) : event_kind_info(event_kind_named(kind))->level;
+    if ((int)lv < d->sec->min_severity + EV_INFO)
+        return false;
+    if (!d->sec->events.n)
+        return true;
+    for (size_t i = 0; kind && i < d->sec->events.n; i++)
+        if (strcmp(d->sec->events.v[i], kind) == 0)
+            return true;
+    return false;
+}
+
+/* Writes the cursor (with_cursor) and the held repeats (when they changed) in one fenced
+ * transaction: an event the cursor passes is delivered, skipped or held in the state. */
+static int save_progress(struct deliverer *d, bool with_cursor, struct dhaf_err *err)
+{
+    char kc[600], kr[600], buf[32];
+    struct dhaf_etcd_op ops[2];
+    size_t n = 0;
+    char *state = NULL;
+    int rc = store_key(d, "delivered", kc, sizeof(kc), err);
+    if (rc == 0)
+        rc = store_key(d, "repeats", kr, sizeof(kr), err);
+    if (rc)
+        return rc;
+    if (with_cursor) {
+        snprintf(buf, sizeof(buf), "%" PRIu64, d->cursor);
+        ops[n++] = (struct dhaf_etcd_op){.type = DHAF_ETCD_OP_PUT, .key = kc, .value = buf};
+    }
+    if (d->repeats && repeats_dirty(d->repeats)) {
+        state = repeats_save(d->repeats);
+        ops[n++] = (struct dhaf_etcd_op){.type = DHAF_ETCD_OP_PUT, .key = kr, .value = state};
+    }
+    if (n) {
+        struct dhaf_etcd_txn_result res;
+        rc = term_txn(d->t, NULL, 0, ops, n, NULL, 0, &res, err);
+        if (rc == 0)
+            dhaf_etcd_txn_result_release(&res);
+        if (rc == 0 && state)
+            repeats_saved(d->repeats); /* else it is written with the next progress */
+    }
+    free(state);
+    return rc;
+}
+
+/* Reads the held repeats a previous leader saved (when the notifier collapses repeats or
+ * held some before a reload turned it off: they still go out). */
+static int read_repeats(struct deliverer *d, struct dhaf_err *err)
+{
+    char *text = NULL;
+    int rc = st_get(d, "repeats", &text, err);
+    if (rc)
+        return rc;
+    repeats_free(d->repeats); /* an earlier attempt's (the cursor could not be read) */
+    d->repeats = repeats_new((int64_t)d->sec->repeat_window * 1000);
+    if (text && repeats_load(d->repeats, text, err) != 0)
+        log_err("repeats-state-unreadable", d, err); /* not ours to repair: start empty */
+    free(text);
+    return 0;
+}
+
+/* Sends the summaries of the windows that ended at or before now (Unix ms). Returns 0, 1 to
+ * retry later, -1 when the term is over. */
+static int flush_due(struct deliverer *d, int64_t now)
+{
+    size_t slot;
+    json_t *sum;
+    struct dhaf_err err;
+    while (term_valid(d->t) && (sum = repeats_due(d->repeats, now, &slot)) != NULL) {
+        int64_t seq = 0;
+        dhaf_json_int(sum, "seq", &seq);
+        int retry = deliver(d, (uint64_t)seq, sum);
+        json_decref(sum);
+        if (retry)
+            return 1;
+        repeats_flushed(d->repeats, slot);
+        if (save_progress(d, false, &err) != 0) {
+            log_err("repeats-not-saved", d, &err);
+            return err.code == DHAF_EFENCED ? -1 : 1;
+        }
+    }
+    return 0;
+}
+
+int64_t notify_wait_ms(const struct deliverer *d)
+{
+    if (!d->repeats || repeats_next_due(d->repeats) == INT64_MAX)
+        return -1;
+    int64_t left = repeats_next_due(d->repeats) - dhaf_clock_wall(cluster_clock(d->c));
+    return left > 0 ? left : 0;
 }
 
 /* Reads the cursor; a notifier never run before starts with this term's new-leader event. */
 static int read_cursor(struct deliverer *d, struct dhaf_err *err)
 {
     char *cur = NULL;
-    int rc = st_get(d, "delivered", &cur, err);
+    int rc = read_repeats(d, err);
+    if (rc == 0)
+        rc = st_get(d, "delivered", &cur, err);
     if (rc)
         return rc;
     if (cur) {
@@ -213,23 +320,32 @@ int notify_deliver_pending(struct deliverer *d, size_t *delivered)
     while (term_valid(d->t)) {
         uint64_t seq = 0;
         json_t *j = next_event(d, &seq);
-        if (!j)
-            return 0;
+        if (!j) /* the history is done: the windows that ended by now */
+            return flush_due(d, dhaf_clock_wall(cluster_clock(d->c))) > 0 ? 1 : 0;
         if (seq > d->cursor + 1)
             DHAF_LOG(DHAF_LOG_WARN,
                      "event=events-missed notifier=%s from=%" PRIu64 " to=%" PRIu64
                      " note=\"trimmed from the history before this notifier had them\"",
                      d->sec->name, d->cursor + 1, seq - 1);
-        int retry = deliver(d, seq, j);
+        int64_t at = 0;
+        dhaf_json_int(j, "at", &at);
+        int retry = flush_due(d, at); /* windows that ended before this event, in time order */
+        if (retry == 0 && wanted(d, j)) {
+            if (repeats_would_hold(d->repeats, j)) {
+                repeats_hold(d->repeats, j);
+            } else {
+                retry = deliver(d, seq, j);
+                if (retry == 0)
+                    repeats_sent(d->repeats, j);
+            }
+        }
         json_decref(j);
         if (retry)
-            return 1;
+            return retry > 0 ? 1 : 0;
         d->cursor = seq;
         if (delivered)
             (*delivered)++;
-        char buf[32];
-        snprintf(buf, sizeof(buf), "%" PRIu64, seq);
-        if (st_put(d, "delivered", buf, &err) != 0) {
+        if (save_progress(d, true, &err) != 0) {
             log_err("cursor-not-saved", d, &err);
             return err.code == DHAF_EFENCED ? 0 : 1;
         }
@@ -248,7 +364,10 @@ static void deliver_body(struct worker *w)
             continue;
         }
         backoff = BACKOFF_MIN_MS;
-        worker_wait(w, 0); /* the view kicks us when an event arrives; the term's end too */
+        /* the view kicks us when an event arrives, the term's end too; held repeats wait for
+         * the end of their window */
+        int64_t wait = notify_wait_ms(d);
+        worker_wait(w, wait < 0 ? 0 : dhaf_mono_ms() + (wait ? wait : 1));
     }
 }
 
@@ -263,6 +382,7 @@ void notify_deliverer_free(struct deliverer *d)
         return;
     if (d->prov && d->prov->destroy && d->state)
         d->prov->destroy(d->state);
+    repeats_free(d->repeats);
     term_put(d->t);
     snap_put(d->snap);
     free(d);
@@ -308,6 +428,8 @@ static struct worker *deliverer_start(struct term *t, struct snap *s, size_t i)
     struct dhaf_err err;
     struct deliverer *d = notify_deliverer_new(t, s, i, NULL, &err);
     if (!d) {
+        metrics_notify(s->cfg.notifiers[i].name, s->cfg.notifiers[i].type,
+                       METRICS_NOTIFY_INIT_FAILED);
         char q[400];
         DHAF_LOG(DHAF_LOG_ERROR, "event=notifier-init-failed notifier=%s reason=\"%s\"",
                  s->cfg.notifiers[i].name, dhaf_log_quote(q, sizeof(q), err.msg));
@@ -425,4 +547,25 @@ static bool notify_stop(void *handle, int deadline_ms)
 struct duty notify_duty(struct cluster *c)
 {
     return (struct duty){"notify", notify_start, notify_stop, c};
+}
+
+static const char *kind_at(const struct dhaf_cfg_catalog *cat, size_t i)
+{
+    (void)cat;
+    return event_kind_name_at(i);
+}
+
+static struct dhaf_cfg_catalog node_catalog;
+static pthread_once_t node_catalog_once = PTHREAD_ONCE_INIT;
+
+static void node_catalog_init(void)
+{
+    node_catalog = *dhaf_registry_catalog();
+    node_catalog.event_kind_at = kind_at;
+}
+
+const struct dhaf_cfg_catalog *notify_catalog(void)
+{
+    pthread_once(&node_catalog_once, node_catalog_init);
+    return &node_catalog;
 }

@@ -107,7 +107,7 @@ static bool reserved_key(enum dhaf_pkind kind, const char *key)
     size_t len = strcspn(key, ".");
     static const char *const common[] = {"type", NULL};
     static const char *const checker[] = {"rise", "fall", NULL};
-    static const char *const notifier[] = {"name", NULL};
+    static const char *const notifier[] = {"name", "min-severity", "events", "repeat-window", NULL};
     const char *const *lists[] = {common, kind == DHAF_PKIND_CHECKER    ? checker
                                           : kind == DHAF_PKIND_NOTIFIER ? notifier
                                                                         : NULL};

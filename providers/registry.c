@@ -14,10 +14,12 @@ extern const struct dhaf_provider dhaf_checker_tcp;
 extern const struct dhaf_provider dhaf_checker_exec;
 extern const struct dhaf_provider dhaf_notifier_email;
 extern const struct dhaf_provider dhaf_notifier_tg;
+extern const struct dhaf_provider dhaf_notifier_webhook;
 
 static const struct dhaf_provider *const builtins[] = {
-    &dhaf_switcher_cloudflare, &dhaf_switcher_google_cloud, &dhaf_switcher_exec,  &dhaf_checker_web,
-    &dhaf_checker_tcp,         &dhaf_checker_exec,          &dhaf_notifier_email, &dhaf_notifier_tg,
+    &dhaf_switcher_cloudflare, &dhaf_switcher_google_cloud, &dhaf_switcher_exec,
+    &dhaf_checker_web,         &dhaf_checker_tcp,           &dhaf_checker_exec,
+    &dhaf_notifier_email,      &dhaf_notifier_tg,           &dhaf_notifier_webhook,
 };
 
 #define N_BUILTINS (sizeof(builtins) / sizeof(builtins[0]))
@@ -61,7 +63,7 @@ static const char *cat_type_at(const struct dhaf_cfg_catalog *cat, enum dhaf_pki
     return NULL;
 }
 
-static const struct dhaf_cfg_catalog catalog = {cat_find, cat_type_at, NULL};
+static const struct dhaf_cfg_catalog catalog = {cat_find, cat_type_at, NULL, NULL};
 
 const struct dhaf_cfg_catalog *dhaf_registry_catalog(void)
 {

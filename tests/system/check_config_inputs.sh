@@ -60,6 +60,32 @@ expect "non-UTF-8"       2 'latin1.dhaf:2:.*not valid UTF-8' -- --check-config -
 expect "directory"       2 'dir.dhaf: error: is a directory' -- --check-config --config "$tmp/dir.dhaf"
 expect "deep nesting"    2 'deep.dhaf:1:.*nesting deeper than 64 levels' -- --check-config --config "$tmp/deep.dhaf"
 expect "NUL byte"        2 'nul.dhaf:2:.*NUL' -- --check-config --config "$tmp/nul.dhaf"
+# Notifier filters and the webhook notifier: each bad value named with its line and path.
+# wh CASE NOTIFIER-YAML: the seed example plus one notifier (flow style, on one line).
+wh() {
+    { cat "$src/examples/config-n1.dhaf"; printf 'notifiers:\n  - %s\n' "$2"; } >"$tmp/$1.dhaf"
+}
+wh wh-ok '{type: webhook, url: "https://hooks.example.test/T0/B1/s3cr3t-path", secret: k3y-5ecret, format: slack, events: [failover, ep-down], min-severity: warning, repeat-window: 60}'
+wh wh-url '{type: webhook, url: "ftp://hooks.example.test/s3cr3t-path"}'
+wh wh-nourl '{type: webhook, secret: abc}'
+wh wh-kind '{type: webhook, url: "https://h.test/x", events: [failover, ep-dwon]}'
+wh wh-kind2 '{type: email, from: a@b.test, to: c@d.test, smtp: {server: h.test, port: 25}, events: "ep-down,node-gone"}'
+wh wh-sev '{type: tg, token: "123:abc", join-code: x1y2z3w4v5, min-severity: urgent}'
+wh wh-window '{type: webhook, url: "https://h.test/x", repeat-window: -5}'
+wh wh-format '{type: webhook, url: "https://h.test/x", format: xml}'
+expect "webhook ok"      0 '^OK$'                          -- --check-config --config "$tmp/wh-ok.dhaf"
+expect "webhook bad url" 2 'wh-url.dhaf:25:.*notifiers\[0\]\.url: is not an http:// or https:// URL' -- --check-config --config "$tmp/wh-url.dhaf"
+if "$node" --check-config --config "$tmp/wh-url.dhaf" 2>&1 | grep -q 's3cr3t'; then
+    fail=$((fail + 1)); echo "FAIL the webhook URL (a secret) is echoed in the error"
+else
+    pass=$((pass + 1)); echo "ok   the webhook URL (a secret) is not echoed in the error"
+fi
+expect "webhook no url"  2 'wh-nourl.dhaf:25:.*notifiers\[0\]\.url: missing' -- --check-config --config "$tmp/wh-nourl.dhaf"
+expect "unknown kind"    2 'wh-kind.dhaf:25:.*notifiers\[0\]\.events\[1\]: unknown event kind "ep-dwon" \(did you mean "ep-down"\?\)' -- --check-config --config "$tmp/wh-kind.dhaf"
+expect "unknown kind, a,b" 2 'wh-kind2.dhaf:25:.*notifiers\[0\]\.events: unknown event kind "node-gone"' -- --check-config --config "$tmp/wh-kind2.dhaf"
+expect "bad severity"    2 'wh-sev.dhaf:25:.*notifiers\[0\]\.min-severity: "urgent" is not allowed; expected info, warning or critical' -- --check-config --config "$tmp/wh-sev.dhaf"
+expect "bad window"      2 'wh-window.dhaf:25:.*notifiers\[0\]\.repeat-window: -5 is out of range' -- --check-config --config "$tmp/wh-window.dhaf"
+expect "bad format"      2 'wh-format.dhaf:25:.*notifiers\[0\]\.format: "xml" is not allowed; expected json, slack or text' -- --check-config --config "$tmp/wh-format.dhaf"
 expect "missing file"    2 'cannot open the config file: No such file' -- --check-config --config "$tmp/nope.dhaf"
 expect "no --config"     2 'config FILE is required' -- --check-config
 expect "unknown option"  2 'unknown option --frobnicate' -- --frobnicate

@@ -416,7 +416,7 @@ static void test_full_example(void **state)
     assert_int_equal(rc, 0);
     assert_int_equal(rep.n_warns, 0);
     assert_int_equal(cfg.n_services, 3);
-    assert_int_equal(cfg.n_notifiers, 2);
+    assert_int_equal(cfg.n_notifiers, 4);
     assert_int_equal(cfg.n_probers, 2);
     assert_int_equal(cfg.tact_interval, 2);
     assert_int_equal(cfg.log_format, 1);
@@ -451,6 +451,15 @@ static void test_full_example(void **state)
     const struct email_config *em = cfg.notifiers[0].conf;
     assert_int_equal(em->security, EMAIL_SEC_STARTTLS);
     assert_string_equal(cfg.notifiers[0].name, "ops-mail");
+    assert_int_equal(cfg.notifiers[0].min_severity, 1); /* warning */
+    assert_int_equal(cfg.notifiers[0].repeat_window, 300);
+    assert_int_equal(cfg.notifiers[0].events.n, 0);
+    assert_int_equal(cfg.notifiers[1].events.n, 4);
+    assert_string_equal(cfg.notifiers[1].events.v[3], "switch-failed");
+    assert_int_equal(cfg.notifiers[1].min_severity, 0); /* info: every event */
+    assert_string_equal(cfg.notifiers[2].type, "webhook");
+    assert_int_equal(cfg.notifiers[3].events.n, 2); /* "a,b" */
+    assert_string_equal(cfg.notifiers[3].events.v[1], "etcd-alarm");
     assert_string_equal(cfg.probers[0].name, "probe-eu");
     dhaf_config_release(&cfg);
     dhaf_cfg_report_release(&rep);

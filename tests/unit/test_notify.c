@@ -26,7 +26,8 @@ static struct {
     char kind[MAX_SEEN][32];
     size_t n;           /* delivered in all */
     char last_kind[32]; /* of the last one */
-    int fail_next;      /* the next notify calls fail with fail_code */
+    char last_msg[256];
+    int fail_next; /* the next notify calls fail with fail_code */
     int fail_code;
 } seen;
 
@@ -42,6 +43,7 @@ static int rec_notify(void *state, const struct dhaf_event_view *ev, struct dhaf
         snprintf(seen.kind[seen.n], sizeof(seen.kind[0]), "%s", ev->kind);
     }
     snprintf(seen.last_kind, sizeof(seen.last_kind), "%s", ev->kind);
+    snprintf(seen.last_msg, sizeof(seen.last_msg), "%s", ev->message ? ev->message : "");
     seen.n++;
     return 0;
 }
@@ -63,16 +65,40 @@ struct world {
     struct fx_node a, b;
 };
 
-static int setup(void **state)
+/* The same notifier with filters, and one that collapses repeats. */
+#define FILTERED                                                                                   \
+    "notifiers:\n  - {type: email, name: mail, from: dhaf@site.test, to: ops@site.test,\n"         \
+    "     smtp: {server: 127.0.0.1, port: 25}, min-severity: warning,\n"                           \
+    "     events: [ep-down, failover, ep-up, new-leader]}\n"
+#define COLLAPSING                                                                                 \
+    "notifiers:\n  - {type: email, name: mail, from: dhaf@site.test, to: ops@site.test,\n"         \
+    "     smtp: {server: 127.0.0.1, port: 25}, repeat-window: 60}\n"
+
+static int setup_with(void **state, const char *yaml_a, const char *yaml_b)
 {
     memset(&seen, 0, sizeof(seen));
     struct world *w = calloc(1, sizeof(*w));
     vclock_init(&w->vc, 1000000, 1790000000000);
     w->ms = memstore_new(&w->vc.base);
-    fx_node_init(&w->a, w->ms, &w->vc, FX_YAML("node-a", NOTIFIER), NULL, 0);
-    fx_node_init(&w->b, w->ms, &w->vc, FX_YAML("node-b", NOTIFIER), NULL, 0);
+    fx_node_init(&w->a, w->ms, &w->vc, yaml_a, NULL, 0);
+    fx_node_init(&w->b, w->ms, &w->vc, yaml_b, NULL, 0);
     *state = w;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_with(state, FX_YAML("node-a", NOTIFIER), FX_YAML("node-b", NOTIFIER));
+}
+
+static int setup_filtered(void **state)
+{
+    return setup_with(state, FX_YAML("node-a", FILTERED), FX_YAML("node-b", FILTERED));
+}
+
+static int setup_collapsing(void **state)
+{
+    return setup_with(state, FX_YAML("node-a", COLLAPSING), FX_YAML("node-b", COLLAPSING));
 }
 
 static int teardown(void **state)
@@ -243,6 +269,97 @@ static void test_cap_drops_with_a_marker(void **state)
     term_put(t);
 }
 
+static void commit_kind(struct term *t, enum event_kind kind, const char *from)
+{
+    struct event ev = {.kind = kind, .service = "web", .from = from, .to = "backup"};
+    struct dhaf_err err;
+    assert_int_equal(outbox_commit(t, NULL, 0, NULL, 0, &ev, 1, &err), 0);
+}
+
+static void test_filters(void **state)
+{
+    struct world *w = *state;
+    fx_step(&w->a);
+    struct term *t = cluster_term(w->a.c);
+    struct deliverer *d = deliverer_of(&w->a, t);
+    commit_kind(t, EVK_EP_DOWN, "primary");      /* warning, listed: sent */
+    commit_kind(t, EVK_EP_UP, "primary");        /* listed but info: not sent */
+    commit_kind(t, EVK_SWITCH_FAILED, "backup"); /* warning but not listed: not sent */
+    commit_kind(t, EVK_FAILOVER, "primary");     /* warning, listed: sent */
+    commit_kind(t, EVK_SERVICE_DOWN, NULL);      /* critical, not listed: not sent */
+    view_step(w->a.view, 0);
+    size_t n = 0;
+    assert_int_equal(notify_deliver_pending(d, &n), 0);
+    assert_int_equal(n, 6); /* the cursor passed all six (new-leader: info, not sent) */
+    assert_int_equal(seen.n, 2);
+    assert_string_equal(seen.kind[0], "ep-down");
+    assert_string_equal(seen.kind[1], "failover");
+    char *cur = memstore_value(w->ms, "/dhaf/fx/ext/notifier/email/mail/delivered");
+    assert_string_equal(cur, "6");
+    free(cur);
+    assert_null(memstore_value(w->ms, "/dhaf/fx/ext/notifier/email/mail/repeats"));
+    notify_deliverer_free(d);
+    term_put(t);
+}
+
+static void test_repeats_collapse_across_a_leader_change(void **state)
+{
+    struct world *w = *state;
+    fx_step(&w->a);
+    fx_step(&w->b);
+    struct term *ta = cluster_term(w->a.c);
+    struct deliverer *da = deliverer_of(&w->a, ta);
+    for (int i = 0; i < 5; i++) { /* ep-down of primary five times in 1 s */
+        commit_kind(ta, EVK_EP_DOWN, "primary");
+        vclock_advance(&w->vc, 200);
+    }
+    commit_kind(ta, EVK_EP_DOWN, "backup"); /* another entry point: not a repeat */
+    view_step(w->a.view, 0);
+    size_t n = 0;
+    assert_int_equal(notify_deliver_pending(da, &n), 0);
+    assert_int_equal(n, 7);
+    assert_int_equal(seen.n, 3); /* new-leader, the first ep-down of primary, backup's */
+    assert_string_equal(seen.kind[1], "ep-down");
+    int64_t wait = notify_wait_ms(da);
+    assert_true(wait > 55000 && wait < 60000); /* the window ends 60 s after the first */
+    /* node-a stops; node-b takes over with the four held in etcd */
+    for (int i = 0; i < 5; i++) {
+        vclock_advance(&w->vc, 1000);
+        fx_step(&w->b);
+    }
+    struct term *tb = cluster_term(w->b.c);
+    assert_non_null(tb);
+    struct deliverer *db = deliverer_of(&w->b, tb);
+    view_step(w->b.view, 0);
+    assert_int_equal(notify_deliver_pending(db, &n), 0);
+    assert_int_equal(seen.n, 4); /* node-b's new-leader; the held ones wait for their window */
+    assert_string_equal(seen.last_kind, "new-leader");
+    wait = notify_wait_ms(db);
+    assert_true(wait > 0 && wait <= 55000);
+    for (int64_t left = wait; left > 0; left -= 1000) { /* node-b's lease is kept alive */
+        vclock_advance(&w->vc, left < 1000 ? left : 1000);
+        fx_step(&w->b);
+        if (left > 1000) { /* not before the window's end */
+            assert_int_equal(notify_deliver_pending(db, &n), 0);
+            assert_int_equal(seen.n, 4);
+        }
+    }
+    assert_int_equal(notify_deliver_pending(db, &n), 0);
+    assert_int_equal(seen.n, 5);
+    assert_string_equal(seen.last_kind, "ep-down");
+    assert_string_equal(seen.last_msg,
+                        "entry point primary of web is DOWN (and 3 more like it in 60 s)");
+    assert_int_equal(notify_wait_ms(db), -1);
+    /* node-a wakes: its term is over, it sends nothing */
+    view_step(w->a.view, 0);
+    assert_int_equal(notify_deliver_pending(da, &n), 0);
+    assert_int_equal(seen.n, 5);
+    notify_deliverer_free(da);
+    notify_deliverer_free(db);
+    term_put(ta);
+    term_put(tb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -250,6 +367,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retry_and_give_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trim_below_the_lowest_cursor, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cap_drops_with_a_marker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_filters, setup_filtered, teardown),
+        cmocka_unit_test_setup_teardown(test_repeats_collapse_across_a_leader_change,
+                                        setup_collapsing, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,6 +27,9 @@ struct dhaf_cfg_catalog {
     /** The i-th type name of a kind (for suggestions); NULL past the end. */
     const char *(*type_at)(const struct dhaf_cfg_catalog *cat, enum dhaf_pkind kind, size_t i);
     void *data;
+    /** The i-th event kind name (notifiers' `events:` must name one); NULL past the end. The
+     *  hook may be NULL (a program that sends no events): then only the names' form is checked. */
+    const char *(*event_kind_at)(const struct dhaf_cfg_catalog *cat, size_t i);
 };
 
 /* One switcher, health checker or notifier instance's settings. */
@@ -36,6 +39,9 @@ struct dhaf_section {
     void *conf;                     /* the provider's config struct, laid out by keys */
     const struct dhaf_cfgkey *keys; /* borrowed from the provider */
     int rise, fall;                 /* health checkers: results in a row to change opinion */
+    int min_severity;               /* notifiers: index into info|warning|critical (-1: all) */
+    struct dhaf_strlist events;     /* notifiers: the event kinds sent (n == 0: every kind) */
+    int repeat_window;              /* notifiers: seconds repeats are collapsed in (0: off) */
     int line, col;                  /* where the section starts */
     int64_t (*max_call_ms)(const void *conf, const char **key); /* from the schema; may be NULL */
 };
@@ -106,6 +112,7 @@ struct dhaf_config {
     int flap_threshold;    /* an EP whose flap penalty reaches it is held down (0: off) */
     int flap_half_life;    /* seconds in which a flap penalty halves */
     int provider_check_interval; /* seconds between the leader's reads of each provider (0: off) */
+    int config_drift_grace;      /* seconds nodes' configs may differ before a config-drift event */
     struct dhaf_api web_api;
     struct dhaf_api grpc_api;
     char *api_token;  /* secret: the admin role */
