@@ -3,7 +3,8 @@
  *
  * Two threads, each a loop over a step function (the steps are what unit tests drive in
  * virtual time):
- *  - session: keeps the node's session lease alive (alive/<node> lives on it);
+ *  - session: keeps the node's session lease alive (alive/<node> and config/<node>, the
+ *    node's config hash, live on it; the hash is published again after a reload);
  *  - election: campaigns when the view shows no leader key (a deleted key wakes it at once);
  *    as leader renews the leader lease at TTL/3 and closes the term when a renewal fails, when
  *    too little of the lease is surely left, or when the view shows the key gone or replaced.
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cfgdrift.h"
 #include "cluster.h"
 #include "dhaf/alloc.h"
 #include "dhaf/cancel.h"
@@ -84,6 +86,7 @@ struct cluster {
     /* the session thread's own */
     struct store_keepalive *session_ka;
     int64_t next_hb, session_backoff;
+    uint64_t cfg_gen; /* the config generation whose hash config/<node> holds (0: none) */
     /* the election thread's own */
     int64_t campaign_backoff;
 
@@ -403,7 +406,8 @@ int term_txn(struct term *t, const struct dhaf_etcd_cmp *cmps, size_t n_cmps,
 
 /* One transaction: members/<node> (created if absent, its version refreshed; persistent) and
  * alive/<node> on the session lease, so that no reader sees a member that is not alive
- * merely because it is half registered. */
+ * merely because it is half registered; config/<node> (its config hash) comes with them, so
+ * that no alive node is without one. */
 static int register_alive(struct cluster *c, int64_t lease, struct dhaf_err *err)
 {
     char mkey[256], akey[256], path[128];
@@ -416,6 +420,13 @@ static int register_alive(struct cluster *c, int64_t lease, struct dhaf_err *err
                           "probe", c->probe);
     char *alive = dhaf_json_dump(a);
     json_decref(a);
+    char ckey[256];
+    snprintf(path, sizeof(path), "config/%s", c->node);
+    cluster_key(c, ckey, sizeof(ckey), path);
+    struct snap *s = snap_get(c->snaps);
+    uint64_t gen = s->generation;
+    char *conf = cfgdrift_record(&s->cfg, gen);
+    snap_put(s);
     int rc = DHAF_ECONFLICT;
     for (int attempt = 0; attempt < 5; attempt++) {
         struct dhaf_kvs kvs;
@@ -444,24 +455,49 @@ static int register_alive(struct cluster *c, int64_t lease, struct dhaf_err *err
                                     .target = mod ? DHAF_ETCD_MOD_REV : DHAF_ETCD_CREATE_REV,
                                     .result = DHAF_ETCD_EQ,
                                     .num = mod};
-        struct dhaf_etcd_op puts[2] = {
+        struct dhaf_etcd_op puts[3] = {
             {.type = DHAF_ETCD_OP_PUT, .key = mkey, .value = member},
-            {.type = DHAF_ETCD_OP_PUT, .key = akey, .value = alive, .lease = lease}};
+            {.type = DHAF_ETCD_OP_PUT, .key = akey, .value = alive, .lease = lease},
+            {.type = DHAF_ETCD_OP_PUT, .key = ckey, .value = conf, .lease = lease}};
         struct dhaf_etcd_txn_result res;
-        rc = store_txn(&c->store, &cmp, 1, puts, 2, NULL, 0, &res, err);
+        rc = store_txn(&c->store, &cmp, 1, puts, conf ? 3 : 2, NULL, 0, &res, err);
         free(member);
         bool ok = rc == 0 && res.succeeded;
         if (rc == 0)
             dhaf_etcd_txn_result_release(&res);
-        if (ok)
+        if (ok) {
+            c->cfg_gen = conf ? gen : 0;
             break;
+        }
         if (rc && rc != DHAF_EUNKNOWN_OUTCOME)
             break;
         /* someone (the leader) changed it meanwhile, or we may have: read again */
         rc = dhaf_err_set(err, DHAF_ECONFLICT, "%s changes too often", mkey);
     }
     free(alive);
+    free(conf);
     return rc;
+}
+
+/* A reload published a new config: its hash replaces config/<node> (on the session lease).
+ * A failure is tried again at the next heartbeat. */
+static void publish_config(struct cluster *c, int64_t lease)
+{
+    struct snap *s = snap_get(c->snaps);
+    uint64_t gen = s->generation;
+    char *conf = gen != c->cfg_gen ? cfgdrift_record(&s->cfg, gen) : NULL;
+    snap_put(s);
+    if (!conf)
+        return;
+    char key[256], path[128];
+    snprintf(path, sizeof(path), "config/%s", c->node);
+    cluster_key(c, key, sizeof(key), path);
+    struct dhaf_err err;
+    if (store_put(&c->store, key, conf, lease, &err) == 0)
+        c->cfg_gen = gen;
+    else
+        log_err("config-hash-not-published", &err);
+    free(conf);
 }
 
 /* Grants the session lease and registers the node on it. */
@@ -504,6 +540,7 @@ int64_t cluster_session_step(struct cluster *c)
         c->next_hb = now + tm.hb_ms;
         return c->next_hb;
     }
+    publish_config(c, cluster_session_lease(c));
     if (now < c->next_hb)
         return c->next_hb;
     int64_t ttl = 0;

@@ -8,7 +8,8 @@
  * on this node's monotonic clock, so a frozen process knows on waking), the leader key gone or
  * replaced (seen in the view), a refused fenced write, or a stop. The leader's duties (decision
  * loop, notifier delivery, node tracking, history trimming, etcd compaction, recording etcd
- * alarms) are started with the term and stopped with it; nothing asks "am I leader" in a loop. */
+ * alarms, announcing config drift) are started with the term and stopped with it; nothing asks
+ * "am I leader" in a loop. */
 #ifndef DHAF_NODE_CLUSTER_H
 #define DHAF_NODE_CLUSTER_H
 

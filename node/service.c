@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cfgdrift.h"
 #include "cluster.h"
 #include "decide.h"
 #include "dhaf/alloc.h"
@@ -143,6 +144,37 @@ static Dhaf__V1__EtcdHealth *etcd_health(struct etcdmon *m, struct arena *a)
     return h;
 }
 
+/* The alive nodes' config hashes compared (view read-locked): each node's hash goes into its
+ * NodeStatus, the verdict into a ConfigDrift. */
+static Dhaf__V1__ConfigDrift *config_drift(const struct view *v, struct arena *a,
+                                           Dhaf__V1__NodeStatus **nodes, size_t n_nodes)
+{
+    struct cfgdrift d;
+    cfgdrift_read(v, &d);
+    Dhaf__V1__ConfigDrift *cd = a_alloc(a, sizeof(*cd));
+    dhaf__v1__config_drift__init(cd);
+    cd->drift = d.drift;
+    cd->hash = a_str(a, d.ref);
+    char summary[600];
+    cd->summary = a_str(a, cfgdrift_summary(&d, summary, sizeof(summary)));
+    cd->differing = a_alloc(a, (d.n_differ + 1) * sizeof(*cd->differing));
+    for (size_t i = 0; i < n_nodes; i++)
+        nodes[i]->config_hash = nodes[i]->config_parts = "";
+    for (size_t k = 0; k < d.n; k++) {
+        const struct cfgdrift_node *nd = &d.nodes[k];
+        if (nd->differs)
+            cd->differing[cd->n_differing++] = a_str(a, nd->name);
+        for (size_t i = 0; i < n_nodes; i++)
+            if (strcmp(nodes[i]->name, nd->name) == 0) {
+                nodes[i]->config_hash = a_str(a, nd->hash);
+                nodes[i]->config_differs = nd->differs;
+                nodes[i]->config_parts = a_str(a, nd->parts);
+            }
+    }
+    cfgdrift_release(&d);
+    return cd;
+}
+
 int svc_cluster_status(const struct svc_env *env, Dhaf__V1__ClusterStatus **out,
                        struct dhaf_err *err)
 {
@@ -187,6 +219,7 @@ int svc_cluster_status(const struct svc_env *env, Dhaf__V1__ClusterStatus **out,
         nodes[st.n_nodes++] = ns;
     }
     st.nodes = nodes;
+    st.config = config_drift(v, &a, nodes, st.n_nodes);
     /* probers: the configured ones, healthy while their relayed record exists */
     Dhaf__V1__ProberStatus **probers = a_alloc(&a, (cfg->n_probers + 1) * sizeof(*probers));
     for (size_t p = 0; p < cfg->n_probers; p++) {

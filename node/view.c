@@ -354,6 +354,7 @@ static unsigned apply(struct view *v, const char *key, const struct dhaf_kv *kv,
         unsigned topic;
     } dirs[] = {{"members/", VS_MEMBERS, VIEW_MEMBERS},
                 {"alive/", VS_ALIVE, VIEW_MEMBERS},
+                {"config/", VS_CONFIG, VIEW_MEMBERS},
                 {"probers/", VS_PROBERS, VIEW_PROBERS},
                 {"control/", VS_CONTROL, VIEW_SERVICES}};
     if (strcmp(k, "leader") == 0) {
@@ -366,6 +367,13 @@ static unsigned apply(struct view *v, const char *key, const struct dhaf_kv *kv,
             v->leader.lease = kv->lease;
         }
         return VIEW_LEADER;
+    }
+    if (strcmp(k, "config-drift") == 0) {
+        if (kv)
+            set_put(&v->sets[VS_DRIFT], k, kv);
+        else
+            set_del(&v->sets[VS_DRIFT], k);
+        return VIEW_MEMBERS;
     }
     for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
         size_t dl = strlen(dirs[i].dir);

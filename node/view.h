@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* The node-wide view: every node, leader or not, keeps in memory what etcd holds under the
- * cluster prefix - the leader key, members, alive nodes, probers, votes, service states,
- * switchover requests and the event history - fed by ONE watch. It survives terms and reloads:
- * a new or reloaded leader starts with every vote it has seen, and the status APIs read it
- * instead of etcd. While etcd is out of reach the view is kept and marked stale with its age.
+ * cluster prefix - the leader key, members, alive nodes and their config hashes, probers,
+ * votes, service states, switchover requests and the event history - fed by ONE watch. It
+ * survives terms and reloads: a new or reloaded leader starts with every vote it has seen,
+ * and the status APIs read it instead of etcd. While etcd is out of reach the view is kept
+ * and marked stale with its age.
  *
  * Changes are pushed: a part subscribes a waker to the topics it cares about and is kicked
  * when one changes. Readers take the read lock (memory work only, never across I/O); the
@@ -24,7 +25,7 @@ struct view;
 
 enum view_topic {
     VIEW_LEADER = 1u << 0,   /* the leader key */
-    VIEW_MEMBERS = 1u << 1,  /* members/ and alive/ */
+    VIEW_MEMBERS = 1u << 1,  /* members/, alive/, config/ and config-drift */
     VIEW_PROBERS = 1u << 2,  /* probers/ */
     VIEW_VOTES = 1u << 3,    /* votes/ */
     VIEW_SERVICES = 1u << 4, /* services/<svc>/state and services/<svc>/switchover */
@@ -107,7 +108,8 @@ struct view_rec {
 };
 
 /* VS_DRAINED: services/<svc>/drained/<ep>, named "<svc>/<ep>"; VS_CONTROL: control/<name>
- * ("pause"). */
+ * ("pause"); VS_CONFIG: config/<node> (each node's config hash, cfgdrift.h); VS_DRIFT: the one
+ * record config-drift (the drift the leader last announced). Both are VIEW_MEMBERS news. */
 enum view_set {
     VS_MEMBERS,
     VS_ALIVE,
@@ -116,6 +118,8 @@ enum view_set {
     VS_REQUEST,
     VS_DRAINED,
     VS_CONTROL,
+    VS_CONFIG,
+    VS_DRIFT,
     VS_N
 };
 
