@@ -422,7 +422,10 @@ static int call_switch(struct decider *d, struct svc_run *r, int to, int expect_
     if (!term_valid(d->t))
         return dhaf_err_set(err, DHAF_EFENCED, "the term ended before the switcher was called");
     struct dhaf_switch_req req = {.to = (size_t)to, .expect_from = expect_from, .fence = &d->fence};
-    return r->sw->switch_to(r->sw_state, &req, err);
+    int rc = r->sw->switch_to(r->sw_state, &req, err);
+    if (rc != 0 && rc != DHAF_EFENCED) /* fencing: leadership ended, not the provider */
+        metrics_switch_failed(r->name, r->sw_svc->switcher.type);
+    return rc;
 }
 
 /* Reads where the provider really points (under the fence): *ep = an index, -1 for an address

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* Process-wide counters for /metrics (switches by service and kind, the built-in prober's
- * check latency histogram, etcd compactions) and the Prometheus text rendering of them with
- * the cluster's view and the etcd monitor's state.
- * Recording is lock-free (atomics) except the first switch of a (service, kind) pair. */
+/* Process-wide counters for /metrics (switches and failed switch calls by service, the
+ * built-in prober's check latency histogram, etcd compactions, notifier outcomes, when each
+ * remote prober last reported here) and the Prometheus text rendering of them with the
+ * cluster's view, the etcd monitor's state and the process's own RSS, FDs and CPU.
+ * Named series (switches, notifiers, prober reports) are recorded under a mutex: they are
+ * rare; the latency histogram and round counters are atomics. */
 #ifndef DHAF_NODE_METRICS_H
 #define DHAF_NODE_METRICS_H
 
@@ -11,8 +13,8 @@
 
 #include "dhaf/v1/dhaf.pb-c.h"
 
-/** Counts one completed switch of service (kind: failover, switchover, switching). Both
- *  strings are borrowed for the call. Thread-safe. */
+/** Counts one completed switch of service (kind: failover, switchover or switching; another
+ *  is not counted). Both strings are borrowed for the call. Thread-safe. */
 void metrics_switch(const char *service, const char *kind);
 
 /** Records one health check's latency in the check latency histogram. Thread-safe. */
@@ -25,7 +27,29 @@ void metrics_probe_round(int64_t took_ms, bool overran);
 /** Counts one compaction of etcd's history this node made, at revision. Thread-safe. */
 void metrics_compaction(int64_t revision);
 
+/** Counts one failed call of service's switcher (type: its type name) to move traffic; a
+ *  call refused by fencing (the term ended) is not counted. Strings borrowed. Thread-safe. */
+void metrics_switch_failed(const char *service, const char *type);
+
+/* What became of one notifier's attempt (dhaf_notifications_total and
+ * dhaf_notification_failures_total{outcome}). */
+enum metrics_notify_outcome {
+    METRICS_NOTIFY_SENT,        /* an event was delivered */
+    METRICS_NOTIFY_RETRY,       /* a delivery failed and is tried again (notify-retry) */
+    METRICS_NOTIFY_GIVEN_UP,    /* a delivery failed for good (notify-given-up) */
+    METRICS_NOTIFY_INIT_FAILED, /* the notifier could not start (notifier-init-failed) */
+};
+
+/** Counts outcome for notifier name of type (every configured notifier has its series from
+ *  the start, at 0). Strings borrowed. Thread-safe. */
+void metrics_notify(const char *name, const char *type, enum metrics_notify_outcome outcome);
+
+/** Notes that this node accepted a report of remote prober name now (monotonic clock): its
+ *  dhaf_prober_report_age_seconds counts from here. Borrowed. Thread-safe. */
+void metrics_prober_report(const char *name);
+
 struct etcdmon_state;
+struct dhaf_config;
 
 /* What the node knows when /metrics is asked; every pointer borrowed for the call. */
 struct metrics_view {
@@ -36,6 +60,7 @@ struct metrics_view {
     int64_t view_age_ms;                      /* since etcd was last heard from */
     uint64_t etcd_errors;                     /* dhaf_etcd_error_count() */
     const struct etcdmon_state *etcd;         /* alarms, writability; NULL: not monitored */
+    const struct dhaf_config *cfg;            /* switchers, probers, notifiers; may be NULL */
 };
 
 /** The Prometheus text exposition (format 0.0.4) of the process counters and v. Caller

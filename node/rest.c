@@ -34,8 +34,10 @@
 #include "dhaf/log.h"
 #include "dhaf/rpc.h"
 #include "dhaf/valid.h"
+#include "cfgdrift.h"
 #include "etcdmon.h"
 #include "metrics.h"
+#include "ready.h"
 #include "dhaf/pbjson.h"
 #include "rest.h"
 #include "rest_guard.h"
@@ -94,6 +96,7 @@ struct out {
     char allow[64];
     bool challenge;       /* WWW-Authenticate: Bearer */
     int64_t stale_age_ms; /* > 0: served from a stale view this old (X-Dhaf-Stale) */
+    char warning[300];    /* "": none; else X-Dhaf-Warning (ready, with something to say) */
 };
 
 enum family { FAM_V1, FAM_ORIG, FAM_PLAIN };
@@ -760,64 +763,40 @@ static void not_ready(struct ctx *x, struct out *o, const char *word, char *deta
     set_body(o, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", t);
 }
 
-/* The first service whose switcher the leader cannot initialise or read (its state's
- * provider_error): what to say, or NULL when there is none. */
-static char *provider_trouble(struct view *v)
-{
-    char *why = NULL;
-    view_rdlock(v);
-    for (size_t i = 0; i < view_count(v, VS_STATE) && !why; i++) {
-        const struct view_rec *rec = view_at(v, VS_STATE, i);
-        json_t *pe = rec->j ? json_object_get(rec->j, "provider_error") : NULL;
-        if (json_is_object(pe))
-            why = dhaf_xasprintf("provider: this node leads and cannot initialise or read the "
-                                 "switcher of %s: %s",
-                                 rec->name,
-                                 dhaf_json_str(pe, "error") ? dhaf_json_str(pe, "error") : "?");
-    }
-    view_unlock(v);
-    return why;
-}
-
-/* Ready: etcd accepts writes, the node has its session with etcd and its view is in sync
- * with etcd; the leader can also initialise and read every service's switcher. An etcd that
- * refuses writes (an alarm) comes first: it is also why a node has no session then. */
+/* Ready as node_ready says (ready.c; the gRPC health service answers the same). */
 static void plain_readyz(struct ctx *x, struct out *o)
 {
-    struct cluster *c = x->r->c;
     if (atomic_load(&x->r->stopping)) {
         not_ready(x, o, "stopping", dhaf_xstrdup("the node is stopping"));
         return;
     }
-    if (cluster_etcdmon(c)) {
-        struct etcdmon_state es;
-        etcdmon_state(cluster_etcdmon(c), &es);
-        if (!es.writable) {
-            not_ready(x, o, "etcd", dhaf_xstrdup(es.problem));
-            return;
-        }
-    }
-    if (cluster_session_lease(c) == 0) {
-        not_ready(x, o, "session", dhaf_xstrdup("no session with etcd yet"));
+    const char *word;
+    char *detail;
+    if (!node_ready(x->r->c, &word, &detail)) {
+        not_ready(x, o, word, detail);
         return;
     }
-    struct view *v = cluster_view(c);
+    /* a config drift is a warning, not unreadiness: the API must stay reachable to see it */
+    struct view *v = cluster_view(x->r->c);
+    struct cfgdrift d;
     view_rdlock(v);
-    struct view_sync vs = view_sync(v);
+    cfgdrift_read(v, &d);
     view_unlock(v);
-    if (!vs.synced) {
-        not_ready(x, o, "etcd",
-                  dhaf_xasprintf("etcd: not heard from for %.1f s (status is served from "
-                                 "memory, marked stale)",
-                                 (double)vs.age_ms / 1000.0));
-        return;
+    if (d.drift) {
+        /* which nodes and hashes, only for callers that may read status (as not_ready) */
+        struct access_who who;
+        struct dhaf_err err;
+        bool known = !identify(x->r, x->env.cfg, x->conn, &who, &err) && who.role >= ACCESS_READ;
+        char summary[sizeof(o->warning) - 16];
+        cfgdrift_summary(&d, summary, sizeof(summary));
+        snprintf(o->warning, sizeof(o->warning), "config-drift%s%s", known ? ": " : "",
+                 known ? summary : "");
+        set_body(o, MHD_HTTP_OK, "text/plain; charset=utf-8",
+                 dhaf_xasprintf("ready\nwarning: %s\n", o->warning));
+    } else {
+        set_text(o, MHD_HTTP_OK, "ready\n");
     }
-    char *why = cluster_role(c) == ROLE_LEADER ? provider_trouble(v) : NULL;
-    if (why) {
-        not_ready(x, o, "provider", why);
-        return;
-    }
-    set_text(o, MHD_HTTP_OK, "ready\n");
+    cfgdrift_release(&d);
 }
 
 static void plain_metrics(struct ctx *x, struct out *o)
@@ -840,6 +819,7 @@ static void plain_metrics(struct ctx *x, struct out *o)
         .view_synced = vs.synced,
         .view_age_ms = vs.age_ms,
         .etcd_errors = dhaf_etcd_error_count(),
+        .cfg = x->env.cfg,
     };
     struct etcdmon_state es;
     if (cluster_etcdmon(x->r->c)) {
@@ -1238,6 +1218,8 @@ static enum MHD_Result queue(struct MHD_Connection *conn, struct out *o)
         MHD_add_response_header(resp, "X-Dhaf-Stale", h);
     }
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    if (o->warning[0])
+        MHD_add_response_header(resp, "X-Dhaf-Warning", o->warning);
     if (o->allow[0])
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, o->allow);
     if (o->challenge)
