@@ -13,7 +13,7 @@ ROUNDS    ?= 10
 SOAK      ?= 0
 SEED      ?=
 
-.PHONY: all deps build check asan format lint docs bench demo clean help fuzz chaos
+.PHONY: all deps build check asan format lint docs bench demo clean help fuzz chaos deb
 
 all: build
 
@@ -22,6 +22,7 @@ help:
 	@echo "make build   configure and build into $(BUILD)/ (binaries in $(BUILD)/bin)"
 	@echo "make check   deps + build + every test (ctest)"
 	@echo "make install binaries, systemd units, docs, examples into DESTDIR/PREFIX (/usr/local)"
+	@echo "make deb     Debian packages dhaf-node, dhaf-prober, dhafctl, dhaf-common into $(BUILD)/deb/"
 	@echo "make asan    the same tests under AddressSanitizer + UBSan, in $(ASAN_DIR)/"
 	@echo "make format  clang-format every C file in place"
 	@echo "make lint    clang-format check + cppcheck"
@@ -44,7 +45,7 @@ check: deps build
 asan: deps
 	@cmake -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=Debug -DDHAF_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_DIR) -j $(JOBS)
-	@cd $(ASAN_DIR) && ctest $(CTEST_ARGS) -j $(JOBS)
+	@cd $(ASAN_DIR) && ctest $(CTEST_ARGS) -j $(JOBS) -LE deploy
 
 format:
 	@clang-format -i $(SOURCES)
@@ -72,6 +73,12 @@ fuzz: deps
 chaos: deps build
 	@/usr/bin/python3 tests/chaos/chaos.py $(BUILD)/bin --rounds $(ROUNDS) \
 	  $(if $(SEED),--seed $(SEED)) $(if $(filter-out 0,$(SOAK)),--soak $(SOAK) --out chaos-soak)
+
+# Debian packages from $(BUILD) (deploy/deb/cpack.cmake; docs/deploy.md "Debian packages").
+deb: deps build
+	@rm -f $(BUILD)/deb/*.deb
+	@cd $(BUILD) && cpack -G DEB >/dev/null
+	@ls -1 $(BUILD)/deb/*.deb
 
 docs: build
 	@bash scripts/gen-config-doc.sh $(BUILD)/bin/dhaf-node

@@ -10,9 +10,11 @@
 #include <string.h>
 
 #include "api.h"
+#include "cfgdrift.h"
 #include "cluster.h"
 #include "compactor.h"
 #include "etcdmon.h"
+#include "healthcheck.h"
 #include "leader.h"
 #include "members.h"
 #include "notify.h"
@@ -38,6 +40,9 @@ static void usage(FILE *out)
                  "  -c, --config FILE      the cluster config (YAML, the original dhaf format)\n"
                  "      --check-config     validate FILE, print OK or every error, and exit\n"
                  "                         (exit 0 valid, 2 invalid)\n"
+                 "      --healthcheck      ask the running node of FILE for /healthz on its REST\n"
+                 "                         port, on loopback (container HEALTHCHECK, exec probes;\n"
+                 "                         exit 0 healthy, 1 not)\n"
                  "      --log-level LEVEL  debug, info, warn or error (overrides log.level)\n"
                  "      --log-format FMT   text or json (overrides log.format)\n"
                  "      --config-reference print every config parameter as Markdown and exit\n"
@@ -69,7 +74,7 @@ static int load_config(const char *path, struct dhaf_config *cfg, bool as_log)
 {
     struct dhaf_cfg_report rep;
     dhaf_cfg_report_init(&rep, path);
-    int rc = dhaf_config_load(path, dhaf_registry_catalog(), cfg, &rep);
+    int rc = dhaf_config_load(path, notify_catalog(), cfg, &rep);
     if (!as_log) {
         dhaf_cfg_report_print(&rep, stderr);
         if (rc != 0)
@@ -344,7 +349,8 @@ static int run(const char *path, struct dhaf_config *initial, const struct log_o
                               .etcdmon = pt.etcdmon};
     pt.c = cluster_new(&co);
     struct duty duties[] = {members_duty(pt.c),     leader_duty(pt.c),    notify_duty(pt.c),
-                            outbox_trim_duty(pt.c), compactor_duty(pt.c), etcdmon_duty(pt.etcdmon)};
+                            outbox_trim_duty(pt.c), compactor_duty(pt.c), etcdmon_duty(pt.etcdmon),
+                            cfgdrift_duty(pt.c)};
     for (size_t i = 0; i < sizeof(duties) / sizeof(duties[0]); i++)
         cluster_add_duty(pt.c, &duties[i]);
     const char *failed = NULL;
@@ -409,11 +415,13 @@ int main(int argc, char **argv)
         OPT_REFERENCE,
         OPT_DECOMMISSION,
         OPT_SWITCHOVER,
-        OPT_PURGE
+        OPT_PURGE,
+        OPT_HEALTHCHECK
     };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check-config", no_argument, NULL, OPT_CHECK},
+        {"healthcheck", no_argument, NULL, OPT_HEALTHCHECK},
         {"log-level", required_argument, NULL, OPT_LEVEL},
         {"log-format", required_argument, NULL, OPT_FORMAT},
         {"config-reference", no_argument, NULL, OPT_REFERENCE},
@@ -426,7 +434,7 @@ int main(int argc, char **argv)
     };
     const char *config = NULL;
     const char *decommission = NULL, *switchover = NULL, *purge = NULL;
-    bool check_only = false;
+    bool check_only = false, healthcheck = false;
     enum dhaf_log_level level = DHAF_LOG_INFO;
     enum dhaf_log_format format = DHAF_LOG_TEXT;
     bool level_set = false, format_set = false;
@@ -439,6 +447,9 @@ int main(int argc, char **argv)
             break;
         case OPT_CHECK:
             check_only = true;
+            break;
+        case OPT_HEALTHCHECK:
+            healthcheck = true;
             break;
         case OPT_LEVEL:
             if (dhaf_log_level_parse(optarg, &level) != 0) {
@@ -504,6 +515,12 @@ int main(int argc, char **argv)
     if (rc != 0) {
         dhaf_plugins_unload();
         return 2;
+    }
+    if (healthcheck) {
+        rc = node_healthcheck(&cfg, 3000, stdout);
+        dhaf_config_release(&cfg);
+        dhaf_plugins_unload();
+        return rc;
     }
     if (check_only) {
         printf("OK\n");

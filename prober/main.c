@@ -28,6 +28,7 @@
 #include "dhaf/rpc.h"
 #include "dhaf/v1/prober.pb-c.h"
 #include "dhaf/valid.h"
+#include "alive.h"
 #include "plan.h"
 
 struct prober_cfg {
@@ -442,6 +443,23 @@ static void *signal_thread(void *arg)
     return NULL;
 }
 
+/* Rewrites the liveness file (alive.h): stale_ms from now, the loop must have come by again.
+ * A failure is logged once: liveness is for the orchestrator, the probing goes on. */
+static void alive(const char *path, int64_t stale_ms, bool reported)
+{
+    static bool warned;
+    int rc = alive_touch(path, dhaf_wall_ms() / 1000, stale_ms / 1000 + 1, reported);
+    if (rc && !warned) {
+        DHAF_LOG(DHAF_LOG_WARN,
+                 "event=alive-file-failed path=%s reason=\"%s\" effect=\"dhaf-prober "
+                 "--healthcheck reports this prober unhealthy\"",
+                 path, strerror(-rc));
+        warned = true;
+    } else if (rc == 0) {
+        warned = false;
+    }
+}
+
 static int run(const struct prober_cfg *cfg)
 {
     dhaf_malloc_setup();
@@ -462,6 +480,9 @@ static int run(const struct prober_cfg *cfg)
     struct client cl = {.cfg = cfg};
     cl.ch = dhaf_xcalloc(cfg->nodes.n, sizeof(*cl.ch));
     int exit_code = 0;
+    char alive_file[4096];
+    if (alive_path(alive_file, sizeof(alive_file), cfg->name) != 0)
+        snprintf(alive_file, sizeof(alive_file), "/tmp/dhaf-prober.alive");
     size_t n_plain = 0;
     char plain[512] = "";
     for (size_t i = 0; i < cfg->nodes.n; i++) {
@@ -554,6 +575,7 @@ static int run(const struct prober_cfg *cfg)
                 DHAF_LOG(DHAF_LOG_ERROR, "event=plan-failed reason=\"%s\"",
                          dhaf_log_quote(q, sizeof(q), err.msg));
                 plan_drop(&plan, &engine); /* (not given to the watch) */
+                alive(alive_file, BACKOFF_MAX_MS + 30000, false);
                 nap(dhaf_backoff_ms(++fails, BACKOFF_FIRST_MS, BACKOFF_MAX_MS));
                 continue;
             }
@@ -580,6 +602,9 @@ static int run(const struct prober_cfg *cfg)
         dhaf_malloc_trim_every(&next_trim, dhaf_mono_ms(), 60000);
         /* Once a round, changed or not: it renews the vote's lease at the node. */
         report(&rp, r, n);
+        /* alive while rounds come: one may overrun its interval (checks that hang until
+         * their timeouts), three in a row do not */
+        alive(alive_file, 3 * interval + 30000, rp.sent_ok);
         if (rp.refetch) {
             watch_engine(&w, NULL);
             plan_drop(&plan, &engine);
@@ -597,6 +622,7 @@ static int run(const struct prober_cfg *cfg)
         pthread_join(w.t, NULL); /* (stop_flag is set: it ends within half a second) */
     pthread_mutex_destroy(&w.lock);
     plan_drop(&plan, &engine);
+    unlink(alive_file); /* a stopped prober is not alive (and leaves no file behind) */
     DHAF_LOG(DHAF_LOG_INFO, "event=prober-stopped prober=%s", cfg->name);
 out:
     if (!stop_flag)
@@ -612,7 +638,7 @@ out:
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: dhaf-prober --config FILE [--check-config]\n"
+    fprintf(out, "usage: dhaf-prober --config FILE [--check-config | --healthcheck]\n"
                  "\n"
                  "A remote vantage point: fetches its probe plan from any dhaf node, checks every\n"
                  "entry point each tact, and reports to any reachable node.\n"
@@ -626,6 +652,9 @@ static void usage(FILE *out)
                  "                                checker may run; default none],\n"
                  "                                extensions-dir (plugins; default extensions)}\n"
                  "      --check-config validate FILE, print OK or every error (exit 0 / 2)\n"
+                 "      --healthcheck  whether the running prober of FILE is alive: its main\n"
+                 "                     loop rewrites $TMPDIR/dhaf-prober-NAME.alive every round\n"
+                 "                     (exit 0 alive, 1 not; container HEALTHCHECK, exec probe)\n"
                  "  -h, --help         this help\n"
                  "  -V, --version      print the version\n");
 }
@@ -633,14 +662,12 @@ static void usage(FILE *out)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"check-config", no_argument, NULL, 'k'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 'k'},
+        {"healthcheck", no_argument, NULL, 'H'},  {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
     };
     const char *config = NULL;
-    bool check = false;
+    bool check = false, healthcheck = false;
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":c:hV", opts, NULL)) != -1) {
@@ -650,6 +677,9 @@ int main(int argc, char **argv)
             break;
         case 'k':
             check = true;
+            break;
+        case 'H':
+            healthcheck = true;
             break;
         case 'h':
             usage(stdout);
@@ -691,6 +721,14 @@ int main(int argc, char **argv)
     if (rc) {
         fprintf(stderr, "%s: invalid configuration\n", config);
         return 2;
+    }
+    if (healthcheck) {
+        char path[4096];
+        rc = alive_path(path, sizeof(path), cfg.name) == 0
+                 ? alive_check(path, dhaf_wall_ms() / 1000, stdout)
+                 : 1;
+        dhaf_cfgkeys_release(prober_keys, &cfg);
+        return rc;
     }
     /* The plan may name a plugin's checker: load them now, and refuse a broken one at once. */
     struct dhaf_err err;
