@@ -36,13 +36,16 @@ MAX_WATCHES = 4  # HEALTH_MAX_WATCHES in node/health.h
 
 
 def stubs():
-    """health_pb2 and the two reflection_pb2 modules, generated from proto/grpc/."""
+    """health_pb2 and the two reflection_pb2 modules, generated from proto/grpc/ (v1alpha: the
+    build tree's copy of v1 under that package name, proto/CMakeLists.txt)."""
     out = tempfile.mkdtemp(prefix="dhaf-py-grpc-")
     atexit.register(shutil.rmtree, out, True)
     files = ["grpc/health/v1/health.proto", "grpc/reflection/v1/reflection.proto",
              "grpc/reflection/v1alpha/reflection.proto"]
-    subprocess.run(["protoc", f"-I{PROTO_DIR}", f"--python_out={out}"] +
-                   [os.path.join(PROTO_DIR, f) for f in files], check=True, timeout=60)
+    alpha_root = os.path.join(os.path.dirname(os.path.abspath(BIN)), "proto", "gen", "protosrc")
+    roots = [PROTO_DIR] * 2 + [alpha_root]
+    subprocess.run(["protoc", f"-I{PROTO_DIR}", f"-I{alpha_root}", f"--python_out={out}"] +
+                   [os.path.join(r, f) for r, f in zip(roots, files)], check=True, timeout=60)
     # the generated package is "grpc.*", which the grpcio module of that name shadows: load
     # each file by its path instead
     mods = []
