@@ -395,6 +395,18 @@ class Prober:
     log_events = Node.log_events
 
 
+def fake_call(port, path, body=None, timeout=10):
+    """A test fake's control API on 127.0.0.1:port (tests/fakes/: /_fake/...): GET path, or
+    POST body as JSON; the reply's JSON."""
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 method="POST" if body is not None else "GET",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read() or b"null")
+
+
 class CloudflareFake:
     """tests/fakes/cloudflare.py on a reserved port, with the zone site.test; eps maps entry
     point names to addresses; the A record of site.test points at start_ep when given; log: the
@@ -424,13 +436,7 @@ class CloudflareFake:
 
     def call(self, path, body=None):
         """GET path, or POST body as JSON; the reply's JSON."""
-        import urllib.request
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}",
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     method="POST" if body is not None else "GET",
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return json.loads(r.read() or b"null")
+        return fake_call(self.port, path, body, timeout=5)
 
     def ep_of(self, ip):
         """The entry point with address ip ("?" for another)."""

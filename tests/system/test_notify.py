@@ -12,10 +12,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dhafsys import Cluster, free_port, run_tests, wait_until  # noqa: E402
+from dhafsys import Cluster, fake_call, free_port, run_tests, wait_until  # noqa: E402
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "build/bin"
 FAKES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fakes")
@@ -55,15 +54,6 @@ class Sink:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(5)
-
-
-def tg(port, path, body=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 method="POST" if body is not None else "GET",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read() or b"null")
 
 
 def make():
@@ -139,16 +129,16 @@ def test_mail_and_telegram(c):
     c.start_all()
     wait_until("traffic on ep-1", lambda: current(c) == "ep-1", 15)
     # Telegram: a private chat joins with the code, another one with a wrong code
-    tg(c.tg_port, "/_fake/update", {"message": {"message_id": 1, "chat": {"id": 111, "type": "private"},
+    fake_call(c.tg_port, "/_fake/update", {"message": {"message_id": 1, "chat": {"id": 111, "type": "private"},
                                                "from": {"id": 111, "is_bot": False, "first_name": "Op"},
                                                "date": int(time.time()), "text": f"/start {JOIN}"}})
-    tg(c.tg_port, "/_fake/update", {"message": {"message_id": 2, "chat": {"id": 222, "type": "private"},
+    fake_call(c.tg_port, "/_fake/update", {"message": {"message_id": 2, "chat": {"id": 222, "type": "private"},
                                                "from": {"id": 222, "is_bot": False, "first_name": "X"},
                                                "date": int(time.time()), "text": "/start wrong"}})
     # events (e.g. the new leader) may reach chat 111 too: wait for an answer in each chat
     wait_until("both answered", lambda: {111, 222} <= {
-        m["chat_id"] for m in tg(c.tg_port, "/_fake/sent")["messages"]}, 15)
-    sent = tg(c.tg_port, "/_fake/sent")["messages"]
+        m["chat_id"] for m in fake_call(c.tg_port, "/_fake/sent")["messages"]}, 15)
+    sent = fake_call(c.tg_port, "/_fake/sent")["messages"]
     assert any(m["chat_id"] == 222 and "incorrect" in m["plain"].lower() for m in sent), sent
     subs = c.etcd.get_prefix(c.prefix + "ext/notifier/tg/tg-ops/subs/")
     assert list(subs) == [c.prefix + "ext/notifier/tg/tg-ops/subs/111"], list(subs)
@@ -168,13 +158,13 @@ def test_mail_and_telegram(c):
     i = next(x for x in c.implicit.mails() if "FAILOVER" in x["subject"])
     assert i["tls_mode"] == "implicit", i
     wait_until("the failover on Telegram", lambda: any(
-        x["chat_id"] == 111 and "ep-2" in x["plain"] for x in tg(c.tg_port, "/_fake/sent")["messages"]),
+        x["chat_id"] == 111 and "ep-2" in x["plain"] for x in fake_call(c.tg_port, "/_fake/sent")["messages"]),
         15)
     # node events are delivered too (the original never did)
     assert any("dhaf node" in x for x in subjects(c.plain)), subjects(c.plain)
 
     # the subscriber blocks the bot: the next message gets 403 and the subscriber is removed
-    tg(c.tg_port, "/_fake/block", {"chat_id": 111})
+    fake_call(c.tg_port, "/_fake/block", {"chat_id": 111})
     c.b1.start()
     wait_until("switching back", lambda: current(c) == "ep-1", 10)
     wait_until("the blocked subscriber removed",

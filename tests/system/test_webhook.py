@@ -7,7 +7,6 @@ what they should (an info event below min-severity, kinds not listed); the Slack
 Repeats of one entry point's ep-down within the window arrive as the first at once and then
 one message with a count, and the counts add up to what etcd recorded.
 usage: /usr/bin/python3 test_webhook.py BUILD_BIN_DIR"""
-import json
 import os
 import re
 import shutil
@@ -15,10 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dhafsys import Cluster, free_port, run_tests, wait_until  # noqa: E402
+from dhafsys import Cluster, fake_call, free_port, run_tests, wait_until  # noqa: E402
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "build/bin"
 FAKES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fakes")
@@ -32,15 +30,6 @@ def spawn(args):
     line = p.stdout.readline()
     assert line.startswith("LISTENING"), (args, line)
     return p, int(line.split()[1])
-
-
-def call(port, path, body=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 method="POST" if body is not None else "GET",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read() or b"null")
 
 
 def make():
@@ -94,7 +83,7 @@ def current(c):
 
 
 def received(c, name):
-    return call(c.hook_port, f"/_fake/received?path=/hooks/{name}")["requests"]
+    return fake_call(c.hook_port, f"/_fake/received?path=/hooks/{name}")["requests"]
 
 
 def delivered(c, name, kind=None):
@@ -108,8 +97,8 @@ def slack_has(c, word):
 
 
 def test_signed_json_filters_slack(c):
-    call(c.hook_port, "/_fake/fail", {"path": "/hooks/json", "status": 500, "count": 2})
-    call(c.hook_port, "/_fake/fail", {"path": "/hooks/redirect", "status": 302, "count": 100,
+    fake_call(c.hook_port, "/_fake/fail", {"path": "/hooks/json", "status": 500, "count": 2})
+    fake_call(c.hook_port, "/_fake/fail", {"path": "/hooks/redirect", "status": 302, "count": 100,
                                       "location": f"http://127.0.0.1:{c.hook_port}/hooks/json"})
     c.start_all()
     wait_until("traffic on ep-1", lambda: current(c) == "ep-1", 15)
