@@ -28,7 +28,7 @@ from dhafsys import Backend, CloudflareFake, Etcd, free_port  # noqa: E402
 SRC = os.path.abspath(sys.argv[1])
 BUILD = os.path.abspath(sys.argv[2])
 IMAGE = "localhost/dhaf:test"
-ETCD_IMAGE = "quay.io/coreos/etcd:v3.5.17"  # the name deploy/k8s uses; Debian's 3.4 inside
+ETCD_IMAGE = "localhost/dhaf-etcd-standin:3.4"  # Debian's etcd-server (tests/deploy/podlab.py)
 SECRET_GID = 4242  # the group of the mounted files: not 0, not the image's 10001
 CLUSTER = "ct"
 EPS = {"ep-1": "127.0.0.71", "ep-2": "127.0.0.72"}
@@ -36,8 +36,8 @@ PROBER_TOKEN = "container-prober-token-0123456789"
 
 
 def commit():
-    """The commit the build tree's binaries carry (cmake took it when it configured the tree),
-    which the packages and so the image hold; the image's label gets the same."""
+    """The commit the build tree's binaries carry (cmake took it when it configured the tree):
+    the image is built with it (DHAF_GIT_COMMIT), and its label and binaries must say it."""
     r = subprocess.run([os.path.join(BUILD, "bin", "dhafctl"), "--version"], capture_output=True,
                        text=True, timeout=10)
     m = re.search(r"\(([^)]+)\)", r.stdout)

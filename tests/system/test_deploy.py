@@ -7,17 +7,19 @@ Kubernetes: each overlay under deploy/k8s/overlays/ is rendered by a small kusto
 anything else is refused, so the real `kubectl kustomize` stays the reference). Where kubectl is
 installed, its rendering must be the same objects. Then: every document has apiVersion, kind and
 metadata.name; every ConfigMap, Secret, key, volume and port that a pod, Service, probe,
-NetworkPolicy or PodDisruptionBudget names exists; selectors match pods; probes are /healthz and
-/readyz on the REST port; anti-affinity, resources and the security context are set; the dhaf
+NetworkPolicy or PodDisruptionBudget names exists (CronJobs' pods included); selectors match
+pods; the node's probes are /healthz on the REST port (readiness must not hang on etcd), the
+prober's liveness is its --healthcheck; etcd speaks TLS with client certificates to clients
+and peers, and its scripts parse (sh -n); anti-affinity, resources and the security context
+are set; deploy/k8s itself renders the example overlay; the dhaf
 config in the ConfigMap, after the init container's name substitution (its very script is run),
 passes `dhaf-node --check-config` with the Secret's keys as files, and the prober's config passes
 `dhaf-prober --check-config`.
 
 systemd: `systemd-analyze verify` (no warning allowed) and `systemd-analyze security` of the
-units, else a parse of the required keys. Docker: the Dockerfile's stages, user and entry point,
-and that its runtime packages own every library the binaries link (dpkg); `docker build` only
-with DHAF_TEST_DOCKER=1 and a running engine. `make install DESTDIR=... PREFIX=/usr` installs
-the binaries, units, docs and example configs.
+units, else a parse of the required keys. Docker: the Dockerfile's stages, packages, user,
+HEALTHCHECK and entry point (tests/deploy/ builds and runs it, and installs the packages).
+`make install DESTDIR=... PREFIX=/usr` installs the binaries, units, docs and example configs.
 
 usage: /usr/bin/python3 test_deploy.py SOURCE_DIR BUILD_BIN_DIR"""
 import copy
@@ -41,7 +43,11 @@ K8S = os.path.join(SRC, "deploy", "k8s")
 OVERLAYS = sorted(d for d in os.listdir(os.path.join(K8S, "overlays"))
                   if os.path.isfile(os.path.join(K8S, "overlays", d, "kustomization.yaml")))
 # Objects an overlay expects the operator to create by hand (its kustomization.yaml says so).
-EXTERNAL = {"external-etcd": {("Secret", "dhaf-secrets"), ("Secret", "dhaf-etcd-client")}}
+# The TLS Secrets come from deploy/k8s/etcd-certs.sh.
+ETCD_TLS = {("Secret", "etcd-tls"), ("Secret", "dhaf-etcd-client"),
+            ("Secret", "etcd-maintenance-client")}
+EXTERNAL = {"external-etcd": {("Secret", "dhaf-secrets"), ("Secret", "dhaf-etcd-client")},
+            "example": ETCD_TLS}
 # The footprint measured in docs/deploy.md: a node's resident set, MiB (rounded up).
 MEASURED_NODE_RSS_MIB = 25
 
@@ -224,9 +230,17 @@ def container(spec, name):
 
 
 def pods(docs):
-    """(workload, pod labels, pod spec) of every workload."""
-    return [(d, d["spec"]["template"]["metadata"].get("labels", {}), d["spec"]["template"]["spec"])
-            for d in docs if d["kind"] in WORKLOADS]
+    """(workload, pod labels, pod spec) of every workload and CronJob."""
+    out = []
+    for d in docs:
+        if d["kind"] in WORKLOADS:
+            t = d["spec"]["template"]
+        elif d["kind"] == "CronJob":
+            t = d["spec"]["jobTemplate"]["spec"]["template"]
+        else:
+            continue
+        out.append((d, t["metadata"].get("labels", {}), t["spec"]))
+    return out
 
 
 def check_structure(name, docs):
@@ -262,7 +276,7 @@ def check_references(name, docs):
 
     for wl, labels, spec in pods(docs):
         where = f"{wl['kind']}/{wl['metadata']['name']}"
-        assert matches(wl["spec"]["selector"]["matchLabels"], labels), \
+        assert wl["kind"] == "CronJob" or matches(wl["spec"]["selector"]["matchLabels"], labels), \
             f"{name}: {where}: the selector does not match its own pods"
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         claims = {c["metadata"]["name"] for c in wl["spec"].get("volumeClaimTemplates", [])}
@@ -274,6 +288,8 @@ def check_references(name, docs):
             if "secret" in v:
                 for it in v["secret"].get("items", []) or [None]:
                     need("Secret", v["secret"]["secretName"], it and it["key"], where)
+            if "persistentVolumeClaim" in v:
+                need("PersistentVolumeClaim", v["persistentVolumeClaim"]["claimName"], None, where)
         for c in all_containers(spec):
             cw = f"{where} container {c['name']}"
             for m in c.get("volumeMounts", []):
@@ -409,7 +425,8 @@ def check_workloads(name, docs):
     assert mem >= MEASURED_NODE_RSS_MIB * 1.5, \
         f"dhaf-node: memory request {mem} MiB, below 1.5 x the measured {MEASURED_NODE_RSS_MIB} MiB"
     assert main["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness is not /healthz"
-    assert main["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness is not /readyz"
+    # Readiness must not depend on etcd: dhaf-api keeps its endpoints through an etcd outage.
+    assert main["readinessProbe"]["httpGet"]["path"] == "/healthz", "readiness is not /healthz"
     rest = [p for p in main["ports"] if p.get("name") == "rest"]
     assert rest and main["livenessProbe"]["httpGet"]["port"] in ("rest", rest[0]["containerPort"]) \
         and main["readinessProbe"]["httpGet"]["port"] in ("rest", rest[0]["containerPort"]), \
@@ -500,7 +517,7 @@ def check_dhaf_configs(name, docs, node):
     hosts = hosts.split(",") if isinstance(hosts, str) else hosts
     if any(d["kind"] == "StatefulSet" and d["metadata"]["name"] == "etcd" for d in docs):
         etcd = workload(docs, "StatefulSet", "etcd")
-        want = {f"http://etcd-{i}.{etcd['spec']['serviceName']}:2379"
+        want = {f"https://etcd-{i}.{etcd['spec']['serviceName']}:2379"
                 for i in range(etcd["spec"]["replicas"])}
         assert set(hosts) == want, f"etcd.hosts {hosts} are not the etcd pods {sorted(want)}"
     # The secrets both containers need are mounted in both (the init container validates).
@@ -553,10 +570,16 @@ def check_dhaf_configs(name, docs, node):
     pc = container(pspec, "dhaf-prober")
     pvols = {v["name"]: v for v in pspec["volumes"]}
     cmount = [m for m in pc["volumeMounts"] if "configMap" in pvols[m["name"]]]
-    assert len(cmount) == 1 and cmount[0]["mountPath"] == pc["args"][-1], \
-        "the prober's --config is its ConfigMap"
+    assert len(cmount) == 1, "the prober mounts one ConfigMap"
     pcm = workload(docs, "ConfigMap", pvols[cmount[0]["name"]]["configMap"]["name"])
-    ptext = pcm["data"][cmount[0]["subPath"]]
+    if cmount[0].get("subPath"):
+        assert cmount[0]["mountPath"] == pc["args"][-1], "the prober's --config is its ConfigMap"
+        key = cmount[0]["subPath"]
+    else:
+        d, key = os.path.split(pc["args"][-1])
+        assert d == cmount[0]["mountPath"].rstrip("/"), "the prober's --config is its ConfigMap"
+    assert key in pcm["data"], f"the prober's --config {pc['args'][-1]}: no key {key}"
+    ptext = pcm["data"][key]
     pcfg = yaml.safe_load(ptext)["prober"]
     known = {p["name"] for p in cfg.get("probers", [])}
     assert pcfg["name"] in known, f"prober {pcfg['name']} is not under probers: ({known})"
@@ -578,13 +601,80 @@ def check_dhaf_configs(name, docs, node):
     return f"{node['spec']['replicas']} node configs + prober OK"
 
 
+def check_etcd_and_probes(name, docs):
+    """etcd's TLS flags and the files they name, its scripts (sh -n, and only etcdctl, etcd
+    and shell builtins: the etcd image has nothing else), the prober's liveness probe."""
+    prober = container(workload(docs, "Deployment", "dhaf-prober")["spec"]["template"]["spec"],
+                       "dhaf-prober")
+    cmd = prober["livenessProbe"]["exec"]["command"]
+    assert cmd[:2] == ["dhaf-prober", "--healthcheck"] and cmd[2:] == prober["args"][1:], \
+        f"{name}: the prober's liveness probe is not its own --healthcheck: {cmd}"
+    if not any(d["kind"] == "StatefulSet" and d["metadata"]["name"] == "etcd" for d in docs):
+        return "no etcd"
+    etcd = workload(docs, "StatefulSet", "etcd")
+    spec = etcd["spec"]["template"]["spec"]
+    c = container(spec, "etcd")
+    flags = dict(a[2:].split("=", 1) if "=" in a else (a[2:], "true") for a in c["args"])
+    for f in ("client-cert-auth", "peer-client-cert-auth"):
+        assert flags.get(f) == "true", f"{name}: etcd without --{f}"
+    for f in ("listen-client-urls", "advertise-client-urls", "listen-peer-urls",
+              "initial-advertise-peer-urls"):
+        assert flags[f].startswith("https://"), f"{name}: etcd --{f}={flags[f]} is not TLS"
+    assert "initial-cluster-state" not in flags and "initial-cluster" not in flags, \
+        f"{name}: start.sh chooses --initial-cluster(-state), not the manifest"
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in spec["volumes"]}
+    for f in ("cert-file", "key-file", "trusted-ca-file", "peer-cert-file", "peer-key-file",
+              "peer-trusted-ca-file"):
+        d, base = os.path.split(flags[f])
+        v = vols.get(mounts.get(d), {})
+        assert v.get("secret", {}).get("secretName") == "etcd-tls", \
+            f"{name}: etcd --{f}={flags[f]} is not in the Secret etcd-tls"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["CLUSTER_SIZE"] == str(etcd["spec"]["replicas"]), "CLUSTER_SIZE != replicas"
+    assert env["SERVICE_NAME"] == etcd["spec"]["serviceName"], "SERVICE_NAME != serviceName"
+    assert c["command"][0] == "/bin/sh", c["command"]
+    script_dir, script = os.path.split(c["command"][1])
+    cm = workload(docs, "ConfigMap", vols[mounts[script_dir]]["configMap"]["name"])
+    assert script in cm["data"], f"{name}: {script} is not in ConfigMap {cm['metadata']['name']}"
+    # The jobs run scripts of the same ConfigMap.
+    jobs = [d for d in docs if d["kind"] == "CronJob"]
+    assert {j["metadata"]["name"] for j in jobs} == {"etcd-backup", "etcd-defrag"}, jobs
+    for j in jobs:
+        jspec = j["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        for jc in all_containers(jspec):
+            if jc["command"][0] == "/bin/sh":
+                assert os.path.basename(jc["command"][1]) in cm["data"], jc["command"]
+        assert j["spec"]["concurrencyPolicy"] == "Forbid", f"{j['metadata']['name']}: overlapping runs"
+    builtins = {"set", "log", "ctl", "printf", "exec", "exit", "continue", "break", "read",
+                "local", "shift", "cd", "[", "echo"}
+    for key, text in cm["data"].items():
+        for sh in ("dash", "bash"):
+            if shutil.which(sh):
+                r = subprocess.run([sh, "-n"], input=text, capture_output=True, text=True,
+                                   timeout=30)
+                assert r.returncode == 0, f"{name}: {key}: {sh} -n: {r.stderr}"
+        if key != "rotate.sh":  # rotate.sh runs in the dhaf image (coreutils)
+            # The words in command position, once quoted text and comments are gone.
+            code = text.replace("\\\n", " ")
+            code = re.sub(r"'[^']*'", "''", re.sub(r'"(?:[^"\\]|\\.)*"', '""', code))
+            code = re.sub(r"(?m)^\s*#.*$", "", re.sub(r"\$\(\([^)]*\)\)", "0", code))
+            words = re.findall(r"(?:^|[;|(]|&&|\|\||\bthen|\bdo|\belse|\$\()\s*"
+                               r"([a-z][\w.-]*)(?![\w.=-])", code, re.M)
+            tools = {w for w in words if w not in builtins}
+            tools -= {"if", "fi", "for", "while", "until", "done", "case", "esac", "in", "then",
+                      "do", "else", "true", "false"}
+            assert tools <= {"etcdctl", "etcd"}, f"{name}: {key} runs {sorted(tools)}, not in the etcd image"
+    return f"etcd TLS for clients and peers; {len(cm['data'])} scripts parse"
+
+
 def k8s_overlay(name):
     def test():
         docs = render(os.path.join(K8S, "overlays", name))
         check_structure(name, docs)
         check_references(name, docs)
         node = check_workloads(name, docs)
-        note = check_dhaf_configs(name, docs, node)
+        note = check_dhaf_configs(name, docs, node) + "; " + check_etcd_and_probes(name, docs)
         kinds = sorted({d["kind"] for d in docs})
         return f"{len(docs)} objects ({', '.join(kinds)}); {note}"
     return test
@@ -596,12 +686,19 @@ def k8s_base():
     # The base alone lacks only the Secret.
     secrets = {v["secret"]["secretName"] for _w, _l, spec in pods(docs)
                for v in spec.get("volumes", []) if "secret" in v}
-    assert secrets == {"dhaf-secrets"}, secrets
-    EXTERNAL["base"] = {("Secret", "dhaf-secrets")}
+    assert secrets == {"dhaf-secrets"} | {n for _k, n in ETCD_TLS}, secrets
+    EXTERNAL["base"] = {("Secret", "dhaf-secrets")} | ETCD_TLS
     check_references("base", docs)
     node = check_workloads("base", docs)
     note = check_dhaf_configs("base", docs, node)
     return f"{len(docs)} objects; {note}"
+
+
+def k8s_root():
+    """`kubectl kustomize deploy/k8s` renders the example overlay."""
+    root, example = by_id(render(K8S)), by_id(render(os.path.join(K8S, "overlays", "example")))
+    assert root == example, f"deploy/k8s differs from overlays/example: {set(root) ^ set(example)}"
+    return f"{len(root)} objects"
 
 
 def k8s_same_as_kubectl():
@@ -609,7 +706,7 @@ def k8s_same_as_kubectl():
     if not kubectl:
         return "skipped: no kubectl here (the minimal renderer was used alone)"
     notes = []
-    for d in ["base"] + [os.path.join("overlays", o) for o in OVERLAYS]:
+    for d in [".", "base"] + [os.path.join("overlays", o) for o in OVERLAYS]:
         path = os.path.join(K8S, d)
         r = subprocess.run([kubectl, "kustomize", path], capture_output=True, text=True, timeout=60)
         if r.returncode != 0 and "unknown command" in r.stderr:
@@ -743,106 +840,45 @@ def dockerfile_stages():
         word, _, rest = line.partition(" ")
         if word.upper() == "FROM":
             stages.append({"from": rest.split()[0], "lines": []})
+        elif word.upper() == "ARG" and not stages:
+            continue  # a global ARG (the FROM lines may use it)
         else:
             assert stages, f"Dockerfile: {line} before FROM"
             stages[-1]["lines"].append((word.upper(), rest.strip()))
     return stages
 
 
-def needed_packages():
-    """{soname: Debian package} of the libraries the four binaries link directly."""
-    out = {}
-    for exe in ("dhaf-node", "dhaf-prober", "dhafctl", "dhaf-sim"):
-        r = subprocess.run(["readelf", "-d", os.path.join(BIN, exe)], capture_output=True,
-                           text=True, timeout=30)
-        assert r.returncode == 0, r.stderr
-        for so in re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", r.stdout):
-            pkg = None
-            for d in ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
-                      "/lib/aarch64-linux-gnu", "/usr/lib", "/lib", "/lib64"):
-                r2 = subprocess.run(["dpkg", "-S", os.path.join(d, so)], capture_output=True,
-                                    text=True, timeout=30)
-                if r2.returncode == 0:
-                    pkg = r2.stdout.split(":")[0].strip()
-                    break
-            assert pkg, f"no Debian package owns {so}"
-            out[so] = pkg
-    return out
-
-
-def apt_closure(pkgs):
-    """pkgs and every package they depend on, per the installed packages' Depends (dpkg)."""
-    seen, todo = set(), list(pkgs)
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        r = subprocess.run(["dpkg-query", "-W", "-f=${Depends}, ${Pre-Depends}", p],
-                           capture_output=True, text=True, timeout=30)
-        if r.returncode != 0:
-            continue
-        for alt in r.stdout.replace("|", ",").split(","):
-            name = alt.strip().split(" ")[0].split(":")[0]
-            if name:
-                todo.append(name)
-    return seen
-
-
 def docker_file():
+    """The Dockerfile's shape. It is built and run for real by tests/deploy/test_container.py
+    (podman), and the packages it installs are checked by tests/deploy/test_deb.py."""
     stages = dockerfile_stages()
     assert len(stages) >= 2, "the Dockerfile is not multi-stage"
     assert stages[0]["from"] == "debian:12", stages[0]["from"]
     final = stages[-1]
     assert final["from"] == "debian:12-slim", final["from"]
     build_runs = " ".join(r for w, r in stages[0]["lines"] if w == "RUN")
-    assert "scripts/install-deps.sh" in build_runs, "the builder does not use scripts/install-deps.sh"
-    assert "cmake --install" in build_runs and "--prefix /usr" in build_runs, build_runs
+    assert "scripts/install-deps.sh --build" in build_runs, \
+        "the builder does not use scripts/install-deps.sh --build"
+    assert "cpack -G DEB" in build_runs, "the builder does not make the .deb packages"
     assert os.path.isfile(os.path.join(SRC, "scripts", "install-deps.sh"))
     runs = " ".join(r for w, r in final["lines"] if w == "RUN")
     m = re.search(r"apt-get install (.*?)(?:&&|$)", runs)
     assert m, "the final stage installs no packages"
     pkgs = {p for p in m.group(1).split() if not p.startswith("-")}
     assert not {p for p in pkgs if p.endswith("-dev")}, f"-dev packages in the final image: {pkgs}"
+    for deb in ("dhaf-common", "dhaf-node", "dhaf-prober", "dhafctl"):
+        assert any(p.startswith(f"/tmp/debs/{deb}_") for p in pkgs), f"{deb} is not installed"
     users = [r for w, r in final["lines"] if w == "USER"]
-    assert users and users[-1].split(":")[0] not in ("root", "0"), f"USER {users}"
+    assert users and users[-1] == "10001:10001", f"USER {users} (the uid/gid contract: 10001)"
+    assert any(w == "HEALTHCHECK" for w, _ in final["lines"]), "no HEALTHCHECK"
     ep = [r for w, r in final["lines"] if w == "ENTRYPOINT"]
     cmd = [r for w, r in final["lines"] if w == "CMD"]
     assert ep and cmd and "dhaf-node" in json.loads(cmd[-1]) + json.loads(ep[-1]), (ep, cmd)
-    copies = [r for w, r in final["lines"] if w == "COPY"]
-    copied = " ".join(copies)
-    for exe in ("dhaf-node", "dhaf-prober", "dhafctl", "dhaf-sim"):
-        assert f"/out/usr/bin/{exe}" in copied, f"{exe} is not copied into the final image"
-    notes = []
-    sanitized = "libasan" in subprocess.run(["ldd", os.path.join(BIN, "dhaf-node")],
-                                             capture_output=True, text=True, timeout=30).stdout
-    if sanitized:
-        notes.append("library check skipped: a sanitizer build links more than the image's")
-    elif shutil.which("dpkg") and shutil.which("readelf"):
-        need = needed_packages()
-        have = apt_closure(pkgs | {"libc6"})
-        missing = {so: p for so, p in need.items() if p not in have}
-        assert not missing, f"the final stage lacks the packages of {missing}"
-        direct = {p for p in need.values() if p in pkgs}
-        notes.append(f"the runtime packages (with their dependencies) own all {len(need)} "
-                     f"linked libraries, {len(direct)} packages of them named directly")
     ign = os.path.join(SRC, "deploy", "docker", "Dockerfile.dockerignore")
     with open(ign) as f:
         ignored = set(f.read().split())
     assert {".git", "build", "build-*"} <= ignored, ignored
-    docker = shutil.which("docker")
-    engine = docker and subprocess.run([docker, "info"], capture_output=True,
-                                       timeout=30).returncode == 0
-    if engine and os.environ.get("DHAF_TEST_DOCKER") == "1":
-        r = subprocess.run([docker, "build", "-f", "deploy/docker/Dockerfile", "-t",
-                            "dhaf:test", "."], cwd=SRC, capture_output=True, text=True,
-                           timeout=3000)
-        assert r.returncode == 0, f"docker build: {r.stdout[-3000:]}{r.stderr[-3000:]}"
-        notes.append("docker build OK")
-    else:
-        notes.append("docker build not run (" + ("set DHAF_TEST_DOCKER=1" if engine
-                                                 else "no container engine here") + ")")
-    return "; ".join(notes)
+    return "stages, packages, user 10001:10001, HEALTHCHECK (built and run by deploy_container)"
 
 
 # ------------------------------------------------------------------ make install
@@ -890,7 +926,8 @@ def make_install():
 def main():
     tests = [("k8s base renders", k8s_base)]
     tests += [(f"k8s overlay {o}", k8s_overlay(o)) for o in OVERLAYS]
-    tests += [("k8s renderer = kubectl kustomize", k8s_same_as_kubectl),
+    tests += [("k8s root = overlays/example", k8s_root),
+              ("k8s renderer = kubectl kustomize", k8s_same_as_kubectl),
               ("systemd units", systemd_units),
               ("systemd example configs", systemd_examples),
               ("Dockerfile", docker_file),
