@@ -5,8 +5,9 @@ with debootstrap and imported; a containers.conf without rlimits; runc with cgro
 
 Images are kept in podman's store between tests of one run (and runs): the base image is made
 once (`localhost/debian:bookworm`, tagged as debian:12 and debian:12-slim), the dhaf image is
-rebuilt each time from the build tree's packages (seconds, with cached layers). Containers are
-named `dhaf-ct<pid>-...` and removed on every exit path (end, exception, SIGINT, SIGTERM).
+rebuilt each time from the tree (about a minute; what a rebuild leaves untagged is removed at
+the end, so the store does not grow run by run). Containers are named `dhaf-ct<pid>-...` and
+removed on every exit path (end, exception, SIGINT, SIGTERM).
 
 Exit 77 (ctest's skip) when podman, buildah, runc or debootstrap is missing or not root, with
 the command that installs them."""
@@ -57,6 +58,7 @@ class Lab:
         self.env = dict(os.environ, CONTAINERS_CONF=self.conf)
         self.prefix = f"{prefix}{os.getpid()}-"
         self.closed = False
+        self.dangling_before = set(self._image_ids("--filter", "dangling=true"))
         atexit.register(self.close)
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, self._on_signal)
@@ -77,9 +79,11 @@ class Lab:
 
     def buildah_bud(self, context, dockerfile, tag, build_args=(), timeout=1800, ignorefile=None):
         """buildah bud in the docker format (the OCI format drops HEALTHCHECK), from local
-        images only, chroot isolation (no cgroups or user namespaces needed)."""
+        images only, chroot isolation (no cgroups or user namespaces needed). No --layers: a
+        layer cache would keep every build's stages (about 1 GB a build of the tree) in the
+        store; the images the tests reuse are tagged and built once."""
         cmd = ["buildah", "bud", "--pull=never", "--isolation", "chroot", "--format", "docker",
-               "--layers", "-f", dockerfile, "-t", tag]
+               "-f", dockerfile, "-t", tag]
         for a in build_args:
             cmd += ["--build-arg", a]
         if ignorefile:
@@ -201,6 +205,11 @@ class Lab:
         r = self.podman("healthcheck", "run", name, check=False, timeout=60)
         return r.returncode == 0, (r.stdout + r.stderr).strip()
 
+    def _image_ids(self, *filters):
+        r = self.podman("images", "-a", "--no-trunc", "--format", "{{.ID}}", *filters,
+                        check=False)
+        return r.stdout.split()
+
     def names(self):
         r = self.podman("ps", "-a", "--format", "{{.Names}}", check=False)
         return [n for n in r.stdout.split() if n.startswith(self.prefix)]
@@ -212,6 +221,12 @@ class Lab:
         names = self.names()
         if names:
             self.podman("rm", "-f", "-t", "2", *names, check=False, timeout=120)
+        # what this run left untagged (a stage, an image whose tag a rebuild took): gone, so
+        # the store does not grow by an image per run; what was untagged before is not touched
+        stale = [i for i in self._image_ids("--filter", "dangling=true")
+                 if i not in self.dangling_before]
+        if stale:
+            self.podman("rmi", *stale, check=False, timeout=120)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
