@@ -526,6 +526,17 @@ class Cluster:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def fresh(fn, setup, teardown):
+    """A test of run_tests that gets its own fixture: fn(setup()), then teardown(it) always."""
+    def run():
+        c = setup()
+        try:
+            return fn(c)
+        finally:
+            teardown(c)
+    return run
+
+
 def run_tests(tests):
     """Runs (name, fn) pairs; prints one line each and `N passed, M failed`; exit code."""
     passed = failed = 0

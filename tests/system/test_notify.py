@@ -14,7 +14,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dhafsys import Cluster, fake_call, free_port, run_tests, wait_until  # noqa: E402
+from dhafsys import Cluster, fake_call, free_port, fresh, run_tests, wait_until  # noqa: E402
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "build/bin"
 FAKES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fakes")
@@ -354,13 +354,7 @@ def test_leader_killed_mid_delivery(c):
 
 
 def with_cluster(fn, setup=make, teardown=close):
-    def run():
-        c = setup()
-        try:
-            return fn(c)
-        finally:
-            teardown(c)
-    return run
+    return fresh(fn, setup, teardown)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dhafsys import Cluster, fake_call, free_port, run_tests, wait_until  # noqa: E402
+from dhafsys import Cluster, fake_call, free_port, fresh, run_tests, wait_until  # noqa: E402
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "build/bin"
 FAKES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fakes")
@@ -206,13 +206,7 @@ def test_repeats_collapse(c):
 
 
 def with_cluster(fn):
-    def run():
-        c = make()
-        try:
-            return fn(c)
-        finally:
-            close(c)
-    return run
+    return fresh(fn, make, close)
 
 
 if __name__ == "__main__":
