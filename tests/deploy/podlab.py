@@ -21,6 +21,11 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "system"))
+import dhafsys  # noqa: E402
+
+wait_until = dhafsys.wait_until  # the tests' one poll, also as podlab.wait_until
+
 SKIP = 77
 BASE = "localhost/debian:bookworm"
 BASE_TAGS = ("docker.io/library/debian:12", "docker.io/library/debian:12-slim")
@@ -228,20 +233,3 @@ class Lab:
         if stale:
             self.podman("rmi", *stale, check=False, timeout=120)
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def wait_until(what, fn, timeout, interval=0.1):
-    """fn() until it returns something true; its value, or AssertionError after timeout."""
-    end = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            v = fn()
-            if v:
-                return v
-        except Exception as e:  # noqa: BLE001 - a poll tries again
-            last = e
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}"
-                                 + (f" (last error: {last})" if last else ""))
-        time.sleep(interval)

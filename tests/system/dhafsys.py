@@ -395,6 +395,32 @@ class Prober:
     log_events = Node.log_events
 
 
+class FileSwitcher:
+    """An exec switcher whose switch writes the entry point into work/current (init reads it
+    back): yaml is the service's switcher: value, current(service) the entry point traffic is
+    on. per_service: one file per service, work/current-<service> (the exec switcher sets
+    DHAF_SERVICE)."""
+
+    def __init__(self, work, per_service=False):
+        self.work, self.per_service = work, per_service
+        self.file = os.path.join(work, "current-$DHAF_SERVICE" if per_service else "current")
+        for name, body in (("sw-init.sh", f"#!/bin/sh\ncat {self.file} 2>/dev/null || true\n"),
+                           ("sw-switch.sh", f"#!/bin/sh\necho \"$1\" > {self.file}\n")):
+            with open(os.path.join(work, name), "w") as f:
+                f.write(body)
+            os.chmod(os.path.join(work, name), 0o755)
+        self.yaml = (f"{{type: exec, init: {work}/sw-init.sh, switch: {work}/sw-switch.sh, "
+                     "timeout: 2}")
+
+    def current(self, service=None):
+        path = os.path.join(self.work, f"current-{service}") if self.per_service else self.file
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            return None
+
+
 def fake_call(port, path, body=None, timeout=10):
     """A test fake's control API on 127.0.0.1:port (tests/fakes/: /_fake/...): GET path, or
     POST body as JSON; the reply's JSON."""

@@ -14,7 +14,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dhafsys import Cluster, fake_call, free_port, fresh, run_tests, wait_until  # noqa: E402
+from dhafsys import Cluster, FileSwitcher, fake_call, free_port, fresh, run_tests, wait_until  # noqa: E402
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "build/bin"
 FAKES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fakes")
@@ -70,19 +70,14 @@ def make():
     tgp, tg_port = spawn([os.path.join(FAKES, "telegram.py"), "--port", "0", "--token",
                           TG_TOKEN, "--bot-username", "dhafbot"])
     port = free_port()
-    sw_file = os.path.join(work, "current")
-    for name, body in (("sw-init.sh", f"#!/bin/sh\ncat {sw_file} 2>/dev/null || true\n"),
-                       ("sw-switch.sh", f"#!/bin/sh\necho \"$1\" > {sw_file}\n")):
-        with open(os.path.join(work, name), "w") as f:
-            f.write(body)
-        os.chmod(os.path.join(work, name), 0o755)
+    sw = FileSwitcher(work)
     services = f"""services:
   - name: web
     domain: site.test
     entry-points:
       - {{name: ep-1, ip: 127.0.0.71}}
       - {{name: ep-2, ip: 127.0.0.72}}
-    switcher: {{type: exec, init: {work}/sw-init.sh, switch: {work}/sw-switch.sh, timeout: 2}}
+    switcher: {sw.yaml}
     health-checker: {{type: web, port: {port}, path: /ok, timeout: 1, retries: 0}}
 notifiers:
   - {{type: email, name: mail-plain, from: dhaf@site.test, to: ops@site.test,
@@ -98,7 +93,7 @@ notifiers:
 """
     c = Cluster(BIN, n=3, ttl=3, services=services)
     c.work, c.plain, c.secure, c.implicit = work, plain, secure, implicit
-    c.tgp, c.tg_port, c.sw_file = tgp, tg_port, sw_file
+    c.tgp, c.tg_port, c.sw = tgp, tg_port, sw
     c.b1 = c.add_backend("127.0.0.71", port)
     c.b2 = c.add_backend("127.0.0.72", port)
     return c
@@ -115,10 +110,7 @@ def close(c):
 
 
 def current(c):
-    try:
-        return open(c.sw_file).read().strip()
-    except FileNotFoundError:
-        return None
+    return c.sw.current()
 
 
 def subjects(sink):
@@ -211,12 +203,7 @@ def make_slow():
     work = tempfile.mkdtemp(prefix="dhaf-notify-slow-")
     sink = Sink(work, "slow", "--data-delay", "400")
     port = free_port()
-    cur = f"{work}/current-$DHAF_SERVICE"  # the exec switcher sets DHAF_SERVICE
-    for name, body in (("sw-init.sh", f"#!/bin/sh\ncat {cur} 2>/dev/null || true\n"),
-                       ("sw-switch.sh", f"#!/bin/sh\necho \"$1\" > {cur}\n")):
-        with open(os.path.join(work, name), "w") as f:
-            f.write(body)
-        os.chmod(os.path.join(work, name), 0o755)
+    sw = FileSwitcher(work, per_service=True)
     services = "services:\n"
     for i, svc in enumerate(SLOW_SERVICES):
         services += f"""  - name: {svc}
@@ -224,7 +211,7 @@ def make_slow():
     entry-points:
       - {{name: ep-1, ip: 127.0.0.{101 + 2 * i}}}
       - {{name: ep-2, ip: 127.0.0.{102 + 2 * i}}}
-    switcher: {{type: exec, init: {work}/sw-init.sh, switch: {work}/sw-switch.sh, timeout: 2}}
+    switcher: {sw.yaml}
     health-checker: {{type: web, port: {port}, path: /ok, timeout: 1, retries: 0}}
 """
     services += f"""notifiers:
@@ -232,7 +219,7 @@ def make_slow():
       smtp: {{server: 127.0.0.1, port: {sink.port}, timeout: 10}}}}
 """
     c = Cluster(BIN, n=3, ttl=3, services=services)
-    c.work, c.sink = work, sink
+    c.work, c.sink, c.sw = work, sink, sw
     c.backends_of = {svc: [c.add_backend(f"127.0.0.{101 + 2 * i + k}", port) for k in (0, 1)]
                      for i, svc in enumerate(SLOW_SERVICES)}
     return c
@@ -266,7 +253,7 @@ def test_leader_killed_mid_delivery(c):
     c.start_all()
     for svc in SLOW_SERVICES:
         wait_until(f"traffic of {svc} on ep-1",
-                   lambda s=svc: open(f"{c.work}/current-{s}").read().strip() == "ep-1", 15)
+                   lambda s=svc: c.sw.current(s) == "ep-1", 15)
     first = c.wait_leader(5)
 
     def all_events():

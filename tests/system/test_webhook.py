@@ -16,7 +16,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dhafsys import Cluster, fake_call, free_port, fresh, run_tests, wait_until  # noqa: E402
+from dhafsys import Cluster, FileSwitcher, fake_call, free_port, fresh, run_tests, wait_until  # noqa: E402
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "build/bin"
 FAKES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fakes")
@@ -37,12 +37,7 @@ def make():
     hook, hook_port = spawn([os.path.join(FAKES, "webhook.py"), "--port", "0", "--secret",
                              SECRET])
     port = free_port()
-    sw_file = os.path.join(work, "current")
-    for name, body in (("sw-init.sh", f"#!/bin/sh\ncat {sw_file} 2>/dev/null || true\n"),
-                       ("sw-switch.sh", f"#!/bin/sh\necho \"$1\" > {sw_file}\n")):
-        with open(os.path.join(work, name), "w") as f:
-            f.write(body)
-        os.chmod(os.path.join(work, name), 0o755)
+    sw = FileSwitcher(work)
     base = f"http://127.0.0.1:{hook_port}/hooks"
     services = f"""services:
   - name: web
@@ -50,7 +45,7 @@ def make():
     entry-points:
       - {{name: ep-1, ip: 127.0.0.81}}
       - {{name: ep-2, ip: 127.0.0.82}}
-    switcher: {{type: exec, init: {work}/sw-init.sh, switch: {work}/sw-switch.sh, timeout: 2}}
+    switcher: {sw.yaml}
     health-checker: {{type: web, port: {port}, path: /ok, timeout: 1, retries: 0}}
 notifiers:
   - {{type: webhook, name: hook-json, url: "{base}/json", secret: "{SECRET}",
@@ -61,7 +56,7 @@ notifiers:
       repeat-window: {WINDOW}}}
 """
     c = Cluster(BIN, n=3, ttl=3, services=services)
-    c.work, c.hook, c.hook_port, c.sw_file = work, hook, hook_port, sw_file
+    c.work, c.hook, c.hook_port, c.sw = work, hook, hook_port, sw
     c.b1 = c.add_backend("127.0.0.81", port)
     c.b2 = c.add_backend("127.0.0.82", port)
     return c
@@ -76,10 +71,7 @@ def close(c):
 
 
 def current(c):
-    try:
-        return open(c.sw_file).read().strip()
-    except FileNotFoundError:
-        return None
+    return c.sw.current()
 
 
 def received(c, name):
