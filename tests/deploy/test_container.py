@@ -15,6 +15,7 @@ which file it could not read; a stale prober liveness file makes --healthcheck f
 usage: /usr/bin/python3 test_container.py SOURCE_DIR BUILD_DIR"""
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -226,6 +227,29 @@ def main():
         assert r.returncode == 1 and "last ran 40 s ago" in r.stdout, (r.returncode, r.stdout,
                                                                         r.stderr)
         print(f"stale liveness file: exit 1: {r.stdout.strip()}")
+
+        # ---- dhaf-node --healthcheck's own deadline (3 s): a REST port that accepts and never
+        # answers, and one where nothing listens (host binary, node-2's config re-pointed)
+        hung = socket.socket()
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(4)
+        closed_port = free_port()
+        n2 = nodes[1]
+        for port, want in ((hung.getsockname()[1], "Timeout"), (closed_port, "connect")):
+            cfg_path = os.path.join(work, f"node-hc-{port}.dhaf")
+            with open(cfg_path, "w") as f:
+                f.write(open(os.path.join(etc, "node-2.dhaf")).read()
+                        .replace("/etc/dhaf/secrets/", os.path.join(etc, "secrets") + "/")
+                        .replace(f"port: {n2['rest']}", f"port: {port}"))
+            t0 = time.monotonic()
+            r = subprocess.run([os.path.join(BUILD, "bin", "dhaf-node"), "--healthcheck",
+                                "--config", cfg_path], capture_output=True, text=True, timeout=30)
+            took = time.monotonic() - t0
+            assert r.returncode == 1 and want in r.stdout and took < 6, (r.returncode, r.stdout,
+                                                                         r.stderr, took)
+            print(f"--healthcheck, port {'hung' if want == 'Timeout' else 'closed'}: exit 1 in "
+                  f"{took:.1f} s: {r.stdout.strip()}")
+        hung.close()
     except BaseException:
         for n in lab.names():
             print(f"---- podman logs {n}\n{lab.logs(n)[-3000:]}")

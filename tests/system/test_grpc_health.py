@@ -33,6 +33,8 @@ if not shutil.which("protoc"):
     sys.exit(77)
 TOKEN = "health-test-token-7"
 MAX_WATCHES = 4  # HEALTH_MAX_WATCHES in node/health.h
+MAX_REFLECT = 2  # REFLECT_MAX_STREAMS in node/reflect.h
+REFLECT_IDLE_S = 30  # REFLECT_IDLE_MS
 
 
 def stubs():
@@ -295,6 +297,51 @@ def test_reflection(c):
         "v1alpha too; UNAUTHENTICATED without the token"
 
 
+def test_reflection_cap_and_idle(c):
+    """At most MAX_REFLECT streams at once (the next: RESOURCE_EXHAUSTED); a stream that sends
+    no request for REFLECT_IDLE_S is ended by the node, and its slot is free again."""
+    R = refl_v1.ServerReflectionRequest
+    call = c.ch.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                              request_serializer=R.SerializeToString,
+                              response_deserializer=refl_v1.ServerReflectionResponse.FromString)
+    held, stops = [], []
+    for _ in range(MAX_REFLECT):  # each: one request answered, then silence (the client waits)
+        stop = threading.Event()
+
+        def reqs(stop=stop):
+            yield R(list_services="")
+            stop.wait(REFLECT_IDLE_S + 20)
+        it = call(reqs(), metadata=AUTH, timeout=REFLECT_IDLE_S + 20)
+        assert next(it).list_services_response.service, "no answer"
+        held.append(it)
+        stops.append(stop)
+    t0 = time.monotonic()
+    try:
+        try:
+            reflect(c, [R(list_services="")])
+            raise AssertionError(f"a stream beyond {MAX_REFLECT} was answered")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+        ends = []
+        for it in held:
+            try:
+                next(it)
+                raise AssertionError("an idle stream answered again")
+            except grpc.RpcError as e:
+                ends.append((time.monotonic() - t0, e.code(), e.details()))
+        for took, code, details in ends:
+            assert REFLECT_IDLE_S - 2 <= took <= REFLECT_IDLE_S + 10, ends
+            assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "no reflection request" in \
+                details, ends
+        out = reflect(c, [R(list_services="")])  # the slots are free again
+        assert out[0].list_services_response.service
+    finally:
+        for s in stops:
+            s.set()
+    return (f"{MAX_REFLECT} streams, the next RESOURCE_EXHAUSTED; idle streams ended after "
+            f"{', '.join(f'{t:.1f}' for t, _, _ in ends)} s ({ends[0][1].name}); then answered")
+
+
 def test_mtls(c):
     """With a client CA on the gRPC port, the TLS handshake asks every caller for a client
     certificate from that CA (health included: the transport refuses before any method); with
@@ -372,6 +419,7 @@ def main():
             ("watch_follows_etcd", lambda: test_watch_follows_etcd(c)),
             ("watch_cap_and_cancel", lambda: test_watch_cap_and_cancel(c)),
             ("reflection", lambda: test_reflection(c)),
+            ("reflection_cap_and_idle", lambda: test_reflection_cap_and_idle(c)),
             ("mtls", lambda: test_mtls(c)),
             ("stop_ends_watch", lambda: test_stop_ends_watch(c)),
         ])
